@@ -1,0 +1,118 @@
+"""TFLite integer arithmetic, exactly as LiteRT's reference kernels do it.
+
+Every function works elementwise on NumPy arrays (int64 internally) and on Python ints.
+Sources: ``tensorflow/lite/kernels/internal/quantization_util.cc`` (QuantizeMultiplier) and
+``common.h`` / gemmlowp ``fixedpoint.h`` (SaturatingRoundingDoublingHighMul,
+RoundingDivideByPOT, MultiplyByQuantizedMultiplier).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "INT32_MIN", "INT32_MAX", "quantize_multiplier", "srdhm", "rounding_divide_by_pot",
+    "multiply_by_quantized_multiplier", "requantize", "activation_range",
+]
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """``QuantizeMultiplier``: ``real ~= q_fixed * 2**(shift - 31)``.
+
+    ``frexp`` gives ``q`` in [0.5, 1) and the exponent; ``q_fixed = round(q * 2**31)`` with
+    ties away from zero (C++ ``std::round``); if that reaches ``2**31`` it is halved and the
+    shift incremented. Shifts below -31 flush to zero, as TFLite does.
+    """
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(math.floor(abs(q) * (1 << 31) + 0.5))
+    q_fixed = q_fixed if q >= 0 else -q_fixed
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def srdhm(a, b):
+    """``SaturatingRoundingDoublingHighMul(a, b)`` for int32 ``a``, ``b``:
+    ``(a*b + nudge) / 2**31`` truncated toward zero, nudge ``2**30`` or ``1 - 2**30`` when
+    ``a*b < 0``; saturates to INT32_MAX only for ``a == b == INT32_MIN``."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    num = ab + nudge
+    # C++ integer division truncates toward zero.
+    q = np.where(num >= 0, num >> 31, -((-num) >> 31))
+    q = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, q)
+    return q
+
+
+def rounding_divide_by_pot(x, exponent):
+    """``RoundingDivideByPOT(x, exponent)``: arithmetic shift right by ``exponent`` rounding
+    half away from zero (remainder > mask/2, or >= for negative ``x``)."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(acc, q_fixed, shift):
+    """``MultiplyByQuantizedMultiplier(acc, q_fixed, shift)``:
+    ``RDBPOT(SRDHM(acc * 2**max(shift, 0), q_fixed), max(-shift, 0))``.
+
+    The left shift is done in int32 as in C++ (wraps on overflow, which valid models never
+    reach since ``shift <= 0`` for scales below one).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = _wrap_int32(acc << left)
+    return rounding_divide_by_pot(srdhm(shifted, q_fixed), right)
+
+
+def _wrap_int32(x):
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def requantize(acc, q_fixed, shift, zero_point, act_min, act_max):
+    """Requantize int32 accumulators (bias already added) to int8:
+    ``clamp(MBQM(acc, q_fixed, shift) + zero_point, act_min, act_max)``."""
+    out = multiply_by_quantized_multiplier(acc, q_fixed, shift) + zero_point
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized`` for int8: the clamp of a fused activation.
+
+    ``activation`` is ``"NONE"``, ``"RELU"``, ``"RELU6"`` or ``"RELU_N1_TO_1"``; bounds are
+    ``zero_point + round(v / scale)`` clipped to [-128, 127], the division in float32 as in
+    C++ (``float`` scale) and ``TfLiteRound`` rounding half away from zero.
+    """
+    def q(v: float) -> int:
+        t = float(np.float32(v) / np.float32(scale))
+        return zero_point + int(math.floor(abs(t) + 0.5)) * (1 if t >= 0 else -1)
+
+    lo, hi = -128, 127
+    if activation == "RELU":
+        lo = max(lo, q(0.0))
+    elif activation == "RELU6":
+        lo, hi = max(lo, q(0.0)), min(hi, q(6.0))
+    elif activation == "RELU_N1_TO_1":
+        lo, hi = max(lo, q(-1.0)), min(hi, q(1.0))
+    elif activation != "NONE":
+        raise ValueError(f"unsupported fused activation {activation!r}; "
+                         "allowed: NONE, RELU, RELU6, RELU_N1_TO_1")
+    return lo, hi

@@ -1,0 +1,211 @@
+"""The one object that sizes the accelerator: :class:`AcceleratorConfig`.
+
+Hardware generator, compiler, NumPy models and driver all take the same config, passed
+explicitly. This module imports nothing from Amaranth so the host can use it on a PYNQ image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["AcceleratorConfig", "CONFIGS", "get_config", "ConfigError"]
+
+BEAT_BYTES = 8  # one AXI beat of the 64-bit data bus
+
+
+class ConfigError(ValueError):
+    """An :class:`AcceleratorConfig` field has a value the generator cannot build."""
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned counter that holds values ``0..n`` inclusive."""
+    return max(1, n.bit_length())
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every size of one accelerator instance.
+
+    Parameters
+    ----------
+    name:
+        Short name, used for build directories and error messages.
+    dw_lanes:
+        ``P_dw``: channels the depthwise array computes per cycle (one tap each). Also the
+        channel granularity of activations in DDR: tensors are stored NHWC with the channel
+        count padded up to a multiple of ``dw_lanes``. Multiple of 8 (one AXI beat).
+    pw_rows:
+        ``P_in``: input channels the pointwise array reduces per cycle. Must equal
+        ``dw_lanes`` (the DW output word is the PW input word).
+    pw_cols:
+        ``P_out``: output channels the pointwise array produces per cycle; ``pw_rows *
+        pw_cols`` MAC units. Multiple of 8.
+    k_max:
+        Largest depthwise kernel side (odd or even, 1..k_max at run time).
+    dilation_max:
+        Largest depthwise dilation.
+    max_dim:
+        Largest input or output height/width (sizes the counters).
+    lb_width, lb_channels:
+        The line buffer holds rows of up to ``lb_width * lb_channels`` bytes: any input with
+        ``W * C_pad <= lb_width * lb_channels`` fits.
+    mid_channels_max:
+        Largest depthwise output channel count ``C * depth_multiplier`` (padded per
+        input-channel group, see docs/ARCHITECTURE.md); sizes DW weight/table memories and
+        the on-chip pixel buffer between DW and PW.
+    out_channels_max:
+        Largest pointwise output channel count; sizes PW weight/table memories.
+    axi_data_width:
+        AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
+    axi_addr_width:
+        AXI4 master address width in bits.
+    """
+
+    name: str
+    dw_lanes: int
+    pw_rows: int
+    pw_cols: int
+    k_max: int
+    dilation_max: int
+    max_dim: int
+    lb_width: int
+    lb_channels: int
+    mid_channels_max: int
+    out_channels_max: int
+    axi_data_width: int = 64
+    axi_addr_width: int = 32
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"config {self.name!r}: {msg}")
+
+        for f in fields(self):
+            if f.name != "name":
+                v = getattr(self, f.name)
+                need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     f"{f.name} must be a positive int, not {v!r}")
+        need(self.axi_data_width == 64,
+             f"axi_data_width must be 64 (PYNQ HP ports), not {self.axi_data_width}")
+        need(self.dw_lanes % BEAT_BYTES == 0,
+             f"dw_lanes must be a multiple of {BEAT_BYTES}, not {self.dw_lanes}")
+        need(self.pw_cols % BEAT_BYTES == 0,
+             f"pw_cols must be a multiple of {BEAT_BYTES}, not {self.pw_cols}")
+        need(self.pw_rows == self.dw_lanes,
+             f"pw_rows ({self.pw_rows}) must equal dw_lanes ({self.dw_lanes})")
+        need(self.k_max <= 15, f"k_max must be <= 15, not {self.k_max}")
+        need(self.dilation_max <= 15, f"dilation_max must be <= 15, not {self.dilation_max}")
+        need(self.lb_channels % self.dw_lanes == 0,
+             f"lb_channels ({self.lb_channels}) must be a multiple of dw_lanes "
+             f"({self.dw_lanes})")
+        need(self.mid_channels_max % self.dw_lanes == 0,
+             f"mid_channels_max ({self.mid_channels_max}) must be a multiple of dw_lanes "
+             f"({self.dw_lanes})")
+        need(self.out_channels_max % self.pw_cols == 0,
+             f"out_channels_max ({self.out_channels_max}) must be a multiple of pw_cols "
+             f"({self.pw_cols})")
+        need(self.lb_width <= self.max_dim,
+             f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
+        need(16 <= self.axi_addr_width <= 64,
+             f"axi_addr_width must be in 16..64, not {self.axi_addr_width}")
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def beat_bytes(self) -> int:
+        return self.axi_data_width // 8
+
+    @property
+    def window_rows_max(self) -> int:
+        """Input rows one output row can need: ``(k_max - 1) * dilation_max + 1``."""
+        return (self.k_max - 1) * self.dilation_max + 1
+
+    @property
+    def lb_rows(self) -> int:
+        """Row slots in the line buffer: the window rounded up to a power of two, so the slot
+        of input row ``y`` is ``y mod lb_rows`` (its low bits)."""
+        return _pow2_ceil(self.window_rows_max)
+
+    @property
+    def lb_row_words(self) -> int:
+        """Words (``dw_lanes`` bytes each) per line-buffer row slot, a power of two."""
+        return _pow2_ceil(self.lb_width * self.lb_channels // self.dw_lanes)
+
+    @property
+    def lb_depth(self) -> int:
+        return self.lb_rows * self.lb_row_words
+
+    @property
+    def in_groups_max(self) -> int:
+        return self.lb_channels // self.dw_lanes
+
+    @property
+    def mid_groups_max(self) -> int:
+        return self.mid_channels_max // self.dw_lanes
+
+    @property
+    def out_groups_max(self) -> int:
+        return self.out_channels_max // self.pw_cols
+
+    @property
+    def dw_weight_depth(self) -> int:
+        """Words of the DW weight memory: one per (mid group, tap)."""
+        return self.mid_groups_max * self.k_max * self.k_max
+
+    @property
+    def pw_weight_depth(self) -> int:
+        """Words of the PW weight memory: one per (out group, mid group)."""
+        return self.out_groups_max * self.mid_groups_max
+
+    @property
+    def macs(self) -> int:
+        """MAC units: DW lanes plus the PW array."""
+        return self.dw_lanes + self.pw_rows * self.pw_cols
+
+    @property
+    def dim_bits(self) -> int:
+        return _bits(self.max_dim)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _named(*configs: AcceleratorConfig) -> dict[str, AcceleratorConfig]:
+    return {c.name: c for c in configs}
+
+
+CONFIGS: dict[str, AcceleratorConfig] = _named(
+    # Small arrays, full-size windows: fast Verilator builds, covers every layer parameter
+    # the tests draw (k <= 7, dilation <= 2, H, W <= 32, C, C_out <= 64).
+    AcceleratorConfig(
+        name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, dilation_max=2,
+        max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
+    ),
+    # Sized for xc7z020 (PYNQ-Z2): 16 DW lanes + 16x16 PW MACs, MobileNet-size rows.
+    AcceleratorConfig(
+        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=2,
+        max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
+        out_channels_max=1024,
+    ),
+    # ZCU104-class (xczu7ev): wider arrays.
+    AcceleratorConfig(
+        name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, dilation_max=4,
+        max_dim=512, lb_width=256, lb_channels=256, mid_channels_max=2048,
+        out_channels_max=2048,
+    ),
+)
+
+
+def get_config(config: str | AcceleratorConfig) -> AcceleratorConfig:
+    """Return a named config (or pass a config object through)."""
+    if isinstance(config, AcceleratorConfig):
+        return config
+    try:
+        return CONFIGS[config]
+    except KeyError:
+        raise ConfigError(
+            f"unknown accelerator config {config!r}; known configs: {', '.join(CONFIGS)}"
+        ) from None

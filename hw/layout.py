@@ -1,0 +1,256 @@
+"""Register map, layer-descriptor layout and shared enums: declared once, here.
+
+Gateware, host driver, compiler and tests all read offsets and bit positions from these
+declarations (or their JSON export); nothing else spells a register offset or a descriptor
+bit position. Plain Python (no Amaranth) so that the host runs on a PYNQ image.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+
+from .config import AcceleratorConfig
+
+__all__ = [
+    "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
+    "REGISTERS", "DESCRIPTOR", "ID_MAGIC", "HW_VERSION", "export", "export_json",
+]
+
+ID_MAGIC = 0x44575350  # "DWSP"
+HW_VERSION = 1
+
+
+class Opcode(enum.IntEnum):
+    """Layer operation of a descriptor."""
+    INVALID = 0
+    DWSEP = 1  #: DEPTHWISE_CONV_2D -> requant -> 1x1 CONV_2D -> requant, DW output on chip
+
+
+class DescFlag(enum.IntFlag):
+    LAST = 1  #: this descriptor ends the program
+
+
+class ErrorCode(enum.IntEnum):
+    """Value of ``ERROR.code`` when ``STATUS.error`` is set."""
+    NONE = 0
+    BAD_OPCODE = 1      #: descriptor opcode is not one this hardware runs
+    BAD_PARAMS = 2      #: descriptor field outside the limits the hardware was built with
+    AXI_READ = 3        #: SLVERR/DECERR on a read (descriptor, weights, activations)
+    AXI_WRITE = 4       #: SLVERR/DECERR on a write response
+    MISALIGNED = 5      #: a descriptor address is not 8-byte aligned
+
+
+@dataclass(frozen=True)
+class Field:
+    """A bit field: ``width`` bits at ``lsb`` of a word (register or descriptor)."""
+    name: str
+    lsb: int
+    width: int
+    signed: bool = False
+    doc: str = ""
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+    def encode(self, value: int) -> int:
+        lo, hi = ((-(1 << (self.width - 1)), (1 << (self.width - 1)) - 1) if self.signed
+                  else (0, (1 << self.width) - 1))
+        if not lo <= value <= hi:
+            raise ValueError(f"field {self.name!r} takes {lo}..{hi}, not {value}")
+        return (value & ((1 << self.width) - 1)) << self.lsb
+
+    def decode(self, word: int) -> int:
+        v = (word >> self.lsb) & ((1 << self.width) - 1)
+        if self.signed and v >> (self.width - 1):
+            v -= 1 << self.width
+        return v
+
+
+def _place(spec: list[tuple], word_bits: int) -> tuple[Field, ...]:
+    """Place fields in order, none crossing a ``word_bits`` boundary. ``spec`` items are
+    ``(name, width)``, ``(name, width, signed)`` or ``(name, width, signed, doc)``; a name of
+    ``None`` is reserved padding."""
+    out, pos = [], 0
+    for item in spec:
+        name, width, signed, doc = (*item, False, "")[:4] if len(item) == 2 else (*item, "")[:4]
+        if pos // word_bits != (pos + width - 1) // word_bits:
+            pos = (pos // word_bits + 1) * word_bits
+        if name is not None:
+            out.append(Field(name, pos, width, signed, doc))
+        pos += width
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    access: str  #: "rw", "ro" or "rw1c" (fields marked w1c in the doc clear on writing 1)
+    fields: tuple[Field, ...]
+    doc: str
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"register {self.name} has no field {name!r}")
+
+
+class RegisterMap:
+    """AXI4-Lite register bank: 32-bit registers at consecutive word offsets."""
+
+    def __init__(self, regs: list[tuple[str, str, list[tuple], str]]):
+        self.registers = tuple(
+            Register(name, 4 * i, access, _place(fields, 32), doc)
+            for i, (name, access, fields, doc) in enumerate(regs))
+        self._by_name = {r.name: r for r in self.registers}
+
+    def __getitem__(self, name: str) -> Register:
+        return self._by_name[name]
+
+    def __iter__(self):
+        return iter(self.registers)
+
+    @property
+    def addr_width(self) -> int:
+        """AXI4-Lite address bits needed to reach every register."""
+        return max(2, (4 * len(self.registers) - 1).bit_length())
+
+
+REGISTERS = RegisterMap([
+    ("CTRL", "rw", [("start", 1, False, "write 1: start the program at PROGRAM (reads 0)"),
+                    ("irq_enable", 1, False, "drive the irq line while STATUS.done is set")],
+     "Control"),
+    ("STATUS", "rw1c", [("busy", 1, False, "a program is running"),
+                        ("done", 1, False, "program finished (w1c; also cleared by start)"),
+                        ("error", 1, False, "program stopped on an error, see ERROR (w1c)")],
+     "Status"),
+    ("ERROR", "ro", [("code", 8, False, "ErrorCode of the last error"),
+                     (None, 8),
+                     ("layer", 16, False, "descriptor index where it happened")],
+     "Error code"),
+    ("PROGRAM", "rw", [("addr", 32, False, "DDR address of the first descriptor (8-aligned)")],
+     "Program address"),
+    ("LAYER", "ro", [("index", 16, False, "descriptor being executed (progress)")],
+     "Progress"),
+    ("CYCLES_LO", "ro", [("value", 32, False, "cycles from start to done, low word; reading"
+                          " it latches the high word into CYCLES_HI")], "Cycle counter"),
+    ("CYCLES_HI", "ro", [("value", 32, False, "high word latched by the last CYCLES_LO read")],
+     "Cycle counter"),
+    ("ID", "ro", [("magic", 32, False, "identifies a dwsep accelerator")], "Identification"),
+    ("VERSION", "ro", [("hw", 16, False, "register/descriptor layout version")], "Version"),
+    ("CAP_ARRAY", "ro", [("dw_lanes", 8), ("pw_rows", 8), ("pw_cols", 8), ("k_max", 4),
+                         ("dilation_max", 4)], "Capabilities: arrays"),
+    ("CAP_LB", "ro", [("lb_width", 16), ("lb_channels", 16)], "Capabilities: line buffer"),
+    ("CAP_CHANNELS", "ro", [("mid_channels_max", 16), ("out_channels_max", 16)],
+     "Capabilities: channel limits"),
+    ("CAP_DIM", "ro", [("max_dim", 16)], "Capabilities: largest H/W"),
+])
+
+
+def capability_values(config: AcceleratorConfig) -> dict[str, dict[str, int]]:
+    """Values of the read-only capability registers for ``config``."""
+    return {
+        "ID": {"magic": ID_MAGIC},
+        "VERSION": {"hw": HW_VERSION},
+        "CAP_ARRAY": {"dw_lanes": config.dw_lanes, "pw_rows": config.pw_rows,
+                      "pw_cols": config.pw_cols, "k_max": config.k_max,
+                      "dilation_max": config.dilation_max},
+        "CAP_LB": {"lb_width": config.lb_width, "lb_channels": config.lb_channels},
+        "CAP_CHANNELS": {"mid_channels_max": config.mid_channels_max,
+                         "out_channels_max": config.out_channels_max},
+        "CAP_DIM": {"max_dim": config.max_dim},
+    }
+
+
+class DescriptorLayout:
+    """A layer descriptor: ``size`` bytes in DDR, little-endian, fields at bit offsets."""
+
+    size = 64  #: bytes, 8 AXI beats
+
+    def __init__(self, spec: list[tuple]):
+        self.fields = _place(spec, 32)
+        self._by_name = {f.name: f for f in self.fields}
+        end = max(f.lsb + f.width for f in self.fields)
+        assert end <= 8 * self.size, end
+
+    def __getitem__(self, name: str) -> Field:
+        return self._by_name[name]
+
+    def __iter__(self):
+        return iter(self.fields)
+
+    def pack(self, **values: int) -> bytes:
+        """Encode one descriptor; every field must be given."""
+        missing = set(self._by_name) - set(values)
+        extra = set(values) - set(self._by_name)
+        if missing or extra:
+            raise ValueError(f"descriptor fields missing {sorted(missing)}, "
+                             f"unknown {sorted(extra)}")
+        word = 0
+        for name, value in values.items():
+            word |= self._by_name[name].encode(int(value))
+        return word.to_bytes(self.size, "little")
+
+    def unpack(self, raw: bytes) -> dict[str, int]:
+        if len(raw) != self.size:
+            raise ValueError(f"a descriptor is {self.size} bytes, not {len(raw)}")
+        word = int.from_bytes(raw, "little")
+        return {f.name: f.decode(word) for f in self.fields}
+
+
+DESCRIPTOR = DescriptorLayout([
+    ("opcode", 8, False, "Opcode"),
+    ("flags", 8, False, "DescFlag"),
+    ("kernel", 4, False, "depthwise kernel side k (1..k_max)"),
+    ("stride", 4, False, "depthwise stride (1 or 2)"),
+    ("dilation", 4, False, "depthwise dilation (1..dilation_max)"),
+    ("depth_mult", 8, False, "depthwise channel multiplier m (>= 1)"),
+    ("pad_top", 8, False, "rows of zero-point padding above the input"),
+    ("pad_left", 8, False, "columns of zero-point padding left of the input"),
+    ("in_h", 16), ("in_w", 16),
+    ("in_groups", 16, False, "input channels / dw_lanes (padded)"),
+    ("mid_groups", 16, False, "in_groups * depth_mult"),
+    ("out_h", 16), ("out_w", 16),
+    ("out_groups", 16, False, "output channels / pw_cols (padded)"),
+    ("in_zp", 8, True, "input zero point: value of padded taps"),
+    ("dw_zp", 8, True, "DW output zero point"),
+    ("dw_min", 8, True, "DW activation clamp low"),
+    ("dw_max", 8, True, "DW activation clamp high"),
+    ("pw_zp", 8, True, "PW output zero point"),
+    ("pw_min", 8, True, "PW activation clamp low"),
+    ("pw_max", 8, True, "PW activation clamp high"),
+    ("in_addr", 32, False, "input activations (NHWC, channels padded)"),
+    ("out_addr", 32, False, "output activations (NHWC, channels padded)"),
+    ("dw_weights", 32, False, "DW weight words"),
+    ("dw_table", 32, False, "DW requant table (bias, multiplier, shift per channel)"),
+    ("pw_weights", 32, False, "PW weight words"),
+    ("pw_table", 32, False, "PW requant table"),
+])
+
+
+def export(config: AcceleratorConfig | None = None) -> dict:
+    """Machine-readable register map, descriptor layout and enums (for JSON)."""
+    def fields(fs):
+        return [{"name": f.name, "lsb": f.lsb, "width": f.width, "signed": f.signed,
+                 "doc": f.doc} for f in fs]
+    out = {
+        "version": HW_VERSION,
+        "registers": [{"name": r.name, "offset": r.offset, "access": r.access, "doc": r.doc,
+                       "fields": fields(r.fields)} for r in REGISTERS],
+        "descriptor": {"size": DESCRIPTOR.size, "fields": fields(DESCRIPTOR.fields)},
+        "opcodes": {o.name: int(o) for o in Opcode},
+        "flags": {f.name: int(f) for f in DescFlag},
+        "errors": {e.name: int(e) for e in ErrorCode},
+    }
+    if config is not None:
+        out["config"] = config.to_dict()
+        out["capabilities"] = capability_values(config)
+    return out
+
+
+def export_json(config: AcceleratorConfig | None = None) -> str:
+    return json.dumps(export(config), indent=2)
