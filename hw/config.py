@@ -97,6 +97,12 @@ class AcceleratorConfig:
              f"pw_cols must be a multiple of {BEAT_BYTES}, not {self.pw_cols}")
         need(self.pw_rows == self.dw_lanes,
              f"pw_rows ({self.pw_rows}) must equal dw_lanes ({self.dw_lanes})")
+        for name in ("dw_lanes", "pw_rows", "pw_cols"):
+            need(getattr(self, name) <= 255, f"{name} must be <= 255, not {getattr(self, name)}")
+        for name in ("max_dim", "lb_width", "lb_channels", "mid_channels_max",
+                     "out_channels_max"):
+            need(getattr(self, name) <= 65535,
+                 f"{name} must be <= 65535, not {getattr(self, name)}")
         need(self.k_max <= 15, f"k_max must be <= 15, not {self.k_max}")
         need(self.dilation_max <= 15, f"dilation_max must be <= 15, not {self.dilation_max}")
         need(self.lb_channels % self.dw_lanes == 0,
