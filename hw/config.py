@@ -198,8 +198,8 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(
-        name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, dilation_max=4,
-        max_dim=512, lb_width=256, lb_channels=256, mid_channels_max=2048,
+        name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, dilation_max=2,
+        max_dim=512, lb_width=128, lb_channels=256, mid_channels_max=2048,
         out_channels_max=2048,
     ),
 )

@@ -1,0 +1,275 @@
+"""Line buffer: the input rows of a depthwise layer, re-read as convolution taps."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+
+__all__ = ["LineBuffer", "line_buffer_params_layout", "line_buffer_tap_layout"]
+
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned value that holds ``0..n`` inclusive."""
+    return max(1, n.bit_length())
+
+
+def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Per-layer parameters of :class:`LineBuffer`, named as the ``hw.layout.DESCRIPTOR``
+    fields they come from, sized by ``config``."""
+    pad_max = config.k_max * config.dilation_max - 1
+    return data.StructLayout({
+        "in_h": unsigned(config.dim_bits),
+        "in_w": unsigned(config.dim_bits),
+        "in_groups": unsigned(_bits(config.in_groups_max)),
+        "depth_mult": unsigned(_bits(config.mid_groups_max)),
+        "kernel": unsigned(_bits(config.k_max)),
+        "stride": unsigned(2),
+        "dilation": unsigned(_bits(config.dilation_max)),
+        "pad_top": unsigned(_bits(pad_max)),
+        "pad_left": unsigned(_bits(pad_max)),
+        "out_h": unsigned(config.dim_bits),
+        "out_w": unsigned(config.dim_bits),
+        "in_zp": signed(8),
+    })
+
+
+def line_buffer_tap_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """One tap: ``P`` input bytes, the DW weight word and mid group it meets, and the
+    first/last marks of its pixel-group."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), config.dw_lanes),
+        "first": 1,
+        "last": 1,
+        "waddr": unsigned(_bits(config.dw_weight_depth - 1)),
+        "group": unsigned(_bits(config.mid_groups_max - 1)),
+    })
+
+
+class LineBuffer(wiring.Component):
+    """Holds the last ``config.lb_rows`` input rows and emits the depthwise taps.
+
+    Storage is one block RAM of ``config.lb_depth`` words of ``P = dw_lanes`` bytes: input
+    word ``(y, x, g)`` lives at ``(y mod lb_rows) * lb_row_words + x*G + g``. Fill beats are
+    written as they arrive (64-bit write granularity, so no packing register) into the word
+    of their row. Taps are generated in the order of docs/ARCHITECTURE.md:
+    ``oy, ox, g, j, ky, kx`` (``kx`` fastest), tap ``(iy, ix) = (oy*s - pad_top + ky*d,
+    ox*s - pad_left + kx*d)``, ``in_zp`` in every lane outside the image.
+
+    Flow control, with ``top = oy*s - pad_top`` of the output row being generated:
+
+    * taps of row ``oy`` are issued only once input rows ``< min(top + (k-1)*d + 1, in_h)``
+      are completely written;
+    * fill beats of input row ``y`` are accepted only while ``y < max(top, 0) + lb_rows``
+      (its slot holds no row that row ``oy`` or a later one needs), or without limit once
+      every tap has been issued, so rows no window reaches are still drained.
+
+    As ``(k-1)*d + 1 <= lb_rows``, the rows being read and the row being written never share
+    a slot, and the two rules cannot wait on each other.
+
+    Pipeline: the tap counters address the read port; its registered output (held by the read
+    enable while ``taps`` is stalled) is the ``taps`` payload, with the zero-point mux after
+    it. One tap per cycle while ``taps.ready`` is high and the rows are there.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    params : ``In(line_buffer_params_layout(config))``
+        Layer parameters; sampled at ``start`` and must be held until ``busy`` falls.
+    start : ``In(1)``
+        Pulse: begin a layer (resets every counter). Must not be raised while ``busy``.
+    busy : ``Out(1)``
+        High from ``start`` until the last tap has been accepted and every fill beat of the
+        layer (``in_h * in_w * in_groups * P/8``) has been consumed.
+    fill : ``In(stream.Signature(unsigned(64)))``
+        Input tensor beats in DDR order (NHWC, channels padded to ``G*P``, ``P/8`` beats per
+        word, byte ``b`` of a beat = channel ``8*beat + b`` of the group). Not ready outside a
+        layer.
+    taps : ``Out(stream.Signature(line_buffer_tap_layout(config)))``
+        The tap stream; ``waddr = ((g*m + j)*k + ky)*k + kx``, ``group = g*m + j``.
+    """
+
+    #: cycles from a tap's counters to its ``taps.valid`` (the registered read port)
+    LATENCY = 1
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "params": In(line_buffer_params_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "fill": In(stream.Signature(unsigned(64))),
+            "taps": Out(stream.Signature(line_buffer_tap_layout(config))),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        P = cfg.dw_lanes
+        beats_per_word = P // 8
+        rows_log2 = (cfg.lb_rows - 1).bit_length()
+        col_log2 = (cfg.lb_row_words - 1).bit_length()
+        prm = self.params
+        m = Module()
+
+        m.submodules.mem = mem = Memory(shape=unsigned(8 * P), depth=cfg.lb_depth, init=[])
+        wr = mem.write_port(granularity=64)
+        rd = mem.read_port()
+
+        # Row/column coordinates may be negative (padding) or past the image (bottom/right
+        # padding, stride leftovers): signed, wide enough for 2*max_dim + a window.
+        coord = signed(max(cfg.dim_bits, cfg.window_rows_max.bit_length()) + 3)
+        # Word offsets inside a row slot: only needed modulo lb_row_words (in-image taps are
+        # < lb_row_words), so they wrap freely and negative starts are fine.
+        colw = unsigned(max(1, col_log2))
+
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy | self.start)
+
+        # ---- per-layer constants, registered at start (see the end) ----
+        k1 = Signal.like(prm.kernel)         # k - 1
+        span = Signal(coord)                 # (k-1)*d + 1: input rows one output row needs
+        s_g = Signal(colw)                   # s*G: word step between output pixels
+        d_g = Signal(colw)                   # d*G: word step between kx taps
+        left_g = Signal(colw)                # -pad_left*G: word offset of ox=0, kx=0, g=0
+        row_words = Signal(range(cfg.lb_row_words + 1))   # in_w * G
+
+        # ---- tap generator state ----
+        oy = Signal.like(prm.out_h)
+        ox = Signal.like(prm.out_w)
+        g = Signal.like(prm.in_groups)
+        j = Signal.like(prm.depth_mult)
+        ky = Signal.like(prm.kernel)
+        kx = Signal.like(prm.kernel)
+        top = Signal(coord)                  # oy*s - pad_top
+        left = Signal(coord)                 # ox*s - pad_left
+        pix_w = Signal(colw)                 # left*G (word offset of g=0)
+        iy = Signal(coord)                   # top + ky*d
+        ix = Signal(coord)                   # left + kx*d
+        xw = Signal(colw)                    # left*G + g + kx*d*G (mod lb_row_words)
+        waddr = Signal.like(self.taps.payload.waddr)
+        group = Signal.like(self.taps.payload.group)
+        gen_done = Signal()                  # every tap issued
+
+        # ---- fill state ----
+        fill_y = Signal.like(prm.in_h)       # row being written = rows completely written
+        fill_w = Signal.like(row_words)      # word of that row
+        fill_b = Signal(range(beats_per_word))
+        fill_done = Signal()
+
+        # ---- flow control ----
+        row_ok = (fill_y >= prm.in_h) | (fill_y >= top + span)
+        slot_free = (fill_y < cfg.lb_rows) | (fill_y < top + cfg.lb_rows) | gen_done
+        m.d.comb += self.fill.ready.eq(busy & ~fill_done & slot_free)
+
+        # ---- fill: write each beat into its 64-bit lane of the word ----
+        m.d.comb += [
+            wr.addr.eq(Cat(fill_w[:col_log2], fill_y[:rows_log2])),
+            wr.data.eq(self.fill.payload.replicate(beats_per_word)),
+        ]
+        with m.If(self.fill.valid & self.fill.ready):
+            m.d.comb += wr.en.eq(Const(1, beats_per_word) << fill_b)
+            word_end = fill_b == beats_per_word - 1
+            m.d.sync += fill_b.eq(Mux(word_end, 0, fill_b + 1))
+            with m.If(word_end):
+                with m.If(fill_w == row_words - 1):
+                    m.d.sync += [fill_w.eq(0), fill_y.eq(fill_y + 1)]
+                    with m.If(fill_y == prm.in_h - 1):
+                        m.d.sync += fill_done.eq(1)
+                with m.Else():
+                    m.d.sync += fill_w.eq(fill_w + 1)
+
+        # ---- output stage: the read port's register plus the tap's side fields ----
+        out_valid = Signal()
+        out_inside = Signal()
+        out_first = Signal()
+        out_last = Signal()
+        out_waddr = Signal.like(waddr)
+        out_group = Signal.like(group)
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(busy & ~gen_done & row_ok & (~out_valid | self.taps.ready)),
+            rd.en.eq(issue),
+            rd.addr.eq(Cat(xw[:col_log2], iy[:rows_log2])),
+            self.taps.valid.eq(out_valid),
+            self.taps.payload.first.eq(out_first),
+            self.taps.payload.last.eq(out_last),
+            self.taps.payload.waddr.eq(out_waddr),
+            self.taps.payload.group.eq(out_group),
+        ]
+        zp_word = prm.in_zp.as_unsigned().replicate(P)
+        m.d.comb += self.taps.payload.data.eq(Mux(out_inside, rd.data, zp_word))
+
+        kx_last = kx == k1
+        ky_last = ky == k1
+        inside = (iy >= 0) & (iy < prm.in_h) & (ix >= 0) & (ix < prm.in_w)
+        with m.If(issue):
+            m.d.sync += [
+                out_valid.eq(1),
+                out_inside.eq(inside),
+                out_first.eq((kx == 0) & (ky == 0)),
+                out_last.eq(kx_last & ky_last),
+                out_waddr.eq(waddr),
+                out_group.eq(group),
+            ]
+        with m.Elif(self.taps.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # ---- tap counters: advance on issue, kx fastest ----
+        with m.If(issue):
+            m.d.sync += waddr.eq(waddr + 1)
+            with m.If(~kx_last):
+                m.d.sync += [kx.eq(kx + 1), ix.eq(ix + prm.dilation), xw.eq(xw + d_g)]
+            with m.Elif(~ky_last):
+                m.d.sync += [kx.eq(0), ix.eq(left), xw.eq(pix_w + g),
+                             ky.eq(ky + 1), iy.eq(iy + prm.dilation)]
+            with m.Else():
+                m.d.sync += [kx.eq(0), ky.eq(0), ix.eq(left), iy.eq(top), group.eq(group + 1)]
+                with m.If(j != prm.depth_mult - 1):
+                    m.d.sync += [j.eq(j + 1), xw.eq(pix_w + g)]
+                with m.Elif(g != prm.in_groups - 1):
+                    m.d.sync += [j.eq(0), g.eq(g + 1), xw.eq(pix_w + g + 1)]
+                with m.Else():
+                    m.d.sync += [j.eq(0), g.eq(0), group.eq(0), waddr.eq(0)]
+                    with m.If(ox != prm.out_w - 1):
+                        m.d.sync += [ox.eq(ox + 1), left.eq(left + prm.stride),
+                                     ix.eq(left + prm.stride),
+                                     pix_w.eq(pix_w + s_g), xw.eq(pix_w + s_g)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(0), left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
+                                     pix_w.eq(left_g), xw.eq(left_g)]
+                        with m.If(oy != prm.out_h - 1):
+                            m.d.sync += [oy.eq(oy + 1), top.eq(top + prm.stride),
+                                         iy.eq(top + prm.stride)]
+                        with m.Else():
+                            m.d.sync += gen_done.eq(1)
+
+        with m.If(busy & gen_done & ~out_valid & fill_done):
+            m.d.sync += busy.eq(0)
+
+        # Start last: it overrides every update above.
+        with m.If(self.start):
+            neg_left_g = -(prm.pad_left * prm.in_groups)
+            m.d.sync += [
+                busy.eq(1),
+                k1.eq(prm.kernel - 1),
+                span.eq((prm.kernel - 1) * prm.dilation + 1),
+                s_g.eq(prm.stride * prm.in_groups),
+                d_g.eq(prm.dilation * prm.in_groups),
+                left_g.eq(neg_left_g),
+                row_words.eq(prm.in_w * prm.in_groups),
+                oy.eq(0), ox.eq(0), g.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
+                top.eq(-prm.pad_top), iy.eq(-prm.pad_top),
+                left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
+                pix_w.eq(neg_left_g), xw.eq(neg_left_g),
+                waddr.eq(0), group.eq(0), gen_done.eq(0), out_valid.eq(0),
+                fill_y.eq(0), fill_w.eq(0), fill_b.eq(0), fill_done.eq(0),
+            ]
+        return m
