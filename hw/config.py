@@ -190,11 +190,12 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
         name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, dilation_max=2,
         max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
     ),
-    # Sized for xc7z020 (PYNQ-Z2): 16 DW lanes + 16x16 PW MACs, MobileNet-size rows.
+    # Sized for xc7z020 (PYNQ-Z2, 140 BRAM36): 16 DW lanes + 16x16 PW MACs. Line buffer
+    # 16 rows x 16 KiB (~57 BRAM36), PW weights 512 x 256 int8 (~29 BRAM36).
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=2,
-        max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
-        out_channels_max=1024,
+        max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=512,
+        out_channels_max=256,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

@@ -19,6 +19,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
 from dwsep.hw.layout import REGISTERS
 
 POLL_CYCLES = 256  # cycles between STATUS polls: far below any layer's run time

@@ -26,6 +26,7 @@ _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
 def generate_verilog(config: AcceleratorConfig | str) -> str:
     """Verilog of :class:`dwsep.hw.top.Accelerator` for ``config``."""
     from amaranth.back import verilog
+
     from dwsep.hw.top import Accelerator
 
     top = Accelerator(get_config(config))

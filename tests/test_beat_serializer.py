@@ -5,6 +5,7 @@ import random
 
 import pytest
 from amaranth.hdl import unsigned
+
 from dwsep.hw.beat_serializer import BeatSerializer
 from dwsep.sim.streams import recv_n, run_sim, send_all
 

@@ -15,6 +15,7 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
+
 from dwsep.hw import csr
 from dwsep.hw.axi import AXI4LiteSignature, Resp
 from dwsep.hw.config import CONFIGS, ConfigError

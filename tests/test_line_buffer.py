@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import rtlil
+
 from dwsep.hw.config import CONFIGS, AcceleratorConfig
 from dwsep.hw.layout import DESCRIPTOR
 from dwsep.hw.line_buffer import LineBuffer, line_buffer_params_layout

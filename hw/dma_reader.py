@@ -1,0 +1,167 @@
+"""AXI4 read DMA: a stream of (address, beats) commands in, a stream of 64-bit beats out."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import AXI4ReadSignature, Burst, Resp
+
+__all__ = ["DMAReader", "dma_command_layout", "check_dma_params", "next_burst_beats"]
+
+BEAT_BYTES = 8  # 64-bit data bus
+PAGE_BEATS = 4096 // BEAT_BYTES  # an AXI burst must not cross a 4 KiB boundary (IHI 0022 A3.4.1)
+AXCACHE = 0b0011  # normal non-cacheable bufferable, what Xilinx DMA IP issues on HP ports
+
+
+def dma_command_layout(addr_width: int, max_beats_width: int) -> data.StructLayout:
+    """Payload of a DMA ``cmd`` stream: transfer ``beats`` 64-bit beats from/to byte ``addr``."""
+    return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(max_beats_width)})
+
+
+def check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding) -> None:
+    """Validate the constructor arguments shared by :class:`DMAReader` and ``DMAWriter``."""
+    if not isinstance(addr_width, int) or not 12 <= addr_width <= 64:
+        raise TypeError(f"'addr_width' must be an int in 12..64, not {addr_width!r}")
+    if not isinstance(max_burst, int) or not 1 <= max_burst <= 256:
+        raise TypeError(f"'max_burst' must be an int in 1..256 (AXI4 INCR limit; 16 for AXI3 "
+                        f"ports), not {max_burst!r}")
+    if not isinstance(max_beats_width, int) or not 1 <= max_beats_width <= 64:
+        raise TypeError(f"'max_beats_width' must be an int in 1..64, not {max_beats_width!r}")
+    if not isinstance(max_outstanding, int) or not 1 <= max_outstanding <= 16:
+        raise TypeError(f"'max_outstanding' must be an int in 1..16, not {max_outstanding!r}")
+
+
+def next_burst_beats(m: Module, addr: Value, left: Value, max_burst: int) -> Signal:
+    """Beats of the next burst at byte ``addr`` with ``left`` beats to go:
+    ``min(left, max_burst, 512 - addr[3:12])`` (the last term stops it at the 4 KiB boundary).
+    """
+    to_page_end = Signal(range(PAGE_BEATS + 1))
+    cap = Signal(range(max(max_burst, PAGE_BEATS) + 1))
+    beats = Signal(range(max_burst + 1))
+    m.d.comb += [
+        to_page_end.eq(PAGE_BEATS - addr[3:12]),
+        cap.eq(Mux(to_page_end < max_burst, to_page_end, max_burst)),
+        beats.eq(Mux(left < cap, left, cap)),
+    ]
+    return beats
+
+
+class DMAReader(wiring.Component):
+    """Read ``cmd.beats`` 64-bit beats from byte address ``cmd.addr`` over AXI4 and emit them
+    on ``data`` in address order.
+
+    A command is split into INCR bursts (``arsize`` = 3) of at most ``max_burst`` beats that
+    never cross a 4 KiB boundary. Up to ``max_outstanding`` bursts may be in flight on AR
+    (issued, last R beat not yet received). R beats pass through one output register, with
+    ``rready = ~data.valid | data.ready``: a stalled ``data`` consumer stalls R, nothing is
+    dropped. The next command is accepted as soon as the previous one has issued its last AR,
+    so back-to-back commands overlap their R data with the next command's AR.
+
+    Error behaviour: a command whose ``addr`` is not 8-byte aligned is accepted and dropped
+    (no AXI traffic, no ``data`` beats) and sets ``error``. An R beat with ``rresp != OKAY`` is
+    still delivered on ``data`` (its contents are whatever the subordinate returned) and sets
+    ``error``. ``error`` stays high until ``clear`` is high in a cycle with no new error event
+    (a new error in the same cycle as ``clear`` wins). A command with ``beats == 0`` is accepted
+    and completes at once. Addresses wrap modulo ``2**addr_width``.
+
+    Performance (for the cycle model; cycle 0 is the handshake cycle of the event named first):
+
+    * ``CMD_TO_AR`` = 2: ``arvalid`` rises in cycle 2 after the ``cmd`` handshake.
+    * ``R_TO_DATA`` = 1: an R beat accepted in cycle ``t`` is on ``data`` in cycle ``t + 1``.
+    * ``SLOT_OVERHEAD`` = 1: a burst of ``B`` beats whose first R beat comes ``L`` cycles
+      after its AR handshake holds one of the ``max_outstanding`` slots for ``B + L +
+      SLOT_OVERHEAD`` cycles. With no stalls the rate is therefore ``min(1, max_outstanding *
+      B / (B + L + SLOT_OVERHEAD))`` beats/cycle: 1 beat/cycle for 16-beat bursts and the
+      default 4 slots up to ``L`` = 47.
+    * AR issues at most one burst per cycle. A new command is accepted the cycle after the
+      previous one has loaded its last AR (at best every 2 cycles for 1-burst commands); its
+      R data then follows the previous command's without a gap.
+
+    Parameters
+    ----------
+    addr_width : int
+        AXI address width, 12..64.
+    max_burst : int
+        Longest burst in beats, 1..256 (16 for AXI3 ports such as Zynq-7000 HP).
+    max_beats_width : int
+        Width of ``cmd.beats``.
+    max_outstanding : int
+        Bursts in flight at most, 1..16.
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(dma_command_layout(addr_width, max_beats_width)))``
+    data : ``Out(stream.Signature(unsigned(64)))``
+    axi : ``Out(AXI4ReadSignature(addr_width=addr_width))``
+        ``arid`` = 0, ``arlock`` = 0, ``arcache`` = 0b0011, ``arprot`` = 0.
+    busy : ``Out(1)``
+        A command is being split, a burst is in flight, or a beat waits on ``data``.
+    error : ``Out(1)``
+        Sticky: RRESP != OKAY or a misaligned command since the last ``clear``.
+    clear : ``In(1)``
+        Clears ``error``.
+    """
+
+    CMD_TO_AR = 2
+    R_TO_DATA = 1
+    SLOT_OVERHEAD = 1
+
+    def __init__(self, addr_width: int = 32, max_burst: int = 16, max_beats_width: int = 24,
+                 *, max_outstanding: int = 4):
+        check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding)
+        self.addr_width = addr_width
+        self.max_burst = max_burst
+        self.max_beats_width = max_beats_width
+        self.max_outstanding = max_outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(dma_command_layout(addr_width, max_beats_width))),
+            "data": Out(stream.Signature(unsigned(64))),
+            "axi": Out(AXI4ReadSignature(addr_width=addr_width)),
+            "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+
+        addr = Signal(self.addr_width)  # next burst's address
+        left = Signal(self.max_beats_width)  # beats of the current command not yet on AR
+        in_flight = Signal(range(self.max_outstanding + 1))  # bursts on AR, last R to come
+
+        m.d.comb += self.cmd.ready.eq(left == 0)
+        misaligned = self.cmd.valid & self.cmd.ready & (self.cmd.payload.addr[:3] != 0)
+        with m.If(self.cmd.valid & self.cmd.ready & ~misaligned):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
+
+        m.d.comb += [axi.arid.eq(0), axi.arsize.eq(3), axi.arburst.eq(Burst.INCR),
+                     axi.arlock.eq(0), axi.arcache.eq(AXCACHE), axi.arprot.eq(0)]
+        n = next_burst_beats(m, addr, left, self.max_burst)
+        # in_flight is not reduced by a burst ending in the same cycle: one cycle of slack
+        # keeps the issue condition off the R channel's timing path.
+        issue = (left != 0) & (~axi.arvalid | axi.arready) & (in_flight < self.max_outstanding)
+        with m.If(issue):
+            m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(addr), axi.arlen.eq(n - 1),
+                         addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
+        with m.Elif(axi.arready):
+            m.d.sync += axi.arvalid.eq(0)
+
+        m.d.comb += axi.rready.eq(~self.data.valid | self.data.ready)
+        r_beat = axi.rvalid & axi.rready
+        with m.If(r_beat):
+            m.d.sync += [self.data.valid.eq(1), self.data.payload.eq(axi.rdata)]
+        with m.Elif(self.data.ready):
+            m.d.sync += self.data.valid.eq(0)
+
+        burst_done = r_beat & axi.rlast
+        m.d.sync += in_flight.eq(in_flight + issue - burst_done)
+
+        m.d.comb += self.busy.eq((left != 0) | (in_flight != 0) | self.data.valid)
+        with m.If(misaligned | (r_beat & (axi.rresp != Resp.OKAY))):
+            m.d.sync += self.error.eq(1)
+        with m.Elif(self.clear):
+            m.d.sync += self.error.eq(0)
+        return m

@@ -1,0 +1,149 @@
+"""AXI4 write DMA: a stream of (address, beats) commands and a stream of 64-bit beats in."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .axi import AXI4WriteSignature, Burst, Resp
+from .dma_reader import AXCACHE, BEAT_BYTES, check_dma_params, dma_command_layout, next_burst_beats
+
+__all__ = ["DMAWriter"]
+
+
+class DMAWriter(wiring.Component):
+    """Write the next ``cmd.beats`` beats of ``data`` to byte address ``cmd.addr`` over AXI4.
+
+    A command is split into INCR bursts (``awsize`` = 3, ``wstrb`` all ones, ``wlast`` on each
+    burst's last beat) of at most ``max_burst`` beats that never cross a 4 KiB boundary. A
+    burst's AW is presented as soon as the command is split, whether or not its data has
+    arrived, and its length is queued for the W side at the same moment; W beats then flow as
+    ``data`` delivers them. AW and W are thus independent: neither a subordinate that waits for
+    AW before taking W (cocotbext-axi ``AxiRam``) nor one that waits for W before taking AW can
+    deadlock it. Up to ``max_outstanding`` bursts may be in flight (AW presented, B not yet
+    received); ``bready`` is always high. The next command is accepted as soon as the previous
+    one has presented its last AW.
+
+    Error behaviour: a command whose ``addr`` is not 8-byte aligned is accepted and dropped (no
+    AXI traffic, no ``data`` beats consumed: the producer must not send its beats) and sets
+    ``error``. A B response with ``bresp != OKAY`` sets ``error``. ``error`` stays high until
+    ``clear`` is high in a cycle with no new error event. ``beats == 0`` completes at once.
+    Addresses wrap modulo ``2**addr_width``.
+
+    Performance (for the cycle model; cycle 0 is the handshake cycle of the event named first):
+
+    * ``CMD_TO_AW`` = 2: ``awvalid`` rises in cycle 2 after the ``cmd`` handshake.
+    * ``CMD_TO_DATA`` = 2: the first ``data`` beat of a command is taken at the earliest in
+      cycle 2 after the ``cmd`` handshake (its burst length is queued when AW is loaded).
+    * ``DATA_TO_W`` = 1: a ``data`` beat accepted in cycle ``t`` is on W in cycle ``t + 1``.
+    * ``SLOT_OVERHEAD`` = 2: a burst of ``B`` beats whose B response comes ``L`` cycles after
+      its last W handshake holds one of the ``max_outstanding`` slots for ``B + L +
+      SLOT_OVERHEAD`` cycles when data and ``wready`` never stall. The rate is therefore
+      ``min(1, max_outstanding * B / (B + L + SLOT_OVERHEAD))`` beats/cycle: 1 beat/cycle
+      for 16-beat bursts and the default 4 slots up to ``L`` = 46.
+    * ``B_TO_IDLE`` = 1: ``busy`` is low in the cycle after the last B handshake.
+    * A new command is accepted the cycle after the previous one has loaded its last AW; its
+      data then follows the previous command's without a gap.
+
+    Parameters
+    ----------
+    addr_width : int
+        AXI address width, 12..64.
+    max_burst : int
+        Longest burst in beats, 1..256 (16 for AXI3 ports such as Zynq-7000 HP).
+    max_beats_width : int
+        Width of ``cmd.beats``.
+    max_outstanding : int
+        Bursts in flight at most, 1..16.
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(dma_command_layout(addr_width, max_beats_width)))``
+    data : ``In(stream.Signature(unsigned(64)))``
+    axi : ``Out(AXI4WriteSignature(addr_width=addr_width))``
+        ``awid`` = 0, ``awlock`` = 0, ``awcache`` = 0b0011, ``awprot`` = 0.
+    busy : ``Out(1)``
+        Low only when every accepted command has received all its B responses, i.e. its data
+        is in memory.
+    error : ``Out(1)``
+        Sticky: BRESP != OKAY or a misaligned command since the last ``clear``.
+    clear : ``In(1)``
+        Clears ``error``.
+    """
+
+    CMD_TO_AW = 2
+    CMD_TO_DATA = 2
+    DATA_TO_W = 1
+    SLOT_OVERHEAD = 2
+    B_TO_IDLE = 1
+
+    def __init__(self, addr_width: int = 32, max_burst: int = 16, max_beats_width: int = 24,
+                 *, max_outstanding: int = 4):
+        check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding)
+        self.addr_width = addr_width
+        self.max_burst = max_burst
+        self.max_beats_width = max_beats_width
+        self.max_outstanding = max_outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(dma_command_layout(addr_width, max_beats_width))),
+            "data": In(stream.Signature(unsigned(64))),
+            "axi": Out(AXI4WriteSignature(addr_width=addr_width)),
+            "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+
+        addr = Signal(self.addr_width)  # next burst's address
+        left = Signal(self.max_beats_width)  # beats of the current command not yet on AW
+        in_flight = Signal(range(self.max_outstanding + 1))  # bursts on AW, B to come
+
+        m.d.comb += self.cmd.ready.eq(left == 0)
+        misaligned = self.cmd.valid & self.cmd.ready & (self.cmd.payload.addr[:3] != 0)
+        with m.If(self.cmd.valid & self.cmd.ready & ~misaligned):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
+
+        # awlen of every burst whose W beats are not all sent yet; it never holds more than
+        # in_flight <= max_outstanding entries, so it cannot overflow.
+        m.submodules.lengths = lengths = SyncFIFO(width=8, depth=self.max_outstanding)
+
+        m.d.comb += [axi.awid.eq(0), axi.awsize.eq(3), axi.awburst.eq(Burst.INCR),
+                     axi.awlock.eq(0), axi.awcache.eq(AXCACHE), axi.awprot.eq(0)]
+        n = next_burst_beats(m, addr, left, self.max_burst)
+        # As in DMAReader, a B in the same cycle does not free a slot (timing slack).
+        issue = (left != 0) & (~axi.awvalid | axi.awready) & (in_flight < self.max_outstanding)
+        with m.If(issue):
+            m.d.sync += [axi.awvalid.eq(1), axi.awaddr.eq(addr), axi.awlen.eq(n - 1),
+                         addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
+        with m.Elif(axi.awready):
+            m.d.sync += axi.awvalid.eq(0)
+        m.d.comb += [lengths.w_en.eq(issue), lengths.w_data.eq(n - 1)]
+
+        sent = Signal(8)  # W beats already loaded of the burst at the head of `lengths`
+        w_free = ~axi.wvalid | axi.wready
+        m.d.comb += [axi.wstrb.eq(~0), self.data.ready.eq(lengths.r_rdy & w_free)]
+        with m.If(self.data.valid & self.data.ready):
+            last = sent == lengths.r_data
+            m.d.sync += [axi.wvalid.eq(1), axi.wdata.eq(self.data.payload), axi.wlast.eq(last),
+                         sent.eq(sent + 1)]
+            with m.If(last):
+                m.d.sync += sent.eq(0)
+                m.d.comb += lengths.r_en.eq(1)
+        with m.Elif(axi.wready):
+            m.d.sync += axi.wvalid.eq(0)
+
+        m.d.comb += axi.bready.eq(1)
+        b_beat = axi.bvalid & axi.bready
+        m.d.sync += in_flight.eq(in_flight + issue - b_beat)
+
+        m.d.comb += self.busy.eq((left != 0) | (in_flight != 0))
+        with m.If(misaligned | (b_beat & (axi.bresp != Resp.OKAY))):
+            m.d.sync += self.error.eq(1)
+        with m.Elif(self.clear):
+            m.d.sync += self.error.eq(0)
+        return m

@@ -1,0 +1,209 @@
+"""Pointwise PE array: ``P x Q`` int8 MACs reducing one pixel's mid groups per output group."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .ports import WritePortSignature
+
+__all__ = ["PointwiseArray", "pw_acc_layout", "pw_weight_layout"]
+
+#: adder-tree levels between two pipeline registers (two narrow adds, < 24 bits, per cycle)
+TREE_LEVELS_PER_STAGE = 2
+
+
+def _addr_bits(depth: int) -> int:
+    """Bits of an index into ``depth`` entries (at least 1)."""
+    return max(1, (depth - 1).bit_length())
+
+
+def pw_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """One PW weight word: ``int8[P][Q]``, element ``[i][o]`` at byte ``i*Q + o``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(8), config.pw_cols), config.pw_rows)
+
+
+def pw_acc_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the PW array -> requantizer stream (the requantizer's input layout)."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(32), config.pw_cols),
+        "group": unsigned(_addr_bits(config.out_groups_max)),
+    })
+
+
+class PointwiseArray(wiring.Component):
+    """1x1 convolution of one pixel: ``acc[o] = sum_q sum_i x[q][i] * W[og*mid_groups + q][i][o]``
+    for each output group ``og``, in 32-bit two's complement.
+
+    A ping-pong pixel buffer (``2 x mid_groups_max`` words of ``P`` bytes) takes the next
+    pixel's ``mid_groups`` words while the current pixel is reduced. The reduction issues one
+    ``(og, q)`` step per cycle in the order ``og`` outer, ``q`` inner, so the weight address
+    ``og*mid_groups + q`` is a plain step counter; it reads one pixel word and one weight word
+    (block RAMs, registered reads), forms the ``P x Q`` products, sums them over ``i`` in a
+    pipelined adder tree and accumulates over ``q`` in the output register. The reduction
+    pipeline stalls as a whole while ``o`` holds a word that is not taken; the input side only
+    waits for a free buffer half.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``P = config.pw_rows``, ``Q = config.pw_cols``; the weight memory has
+        ``config.pw_weight_depth`` words.
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.ArrayLayout(signed(8), P)))``
+        Requantized DW words: for each pixel, mid groups ``q = 0..mid_groups-1``.
+    mid_groups : ``In(unsigned(bits of mid_groups_max))``
+        Mid groups per pixel, ``1..mid_groups_max``; held while a layer runs.
+    out_groups : ``In(unsigned(bits of out_groups_max))``
+        Output groups per pixel, ``1..out_groups_max``; held while a layer runs.
+    start : ``In(1)``
+        Pulse before each layer: a synchronous reset of the array's state (pixel buffer
+        emptied, counters cleared, words in flight and an untaken ``o`` word dropped), so it
+        also aborts a layer cut short.
+    wr : ``In(WritePortSignature(bits of pw_weight_depth, pw_weight_layout(config)))``
+        Weight memory write port (always ready); word ``og*mid_groups + q``, element
+        ``[i][o]`` = weight from mid lane ``(q, i)`` to output lane ``(og, o)``. Write only
+        while the array is idle.
+    o : ``Out(stream.Signature(pw_acc_layout(config)))``
+        Per pixel, ``out_groups`` words ``{acc: int32[Q], group: og}``, ``og`` ascending.
+
+    Attributes
+    ----------
+    latency : int
+        The last ``(og, q)`` step of an output group issued in cycle ``t`` makes ``o.valid``
+        high in cycle ``t + latency`` (when not stalled): read 1, multiply 1, adder tree
+        ``ceil(ceil(log2 P) / TREE_LEVELS_PER_STAGE)``, accumulate 1.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
+        self.config = config
+        levels = (config.pw_rows - 1).bit_length()
+        self.tree_stages = -(-levels // TREE_LEVELS_PER_STAGE)
+        self.latency = 3 + self.tree_stages
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(signed(8), config.pw_rows))),
+            "mid_groups": In(unsigned(config.mid_groups_max.bit_length())),
+            "out_groups": In(unsigned(config.out_groups_max.bit_length())),
+            "start": In(1),
+            "wr": In(WritePortSignature(_addr_bits(config.pw_weight_depth),
+                                        pw_weight_layout(config))),
+            "o": Out(stream.Signature(pw_acc_layout(config))),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        P, Q, half_words = cfg.pw_rows, cfg.pw_cols, cfg.mid_groups_max
+        m = Module()
+
+        m.submodules.pixels = pix = Memory(shape=data.ArrayLayout(signed(8), P),
+                                           depth=2 * half_words, init=[])
+        m.submodules.weights = wmem = Memory(shape=pw_weight_layout(cfg),
+                                             depth=cfg.pw_weight_depth, init=[])
+        wp = wmem.write_port()
+        m.d.comb += [wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data), wp.en.eq(self.wr.en)]
+
+        full = Signal(2)     # buffer half h holds a whole pixel not yet fully reduced
+        filled = Signal(2)   # half that receives its last word this cycle
+        drained = Signal(2)  # half whose last step is issued this cycle
+
+        # ---- fill side: write the pixel words into the free half -------------------------
+        wr_half = Signal()
+        wr_q = Signal(range(half_words))
+        pix_wp = pix.write_port()
+        accept = self.i.valid & self.i.ready
+        m.d.comb += [
+            self.i.ready.eq(~Mux(wr_half, full[1], full[0])),
+            pix_wp.addr.eq(Mux(wr_half, half_words, 0) + wr_q),
+            pix_wp.data.eq(self.i.payload),
+            pix_wp.en.eq(accept),
+        ]
+        with m.If(accept):
+            with m.If(wr_q == self.mid_groups - 1):
+                m.d.sync += [wr_q.eq(0), wr_half.eq(~wr_half)]
+                m.d.comb += filled.eq(Mux(wr_half, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += wr_q.eq(wr_q + 1)
+
+        # ---- reduce side: one (og, q) step per cycle over the full half -------------------
+        adv = Signal()  # global stall of the reduction pipeline
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        rd_half = Signal()
+        q = Signal(range(half_words))
+        og = Signal(range(cfg.out_groups_max))
+        step = Signal(range(cfg.pw_weight_depth))  # = og*mid_groups + q
+        issue = Signal()
+        q_last = q == self.mid_groups - 1
+        m.d.comb += issue.eq(adv & Mux(rd_half, full[1], full[0]))
+
+        pix_rp = pix.read_port()
+        w_rp = wmem.read_port()
+        m.d.comb += [pix_rp.addr.eq(Mux(rd_half, half_words, 0) + q), pix_rp.en.eq(adv),
+                     w_rp.addr.eq(step), w_rp.en.eq(adv)]
+        with m.If(issue):
+            with m.If(~q_last):
+                m.d.sync += [q.eq(q + 1), step.eq(step + 1)]
+            with m.Elif(og != self.out_groups - 1):
+                m.d.sync += [q.eq(0), og.eq(og + 1), step.eq(step + 1)]
+            with m.Else():
+                m.d.sync += [q.eq(0), og.eq(0), step.eq(0), rd_half.eq(~rd_half)]
+                m.d.comb += drained.eq(Mux(rd_half, 0b10, 0b01))
+        m.d.sync += full.eq((full | filled) & ~drained)
+
+        with m.If(self.start):
+            m.d.sync += [full.eq(0), wr_half.eq(0), wr_q.eq(0), rd_half.eq(0), q.eq(0),
+                         og.eq(0), step.eq(0)]
+
+        # ---- pipeline: read -> products -> adder tree -> accumulate -----------------------
+        ctrl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "og": og.shape()})
+
+        def stage(ctrl_in):
+            """Register ``ctrl_in`` into the next stage (moves only with ``adv``)."""
+            ctrl_out = Signal(ctrl_layout)
+            with m.If(adv):
+                m.d.sync += ctrl_out.eq(ctrl_in)
+            with m.If(self.start):
+                m.d.sync += ctrl_out.valid.eq(0)
+            return ctrl_out
+
+        issued = Signal(ctrl_layout)
+        m.d.comb += [issued.valid.eq(issue), issued.first.eq(q == 0), issued.last.eq(q_last),
+                     issued.og.eq(og)]
+        ctrl = stage(issued)
+        x, w = pix_rp.data, w_rp.data
+
+        ctrl = stage(ctrl)
+        sums = [[Signal(signed(16)) for _ in range(P)] for _ in range(Q)]  # [o][i]
+        with m.If(adv):
+            m.d.sync += [sums[o][i].eq(x[i] * w[i][o]) for o in range(Q) for i in range(P)]
+
+        level = 0
+        while len(sums[0]) > 1:
+            sums = [[*(a + b for a, b in zip(col[::2], col[1::2], strict=False)),
+                     *col[len(col) & ~1:]] for col in sums]
+            level += 1
+            if level % TREE_LEVELS_PER_STAGE == 0 or len(sums[0]) == 1:
+                ctrl = stage(ctrl)
+                regs = [[Signal(v.shape()) for v in col] for col in sums]
+                with m.If(adv):
+                    m.d.sync += [r.eq(v) for rc, vc in zip(regs, sums, strict=True)
+                                 for r, v in zip(rc, vc, strict=True)]
+                sums = regs
+
+        # The accumulator is the output register.
+        acc = self.o.payload.acc
+        with m.If(adv):
+            m.d.sync += self.o.valid.eq(ctrl.valid & ctrl.last)
+            with m.If(ctrl.valid):
+                m.d.sync += self.o.payload.group.eq(ctrl.og)
+                m.d.sync += [acc[o].eq(Mux(ctrl.first, 0, acc[o]) + sums[o][0])
+                             for o in range(Q)]
+        with m.If(self.start):
+            m.d.sync += self.o.valid.eq(0)
+        return m

@@ -1,0 +1,138 @@
+"""NumPy models of the depthwise and pointwise PE arrays, their cycle counts, and the DDR
+byte format of their weight memories.
+
+Notation as in docs/ARCHITECTURE.md: ``P`` = ``dw_lanes`` = ``pw_rows``, ``Q`` = ``pw_cols``.
+The weight packers here take weights already in hardware order (mid groups and lanes as the
+hardware computes them); ``dwsep.host.packing`` maps TFLite tensors to that order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "dw_array_model", "pw_array_model", "dw_array_cycles", "pw_array_cycles",
+    "pack_dw_weight_words", "pack_pw_weight_words", "words_from_bytes",
+]
+
+
+def _wrap_int32(a: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of an int64 array to int32 (the hardware's 32-bit adders)."""
+    return a.astype(np.int64).astype(np.int32)
+
+
+def dw_array_model(taps: dict, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depthwise array: ``acc[n, i] = sum_{t in group n} data[t, i] * weights[waddr[t], i]``.
+
+    Parameters
+    ----------
+    taps:
+        ``{"data": int8[N, P], "first": [N], "last": [N], "waddr": [N], "group": [N]}``; the
+        taps form consecutive pixel-groups, each from a tap with ``first`` to the next tap
+        with ``last`` (one tap may be both).
+    weights:
+        ``int8[depth, P]``, the DW weight memory.
+
+    Returns
+    -------
+    acc, group:
+        ``int32[M, P]`` (sums wrapped to 32 bits) and ``int64[M]``, the ``group`` of each
+        pixel-group's last tap, for the ``M`` pixel-groups in order.
+    """
+    x = np.asarray(taps["data"], np.int64)
+    first = np.asarray(taps["first"], bool)
+    last = np.asarray(taps["last"], bool)
+    n = len(x)
+    starts = np.flatnonzero(first)
+    # Well-formed: a group starts exactly at tap 0 and after every `last`.
+    if n == 0 or not last[-1] or not np.array_equal(first, np.r_[True, last[:-1]]):
+        raise ValueError("taps must form whole pixel-groups: 'first' on tap 0 and on every "
+                         "tap after a 'last', 'last' on the final tap")
+    prod = x * np.asarray(weights, np.int64)[np.asarray(taps["waddr"], np.int64)]
+    acc = np.add.reduceat(prod, starts, axis=0)
+    group = np.asarray(taps["group"], np.int64)[last]
+    return _wrap_int32(acc), group
+
+
+def pw_array_model(x: np.ndarray, weights: np.ndarray, mid_groups: int, out_groups: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise array: ``acc[p*out_groups + og, o] = sum_q sum_i x[p, q, i] *
+    weights[og*mid_groups + q, i, o]`` (wrapped to 32 bits), ``group = og``.
+
+    Parameters
+    ----------
+    x:
+        ``int8[pixels, mid_groups, P]``, the DW words in arrival order.
+    weights:
+        ``int8[depth, P, Q]`` with ``depth >= out_groups*mid_groups``, the PW weight memory.
+
+    Returns
+    -------
+    acc, group:
+        ``int32[pixels*out_groups, Q]`` and ``int64[pixels*out_groups]``.
+    """
+    x = np.asarray(x, np.int64)
+    pixels = x.shape[0]
+    if x.ndim != 3 or x.shape[1] != mid_groups:
+        raise ValueError(f"x must be int8[pixels, {mid_groups}, P], not {list(x.shape)}")
+    w = np.asarray(weights, np.int64)[:out_groups * mid_groups]
+    w = w.reshape(out_groups, mid_groups, *w.shape[1:])
+    acc = np.einsum("pqi,gqio->pgo", x, w).reshape(pixels * out_groups, -1)
+    group = np.tile(np.arange(out_groups, dtype=np.int64), pixels)
+    return _wrap_int32(acc), group
+
+
+def dw_array_cycles(taps: int, latency: int) -> int:
+    """Cycles of the DW array alone from the first tap to the last output word, with taps
+    always valid and the output always ready: one tap per cycle, plus the pipeline
+    ``latency``: ``taps + latency``."""
+    return taps + latency
+
+
+def pw_array_cycles(pixels: int, mid_groups: int, out_groups: int, latency: int) -> int:
+    """Cycles of the PW array alone from the first input word to the last output word, with
+    the input always valid and the output always ready:
+    ``mid_groups + pixels*out_groups*mid_groups + latency``.
+
+    The first pixel fills a buffer half (``mid_groups`` cycles); from then on the reduction
+    issues one ``(og, q)`` step per cycle without a bubble, because refilling the other half
+    (``mid_groups`` cycles) never takes longer than reducing one pixel
+    (``out_groups*mid_groups`` steps); the last step reaches ``o`` after ``latency``.
+    """
+    return mid_groups + pixels * out_groups * mid_groups + latency
+
+
+def pack_dw_weight_words(w: np.ndarray) -> bytes:
+    """DW weights in hardware order ``int8[mid_groups, k*k, P]`` -> DDR bytes.
+
+    Word ``q*k*k + t`` (``t = ky*k + kx``) is ``P`` bytes, byte ``i`` = ``w[q, t, i]``, the
+    weight of mid lane ``(q, i)`` at tap ``t``: ``mid_groups*k*k*P`` bytes in all.
+    """
+    w = np.asarray(w)
+    if w.dtype != np.int8 or w.ndim != 3:
+        raise ValueError(f"DW weights must be int8[mid_groups, k*k, P], not "
+                         f"{w.dtype}{list(w.shape)}")
+    return np.ascontiguousarray(w).tobytes()
+
+
+def pack_pw_weight_words(w: np.ndarray) -> bytes:
+    """PW weights in hardware order ``int8[out_groups, mid_groups, P, Q]`` -> DDR bytes.
+
+    Word ``og*mid_groups + q`` is ``P*Q`` bytes, byte ``i*Q + o`` = ``w[og, q, i, o]``, the
+    weight from mid lane ``(q, i)`` to output lane ``(og, o)``:
+    ``out_groups*mid_groups*P*Q`` bytes in all.
+    """
+    w = np.asarray(w)
+    if w.dtype != np.int8 or w.ndim != 4:
+        raise ValueError(f"PW weights must be int8[out_groups, mid_groups, P, Q], not "
+                         f"{w.dtype}{list(w.shape)}")
+    return np.ascontiguousarray(w).tobytes()
+
+
+def words_from_bytes(raw: bytes, word_bytes: int) -> list[int]:
+    """Split ``raw`` into little-endian unsigned words of ``word_bytes`` bytes (the value a
+    memory word holds after the loader packs DDR beats into it)."""
+    if len(raw) % word_bytes:
+        raise ValueError(f"{len(raw)} bytes are not a whole number of {word_bytes}-byte words")
+    return [int.from_bytes(raw[a:a + word_bytes], "little")
+            for a in range(0, len(raw), word_bytes)]
