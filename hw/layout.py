@@ -122,7 +122,7 @@ class RegisterMap:
 
 REGISTERS = RegisterMap([
     ("CTRL", "rw", [("start", 1, False, "write 1: start the program at PROGRAM (reads 0)"),
-                    ("irq_enable", 1, False, "drive the irq line while STATUS.done or .error is set")],
+                    ("irq_enable", 1, False, "drive irq while STATUS.done or .error is set")],
      "Control"),
     ("STATUS", "rw1c", [("busy", 1, False, "a program is running"),
                         ("done", 1, False, "program finished (w1c; also cleared by start)"),

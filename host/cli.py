@@ -1,0 +1,132 @@
+"""The ``dwsep`` command.
+
+``dwsep run MODEL.tflite --input IN.npy --output OUT.npy [--backend B] [--config NAME]
+[--stats STATS.json]``, ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
+``dwsep info [--config NAME] [--json]``. Errors print one line ``dwsep: error: <reason>`` on
+stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import CONFIGS, ConfigError, get_config
+from ..hw.layout import REGISTERS, capability_values, export_json
+from .backends import BACKENDS
+from .compiler import compile_model
+from .driver import Accelerator, DwsepError
+from .graph import UnsupportedModelError
+from .tflite_reader import ModelFormatError, read_tflite
+
+__all__ = ["main"]
+
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"dwsep: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dwsep", description="Run int8 depthwise-separable TFLite models on the "
+                                          "dwsep accelerator.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    config = dict(default="tiny", choices=list(CONFIGS), help="accelerator config (default: "
+                                                             "%(default)s)")
+
+    run = sub.add_parser("run", help="run a model on one input")
+    run.add_argument("model", type=Path, help=".tflite file")
+    run.add_argument("--input", type=Path, required=True,
+                     help=".npy int8 array of the model input shape (NHWC, batch 1)")
+    run.add_argument("--output", type=Path, required=True, help=".npy file for the int8 output")
+    run.add_argument("--backend", default="reference", choices=list(BACKENDS),
+                     help="where to run (default: %(default)s)")
+    run.add_argument("--config", **config)
+    run.add_argument("--bitstream", type=Path, help="pynq backend: the .bit file")
+    run.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for done")
+    run.add_argument("--stats", type=Path, help="write cycles and the per-layer report as JSON")
+
+    comp = sub.add_parser("compile", help="print what runs where, per layer")
+    comp.add_argument("model", type=Path, help=".tflite file")
+    comp.add_argument("--config", **config)
+    comp.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    info = sub.add_parser("info", help="print a config and the register map")
+    info.add_argument("--config", **config)
+    info.add_argument("--json", action="store_true",
+                      help="print the machine-readable export (registers, descriptor, enums)")
+    return p
+
+
+def _cmd_run(args) -> None:
+    options = {"bitstream": args.bitstream} if args.backend == "pynq" else {}
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError):
+        raise ValueError(f"{args.input}: not a .npy file of an array") from None
+    graph = read_tflite(args.model)
+    with Accelerator(args.config, args.backend, timeout_s=args.timeout, **options) as acc:
+        y = acc.run(graph, x)
+        stats = acc.last_stats
+    np.save(args.output, y)
+    if args.stats is not None:
+        args.stats.write_text(json.dumps(stats, indent=2) + "\n")
+
+
+def _cmd_compile(args) -> None:
+    program = compile_model(read_tflite(args.model), args.config)
+    if args.json:
+        print(json.dumps({"config": program.config.name, "macs": program.macs,
+                          "image_bytes": program.size, "layers": program.layers}, indent=2))
+    else:
+        print(program.summary())
+
+
+def _cmd_info(args) -> None:
+    config = get_config(args.config)
+    if args.json:
+        print(export_json(config))
+        return
+    print(f"config {config.name!r}:")
+    for key, value in config.to_dict().items():
+        if key != "name":
+            print(f"  {key:18} {value}")
+    print(f"  {'MAC units':18} {config.macs}")
+    print("registers:")
+    caps = {reg: {f: f"{v:#x}" if reg == "ID" else str(v) for f, v in fields.items()}
+            for reg, fields in capability_values(config).items()}
+    for reg in REGISTERS:
+        fields = ", ".join(
+            f"{f.name}[{f.lsb + f.width - 1}:{f.lsb}]" + (f"={caps[reg.name][f.name]}"
+                                                          if reg.name in caps else "")
+            for f in reg.fields)
+        print(f"  {reg.offset:#04x} {reg.name:12} {reg.access:4} {fields}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error)."""
+    args = _parser().parse_args(argv)
+    command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info}[args.command]
+    try:
+        command(args)
+    except (DwsepError, UnsupportedModelError, ModelFormatError, ConfigError, OSError,
+            ValueError) as e:
+        print(f"dwsep: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e) if not isinstance(e, OSError) or not e.filename else (
+        f"{e.strerror}: {e.filename}")
+    return " ".join(text.split())

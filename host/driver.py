@@ -1,0 +1,300 @@
+"""Driver: the :class:`Device` interface every backend implements and the user API
+:class:`Accelerator`.
+
+Two layers. A :class:`Device` gives register access by register and field name (offsets and
+bit positions come from :data:`dwsep.hw.layout.REGISTERS`), DDR buffers with a physical
+address, and a bounded wait for completion. :class:`Accelerator` runs models on any device
+with the same code: check the capability registers against the config, compile, write the DDR
+image, start, poll with a timeout, read the cycle counter and the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import AcceleratorConfig, get_config
+from ..hw.layout import REGISTERS, ErrorCode, capability_values
+from .compiler import Program, compile_model
+from .graph import Graph
+from .tflite_reader import read_tflite
+
+__all__ = [
+    "DwsepError", "DeviceTimeoutError", "HardwareError", "CapabilityMismatchError",
+    "InvalidInputError", "BackendUnavailableError", "Buffer", "Device", "Accelerator",
+    "check_capabilities",
+]
+
+
+class DwsepError(Exception):
+    """Base class of the errors the driver raises."""
+
+
+class DeviceTimeoutError(DwsepError):
+    """A wait for the device ran out of time."""
+
+
+class HardwareError(DwsepError):
+    """The accelerator stopped with ``STATUS.error``; ``code`` is the :class:`ErrorCode` (or
+    the raw value if the hardware reports one this host does not know), ``layer`` the
+    descriptor index it stopped at."""
+
+    def __init__(self, code: ErrorCode | int, layer: int):
+        self.code = code
+        self.layer = layer
+        name = code.name if isinstance(code, ErrorCode) else f"unknown error code {code}"
+        super().__init__(f"accelerator stopped with {name} at descriptor {layer}")
+
+
+class CapabilityMismatchError(DwsepError):
+    """The hardware's ID/VERSION/CAP registers do not match the config the host compiles
+    for."""
+
+
+class InvalidInputError(DwsepError, ValueError):
+    """The input array does not match the model input (dtype or shape)."""
+
+
+class BackendUnavailableError(DwsepError):
+    """A backend cannot be used here (unknown name, or a package it needs is missing)."""
+
+
+class Buffer(ABC):
+    """A DDR buffer the accelerator can reach at ``physical_address``."""
+
+    def __init__(self, physical_address: int, nbytes: int):
+        self.physical_address = physical_address
+        self.nbytes = nbytes
+
+    @abstractmethod
+    def write(self, offset: int, data: bytes) -> None:
+        """Copy ``data`` to ``offset``; the device sees it when this returns."""
+
+    @abstractmethod
+    def read(self, offset: int, nbytes: int) -> bytes:
+        """``nbytes`` at ``offset`` as the device last wrote them."""
+
+    @abstractmethod
+    def free(self) -> None:
+        """Release the buffer."""
+
+
+class Device(ABC):
+    """Register, memory and completion access to one accelerator.
+
+    Backends implement :meth:`read_word`, :meth:`write_word` and :meth:`alloc`; callers use
+    the name-based :meth:`read_register`, :meth:`read_field`, :meth:`write_register`.
+    ``counts_cycles`` is False for devices without timing (their cycle count is ``None``).
+    """
+
+    name = "device"
+    counts_cycles = True
+
+    def __init__(self, config: str | AcceleratorConfig):
+        self.config = get_config(config)
+
+    @abstractmethod
+    def read_word(self, offset: int) -> int:
+        """Read the 32-bit register at byte ``offset`` (backends only)."""
+
+    @abstractmethod
+    def write_word(self, offset: int, value: int) -> None:
+        """Write the 32-bit register at byte ``offset`` (backends only)."""
+
+    @abstractmethod
+    def alloc(self, nbytes: int) -> Buffer:
+        """A DDR buffer of ``nbytes``, aligned to at least 64 bytes."""
+
+    def read_register(self, name: str) -> dict[str, int]:
+        """All fields of register ``name``."""
+        reg = REGISTERS[name]
+        word = self.read_word(reg.offset)
+        return {f.name: f.decode(word) for f in reg.fields}
+
+    def read_field(self, name: str, field: str) -> int:
+        reg = REGISTERS[name]
+        return reg.field(field).decode(self.read_word(reg.offset))
+
+    def write_register(self, name: str, **fields: int) -> None:
+        """Write register ``name``; fields not given are written as 0."""
+        reg = REGISTERS[name]
+        word = 0
+        for field, value in fields.items():
+            word |= reg.field(field).encode(int(value))
+        self.write_word(reg.offset, word)
+
+    def wait_done(self, timeout_s: float, poll_s: float = 1e-4) -> dict[str, int]:
+        """Poll ``STATUS`` until ``done`` or ``error``; return its fields.
+
+        Raises
+        ------
+        DeviceTimeoutError
+            Neither bit came up within ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.read_register("STATUS")
+            if status["done"] or status["error"]:
+                return status
+            if time.monotonic() >= deadline:
+                raise DeviceTimeoutError(
+                    f"{self.name}: no done after {timeout_s} s (STATUS busy={status['busy']}, "
+                    f"LAYER.index={self.read_field('LAYER', 'index')})")
+            time.sleep(poll_s)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the device."""
+
+
+def check_capabilities(device: Device, config: AcceleratorConfig) -> None:
+    """Compare the device's ID, VERSION and CAP_* registers with ``config``.
+
+    Raises
+    ------
+    CapabilityMismatchError
+        Naming the first register field that differs.
+    """
+    for reg, fields in capability_values(config).items():
+        got = device.read_register(reg)
+        for field, want in fields.items():
+            if got[field] != want:
+                raise CapabilityMismatchError(
+                    f"{reg}.{field}: the {device.name} device reads {got[field]:#x}, config "
+                    f"{config.name!r} expects {want:#x}")
+
+
+def _load_graph(model: str | os.PathLike | bytes | Graph) -> tuple[object, Graph | None]:
+    """Cache key of ``model`` and, for a Graph, the graph itself."""
+    if isinstance(model, Graph):
+        return ("graph", id(model)), model
+    if isinstance(model, (bytes, bytearray)):
+        return ("bytes", hashlib.sha256(model).hexdigest()), None
+    path = Path(model)
+    st = path.stat()
+    return ("path", str(path.resolve()), st.st_mtime_ns, st.st_size), None
+
+
+class _Loaded:
+    """A compiled model with its DDR buffer (allocated on first run)."""
+
+    def __init__(self, graph: Graph, program: Program):
+        self.graph = graph  # keeps id(graph) of the cache key alive
+        self.program = program
+        self.buffer: Buffer | None = None
+
+
+class Accelerator:
+    """Run int8 TFLite models on a dwsep accelerator.
+
+    Parameters
+    ----------
+    config:
+        Name of an :data:`~dwsep.hw.config.CONFIGS` entry or an ``AcceleratorConfig``; must
+        match the hardware (checked against its capability registers).
+    backend:
+        ``"reference"`` (NumPy), ``"rtl"`` (Verilator), ``"pynq"`` (board), or a
+        :class:`Device` instance.
+    timeout_s:
+        Longest wait for one run.
+    **backend_options:
+        Passed to the backend's device class.
+
+    Attributes
+    ----------
+    last_stats:
+        After :meth:`run`: ``{"backend", "config", "cycles" (int, or None without timing),
+        "macs", "layers": [per-layer report dicts]}``.
+    """
+
+    def __init__(self, config: str | AcceleratorConfig = "tiny",
+                 backend: str | Device = "reference", *, timeout_s: float = 10.0,
+                 **backend_options):
+        self.config = get_config(config)
+        self.timeout_s = timeout_s
+        if isinstance(backend, Device):
+            self.device = backend
+        else:
+            from .backends import device_class
+            self.device = device_class(backend)(self.config, **backend_options)
+        check_capabilities(self.device, self.config)
+        self._cache: dict[object, _Loaded] = {}
+        self.last_stats: dict | None = None
+
+    def compile(self, model: str | os.PathLike | bytes | Graph) -> Program:
+        """Compile ``model`` (a ``.tflite`` path, its bytes or a Graph), cached."""
+        return self._load(model).program
+
+    def _load(self, model) -> _Loaded:
+        key, graph = _load_graph(model)
+        if key not in self._cache:
+            if graph is None:
+                graph = read_tflite(model)
+            self._cache[key] = _Loaded(graph, compile_model(graph, self.config))
+        return self._cache[key]
+
+    def run(self, model: str | os.PathLike | bytes | Graph, x: np.ndarray) -> np.ndarray:
+        """Run ``model`` on ``x`` (int8, NHWC with batch 1 or HWC); returns the int8 output
+        with the same batch convention.
+
+        Raises
+        ------
+        UnsupportedModelError, InvalidInputError, HardwareError, DeviceTimeoutError
+        """
+        loaded = self._load(model)
+        prog = loaded.program
+        x = np.asarray(x)
+        if x.dtype != np.int8:
+            raise InvalidInputError(f"input must be int8, not {x.dtype} (quantize with scale "
+                                    f"{prog.input.scale:g}, zero point {prog.input.zero_point})")
+        if x.shape not in (prog.input.shape, prog.input.shape[1:]):
+            raise InvalidInputError(f"input has shape {list(x.shape)}, the model takes "
+                                    f"{list(prog.input.shape)}")
+        batched = x.ndim == 4
+        if loaded.buffer is None:
+            loaded.buffer = self.device.alloc(prog.size)
+            loaded.buffer.write(0, prog.link(loaded.buffer.physical_address))
+        buf = loaded.buffer
+        buf.write(prog.input.offset, prog.input.pack(x.reshape(prog.input.shape[1:])))
+
+        dev = self.device
+        if dev.read_field("STATUS", "busy"):
+            raise DwsepError(f"{dev.name}: the accelerator is busy")
+        dev.write_register("STATUS", done=1, error=1)
+        dev.write_register("PROGRAM", addr=buf.physical_address)
+        dev.write_register("CTRL", start=1)
+        status = dev.wait_done(self.timeout_s)
+        if status["error"]:
+            err = dev.read_register("ERROR")
+            try:
+                code = ErrorCode(err["code"])
+            except ValueError:
+                code = err["code"]
+            raise HardwareError(code, err["layer"])
+        cycles = None
+        if dev.counts_cycles:
+            lo = dev.read_field("CYCLES_LO", "value")  # latches CYCLES_HI
+            cycles = dev.read_field("CYCLES_HI", "value") << 32 | lo
+        out = prog.output.unpack(buf.read(prog.output.offset, prog.output.nbytes))
+        self.last_stats = {"backend": dev.name, "config": self.config.name, "cycles": cycles,
+                           "macs": prog.macs, "layers": [dict(r) for r in prog.layers]}
+        return out[None] if batched else out
+
+    def close(self) -> None:
+        """Free the buffers and the device."""
+        for loaded in self._cache.values():
+            if loaded.buffer is not None:
+                loaded.buffer.free()
+        self._cache.clear()
+        self.device.close()
+
+    def __enter__(self) -> Accelerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

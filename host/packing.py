@@ -1,0 +1,159 @@
+"""The DDR data formats of dwsep: the one place that says how bytes are laid out.
+
+All formats are little-endian and follow docs/ARCHITECTURE.md ("Data formats in DDR").
+Notation: ``P`` = ``dw_lanes`` (= ``pw_rows``), ``Q`` = ``pw_cols``, ``C`` input channels,
+``m`` depth multiplier, ``G = ceil(C / P)`` input groups, ``mid_groups = G * m``,
+``C_out`` output channels, ``out_groups = ceil(C_out / Q)``.
+
+Mid-channel order. The depthwise output ("mid") channel ``c*m + j`` is computed from input
+channel ``c``. The hardware computes mid group ``q = g*m + j`` with lane ``i`` holding the
+true mid channel ``(g*P + i)*m + j``; a lane whose input channel ``g*P + i >= C`` is padding
+(weight 0, bias 0, mult 0, shift 0 and a zero pointwise weight row). :func:`mid_channel_map`
+gives that order; the DW weight and table packers and the PW weight packer all apply it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "TABLE_RECORD_BYTES_PER_LANE", "padded", "pack_activations", "unpack_activations",
+    "mid_channel_map", "to_mid_lanes", "fold_bias", "pack_dw_weights", "pack_pw_weights",
+    "pack_table", "unpack_table",
+]
+
+#: bytes of one requant-table lane: bias int32 + mult int32 + shift int8
+TABLE_RECORD_BYTES_PER_LANE = 9
+
+
+def padded(channels: int, lanes: int) -> int:
+    """``channels`` rounded up to a multiple of ``lanes``."""
+    return -(-channels // lanes) * lanes
+
+
+def pack_activations(x: np.ndarray, lanes: int) -> bytes:
+    """Activations ``int8[H, W, C]`` -> ``int8[H][W][ceil(C/lanes)*lanes]`` bytes.
+
+    NHWC with the channels zero-padded to a multiple of ``lanes``: byte
+    ``(y*W + x)*C_pad + c`` is ``x[y, x, c]`` for ``c < C`` and 0 for ``C <= c < C_pad``.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.int8 or x.ndim != 3:
+        raise ValueError(f"activations must be int8[H, W, C], not {x.dtype}{list(x.shape)}")
+    h, w, c = x.shape
+    out = np.zeros((h, w, padded(c, lanes)), np.int8)
+    out[:, :, :c] = x
+    return out.tobytes()
+
+
+def unpack_activations(raw: bytes, h: int, w: int, c: int, lanes: int) -> np.ndarray:
+    """Inverse of :func:`pack_activations`: the first ``h*w*C_pad`` bytes of ``raw`` ->
+    ``int8[h, w, c]`` (padding channels dropped, whatever they hold)."""
+    c_pad = padded(c, lanes)
+    n = h * w * c_pad
+    if len(raw) < n:
+        raise ValueError(f"activations {h}x{w}x{c} (padded to {c_pad}) need {n} bytes, "
+                         f"got {len(raw)}")
+    a = np.frombuffer(bytes(raw[:n]), np.int8).reshape(h, w, c_pad)
+    return a[:, :, :c].copy()
+
+
+def mid_channel_map(channels: int, depth_multiplier: int, lanes: int) -> np.ndarray:
+    """True mid channel of each hardware mid lane: ``int64[mid_groups, lanes]``.
+
+    ``map[g*m + j, i] = (g*P + i)*m + j`` when ``g*P + i < C``, else -1 (a padding lane).
+    """
+    groups = padded(channels, lanes) // lanes
+    g, j, i = np.meshgrid(np.arange(groups), np.arange(depth_multiplier), np.arange(lanes),
+                          indexing="ij")
+    cin = g * lanes + i
+    out = np.where(cin < channels, cin * depth_multiplier + j, -1)
+    return out.reshape(groups * depth_multiplier, lanes).astype(np.int64)
+
+
+def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[..., index]`` with 0 where ``index < 0`` (padding lanes)."""
+    out = np.take(values, np.maximum(index, 0), axis=-1)
+    return np.where(index >= 0, out, 0).astype(values.dtype)
+
+
+def to_mid_lanes(values: np.ndarray, channels: int, depth_multiplier: int, lanes: int
+                 ) -> np.ndarray:
+    """Per-mid-channel ``values[C*m]`` (true TFLite order) -> hardware lane order
+    ``values[map].reshape(-1)`` of length ``mid_groups*lanes``, 0 on padding lanes."""
+    cmap = mid_channel_map(channels, depth_multiplier, lanes)
+    return _gather(np.asarray(values), cmap).reshape(-1)
+
+
+def fold_bias(bias: np.ndarray, weight_sums: np.ndarray, zp_in: int) -> np.ndarray:
+    """``bias' = bias - zp_in * sum(w)`` per channel, so the hardware multiplies raw int8
+    inputs: ``sum((x - zp_in) * w) + bias == sum(x * w) + bias'``. Raises ``OverflowError``
+    if a folded bias leaves int32."""
+    folded = np.asarray(bias, np.int64) - int(zp_in) * np.asarray(weight_sums, np.int64)
+    if folded.size and (folded.min() < -(1 << 31) or folded.max() >= 1 << 31):
+        raise OverflowError("folded bias leaves int32")
+    return folded
+
+
+def pack_dw_weights(w: np.ndarray, depth_multiplier: int, lanes: int) -> bytes:
+    """Depthwise weights ``int8[k, k, C*m]`` (TFLite's ``[1, k, k, C*m]`` without the 1) ->
+    ``mid_groups*k*k`` words of ``lanes`` bytes.
+
+    Word ``q*k*k + ky*k + kx``, byte ``i`` = ``w[ky, kx, map[q, i]]`` (0 on padding lanes),
+    ``map`` from :func:`mid_channel_map`.
+    """
+    w = np.asarray(w, np.int8)
+    k = w.shape[0]
+    if w.ndim != 3 or w.shape[1] != k or w.shape[2] % depth_multiplier:
+        raise ValueError(f"depthwise weights must be int8[k, k, C*m], not {list(w.shape)}")
+    cmap = mid_channel_map(w.shape[2] // depth_multiplier, depth_multiplier, lanes)
+    words = _gather(w, cmap).transpose(2, 0, 1, 3)  # [k, k, q, i] -> [q, ky, kx, i]
+    return np.ascontiguousarray(words).tobytes()
+
+
+def pack_pw_weights(w: np.ndarray, depth_multiplier: int, lanes: int, cols: int) -> bytes:
+    """Pointwise weights ``int8[C_out, C*m]`` (TFLite's ``[C_out, 1, 1, C*m]`` squeezed) ->
+    ``out_groups*mid_groups`` words of ``lanes*cols`` bytes.
+
+    Word ``og*mid_groups + q``, byte ``i*cols + o`` = ``w[og*cols + o, map[q, i]]``: the
+    weight from hardware mid lane ``(q, i)`` to output channel ``og*cols + o``; 0 when the
+    lane is padding or ``og*cols + o >= C_out``.
+    """
+    w = np.asarray(w, np.int8)
+    if w.ndim != 2 or w.shape[1] % depth_multiplier:
+        raise ValueError(f"pointwise weights must be int8[C_out, C*m], not {list(w.shape)}")
+    c_out, c_mid = w.shape
+    cmap = mid_channel_map(c_mid // depth_multiplier, depth_multiplier, lanes)  # [q, i]
+    wp = np.zeros((padded(c_out, cols), c_mid), np.int8)
+    wp[:c_out] = w
+    rows = _gather(wp, cmap)  # [C_out_pad, q, i]
+    og = wp.shape[0] // cols
+    words = rows.reshape(og, cols, *cmap.shape).transpose(0, 2, 3, 1)  # [og, q, i, o]
+    return np.ascontiguousarray(words).tobytes()
+
+
+def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, lanes: int) -> bytes:
+    """Requant table: one record per group of ``lanes`` channels (arrays already in hardware
+    lane order and padded to a multiple of ``lanes``), each record ``bias int32[lanes]``,
+    ``mult int32[lanes]``, ``shift int8[lanes]`` concatenated (``9*lanes`` bytes)."""
+    bias, mult, shift = (np.asarray(a).reshape(-1) for a in (bias, mult, shift))
+    n = bias.size
+    if n % lanes or mult.size != n or shift.size != n:
+        raise ValueError(f"table arrays must have one equal length that is a multiple of "
+                         f"{lanes}, not {bias.size}, {mult.size}, {shift.size}")
+    groups = n // lanes
+    return b"".join(
+        bias[s].astype("<i4").tobytes() + mult[s].astype("<i4").tobytes()
+        + shift[s].astype("i1").tobytes()
+        for s in (slice(g * lanes, (g + 1) * lanes) for g in range(groups)))
+
+
+def unpack_table(raw: bytes, groups: int, lanes: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_table`: ``(bias, mult, shift)``, each ``[groups, lanes]``."""
+    rec = np.frombuffer(bytes(raw[:groups * lanes * TABLE_RECORD_BYTES_PER_LANE]), np.uint8)
+    rec = rec.reshape(groups, TABLE_RECORD_BYTES_PER_LANE * lanes)
+    bias = rec[:, :4 * lanes].copy().view("<i4")
+    mult = rec[:, 4 * lanes:8 * lanes].copy().view("<i4")
+    shift = rec[:, 8 * lanes:].copy().view(np.int8)
+    return bias.astype(np.int32), mult.astype(np.int32), shift

@@ -1,0 +1,106 @@
+"""The ``dwsep`` command through ``main([...])``: outputs, stats file, exit codes and one-line
+errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dwsep.host.cli import main
+from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
+from dwsep.hw.layout import REGISTERS
+from dwsep.sim.oracle import litert_run
+
+SPEC = LayerSpec(h=9, w=6, c=11, depth_multiplier=2, kernel=3, stride=2, dilation=1,
+                 padding="SAME", dw_activation="RELU6", c_out=13, pw_activation="NONE", seed=4)
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = tmp_path / "layer.tflite"
+    model.write_bytes(dwsep_layer_model(SPEC))
+    x = np.random.default_rng(0).integers(-128, 128, (1, SPEC.h, SPEC.w, SPEC.c), np.int8)
+    np.save(tmp_path / "in.npy", x)
+    return tmp_path, model, x
+
+
+def _one_line_error(capsys, text: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("dwsep: error: ") and text in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_run_writes_output_and_stats(files, capsys):
+    d, model, x = files
+    assert main(["run", str(model), "--input", str(d / "in.npy"), "--output",
+                 str(d / "out.npy"), "--stats", str(d / "stats.json")]) == 0
+    y = np.load(d / "out.npy")
+    assert y.dtype == np.int8 and np.array_equal(y, litert_run(model.read_bytes(), x))
+    stats = json.loads((d / "stats.json").read_text())
+    assert stats["cycles"] is None and stats["backend"] == "reference"
+    assert stats["layers"][0]["output_shape"] == [5, 3, 13]
+    assert capsys.readouterr().err == ""
+
+
+def test_compile_report(files, capsys):
+    _, model, _ = files
+    assert main(["compile", str(model), "--config", "pynq-z2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("config 'pynq-z2': 1 layer(s)")
+    assert "9x6x11 -> dw 3x3 s2 d1 m2 SAME -> 5x3x22 -> pw -> 5x3x13" in out
+    assert main(["compile", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"] == "tiny" and report["layers"][0]["depth_multiplier"] == 2
+
+
+def test_info(capsys):
+    assert main(["info", "--config", "zcu104"]) == 0
+    out = capsys.readouterr().out
+    assert "dw_lanes           32" in out and "magic[31:0]=0x44575350" in out
+    assert main(["info", "--json"]) == 0
+    export = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in export["registers"]] == [r.name for r in REGISTERS]
+    assert export["config"]["name"] == "tiny"
+
+
+def _run(d, model, inp, **extra):
+    argv = ["run", str(model), "--input", str(inp), "--output", str(d / "out.npy")]
+    for k, v in extra.items():
+        argv += [f"--{k}", v]
+    return main(argv)
+
+
+def test_errors(files, capsys, monkeypatch):
+    d, model, x = files
+    np.save(d / "float.npy", x.astype(np.float32))
+    np.save(d / "shape.npy", x[:, :4])
+    assert _run(d, model, d / "float.npy") == 2
+    _one_line_error(capsys, "input must be int8, not float32")
+    assert _run(d, model, d / "shape.npy") == 2
+    _one_line_error(capsys, "input has shape [1, 4, 6, 11], the model takes [1, 9, 6, 11]")
+    assert _run(d, model, d / "missing.npy") == 2
+    _one_line_error(capsys, "No such file or directory: ")
+    assert _run(d, model, model) == 2
+    _one_line_error(capsys, "layer.tflite: not a .npy file of an array")
+    assert _run(d, d / "in.npy", d / "in.npy") == 2
+    _one_line_error(capsys, "not a TFLite flatbuffer")
+    big = d / "big.tflite"
+    big.write_bytes(dwsep_layer_model(LayerSpec(**{**SPEC.__dict__, "kernel": 9, "h": 12})))
+    assert _run(d, big, d / "in.npy") == 2
+    _one_line_error(capsys, "operator 0 DEPTHWISE_CONV_2D: kernel 9x9 exceeds k_max=7 of "
+                            "config 'tiny'")
+    monkeypatch.setitem(__import__("sys").modules, "pynq", None)
+    assert _run(d, model, d / "in.npy", backend="pynq") == 2
+    _one_line_error(capsys, "the pynq backend needs the 'pynq' package")
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "m.tflite"])
+    assert info.value.code == 2
+    _one_line_error(capsys, "the following arguments are required: --input, --output")
+    with pytest.raises(SystemExit):
+        main(["info", "--config", "huge"])
+    _one_line_error(capsys, "invalid choice: 'huge'")

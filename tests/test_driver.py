@@ -1,0 +1,226 @@
+"""Driver + reference device: compiled programs executed from their DDR bytes, bit-exact with
+the NumPy TFLite reference and LiteRT BUILTIN_REF; descriptor errors, capability checks,
+timeouts and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dwsep.host.backends import device_class
+from dwsep.host.backends.reference import ReferenceDevice
+from dwsep.host.driver import (
+    Accelerator,
+    BackendUnavailableError,
+    CapabilityMismatchError,
+    DeviceTimeoutError,
+    HardwareError,
+    InvalidInputError,
+)
+from dwsep.host.graph import Graph, Operator
+from dwsep.host.reference import run_graph
+from dwsep.host.tflite_reader import read_tflite
+from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model, random_layer_spec
+from dwsep.hw.layout import REGISTERS, ErrorCode
+from dwsep.sim.oracle import litert_run
+
+SEEDS = range(32)
+
+
+def _random_input(rng, shape) -> np.ndarray:
+    return rng.integers(-128, 128, shape).astype(np.int8)
+
+
+@pytest.fixture(scope="module")
+def acc():
+    with Accelerator("tiny", "reference") as a:
+        yield a
+
+
+def _layer(seed: int) -> LayerSpec:
+    """Random layer ``seed``; every fourth has a depth multiplier of 2 or 3 and a channel
+    count that is not a multiple of 8, so both are always covered."""
+    rng = np.random.default_rng(seed)
+    spec = random_layer_spec(rng)
+    if seed % 4 == 0:
+        spec = LayerSpec(**{**spec.__dict__, "depth_multiplier": 2 + seed % 8 // 4,
+                            "c": 8 * int(rng.integers(0, 6)) + int(rng.integers(1, 8))})
+    return spec
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_layer_matches_litert(acc, seed):
+    spec = _layer(seed)
+    model = dwsep_layer_model(spec)
+    x = _random_input(np.random.default_rng(1000 + seed), (1, spec.h, spec.w, spec.c))
+    y = acc.run(model, x)
+    expected = litert_run(model, x)
+    assert y.dtype == np.int8 and y.shape == expected.shape, spec
+    assert np.array_equal(y, expected), (spec, np.argwhere(y != expected)[:5])
+    assert np.array_equal(y, run_graph(read_tflite(model), x)), spec
+    stats = acc.last_stats
+    assert stats["cycles"] is None and stats["backend"] == "reference"
+    assert stats["config"] == "tiny" and len(stats["layers"]) == 1
+
+
+def test_sample_covers_depth_multiplier_and_odd_channels():
+    specs = [_layer(s) for s in SEEDS]
+    assert {s.depth_multiplier for s in specs} >= {1, 2, 3}
+    assert sum(s.c % 8 != 0 and s.depth_multiplier > 1 for s in specs) >= 8
+    assert {s.stride for s in specs} == {1, 2} and {s.dilation for s in specs} == {1, 2}
+    assert {s.padding for s in specs} == {"SAME", "VALID"}
+
+
+def chain(n: int, seed: int) -> Graph:
+    """``n`` random layers where each PW output feeds the next DW (renamed ``l<i>/...``)."""
+    rng = np.random.default_rng(seed)
+    c, tensors, ops, prev = int(rng.integers(1, 20)), {}, [], None
+    for i in range(n):
+        c_out = int(rng.integers(1, 20))
+        spec = LayerSpec(h=9, w=11, c=c, depth_multiplier=int(rng.integers(1, 4)), kernel=3,
+                         stride=1, dilation=1, padding="SAME", dw_activation="RELU6",
+                         c_out=c_out, pw_activation="NONE", seed=seed * 10 + i)
+        g = read_tflite(dwsep_layer_model(spec))
+        rename = {name: f"l{i}/{name}" for name in g.tensors}
+        if prev is not None:
+            rename["input"] = prev.name
+            # Layer i reads the previous output with that tensor's quantization.
+            g.tensors["input"] = prev
+        for name, t in g.tensors.items():
+            t.name = rename[name]
+            tensors[t.name] = t
+        for op in g.operators:
+            ops.append(Operator(op.opcode, [rename[x] for x in op.inputs],
+                                [rename[x] for x in op.outputs], op.options, len(ops)))
+        prev, c = tensors[rename["pw/out"]], c_out
+    return Graph(tensors, ops, ["l0/input"], [prev.name])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chain_of_layers(acc, seed):
+    g = chain(3, seed)
+    prog = acc.compile(g)
+    assert [d["flags"] for d in prog.descriptors] == [0, 0, 1]
+    for a, b in zip(prog.descriptors, prog.descriptors[1:], strict=False):
+        assert a["out_addr"] == b["in_addr"]
+    x = _random_input(np.random.default_rng(seed), g.input.shape)
+    assert np.array_equal(acc.run(g, x), run_graph(g, x))
+    assert len(acc.last_stats["layers"]) == 3
+
+
+def test_batch_convention_and_cache(acc):
+    spec = _layer(1)
+    model = dwsep_layer_model(spec)
+    x = _random_input(np.random.default_rng(5), (1, spec.h, spec.w, spec.c))
+    y4 = acc.run(model, x)
+    y3 = acc.run(model, x[0])
+    assert y3.shape == y4.shape[1:] and np.array_equal(y3, y4[0])
+    assert acc.compile(model) is acc.compile(bytes(model))
+
+
+def test_model_from_path(acc, tmp_path):
+    spec = _layer(2)
+    path = tmp_path / "layer.tflite"
+    path.write_bytes(dwsep_layer_model(spec))
+    x = _random_input(np.random.default_rng(6), (1, spec.h, spec.w, spec.c))
+    assert np.array_equal(acc.run(path, x), litert_run(path.read_bytes(), x))
+
+
+def test_input_checks(acc):
+    spec = _layer(3)
+    model = dwsep_layer_model(spec)
+    with pytest.raises(InvalidInputError, match="input must be int8, not float32"):
+        acc.run(model, np.zeros((1, spec.h, spec.w, spec.c), np.float32))
+    with pytest.raises(InvalidInputError, match=r"input has shape \[1, 1, 1, 1\], the model "
+                                                r"takes \[1, "):
+        acc.run(model, np.zeros((1, 1, 1, 1), np.int8))
+
+
+# ---- descriptor validation: errors come back through STATUS/ERROR ---------------------------
+
+def _tampered_run(g: Graph, layer: int, **fields):
+    """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields."""
+    a = Accelerator("tiny", "reference")
+    a.compile(g).descriptors[layer].update(fields)
+    x = np.zeros(g.input.shape, np.int8)
+    with pytest.raises(HardwareError) as info:
+        a.run(g, x)
+    return info.value
+
+
+@pytest.mark.parametrize("fields,code", [
+    (dict(opcode=0), ErrorCode.BAD_OPCODE),
+    (dict(opcode=9), ErrorCode.BAD_OPCODE),
+    (dict(kernel=8), ErrorCode.BAD_PARAMS),
+    (dict(stride=3), ErrorCode.BAD_PARAMS),
+    (dict(dilation=3), ErrorCode.BAD_PARAMS),
+    (dict(in_w=65), ErrorCode.BAD_PARAMS),
+    (dict(out_groups=9), ErrorCode.BAD_PARAMS),
+    (dict(mid_groups=33), ErrorCode.BAD_PARAMS),
+    (dict(depth_mult=0), ErrorCode.BAD_PARAMS),
+])
+def test_descriptor_errors(fields, code):
+    err = _tampered_run(chain(2, 7), 0, **fields)
+    assert err.code == code and err.layer == 0
+    assert str(err) == f"accelerator stopped with {code.name} at descriptor 0"
+
+
+@pytest.mark.parametrize("field", ["in_addr", "out_addr", "dw_weights", "dw_table",
+                                   "pw_weights", "pw_table"])
+def test_misaligned_address(field):
+    g = chain(2, 8)
+    offset = Accelerator("tiny", "reference").compile(g).descriptors[1][field]
+    err = _tampered_run(g, 1, **{field: offset + 4})
+    assert (err.code, err.layer) == (ErrorCode.MISALIGNED, 1)
+
+
+def test_bus_errors():
+    g = chain(1, 9)
+    assert _tampered_run(g, 0, in_addr=1 << 24).code == ErrorCode.AXI_READ
+    assert _tampered_run(g, 0, out_addr=1 << 24).code == ErrorCode.AXI_WRITE
+
+
+# ---- device: registers, capabilities, timeouts, backends --------------------------------------
+
+def test_reference_registers():
+    dev = ReferenceDevice("tiny")
+    assert dev.read_register("CAP_ARRAY") == dict(dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7,
+                                                  dilation_max=2)
+    dev.write_register("PROGRAM", addr=0x1234_5670)
+    assert dev.read_field("PROGRAM", "addr") == 0x1234_5670
+    dev.write_register("CTRL", start=1)  # nothing mapped there: read error on descriptor 0
+    assert dev.read_register("STATUS") == dict(busy=0, done=0, error=1)
+    assert dev.read_register("ERROR")["code"] == ErrorCode.AXI_READ
+    dev.write_register("STATUS", error=1)  # write 1 to clear
+    assert dev.read_register("STATUS")["error"] == 0
+
+
+def test_capability_mismatch():
+    with pytest.raises(CapabilityMismatchError,
+                       match=r"CAP_ARRAY\.dw_lanes: the reference device reads 0x10, config "
+                             r"'tiny' expects 0x8"):
+        Accelerator("tiny", ReferenceDevice("pynq-z2"))
+
+
+class _StuckDevice(ReferenceDevice):
+    """Never finishes: start sets busy and nothing else."""
+
+    def write_word(self, offset, value):
+        if offset == REGISTERS["CTRL"].offset and value & 1:
+            self._set("STATUS", busy=1)
+        else:
+            super().write_word(offset, value)
+
+
+def test_timeout():
+    g = chain(1, 3)
+    a = Accelerator("tiny", _StuckDevice("tiny"), timeout_s=0.05)
+    with pytest.raises(DeviceTimeoutError, match=r"no done after 0\.05 s \(STATUS busy=1"):
+        a.run(g, np.zeros(g.input.shape, np.int8))
+
+
+def test_backend_registry():
+    assert device_class("reference") is ReferenceDevice
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'fpga'; known backends: "
+                                                      "reference, rtl, pynq"):
+        Accelerator("tiny", "fpga")
