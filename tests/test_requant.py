@@ -1,0 +1,344 @@
+"""Requantizer (hw/requant.py) against its NumPy model (sim/models/requant.py)."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from amaranth.lib import data
+
+from dwsep.host import numerics
+from dwsep.hw.requant import Requantizer, table_layout
+from dwsep.sim.models.requant import pack_table, requant_model, table_records
+from dwsep.sim.streams import recv_n, run_sim, send_all
+
+INT32_MIN, INT32_MAX = numerics.INT32_MIN, numerics.INT32_MAX
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+def random_table(rng: np.random.Generator, depth: int, lanes: int) -> dict:
+    """Multipliers mostly in the valid [2**30, 2**31) range, some 0 and some arbitrary int32;
+    shifts over the whole [-31, 30] range with extra weight on realistic right shifts; biases
+    mostly small, some arbitrary int32."""
+    shape = (depth, lanes)
+    mult = rng.integers(1 << 30, 1 << 31, shape)
+    kind = rng.random(shape)
+    mult = np.where(kind < 0.1, 0, mult)
+    mult = np.where(kind > 0.85, rng.integers(INT32_MIN, INT32_MAX + 1, shape), mult)
+    shift = np.where(rng.random(shape) < 0.7, rng.integers(-20, 1, shape),
+                     rng.integers(-31, 31, shape))
+    bias = np.where(rng.random(shape) < 0.8, rng.integers(-(1 << 10), 1 << 10, shape),
+                    rng.integers(INT32_MIN, INT32_MAX + 1, shape))
+    return {"bias": bias.astype(np.int32), "mult": mult.astype(np.int32),
+            "shift": shift.astype(np.int8)}
+
+
+def random_acc(rng: np.random.Generator, table: dict, group: np.ndarray) -> np.ndarray:
+    """Accumulators for the words of ``group``: in 70% of the words each lane's magnitude is
+    about ``2**(6 - shift)``, so its output lands mostly inside the int8 range; the others
+    are arbitrary int32 (wrap, saturation, clamping)."""
+    shift = table["shift"][group].astype(np.int64)
+    bits = np.clip(rng.integers(3, 9, shift.shape) - shift, 1, 31)
+    fitted = rng.integers(-(1 << bits), 1 << bits)
+    wild = rng.integers(INT32_MIN, INT32_MAX + 1, shift.shape)
+    acc = np.where(rng.random((len(group), 1)) < 0.7, fitted, wild)
+    return np.clip(acc, INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+def random_act_range(rng: np.random.Generator) -> tuple[int, int, int]:
+    """``(zp, act_min, act_max)``: no activation, RELU or a RELU6-style range."""
+    zp = int(rng.integers(-128, 100))
+    kind = rng.integers(3)
+    if kind == 0:
+        return zp, -128, 127
+    return zp, zp, 127 if kind == 1 else int(rng.integers(zp, 128))
+
+
+def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: int,
+             act_max: int, *, seed: int, p_stall: float = 0.3) -> np.ndarray:
+    """Load ``table`` through the write port, stream ``acc``/``group`` through a
+    Requantizer under seeded random valid/ready stalls, return the output words."""
+    depth, lanes = table["bias"].shape
+    dut = Requantizer(lanes, depth)
+    records = table_records(table["bias"], table["mult"], table["shift"])
+    words = [{"acc": [int(v) for v in a], "group": int(g)}
+             for a, g in zip(acc, group, strict=True)]
+    out = []
+
+    async def producer(ctx):
+        ctx.set(dut.zp, zp)
+        ctx.set(dut.act_min, act_min)
+        ctx.set(dut.act_max, act_max)
+        for addr, rec in enumerate(records):
+            ctx.set(dut.wr.addr, addr)
+            ctx.set(dut.wr.data.as_value(), rec)
+            ctx.set(dut.wr.en, 1)
+            await ctx.tick()
+        ctx.set(dut.wr.en, 0)
+        await send_all(ctx, dut.i, words, rng=random.Random(seed), p_stall=p_stall)
+
+    async def consumer(ctx):
+        out.extend(await recv_n(ctx, dut.o, len(words), rng=random.Random(seed + 1),
+                                p_stall=p_stall, convert=lambda p: [p[k] for k in range(lanes)]))
+
+    run_sim(dut, producer, consumer, deadline_cycles=20 * len(words) + 1000)
+    return np.array(out, np.int64).reshape(len(words), lanes)
+
+
+def check(table, acc, group, zp, act_min, act_max, *, seed, p_stall=0.3) -> np.ndarray:
+    got = simulate(table, acc, group, zp, act_min, act_max, seed=seed, p_stall=p_stall)
+    want = requant_model(acc, group, table, zp, act_min, act_max)
+    bad = np.argwhere(got != want)
+    assert not bad.size, (
+        f"seed {seed}: {len(bad)} mismatches, first at word {bad[0][0]} lane {bad[0][1]}: "
+        f"acc={acc[tuple(bad[0])]} group={group[bad[0][0]]} got {got[tuple(bad[0])]} "
+        f"want {want[tuple(bad[0])]}")
+    return want
+
+
+# ---- model and format -------------------------------------------------------------------
+
+def wrap32(v: int) -> int:
+    return (v + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def test_model_matches_numerics():
+    """requant_model equals the numerics primitives composed by hand, element by element."""
+    rng = np.random.default_rng(7)
+    table = random_table(rng, 3, 8)
+    group = rng.integers(0, 3, 20)
+    acc = random_acc(rng, table, group)
+    zp, lo, hi = -5, -128, 100
+    got = requant_model(acc, group, table, zp, lo, hi)
+    assert got.dtype == np.int8
+    for n in range(20):
+        for lane in range(8):
+            g = group[n]
+            total = wrap32(int(acc[n, lane]) + int(table["bias"][g, lane]))
+            shift = int(table["shift"][g, lane])
+            x = int(numerics.srdhm(wrap32(total << max(shift, 0)), int(table["mult"][g, lane])))
+            y = int(numerics.rounding_divide_by_pot(x, max(-shift, 0)))
+            assert got[n, lane] == min(max(y + zp, lo), hi), (n, lane)
+
+
+@pytest.mark.parametrize("acc, bias, mult, shift, want", [
+    (-3, 0, 1 << 30, 0, -1),          # SRDHM tie -1.5: nudge 1 - 2**30, truncation -> -1
+    (3, 0, 1 << 30, 0, 2),            # SRDHM tie 1.5 -> 2
+    (-3, 0, INT32_MAX, -1, -2),       # RDBPOT tie -1.5 -> -2 (away from zero)
+    (3, 0, INT32_MAX, -1, 2),         # RDBPOT tie 1.5 -> 2
+    (INT32_MIN, 0, INT32_MIN, -25, 64),   # SRDHM saturates to INT32_MAX; 2**31 / 2**25
+    (INT32_MAX, 1, INT32_MAX, -24, -128),  # acc + bias wraps to INT32_MIN
+    (2, 0, 1 << 30, 30, -128),        # 2 << 30 wraps to INT32_MIN; SRDHM -> -2**30
+    (1000, 0, 0, -3, 0),              # mult 0
+])
+def test_model_hand_values(acc, bias, mult, shift, want):
+    """Values worked out by hand from TFLite's definitions (zp 0, no clamp beyond int8)."""
+    table = {"bias": np.array([[bias]]), "mult": np.array([[mult]]),
+             "shift": np.array([[shift]])}
+    assert requant_model(np.array([[acc]]), np.array([0]), table, 0, -128, 127)[0, 0] == want
+
+
+def test_pack_table_format():
+    """Record bytes built independently with struct; the record integers are the values of
+    table_layout (bias at bit 0, mult at 32*L, shift at 64*L)."""
+    lanes = 8
+    bias = np.arange(-8, 8, dtype=np.int32).reshape(2, lanes) * 1000003
+    mult = (np.arange(16, dtype=np.int64).reshape(2, lanes) + (1 << 30)).astype(np.int32)
+    shift = np.arange(-16, 0, dtype=np.int8).reshape(2, lanes)
+    want = b"".join(struct.pack(f"<{lanes}i{lanes}i{lanes}b", *bias[g], *mult[g], *shift[g])
+                    for g in range(2))
+    assert pack_table(bias, mult, shift) == want
+    recs = table_records(bias, mult, shift)
+    layout = table_layout(lanes)
+    assert layout.size == 9 * 8 * lanes
+    for g, rec in enumerate(recs):
+        view = data.Const(layout, rec)
+        assert [view.bias[k] for k in range(lanes)] == list(bias[g])
+        assert [view.mult[k] for k in range(lanes)] == list(mult[g])
+        assert [view.shift[k] for k in range(lanes)] == list(shift[g])
+    with pytest.raises(ValueError, match=r"must be \[groups, lanes\] arrays of one shape"):
+        pack_table(bias, mult, shift[:1])
+
+
+@pytest.mark.parametrize("lanes, depth, msg", [
+    (5, 4, "'lanes' must be a positive multiple of 8, not 5"),
+    (0, 4, "'lanes' must be a positive multiple of 8, not 0"),
+    (8, 0, "'depth' must be a positive int, not 0"),
+])
+def test_constructor_checks(lanes, depth, msg):
+    with pytest.raises(ValueError, match=msg):
+        Requantizer(lanes, depth)
+
+
+# ---- hardware ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_random(seed):
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    depth = int(rng.integers(1, 9))
+    table = random_table(rng, depth, 8)
+    group = rng.integers(0, depth, 400)
+    check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed)
+
+
+def test_random_16_lanes():
+    seed = 11
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, 5, 16)
+    group = rng.integers(0, 5, 200)
+    check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed)
+
+
+def _edge_table_and_words():
+    """Directed cases: each row is (acc, bias, mult, shift) for one lane."""
+    cases = [
+        # acc + bias wraps around int32 in both directions
+        (INT32_MAX, 1, INT32_MAX, -24), (INT32_MIN, -1, INT32_MAX, -24),
+        (INT32_MAX - 5, 100, 1 << 30, -25), (INT32_MIN + 3, -200, 1 << 30, -25),
+        # INT32_MIN accumulators
+        (INT32_MIN, 0, INT32_MAX, -31), (INT32_MIN, 0, 1 << 30, -30), (INT32_MIN, 0, 0, 0),
+        (INT32_MIN, 0, INT32_MAX, -24), (INT32_MIN, 0, 1 << 30, 0),
+        # SRDHM saturation: INT32_MIN * INT32_MIN -> INT32_MAX (64 after the shift, not -64)
+        (INT32_MIN, 0, INT32_MIN, -25), (0, INT32_MIN, INT32_MIN, -25),
+        (INT32_MIN, 0, INT32_MIN, 0),
+        # mult 0, extreme mults, shift 0
+        (12345, 0, 0, -3), (-99999, 7, 0, 30), (100, 0, INT32_MAX, 0), (-100, 0, 1 << 30, 0),
+        # shift -31 and +30 (left shift wraps in int32)
+        (INT32_MAX, 0, INT32_MAX, -31), (1 << 30, 0, INT32_MAX, -31),
+        ((1 << 30) - 1, 0, INT32_MAX, -31),
+        (1, 0, 1 << 30, 30), (-1, 0, 1 << 30, 30), (3, 0, INT32_MAX, 30), (2, 0, 1 << 30, 30),
+        (-2, 0, INT32_MAX, 29), (5, 0, (1 << 31) - 3, 25),
+        # ties: mult 2**30 halves exactly (SRDHM tie), odd values then hit RDBPOT ties
+        (-3, 0, 1 << 30, 0), (3, 0, 1 << 30, 0), (-1, 0, 1 << 30, 0), (1, 0, 1 << 30, 0),
+        (-3, 0, INT32_MAX, -1), (3, 0, INT32_MAX, -1), (-1, 0, INT32_MAX, -1),
+        (-5, 0, 1 << 30, -1), (-6, 0, 1 << 30, -1), (-12, 0, 1 << 30, -3),
+        (-20, 0, 1 << 30, -3), (20, 0, 1 << 30, -3), (-7, 0, INT32_MAX, -2),
+        (-6, 0, INT32_MAX, -2), (6, 0, INT32_MAX, -2), (-(3 << 20), 0, 1 << 30, -21),
+        (-(1 << 30) - 1, 0, INT32_MAX, -31), (-(1 << 30), 0, INT32_MAX, -31),
+        # one step either side of a tie: the product is 2**30 +- 1 in magnitude
+        (-1, 0, (1 << 30) + 1, 0), (1, 0, (1 << 30) + 1, 0), (-1, 0, (1 << 30) - 1, 0),
+        (1, 0, (1 << 30) - 1, 0), (-1, 0, -(1 << 30) - 1, 0), (1, 0, -(1 << 30) + 1, 0),
+        # RDBPOT just around ties: x = +-1, +-2, +-3 over 4
+        (-1, 0, INT32_MAX, -2), (-2, 0, INT32_MAX, -2), (-3, 0, INT32_MAX, -2),
+        (1, 0, INT32_MAX, -2), (2, 0, INT32_MAX, -2), (3, 0, INT32_MAX, -2),
+    ]
+    lanes = 8
+    cases += [(0, 0, 0, 0)] * (-len(cases) % lanes)
+    n = len(cases) // lanes
+    arr = np.array(cases, np.int64).reshape(n, lanes, 4)
+    table = {"bias": arr[..., 1].astype(np.int32), "mult": arr[..., 2].astype(np.int32),
+             "shift": arr[..., 3].astype(np.int8)}
+    return table, arr[..., 0].astype(np.int32), np.arange(n)
+
+
+@pytest.mark.parametrize("zp, act_min, act_max", [
+    (0, -128, 127),      # no activation: the raw MBQM results
+    (-20, -128, 127),
+    (-128, -128, -128 + 47),  # RELU6-style: [zp, zp + round(6 / scale)]
+    (10, 10, 127),       # RELU
+])
+def test_edge_cases(zp, act_min, act_max):
+    table, acc, group = _edge_table_and_words()
+    # repeat the words in a shuffled order so each record is read back-to-back and apart
+    order = np.random.default_rng(5).permutation(np.tile(group, 3))
+    want = check(table, acc[order], order, zp, act_min, act_max, seed=17)
+    if (zp, act_min, act_max) == (0, -128, 127):
+        first = want[np.argmax(order == 1)]
+        assert first[1] == 64, "INT32_MIN * INT32_MIN must saturate"
+
+
+def test_latency_and_throughput():
+    """With o.ready high: a lone word appears LATENCY cycles after acceptance, and a burst
+    of words is taken and delivered one per cycle."""
+    lanes, depth = 8, 2
+    dut = Requantizer(lanes, depth)
+    rng = np.random.default_rng(3)
+    table = random_table(rng, depth, lanes)
+    group = rng.integers(0, depth, 30)
+    acc = random_acc(rng, table, group)
+    want = requant_model(acc, group, table, 0, -128, 127)
+    records = table_records(table["bias"], table["mult"], table["shift"])
+
+    async def bench(ctx):
+        ctx.set(dut.act_min, -128)
+        ctx.set(dut.act_max, 127)
+        for addr, rec in enumerate(records):
+            ctx.set(dut.wr.addr, addr)
+            ctx.set(dut.wr.data.as_value(), rec)
+            ctx.set(dut.wr.en, 1)
+            await ctx.tick()
+        ctx.set(dut.wr.en, 0)
+        ctx.set(dut.o.ready, 1)
+
+        ctx.set(dut.i.payload, {"acc": [int(v) for v in acc[0]], "group": int(group[0])})
+        ctx.set(dut.i.valid, 1)
+        assert ctx.get(dut.i.ready)
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        cycles = 1
+        while not ctx.get(dut.o.valid):
+            assert cycles < 50, "no output"
+            await ctx.tick()
+            cycles += 1
+        assert cycles == Requantizer.LATENCY
+        assert [ctx.get(dut.o.payload)[k] for k in range(lanes)] == list(want[0])
+        await ctx.tick()
+        assert not ctx.get(dut.o.valid)
+
+        outputs = []
+        for cycle in range(29 + Requantizer.LATENCY):
+            if cycle < 29:
+                ctx.set(dut.i.payload, {"acc": [int(v) for v in acc[cycle + 1]],
+                                        "group": int(group[cycle + 1])})
+                ctx.set(dut.i.valid, 1)
+                assert ctx.get(dut.i.ready)
+            else:
+                ctx.set(dut.i.valid, 0)
+            if cycle >= Requantizer.LATENCY:
+                assert ctx.get(dut.o.valid), f"bubble in the output at cycle {cycle}"
+                outputs.append([ctx.get(dut.o.payload)[k] for k in range(lanes)])
+            await ctx.tick()
+        assert np.array_equal(np.array(outputs), want[1:])
+
+    run_sim(dut, bench, deadline_cycles=1000)
+
+
+def test_stall_holds_output():
+    """While o.ready is low the offered word stays put and i.ready drops once it is full."""
+    lanes, depth = 8, 1
+    dut = Requantizer(lanes, depth)
+    table = {"bias": np.zeros((1, lanes), np.int32),
+             "mult": np.full((1, lanes), INT32_MAX, np.int32),
+             "shift": np.zeros((1, lanes), np.int8)}
+    (rec,) = table_records(table["bias"], table["mult"], table["shift"])
+
+    async def bench(ctx):
+        ctx.set(dut.act_min, -128)
+        ctx.set(dut.act_max, 127)
+        ctx.set(dut.wr.data.as_value(), rec)
+        ctx.set(dut.wr.en, 1)
+        await ctx.tick()
+        ctx.set(dut.wr.en, 0)
+        ctx.set(dut.i.payload, {"acc": list(range(lanes)), "group": 0})
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.i.payload, {"acc": list(range(10, 10 + lanes)), "group": 0})
+        for _ in range(Requantizer.LATENCY - 1):
+            await ctx.tick()
+        assert ctx.get(dut.o.valid) and not ctx.get(dut.i.ready)
+        for _ in range(5):
+            await ctx.tick()
+            assert ctx.get(dut.o.valid) and not ctx.get(dut.i.ready)
+            assert [ctx.get(dut.o.payload)[k] for k in range(lanes)] == list(range(lanes))
+        ctx.set(dut.o.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.o.ready, 0)
+        assert ctx.get(dut.o.valid)
+        assert [ctx.get(dut.o.payload)[k] for k in range(lanes)] == list(range(10, 10 + lanes))
+
+    run_sim(dut, bench, deadline_cycles=200)
