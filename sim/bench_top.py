@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 
 import cocotb
@@ -21,6 +22,10 @@ from cocotb.triggers import ClockCycles
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from dwsep.hw.layout import REGISTERS
+
+# cocotbext-axi 0.1.28 still calls cocotb 1.x APIs that cocotb 2.1 deprecates (kill(),
+# setimmediatevalue, Event.data); they work, the warnings would only bury the log.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
 
 POLL_CYCLES = 256  # cycles between STATUS polls: far below any layer's run time
 

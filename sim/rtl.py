@@ -91,8 +91,9 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
             "backpressure_seed": backpressure_seed, "p_pause": p_pause,
         }
         (tmp / "job.json").write_text(json.dumps(job))
-        design.run("dwsep.sim.bench_top", extra_env={"DWSEP_JOB": str(tmp / "job.json")},
-                   test_dir=tmp)
+        design.run("dwsep.sim.bench_top", test_dir=tmp,
+                   extra_env={"DWSEP_JOB": str(tmp / "job.json"),
+                              "COCOTB_LOG_LEVEL": "WARNING"})
         result = json.loads((tmp / "result.json").read_text())
         mem_out = bytearray((tmp / "mem_out.bin").read_bytes())
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
