@@ -16,6 +16,7 @@ from .config import AcceleratorConfig
 __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
     "REGISTERS", "DESCRIPTOR", "ID_MAGIC", "HW_VERSION", "export", "export_json",
+    "capability_values", "descriptor_param_checks",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
@@ -230,6 +231,35 @@ DESCRIPTOR = DescriptorLayout([
     ("pw_weights", 32, False, "PW weight words"),
     ("pw_table", 32, False, "PW requant table"),
 ])
+
+
+def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
+    """Conditions a ``DWSEP`` descriptor's fields ``d`` must meet on ``config`` (the hardware
+    stops with ``ErrorCode.BAD_PARAMS`` otherwise).
+
+    Written only with operators that mean the same on Python ints and on Amaranth values
+    (``&``, comparisons, ``*``), so the gateware checker (``hw/top.py``) and the host's
+    reference device evaluate these very rules.
+    """
+    def between(value, lo, hi):
+        return (value >= lo) & (value <= hi)
+
+    row_words = config.lb_width * config.lb_channels // config.dw_lanes
+    pad_limit = config.k_max * config.dilation_max
+    return [
+        between(d["kernel"], 1, config.k_max),
+        between(d["stride"], 1, 2),
+        between(d["dilation"], 1, config.dilation_max),
+        between(d["depth_mult"], 1, config.mid_groups_max),
+        between(d["in_groups"], 1, row_words),
+        between(d["mid_groups"], 1, config.mid_groups_max),
+        between(d["out_groups"], 1, config.out_groups_max),
+        *(between(d[name], 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
+        d["pad_top"] < pad_limit,
+        d["pad_left"] < pad_limit,
+        d["in_groups"] * d["depth_mult"] == d["mid_groups"],
+        d["in_w"] * d["in_groups"] <= row_words,
+    ]
 
 
 def export(config: AcceleratorConfig | None = None) -> dict:

@@ -24,7 +24,8 @@ def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
     return data.StructLayout({
         "in_h": unsigned(config.dim_bits),
         "in_w": unsigned(config.dim_bits),
-        "in_groups": unsigned(_bits(config.in_groups_max)),
+        # narrow, deep rows (W=7, C=960) use more groups than lb_channels / P
+        "in_groups": unsigned(_bits(config.lb_width * config.lb_channels // config.dw_lanes)),
         "depth_mult": unsigned(_bits(config.mid_groups_max)),
         "kernel": unsigned(_bits(config.k_max)),
         "stride": unsigned(2),

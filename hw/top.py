@@ -15,7 +15,14 @@ from .csr import ControlRegisters
 from .dma_reader import DMAReader
 from .dma_writer import DMAWriter
 from .dw_array import DepthwiseArray
-from .layout import DESCRIPTOR, REGISTERS, DescFlag, ErrorCode, Opcode
+from .layout import (
+    DESCRIPTOR,
+    REGISTERS,
+    DescFlag,
+    ErrorCode,
+    Opcode,
+    descriptor_param_checks,
+)
 from .line_buffer import LineBuffer
 from .pw_array import PointwiseArray
 from .requant import Requantizer
@@ -318,26 +325,8 @@ class Accelerator(wiring.Component):
             m.d.comb += dst.payload.eq(src.payload)
 
     def _params_ok(self, field):
-        cfg = self.config
-        in_range = []
-
-        def between(name, lo, hi):
-            value = field(name)
-            in_range.append((value >= lo) & (value <= hi))
-
-        between("kernel", 1, cfg.k_max)
-        between("stride", 1, 2)
-        between("dilation", 1, cfg.dilation_max)
-        between("depth_mult", 1, cfg.mid_groups_max)
-        between("in_groups", 1, cfg.lb_row_words)
-        between("mid_groups", 1, cfg.mid_groups_max)
-        between("out_groups", 1, cfg.out_groups_max)
-        for name in ("in_h", "in_w", "out_h", "out_w"):
-            between(name, 1, cfg.max_dim)
-        in_range.append(field("in_groups") * field("depth_mult") == field("mid_groups"))
-        in_range.append(field("in_w") * field("in_groups") <= cfg.lb_row_words)
+        names = {f.name: field(f.name) for f in DESCRIPTOR}
         ok = Const(1)
-        for cond in in_range:
+        for cond in descriptor_param_checks(names, self.config):
             ok = ok & cond
         return ok
-

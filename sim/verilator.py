@@ -121,7 +121,7 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         os.environ.update(env)
         try:
             get_runner("verilator").build(
-                verilog_sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                 build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
                             "-CFLAGS", "-O2"],
                 always=True,

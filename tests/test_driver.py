@@ -138,9 +138,13 @@ def test_input_checks(acc):
 
 # ---- descriptor validation: errors come back through STATUS/ERROR ---------------------------
 
-def _tampered_run(g: Graph, layer: int, **fields):
+# The hardware checks descriptors with the same rules as the reference device.
+BACKENDS = ["reference", pytest.param("rtl", marks=pytest.mark.verilator)]
+
+
+def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
     """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields."""
-    a = Accelerator("tiny", "reference")
+    a = Accelerator("tiny", backend)
     a.compile(g).descriptors[layer].update(fields)
     x = np.zeros(g.input.shape, np.int8)
     with pytest.raises(HardwareError) as info:
@@ -158,19 +162,23 @@ def _tampered_run(g: Graph, layer: int, **fields):
     (dict(out_groups=9), ErrorCode.BAD_PARAMS),
     (dict(mid_groups=33), ErrorCode.BAD_PARAMS),
     (dict(depth_mult=0), ErrorCode.BAD_PARAMS),
+    (dict(pad_top=14), ErrorCode.BAD_PARAMS),
+    (dict(pad_left=14), ErrorCode.BAD_PARAMS),
 ])
-def test_descriptor_errors(fields, code):
-    err = _tampered_run(chain(2, 7), 0, **fields)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_descriptor_errors(fields, code, backend):
+    err = _tampered_run(chain(2, 7), 0, backend, **fields)
     assert err.code == code and err.layer == 0
     assert str(err) == f"accelerator stopped with {code.name} at descriptor 0"
 
 
 @pytest.mark.parametrize("field", ["in_addr", "out_addr", "dw_weights", "dw_table",
                                    "pw_weights", "pw_table"])
-def test_misaligned_address(field):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_misaligned_address(field, backend):
     g = chain(2, 8)
     offset = Accelerator("tiny", "reference").compile(g).descriptors[1][field]
-    err = _tampered_run(g, 1, **{field: offset + 4})
+    err = _tampered_run(g, 1, backend, **{field: offset + 4})
     assert (err.code, err.layer) == (ErrorCode.MISALIGNED, 1)
 
 

@@ -61,3 +61,27 @@ def test_random_layer_bit_exact(rtl, reference, seed):
     assert np.array_equal(y, expected), (spec, np.argwhere(y != expected)[:5])
     assert np.array_equal(reference.run(model, x), expected), spec
     assert rtl.last_stats["cycles"] > 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_program_of_three_layers(rtl, seed):
+    """A three-descriptor program: layer outputs go through DDR into the next layer."""
+    from test_driver import chain
+
+    from dwsep.host.reference import run_graph
+
+    g = chain(3, 100 + seed)
+    x = np.random.default_rng(seed).integers(-128, 128, g.input.shape, dtype=np.int8)
+    assert np.array_equal(rtl.run(g, x), run_graph(g, x))
+
+
+def test_hung_hardware_times_out():
+    """A run still busy after the simulated-cycle budget is reported as a timeout."""
+    from dwsep.host.driver import DeviceTimeoutError
+
+    spec = issue_layer(0, small=False)
+    model = dwsep_layer_model(spec)
+    x = np.zeros((1, spec.h, spec.w, spec.c), np.int8)
+    with Accelerator("tiny", "rtl", max_cycles=512) as acc, \
+            pytest.raises(DeviceTimeoutError, match="still busy after 512 simulated cycles"):
+        acc.run(model, x)

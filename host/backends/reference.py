@@ -20,6 +20,7 @@ from ...hw.layout import (
     ErrorCode,
     Opcode,
     capability_values,
+    descriptor_param_checks,
 )
 from .. import numerics, packing
 from ..driver import Buffer, Device
@@ -91,14 +92,7 @@ def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCo
     alignment."""
     if d["opcode"] != Opcode.DWSEP:
         return ErrorCode.BAD_OPCODE
-    lanes = config.dw_lanes
-    ok = (1 <= d["kernel"] <= config.k_max and d["stride"] in (1, 2)
-          and 1 <= d["dilation"] <= config.dilation_max and d["depth_mult"] >= 1
-          and all(1 <= d[f] <= config.max_dim for f in ("in_h", "in_w", "out_h", "out_w"))
-          and d["in_groups"] >= 1
-          and d["in_w"] * d["in_groups"] * lanes <= config.lb_width * config.lb_channels
-          and d["mid_groups"] == d["in_groups"] * d["depth_mult"] <= config.mid_groups_max
-          and 1 <= d["out_groups"] <= config.out_groups_max)
+    ok = all(descriptor_param_checks(d, config))
     if not ok:
         return ErrorCode.BAD_PARAMS
     if any(d[f] % ADDR_ALIGN for f in ("in_addr", "out_addr", "dw_weights", "dw_table",
