@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Requantizer (hw/requant.py) against its NumPy model (sim/models/requant.py)."""
 
 from __future__ import annotations
