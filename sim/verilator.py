@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,24 @@ def _build_root() -> Path:
     return Path(os.environ.get("DWSEP_BUILD_DIR", "build")).resolve()
 
 
+@contextmanager
+def _tools_on_path():
+    """The cocotb runner reads PATH from ``os.environ``: set it for the call only."""
+    saved = dict(os.environ)
+    os.environ.update(tool_environment())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    if not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 @dataclass(frozen=True)
 class VerilatedDesign:
     """A built simulator: its toplevel name, build directory and build time."""
@@ -62,41 +81,36 @@ class VerilatedDesign:
 
     def run(self, test_module: str, *, extra_env: dict[str, str] | None = None,
             test_dir: Path | None = None, testcase: str | None = None,
-            seed: int | None = None) -> Path:
-        """Run the cocotb tests in ``test_module`` against this build; raise
-        :class:`SimulationFailed` if any fails. Returns the results XML path."""
+            seed: int | None = None) -> None:
+        """Run the cocotb tests in ``test_module`` against this build, the simulator's output
+        going to ``sim.log`` in ``test_dir``; raise :class:`SimulationFailed` (with the end of
+        that log) if any test fails."""
         from cocotb_tools.check_results import get_results
         from cocotb_tools.runner import get_runner
 
-        env = tool_environment()
-        saved = dict(os.environ)
-        os.environ.update(env)  # the runner reads PATH from os.environ
-        try:
-            runner = get_runner("verilator")
-            test_dir = Path(test_dir or self.build_dir)
-            results = test_dir / f"results-{os.getpid()}-{time.monotonic_ns()}.xml"
-            runner.test(
+        test_dir = Path(test_dir or self.build_dir)
+        results = test_dir / f"results-{os.getpid()}-{time.monotonic_ns()}.xml"
+        log = test_dir / "sim.log"
+        with _tools_on_path():
+            get_runner("verilator").test(
                 test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
                 build_dir=self.build_dir, test_dir=test_dir, results_xml=str(results),
-                extra_env=extra_env or {}, testcase=testcase, seed=seed,
+                extra_env=extra_env or {}, testcase=testcase, seed=seed, log_file=log,
             )
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
         if not results.exists():
             raise SimulationFailed(f"cocotb wrote no results for {test_module} "
-                                   f"({self.toplevel}); see the log above")
+                                   f"({self.toplevel}):\n{_log_tail(log)}")
         ran, failed = get_results(results)
         results.unlink()
         if ran == 0 or failed:
-            raise SimulationFailed(f"{failed} of {ran} cocotb tests failed in {test_module}")
-        return results
+            raise SimulationFailed(f"{failed} of {ran} cocotb tests failed in {test_module}:\n"
+                                   f"{_log_tail(log)}")
 
 
 def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
                  key: str | None = None) -> VerilatedDesign:
     """Verilate ``verilog`` (whose top module is ``toplevel``) into the build directory
-    ``tag-key``, or reuse that directory if it holds a finished build.
+    ``tag-key``, or reuse that directory if it holds a finished build (log: ``build.log``).
 
     ``verilog`` may be a callable producing the source, called only when a build is needed;
     then ``key`` must identify the source (e.g. a hash of the generator's inputs). Without
@@ -116,21 +130,18 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         t0 = time.monotonic()
         source = build_dir / f"{toplevel}.v"
         source.write_text(verilog() if callable(verilog) else verilog)
-        env = tool_environment()
-        saved = dict(os.environ)
-        os.environ.update(env)
+        log = build_dir / "build.log"
         try:
-            get_runner("verilator").build(
-                sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                            "-CFLAGS", "-O2"],
-                always=True,
-            )
-        except SystemExit as e:  # the runner exits on build errors
-            raise SimulationFailed(f"Verilator build of {toplevel} failed: {e}") from None
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+            with _tools_on_path():
+                get_runner("verilator").build(
+                    sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                    build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial",
+                                "fast", "-CFLAGS", "-O2"],
+                    always=True, log_file=log,
+                )
+        except (SystemExit, RuntimeError) as e:  # the runner exits or raises on errors
+            raise SimulationFailed(f"Verilator build of {toplevel} failed ({e}):\n"
+                                   f"{_log_tail(log)}") from None
         seconds = time.monotonic() - t0
         done_marker.write_text(f"{seconds:.2f}")
         return VerilatedDesign(toplevel, build_dir, seconds)

@@ -85,3 +85,27 @@ def test_hung_hardware_times_out():
     with Accelerator("tiny", "rtl", max_cycles=512) as acc, \
             pytest.raises(DeviceTimeoutError, match="still busy after 512 simulated cycles"):
         acc.run(model, x)
+
+
+def test_cli_runs_on_rtl(tmp_path):
+    """The installed ``dwsep`` command on the rtl backend: output and stats files."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = issue_layer(5, small=True)
+    model = tmp_path / "layer.tflite"
+    model.write_bytes(dwsep_layer_model(spec))
+    x = np.random.default_rng(5).integers(-128, 128, (1, spec.h, spec.w, spec.c), np.int8)
+    np.save(tmp_path / "in.npy", x)
+    dwsep = shutil.which("dwsep", path=str(Path(sys.executable).parent))
+    proc = subprocess.run(
+        [dwsep, "run", str(model), "--input", str(tmp_path / "in.npy"), "--output",
+         str(tmp_path / "out.npy"), "--backend", "rtl", "--config", "tiny", "--stats",
+         str(tmp_path / "stats.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "out.npy"), litert_run(model.read_bytes(), x))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["backend"] == "rtl" and stats["cycles"] > 0 and len(stats["layers"]) == 1
