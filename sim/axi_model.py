@@ -17,7 +17,10 @@ Rules checked on what the manager drives: AxSIZE equals the bus width, AxBURST i
 ``AxLEN + 1 <= max_burst``, the address is aligned to the bus width, a burst never crosses a
 4 KiB boundary (IHI 0022 A3.4.1), ``wlast`` is high on exactly the last beat of each burst,
 and while ``valid && !ready`` on AR, AW or W the next cycle still has ``valid`` high with the
-same payload (A3.2.1). Only one ID is modelled: R and B come back in request order.
+same payload (A3.2.1); ARID is below ``read_ids``. By default R comes back in request order;
+``read_order`` lets bursts of different ARIDs come back out of order, and interleaved beat by
+beat (AXI4 allows read data interleaving between IDs), always in order within one ID and with
+RID = ARID. The write side models one ID: B comes back in request order, BID = 0.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ class AXIProtocolError(AssertionError):
 
 @dataclass
 class BurstRecord:
-    """One burst the model accepted: byte address, beats, response it gave (``Resp``)."""
+    """One burst the model accepted: byte address, beats, response it gave (``Resp``), AXI ID
+    (ARID; 0 for writes)."""
     addr: int
     beats: int
     resp: int = Resp.OKAY
+    id: int = 0
 
 
 @dataclass
@@ -85,6 +90,13 @@ class AXI4Memory:
         ``"any"``: AW and W are accepted independently; ``"aw_first"``: W beats of a burst are
         accepted only after its AW (cocotbext-axi ``AxiRam`` behaves so); ``"w_first"``: an AW
         is accepted only after all W beats of its burst.
+    read_ids : int
+        ARID must be below this (checked).
+    read_order : str
+        Which R beat comes next among the bursts whose latency has passed. ``"in_order"``: the
+        oldest burst's, whatever its ID. ``"by_id"``: a whole burst at a time, the burst picked
+        at random (the oldest without ``rng``) among the oldest one of each ID. ``"interleaved"``:
+        the same pick made for every beat, so bursts of different IDs interleave.
     data_width : int
         Bus width in bits.
 
@@ -102,10 +114,16 @@ class AXI4Memory:
     def __init__(self, size: int, *, base: int = 0, rng: random.Random | None = None,
                  p_stall: float = 0.0, read_latency: tuple[int, int] = (1, 1),
                  write_latency: tuple[int, int] = (1, 1), max_burst: int = 16,
-                 error_ranges=(), write_order: str = "any", data_width: int = 64):
+                 error_ranges=(), write_order: str = "any", data_width: int = 64,
+                 read_ids: int = 1, read_order: str = "in_order"):
         if write_order not in ("any", "aw_first", "w_first"):
             raise ValueError(f"write_order must be 'any', 'aw_first' or 'w_first', "
                              f"not {write_order!r}")
+        if read_order not in ("in_order", "by_id", "interleaved"):
+            raise ValueError(f"read_order must be 'in_order', 'by_id' or 'interleaved', "
+                             f"not {read_order!r}")
+        if not isinstance(read_ids, int) or read_ids < 1:
+            raise ValueError(f"read_ids must be a positive int, not {read_ids!r}")
         for name, (lo, hi) in (("read_latency", read_latency), ("write_latency", write_latency)):
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 1 <= min <= max, "
@@ -121,6 +139,8 @@ class AXI4Memory:
         self.max_burst = max_burst
         self.error_ranges = list(error_ranges)
         self.write_order = write_order
+        self.read_ids = read_ids
+        self.read_order = read_order
         self.beat_bytes = data_width // 8
         self.reads: list[BurstRecord] = []
         self.writes: list[BurstRecord] = []
@@ -179,37 +199,57 @@ class AXI4Memory:
         rng = self._child_rng()
 
         async def process(ctx):
-            queue: deque[_Read] = deque()
+            pending: list[_Read] = []  # accepted bursts with R beats to come, in AR order
+            driven = None  # the burst whose beat is on R
             held = None
-            r_valid = False
             cycle = 0
             ctx.set(axi.arready, not self._stall(rng))
-            async for (_, _, arvalid, arready, araddr, arlen, arsize, arburst, rvalid,
-                       rready) in ctx.tick().sample(axi.arvalid, axi.arready, axi.araddr,
-                                                    axi.arlen, axi.arsize, axi.arburst,
-                                                    axi.rvalid, axi.rready):
+            async for (_, _, arvalid, arready, arid, araddr, arlen, arsize, arburst, rvalid,
+                       rready) in ctx.tick().sample(axi.arvalid, axi.arready, axi.arid,
+                                                    axi.araddr, axi.arlen, axi.arsize,
+                                                    axi.arburst, axi.rvalid, axi.rready):
                 cycle += 1
-                ar = (araddr, arlen, arsize, arburst)
+                ar = (arid, araddr, arlen, arsize, arburst)
                 self._check_stable(cycle, "AR", held, arvalid, ar)
                 held = ar if arvalid and not arready else None
                 if arvalid and arready:
-                    rec = self._check_request(cycle, "AR", *ar)
+                    if arid >= self.read_ids:
+                        raise AXIProtocolError(f"cycle {cycle}: ARID={arid} out of range for "
+                                               f"read_ids={self.read_ids}")
+                    rec = self._check_request(cycle, "AR", *ar[1:])
+                    rec.id = arid
                     self.reads.append(rec)
-                    queue.append(_Read(cycle + self._latency(rng, self.read_latency) - 1, rec))
-                    self.max_reads_in_flight = max(self.max_reads_in_flight, len(queue))
+                    pending.append(_Read(cycle + self._latency(rng, self.read_latency) - 1, rec))
+                    self.max_reads_in_flight = max(self.max_reads_in_flight, len(pending))
                 if rvalid and rready:
-                    r_valid = False
-                    head = queue[0]
-                    head.sent += 1
-                    if head.sent == head.burst.beats:
-                        queue.popleft()
+                    driven.sent += 1
+                    if driven.sent == driven.burst.beats:
+                        pending.remove(driven)
+                    driven = None
                 ctx.set(axi.arready, not self._stall(rng))
-                if not r_valid and queue and queue[0].due <= cycle and not self._stall(rng):
-                    r_valid = True
-                    self._drive_r(ctx, axi, queue[0])
-                ctx.set(axi.rvalid, r_valid)
+                if driven is None:
+                    ready = self._r_candidates(pending, cycle)
+                    if ready and not self._stall(rng):
+                        driven = ready[0] if rng is None or len(ready) == 1 else rng.choice(ready)
+                        self._drive_r(ctx, axi, driven)
+                ctx.set(axi.rvalid, driven is not None)
 
         return process
+
+    def _r_candidates(self, pending: list[_Read], cycle: int) -> list[_Read]:
+        """Bursts that may supply the next R beat under ``read_order``, oldest first."""
+        if self.read_order == "in_order":
+            heads = pending[:1]
+        else:
+            heads, seen = [], set()
+            for rd in pending:
+                if rd.burst.id not in seen:
+                    seen.add(rd.burst.id)
+                    heads.append(rd)
+            if self.read_order == "by_id":
+                started = [rd for rd in heads if rd.sent]
+                heads = started or heads
+        return [rd for rd in heads if rd.due <= cycle]
 
     def _drive_r(self, ctx, axi, rd: _Read) -> None:
         addr = rd.burst.addr + rd.sent * self.beat_bytes
@@ -224,7 +264,7 @@ class AXI4Memory:
         ctx.set(axi.rdata, data)
         ctx.set(axi.rresp, resp)
         ctx.set(axi.rlast, rd.sent == rd.burst.beats - 1)
-        ctx.set(axi.rid, 0)
+        ctx.set(axi.rid, rd.burst.id)
 
     # -- write channels ----------------------------------------------------------------------
 
