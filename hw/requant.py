@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .mbqm import rdbpot_nudge, srdhm_high
 from .ports import WritePortSignature
 
 __all__ = ["Requantizer", "table_layout"]
@@ -147,19 +148,13 @@ class Requantizer(wiring.Component):
         prod4 = reg("prod4", signed(64), prod3)
         right4 = reg("right4", unsigned(5), right3)
 
-        # Stage 5: SRDHM. TFLite adds 2**30 (or 1 - 2**30 below zero) and truncates toward
-        # zero; for both signs that equals floor((ab + 2**30) / 2**31), i.e.
-        # floor((floor(ab / 2**30) + 1) / 2). Only INT32_MIN * INT32_MIN = 2**62 gives
-        # 2**31, which saturates.
-        high = ((prod4[30:].as_signed() + 1) >> 1)
+        # Stage 5: SRDHM; only INT32_MIN * INT32_MIN = 2**62 gives 2**31, which saturates.
+        high = srdhm_high(prod4)
         hmul = reg("hmul", signed(32), Mux(high > _INT32_MAX, _INT32_MAX, high))
         right5 = reg("right5", unsigned(5), right4)
 
-        # Stage 6: RDBPOT(x, e) rounds up when the remainder is >= 2**(e-1) (+1 if x < 0),
-        # i.e. it is floor((x + 2**(e-1) - (x < 0)) / 2**e) for e > 0, and x for e = 0.
-        half = (Const(1, 1) << right5) >> 1
-        bump = half - ((hmul < 0) & (right5 != 0))
-        rounded = reg("rounded", signed(33), hmul + bump)
+        # Stage 6: RDBPOT's rounding addend (33 bits: e = 31 adds up to 2**30).
+        rounded = reg("rounded", signed(33), hmul + rdbpot_nudge(hmul, right5))
         right6 = reg("right6", unsigned(5), right5)
 
         # Stage 7: the arithmetic shift (signed >> is arithmetic in Amaranth).
