@@ -2,8 +2,10 @@
 
 ``dwsep run MODEL.tflite --input IN.npy --output OUT.npy [--backend B] [--config NAME]
 [--stats STATS.json]``, ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
-``dwsep info [--config NAME] [--json]``. Errors print one line ``dwsep: error: <reason>`` on
-stderr and exit with status 2.
+``dwsep info [--config NAME] [--json]``;
+``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
+--calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra). Errors print one
+line ``dwsep: error: <reason>`` on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import numpy as np
 
 from ..hw.config import CONFIGS, ConfigError, get_config
 from ..hw.layout import REGISTERS, capability_values, export_json
+from . import quantizer
 from .backends import BACKENDS
+from .checkpoint import load_state_dict
 from .compiler import compile_model
 from .driver import Accelerator, DwsepError
 from .graph import UnsupportedModelError
+from .mobilenet import ARCHS
 from .tflite_reader import ModelFormatError, read_tflite
 
 __all__ = ["main"]
 
 EXIT_ERROR = 2
+#: Files ``--calib DIR`` takes from a directory (Pillow reads them all).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +70,55 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--config", **config)
     info.add_argument("--json", action="store_true",
                       help="print the machine-readable export (registers, descriptor, enums)")
+
+    quant = sub.add_parser("quantize", help="post-training int8 quantization of a MobileNet")
+    quant.add_argument("--arch", required=True, choices=ARCHS, help="network architecture")
+    quant.add_argument("--width", type=float, default=1.0,
+                       help="width multiplier (default: %(default)s)")
+    quant.add_argument("--weights", type=Path,
+                       help="torchvision state dict (.pth); random weights without it")
+    quant.add_argument("--calib", type=Path, nargs="+", required=True,
+                       help="calibration photos, or directories of them")
+    quant.add_argument("--input-size", type=int, default=224,
+                       help="input height and width (default: %(default)s)")
+    quant.add_argument("--seed", type=int, default=0,
+                       help="seed of the random weights (default: %(default)s)")
+    quant.add_argument("-o", "--output", type=Path, required=True, help=".tflite file to write")
     return p
+
+
+def _calibration_files(paths: list[Path]) -> list[Path]:
+    """The given files, and the image files (by suffix) of the given directories, sorted."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"--calib {path}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+    return files
+
+
+def _cmd_quantize(args) -> None:
+    from tqdm import tqdm
+
+    files = _calibration_files(args.calib)
+    if args.weights is None:
+        print(f"dwsep: warning: no --weights: {args.arch} gets random weights (seed "
+              f"{args.seed}); its predictions mean nothing", file=sys.stderr)
+        state_dict = None
+    else:
+        state_dict = load_state_dict(args.weights)
+    images = tqdm(files, desc="calibrating", unit="image", file=sys.stderr)
+    model = quantizer.quantize(args.arch, state_dict, images, width=args.width,
+                               input_size=args.input_size, seed=args.seed)
+    args.output.write_bytes(model)
+    print(f"wrote {args.output} ({len(model)} bytes, {args.arch} width {args.width:g}, "
+          f"input {args.input_size}x{args.input_size}, {len(files)} calibration images)")
 
 
 def _cmd_run(args) -> None:
@@ -116,7 +171,8 @@ def _cmd_info(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error)."""
     args = _parser().parse_args(argv)
-    command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info}[args.command]
+    command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
+               "quantize": _cmd_quantize}[args.command]
     try:
         command(args)
     except (DwsepError, UnsupportedModelError, ModelFormatError, ConfigError, OSError,

@@ -1,31 +1,46 @@
 """NumPy TFLite int8 kernels, bit-exact with LiteRT's ``BUILTIN_REF`` reference kernels
-(``reference_integer_ops::DepthwiseConvPerChannel`` / ``ConvPerChannel``), with every integer
+(ai-edge-litert 2.3.0), for every operator of an int8 MobileNet V1/V2, with every integer
 parameter explicit so the hardware models and the compiler can share them.
 
-For each output pixel ``(oy, ox)`` and output channel ``o``::
+Sources, in the LiteRT repository (``tflite/...``; TensorFlow has the same files under
+``tensorflow/lite/...``): the kernels in ``kernels/internal/reference/integer_ops/`` and
+``kernels/internal/reference/``, their ``Prepare`` logic in ``kernels/<op>.cc``. Each function
+names the function it follows.
+
+Convolutions (``reference_integer_ops::DepthwiseConvPerChannel`` / ``ConvPerChannel``): for each
+output pixel ``(oy, ox)`` and output channel ``o``::
 
     acc[o] = bias[o] + sum over taps (ky, kx) inside the image, input channels i of
              (x[oy*sh - pad_top + ky*dh, ox*sw - pad_left + kx*dw, i] - in_zp) * w[..., o]
     y[o]   = clamp(MBQM(acc[o], mult[o], shift[o]) + out_zp, act_min, act_max)
 
 ``MBQM`` is ``numerics.multiply_by_quantized_multiplier``. Taps in the padding contribute 0,
-which is the same as padding the input with ``in_zp``. ``acc`` is an int32 in C++: it is
+which is the same as padding the input with ``in_zp``. Accumulators are int32 in C++: they are
 computed here exactly in int64 and wrapped to int32 (two's complement), which is what the C++
 code does on overflow in practice; valid models never get near it.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .graph import Graph, Operator, UnsupportedModelError
-from .numerics import activation_range, quantize_multiplier, requantize
+from .graph import Graph, Operator, Tensor, UnsupportedModelError
+from .numerics import (
+    INT32_MIN,
+    activation_range,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    requantize,
+)
 
 __all__ = [
-    "padding_amounts", "depthwise_conv2d", "conv2d", "conv_quant_params", "run_graph",
+    "padding_amounts", "depthwise_conv2d", "conv2d", "conv_quant_params",
+    "fused_activation_range", "pad", "add", "add_quant_params", "average_pool2d",
+    "mean_multiplier", "mean", "fully_connected", "fully_connected_params",
+    "round_half_away", "quantize", "run_graph", "SUPPORTED_OPS",
 ]
-
-_REFERENCE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def padding_amounts(padding: str, in_size: int, k: int, stride: int,
@@ -151,7 +166,7 @@ def conv_quant_params(graph: Graph, op: Operator) -> dict:
 
     Per output channel ``c``: ``(mult[c], shift[c]) = QuantizeMultiplier(double(s_in) *
     double(s_w[c]) / double(s_out))`` (the scales are float32, the arithmetic double, left to
-    right); ``act_min, act_max`` from ``numerics.activation_range`` of the fused activation and
+    right); ``act_min, act_max`` from ``fused_activation_range`` of the fused activation and
     the output quantization. Returns ``dict(in_zp, out_zp, mult, shift, act_min, act_max)``,
     ``mult``/``shift`` int64 arrays.
     """
@@ -174,8 +189,8 @@ def conv_quant_params(graph: Graph, op: Operator) -> dict:
     s_in, s_out = float(x.per_tensor_scale), float(y.per_tensor_scale)
     scales = np.broadcast_to(w.scale, (channels,))
     pairs = [quantize_multiplier(s_in * float(s) / s_out) for s in scales]
-    act_min, act_max = activation_range(op.options.get("activation", "NONE"), s_out,
-                                        y.per_tensor_zero_point)
+    act_min, act_max = fused_activation_range(op.options.get("activation", "NONE"), s_out,
+                                              y.per_tensor_zero_point, f"{op.opcode} {op.index}")
     return dict(in_zp=x.per_tensor_zero_point, out_zp=y.per_tensor_zero_point,
                 mult=np.array([m for m, _ in pairs], np.int64),
                 shift=np.array([s for _, s in pairs], np.int64),
@@ -216,27 +231,463 @@ def _run_conv(graph: Graph, op: Operator, x: np.ndarray) -> np.ndarray:
     return depthwise_conv2d(x, w.data[0], bias, depth_multiplier=m, **common)
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization helpers
+
+
+def fused_activation_range(activation: str, scale: float, zero_point: int,
+                           what: str) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized`` (``kernels/kernel_util.cc``) for an int8 output,
+    including the check its ``Quantize`` helper makes: each bound ``v`` of the activation
+    (0 for RELU; 0 and 6 for RELU6; -1 and 1 for RELU_N1_TO_1) becomes
+    ``TfLiteRound(float(v) / float(scale))``, and LiteRT refuses the model at prepare when that
+    leaves int32. Such a model raises ``UnsupportedModelError`` (``what`` names the op in the
+    message); otherwise the range is ``numerics.activation_range``.
+    """
+    bounds = {"NONE": (), "RELU": (0.0,), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+    if activation not in bounds:
+        raise UnsupportedModelError(f"{what}: fused activation {activation!r} is not supported;"
+                                    f" allowed: {', '.join(bounds)}")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for v in bounds[activation]:
+            t = abs(float(np.float32(v) / np.float32(scale)))
+            if not math.floor(t + 0.5) < 2**31:
+                raise UnsupportedModelError(
+                    f"{what}: fused {activation} bound {v:g} / output scale {scale:g} = {t:g} "
+                    "does not fit int32; LiteRT refuses such a model (use a larger output scale)")
+    return activation_range(activation, scale, zero_point)
+
+
+def _int8_quant(op: Operator, role: str, t: Tensor) -> tuple[float, int]:
+    """``(scale, zero_point)`` of a per-tensor quantized int8 tensor."""
+    if t.dtype != "int8":
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: {role} {t.name!r} is {t.dtype}, "
+                                    "only int8 is supported")
+    if t.scale.size == 0 or t.zero_point.size == 0:
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: {role} {t.name!r} is not "
+                                    "quantized")
+    scale, zp = t.per_tensor_scale, t.per_tensor_zero_point
+    if not scale > 0 or not -128 <= zp <= 127:
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: {role} {t.name!r} has scale "
+                                    f"{scale:g} and zero point {zp}; int8 tensors need a "
+                                    "positive scale and a zero point in [-128, 127]")
+    return scale, zp
+
+
+def round_half_away(v) -> np.ndarray:
+    """C's ``round()`` on doubles: nearest integer, ties away from zero, as float64.
+
+    ``trunc(v) + (|v - trunc(v)| >= 0.5) * sign(v)``: the fraction ``v - trunc(v)`` is exact in
+    floating point, unlike ``floor(|v| + 0.5)``, which rounds 0.49999999999999994 up.
+    """
+    v = np.asarray(v, np.float64)
+    whole = np.trunc(v)
+    return whole + np.where(np.abs(v - whole) >= 0.5, np.sign(v), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# PAD, ADD, AVERAGE_POOL_2D, MEAN, FULLY_CONNECTED, QUANTIZE
+
+
+def pad(x: np.ndarray, paddings, pad_value: int) -> np.ndarray:
+    """TFLite int8 ``PAD`` / ``PADV2`` (``kernels/pad.cc`` ``EvalInt``, which calls
+    ``PadImageStyle`` / ``Pad``): ``x`` with ``paddings[d] = (before, after)`` elements of
+    ``pad_value`` added around dimension ``d``. Values are copied, not requantized (LiteRT does
+    not compare input and output quantization); ``pad_value`` is the output zero point for PAD
+    and the ``constant_values`` scalar for PADV2.
+    """
+    p = np.asarray(paddings, np.int64)
+    if p.shape != (x.ndim, 2) or np.any(p < 0):
+        raise ValueError(f"'paddings' must be {x.ndim} non-negative (before, after) pairs, "
+                         f"not {p.tolist()}")
+    return np.pad(x, p, constant_values=np.asarray(pad_value, x.dtype))
+
+
+def add_quant_params(graph: Graph, op: Operator) -> dict:
+    """Integer parameters of an int8 ADD, as ``kernels/add.cc`` ``Prepare`` computes them.
+
+    ``left_shift = 20``; ``twice_max = 2 * max(s1, s2)`` (float32, then double);
+    ``(mult_i, shift_i) = QuantizeMultiplierSmallerThanOneExp(s_i / twice_max)``,
+    ``(out_mult, out_shift) = QuantizeMultiplierSmallerThanOneExp(twice_max / (2**20 * s_out))``
+    (``kernels/internal/quantization_util.cc``: ``QuantizeMultiplier`` after a process-aborting
+    ``TFLITE_CHECK`` that ``0 < real < 1`` and the shift is <= 0; such models raise
+    ``UnsupportedModelError`` here). Returns ``dict(in1_zp, in2_zp, mult1, shift1, mult2,
+    shift2, out_mult, out_shift, out_zp, act_min, act_max, left_shift)``.
+    """
+    (s1, zp1), (s2, zp2), (s_out, zp_out) = (
+        _int8_quant(op, role, graph.tensor(name)) for role, name in
+        (("input 1", op.inputs[0]), ("input 2", op.inputs[1]), ("output", op.outputs[0])))
+    left_shift = 20
+    twice_max = 2.0 * max(s1, s2)
+    pairs = []
+    for what, real in (("input 1", s1 / twice_max), ("input 2", s2 / twice_max),
+                       ("output", twice_max / ((1 << left_shift) * s_out))):
+        mult, shift = quantize_multiplier(real)
+        if not 0.0 < real < 1.0 or shift > 0:
+            raise UnsupportedModelError(
+                f"ADD {op.index}: {what} rescale {real:g} must lie in (0, 1) after rounding "
+                f"(LiteRT aborts otherwise); the output scale {s_out:g} must exceed "
+                f"2 * max(input scales) / 2**20 = {twice_max / (1 << left_shift):g}")
+        pairs.append((mult, shift))
+    act_min, act_max = fused_activation_range(op.options.get("activation", "NONE"), s_out,
+                                              zp_out, f"ADD {op.index}")
+    (m1, sh1), (m2, sh2), (mo, sho) = pairs
+    return dict(in1_zp=zp1, in2_zp=zp2, mult1=m1, shift1=sh1, mult2=m2, shift2=sh2,
+                out_mult=mo, out_shift=sho, out_zp=zp_out, act_min=act_min, act_max=act_max,
+                left_shift=left_shift)
+
+
+def add(x1: np.ndarray, x2: np.ndarray, *, in1_zp: int, in2_zp: int, mult1: int, shift1: int,
+        mult2: int, shift2: int, out_mult: int, out_shift: int, out_zp: int, act_min: int,
+        act_max: int, left_shift: int = 20) -> np.ndarray:
+    """TFLite int8 ``ADD``: ``reference_integer_ops::AddFunc``
+    (``kernels/internal/reference/integer_ops/add.h``) on every element, with NumPy
+    broadcasting (``BroadcastAdd6DSlow`` applies the same ``AddFunc`` to broadcast operands)::
+
+        a_i = MBQM((x_i - zp_i) * 2**left_shift, mult_i, shift_i)       (i = 1, 2)
+        y   = clamp(MBQM(a_1 + a_2, out_mult, out_shift) + out_zp, act_min, act_max)
+
+    ``MBQM`` with a shift <= 0 is ``MultiplyByQuantizedMultiplierSmallerThanOneExp``:
+    ``RoundingDivideByPOT(SRDHM(x, mult), -shift)``.
+    """
+    a1 = multiply_by_quantized_multiplier(
+        (x1.astype(np.int64) - in1_zp) << left_shift, mult1, shift1)
+    a2 = multiply_by_quantized_multiplier(
+        (x2.astype(np.int64) - in2_zp) << left_shift, mult2, shift2)
+    return requantize(a1 + a2, out_mult, out_shift, out_zp, act_min, act_max)
+
+
+def average_pool2d(x: np.ndarray, *, filter_hw, stride, padding, act_min: int,
+                   act_max: int) -> np.ndarray:
+    """TFLite int8 ``AVERAGE_POOL_2D``: ``reference_integer_ops::AveragePool``
+    (``kernels/internal/reference/integer_ops/pooling.h``), ``int8[Ho, Wo, C]``.
+
+    ``x`` int8 ``[H, W, C]``, ``padding = (top, bottom, left, right)``. Per output pixel and
+    channel, over the ``n`` window taps inside the image (padding counts for nothing)::
+
+        s = sum of x (raw int8 values: zero points are not subtracted)
+        y = clamp(s > 0 ? (s + n//2) / n : (s - n//2) / n, act_min, act_max)
+
+    with C's division truncating toward zero: the mean rounded half away from zero.
+    """
+    fh, fw = filter_hw
+    top, bottom, left, right = padding
+    pads = ((top, bottom), (left, right), (0, 0))
+    xs = np.pad(x.astype(np.int64), pads)
+    inside = np.pad(np.ones((*x.shape[:2], 1), np.int64), pads)
+    s = sum(tap for _, _, tap in _taps(xs, fh, fw, stride, (1, 1)))
+    n = sum(tap for _, _, tap in _taps(inside, fh, fw, stride, (1, 1)))
+    q = (np.abs(s) + n // 2) // n
+    return np.clip(np.where(s > 0, q, -q), act_min, act_max).astype(np.int8)
+
+
+def mean_multiplier(mult: int, shift: int, count: int) -> tuple[int, int]:
+    """Fold ``1 / count`` into ``(mult, shift)`` as ``reference_ops::QuantizedMeanOrSum``
+    (``kernels/internal/reference/reduce.h``) does::
+
+        k      = min(floor(log2(count)), 32, 31 + shift)
+        mult'  = (int64(mult) << k) / count      (integer division, truncated)
+        shift' = shift - k
+    """
+    if count < 1:
+        raise ValueError(f"'count' must be positive, not {count}")
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    return (mult << k) // count, shift - k
+
+
+def mean(x: np.ndarray, axes, keep_dims: bool, *, in_zp: int, mult: int, shift: int,
+         out_zp: int) -> np.ndarray:
+    """TFLite int8 ``MEAN``: ``reference_ops::QuantizedMeanOrSum`` (``compute_sum=false``,
+    ``kernels/internal/reference/reduce.h``), which ``kernels/reduce.cc`` ``EvalMean`` runs
+    for every int8 MEAN under ``BUILTIN_REF``, equal input and output quantization or not.
+
+    ``(mult, shift) = QuantizeMultiplier(double(s_in) / double(s_out))`` (``PrepareMeanOrSum``),
+    ``axes`` the reduced dimensions (negative ones count from the end, repeats ignored), ``n``
+    the number of elements each output reduces, ``(mult', shift') = mean_multiplier(mult,
+    shift, n)``::
+
+        y = clamp(MBQM(wrap32(sum x - in_zp * n), mult', shift') + out_zp, -128, 127)
+
+    There is no fused activation. ``keep_dims`` keeps the reduced dimensions with size 1.
+    """
+    axes = tuple(sorted({a % x.ndim for a in axes}))
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    m, s = mean_multiplier(mult, shift, count)
+    total = x.astype(np.int64).sum(axis=axes, keepdims=keep_dims)
+    return requantize(_wrap_int32(total - in_zp * count), m, s, out_zp, -128, 127)
+
+
+def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, *, in_zp: int,
+                    w_zp: int, scale, out_zp: int, act_min: int, act_max: int) -> np.ndarray:
+    """TFLite int8 ``FULLY_CONNECTED`` as ``BUILTIN_REF`` runs it, ``int8[B, O]``.
+
+    ``kernels/fully_connected.cc`` ``FullyConnectedInt8`` / ``FullyConnectedPerChannelInt8``
+    call, for ``kReference``, the ``reference_integer_ops::FullyConnected`` /
+    ``FullyConnectedPerChannel`` overloads that take float scales
+    (``kernels/internal/reference/integer_ops/fully_connected.h``): they requantize in double
+    precision, not with the fixed-point multiplier ``Prepare`` computes (which only the
+    optimized kernels use). ``x`` int8 with ``D = w.shape[1]`` values per row, ``w`` int8
+    ``[O, D]``, ``scale[o] = double(s_in) * double(s_w[o]) / double(s_out)`` (one ``s_w`` for
+    per-tensor weights), per row ``b`` and unit ``o``::
+
+        acc = wrap32(sum_d (x[b, d] - in_zp) * (w[o, d] - w_zp) + bias[o])
+        y   = clamp(wrap32(int32(round(double(acc) * scale[o])) + out_zp), act_min, act_max)
+
+    ``round`` is C's (ties away from zero); ``int32()`` of a double outside int32 gives
+    INT32_MIN, as x86's ``cvttsd2si`` does. ``w_zp`` is 0 for per-channel weights (LiteRT
+    ignores their zero points). The sums are float64 matrix products, exact since every
+    partial sum is an integer below ``D * 255 * 255 < 2**53``.
+    """
+    o, d = w.shape
+    if x.size % d:
+        raise ValueError(f"input {list(x.shape)} does not split into rows of {d} values")
+    if d * 255 * 255 >= 2**53:
+        raise ValueError(f"{d} input values are too many for exact float64 sums")
+    xs = x.reshape(-1, d).astype(np.float64) - in_zp
+    acc = _wrap_int32((xs @ (w.astype(np.float64) - w_zp).T).astype(np.int64))
+    if bias is not None:
+        acc = _wrap_int32(acc + np.asarray(bias, np.int64))
+    scaled = round_half_away(acc.astype(np.float64) * np.asarray(scale, np.float64))
+    fits = (scaled >= INT32_MIN) & (scaled < 2.0**31)
+    out = np.where(fits, scaled, INT32_MIN).astype(np.int64)
+    return np.clip(_wrap_int32(out + out_zp), act_min, act_max).astype(np.int8)
+
+
+def fully_connected_params(graph: Graph, op: Operator) -> dict:
+    """Parameters of an int8 FULLY_CONNECTED (``kernels/fully_connected.cc``): ``dict(w, bias,
+    in_zp, w_zp, scale, out_zp, act_min, act_max)`` for ``fully_connected``.
+
+    Weights are int8 ``[O, D]``, constant, per-tensor (any zero point) or per-channel along
+    dimension 0 (zero points 0); ``scale`` is a float64 array of ``O`` (or 1) effective scales.
+    As ``GetQuantizedConvolutionMultipler`` does, per-tensor weights with a bias need
+    ``|s_in * s_w - s_bias| / s_out <= 0.02``.
+    """
+    x, w, y = (graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1]),
+               graph.tensor(op.outputs[0]))
+    s_in, in_zp = _int8_quant(op, "input", x)
+    s_out, out_zp = _int8_quant(op, "output", y)
+    if w.dtype != "int8" or w.data is None or len(w.shape) != 2:
+        raise UnsupportedModelError(f"FULLY_CONNECTED {op.index}: weights {w.name!r} must be "
+                                    f"constant int8 [units, depth], are {w.dtype}"
+                                    f"{list(w.shape)}")
+    if w.scale.size not in (1, w.shape[0]) or w.zero_point.size != w.scale.size or (
+            w.scale.size > 1 and w.quantized_dimension != 0):
+        raise UnsupportedModelError(
+            f"FULLY_CONNECTED {op.index}: weights {w.name!r} need one scale or one per unit "
+            f"along dimension 0, have {w.scale.size} along dimension {w.quantized_dimension}")
+    if w.scale.size > 1 and np.any(w.zero_point != 0):
+        raise UnsupportedModelError(f"FULLY_CONNECTED {op.index}: per-channel weights "
+                                    f"{w.name!r} need zero points 0 (LiteRT ignores them)")
+    bias = None
+    if len(op.inputs) > 2 and op.inputs[2] is not None:
+        b = graph.tensor(op.inputs[2])
+        if b.dtype != "int32" or b.data is None or b.data.size != w.shape[0]:
+            raise UnsupportedModelError(f"FULLY_CONNECTED {op.index}: bias {b.name!r} must be "
+                                        f"a constant int32 tensor of {w.shape[0]} values, is "
+                                        f"{b.dtype}{list(b.shape)}")
+        if w.scale.size == 1 and b.scale.size == 1 and abs(
+                s_in * float(w.scale[0]) - float(b.scale[0])) / s_out > 0.02:
+            raise UnsupportedModelError(
+                f"FULLY_CONNECTED {op.index}: bias scale {float(b.scale[0]):g} is not input "
+                f"scale x weight scale {s_in * float(w.scale[0]):g}; LiteRT refuses the model")
+        bias = b.data.reshape(-1)
+    act_min, act_max = fused_activation_range(op.options.get("activation", "NONE"), s_out,
+                                              out_zp, f"FULLY_CONNECTED {op.index}")
+    scale = np.array([s_in * float(s) / s_out for s in w.scale], np.float64)
+    w_zp = int(w.zero_point[0]) if w.scale.size == 1 else 0
+    return dict(w=w.data, bias=bias, in_zp=in_zp, w_zp=w_zp, scale=scale, out_zp=out_zp,
+                act_min=act_min, act_max=act_max)
+
+
+def quantize(x: np.ndarray, *, in_zp: int, mult: int, shift: int, out_zp: int) -> np.ndarray:
+    """TFLite ``QUANTIZE`` int8 -> int8: ``reference_ops::Requantize``
+    (``kernels/internal/reference/requantize.h``) with ``(mult, shift) =
+    QuantizeMultiplier(double(s_in) / double(s_out))`` (``kernels/quantize.cc`` ``Prepare``)::
+
+        y = clamp(MBQM(x - in_zp, mult, shift) + out_zp, -128, 127)
+    """
+    return requantize(x.astype(np.int64) - in_zp, mult, shift, out_zp, -128, 127)
+
+
+# --------------------------------------------------------------------------------------------
+# Operators of a graph: each returns the output with the batch dimension
+
+
+def _constant(graph: Graph, op: Operator, k: int, role: str, dtypes) -> np.ndarray:
+    if len(op.inputs) <= k or op.inputs[k] is None:
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: the {role} input is missing")
+    t = graph.tensor(op.inputs[k])
+    if t.data is None or t.dtype not in dtypes:
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: {role} {t.name!r} must be a "
+                                    f"constant {'/'.join(dtypes)} tensor, is {t.dtype}"
+                                    f"{'' if t.data is not None else ' (not constant)'}")
+    return t.data
+
+
+def _image(op: Operator, x: np.ndarray) -> np.ndarray:
+    """``x`` as ``[H, W, C]``: operators on images take one NHWC image."""
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: input must be one NHWC image "
+                                    f"[1, H, W, C], is {list(x.shape)}")
+    return x[0]
+
+
+def _op_conv(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    return _run_conv(graph, op, _image(op, inputs[0]))[None]
+
+
+def _op_pad(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    x = inputs[0]
+    _int8_quant(op, "input", graph.tensor(op.inputs[0]))
+    y = graph.tensor(op.outputs[0])
+    s_out, pad_value = _int8_quant(op, "output", y)
+    paddings = _constant(graph, op, 1, "paddings", ("int32", "int64"))
+    if paddings.shape != (x.ndim, 2) or np.any(paddings < 0):
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: paddings {paddings.tolist()} "
+                                    f"must be {x.ndim} non-negative (before, after) pairs")
+    if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] is not None:
+        value = _constant(graph, op, 2, "constant_values", ("int8",))
+        c = graph.tensor(op.inputs[2])
+        if value.size != 1 or c.scale.size != 1 or c.zero_point.size != 1 or (
+                float(c.scale[0]), int(c.zero_point[0])) != (s_out, pad_value):
+            raise UnsupportedModelError(
+                f"PADV2 {op.index}: constant_values {c.name!r} must be one int8 value "
+                "quantized like the output")
+        pad_value = int(value.reshape(-1)[0])
+    return pad(x, paddings, pad_value)
+
+
+def _op_add(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    try:
+        np.broadcast_shapes(inputs[0].shape, inputs[1].shape)
+    except ValueError:
+        raise UnsupportedModelError(f"ADD {op.index}: input shapes {list(inputs[0].shape)} and "
+                                    f"{list(inputs[1].shape)} do not broadcast") from None
+    return add(inputs[0], inputs[1], **add_quant_params(graph, op))
+
+
+def _op_average_pool(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    """int8 AVERAGE_POOL_2D. ``kernels/pooling.cc`` only ``TFLITE_DCHECK``s that input and
+    output quantization are equal (the converter makes them so), a check release builds such
+    as LiteRT's drop: a model where they differ gets the raw integer mean, clamped by the
+    output's activation range, as here."""
+    x = _image(op, inputs[0])
+    _int8_quant(op, "input", graph.tensor(op.inputs[0]))
+    s_out, zp_out = _int8_quant(op, "output", graph.tensor(op.outputs[0]))
+    o = op.options
+    fh, fw, sh, sw = o["filter_h"], o["filter_w"], o["stride_h"], o["stride_w"]
+    top, bottom, _ = padding_amounts(o["padding"], x.shape[0], fh, sh, 1)
+    left, right, _ = padding_amounts(o["padding"], x.shape[1], fw, sw, 1)
+    act_min, act_max = fused_activation_range(o.get("activation", "NONE"), s_out, zp_out,
+                                              f"AVERAGE_POOL_2D {op.index}")
+    return average_pool2d(x, filter_hw=(fh, fw), stride=(sh, sw),
+                          padding=(top, bottom, left, right), act_min=act_min,
+                          act_max=act_max)[None]
+
+
+def _op_mean(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    x = inputs[0]
+    s_in, in_zp = _int8_quant(op, "input", graph.tensor(op.inputs[0]))
+    s_out, out_zp = _int8_quant(op, "output", graph.tensor(op.outputs[0]))
+    axes = _constant(graph, op, 1, "axis", ("int32",)).reshape(-1).tolist()
+    if not axes or any(not -x.ndim <= a < x.ndim for a in axes):
+        raise UnsupportedModelError(f"MEAN {op.index}: axes {axes} are not dimensions of an "
+                                    f"input of rank {x.ndim}")
+    mult, shift = quantize_multiplier(s_in / s_out)
+    return mean(x, axes, bool(op.options.get("keep_dims", False)), in_zp=in_zp, mult=mult,
+                shift=shift, out_zp=out_zp)
+
+
+def _op_fully_connected(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    """int8 FULLY_CONNECTED; the output shape follows ``UpdateOutputSize``
+    (``kernels/fully_connected.cc``): ``keep_num_dims`` keeps the input's leading dimensions
+    (and needs its last one to be the weights' depth), else ``[rows, units]``."""
+    p = fully_connected_params(graph, op)
+    x = inputs[0]
+    units, depth = p["w"].shape
+    keep = op.options.get("keep_num_dims", False)
+    if keep and x.shape[-1] != depth:
+        raise UnsupportedModelError(f"FULLY_CONNECTED {op.index}: keep_num_dims needs the "
+                                    f"input's last dimension ({x.shape[-1]}) to equal the "
+                                    f"weights' depth {depth}")
+    y = fully_connected(x, **p)
+    return y.reshape(*x.shape[:-1], units) if keep else y
+
+
+def _op_reshape(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    shape = graph.tensor(op.outputs[0]).shape
+    if int(np.prod(shape, dtype=np.int64)) != inputs[0].size:
+        raise UnsupportedModelError(f"RESHAPE {op.index}: cannot reshape "
+                                    f"{list(inputs[0].shape)} to {list(shape)}")
+    return inputs[0].reshape(shape)
+
+
+def _op_quantize(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    s_in, in_zp = _int8_quant(op, "input", graph.tensor(op.inputs[0]))
+    s_out, out_zp = _int8_quant(op, "output", graph.tensor(op.outputs[0]))
+    mult, shift = quantize_multiplier(s_in / s_out)
+    return quantize(inputs[0], in_zp=in_zp, mult=mult, shift=shift, out_zp=out_zp)
+
+
+#: Per op: the kernel and how many leading inputs it takes as arrays (computed tensors or
+#: constants); it reads the others (weights, paddings, axes) from the graph.
+_KERNELS = {
+    "ADD": (_op_add, 2), "AVERAGE_POOL_2D": (_op_average_pool, 1), "CONV_2D": (_op_conv, 1),
+    "DEPTHWISE_CONV_2D": (_op_conv, 1), "FULLY_CONNECTED": (_op_fully_connected, 1),
+    "MEAN": (_op_mean, 1), "PAD": (_op_pad, 1), "PADV2": (_op_pad, 1),
+    "QUANTIZE": (_op_quantize, 1), "RESHAPE": (_op_reshape, 1),
+}
+#: The builtin operators ``run_graph`` executes.
+SUPPORTED_OPS = tuple(sorted(_KERNELS))
+
+
 def run_graph(graph: Graph, x: np.ndarray) -> np.ndarray:
-    """Execute ``graph`` on the int8 input ``x`` (shape of ``graph.input``, batch 1) operator
-    by operator and return its first output (with the batch dimension)."""
+    """Execute ``graph`` on the int8 input ``x`` (shape of ``graph.input``, batch 1) and return
+    its first output.
+
+    Operators run in a dependency order, each once its inputs are known (the graph input,
+    constants, outputs of operators already run), so a tensor may feed several operators
+    (a residual ADD reading a block's input) and the model's operator order does not matter.
+    Every computed shape is checked against the model's.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An operator outside ``SUPPORTED_OPS`` (named with its index), unsupported parameters, or
+        an input no operator produces.
+    """
     x = np.asarray(x)
     if x.dtype != np.int8 or x.shape != graph.input.shape:
         raise ValueError(f"input must be int8{list(graph.input.shape)}, "
                          f"not {x.dtype}{list(x.shape)}")
-    values = {graph.inputs[0]: x}
     for op in graph.operators:
-        if op.opcode not in _REFERENCE_OPS:
+        if op.opcode not in _KERNELS:
             raise UnsupportedModelError(
                 f"reference cannot run {op.opcode} (operator {op.index}); it runs "
-                f"{', '.join(_REFERENCE_OPS)}")
-        name = op.inputs[0]
-        if name not in values:
-            raise UnsupportedModelError(f"{op.opcode} {op.index}: input {name!r} is neither "
-                                        "the graph input nor computed by an earlier operator")
-        y = _run_conv(graph, op, values[name][0])[None]
+                f"{', '.join(SUPPORTED_OPS)}")
+    values = {graph.inputs[0]: x}
+    values.update((name, t.data) for name, t in graph.tensors.items() if t.is_constant)
+    pending = list(graph.operators)
+    while pending:
+        op = next((op for op in pending if all(
+            name in values for name in op.inputs[:_KERNELS[op.opcode][1]])), None)
+        if op is None:
+            op = pending[0]
+            name = next(n for n in op.inputs[:_KERNELS[op.opcode][1]] if n not in values)
+            raise UnsupportedModelError(
+                f"{op.opcode} {op.index}: input {name!r} is neither the graph input, a "
+                "constant nor computed by another operator (or the operators form a cycle)")
+        pending.remove(op)
+        kernel, n_activations = _KERNELS[op.opcode]
+        y = kernel(graph, op, [values[name] for name in op.inputs[:n_activations]])
         expected = graph.tensor(op.outputs[0]).shape
         if y.shape != expected:
             raise UnsupportedModelError(f"{op.opcode} {op.index}: computed output shape "
                                         f"{list(y.shape)}, the model says {list(expected)}")
         values[op.outputs[0]] = y
+    if graph.outputs[0] not in values:
+        raise UnsupportedModelError(f"graph output {graph.outputs[0]!r} is not computed by any "
+                                    "operator")
     return values[graph.outputs[0]]

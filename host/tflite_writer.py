@@ -1,5 +1,5 @@
 """Write ``.tflite`` files: a small model builder over the ``tflite`` schema package, plus
-random depthwise-separable test layers.
+random test models: depthwise-separable layers, single ops, MobileNet-like networks.
 
 ``ModelBuilder`` collects tensors and operators in Python and serializes them with
 ``flatbuffers.Builder`` and the generated ``tflite.*`` builder functions in ``finish()``. Option
@@ -9,6 +9,13 @@ names are the ones ``host.tflite_reader`` produces (``stride_h``, ``padding="SAM
 ``dwsep_layer_model(spec)`` builds the layer the accelerator fuses: int8 input ->
 DEPTHWISE_CONV_2D -> CONV_2D 1x1 -> output, quantized like a real converter would (per-channel
 symmetric weights, int32 bias with scale ``s_in * s_w[c]``).
+
+``pad_model``, ``add_model``, ``average_pool_model``, ``mean_model``,
+``fully_connected_model``, ``reshape_model`` and ``quantize_model`` build one op with the given
+parameters; ``random_op_model(op, seed)`` draws them. ``mobilenet_like_model(spec)`` builds a
+small MobileNetV2-like network (PAD + CONV_2D stem, inverted residual blocks with residual ADDs,
+head, global AVERAGE_POOL_2D or MEAN, FULLY_CONNECTED, RESHAPE), quantized as a converter would
+after batch-norm folding; ``random_mobilenet_spec`` draws its ``MobileNetSpec``.
 """
 
 from __future__ import annotations
@@ -20,11 +27,16 @@ import flatbuffers
 import numpy as np
 import tflite
 
+from .reference import padding_amounts
 from .tflite_reader import OPTION_FIELD_NAMES
 
 __all__ = [
     "ModelBuilder", "LayerSpec", "random_layer_spec", "dwsep_layer_model", "single_op_model",
-    "layer_tensors",
+    "layer_tensors", "pad_model", "add_model", "average_pool_model", "mean_model",
+    "fully_connected_model", "reshape_model", "quantize_model", "RANDOM_OPS",
+    "random_op_model", "BlockSpec", "InvertedResidualSpec", "MobileNetSpec",
+    "inverted_residual_model", "mobilenet_like_model", "random_mobilenet_spec",
+    "random_mobilenet_like_model",
 ]
 
 #: Builtin options table and operator-code version written for each supported op (the version
@@ -39,6 +51,7 @@ _OPS = {
     "MAX_POOL_2D": ("Pool2DOptions", 2),
     "MEAN": ("ReducerOptions", 2),
     "PAD": ("PadOptions", 2),
+    "PADV2": ("PadV2Options", 2),
     "QUANTIZE": ("QuantizeOptions", 2),
     "RESHAPE": ("ReshapeOptions", 1),
     "SOFTMAX": ("SoftmaxOptions", 2),
@@ -407,24 +420,28 @@ def _random_bias(rng, acc_std_q: np.ndarray, extreme: bool) -> np.ndarray:
 _INPUT_STD = 74.0  # standard deviation of an int8 value drawn uniformly from [-128, 127]
 
 
-def _random_conv(rng, in_scale: float, shape, axis: int, taps: int, extreme: bool) -> dict:
+def _random_conv(rng, in_scale: float, shape, axis: int, taps: int, extreme: bool,
+                 in_rms: float = _INPUT_STD) -> dict:
     """Weights (``shape``, channels along ``axis``), scales and bias of one conv, and the real
     scale of its output: int accumulator spread per channel is about
-    ``sqrt(taps) * std(x - zp) * rms(w)``."""
+    ``sqrt(taps) * rms(x - zp) * rms(w)``, ``in_rms`` the input's ``rms(x - zp)``."""
     w, scales = _random_weights(rng, shape, shape[axis], axis, extreme)
     other = tuple(i for i in range(len(shape)) if i != axis)
-    acc_q = np.sqrt(taps) * _INPUT_STD * np.sqrt(np.mean(w.astype(np.float64) ** 2, other) + 1)
+    acc_q = np.sqrt(taps) * in_rms * np.sqrt(np.mean(w.astype(np.float64) ** 2, other) + 1)
     bias = _random_bias(rng, acc_q, extreme)
-    out_scale, out_zp = _output_quant(rng, float(np.mean(acc_q * in_scale * scales)), extreme)
-    return dict(w=w, scales=scales, bias=bias, out_scale=out_scale, out_zp=out_zp)
+    acc_std = float(np.mean(acc_q * in_scale * scales))
+    out_scale, out_zp = _output_quant(rng, acc_std, extreme)
+    return dict(w=w, scales=scales, bias=bias, out_scale=out_scale, out_zp=out_zp,
+                out_rms=acc_std / out_scale)
 
 
 def layer_tensors(spec: LayerSpec) -> dict:
     """The random weights and quantization of ``spec``, drawn from ``spec.seed``:
     ``{"in_scale", "in_zp", "dw": {...}, "pw": {...}, "conv": {...}}``, each conv a dict
-    ``w, scales, bias, out_scale, out_zp``. ``dw`` has weights ``[1,k,k,C*m]``, ``pw``
-    ``[C_out,1,1,C*m]`` (its input is ``dw``'s output), ``conv`` ``[C_out,k,k,C]`` (the
-    spec's window as a full convolution, for ``single_op_model``).
+    ``w, scales, bias, out_scale, out_zp, out_rms`` (``out_rms``: the output's expected
+    ``rms(y - out_zp)`` in integer units, before any activation). ``dw`` has weights
+    ``[1,k,k,C*m]``, ``pw`` ``[C_out,1,1,C*m]`` (its input is ``dw``'s output), ``conv``
+    ``[C_out,k,k,C]`` (the spec's window as a full convolution, for ``single_op_model``).
     """
     rng = np.random.default_rng(spec.seed)
     k, cm = spec.kernel, spec.c * spec.depth_multiplier
@@ -490,3 +507,477 @@ def single_op_model(spec: LayerSpec, op: str) -> bytes:
         raise ValueError(f"'op' must be 'DEPTHWISE_CONV_2D' or 'CONV_2D', not {op!r}")
     mb.inputs, mb.outputs = [x], [y]
     return mb.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# Single-op models of the other MobileNet operators. ``quant`` arguments are ``(scale,
+# zero_point)`` of a per-tensor int8 tensor; tensor 0 is the model's input.
+
+
+def _start(description: str, shape, quant) -> tuple[ModelBuilder, int]:
+    mb = ModelBuilder(description)
+    x = mb.add_tensor("input", shape, "int8", *quant)
+    mb.inputs = [x]
+    return mb, x
+
+
+def _end(mb: ModelBuilder, y: int) -> bytes:
+    mb.outputs = [y]
+    return mb.finish()
+
+
+def pad_model(shape, paddings, quant, out_quant=None, *, constant: int | None = None,
+              paddings_dtype: str = "int32") -> bytes:
+    """int8 ``shape`` -> PAD (or PADV2 when ``constant`` is given: padded with that int8
+    value) -> output. ``paddings`` is ``[[before, after]] * rank``; the output is quantized
+    with ``out_quant`` (default: as the input, as converters write it)."""
+    out_quant = quant if out_quant is None else out_quant
+    p = np.asarray(paddings, np.int64)
+    mb, x = _start(f"PAD {list(shape)} {p.tolist()}", shape, quant)
+    inputs = [x, mb.add_tensor("paddings", p.shape, paddings_dtype, data=p)]
+    if constant is not None:
+        inputs.append(mb.add_tensor("constant_values", (1,), "int8", *out_quant,
+                                    data=np.array([constant])))
+    y = mb.add_tensor("output", tuple(np.asarray(shape) + p.sum(axis=1)), "int8", *out_quant)
+    mb.add_operator("PAD" if constant is None else "PADV2", inputs, [y])
+    return _end(mb, y)
+
+
+def add_model(shape, quant, other: np.ndarray, other_quant, out_quant, *,
+              activation: str = "NONE", other_first: bool = False) -> bytes:
+    """int8 ``shape`` + the int8 constant ``other`` (any shape that broadcasts with ``shape``,
+    quantized with ``other_quant``) -> ADD -> output quantized with ``out_quant``.
+    ``other_first`` makes the constant ADD's first operand."""
+    mb, x = _start(f"ADD {list(shape)} {list(other.shape)}", shape, quant)
+    c = mb.add_tensor("other", other.shape, "int8", *other_quant, data=other)
+    y = mb.add_tensor("output", np.broadcast_shapes(tuple(shape), other.shape), "int8",
+                      *out_quant)
+    mb.add_operator("ADD", [c, x] if other_first else [x, c], [y], activation=activation)
+    return _end(mb, y)
+
+
+def average_pool_model(shape, filter_hw, stride, padding: str, quant, out_quant=None, *,
+                       activation: str = "NONE") -> bytes:
+    """int8 ``[1, H, W, C]`` -> AVERAGE_POOL_2D -> output quantized with ``out_quant``
+    (default: as the input, which TFLite assumes)."""
+    out_quant = quant if out_quant is None else out_quant
+    ho = padding_amounts(padding, shape[1], filter_hw[0], stride[0], 1)[2]
+    wo = padding_amounts(padding, shape[2], filter_hw[1], stride[1], 1)[2]
+    mb, x = _start(f"AVERAGE_POOL_2D {list(shape)} {filter_hw} {stride} {padding}", shape,
+                   quant)
+    y = mb.add_tensor("output", (shape[0], ho, wo, shape[3]), "int8", *out_quant)
+    mb.add_operator("AVERAGE_POOL_2D", [x], [y], padding=padding, stride_h=stride[0],
+                    stride_w=stride[1], filter_h=filter_hw[0], filter_w=filter_hw[1],
+                    activation=activation)
+    return _end(mb, y)
+
+
+def mean_model(shape, axes, keep_dims: bool, quant, out_quant) -> bytes:
+    """int8 ``shape`` -> MEAN over ``axes`` (int32 constant; negative and repeated axes are
+    written as given) -> output quantized with ``out_quant``."""
+    reduced = {a % len(shape) for a in axes}
+    out_shape = tuple(1 if i in reduced else d for i, d in enumerate(shape)
+                      if keep_dims or i not in reduced)
+    mb, x = _start(f"MEAN {list(shape)} {list(axes)} keep_dims={keep_dims}", shape, quant)
+    a = mb.add_tensor("axes", (len(axes),), "int32", data=np.asarray(axes))
+    y = mb.add_tensor("output", out_shape, "int8", *out_quant)
+    mb.add_operator("MEAN", [x, a], [y], keep_dims=bool(keep_dims))
+    return _end(mb, y)
+
+
+def fully_connected_model(in_shape, weights: np.ndarray, w_scales, bias: np.ndarray | None,
+                          quant, out_quant, *, w_zp: int = 0, activation: str = "NONE",
+                          keep_num_dims: bool = False) -> bytes:
+    """int8 ``in_shape`` -> FULLY_CONNECTED (int8 ``weights [O, D]``, per-tensor when
+    ``w_scales`` has one value (zero point ``w_zp``), else per-channel along dimension 0; int32
+    ``bias [O]`` with scale ``s_in * s_w`` or None) -> output quantized with ``out_quant``:
+    ``in_shape[:-1] + [O]`` with ``keep_num_dims``, else ``[size / D, O]``."""
+    o, d = weights.shape
+    w_scales = np.atleast_1d(np.asarray(w_scales, np.float32))
+    size = int(np.prod(in_shape))
+    out_shape = (*in_shape[:-1], o) if keep_num_dims else (size // d, o)
+    mb, x = _start(f"FULLY_CONNECTED {list(in_shape)} -> {list(out_shape)}", in_shape, quant)
+    w = mb.add_tensor("weights", weights.shape, "int8", w_scales, w_zp, 0, weights)
+    b = -1
+    if bias is not None:
+        b = mb.add_tensor("bias", (o,), "int32", quant[0] * w_scales.astype(np.float64), 0, 0,
+                          bias)
+    y = mb.add_tensor("output", out_shape, "int8", *out_quant)
+    mb.add_operator("FULLY_CONNECTED", [x, w, b], [y], activation=activation,
+                    keep_num_dims=bool(keep_num_dims))
+    return _end(mb, y)
+
+
+def reshape_model(shape, new_shape, quant) -> bytes:
+    """int8 ``shape`` -> RESHAPE to ``new_shape`` (given both as the int32 shape input and the
+    ``new_shape`` option, as converters write it) -> output."""
+    mb, x = _start(f"RESHAPE {list(shape)} -> {list(new_shape)}", shape, quant)
+    s = mb.add_tensor("shape", (len(new_shape),), "int32", data=np.asarray(new_shape))
+    y = mb.add_tensor("output", new_shape, "int8", *quant)
+    mb.add_operator("RESHAPE", [x, s], [y], new_shape=list(new_shape))
+    return _end(mb, y)
+
+
+def quantize_model(shape, quant, out_quant) -> bytes:
+    """int8 ``shape`` -> QUANTIZE (int8 -> int8 requantization) -> output."""
+    mb, x = _start(f"QUANTIZE {list(shape)}", shape, quant)
+    y = mb.add_tensor("output", shape, "int8", *out_quant)
+    mb.add_operator("QUANTIZE", [x], [y])
+    return _end(mb, y)
+
+
+#: The ops ``random_op_model`` draws models of.
+RANDOM_OPS = ("PAD", "PADV2", "ADD", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED", "RESHAPE",
+              "QUANTIZE")
+_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def _random_quant(rng, scale: float | None = None) -> tuple[float, int]:
+    """Random int8 quantization; ``scale`` (times a random factor in [1/4, 4]) when given."""
+    if scale is None:
+        return _random_input_quant(rng, extreme=False)
+    return float(np.float32(scale * _log_uniform(rng, 0.25, 4.0))), int(rng.integers(-128, 128))
+
+
+def _random_image_shape(rng, max_hw: int = 12, max_c: int = 16) -> tuple[int, ...]:
+    return (1, int(rng.integers(1, max_hw + 1)), int(rng.integers(1, max_hw + 1)),
+            int(rng.integers(1, max_c + 1)))
+
+
+def random_op_model(op: str, seed: int) -> bytes:
+    """A random single-op model of ``op`` (one of ``RANDOM_OPS``), drawn from ``seed``: random
+    shapes, options, activations and quantization (sometimes deliberately unlike what a
+    converter writes: PAD/AVERAGE_POOL_2D with output quantization unlike the input's)."""
+    rng = np.random.default_rng(seed)
+    shape = _random_image_shape(rng)
+    quant = _random_quant(rng)
+    if op in ("PAD", "PADV2"):
+        paddings = np.zeros((4, 2), np.int64)
+        paddings[1:3] = rng.integers(0, 4, (2, 2))
+        if rng.random() < 0.25:
+            paddings[3] = rng.integers(0, 3, 2)
+        out_quant = _random_quant(rng) if rng.random() < 0.2 else quant
+        return pad_model(shape, paddings, quant, out_quant,
+                         constant=int(rng.integers(-128, 128)) if op == "PADV2" else None,
+                         paddings_dtype=str(rng.choice(["int32", "int64"])))
+    if op == "ADD":
+        other_shape = shape
+        if rng.random() < 0.2:   # broadcasting: keep a random subset of the dimensions
+            other_shape = tuple(d if rng.random() < 0.5 else 1 for d in shape)
+            other_shape = other_shape[int(rng.integers(0, 4)):]
+        other = rng.integers(-128, 128, other_shape).astype(np.int8)
+        other_quant = _random_quant(rng, quant[0])
+        out_quant = _random_quant(rng, quant[0] + other_quant[0])
+        return add_model(shape, quant, other, other_quant, out_quant,
+                         activation=str(rng.choice(_ACTIVATIONS)),
+                         other_first=bool(rng.random() < 0.5))
+    if op == "AVERAGE_POOL_2D":
+        padding = str(rng.choice(["SAME", "VALID"]))
+        limit = (shape[1], shape[2]) if padding == "VALID" else (5, 5)
+        filter_hw = (int(rng.integers(1, limit[0] + 1)), int(rng.integers(1, limit[1] + 1)))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        out_quant = _random_quant(rng, quant[0]) if rng.random() < 0.15 else quant
+        return average_pool_model(shape, filter_hw, stride, padding, quant, out_quant,
+                                  activation=str(rng.choice(_ACTIVATIONS)))
+    if op == "MEAN":
+        axes = [[1, 2], [1, 2], [2, 1], [1], [2], [3], [-1], [1, 2, 3], [0, 1, 2], [1, -2, 2]][
+            int(rng.integers(0, 10))]
+        out_quant = quant if rng.random() < 0.3 else _random_quant(rng, quant[0])
+        return mean_model(shape, axes, bool(rng.random() < 0.5), quant, out_quant)
+    if op == "FULLY_CONNECTED":
+        return _random_fully_connected(rng, shape, quant)
+    if op == "RESHAPE":
+        size = int(np.prod(shape))
+        new_shape = [(1, size), (1, 1, 1, size), (size,), (shape[1], shape[2] * shape[3])][
+            int(rng.integers(0, 4))]
+        return reshape_model(shape, new_shape, quant)
+    if op == "QUANTIZE":
+        out_quant = (float(np.float32(quant[0] * _log_uniform(rng, 2.0**-6, 2.0**6))),
+                     int(rng.integers(-128, 128)))
+        return quantize_model(shape, quant, out_quant)
+    raise ValueError(f"'op' must be one of {', '.join(RANDOM_OPS)}, not {op!r}")
+
+
+def _random_fully_connected(rng, shape, quant) -> bytes:
+    """FC from a random input layout: ``[1, D]``, ``[1, 1, 1, D]``, or an image whose rows
+    (``keep_num_dims``) or whole (``D = H*W*C``) are the FC's input vectors."""
+    layout = int(rng.integers(0, 4))
+    in_shape = [(1, shape[3]), (1, 1, 1, shape[3]), shape, shape][layout]
+    d = int(np.prod(shape)) if layout == 3 else shape[3]
+    units = int(rng.integers(1, 33))
+    q = _random_conv(rng, quant[0], (units, d), 0, d, extreme=bool(rng.random() < 0.1))
+    w_zp = 0
+    scales = q["scales"]
+    if rng.random() < 0.5:   # per-tensor weights, sometimes with a zero point
+        scales = scales[:1]
+        w_zp = int(rng.integers(-20, 21)) if rng.random() < 0.3 else 0
+    bias = q["bias"] if rng.random() < 0.8 else None
+    return fully_connected_model(in_shape, q["w"], scales, bias, quant,
+                                 (q["out_scale"], q["out_zp"]), w_zp=w_zp,
+                                 activation=str(rng.choice(_ACTIVATIONS)),
+                                 keep_num_dims=layout == 2 or (layout < 2
+                                                               and bool(rng.random() < 0.3)))
+
+
+# --------------------------------------------------------------------------------------------
+# Small random MobileNet-like networks
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One MobileNetV2 inverted residual block: 1x1 CONV_2D expanding the channels ``expand``
+    times (RELU6; left out when ``expand`` is 1) -> 3x3 DEPTHWISE_CONV_2D with ``stride``
+    (RELU6; stride 2 as PAD (1, 1) + VALID, PyTorch's padding) -> 1x1 CONV_2D projecting to
+    ``c_out`` channels (no activation) -> ADD of the block input when the stride is 1 and the
+    channel counts match."""
+    expand: int
+    c_out: int
+    stride: int
+
+    def __post_init__(self):
+        for name in ("expand", "c_out"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be positive, not {getattr(self, name)}")
+        if self.stride not in (1, 2):
+            raise ValueError(f"'stride' must be 1 or 2, not {self.stride}")
+
+
+@dataclass(frozen=True)
+class InvertedResidualSpec:
+    """One ``block`` alone on an int8 ``[1, h, w, c_in]`` input; ``seed`` draws the weights
+    and the quantization."""
+    h: int
+    w: int
+    c_in: int
+    block: BlockSpec
+    seed: int
+
+
+@dataclass(frozen=True)
+class MobileNetSpec:
+    """A small MobileNetV2-like network on an int8 ``[1, h, w, 3]`` image: stem PAD (1, 1) +
+    3x3 CONV_2D stride 2 VALID to ``stem_channels`` (RELU6), the ``blocks``, head 1x1 CONV_2D
+    to ``head_channels`` (RELU6), a global pool (``pool``: ``"AVERAGE_POOL_2D"`` or
+    ``"MEAN"`` over axes (1, 2) with ``keep_dims``), FULLY_CONNECTED to ``classes`` (weights
+    per-channel when ``fc_per_channel``), and with ``reshape`` a RESHAPE (to ``[1, C]`` before
+    the FC when the pool keeps 4 dimensions, else to ``[1, 1, 1, classes]`` after it)."""
+    h: int
+    w: int
+    stem_channels: int
+    blocks: tuple[BlockSpec, ...]
+    head_channels: int
+    pool: str
+    keep_dims: bool
+    classes: int
+    fc_per_channel: bool
+    reshape: bool
+    seed: int
+
+    def __post_init__(self):
+        if self.pool not in ("AVERAGE_POOL_2D", "MEAN"):
+            raise ValueError(f"'pool' must be 'AVERAGE_POOL_2D' or 'MEAN', not {self.pool!r}")
+        for name in ("h", "w", "stem_channels", "head_channels", "classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be positive, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """A tensor of the network being built: index, shape, quantization, and an estimate of
+    ``rms(x - zero_point)`` in integer units that sizes the next layer's output scale."""
+    index: int
+    shape: tuple[int, ...]
+    quant: tuple[float, int]
+    rms: float
+
+
+#: rms(x - zp) of a ReLU'd output relative to the unclipped one (half a normal distribution).
+_RELU_RMS = 0.5**0.5
+
+
+class _Network:
+    """Builds a network layer by layer on ``self.x``, the current activation, with random
+    per-channel weights and output quantization sized from the estimated activation spread
+    (so that values stay spread over int8 however deep the network)."""
+
+    def __init__(self, description: str, shape, rng: np.random.Generator):
+        self.rng = rng
+        self.mb = ModelBuilder(description)
+        quant = _random_input_quant(rng, extreme=False)
+        self.x = _Activation(self.mb.add_tensor("input", shape, "int8", *quant), tuple(shape),
+                             quant, _INPUT_STD)
+        self.mb.inputs = [self.x.index]
+        self._count = 0
+
+    def _name(self, kind: str) -> str:
+        self._count += 1
+        return f"{kind}{self._count}"
+
+    def conv(self, opcode: str, k: int, stride: int, padding: str, activation: str,
+             c_out: int | None = None) -> None:
+        """A k x k CONV_2D to ``c_out`` channels or DEPTHWISE_CONV_2D (multiplier 1)."""
+        _, h, w, c = self.x.shape
+        if opcode == "DEPTHWISE_CONV_2D":
+            shape, axis, taps, c_out = (1, k, k, c), 3, k * k, c
+        else:
+            shape, axis, taps = (c_out, k, k, c), 0, k * k * c
+        q = self._weights(shape, axis, taps, activation)
+        out_hw = (padding_amounts(padding, h, k, stride, 1)[2],
+                  padding_amounts(padding, w, k, stride, 1)[2])
+        y = _add_conv(self.mb, opcode, self._name(opcode.lower()), self.x.index,
+                      self.x.quant[0], q, out_hw, padding=padding, stride_h=stride,
+                      stride_w=stride, activation=activation)
+        self.x = _Activation(y, (1, *out_hw, c_out), (q["out_scale"], q["out_zp"]),
+                             q["out_rms"])
+
+    def _weights(self, shape, axis: int, taps: int, activation: str) -> dict:
+        """Weights, bias and output quantization of a conv, as a converter would produce them
+        after folding batch norm: per-channel weight scales put each channel's real
+        accumulator spread at a random 0.5 to 3; a RELU6 output gets the quantization of
+        [0, 6] (scale about 6/255, zero point -128), any other the spread's. ``_add_conv``
+        takes the result; ``out_rms`` estimates the output's ``rms(x - zp)``."""
+        rng, s_in = self.rng, self.x.quant[0]
+        w, _ = _random_weights(rng, shape, shape[axis], axis, False)
+        other = tuple(i for i in range(len(shape)) if i != axis)
+        acc_q = np.sqrt(taps) * self.x.rms * np.sqrt(np.mean(w.astype(np.float64) ** 2, other))
+        acc_q = np.maximum(acc_q, 1.0)
+        target = _log_uniform(rng, 0.5, 3.0, shape[axis])
+        scales = (target / (acc_q * s_in)).astype(np.float32)
+        spread = float(np.mean(target))
+        if activation == "RELU6":
+            out_scale, out_zp = float(np.float32(6.0 / 255 * _log_uniform(rng, 0.8, 1.25))), -128
+        else:
+            out_scale, out_zp = _output_quant(rng, spread, extreme=False)
+        rms = spread / out_scale * (_RELU_RMS if activation != "NONE" else 1.0)
+        return dict(w=w, scales=scales, bias=_random_bias(rng, acc_q, False), out_scale=out_scale,
+                    out_zp=out_zp, out_rms=rms)
+
+    def pad(self, before: int, after: int) -> None:
+        p = np.array([[0, 0], [before, after], [before, after], [0, 0]])
+        name = self._name("pad")
+        paddings = self.mb.add_tensor(f"{name}/paddings", p.shape, "int32", data=p)
+        shape = tuple(np.asarray(self.x.shape) + p.sum(axis=1))
+        y = self.mb.add_tensor(f"{name}/out", shape, "int8", *self.x.quant)
+        self.mb.add_operator("PAD", [self.x.index, paddings], [y])
+        self.x = _Activation(y, shape, self.x.quant, self.x.rms)
+
+    def add(self, other: _Activation) -> None:
+        """``self.x + other``; output scale from the combined spread of the operands."""
+        spread = float(np.hypot(self.x.quant[0] * self.x.rms, other.quant[0] * other.rms))
+        scale, zp = _output_quant(self.rng, spread, extreme=False)
+        y = self.mb.add_tensor(f"{self._name('add')}/out", self.x.shape, "int8", scale, zp)
+        self.mb.add_operator("ADD", [other.index, self.x.index], [y])
+        self.x = _Activation(y, self.x.shape, (scale, zp), spread / scale)
+
+    def global_pool(self, pool: str, keep_dims: bool) -> None:
+        _, h, w, c = self.x.shape
+        name = self._name(pool.lower())
+        # The mean of ReLU'd values keeps about their mean, ~0.8 of their rms.
+        rms = 0.8 * self.x.rms
+        if pool == "AVERAGE_POOL_2D":
+            quant, shape = self.x.quant, (1, 1, 1, c)
+            y = self.mb.add_tensor(f"{name}/out", shape, "int8", *quant)
+            self.mb.add_operator(pool, [self.x.index], [y], padding="VALID", stride_h=1,
+                                 stride_w=1, filter_h=h, filter_w=w)
+        else:
+            quant = self.x.quant
+            if self.rng.random() < 0.5:
+                quant = _output_quant(self.rng, rms * quant[0], extreme=False)
+            shape = (1, 1, 1, c) if keep_dims else (1, c)
+            axes = self.mb.add_tensor(f"{name}/axes", (2,), "int32", data=np.array([1, 2]))
+            y = self.mb.add_tensor(f"{name}/out", shape, "int8", *quant)
+            self.mb.add_operator(pool, [self.x.index, axes], [y], keep_dims=keep_dims)
+        self.x = _Activation(y, shape, quant, rms * self.x.quant[0] / quant[0])
+
+    def reshape(self, shape) -> None:
+        name = self._name("reshape")
+        s = self.mb.add_tensor(f"{name}/shape", (len(shape),), "int32", data=np.asarray(shape))
+        y = self.mb.add_tensor(f"{name}/out", shape, "int8", *self.x.quant)
+        self.mb.add_operator("RESHAPE", [self.x.index, s], [y], new_shape=list(shape))
+        self.x = _Activation(y, tuple(shape), self.x.quant, self.x.rms)
+
+    def fully_connected(self, units: int, per_channel: bool) -> None:
+        d = self.x.shape[-1]
+        q = _random_conv(self.rng, self.x.quant[0], (units, d), 0, d, False, self.x.rms)
+        scales = q["scales"] if per_channel else q["scales"][:1]
+        name = self._name("fully_connected")
+        w = self.mb.add_tensor(f"{name}/weights", q["w"].shape, "int8", scales, 0, 0, q["w"])
+        b = self.mb.add_tensor(f"{name}/bias", (units,), "int32",
+                               self.x.quant[0] * scales.astype(np.float64), 0, 0, q["bias"])
+        shape = (int(np.prod(self.x.shape)) // d, units)
+        y = self.mb.add_tensor(f"{name}/out", shape, "int8", q["out_scale"], q["out_zp"])
+        self.mb.add_operator("FULLY_CONNECTED", [self.x.index, w, b], [y])
+        self.x = _Activation(y, shape, (q["out_scale"], q["out_zp"]), q["out_rms"])
+
+    def inverted_residual(self, block: BlockSpec) -> None:
+        block_input = self.x
+        c_in = self.x.shape[3]
+        if block.expand > 1:
+            self.conv("CONV_2D", 1, 1, "VALID", "RELU6", c_in * block.expand)
+        if block.stride == 2:
+            self.pad(1, 1)
+            self.conv("DEPTHWISE_CONV_2D", 3, 2, "VALID", "RELU6")
+        else:
+            self.conv("DEPTHWISE_CONV_2D", 3, 1, "SAME", "RELU6")
+        self.conv("CONV_2D", 1, 1, "VALID", "NONE", block.c_out)
+        if block.stride == 1 and block.c_out == c_in:
+            self.add(block_input)
+
+    def finish(self) -> bytes:
+        self.mb.outputs = [self.x.index]
+        return self.mb.finish()
+
+
+def inverted_residual_model(spec: InvertedResidualSpec) -> bytes:
+    """One inverted residual block (``BlockSpec``) on int8 ``[1, h, w, c_in]``."""
+    net = _Network(f"inverted residual {spec}", (1, spec.h, spec.w, spec.c_in),
+                   np.random.default_rng(spec.seed))
+    net.inverted_residual(spec.block)
+    return net.finish()
+
+
+def mobilenet_like_model(spec: MobileNetSpec) -> bytes:
+    """The network ``spec`` describes, weights and quantization drawn from ``spec.seed``."""
+    net = _Network(f"mobilenet-like {spec}", (1, spec.h, spec.w, 3),
+                   np.random.default_rng(spec.seed))
+    net.pad(1, 1)
+    net.conv("CONV_2D", 3, 2, "VALID", "RELU6", spec.stem_channels)
+    for block in spec.blocks:
+        net.inverted_residual(block)
+    net.conv("CONV_2D", 1, 1, "VALID", "RELU6", spec.head_channels)
+    net.global_pool(spec.pool, spec.keep_dims)
+    four_d = len(net.x.shape) == 4
+    if spec.reshape and four_d:
+        net.reshape((1, spec.head_channels))
+    net.fully_connected(spec.classes, spec.fc_per_channel)
+    if spec.reshape and not four_d:
+        net.reshape((1, 1, 1, spec.classes))
+    return net.finish()
+
+
+def random_mobilenet_spec(rng: np.random.Generator, *, max_hw: int = 32, max_blocks: int = 6,
+                          max_channels: int = 24, max_expand: int = 6) -> MobileNetSpec:
+    """A random ``MobileNetSpec``: input up to ``max_hw`` square-ish, 1..``max_blocks`` blocks
+    (expansion 1..``max_expand``; stride 1 blocks keep the channel count half the time, giving
+    a residual ADD), channels up to ``max_channels``."""
+    blocks = []
+    c = int(rng.integers(2, max_channels + 1))
+    stem = c
+    for _ in range(int(rng.integers(1, max_blocks + 1))):
+        stride = int(rng.choice([1, 2], p=[0.7, 0.3]))
+        c_out = c if stride == 1 and rng.random() < 0.5 else int(rng.integers(2, max_channels + 1))
+        blocks.append(BlockSpec(expand=int(rng.integers(1, max_expand + 1)), c_out=c_out,
+                                stride=stride))
+        c = c_out
+    return MobileNetSpec(
+        h=int(rng.integers(3, max_hw + 1)), w=int(rng.integers(3, max_hw + 1)),
+        stem_channels=stem, blocks=tuple(blocks),
+        head_channels=int(rng.integers(4, 2 * max_channels + 1)),
+        pool=str(rng.choice(["AVERAGE_POOL_2D", "MEAN"])), keep_dims=bool(rng.random() < 0.5),
+        classes=int(rng.integers(2, 17)), fc_per_channel=bool(rng.random() < 0.5),
+        reshape=bool(rng.random() < 0.5), seed=int(rng.integers(0, 2**31)))
+
+
+def random_mobilenet_like_model(rng: np.random.Generator, **limits) -> bytes:
+    """``mobilenet_like_model(random_mobilenet_spec(rng, **limits))``."""
+    return mobilenet_like_model(random_mobilenet_spec(rng, **limits))
