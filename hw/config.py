@@ -59,6 +59,9 @@ class AcceleratorConfig:
         the on-chip pixel buffer between DW and PW.
     out_channels_max:
         Largest pointwise output channel count; sizes PW weight/table memories.
+    expand_channels_max:
+        Largest input channel count of a fused 1x1 expand stage (its outputs are bounded by
+        ``mid_channels_max``); sizes the expand weight memory.
     axi_data_width:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
@@ -76,6 +79,7 @@ class AcceleratorConfig:
     lb_channels: int
     mid_channels_max: int
     out_channels_max: int
+    expand_channels_max: int
     axi_data_width: int = 64
     axi_addr_width: int = 32
 
@@ -100,7 +104,7 @@ class AcceleratorConfig:
         for name in ("dw_lanes", "pw_rows", "pw_cols"):
             need(getattr(self, name) <= 255, f"{name} must be <= 255, not {getattr(self, name)}")
         for name in ("max_dim", "lb_width", "lb_channels", "mid_channels_max",
-                     "out_channels_max"):
+                     "out_channels_max", "expand_channels_max"):
             need(getattr(self, name) <= 65535,
                  f"{name} must be <= 65535, not {getattr(self, name)}")
         need(self.k_max <= 15, f"k_max must be <= 15, not {self.k_max}")
@@ -114,6 +118,9 @@ class AcceleratorConfig:
         need(self.out_channels_max % self.pw_cols == 0,
              f"out_channels_max ({self.out_channels_max}) must be a multiple of pw_cols "
              f"({self.pw_cols})")
+        need(self.expand_channels_max % self.dw_lanes == 0,
+             f"expand_channels_max ({self.expand_channels_max}) must be a multiple of "
+             f"dw_lanes ({self.dw_lanes})")
         need(self.lb_width <= self.max_dim,
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
@@ -167,9 +174,25 @@ class AcceleratorConfig:
         return self.out_groups_max * self.mid_groups_max
 
     @property
+    def expand_in_groups_max(self) -> int:
+        return self.expand_channels_max // self.dw_lanes
+
+    @property
+    def expand_weight_depth(self) -> int:
+        """Words of the expand weight memory (``P x P`` bytes each): one per (expanded
+        group, input group)."""
+        return self.mid_groups_max * self.expand_in_groups_max
+
+    @property
+    def lb_row_capacity_words(self) -> int:
+        """Words (``dw_lanes`` bytes) of one line-buffer row: ``W * groups`` may not exceed
+        it."""
+        return self.lb_width * self.lb_channels // self.dw_lanes
+
+    @property
     def macs(self) -> int:
-        """MAC units: DW lanes plus the PW array."""
-        return self.dw_lanes + self.pw_rows * self.pw_cols
+        """MAC units: DW lanes, the expand array and the PW array."""
+        return self.dw_lanes + self.dw_lanes * self.dw_lanes + self.pw_rows * self.pw_cols
 
     @property
     def dim_bits(self) -> int:
@@ -189,19 +212,20 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     AcceleratorConfig(
         name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, dilation_max=2,
         max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
+        expand_channels_max=64,
     ),
     # Sized for xc7z020 (PYNQ-Z2, 140 BRAM36): 16 DW lanes + 16x16 PW MACs. Line buffer
     # 16 rows x 16 KiB (~57 BRAM36), PW weights 512 x 256 int8 (~29 BRAM36).
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=2,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=512,
-        out_channels_max=256,
+        out_channels_max=256, expand_channels_max=160,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(
         name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, dilation_max=2,
         max_dim=512, lb_width=128, lb_channels=256, mid_channels_max=2048,
-        out_channels_max=2048,
+        out_channels_max=2048, expand_channels_max=320,
     ),
 )
 

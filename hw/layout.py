@@ -20,17 +20,23 @@ __all__ = [
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 1
+HW_VERSION = 2
 
 
 class Opcode(enum.IntEnum):
     """Layer operation of a descriptor."""
     INVALID = 0
-    DWSEP = 1  #: DEPTHWISE_CONV_2D -> requant -> 1x1 CONV_2D -> requant, DW output on chip
+    #: [expand 1x1] -> line buffer -> DW (or conv taps) -> PW -> [residual ADD]; which
+    #: optional stages run is set by :class:`DescFlag`. See docs/ARCHITECTURE.md.
+    LAYER = 1
 
 
 class DescFlag(enum.IntFlag):
-    LAST = 1  #: this descriptor ends the program
+    LAST = 1       #: this descriptor ends the program
+    EXPAND = 2     #: a 1x1 expand PW stage between the input and the line buffer
+    CONV = 4       #: the line-buffer taps feed the PW array directly (k x k convolution)
+    RESIDUAL = 8   #: ADD a second input (res_addr) to the PW stage's int8 output
+    RAW_OUT = 16   #: write the PW stage's int32 accumulators (no requant; host step)
 
 
 class ErrorCode(enum.IntEnum):
@@ -149,6 +155,7 @@ REGISTERS = RegisterMap([
     ("CAP_CHANNELS", "ro", [("mid_channels_max", 16), ("out_channels_max", 16)],
      "Capabilities: channel limits"),
     ("CAP_DIM", "ro", [("max_dim", 16)], "Capabilities: largest H/W"),
+    ("CAP_EXPAND", "ro", [("expand_channels_max", 16)], "Capabilities: expand stage"),
 ])
 
 
@@ -164,13 +171,14 @@ def capability_values(config: AcceleratorConfig) -> dict[str, dict[str, int]]:
         "CAP_CHANNELS": {"mid_channels_max": config.mid_channels_max,
                          "out_channels_max": config.out_channels_max},
         "CAP_DIM": {"max_dim": config.max_dim},
+        "CAP_EXPAND": {"expand_channels_max": config.expand_channels_max},
     }
 
 
 class DescriptorLayout:
     """A layer descriptor: ``size`` bytes in DDR, little-endian, fields at bit offsets."""
 
-    size = 64  #: bytes, 8 AXI beats
+    size = 128  #: bytes, 16 AXI beats
 
     def __init__(self, spec: list[tuple]):
         self.fields = _place(spec, 32)
@@ -206,59 +214,84 @@ class DescriptorLayout:
 DESCRIPTOR = DescriptorLayout([
     ("opcode", 8, False, "Opcode"),
     ("flags", 8, False, "DescFlag"),
-    ("kernel", 4, False, "depthwise kernel side k (1..k_max)"),
-    ("stride", 4, False, "depthwise stride (1 or 2)"),
-    ("dilation", 4, False, "depthwise dilation (1..dilation_max)"),
-    ("depth_mult", 8, False, "depthwise channel multiplier m (>= 1)"),
+    ("kernel", 4, False, "line-buffer kernel side k (1..k_max)"),
+    ("stride", 4, False, "stride (1 or 2)"),
+    ("dilation", 4, False, "dilation (1..dilation_max)"),
+    ("depth_mult", 8, False, "depthwise channel multiplier m (>= 1; 1 with CONV)"),
     ("pad_top", 8, False, "rows of zero-point padding above the input"),
     ("pad_left", 8, False, "columns of zero-point padding left of the input"),
     ("in_h", 16), ("in_w", 16),
-    ("in_groups", 16, False, "input channels / dw_lanes (padded)"),
-    ("mid_groups", 16, False, "in_groups * depth_mult"),
-    ("out_h", 16), ("out_w", 16),
+    ("in_groups", 16, False, "input channels / dw_lanes (padded), as stored in DDR"),
+    ("exp_groups", 16, False, "line-buffer channel groups: expand output, else in_groups"),
+    ("mid_groups", 16, False, "PW input words per pixel: exp_groups*m, or k*k*exp_groups"),
     ("out_groups", 16, False, "output channels / pw_cols (padded)"),
-    ("in_zp", 8, True, "input zero point: value of padded taps"),
-    ("dw_zp", 8, True, "DW output zero point"),
-    ("dw_min", 8, True, "DW activation clamp low"),
-    ("dw_max", 8, True, "DW activation clamp high"),
-    ("pw_zp", 8, True, "PW output zero point"),
-    ("pw_min", 8, True, "PW activation clamp low"),
-    ("pw_max", 8, True, "PW activation clamp high"),
+    ("out_h", 16), ("out_w", 16),
+    ("out_pitch", 16, False, "beats from one output pixel to the next in DDR"),
+    ("lb_zp", 8, True, "line-buffer input zero point: value of padded taps"),
+    ("exp_zp", 8, True), ("exp_min", 8, True), ("exp_max", 8, True),
+    ("dw_zp", 8, True), ("dw_min", 8, True), ("dw_max", 8, True),
+    ("pw_zp", 8, True), ("pw_min", 8, True), ("pw_max", 8, True),
+    ("add_a_zp", 8, True, "ADD: zero point of the PW output"),
+    ("add_b_zp", 8, True, "ADD: zero point of the residual input"),
+    ("add_zp", 8, True, "ADD: output zero point"),
+    ("add_min", 8, True), ("add_max", 8, True),
+    ("add_a_shift", 8, True), ("add_b_shift", 8, True), ("add_out_shift", 8, True),
+    ("add_a_mult", 32, True), ("add_b_mult", 32, True), ("add_out_mult", 32, True),
     ("in_addr", 32, False, "input activations (NHWC, channels padded)"),
-    ("out_addr", 32, False, "output activations (NHWC, channels padded)"),
-    ("dw_weights", 32, False, "DW weight words"),
-    ("dw_table", 32, False, "DW requant table (bias, multiplier, shift per channel)"),
+    ("out_addr", 32, False, "output activations (NHWC, pixel pitch out_pitch beats)"),
+    ("res_addr", 32, False, "RESIDUAL: the second ADD input, laid out as the output"),
+    ("exp_weights", 32, False, "EXPAND: PW weight words (P x P)"),
+    ("exp_table", 32, False, "EXPAND: requant table"),
+    ("dw_weights", 32, False, "DW weight words (unused with CONV)"),
+    ("dw_table", 32, False, "DW requant table (unused with CONV)"),
     ("pw_weights", 32, False, "PW weight words"),
-    ("pw_table", 32, False, "PW requant table"),
+    ("pw_table", 32, False, "PW requant table (unused with RAW_OUT)"),
 ])
 
 
 def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
-    """Conditions a ``DWSEP`` descriptor's fields ``d`` must meet on ``config`` (the hardware
+    """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` (the hardware
     stops with ``ErrorCode.BAD_PARAMS`` otherwise).
 
     Written only with operators that mean the same on Python ints and on Amaranth values
-    (``&``, comparisons, ``*``), so the gateware checker (``hw/top.py``) and the host's
+    (``&``, ``|``, comparisons, ``*``), so the gateware checker (``hw/top.py``) and the host's
     reference device evaluate these very rules.
     """
     def between(value, lo, hi):
         return (value >= lo) & (value <= hi)
 
-    row_words = config.lb_width * config.lb_channels // config.dw_lanes
+    def flag(bit):
+        return (d["flags"] & bit) != 0
+
+    def implies(cond, then):
+        return (cond == 0) | then
+
+    expand, conv, residual, raw = (flag(DescFlag.EXPAND), flag(DescFlag.CONV),
+                                   flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT))
+    row_words = config.lb_row_capacity_words
     pad_limit = config.k_max * config.dilation_max
+    out_word_beats = config.pw_cols // 8
     return [
         between(d["kernel"], 1, config.k_max),
         between(d["stride"], 1, 2),
         between(d["dilation"], 1, config.dilation_max),
         between(d["depth_mult"], 1, config.mid_groups_max),
         between(d["in_groups"], 1, row_words),
+        between(d["exp_groups"], 1, row_words),
         between(d["mid_groups"], 1, config.mid_groups_max),
         between(d["out_groups"], 1, config.out_groups_max),
         *(between(d[name], 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
         d["pad_top"] < pad_limit,
         d["pad_left"] < pad_limit,
-        d["in_groups"] * d["depth_mult"] == d["mid_groups"],
-        d["in_w"] * d["in_groups"] <= row_words,
+        d["in_w"] * d["exp_groups"] <= row_words,
+        implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
+                & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
+        implies(expand == 0, d["exp_groups"] == d["in_groups"]),
+        implies(conv, (d["depth_mult"] == 1)
+                & (d["mid_groups"] == d["kernel"] * d["kernel"] * d["exp_groups"])),
+        implies(conv == 0, d["mid_groups"] == d["exp_groups"] * d["depth_mult"]),
+        implies(raw, (residual == 0) & (d["out_pitch"] >= 4 * out_word_beats * d["out_groups"])),
+        implies(raw == 0, d["out_pitch"] >= out_word_beats * d["out_groups"]),
     ]
 
 
