@@ -1,0 +1,470 @@
+"""bitstreams/: Yosys report parsing and verdict, the Vivado shell and sources, TCL syntax.
+
+Fast tests only; the real synthesis is behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dwsep.hw.config import get_config
+
+BITSTREAMS = Path(__file__).resolve().parent.parent / "bitstreams"
+TCL_FILES = sorted(BITSTREAMS.rglob("*.tcl"))
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bitstreams_{name}", BITSTREAMS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+synth = _load("synth")
+build = _load("build_pynq_z2")
+fmax = _load("fmax_ecp5")
+
+# Excerpt of `stat -json -tech xilinx` from Yosys 0.70 on config 'tiny' (wire counts and some
+# modules dropped). Its "design" section leaves FDRE, CARRY4, MUXF7 and RAM32M out of the
+# sums, which is why the parser ignores it.
+STAT_EXCERPT = r"""
+{
+   "creator": "Yosys 0.70 (git sha1 28ba3cb92, Release)",
+   "invocation": "stat -json -tech xilinx ",
+   "modules": {
+      "\\dwsep_top": {
+         "num_cells": 932,
+         "num_cells_by_type": {
+            "DSP48E1": 12, "INV": 48, "LUT1": 2, "LUT2": 147, "LUT3": 36, "LUT4": 19,
+            "LUT5": 88, "LUT6": 178, "CARRY4": 50, "FDRE": 1251, "MUXF7": 33, "MUXF8": 14,
+            "dwsep_top.dw_array": 1, "dwsep_top.pw_array": 1, "dwsep_top.writer": 1
+         }
+      },
+      "\\dwsep_top.dw_array": {
+         "num_cells_by_type": {
+            "DSP48E1": 8, "LUT2": 1, "LUT3": 1, "LUT4": 1, "RAMB36E1": 4, "FDRE": 22
+         }
+      },
+      "\\dwsep_top.pw_array": {
+         "num_cells_by_type": {
+            "DSP48E1": 64, "INV": 13, "LUT2": 425, "LUT3": 265, "LUT4": 4, "LUT5": 8,
+            "LUT6": 12, "RAMB18E1": 15, "CARRY4": 195, "FDRE": 813, "MUXF7": 3, "MUXF8": 1,
+            "RAM64M": 22
+         }
+      },
+      "\\dwsep_top.writer": {
+         "num_cells_by_type": {
+            "INV": 32, "LUT1": 53, "LUT2": 8, "LUT3": 9, "LUT4": 14, "LUT5": 6, "LUT6": 85,
+            "CARRY4": 24, "FDRE": 173, "MUXF7": 73, "MUXF8": 2,
+            "dwsep_top.writer.lengths": 1
+         }
+      },
+      "\\dwsep_top.writer.lengths": {
+         "num_cells_by_type": {
+            "LUT3": 1, "LUT4": 1, "LUT5": 5, "LUT6": 2, "CARRY4": 1, "FDRE": 7, "RAM32M": 2,
+            "SRLC32E": 3
+         }
+      }
+   },
+   "design": {
+      "num_cells_by_type": {"DSP48E1": 84, "FDRE": 1251}
+   }
+}
+"""
+
+
+def _syn(stat: str = STAT_EXCERPT):
+    return synth.Synthesis(synth.parse_stat(stat), stat, "Yosys 0.70", "read_rtlil x\n",
+                           12.0, 3.0)
+
+
+def test_parse_stat_strips_backslash_and_keeps_local_counts():
+    modules = synth.parse_stat(STAT_EXCERPT)
+    assert sorted(modules) == ["dwsep_top", "dwsep_top.dw_array", "dwsep_top.pw_array",
+                               "dwsep_top.writer", "dwsep_top.writer.lengths"]
+    assert modules["dwsep_top"]["FDRE"] == 1251
+    assert modules["dwsep_top.writer"]["dwsep_top.writer.lengths"] == 1
+
+
+def test_module_resources_counts_lutram_as_luts():
+    res = synth.module_resources(synth.parse_stat(STAT_EXCERPT)["dwsep_top.writer.lengths"])
+    # 9 logic LUTs; RAM32M = 4 LUTs each, SRLC32E = 1 LUT each.
+    assert (res.logic_luts, res.lutram_luts, res.luts) == (9, 2 * 4 + 3, 20)
+    assert (res.ffs, res.dsps, res.ramb36, res.ramb18) == (7, 0, 0, 0)
+
+
+def test_hierarchy_totals_sum_every_instance():
+    stat = json.loads(STAT_EXCERPT)
+    stat["modules"]["\\dwsep_top"]["num_cells_by_type"]["dwsep_top.dw_array"] = 3
+    totals = synth.hierarchy_totals(synth.parse_stat(json.dumps(stat)))
+    top = totals["dwsep_top"]
+    # Hand sums of the excerpt, with dw_array instantiated three times.
+    assert top.ffs == 1251 + 3 * 22 + 813 + 173 + 7
+    assert top.dsps == 12 + 3 * 8 + 64
+    assert top.ramb36 == 3 * 4 and top.ramb18 == 15 and top.bram36 == 12 + 7.5
+    assert top.logic_luts == (48 + 2 + 147 + 36 + 19 + 88 + 178) + 3 * 3 + \
+        (13 + 425 + 265 + 4 + 8 + 12) + (32 + 53 + 8 + 9 + 14 + 6 + 85) + 9
+    assert top.lutram_luts == 22 * 4 + 2 * 4 + 3
+    assert totals["dwsep_top.writer"].ffs == 173 + 7
+
+
+def test_hierarchy_totals_rejects_missing_top():
+    with pytest.raises(ValueError, match="top module 'dwsep_top' not in the Yosys statistics"):
+        synth.hierarchy_totals({"other": {"FDRE": 1}})
+
+
+@pytest.mark.parametrize("width, depth, expected", [
+    (64, 8192, 16),      # line buffer of 'tiny': 8192 x 64 = 16 x (8K x 4)
+    (2048, 512, 28.5),   # PW weights of 'pynq-z2': 57 RAMB18 (512 x 36)
+    (72, 512, 1),        # one RAMB36 in 512 x 72
+    (36, 512, 0.5),      # one RAMB18
+    (1, 1, 0.5),
+    (128, 16384, 60),    # line buffer of 'pynq-z2': 4 x 15 tiles of 4K x 9 (parity as data)
+])
+def test_bram36_estimate(width, depth, expected):
+    assert synth.bram36_estimate(width, depth) == expected
+
+
+def test_report_fits_and_lists_modules():
+    report = synth.format_report(get_config("tiny"), synth.PARTS["xc7z020"], _syn())
+    assert "VERDICT: FITS in xc7z020" in report
+    assert re.search(r"^DSP\s+84\s+220\s+38%$", report, re.M)
+    assert re.search(r"^writer\s+227\s+11\s+180\s+0\s+0\s+0  AXI write DMA", report, re.M)
+    assert re.search(r"^total\s+", report, re.M)
+
+
+def test_report_names_each_overflow_and_its_modules():
+    small = synth.Part("toy", "xc7", luts=100_000, lutram=1_000, ffs=2_000, dsps=70, bram36=12)
+    report = synth.format_report(get_config("tiny"), small, _syn())
+    assert "VERDICT: DOES NOT FIT in toy" in report
+    assert "DSP: 84 used > 70 available (120%); by module:" in report
+    assert re.search(r"^    pw_array\s+64  DSP: P\*Q MACs", report, re.M)
+    assert re.search(r"^    dw_array\s+8 ", report, re.M)
+    assert re.search(r"^    dwsep_top\s+12 ", report, re.M)
+    assert "FF: 2,266 used > 2,000 available" in report
+    assert "BRAM36:" not in report.split("resource")[0]  # 11.5 of 12
+    assert "LUT:" not in report.split("resource")[0]
+
+
+def test_report_bram_overflow_counts_halves():
+    small = synth.Part("toy", "xc7", luts=100_000, lutram=1_000, ffs=9_000, dsps=999, bram36=11)
+    report = synth.format_report(get_config("tiny"), small, _syn())
+    assert "BRAM36: 11.5 used > 11 available" in report
+
+
+def test_yosys_script_avoids_abc9():
+    script = synth.yosys_script("d.il", "xc7")
+    lines = script.splitlines()
+    assert lines[0] == "read_rtlil d.il"
+    assert not any("abc9" in line for line in lines)
+    assert "abc -luts 2:2,3,6:5,10,20" in lines
+    runs = [line for line in lines if line.startswith("synth_xilinx")]
+    assert [r.split("-run ")[1] for r in runs] == [":map_luts", "finalize:"]
+    assert all("-family xc7 -top dwsep_top -noiopad -noclkbuf" in r for r in runs)
+    assert synth.yosys_script("d.v", "xcup", rtlil=False).startswith("read_verilog d.v\n")
+
+
+@pytest.mark.parametrize("name, config, sets", [
+    ("tiny", "tiny", []),
+    ("pynq-z2", "pynq-z2", []),
+    ("pynq-z2-p8q8", "pynq-z2", ["dw_lanes=8", "pw_rows=8", "pw_cols=8"]),
+])
+def test_committed_report_follows_from_its_statistics(name, config, sets):
+    report = (BITSTREAMS / "reports" / f"{name}.txt").read_text()
+    stat = (BITSTREAMS / "reports" / f"{name}.stat.json").read_text()
+    cfg = synth.override(get_config(config), sets)
+    again = synth.format_report(cfg, synth.PARTS["xc7z020"], _syn(stat))
+    # Up to the config printout: later config fields must not invalidate a measured report.
+    assert report.split("\nConfig: ")[0] == again.split("\nConfig: ")[0]
+
+
+def test_override_applies_fields_and_renames():
+    base = get_config("pynq-z2")
+    assert synth.override(base, []) is base
+    cfg = synth.override(base, ["dw_lanes=8", "pw_rows=8", "pw_cols=8"])
+    assert (cfg.name, cfg.dw_lanes, cfg.pw_rows, cfg.pw_cols) == ("pynq-z2-custom", 8, 8, 8)
+    assert cfg.lb_width == base.lb_width and cfg.mid_channels_max == base.mid_channels_max
+
+
+@pytest.mark.parametrize("item", ["dw_lanes", "lanes=8", "name=3", "pw_cols=x"])
+def test_override_rejects_malformed_assignments(item):
+    with pytest.raises(ValueError, match=rf"--set takes FIELD=N .* not '{item}'"):
+        synth.override(get_config("tiny"), [item])
+
+
+def test_override_is_validated_by_the_config():
+    from dwsep.hw.config import ConfigError
+    with pytest.raises(ConfigError, match="pw_rows \\(16\\) must equal dw_lanes \\(8\\)"):
+        synth.override(get_config("pynq-z2"), ["dw_lanes=8"])
+
+
+# ---- Vivado sources -------------------------------------------------------------------------
+
+def test_vlnv_matches_the_pynq_driver():
+    from dwsep.host.backends.pynq import VLNV
+    assert build.VLNV == VLNV
+    tcl = (BITSTREAMS / "pynq_z2" / "build.tcl").read_text()
+    vendor, library, name, version = VLNV.split(":")
+    for var, value in [("ip_vendor", vendor), ("ip_library", library), ("ip_name", name),
+                       ("ip_version", version)]:
+        assert re.search(rf"^set {var} {re.escape(value)}$", tcl, re.M)
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pynq_z2_tiny")
+    paths = build.write_sources("tiny", out)
+    return out, paths
+
+
+def test_write_sources_tiny(tiny_sources):
+    out, paths = tiny_sources
+    assert [p.name for p in paths] == ["dwsep_top.v", "dwsep_accelerator.v", "buses.tcl"]
+    assert "module dwsep_top(" in paths[0].read_text()
+    assert (out / "config.txt").read_text() == "tiny\n"
+    assert f"-tclargs {out.resolve()} 4" in build.vivado_command(out, 4)
+
+
+def test_shell_connects_every_port_of_the_signature(tiny_sources):
+    from amaranth.lib.wiring import In
+
+    from dwsep.hw.top import Accelerator
+    _, (_, shell_path, _) = tiny_sources
+    shell = shell_path.read_text()
+    top = Accelerator(get_config("tiny"))
+    top._MustUse__silence = True  # only the signature is needed; no elaboration
+    for path, member, value in top.signature.flatten(top):
+        flat = "_".join(path)
+        direction = "input" if member.flow == In else "output"
+        width = build.REG_ADDR_BITS if flat in ("s_axil_awaddr", "s_axil_araddr") \
+            else len(value)
+        rng = rf"\[{width - 1}:0\] " if width > 1 else ""
+        assert re.search(rf"^  {direction} wire {rng}{flat},?$", shell, re.M), flat
+        inner = rf"{flat}\[{len(value) - 1}:0\]" if width != len(value) else flat
+        target = "__".join(path) if len(path) == 2 else flat
+        assert re.search(rf"^    \.{target}\({inner}\),?$", shell, re.M), flat
+    assert "    .rst(~aresetn)," in shell and "    .clk(aclk)," in shell
+    assert 'XIL_INTERFACENAME m_axi, PROTOCOL AXI4, DATA_WIDTH 64, ADDR_WIDTH 32' in shell
+    # buses.tcl lists the subordinate (In) and manager (Out) buses of the signature.
+    kinds = {name: ("dwsep_slaves" if m.flow == In else "dwsep_masters")
+             for name, m in top.signature.members.items() if m.is_signature}
+    bus_tcl = (shell_path.parent / "buses.tcl").read_text()
+    for var in ("dwsep_slaves", "dwsep_masters"):
+        listed = re.search(rf"^set {var} \{{(.*)\}}$", bus_tcl, re.M).group(1).split()
+        assert sorted(listed) == sorted(n for n, k in kinds.items() if k == var)
+    assert "XIL_INTERFACENAME s_axil, PROTOCOL AXI4LITE, DATA_WIDTH 32, ADDR_WIDTH 16" in shell
+
+
+def test_shell_lints_with_verilator(tiny_sources):
+    from dwsep.sim.verilator import tool_environment
+    _, (core, shell, _) = tiny_sources
+    result = subprocess.run(
+        ["verilator", "--lint-only", "-Wall", "-Wno-fatal", "--top-module", build.SHELL,
+         str(shell), str(core)], capture_output=True, text=True, env=tool_environment(),
+        timeout=120)
+    assert result.returncode == 0, result.stderr
+    about_shell = [line for line in result.stderr.splitlines()
+                   if line.startswith("%") and shell.name in line]
+    # Only the register address bits above the accelerator's decoder are unused.
+    assert len(about_shell) == 2, about_shell
+    assert all("UNUSEDSIGNAL" in line and "[15:6]" in line for line in about_shell)
+
+
+# ---- TCL ------------------------------------------------------------------------------------
+
+# Splits a script into commands the way Tcl does (accumulate lines until `info complete`) and
+# checks the body of every `proc` the same way.
+_TCL_CHECK = r"""
+proc check {text where} {
+    set cmd ""
+    set n 0
+    foreach line [split $text "\n"] {
+        incr n
+        append cmd $line "\n"
+        if {[info complete $cmd]} {
+            set words [string trim $cmd]
+            if {[string match "proc *" $words]} {
+                if {[catch {llength $words} len] || $len != 4} {
+                    puts "$where:$n: malformed proc"; exit 1
+                }
+                check [lindex $words 3] "$where:$n proc [lindex $words 1]"
+            }
+            set cmd ""
+        }
+    }
+    if {[string trim $cmd] ne ""} { puts "$where: incomplete command at end"; exit 1 }
+}
+foreach f $argv {
+    set fd [open $f]
+    check [read $fd] $f
+    close $fd
+}
+puts ok
+"""
+
+
+def test_tcl_files_exist():
+    assert [p.relative_to(BITSTREAMS).as_posix() for p in TCL_FILES] == \
+        ["pynq_z2/build.tcl", "pynq_z2/ps7_pynq_z2.tcl"]
+
+
+def test_tcl_parses(tmp_path):
+    checker = tmp_path / "check.tcl"
+    checker.write_text(_TCL_CHECK)
+    result = subprocess.run(["tclsh", str(checker), *map(str, TCL_FILES)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+def test_tcl_checker_catches_an_unbalanced_brace(tmp_path):
+    checker = tmp_path / "check.tcl"
+    checker.write_text(_TCL_CHECK)
+    bad = tmp_path / "bad.tcl"
+    bad.write_text("proc f {} {\n    if {1} {\n        puts x\n}\n")
+    result = subprocess.run(["tclsh", str(checker), str(bad)], capture_output=True, text=True,
+                            timeout=30)
+    assert "incomplete command at end" in result.stdout
+
+
+# Runs build.tcl with every Vivado command replaced by a recorder, so the Tcl logic (argument
+# handling, procs, the order of the flow) runs for real. Vivado getters return a placeholder,
+# get_property PROGRESS returns 100% so the flow goes on to the reports; it stops at the copy
+# of the (missing) bitstream.
+_TCL_DRY_RUN = r"""
+set log [open [lindex $argv 0] w]
+proc unknown {args} {
+    global log
+    puts $log $args
+    switch -- [lindex $args 0] {
+        get_property {
+            switch -- [lindex $args 1] { PROGRESS { return 100% } SLACK { return 0.5 } }
+        }
+        ipx::get_memory_maps - ipx::get_address_blocks { return {} }
+        make_wrapper { return /tmp/wrapper.v }
+    }
+    return stub
+}
+set script [lindex $argv 1]
+set argv [lrange $argv 2 end]
+set argc [llength $argv]
+set rc [catch {source $script} msg]
+puts $log "RESULT $rc $msg"
+close $log
+"""
+
+
+def test_build_tcl_dry_run(tmp_path, tiny_sources):
+    out, _ = tiny_sources
+    harness = tmp_path / "dry.tcl"
+    harness.write_text(_TCL_DRY_RUN)
+    log = tmp_path / "calls.log"
+    subprocess.run(["tclsh", str(harness), str(log), str(BITSTREAMS / "pynq_z2" / "build.tcl"),
+                    str(out), "3"], capture_output=True, text=True, timeout=30, check=True)
+    calls = log.read_text().splitlines()
+    names = [c.split()[0] for c in calls]
+    assert calls[-1].startswith("RESULT 1 error copying"), calls[-1]
+    order = ["create_project", "ipx::package_project", "ipx::save_core", "close_project",
+             "create_project", "update_ip_catalog", "create_bd_design", "validate_bd_design",
+             "make_wrapper", "launch_runs", "wait_on_run", "open_run",
+             "report_timing_summary"]
+    pos = 0
+    for name in order:
+        pos = names.index(name, pos) + 1
+    text = "\n".join(calls)
+    assert "create_bd_cell -type ip -vlnv dwsep.org:dwsep:accelerator:1.0 dwsep" in text
+    assert "-vendor dwsep.org -library dwsep" in text
+    assert "launch_runs impl_1 -to_step write_bitstream -jobs 3" in text
+    cells = {c.split()[-1] for c in calls if c.startswith("create_bd_cell")}
+    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem"}
+    pins = [c.split()[1] for c in calls if c.split()[0] in ("get_bd_pins", "get_bd_intf_pins")]
+    assert {p.split("/")[0] for p in pins} == cells
+    shell = (out / "dwsep_accelerator.v").read_text()
+    for pin in {p.split("/")[1] for p in pins if p.startswith("dwsep/")}:
+        assert re.search(rf"(wire {pin},|XIL_INTERFACENAME {pin},)", shell), pin
+    n_buses = len(build.buses((out / "dwsep_top.v").read_text()))
+    assert sum(c.startswith("connect_bd_intf_net") for c in calls) == 2 + n_buses
+    assert re.search(r"set_property -dict \{.*CONFIG.PCW_USE_S_AXI_HP0 1 "
+                     r"CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 64", text)
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 100" in text
+    assert "create_project -force dwsep " + str(out / "vivado") + " -part xc7z020clg400-1" \
+        in text
+
+
+def test_build_tcl_requires_the_sources(tmp_path):
+    harness = tmp_path / "dry.tcl"
+    harness.write_text(_TCL_DRY_RUN)
+    log = tmp_path / "calls.log"
+    result = subprocess.run(["tclsh", str(harness), str(log),
+                             str(BITSTREAMS / "pynq_z2" / "build.tcl"), str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "dwsep_top.v: run python bitstreams/build_pynq_z2.py" in result.stderr
+
+
+@pytest.mark.slow
+def test_synthesis_tiny():
+    cfg = get_config("tiny")
+    syn = synth.run_yosys(cfg, synth.PARTS["xc7z020"])
+    report = synth.format_report(cfg, synth.PARTS["xc7z020"], syn)
+    assert re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", report, re.M)
+    assert syn.source.startswith("hw/*.py sha256 ")
+    totals = synth.hierarchy_totals(syn.modules)
+    # One DSP48E1 per PW MAC, four per requantizer lane (32x32 product on 25x18 slices).
+    assert totals["dwsep_top.pw_array"].dsps == cfg.pw_rows * cfg.pw_cols
+    assert totals["dwsep_top.pw_requant"].dsps == 4 * cfg.pw_cols
+    assert totals["dwsep_top.line_buffer"].bram36 >= synth.bram36_estimate(
+        8 * cfg.dw_lanes, cfg.lb_depth)
+
+
+# ---- Fmax proxy -----------------------------------------------------------------------------
+
+# nextpnr-ecp5 log excerpt: the estimate after placement, then the routed result with its
+# critical path (the format of nextpnr 0.7 and later).
+PNR_EXCERPT = """\
+Info: Device utilisation:
+Info: \t              DP16KD:      57/    208    27%
+Info: \t          MULT18X18D:     154/    156    98%
+Info: \t          TRELLIS_FF:   13375/  83640    15%
+Info: \t        TRELLIS_COMB:   22805/  83640    27%
+Info: Max frequency for clock 'clk': 38.64 MHz (FAIL at 100.00 MHz)
+Info: Routing complete.
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source dwsep_top.pw_requant.prod3_DFF_Q.Q
+Info:    routing  1.10  1.62 Net dwsep_top.pw_requant.prod3[3] (12,34) -> (13,35)
+Info:      logic  0.24  1.86 Source dwsep_top.pw_requant.sum_LUT4_Z.F
+Info:      setup  0.06 24.10 Setup dwsep_top.pw_requant.out_DFF_Q.DI
+Info: 9.2 ns logic, 14.9 ns routing
+
+Info: Max frequency for clock 'clk': 41.49 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def test_parse_fmax_keeps_the_last_report_per_clock():
+    assert fmax.parse_fmax(PNR_EXCERPT) == [("clk", 41.49, False, 100.0)]
+    assert fmax.parse_fmax("Info: Max frequency for clock 'a': 120.5 MHz (PASS at 100.00 MHz)"
+                           ) == [("a", 120.5, True, 100.0)]
+
+
+def test_critical_path_ends_and_split():
+    assert [line.split()[-1] for line in fmax.critical_path(PNR_EXCERPT)[:2]] == \
+        ["dwsep_top.pw_requant.prod3_DFF_Q.Q", "dwsep_top.pw_requant.out_DFF_Q.DI"]
+    assert fmax.critical_path(PNR_EXCERPT)[2].strip() == "9.2 ns logic, 14.9 ns routing"
+    assert fmax.critical_path("Info: no report") == []
+
+
+def test_fmax_report_says_whether_routing_finished():
+    routed = fmax.format_report("tiny", PNR_EXCERPT, 100, 1, 128, 900)
+    assert "clock clk: 41.5 MHz, after routing (FAIL at 100 MHz)" in routed
+    assert "MULT18X18D:     154/    156    98%" in routed
+    placed = fmax.format_report("tiny", PNR_EXCERPT.split("Info: Routing complete.")[0], 100, 1,
+                                128, 900)
+    assert "38.6 MHz, estimate after placement (routing did not finish)" in placed
