@@ -1,7 +1,10 @@
 """The ``dwsep`` command.
 
-``dwsep run MODEL.tflite --input IN.npy --output OUT.npy [--backend B] [--config NAME]
-[--stats STATS.json]``, ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
+``dwsep run MODEL.tflite --input {IN.npy,PHOTO} [--output OUT.npy] [--top N] [--backend B]
+[--config NAME] [--stats STATS.json] [--progress]`` (a photo is preprocessed as the model's
+description says, see :func:`dwsep.host.imagenet.image_to_input`; ``--top`` prints the best
+classes with ImageNet labels; a progress bar per layer shows on a terminal),
+``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
 ``dwsep info [--config NAME] [--json]``;
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
 --calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra). Errors print one
@@ -19,7 +22,7 @@ import numpy as np
 
 from ..hw.config import CONFIGS, ConfigError, get_config
 from ..hw.layout import REGISTERS, capability_values, export_json
-from . import quantizer
+from . import imagenet, quantizer
 from .backends import BACKENDS
 from .checkpoint import load_state_dict
 from .compiler import compile_model
@@ -52,13 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a model on one input")
     run.add_argument("model", type=Path, help=".tflite file")
     run.add_argument("--input", type=Path, required=True,
-                     help=".npy int8 array of the model input shape (NHWC, batch 1)")
-    run.add_argument("--output", type=Path, required=True, help=".npy file for the int8 output")
+                     help=".npy int8 array of the model input shape (NHWC, batch 1), or a "
+                          "photo (preprocessed as recorded by 'dwsep quantize')")
+    run.add_argument("--output", type=Path, help=".npy file for the int8 output")
+    run.add_argument("--top", type=int, help="print the N best classes with ImageNet labels "
+                                              "(default: 5 for a photo, none for .npy)")
+    run.add_argument("--progress", action="store_true",
+                     help="show a progress bar per layer even when stderr is not a terminal")
     run.add_argument("--backend", default="reference", choices=list(BACKENDS),
                      help="where to run (default: %(default)s)")
     run.add_argument("--config", **config)
     run.add_argument("--bitstream", type=Path, help="pynq backend: the .bit file")
-    run.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for done")
+    run.add_argument("--timeout", type=float,
+                     help="seconds to wait for done (default: the backend's)")
     run.add_argument("--stats", type=Path, help="write cycles and the per-layer report as JSON")
 
     comp = sub.add_parser("compile", help="print what runs where, per layer")
@@ -121,19 +130,80 @@ def _cmd_quantize(args) -> None:
           f"input {args.input_size}x{args.input_size}, {len(files)} calibration images)")
 
 
-def _cmd_run(args) -> None:
-    options = {"bitstream": args.bitstream} if args.backend == "pynq" else {}
+def _load_input(args) -> np.ndarray:
+    """The int8 model input: a ``.npy`` array, or a photo preprocessed for the model."""
+    if args.input.suffix.lower() != ".npy":
+        if not args.input.is_file():
+            raise FileNotFoundError(2, "No such file or directory", str(args.input))
+        return imagenet.image_to_input(args.input, args.model)
     try:
-        x = np.load(args.input, allow_pickle=False)
+        return np.load(args.input, allow_pickle=False)
     except FileNotFoundError:
         raise
     except (OSError, ValueError):
         raise ValueError(f"{args.input}: not a .npy file of an array") from None
+
+
+class _LayerProgress:
+    """A tqdm bar over the descriptors of a run, named after the layer being executed."""
+
+    def __init__(self, program):
+        from tqdm import tqdm
+
+        self.program = program
+        self.bar = tqdm(total=len(program.descriptors), unit="descriptor", file=sys.stderr,
+                        desc="running")
+
+    def __call__(self, index: int, count: int) -> None:
+        if index < count:
+            r = self.program.layer_of_descriptor(index)
+            self.bar.set_description(f"layer {r['layer'] + 1}/{len(self.program.layers)} "
+                                     f"{'+'.join(r['stages'])}")
+        self.bar.update(index - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _print_top(y: np.ndarray, n: int, program) -> None:
+    """The ``n`` best classes of output ``y``: index, label (1000-class outputs), int8 score
+    and its dequantized value."""
+    scores = np.asarray(y).reshape(-1)
+    names = None
+    if scores.size == 1000:
+        try:
+            names = imagenet.labels()
+        except RuntimeError as e:
+            print(f"dwsep: warning: {e}; printing class indices only", file=sys.stderr)
+    out = program.output
+    print(f"top {n} of {scores.size} classes (int8 score, dequantized):")
+    for rank, c in enumerate(imagenet.top_k(scores, n), 1):
+        label = f" {names[c]}" if names else ""
+        value = (int(scores[c]) - out.zero_point) * out.scale
+        print(f"  {rank}. {c}{label}: {int(scores[c])} ({value:.4g})")
+
+
+def _cmd_run(args) -> None:
+    options = {"bitstream": args.bitstream} if args.backend == "pynq" else {}
+    photo = args.input.suffix.lower() != ".npy"
+    top = args.top if args.top is not None else (5 if photo else 0)
+    if top < 0:
+        raise ValueError(f"--top must be positive, not {top}")
+    x = _load_input(args)
     graph = read_tflite(args.model)
     with Accelerator(args.config, args.backend, timeout_s=args.timeout, **options) as acc:
-        y = acc.run(graph, x)
+        program = acc.compile(graph)
+        bar = _LayerProgress(program) if args.progress or sys.stderr.isatty() else None
+        try:
+            y = acc.run(graph, x, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
         stats = acc.last_stats
-    np.save(args.output, y)
+    if args.output is not None:
+        np.save(args.output, y)
+    if top:
+        _print_top(y, top, program)
     if args.stats is not None:
         args.stats.write_text(json.dumps(stats, indent=2) + "\n")
 
@@ -142,7 +212,10 @@ def _cmd_compile(args) -> None:
     program = compile_model(read_tflite(args.model), args.config)
     if args.json:
         print(json.dumps({"config": program.config.name, "macs": program.macs,
-                          "image_bytes": program.size, "layers": program.layers}, indent=2))
+                          "descriptors": len(program.descriptors),
+                          "image_bytes": program.size, "layers": program.layers,
+                          "host_steps": [{"kind": s.kind, "tensor": s.tensor, "layer": s.layer}
+                                         for s in program.host_steps]}, indent=2))
     else:
         print(program.summary())
 

@@ -1,19 +1,43 @@
-"""Compiler: :class:`~dwsep.host.graph.Graph` -> :class:`Program` (descriptors, packed blobs,
-DDR plan).
+"""Compiler: :class:`~dwsep.host.graph.Graph` -> :class:`Program` (``LAYER`` descriptors,
+packed blobs, DDR plan, host steps).
 
-A model is a chain of layers, each a ``DEPTHWISE_CONV_2D`` followed by the 1x1 ``CONV_2D``
-that is its output's only consumer; each pair becomes one ``Opcode.DWSEP`` descriptor, the DW
-output stays on chip. Consecutive layers pass their activations through a DDR buffer.
+Pattern matching, in the model's operator order (docs/ARCHITECTURE.md, "Layer descriptor v2"):
+
+* ``[PAD] + CONV_2D k x k`` (k > 1): one ``CONV`` descriptor, the PAD folded into the pads;
+* ``1x1 CONV_2D (expand) -> [PAD] -> DEPTHWISE_CONV_2D -> 1x1 CONV_2D (project) [-> ADD]``:
+  one descriptor with ``EXPAND`` (and ``RESIDUAL`` when the ADD's other input is already in
+  DDR and the output needs no tiling). When the expand does not fit the config
+  (``expand_channels_max``) it runs as its own descriptor and the rest as a second one;
+* ``[PAD] + DEPTHWISE_CONV_2D -> 1x1 CONV_2D [-> ADD]``: the same without ``EXPAND``;
+* a standalone 1x1 ``CONV_2D``: identity DW (k = 1, weight 1, bias 0, identity requant);
+* a ``DEPTHWISE_CONV_2D`` not followed by a 1x1 ``CONV_2D``: identity PW;
+* ``AVERAGE_POOL_2D`` (VALID; global or square window) and ``MEAN`` over H, W: all-ones DW,
+  fused with a following ``FULLY_CONNECTED`` (through ``RESHAPE``\\ s) as its PW with
+  ``RAW_OUT``, else an identity PW;
+* ``FULLY_CONNECTED`` (per pixel): identity DW + PW with ``RAW_OUT``; LiteRT requantizes FC
+  in double precision, which the driver does after the run: the :class:`HostStep`
+  ``fc_requant``, the only work done on the CPU;
+* an ``ADD`` not fused into a block: identity DW + identity PW + ``RESIDUAL``;
+* ``RESHAPE`` keeping the channel count: no operation (the layout is unchanged).
+
+PW outputs wider than ``out_channels_max`` are tiled by output channels (one descriptor per
+tile, ``out_pitch`` the whole tensor). A pool or FC input wider than ``mid_channels_max`` is
+stored as separate channel slices (its producer's tiles), pooled slice by slice, and the FC
+reduction split over the slices: each slice writes int32 partial sums that the
+``fc_requant`` host step adds before requantizing.
+
 Anything the hardware cannot run raises :class:`UnsupportedModelError` with a one-line
-message naming the operator, the value and the limit.
+message naming the operator (index, opcode, output tensor), the value and the limit.
 
-DDR plan (offsets relative to the base address the driver gives :meth:`Program.link`, all
-64-byte aligned): descriptors at offset 0, then per layer its DW weights, DW table, PW
-weights and PW table, then the activation buffers (model input, intermediates, model output).
+DDR plan (offsets relative to the base address given to :meth:`Program.link`, each region
+64-byte aligned): descriptors at 0, then the weight and table blobs (identical blobs stored
+once), then the activation buffers; a buffer is reused once the tensor it held is dead.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,28 +46,47 @@ from ..hw.config import AcceleratorConfig, get_config
 from ..hw.layout import DESCRIPTOR, DescFlag, Opcode
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
-from .reference import conv_quant_params, padding_amounts
+from .numerics import INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
+from .reference import (
+    add_quant_params,
+    conv_quant_params,
+    fully_connected_params,
+    fused_activation_range,
+    mean_multiplier,
+    padding_amounts,
+    round_half_away,
+)
 
-__all__ = ["compile_model", "Program", "TensorInfo", "Blob", "UnsupportedModelError",
-           "ADDRESS_FIELDS", "ALIGN"]
+__all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
+           "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier"]
 
 #: alignment of every region of the DDR image (and of the base address), bytes
 ALIGN = 64
 #: descriptor fields holding DDR addresses (relative in :attr:`Program.descriptors`)
-ADDRESS_FIELDS = ("in_addr", "out_addr", "dw_weights", "dw_table", "pw_weights", "pw_table")
+ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
+                  "dw_table", "pw_weights", "pw_table")
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+_PADS = ("PAD", "PADV2")
 
 
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+def _pixels(shape) -> int:
+    return int(np.prod(shape[:-1], dtype=np.int64))
+
+
+# ---- the program -----------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class TensorInfo:
     """A model input or output as it sits in DDR.
 
-    ``shape`` is the model's (``(1, H, W, C)``); the buffer at ``offset`` holds
-    ``int8[H][W][padded_channels]`` (see :func:`packing.pack_activations`).
+    ``shape`` is the model's (batch 1); the buffer at ``offset`` holds
+    ``int8[pixels][padded_channels]`` with ``pixels`` the product of all but the last
+    dimension (see :func:`packing.pack_activations`). ``offset`` is ``None`` for an output
+    the host computes (:attr:`Program.output_step`).
     """
     name: str
     shape: tuple[int, ...]
@@ -52,20 +95,25 @@ class TensorInfo:
     channels: int
     padded_channels: int
     lanes: int
-    offset: int
+    offset: int | None
+
+    @property
+    def pixels(self) -> int:
+        return _pixels(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return self.shape[1] * self.shape[2] * self.padded_channels
+        return self.pixels * self.padded_channels
 
     def pack(self, x: np.ndarray) -> bytes:
-        """``int8[H, W, C]`` -> the buffer's bytes."""
-        return packing.pack_activations(x, self.lanes)
+        """An int8 array of the tensor's size (any shape ending in the channels) -> bytes."""
+        x = np.asarray(x)
+        return packing.pack_activations(x.reshape(1, self.pixels, self.channels), self.lanes)
 
     def unpack(self, raw: bytes) -> np.ndarray:
-        """The buffer's bytes -> ``int8[H, W, C]``."""
-        return packing.unpack_activations(raw, self.shape[1], self.shape[2], self.channels,
-                                          self.lanes)
+        """The buffer's bytes -> int8 array of :attr:`shape`."""
+        a = packing.unpack_activations(raw, 1, self.pixels, self.channels, self.lanes)
+        return a.reshape(self.shape)
 
 
 @dataclass(frozen=True)
@@ -76,13 +124,58 @@ class Blob:
     data: bytes
 
 
+@dataclass(frozen=True, eq=False)
+class HostStep:
+    """Work the driver does on the CPU after the hardware run: the documented exceptions to
+    "everything runs on the accelerator" (README table). One kind exists:
+
+    ``fc_requant`` computes ``tensor``, a ``FULLY_CONNECTED`` output, from the int32
+    ``RAW_OUT`` partial sums the hardware wrote: ``params["partials"]`` lists their DDR
+    offsets (relative to the image base), each ``int32[rows][pitch]``; with ``bias`` the FC
+    bias folded with ``-in_zp * sum(w)``, ``scale[o] = s_in * s_w[o] / s_out`` (float64)::
+
+        acc = wrap32(sum of the partials + bias)
+        y   = clamp(wrap32(int32(round(double(acc) * scale)) + out_zp), act_min, act_max)
+
+    (``round`` half away from zero, out-of-range doubles give INT32_MIN), which is LiteRT's
+    ``reference_integer_ops::FullyConnected`` requantization (``reference.fully_connected``).
+    """
+    kind: str
+    tensor: str
+    layer: int
+    params: dict
+
+    def apply(self, read: Callable[[int, int], bytes]) -> np.ndarray:
+        """Run the step; ``read(offset, nbytes)`` reads the DDR image. Returns
+        ``int8[rows, units]``."""
+        if self.kind != "fc_requant":
+            raise ValueError(f"unknown host step {self.kind!r}")
+        p = self.params
+        rows, units, cols = p["rows"], p["units"], p["cols"]
+        acc = np.zeros((rows, units), np.int64)
+        for offset in p["partials"]:
+            raw = read(offset, 4 * rows * packing.padded(units, cols))
+            acc += packing.unpack_raw(raw, rows, units, cols)
+        acc = _wrap_int32(acc + p["bias"])
+        scaled = round_half_away(acc.astype(np.float64) * p["scale"])
+        fits = (scaled >= INT32_MIN) & (scaled < 2.0**31)
+        out = _wrap_int32(np.where(fits, scaled, INT32_MIN).astype(np.int64) + p["out_zp"])
+        return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def _wrap_int32(x: np.ndarray) -> np.ndarray:
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
 @dataclass
 class Program:
     """A compiled model.
 
     ``descriptors`` are the descriptor field values with the :data:`ADDRESS_FIELDS` relative
     to the image base; :meth:`link` makes the DDR image for a given base address.
-    ``layers`` is the per-layer report (plain dicts, JSON-ready).
+    ``layers`` is the per-layer report (plain dicts, JSON-ready; ``layers[i]["descriptors"]``
+    is the ``[first, count]`` range of its descriptors); ``host_steps`` run after the
+    hardware, and ``output_step`` (one of them, or ``None``) computes the model output.
     """
     config: AcceleratorConfig
     descriptors: list[dict[str, int]]
@@ -91,6 +184,8 @@ class Program:
     output: TensorInfo
     size: int
     layers: list[dict] = field(default_factory=list)
+    host_steps: list[HostStep] = field(default_factory=list)
+    output_step: HostStep | None = None
 
     def descriptor_bytes(self, base: int) -> list[bytes]:
         """The descriptors packed with absolute addresses ``base + offset``."""
@@ -114,6 +209,21 @@ class Program:
             image[blob.offset:blob.offset + len(blob.data)] = blob.data
         return bytes(image)
 
+    def read_output(self, read: Callable[[int, int], bytes]) -> np.ndarray:
+        """The model output (int8, :attr:`output` ``.shape``) after a run: from its DDR buffer,
+        or computed by :attr:`output_step`; ``read(offset, nbytes)`` reads the image."""
+        if self.output_step is not None:
+            return self.output_step.apply(read).reshape(self.output.shape)
+        return self.output.unpack(read(self.output.offset, self.output.nbytes))
+
+    def layer_of_descriptor(self, index: int) -> dict:
+        """The ``layers`` entry descriptor ``index`` belongs to."""
+        for r in self.layers:
+            first, count = r["descriptors"]
+            if first <= index < first + count:
+                return r
+        raise IndexError(f"no descriptor {index} in a program of {len(self.descriptors)}")
+
     @property
     def macs(self) -> int:
         return sum(layer["macs"] for layer in self.layers)
@@ -121,23 +231,39 @@ class Program:
     def summary(self) -> str:
         """Human-readable per-layer report."""
         lines = [f"config {self.config.name!r}: {len(self.layers)} layer(s), "
-                 f"{self.macs} MACs, DDR image {self.size} bytes"]
+                 f"{len(self.descriptors)} descriptor(s), {self.macs} MACs, DDR image "
+                 f"{self.size} bytes"]
         for r in self.layers:
+            first, count = r["descriptors"]
+            span = f"{first}" if count == 1 else f"{first}-{first + count - 1}"
             h, w, c = r["input_shape"]
-            oh, ow, co = r["output_shape"]
+            extra = []
+            if r["tiles"] > 1:
+                extra.append(f"{r['tiles']} output tiles")
+            if r["input_slices"] > 1:
+                extra.append(f"{r['input_slices']} input slices")
+            if r["host_step"]:
+                extra.append(f"then {r['host_step']} on the host")
+            if r["note"]:
+                extra.append(r["note"])
             lines.append(
-                f"  layer {r['layer']}: operators {r['operators'][0]},{r['operators'][1]} "
-                f"{r['opcode']} on the {r['runs_on']}: {h}x{w}x{c} -> dw {r['kernel']}x"
-                f"{r['kernel']} s{r['stride']} d{r['dilation']} m{r['depth_multiplier']} "
-                f"{r['padding']} -> {oh}x{ow}x{r['mid_channels']} -> pw -> {oh}x{ow}x{co}, "
-                f"{r['macs']} MACs")
+                f"  layer {r['layer']} [descriptor {span}] operators "
+                f"{','.join(map(str, r['operators']))} {'+'.join(r['ops'])} -> "
+                f"{'+'.join(r['stages'])}: {h}x{w}x{c} -> "
+                f"{'x'.join(map(str, r['output_shape']))}, k{r['kernel']} s{r['stride']} "
+                f"d{r['dilation']} m{r['depth_multiplier']}, {r['macs']} MACs"
+                + "".join(f"; {e}" for e in extra))
         return "\n".join(lines)
 
 
 # ---- checks ----------------------------------------------------------------------------------
 
+def _name(op: Operator) -> str:
+    return f"operator {op.index} {op.opcode} ({op.outputs[0]!r})"
+
+
 def _fail(op: Operator, msg: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"operator {op.index} {op.opcode}: {msg}")
+    return UnsupportedModelError(f"{_name(op)}: {msg}")
 
 
 def _check_int8_activation(graph: Graph, name: str) -> Tensor:
@@ -148,8 +274,11 @@ def _check_int8_activation(graph: Graph, name: str) -> Tensor:
     return t
 
 
-def _per_tensor(op: Operator, t: Tensor) -> int:
+def _zero_point(op: Operator, t: Tensor) -> int:
     """The zero point of per-tensor quantized activation ``t``."""
+    if t.dtype != "int8":
+        raise UnsupportedModelError(f"dwsep runs fully int8 models; tensor {t.name!r} is "
+                                    f"{t.dtype}")
     if t.scale.size != 1 or t.zero_point.size != 1:
         raise _fail(op, f"tensor {t.name!r} must be per-tensor quantized, has "
                         f"{t.scale.size} scales and {t.zero_point.size} zero points")
@@ -201,192 +330,934 @@ def _activation(op: Operator) -> str:
     return act
 
 
-# ---- one layer -------------------------------------------------------------------------------
+def _fold(op: Operator, bias: np.ndarray, weight_sums: np.ndarray, zp: int) -> np.ndarray:
+    try:
+        return packing.fold_bias(bias, weight_sums, zp)
+    except OverflowError:
+        raise _fail(op, "a bias folded with the input zero point leaves int32") from None
+
+
+def exact_division_multiplier(n: int) -> tuple[int, int]:
+    """``(mult, shift)`` with ``MBQM(s, mult, shift) == round_half_away(s / n)`` for every
+    ``s`` in ``[-128*n, 127*n]`` (the sums of a window of ``n`` int8 values), verified
+    exhaustively: the average pool's division (``reference.average_pool2d``) as a requant.
+
+    Candidates are ``mult ~ 2**(31+r) / n`` with a right shift ``r`` (shift ``-r``), nearest
+    values first; ``n = 1`` is the identity ``(2**30, 1)``. Raises ``ValueError`` if none
+    fits.
+    """
+    if n < 1:
+        raise ValueError(f"'n' must be positive, not {n}")
+    if n == 1:
+        return packing.IDENTITY_MULT, packing.IDENTITY_SHIFT
+    s = np.arange(-128 * n, 127 * n + 1, dtype=np.int64)
+    q = (np.abs(s) + n // 2) // n
+    want = np.where(s > 0, q, -q)
+    for r in range(0, 32):
+        ideal = (1 << (31 + r)) / n
+        if ideal >= 1 << 31:
+            break
+        base = int(ideal)
+        for mult in sorted(range(base - 2, base + 4), key=lambda v: abs(v - ideal)):
+            if 0 < mult < 1 << 31 and np.array_equal(
+                    multiply_by_quantized_multiplier(s, mult, -r), want):
+                return mult, -r
+    raise ValueError(f"no (mult, shift) divides every window sum by {n} as TFLite rounds")
+
+
+# ---- matched layers ---------------------------------------------------------------------------
 
 @dataclass
-class _Layer:
-    fields: dict[str, int]  # descriptor fields, addresses still missing
-    blobs: dict[str, bytes]  # dw_weights, dw_table, pw_weights, pw_table
+class _Stage:
+    """One array stage's weights (true channel order) and requantization; ``mult is None``
+    for a ``RAW_OUT`` PW."""
+    w: np.ndarray
+    bias: np.ndarray
+    mult: np.ndarray | None
+    shift: np.ndarray | None
+    zp: int = 0
+    lo: int = -128
+    hi: int = 127
+
+
+def _identity_stage(w: np.ndarray, channels: int) -> _Stage:
+    return _Stage(w, np.zeros(channels, np.int64), np.full(channels, packing.IDENTITY_MULT),
+                  np.full(channels, packing.IDENTITY_SHIFT))
+
+
+@dataclass
+class _Geometry:
+    source: str          # tensor the line buffer reads (after folding a PAD)
+    h: int
+    w: int
+    c: int
+    k: int
+    stride: int
+    dilation: int
+    pad_top: int
+    pad_left: int
+    out_h: int
+    out_w: int
+    lb_zp: int
+    pad_op: Operator | None = None
+
+
+@dataclass
+class _Unit:
+    """A matched layer: one or more descriptors (output tiles, input slices)."""
+    ops: list[Operator]
     input: str
     output: str
-    report: dict
+    geo: _Geometry
+    pw: _Stage
+    depth_mult: int = 1
+    conv: bool = False
+    expand: _Stage | None = None
+    dw: _Stage | None = None
+    fc: dict | None = None          # RAW_OUT: the fc_requant host step's parameters
+    residual: str | None = None
+    add: dict | None = None
+    out_shape: tuple[int, ...] = ()
+    macs: int = 0
+    note: str = ""
+    slices: list[tuple[int, int]] | None = None   # input channel slices (pool / FC)
+    in_c: int = 0                                   # channels of ``input`` (0: geo.c)
+
+    def __post_init__(self):
+        self.in_c = self.in_c or self.geo.c
+
+    @property
+    def stages(self) -> list[str]:
+        out = ["EXPAND"] if self.expand is not None else []
+        out.append("CONV" if self.conv else "DW")
+        out.append("PW")
+        if self.fc is not None:
+            out.append("RAW_OUT")
+        if self.residual is not None:
+            out.append("RESIDUAL")
+        return out
 
 
-def _compile_layer(graph: Graph, dw: Operator, pw: Operator, cfg: AcceleratorConfig,
-                   number: int) -> _Layer:
-    P, Q = cfg.dw_lanes, cfg.pw_cols
-    x = _check_int8_activation(graph, dw.inputs[0])
-    mid = _check_int8_activation(graph, dw.outputs[0])
-    y = _check_int8_activation(graph, pw.outputs[0])
-    if len(x.shape) != 4 or x.shape[0] != 1:
-        raise _fail(dw, f"input {x.name!r} has shape {list(x.shape)}; dwsep runs batch-1 "
-                        "NHWC tensors")
-    _, H, W, C = (int(v) for v in x.shape)
-    zp_in, zp_mid, zp_out = _per_tensor(dw, x), _per_tensor(dw, mid), _per_tensor(pw, y)
+class _Matcher:
+    """Walks the graph in operator order and groups operators into :class:`_Unit` s."""
 
-    # Depthwise half.
-    wt = graph.tensor(dw.inputs[1])
-    if len(wt.shape) != 4 or wt.shape[0] != 1 or wt.shape[3] % C:
-        raise _fail(dw, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
-                        f"[1, k, k, {C}*m]")
-    _, kh, kw, c_mid = (int(v) for v in wt.shape)
-    m = c_mid // C
-    if kh != kw:
-        raise _fail(dw, f"kernel {kh}x{kw} is not square; dwsep runs square kernels only")
-    k = kh
-    if k > cfg.k_max:
-        raise _fail(dw, f"kernel {k}x{k} exceeds k_max={cfg.k_max} of config {cfg.name!r}")
-    sh, sw = _pair(dw, "stride")
-    if sh != sw:
-        raise _fail(dw, f"stride {sh}x{sw} differs in height and width; dwsep needs equal "
-                        "strides")
-    if sh not in (1, 2):
-        raise _fail(dw, f"stride {sh} is not supported (1 or 2)")
-    dh, dwl = _pair(dw, "dilation")
-    if dh != dwl:
-        raise _fail(dw, f"dilation {dh}x{dwl} differs in height and width; dwsep needs equal "
-                        "dilations")
-    if dh > cfg.dilation_max:
-        raise _fail(dw, f"dilation {dh} exceeds dilation_max={cfg.dilation_max} of config "
-                        f"{cfg.name!r}")
-    padding = dw.options.get("padding", "VALID")
-    if padding not in ("SAME", "VALID"):
-        raise _fail(dw, f"padding {padding} is not SAME or VALID")
-    if padding == "VALID" and (k - 1) * dh + 1 > min(H, W):
-        raise _fail(dw, f"VALID {k}x{k} dilation {dh} on a {H}x{W} input leaves no output")
-    top, _, oh = padding_amounts(padding, H, k, sh, dh)
-    left, _, ow = padding_amounts(padding, W, k, sh, dh)
-    for what, v in (("input height", H), ("input width", W), ("output height", oh),
-                    ("output width", ow)):
-        if v > cfg.max_dim:
-            raise _fail(dw, f"{what} {v} exceeds max_dim={cfg.max_dim} of config "
+    def __init__(self, graph: Graph, cfg: AcceleratorConfig):
+        self.graph, self.cfg = graph, cfg
+        self.consumers: dict[str, list[Operator]] = {}
+        for op in graph.operators:
+            for name in op.inputs:
+                if name is not None:
+                    self.consumers.setdefault(name, []).append(op)
+        self.producer = {out: op for op in graph.operators for out in op.outputs}
+        self.alias: dict[str, str] = {}
+        self.claimed: set[int] = set()
+        self.stored = {graph.inputs[0]}     # tensors in DDR so far
+        self.host: dict[str, int] = {}      # tensors the host computes -> unit index
+        self.units: list[_Unit] = []
+        self.noops: list[Operator] = []     # RESHAPEs of the model input, not yet reported
+
+    # -- graph helpers --
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def sole_consumer(self, name: str) -> Operator | None:
+        """The one operator reading ``name``, if it is not also a model output."""
+        ops = self.consumers.get(name, [])
+        if len(ops) != 1 or name in self.graph.outputs:
+            return None
+        return ops[0]
+
+    def _through_reshapes(self, name: str) -> tuple[Operator | None, list[Operator]]:
+        """The sole consumer of ``name`` past single-consumer RESHAPEs, and those RESHAPEs."""
+        reshapes = []
+        op = self.sole_consumer(name)
+        while op is not None and op.opcode == "RESHAPE":
+            reshapes.append(op)
+            op = self.sole_consumer(op.outputs[0])
+        return op, reshapes
+
+    def _is_pointwise(self, op: Operator | None) -> bool:
+        if op is None or op.opcode != "CONV_2D":
+            return False
+        shape = self.graph.tensor(op.inputs[1]).shape
+        return (len(shape) == 4 and tuple(shape[1:3]) == (1, 1)
+                and _pair(op, "stride") == (1, 1))
+
+    def claim(self, *ops: Operator) -> None:
+        for op in ops:
+            if op.index in self.claimed:
+                raise _fail(op, "is matched twice (internal error)")
+            self.claimed.add(op.index)
+
+    def need_stored(self, op: Operator, name: str) -> str:
+        name = self.resolve(name)
+        if name in self.host:
+            raise _fail(op, f"reads {name!r}, a FULLY_CONNECTED output the host computes "
+                            "after the hardware run; only the model output may come from it")
+        t = self.graph.tensor(name)
+        if t.is_constant and t.dtype == "int8" and name not in self.stored:
+            _zero_point(op, t)
+            self.stored.add(name)   # a blob in the activation layout
+        if name not in self.stored:
+            raise _fail(op, f"input {name!r} is not computed before it (operators must be in "
+                            "dependency order)")
+        return name
+
+    def image(self, op: Operator, name: str) -> tuple[int, int, int]:
+        t = self.graph.tensor(name)
+        shape = tuple(int(v) for v in t.shape)
+        if len(shape) == 4 and shape[0] == 1:
+            return shape[1], shape[2], shape[3]
+        if len(shape) >= 1 and (len(shape) < 4) and _pixels(shape) == 1:
+            return 1, 1, shape[-1]
+        raise _fail(op, f"input {name!r} has shape {list(shape)}; dwsep runs batch-1 NHWC "
+                        "tensors")
+
+    # -- the walk --
+    def run(self) -> list[_Unit]:
+        ops = self.graph.operators
+        if not ops:
+            raise UnsupportedModelError("the model has no operators")
+        handlers = {"RESHAPE": self._reshape, "PAD": self._pad, "PADV2": self._pad,
+                    "CONV_2D": self._conv, "DEPTHWISE_CONV_2D": self._depthwise,
+                    "AVERAGE_POOL_2D": self._pool, "MEAN": self._pool,
+                    "FULLY_CONNECTED": self._fc, "ADD": self._add}
+        for op in ops:
+            if op.index in self.claimed:
+                continue
+            if op.opcode not in handlers:
+                raise _fail(op, f"not supported; dwsep runs {', '.join(sorted(handlers))}")
+            handlers[op.opcode](op)
+        for op in ops:
+            if op.index not in self.claimed:
+                raise _fail(op, "is not part of any layer (internal error)")
+        out = self.resolve(self.graph.outputs[0])
+        if out not in self.stored and out not in self.host:
+            raise UnsupportedModelError(f"the model output {self.graph.outputs[0]!r} is not "
+                                        "computed by any operator")
+        return self.units
+
+    def _add_unit(self, unit: _Unit) -> None:
+        unit.ops = self.noops + unit.ops
+        self.noops = []
+        self.units.append(unit)
+        if unit.fc is not None:
+            self.host[unit.output] = len(self.units) - 1
+        else:
+            self.stored.add(unit.output)
+
+    # -- RESHAPE, PAD --
+    def _reshape(self, op: Operator) -> None:
+        src = self.resolve(op.inputs[0])
+        a, b = self.graph.tensor(src).shape, self.graph.tensor(op.outputs[0]).shape
+        if int(np.prod(a)) != int(np.prod(b)) or (a[-1] != b[-1] and _pixels(a) != 1):
+            raise _fail(op, f"reshape {list(a)} -> {list(b)} changes the channel count of a "
+                            "multi-pixel tensor; dwsep runs RESHAPE only as a no-op on the "
+                            "channel-padded layout")
+        if a[-1] != b[-1] and _pixels(b) != 1:
+            raise _fail(op, f"reshape {list(a)} -> {list(b)} spreads channels over pixels; "
+                            "dwsep runs RESHAPE only as a no-op on the channel-padded layout")
+        self.claim(op)
+        self.alias[op.outputs[0]] = src
+        # reported with the layer that made its input (or, for the model input, the next)
+        producer = next((u for u in self.units if u.output == src), None)
+        (producer.ops if producer is not None else self.noops).append(op)
+
+    def _pad(self, op: Operator) -> None:
+        user = self.sole_consumer(op.outputs[0])
+        if user is None or user.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            raise _fail(op, "dwsep folds PAD into the padding of the one CONV_2D or "
+                            "DEPTHWISE_CONV_2D that reads it; its output has other readers")
+        # claimed by that operator's layer
+
+    def _pad_params(self, pad: Operator) -> tuple[int, int, int, int, int]:
+        """``(top, bottom, left, right, value)`` of a foldable PAD."""
+        p = self.graph.tensor(pad.inputs[1]).data
+        if p is None or np.asarray(p).shape != (4, 2):
+            raise _fail(pad, "paddings must be a constant [4, 2] tensor")
+        p = np.asarray(p, np.int64)
+        if p[0].any() or p[3].any() or (p < 0).any():
+            raise _fail(pad, f"paddings {p.tolist()} pad the batch or channel dimension; "
+                             "dwsep folds only height/width padding")
+        out = self.graph.tensor(pad.outputs[0])
+        value = _zero_point(pad, out)
+        if pad.opcode == "PADV2" and len(pad.inputs) > 2 and pad.inputs[2] is not None:
+            c = self.graph.tensor(pad.inputs[2])
+            if c.data is None or c.data.size != 1:
+                raise _fail(pad, "constant_values must be one constant int8 value")
+            value = int(np.asarray(c.data).reshape(-1)[0])
+        return int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]), value
+
+    def geometry(self, op: Operator, k: int) -> _Geometry:
+        """Line-buffer geometry of CONV_2D / DEPTHWISE_CONV_2D ``op`` with kernel ``k``,
+        folding a PAD that only it reads."""
+        cfg = self.cfg
+        x_name = op.inputs[0]
+        pad_op = self.producer.get(x_name)
+        if pad_op is not None and pad_op.opcode not in _PADS:
+            pad_op = None
+        if k > cfg.k_max:
+            raise _fail(op, f"kernel {k}x{k} exceeds k_max={cfg.k_max} of config "
                             f"{cfg.name!r}")
-    c_pad = packing.padded(C, P)
-    row = cfg.lb_width * cfg.lb_channels
-    if W * c_pad > row:
-        raise _fail(dw, f"input row {W}x{c_pad} (width x channels padded to {P}) = "
-                        f"{W * c_pad} bytes exceeds the line buffer row of {row} bytes "
-                        f"(lb_width*lb_channels) of config {cfg.name!r}")
-    mid_groups = c_pad // P * m
-    if mid_groups * P > cfg.mid_channels_max:
-        raise _fail(dw, f"depthwise output channels {C}x{m} (padded to {mid_groups * P}) "
-                        f"exceed mid_channels_max={cfg.mid_channels_max} of config "
-                        f"{cfg.name!r}")
-    if tuple(mid.shape) != (1, oh, ow, c_mid):
-        raise _fail(dw, f"output {mid.name!r} has shape {list(mid.shape)}, the layer "
-                        f"computes {[1, oh, ow, c_mid]}")
-    dw_act = _activation(dw)
-    w_dw = _weights(graph, dw, c_mid).reshape(k, k, c_mid)
-    b_dw = _bias(graph, dw, c_mid)
+        sh, sw = _pair(op, "stride")
+        if sh != sw:
+            raise _fail(op, f"stride {sh}x{sw} differs in height and width; dwsep needs equal "
+                            "strides")
+        if sh not in (1, 2):
+            raise _fail(op, f"stride {sh} is not supported (1 or 2)")
+        dh, dwl = _pair(op, "dilation")
+        if dh != dwl:
+            raise _fail(op, f"dilation {dh}x{dwl} differs in height and width; dwsep needs "
+                            "equal dilations")
+        if dh > cfg.dilation_max:
+            raise _fail(op, f"dilation {dh} exceeds dilation_max={cfg.dilation_max} of config "
+                            f"{cfg.name!r}")
+        padding = op.options.get("padding", "VALID")
+        if padding not in ("SAME", "VALID"):
+            raise _fail(op, f"padding {padding} is not SAME or VALID")
+        in_zp = _zero_point(op, self.graph.tensor(x_name))
+        top = bottom = left = right = 0
+        lb_zp = in_zp
+        source = x_name
+        if pad_op is not None:
+            top, bottom, left, right, lb_zp = self._pad_params(pad_op)
+            source = pad_op.inputs[0]
+        h, w, c = self.image(op, source)
+        hp, wp = h + top + bottom, w + left + right
+        try:
+            t2, b2, oh = padding_amounts(padding, hp, k, sh, dh)
+            l2, r2, ow = padding_amounts(padding, wp, k, sh, dh)
+        except UnsupportedModelError as e:
+            raise _fail(op, str(e)) from None
+        if pad_op is not None and lb_zp != in_zp and (t2 or b2 or l2 or r2):
+            raise _fail(op, f"folding {pad_op.opcode} operator {pad_op.index} (value {lb_zp}) "
+                            f"into SAME padding (value {in_zp}) needs two padding values")
+        geo = _Geometry(source, h, w, c, k, sh, dh, top + t2, left + l2, oh, ow, lb_zp, pad_op)
+        limit = cfg.k_max * cfg.dilation_max
+        for what, v in (("top", geo.pad_top), ("left", geo.pad_left)):
+            if v >= limit:
+                raise _fail(op, f"padding {what} {v} reaches the line buffer's limit k_max*"
+                                f"dilation_max={limit} of config {cfg.name!r}")
+        y = self.graph.tensor(op.outputs[0])
+        if tuple(y.shape) != (1, oh, ow, int(y.shape[-1])):
+            raise _fail(op, f"output {y.name!r} has shape {list(y.shape)}, the layer computes "
+                            f"{[1, oh, ow, int(y.shape[-1])]}")
+        return geo
 
-    # Pointwise half.
-    wt = graph.tensor(pw.inputs[1])
-    if len(wt.shape) != 4 or wt.shape[3] != c_mid:
-        raise _fail(pw, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
-                        f"[C_out, 1, 1, {c_mid}]")
-    c_out, pkh, pkw = (int(v) for v in wt.shape[:3])
-    if (pkh, pkw) != (1, 1):
-        raise _fail(pw, f"kernel {pkh}x{pkw} is not 1x1; dwsep fuses only a 1x1 pointwise "
-                        "CONV_2D after a DEPTHWISE_CONV_2D")
-    if _pair(pw, "stride") != (1, 1):
-        raise _fail(pw, "stride {}x{} is not 1; the pointwise CONV_2D must have stride 1"
-                    .format(*_pair(pw, "stride")))
-    if _pair(pw, "dilation") != (1, 1):
-        raise _fail(pw, "dilation {}x{} is not 1; the pointwise CONV_2D must have dilation 1"
-                    .format(*_pair(pw, "dilation")))
-    out_pad = packing.padded(c_out, Q)
-    if out_pad > cfg.out_channels_max:
-        raise _fail(pw, f"output channels {c_out} (padded to {out_pad}) exceed "
-                        f"out_channels_max={cfg.out_channels_max} of config {cfg.name!r}")
-    if tuple(y.shape) != (1, oh, ow, c_out):
-        raise _fail(pw, f"output {y.name!r} has shape {list(y.shape)}, the layer computes "
-                        f"{[1, oh, ow, c_out]}")
-    pw_act = _activation(pw)
-    w_pw = _weights(graph, pw, c_out).reshape(c_out, c_mid)
-    b_pw = _bias(graph, pw, c_out)
+    def claim_geometry(self, op: Operator, geo: _Geometry) -> str:
+        """Claim ``op`` and its folded PAD; return the layer's input tensor (stored)."""
+        self.claim(op)
+        if geo.pad_op is not None:
+            self.claim(geo.pad_op)
+        return geo.source
 
-    # Requant tables: fold the input zero point into the bias, permute/pad to lanes.
-    try:
-        fb_dw = packing.fold_bias(b_dw, w_dw.astype(np.int64).sum(axis=(0, 1)), zp_in)
-        fb_pw = packing.fold_bias(b_pw, w_pw.astype(np.int64).sum(axis=1), zp_mid)
-    except OverflowError:
-        raise _fail(dw, "a bias folded with the input zero point leaves int32") from None
-    qd, qp = conv_quant_params(graph, dw), conv_quant_params(graph, pw)
-    lanes = [packing.to_mid_lanes(a, C, m, P) for a in (fb_dw, qd["mult"], qd["shift"])]
-    dw_table = packing.pack_table(*lanes, P)
-    pw_table = packing.pack_table(*(np.pad(a, (0, out_pad - c_out)) for a in
-                                    (fb_pw, qp["mult"], qp["shift"])), Q)
+    # -- stages --
+    def conv_stage(self, op: Operator) -> _Stage:
+        """CONV_2D / DEPTHWISE_CONV_2D weights with the bias folded with the input zero
+        point: ``[C_out, C_in]`` (1x1), ``[C_out, k, k, C_in]`` (k x k), ``[k, k, C*m]``
+        (depthwise)."""
+        _activation(op)
+        for name in (op.inputs[0], op.outputs[0]):
+            _zero_point(op, self.graph.tensor(name))
+        wt = self.graph.tensor(op.inputs[1])
+        if op.opcode == "DEPTHWISE_CONV_2D":
+            channels = int(wt.shape[3])
+            w = _weights(self.graph, op, channels)[0]
+            sums = w.astype(np.int64).sum(axis=(0, 1))
+        else:
+            channels = int(wt.shape[0])
+            w = _weights(self.graph, op, channels)
+            sums = w.astype(np.int64).sum(axis=(1, 2, 3))
+            if w.shape[1:3] == (1, 1):
+                w = w.reshape(channels, -1)
+        q = conv_quant_params(self.graph, op)
+        bias = _fold(op, _bias(self.graph, op, channels), sums, q["in_zp"])
+        return _Stage(w, bias, q["mult"], q["shift"], q["out_zp"], q["act_min"], q["act_max"])
 
-    fields = dict(
-        opcode=Opcode.DWSEP, flags=0, kernel=k, stride=sh, dilation=dh, depth_mult=m,
-        pad_top=top, pad_left=left, in_h=H, in_w=W, in_groups=c_pad // P,
-        mid_groups=mid_groups, out_h=oh, out_w=ow, out_groups=out_pad // Q, in_zp=zp_in,
-        dw_zp=zp_mid, dw_min=qd["act_min"], dw_max=qd["act_max"], pw_zp=zp_out,
-        pw_min=qp["act_min"], pw_max=qp["act_max"])
-    blobs = {"dw_weights": packing.pack_dw_weights(w_dw, m, P), "dw_table": dw_table,
-             "pw_weights": packing.pack_pw_weights(w_pw, m, P, Q), "pw_table": pw_table}
-    dw_macs = oh * ow * c_mid * k * k
-    pw_macs = oh * ow * c_mid * c_out
-    report = {
-        "layer": number, "operators": [dw.index, pw.index], "opcode": Opcode.DWSEP.name,
-        "runs_on": "accelerator", "input_shape": [H, W, C], "mid_channels": c_mid,
-        "output_shape": [oh, ow, c_out], "kernel": k, "stride": sh, "dilation": dh,
-        "depth_multiplier": m, "padding": padding, "pad_top": top, "pad_left": left,
-        "activations": [dw_act, pw_act], "dw_macs": dw_macs, "pw_macs": pw_macs,
-        "macs": dw_macs + pw_macs,
-    }
-    return _Layer(fields, blobs, x.name, y.name, report)
+    # -- convolutions --
+    def _conv(self, op: Operator) -> None:
+        wt = self.graph.tensor(op.inputs[1])
+        if len(wt.shape) != 4:
+            raise _fail(op, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
+                            "[C_out, k, k, C_in]")
+        kh, kw = int(wt.shape[1]), int(wt.shape[2])
+        if kh != kw:
+            raise _fail(op, f"kernel {kh}x{kw} is not square; dwsep runs square kernels only")
+        if kh == 1 and self._expand_block(op):
+            return
+        if kh == 1:
+            self._standalone_pw(op)
+        else:
+            self._conv_mode(op, kh)
+
+    def _conv_mode(self, op: Operator, k: int) -> None:
+        cfg, P = self.cfg, self.cfg.dw_lanes
+        geo = self.geometry(op, k)
+        x = self.need_stored(op, self.claim_geometry(op, geo))
+        if int(self.graph.tensor(op.inputs[1]).shape[3]) != geo.c:
+            raise _fail(op, f"weights have {self.graph.tensor(op.inputs[1]).shape[3]} input "
+                            f"channels for an input of {geo.c}")
+        stage = self.conv_stage(op)
+        groups = packing.padded(geo.c, P) // P
+        if k * k * groups > cfg.mid_groups_max:
+            raise _fail(op, f"{k}x{k} convolution over {geo.c} channels needs k*k*ceil(C/"
+                            f"{P}) = {k * k * groups} PW input words per pixel, more than "
+                            f"mid_channels_max/dw_lanes={cfg.mid_groups_max} of config "
+                            f"{cfg.name!r}")
+        c_out = stage.w.shape[0]
+        self._add_unit(_Unit(
+            [op] + ([geo.pad_op] if geo.pad_op else []), x, op.outputs[0], geo, stage,
+            conv=True, out_shape=(geo.out_h, geo.out_w, c_out),
+            macs=geo.out_h * geo.out_w * k * k * geo.c * c_out))
+
+    def _standalone_pw(self, op: Operator, note: str = "") -> None:
+        geo = self.geometry(op, 1)
+        x = self.need_stored(op, self.claim_geometry(op, geo))
+        stage = self.conv_stage(op)
+        c_out, c_in = stage.w.shape
+        if c_in != geo.c:
+            raise _fail(op, f"weights have {c_in} input channels for an input of {geo.c}")
+        self._check_mid(op, geo.c, 1, "input channels")
+        self._add_unit(_Unit(
+            [op] + ([geo.pad_op] if geo.pad_op else []), x, op.outputs[0], geo, stage,
+            dw=_identity_stage(np.ones((1, 1, geo.c), np.int8), geo.c),
+            out_shape=(geo.out_h, geo.out_w, c_out),
+            macs=geo.out_h * geo.out_w * c_in * c_out, note=note))
+
+    def _check_mid(self, op: Operator, c: int, m: int, what: str) -> None:
+        cfg, P = self.cfg, self.cfg.dw_lanes
+        mid = packing.padded(c, P) * m
+        if mid > cfg.mid_channels_max:
+            shown = f"{c}x{m}" if m > 1 else f"{c}"
+            raise _fail(op, f"{what} {shown} (padded to {mid}) exceed mid_channels_max="
+                            f"{cfg.mid_channels_max} of config {cfg.name!r}")
+
+    def _expand_block(self, e: Operator) -> bool:
+        """Match ``e`` as the expand of ``e -> [PAD] -> DW -> 1x1 CONV_2D``; emit the block."""
+        if _pair(e, "stride") != (1, 1) or self.producer.get(e.inputs[0], e).opcode in _PADS:
+            return False
+        user = self.sole_consumer(e.outputs[0])
+        if user is not None and user.opcode in _PADS:
+            user = self.sole_consumer(user.outputs[0])
+        if user is None or user.opcode != "DEPTHWISE_CONV_2D":
+            return False
+        pw = self.sole_consumer(user.outputs[0])
+        if not self._is_pointwise(pw):
+            return False
+        c_in = int(self.graph.tensor(e.inputs[1]).shape[3])
+        groups = packing.padded(c_in, self.cfg.dw_lanes) // self.cfg.dw_lanes
+        if groups > self.cfg.expand_in_groups_max:
+            self._standalone_pw(e, note=f"expand of the block at operator {user.index} split: "
+                                        f"{c_in} input channels exceed expand_channels_max="
+                                        f"{self.cfg.expand_channels_max}")
+            self._block(user, pw)
+        else:
+            self._block(user, pw, e)
+        return True
+
+    def _depthwise(self, op: Operator) -> None:
+        pw = self.sole_consumer(op.outputs[0])
+        if self._is_pointwise(pw):
+            self._block(op, pw)
+        else:
+            self._dw_alone(op)
+
+    def _dw_geometry(self, dw: Operator) -> tuple[_Geometry, int]:
+        wt = self.graph.tensor(dw.inputs[1])
+        if len(wt.shape) != 4 or wt.shape[0] != 1:
+            raise _fail(dw, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
+                            "[1, k, k, C*m]")
+        kh, kw = int(wt.shape[1]), int(wt.shape[2])
+        if kh != kw:
+            raise _fail(dw, f"kernel {kh}x{kw} is not square; dwsep runs square kernels only")
+        geo = self.geometry(dw, kh)
+        if int(wt.shape[3]) % geo.c:
+            raise _fail(dw, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
+                            f"[1, k, k, {geo.c}*m]")
+        m = int(wt.shape[3]) // geo.c
+        self._check_mid(dw, geo.c, m, "depthwise output channels")
+        return geo, m
+
+    def _block(self, dw: Operator, pw: Operator, e: Operator | None = None) -> None:
+        geo, m = self._dw_geometry(dw)
+        ops = [dw, pw]
+        if e is not None:
+            self.claim(e)
+            ops.insert(0, e)
+            expand = self.conv_stage(e)
+            x = self.need_stored(e, e.inputs[0])
+            eh, ew, ec = self.image(e, x)
+            if expand.w.shape[1] != ec:
+                raise _fail(e, f"weights have {expand.w.shape[1]} input channels for an input "
+                               f"of {ec}")
+            if (eh, ew, expand.w.shape[0]) != (geo.h, geo.w, geo.c):
+                raise _fail(e, "expand output does not match the depthwise input")
+            self.claim_geometry(dw, geo)
+        else:
+            expand = None
+            x = self.need_stored(dw, self.claim_geometry(dw, geo))
+        if geo.pad_op is not None:
+            ops.insert(-1, geo.pad_op)
+        self.claim(pw)
+        dw_stage = self.conv_stage(dw)
+        pw_stage = self.conv_stage(pw)
+        c_mid = geo.c * m
+        if pw_stage.w.shape[1] != c_mid:
+            raise _fail(pw, f"weights have {pw_stage.w.shape[1]} input channels for the "
+                            f"{c_mid} depthwise outputs")
+        c_out = pw_stage.w.shape[0]
+        pixels = geo.out_h * geo.out_w
+        unit = _Unit(sorted(ops, key=lambda op: op.index), x, pw.outputs[0], geo, pw_stage,
+                     depth_mult=m, expand=expand, dw=dw_stage,
+                     in_c=expand.w.shape[1] if expand is not None else 0,
+                     out_shape=(geo.out_h, geo.out_w, c_out),
+                     macs=pixels * c_mid * (geo.k * geo.k + c_out)
+                     + (geo.h * geo.w * expand.w.size if expand is not None else 0))
+        self._fuse_residual(unit, pw)
+        self._add_unit(unit)
+
+    def _fuse_residual(self, unit: _Unit, pw: Operator) -> None:
+        add = self.sole_consumer(pw.outputs[0])
+        if add is None or add.opcode != "ADD" or len(add.inputs) != 2:
+            return
+        others = [n for n in add.inputs if n != pw.outputs[0]]
+        if len(others) != 1:
+            return
+        other = self.resolve(others[0])
+        y = self.graph.tensor(add.outputs[0])
+        shapes = {tuple(self.graph.tensor(n).shape) for n in (pw.outputs[0], other,
+                                                              add.outputs[0])}
+        c_out = unit.out_shape[2]
+        if (len(shapes) != 1 or other not in self.stored
+                or packing.padded(c_out, self.cfg.pw_cols) > self.cfg.out_channels_max):
+            return  # an ADD descriptor of its own
+        _activation(add)
+        _zero_point(add, y)
+        q = add_quant_params(self.graph, add)
+        a, b = ("1", "2") if add.inputs[0] == pw.outputs[0] else ("2", "1")
+        unit.residual = other
+        unit.add = dict(add_a_zp=q[f"in{a}_zp"], add_b_zp=q[f"in{b}_zp"], add_zp=q["out_zp"],
+                        add_min=q["act_min"], add_max=q["act_max"],
+                        add_a_shift=q[f"shift{a}"], add_b_shift=q[f"shift{b}"],
+                        add_out_shift=q["out_shift"], add_a_mult=q[f"mult{a}"],
+                        add_b_mult=q[f"mult{b}"], add_out_mult=q["out_mult"])
+        unit.ops.append(add)
+        unit.output = add.outputs[0]
+        self.claim(add)
+
+    def _dw_alone(self, dw: Operator) -> None:
+        geo, m = self._dw_geometry(dw)
+        x = self.need_stored(dw, self.claim_geometry(dw, geo))
+        stage = self.conv_stage(dw)
+        c_mid = geo.c * m
+        self._add_unit(_Unit(
+            [dw] + ([geo.pad_op] if geo.pad_op else []), x, dw.outputs[0], geo,
+            _identity_stage(np.eye(c_mid, dtype=np.int8), c_mid), depth_mult=m, dw=stage,
+            out_shape=(geo.out_h, geo.out_w, c_mid),
+            macs=geo.out_h * geo.out_w * c_mid * geo.k * geo.k))
+
+    # -- pools, FC, ADD --
+    def _pool(self, op: Operator) -> None:
+        cfg = self.cfg
+        x = self.need_stored(op, op.inputs[0])
+        h, w, c = self.image(op, x)
+        x_t, y = self.graph.tensor(x), self.graph.tensor(op.outputs[0])
+        in_zp, out_zp = _zero_point(op, x_t), _zero_point(op, y)
+        if op.opcode == "AVERAGE_POOL_2D":
+            o = op.options
+            fh, fw = int(o["filter_h"]), int(o["filter_w"])
+            sh, sw = _pair(op, "stride")
+            if o.get("padding", "VALID") != "VALID":
+                raise _fail(op, f"padding {o.get('padding')}: dwsep runs VALID average pools "
+                                "(SAME divides by a count that varies at the edges)")
+            if (fh, fw) == (h, w):
+                k, stride, oh, ow = max(h, w), 1, 1, 1
+            elif fh == fw and sh == sw and sh in (1, 2):
+                k, stride = fh, sh
+                try:
+                    _, _, oh = padding_amounts("VALID", h, k, stride, 1)
+                    _, _, ow = padding_amounts("VALID", w, k, stride, 1)
+                except UnsupportedModelError as e:
+                    raise _fail(op, str(e)) from None
+            else:
+                raise _fail(op, f"filter {fh}x{fw} stride {sh}x{sw} on a {h}x{w} input: dwsep "
+                                "runs global pools and square windows with stride 1 or 2")
+            n = fh * fw
+            try:
+                mult, shift = exact_division_multiplier(n)
+            except ValueError as e:
+                raise _fail(op, str(e)) from None
+            lo, hi = fused_activation_range(_activation(op), float(y.scale[0]), out_zp,
+                                            _name(op))
+            bias, zp = 0, 0
+        else:
+            axes = self.graph.tensor(op.inputs[1]).data
+            axes = sorted({int(a) % 4 for a in np.asarray(axes).reshape(-1)}) if (
+                axes is not None) else None
+            if axes != [1, 2] or len(x_t.shape) != 4:
+                raise _fail(op, f"axes {axes} of a {len(x_t.shape)}-d input: dwsep runs MEAN "
+                                "over height and width (axes 1, 2) of an NHWC tensor")
+            k, stride, oh, ow, n = max(h, w), 1, 1, 1, h * w
+            mult, shift = mean_multiplier(*quantize_multiplier(
+                float(x_t.scale[0]) / float(y.scale[0])), n)
+            bias, zp, lo, hi = -in_zp * n, out_zp, -128, 127
+        if k > cfg.k_max:
+            raise _fail(op, f"pooling window {h}x{w} needs a {k}x{k} kernel, more than k_max="
+                            f"{cfg.k_max} of config {cfg.name!r}")
+        self.claim(op)
+        geo = _Geometry(x, h, w, c, k, stride, 1, 0, 0, oh, ow, 0)
+        ones = np.zeros((k, k, c), np.int8)
+        ones[:fh if op.opcode == "AVERAGE_POOL_2D" else h,
+             :fw if op.opcode == "AVERAGE_POOL_2D" else w] = 1
+        dw = _Stage(ones, np.full(c, bias, np.int64), np.full(c, mult), np.full(c, shift), zp,
+                    lo, hi)
+        unit = _Unit([op], x, op.outputs[0], geo,
+                     _identity_stage(np.eye(c, dtype=np.int8), c), dw=dw,
+                     out_shape=(oh, ow, c), macs=oh * ow * c * n)
+        fc, reshapes = self._through_reshapes(op.outputs[0])
+        if fc is not None and fc.opcode == "FULLY_CONNECTED" and oh * ow == 1:
+            self.claim(*reshapes, fc)
+            unit.ops += [*reshapes, fc]
+            self._fc_stage(unit, fc, c)
+        self._add_unit(unit)
+
+    def _fc_stage(self, unit: _Unit, fc: Operator, c: int) -> None:
+        """Make ``unit``'s PW the FULLY_CONNECTED ``fc`` with ``RAW_OUT``."""
+        try:
+            p = fully_connected_params(self.graph, fc)
+        except UnsupportedModelError as e:
+            raise _fail(fc, str(e).split(": ", 1)[-1]) from None
+        units, depth = p["w"].shape
+        if depth != c:
+            raise _fail(fc, f"weights of depth {depth} for an input of {c} channels per "
+                            "pixel; dwsep runs FULLY_CONNECTED per pixel (or on one pixel)")
+        w = p["w"].astype(np.int64) - p["w_zp"]
+        if w.min() < -128 or w.max() > 127:
+            raise _fail(fc, f"weights minus their zero point {p['w_zp']} leave int8")
+        bias = np.zeros(units, np.int64) if p["bias"] is None else np.asarray(p["bias"],
+                                                                                  np.int64)
+        pixels = unit.out_shape[0] * unit.out_shape[1]
+        unit.pw = _Stage(w.astype(np.int8), np.zeros(units, np.int64), None, None)
+        unit.fc = dict(bias=bias - p["in_zp"] * w.sum(axis=1), scale=np.asarray(p["scale"]),
+                       out_zp=p["out_zp"], act_min=p["act_min"], act_max=p["act_max"],
+                       rows=pixels, units=units)
+        unit.output = fc.outputs[0]
+        unit.out_shape = (*unit.out_shape[:2], units)
+        unit.macs += pixels * c * units
+        if not self._feeds_only_output(fc.outputs[0]):
+            raise _fail(fc, "its output feeds other operators; FULLY_CONNECTED requantizes on "
+                            "the host after the hardware run, so it must give the model output")
+
+    def _feeds_only_output(self, name: str) -> bool:
+        """``name`` reaches the model output only through RESHAPEs and feeds nothing else."""
+        for op in self.consumers.get(name, []):
+            if op.opcode != "RESHAPE" or not self._feeds_only_output(op.outputs[0]):
+                return False
+        return True
+
+    def _fc(self, op: Operator) -> None:
+        x = self.need_stored(op, op.inputs[0])
+        h, w, c = self.image(op, x) if len(self.graph.tensor(x).shape) == 4 else (
+            1, _pixels(self.graph.tensor(x).shape), int(self.graph.tensor(x).shape[-1]))
+        self.claim(op)
+        zp = _zero_point(op, self.graph.tensor(x))
+        geo = _Geometry(x, h, w, c, 1, 1, 1, 0, 0, h, w, zp)
+        unit = _Unit([op], x, op.outputs[0], geo, _identity_stage(np.eye(c, dtype=np.int8), c),
+                     dw=_identity_stage(np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c))
+        self._fc_stage(unit, op, c)
+        self._add_unit(unit)
+
+    def _add(self, op: Operator) -> None:
+        if len(op.inputs) != 2:
+            raise _fail(op, f"has {len(op.inputs)} inputs, not 2")
+        a, b = (self.need_stored(op, n) for n in op.inputs)
+        shapes = [tuple(self.graph.tensor(n).shape) for n in (a, b, op.outputs[0])]
+        if len(set(shapes)) != 1:
+            raise _fail(op, f"input shapes {[list(s) for s in shapes[:2]]}: dwsep runs ADD of "
+                            "equal shapes (no broadcasting)")
+        h, w, c = self.image(op, a)
+        if packing.padded(c, self.cfg.pw_cols) > self.cfg.out_channels_max:
+            raise _fail(op, f"residual ADD of {c} channels: the residual stage cannot be tiled "
+                            f"and out_channels_max={self.cfg.out_channels_max} of config "
+                            f"{self.cfg.name!r} is smaller (a residual ADD that does not fuse "
+                            "is not supported beyond that)")
+        self._check_mid(op, c, 1, "ADD channels")
+        _activation(op)
+        _zero_point(op, self.graph.tensor(op.outputs[0]))
+        q = add_quant_params(self.graph, op)
+        self.claim(op)
+        geo = _Geometry(a, h, w, c, 1, 1, 1, 0, 0, h, w, 0)
+        unit = _Unit([op], a, op.outputs[0], geo, _identity_stage(np.eye(c, dtype=np.int8), c),
+                     dw=_identity_stage(np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c),
+                     residual=b)
+        unit.add = dict(add_a_zp=q["in1_zp"], add_b_zp=q["in2_zp"], add_zp=q["out_zp"],
+                        add_min=q["act_min"], add_max=q["act_max"], add_a_shift=q["shift1"],
+                        add_b_shift=q["shift2"], add_out_shift=q["out_shift"],
+                        add_a_mult=q["mult1"], add_b_mult=q["mult2"],
+                        add_out_mult=q["out_mult"])
+        self._add_unit(unit)
 
 
-# ---- the model -------------------------------------------------------------------------------
+# ---- emission ----------------------------------------------------------------------------------
 
-def _consumers(graph: Graph) -> dict[str, list[Operator]]:
-    out: dict[str, list[Operator]] = {}
-    for op in graph.operators:
-        for name in op.inputs:
-            if name is not None:
-                out.setdefault(name, []).append(op)
-    return out
-
-
-def _match_pairs(graph: Graph) -> list[tuple[Operator, Operator]]:
-    """Split the operator list into (DEPTHWISE_CONV_2D, 1x1 CONV_2D) pairs."""
-    consumers = _consumers(graph)
-    ops = graph.operators
-    if not ops:
-        raise UnsupportedModelError("the model has no operators")
-    pairs = []
-    for n in range(0, len(ops), 2):
-        dw = ops[n]
-        if dw.opcode == "CONV_2D":
-            raise _fail(dw, "dwsep runs CONV_2D only as the 1x1 pointwise half of a "
-                            "DEPTHWISE_CONV_2D -> CONV_2D pair")
-        if dw.opcode != "DEPTHWISE_CONV_2D":
-            raise _fail(dw, "not supported; dwsep runs chains of DEPTHWISE_CONV_2D followed "
-                            "by a 1x1 CONV_2D")
-        if n + 1 == len(ops):
-            raise _fail(dw, "must be followed by a 1x1 CONV_2D (dwsep runs them fused)")
-        pw = ops[n + 1]
-        if pw.opcode != "CONV_2D":
-            raise _fail(pw, f"follows DEPTHWISE_CONV_2D operator {dw.index}; dwsep needs a 1x1 "
-                            "CONV_2D there")
-        mid = dw.outputs[0]
-        if pw.inputs[0] != mid:
-            raise _fail(pw, f"input {pw.inputs[0]!r} is not the output {mid!r} of "
-                            f"DEPTHWISE_CONV_2D operator {dw.index}")
-        others = [op.index for op in consumers.get(mid, []) if op is not pw]
-        if others or mid in graph.outputs:
-            where = f"operator {others[0]}" if others else "the model output"
-            raise _fail(dw, f"output {mid!r} is also used by {where}; dwsep keeps it on chip "
-                            "and needs the 1x1 CONV_2D to be its only consumer")
-        pairs.append((dw, pw))
-    return pairs
+@dataclass
+class _Job:
+    """One descriptor before the DDR plan: address fields hold ``(region key, byte offset)``."""
+    fields: dict
+    refs: dict[str, tuple[object, int]]
+    reads: list[object]
+    writes: list[object]
 
 
-def _tensor_info(graph: Graph, name: str, lanes: int, offset: int) -> TensorInfo:
-    t = graph.tensor(name)
-    c = int(t.shape[-1])
-    return TensorInfo(name, tuple(int(v) for v in t.shape), float(t.scale[0]),
+def _pad_to(a: np.ndarray, n: int) -> np.ndarray:
+    a = np.asarray(a)
+    return np.pad(a, (0, n - a.size))
+
+
+class _Emitter:
+    def __init__(self, graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]):
+        self.graph, self.cfg, self.units = graph, cfg, units
+        self.blobs: dict[bytes, str] = {}      # content -> key
+        self.blob_order: list[tuple[str, bytes]] = []
+        self.buffers: dict[object, int] = {}  # key -> bytes
+        self.parts: dict[str, list[tuple[int, int]]] = {}  # sliced tensors
+        self.jobs: list[_Job] = []
+        self.host_steps: list[tuple[int, list[object]]] = []
+
+    def blob(self, name: str, data: bytes) -> str:
+        """The key of constant ``data`` (stored once however often it is used)."""
+        if data not in self.blobs:
+            self.blobs[data] = name
+            self.blob_order.append((name, data))
+        return self.blobs[data]
+
+    def tensor_bytes(self, name: str, c0: int = 0, c1: int | None = None) -> int:
+        t = self.graph.tensor(name)
+        c1 = int(t.shape[-1]) if c1 is None else c1
+        return _pixels(t.shape) * packing.padded(c1 - c0, self.cfg.dw_lanes)
+
+    def buffer(self, name: str, part: int | None = None) -> object:
+        """The region key of stored tensor ``name`` (or of its slice ``part``); a constant
+        tensor is a blob."""
+        t = self.graph.tensor(name)
+        if t.is_constant:
+            x = np.asarray(t.data, np.int8)
+            return self.blob(f"const.{name}", packing.pack_activations(
+                x.reshape(1, _pixels(x.shape), x.shape[-1]), self.cfg.dw_lanes))
+        key = ("act", name) if part is None else ("act", name, part)
+        if key not in self.buffers:
+            if part is None:
+                self.buffers[key] = self.tensor_bytes(name)
+            else:
+                self.buffers[key] = self.tensor_bytes(name, *self.parts[name][part])
+        return key
+
+    # -- slicing: pool / FC inputs wider than the mid memory --
+    def plan_slices(self) -> None:
+        cfg, P, Q = self.cfg, self.cfg.dw_lanes, self.cfg.pw_cols
+        producers = {u.output: u for u in self.units}
+        readers: dict[str, list[_Unit]] = {}
+        for u in self.units:
+            for name in (u.input, u.residual):
+                if name is not None:
+                    readers.setdefault(name, []).append(u)
+        for u in self.units:
+            c = u.geo.c
+            if packing.padded(c, P) <= cfg.mid_channels_max:
+                continue
+            op = u.ops[0]
+            if u.conv or u.expand is not None or u.depth_mult != 1 or (
+                    u.fc is None and op.opcode not in ("AVERAGE_POOL_2D", "MEAN")):
+                raise _fail(op, f"{c} channels exceed mid_channels_max="
+                                f"{cfg.mid_channels_max} of config {cfg.name!r}")
+            step = math.lcm(P, Q)
+            size = min(cfg.mid_channels_max, cfg.out_channels_max) // step * step
+            src = producers.get(u.input)
+            if (src is None or src.residual is not None or src.fc is not None
+                    or len(readers.get(u.input, [])) != 1
+                    or self.graph.outputs[0] == u.input or src.slices is not None):
+                raise _fail(op, f"input {u.input!r} has {c} channels, more than "
+                                f"mid_channels_max={cfg.mid_channels_max} of config "
+                                f"{cfg.name!r}, and cannot be stored in slices (it is the "
+                                "model input or output, read twice, or made by an ADD)")
+            u.slices = [(c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+            self.parts[u.input] = u.slices
+
+    # -- descriptors --
+    def emit(self) -> list[dict]:
+        reports = []
+        for n, u in enumerate(self.units):
+            first = len(self.jobs)
+            tiles = self.emit_unit(n, u)
+            reports.append(self.report(n, u, first, len(self.jobs) - first, tiles))
+        return reports
+
+    def out_tiles(self, u: _Unit, c_out: int, out_parts) -> list[tuple[int, int]]:
+        if out_parts is not None:
+            return list(out_parts)
+        size = self.cfg.out_channels_max
+        return [(a, min(a + size, c_out)) for a in range(0, c_out, size)]
+
+    def emit_unit(self, n: int, u: _Unit) -> int:
+        P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
+        geo, m = u.geo, u.depth_mult
+        slices = u.slices or [(0, geo.c)]
+        partials = []
+        tiles_per_slice = 0
+        for s, (c0, c1) in enumerate(slices):
+            c = c1 - c0
+            g_in = packing.padded(c if u.slices else u.in_c, P) // P
+            in_ref = (self.buffer(u.input, s if u.slices else None), 0)
+            fields = dict(
+                opcode=Opcode.LAYER, flags=0, kernel=geo.k, stride=geo.stride,
+                dilation=geo.dilation, depth_mult=m, pad_top=geo.pad_top,
+                pad_left=geo.pad_left, in_h=geo.h, in_w=geo.w, in_groups=g_in,
+                out_h=geo.out_h, out_w=geo.out_w, lb_zp=geo.lb_zp,
+                **dict.fromkeys(("exp_zp", "exp_min", "exp_max", "dw_zp", "dw_min", "dw_max",
+                                 "pw_zp", "pw_min", "pw_max", "add_a_zp", "add_b_zp",
+                                 "add_zp", "add_min", "add_max", "add_a_shift",
+                                 "add_b_shift", "add_out_shift", "add_a_mult", "add_b_mult",
+                                 "add_out_mult"), 0))
+            refs = {"in_addr": in_ref}
+            flags = 0
+            tag = f"layer{n}" + (f".slice{s}" if u.slices else "")
+            if u.expand is not None:
+                e = u.expand
+                flags |= DescFlag.EXPAND
+                g_e = packing.padded(e.w.shape[0], P) // P
+                refs["exp_weights"] = (self.blob(f"{tag}.exp_weights",
+                                                 packing.pack_expand_weights(e.w, P)), 0)
+                refs["exp_table"] = (self.blob(f"{tag}.exp_table", packing.pack_table(
+                    *(_pad_to(a, g_e * P) for a in (e.bias, e.mult, e.shift)), P)), 0)
+                fields.update(exp_zp=e.zp, exp_min=e.lo, exp_max=e.hi)
+            else:
+                g_e = g_in
+            if u.conv:
+                flags |= DescFlag.CONV
+                mid_groups = geo.k * geo.k * g_e
+            else:
+                mid_groups = g_e * m
+                d = u.dw
+                w = d.w[..., c0 * m:c1 * m]
+                refs["dw_weights"] = (self.blob(f"{tag}.dw_weights",
+                                                packing.pack_dw_weights(w, m, P)), 0)
+                refs["dw_table"] = (self.blob(f"{tag}.dw_table", packing.pack_table(
+                    *(packing.to_mid_lanes(a[c0 * m:c1 * m], c, m, P)
+                      for a in (d.bias, d.mult, d.shift)), P)), 0)
+                fields.update(dw_zp=d.zp, dw_min=d.lo, dw_max=d.hi)
+            # PW: the slice's columns, one descriptor per output tile
+            if u.fc is not None:
+                pw_w = u.pw.w[:, c0:c1]
+                c_out = pw_w.shape[0]
+                flags |= DescFlag.RAW_OUT
+                key = ("raw", n, s)
+                pixels = geo.out_h * geo.out_w
+                self.buffers[key] = 4 * pixels * packing.padded(c_out, Q)
+                partials.append(key)
+                out_parts, out_base = None, 0
+            elif u.slices is not None:      # a pool on one slice: identity PW of its channels
+                pw_w = u.pw.w[c0:c1, c0:c1]
+                c_out = c
+                out_parts, out_base = [(0, c)], c0
+            else:
+                pw_w = u.pw.w
+                c_out = pw_w.shape[0]
+                out_parts = self.parts.get(u.output)
+                out_base = 0
+            if u.residual is not None:
+                flags |= DescFlag.RESIDUAL
+                fields.update(u.add)
+                refs["res_addr"] = (self.buffer(u.residual), 0)
+            if u.fc is None:
+                fields.update(pw_zp=u.pw.zp, pw_min=u.pw.lo, pw_max=u.pw.hi)
+            tiles = self.out_tiles(u, c_out, out_parts)
+            tiles_per_slice = len(tiles)
+            for t, (a, b) in enumerate(tiles):
+                tw = pw_w[a:b]
+                og = packing.padded(b - a, Q) // Q
+                packed = (packing.pack_conv_weights(tw, P, Q) if u.conv
+                          else packing.pack_pw_weights(tw, m, P, Q))
+                r = dict(refs)
+                r["pw_weights"] = (self.blob(f"{tag}.pw_weights{t}", packed), 0)
+                if u.fc is None:
+                    r["pw_table"] = (self.blob(f"{tag}.pw_table{t}", packing.pack_table(
+                        *(_pad_to(arr[a:b], og * Q) for arr in
+                          (u.pw.bias, u.pw.mult, u.pw.shift)), Q)), 0)
+                    if out_parts is not None and u.slices is None:
+                        r["out_addr"] = (self.buffer(u.output, t), 0)
+                        pitch = og * Q // 8
+                    else:
+                        full = packing.padded(self.graph.tensor(u.output).shape[-1], P)
+                        r["out_addr"] = (self.buffer(u.output), out_base + a)
+                        pitch = full // 8
+                else:
+                    r["out_addr"] = (key, 4 * a)
+                    pitch = 4 * packing.padded(c_out, Q) // 8
+                f = dict(fields, flags=flags, exp_groups=g_e, mid_groups=mid_groups,
+                         out_groups=og, out_pitch=pitch)
+                reads = [r["in_addr"][0]] + ([r["res_addr"][0]] if "res_addr" in r else [])
+                self.jobs.append(_Job(f, r, reads, [r["out_addr"][0]]))
+        if u.fc is not None:
+            self.host_steps.append((n, partials))
+        return tiles_per_slice
+
+    def report(self, n: int, u: _Unit, first: int, count: int, tiles: int) -> dict:
+        geo = u.geo
+        return {
+            "layer": n, "operators": [op.index for op in u.ops],
+            "ops": [op.opcode for op in u.ops], "stages": u.stages,
+            "descriptors": [first, count], "runs_on": "accelerator" if u.fc is None
+            else "accelerator + host", "host_step": "fc_requant" if u.fc is not None else None,
+            "input": u.input, "output": u.output, "input_shape": [geo.h, geo.w, u.in_c],
+            "output_shape": list(u.out_shape), "kernel": geo.k, "stride": geo.stride,
+            "dilation": geo.dilation, "depth_multiplier": u.depth_mult,
+            "pad_top": geo.pad_top, "pad_left": geo.pad_left,
+            "mid_channels": (u.expand.w.shape[0] if u.expand is not None else geo.c)
+            * u.depth_mult, "tiles": tiles, "input_slices": len(u.slices or [0]),
+            "macs": int(u.macs), "note": u.note,
+        }
+
+
+# ---- DDR plan ---------------------------------------------------------------------------------
+
+def _plan_buffers(jobs: list[_Job], sizes: dict[object, int], pinned: set) -> dict[object, int]:
+    """Offsets (relative to the start of the activation area) of the buffers: a buffer lives
+    from the first descriptor that touches it to the last; a dead buffer's space is reused
+    (first fit). ``pinned`` buffers live for the whole program (model input and outputs,
+    host-step inputs)."""
+    first: dict[object, int] = {}
+    last: dict[object, int] = {}
+    for i, job in enumerate(jobs):
+        for key in job.reads + job.writes:
+            first.setdefault(key, i)
+            last[key] = i
+    for key in sizes:
+        if key in pinned:
+            first[key], last[key] = -1, len(jobs)
+        first.setdefault(key, -1)
+        last.setdefault(key, -1)
+    live: list[tuple[int, int, object]] = []  # (offset, size, key)
+    offsets: dict[object, int] = {}
+    for key in sorted(sizes, key=lambda k: (first[k], str(k))):
+        live = [entry for entry in live if last[entry[2]] >= first[key]]
+        size = _align(max(sizes[key], 1))
+        at = 0
+        for offset, used, _ in sorted(live):
+            if at + size <= offset:
+                break
+            at = max(at, offset + used)
+        offsets[key] = at
+        live.append((at, size, key))
+    return offsets
+
+
+def _tensor_info(graph: Graph, name: str, shape_of: str, lanes: int,
+                 offset: int | None) -> TensorInfo:
+    t, s = graph.tensor(name), graph.tensor(shape_of)
+    c = int(s.shape[-1])
+    return TensorInfo(shape_of, tuple(int(v) for v in s.shape), float(t.scale[0]),
                       int(t.zero_point[0]), c, packing.padded(c, lanes), lanes, offset)
 
 
@@ -400,58 +1271,91 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
         one-line message names the operator, the value and the limit.
     """
     cfg = get_config(config)
-    for name in (*graph.inputs, *graph.outputs):
-        _check_int8_activation(graph, name)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise UnsupportedModelError(f"dwsep runs models with one input and one output, not "
                                     f"{len(graph.inputs)} and {len(graph.outputs)}")
-    consumers = _consumers(graph)
-    layers = [_compile_layer(graph, dw, pw, cfg, n)
-              for n, (dw, pw) in enumerate(_match_pairs(graph))]
-    if layers[0].input != graph.inputs[0]:
-        raise UnsupportedModelError(f"the model input {graph.inputs[0]!r} must feed the first "
-                                    f"DEPTHWISE_CONV_2D, which reads {layers[0].input!r}")
-    if layers[-1].output != graph.outputs[0]:
-        raise UnsupportedModelError(f"the model output {graph.outputs[0]!r} must be the last "
-                                    f"CONV_2D's output {layers[-1].output!r}")
-    for prev, nxt in zip(layers, layers[1:], strict=False):
-        op = graph.operators[2 * nxt.report["layer"]]
-        if nxt.input != prev.output:
-            raise _fail(op, f"input {nxt.input!r} is not the previous layer's output "
-                            f"{prev.output!r}; dwsep runs one chain of layers")
-        if len(consumers[prev.output]) != 1:
-            raise _fail(op, f"tensor {prev.output!r} has {len(consumers[prev.output])} "
-                            "consumers; dwsep runs one chain of layers")
-        c = int(graph.tensor(prev.output).shape[-1])
-        if packing.padded(c, cfg.pw_cols) != packing.padded(c, cfg.dw_lanes):
-            raise _fail(op, f"{c} channels pad to {packing.padded(c, cfg.pw_cols)} as a "
-                            f"pointwise output but {packing.padded(c, cfg.dw_lanes)} as a "
-                            f"depthwise input in config {cfg.name!r}")
+    for name in (*graph.inputs, *graph.outputs):
+        _check_int8_activation(graph, name)
+    x = graph.input
+    if len(x.shape) != 4 or x.shape[0] != 1:
+        raise UnsupportedModelError(f"the model input {x.name!r} has shape {list(x.shape)}; "
+                                    "dwsep runs batch-1 NHWC inputs")
+    matcher = _Matcher(graph, cfg)
+    units = matcher.run()
+    _check_units(graph, cfg, units)
+    emitter = _Emitter(graph, cfg, units)
+    emitter.plan_slices()
+    reports = emitter.emit()
+    jobs = emitter.jobs
+    jobs[-1].fields["flags"] |= DescFlag.LAST
 
-    # DDR plan.
-    offset = _align(len(layers) * DESCRIPTOR.size)
+    out_name = matcher.resolve(graph.outputs[0])
+    input_key = emitter.buffer(graph.inputs[0])
+    pinned = {input_key} | {k for _, keys in emitter.host_steps for k in keys}
+    if out_name not in matcher.host:
+        pinned.add(emitter.buffer(out_name))
+    act = _plan_buffers(jobs, emitter.buffers, pinned)
+    offsets: dict[object, int] = {}
+    offset = _align(len(jobs) * DESCRIPTOR.size)
     blobs = []
-    for n, layer in enumerate(layers):
-        for key, data in layer.blobs.items():
-            blobs.append(Blob(f"layer{n}.{key}", offset, data))
-            layer.fields[key] = offset
-            offset = _align(offset + len(data))
-    act_offsets = {}
-    for name in [layers[0].input] + [layer.output for layer in layers]:
-        t = graph.tensor(name)
-        act_offsets[name] = offset
-        offset = _align(offset + t.shape[1] * t.shape[2]
-                        * packing.padded(int(t.shape[3]), cfg.dw_lanes if name == layers[0].input
-                                         else cfg.pw_cols))
-    for layer in layers:
-        layer.fields["in_addr"] = act_offsets[layer.input]
-        layer.fields["out_addr"] = act_offsets[layer.output]
-    layers[-1].fields["flags"] = DescFlag.LAST
+    for name, data in emitter.blob_order:
+        offsets[name] = offset
+        blobs.append(Blob(name, offset, data))
+        offset = _align(offset + len(data))
+    for key, rel in act.items():
+        offsets[key] = offset + rel
+    size = offset + max((rel + _align(max(emitter.buffers[k], 1)) for k, rel in act.items()),
+                        default=0)
+    descriptors = []
+    for job in jobs:
+        f = dict(job.fields, **dict.fromkeys(ADDRESS_FIELDS, 0))
+        for name, (key, extra) in job.refs.items():
+            f[name] = offsets[key] + extra
+        descriptors.append(f)
+
+    steps = []
+    for n, keys in emitter.host_steps:
+        u = units[n]
+        params = dict(u.fc, partials=[offsets[k] for k in keys], cols=cfg.pw_cols)
+        steps.append(HostStep("fc_requant", u.output, n, params))
+    output_step = next((s for s in steps if s.tensor == out_name), None)
     program = Program(
-        config=cfg, descriptors=[layer.fields for layer in layers], blobs=blobs,
-        input=_tensor_info(graph, layers[0].input, cfg.dw_lanes, act_offsets[layers[0].input]),
-        output=_tensor_info(graph, layers[-1].output, cfg.pw_cols,
-                            act_offsets[layers[-1].output]),
-        size=offset, layers=[layer.report for layer in layers])
+        config=cfg, descriptors=descriptors, blobs=blobs,
+        input=_tensor_info(graph, graph.inputs[0], graph.inputs[0], cfg.dw_lanes,
+                           offsets[input_key]),
+        output=_tensor_info(graph, out_name, graph.outputs[0], cfg.pw_cols,
+                            None if output_step else offsets[emitter.buffer(out_name)]),
+        size=size, layers=reports, host_steps=steps, output_step=output_step)
     program.descriptor_bytes(0)  # every field in range (raises ValueError otherwise)
     return program
+
+
+def _check_units(graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]) -> None:
+    """Limits shared by every descriptor of a layer: sizes, line-buffer rows, channel
+    padding agreement between a PW output and the next layer's input."""
+    P, Q = cfg.dw_lanes, cfg.pw_cols
+    written = {u.output for u in units if u.fc is None}
+    for u in units:
+        op, geo = u.ops[0], u.geo
+        for what, v in (("input height", geo.h), ("input width", geo.w),
+                        ("output height", geo.out_h), ("output width", geo.out_w)):
+            if v > cfg.max_dim:
+                raise _fail(op, f"{what} {v} exceeds max_dim={cfg.max_dim} of config "
+                                f"{cfg.name!r}")
+        c_lb = u.expand.w.shape[0] if u.expand is not None else geo.c
+        if u.slices is not None:
+            c_lb = max(c1 - c0 for c0, c1 in u.slices)
+        row = geo.w * packing.padded(c_lb, P)
+        cap = cfg.lb_row_capacity_words * P
+        if row > cap:
+            raise _fail(op, f"line-buffer row {geo.w}x{packing.padded(c_lb, P)} (width x "
+                            f"channels padded to {P}) = {row} bytes exceeds the {cap} bytes "
+                            f"(lb_width*lb_channels) of config {cfg.name!r}")
+        for name in (u.input, u.residual):
+            if name in written and name is not None:
+                c = int(graph.tensor(name).shape[-1])
+                if packing.padded(c, P) != packing.padded(c, Q):
+                    raise _fail(op, f"{c} channels pad to {packing.padded(c, Q)} as a PW "
+                                    f"output but {packing.padded(c, P)} as an input in config "
+                                    f"{cfg.name!r}")
+

@@ -14,6 +14,7 @@ import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +91,20 @@ class Device(ABC):
     Backends implement :meth:`read_word`, :meth:`write_word` and :meth:`alloc`; callers use
     the name-based :meth:`read_register`, :meth:`read_field`, :meth:`write_register`.
     ``counts_cycles`` is False for devices without timing (their cycle count is ``None``).
+    ``default_timeout_s`` is the wait a run gets unless the caller sets one.
+    ``on_descriptor``, when set, is called with a descriptor's index as the device starts
+    it: devices that execute a program synchronously inside the ``CTRL.start`` write (the
+    reference model) report progress this way; the others through ``LAYER.index``, which
+    :meth:`wait_done` polls.
     """
 
     name = "device"
     counts_cycles = True
+    default_timeout_s = 10.0
 
     def __init__(self, config: str | AcceleratorConfig):
         self.config = get_config(config)
+        self.on_descriptor: Callable[[int], None] | None = None
 
     @abstractmethod
     def read_word(self, offset: int) -> int:
@@ -128,8 +136,10 @@ class Device(ABC):
             word |= reg.field(field).encode(int(value))
         self.write_word(reg.offset, word)
 
-    def wait_done(self, timeout_s: float, poll_s: float = 1e-4) -> dict[str, int]:
-        """Poll ``STATUS`` until ``done`` or ``error``; return its fields.
+    def wait_done(self, timeout_s: float, poll_s: float = 1e-4,
+                  on_layer: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Poll ``STATUS`` until ``done`` or ``error``; return its fields. While busy,
+        ``on_layer`` (if given) gets ``LAYER.index`` after every poll.
 
         Raises
         ------
@@ -141,6 +151,8 @@ class Device(ABC):
             status = self.read_register("STATUS")
             if status["done"] or status["error"]:
                 return status
+            if on_layer is not None:
+                on_layer(self.read_field("LAYER", "index"))
             if time.monotonic() >= deadline:
                 raise DeviceTimeoutError(
                     f"{self.name}: no done after {timeout_s} s (STATUS busy={status['busy']}, "
@@ -201,7 +213,7 @@ class Accelerator:
         ``"reference"`` (NumPy), ``"rtl"`` (Verilator), ``"pynq"`` (board), or a
         :class:`Device` instance.
     timeout_s:
-        Longest wait for one run.
+        Longest wait for one run; ``None`` takes the device's ``default_timeout_s``.
     **backend_options:
         Passed to the backend's device class.
 
@@ -209,19 +221,22 @@ class Accelerator:
     ----------
     last_stats:
         After :meth:`run`: ``{"backend", "config", "cycles" (int, or None without timing),
-        "macs", "layers": [per-layer report dicts]}``.
+        "macs", "descriptors", "seconds", "layers": [per-layer report dicts, each with
+        "seconds" (wall time from its first descriptor's start to the next layer's, where
+        the device reported progress, else None)], "host_steps": [{"kind", "tensor",
+        "seconds"}]}``.
     """
 
     def __init__(self, config: str | AcceleratorConfig = "tiny",
-                 backend: str | Device = "reference", *, timeout_s: float = 10.0,
+                 backend: str | Device = "reference", *, timeout_s: float | None = None,
                  **backend_options):
         self.config = get_config(config)
-        self.timeout_s = timeout_s
         if isinstance(backend, Device):
             self.device = backend
         else:
             from .backends import device_class
             self.device = device_class(backend)(self.config, **backend_options)
+        self.timeout_s = self.device.default_timeout_s if timeout_s is None else timeout_s
         check_capabilities(self.device, self.config)
         self._cache: dict[object, _Loaded] = {}
         self.last_stats: dict | None = None
@@ -238,9 +253,14 @@ class Accelerator:
             self._cache[key] = _Loaded(graph, compile_model(graph, self.config))
         return self._cache[key]
 
-    def run(self, model: str | os.PathLike | bytes | Graph, x: np.ndarray) -> np.ndarray:
+    def run(self, model: str | os.PathLike | bytes | Graph, x: np.ndarray, *,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Run ``model`` on ``x`` (int8, NHWC with batch 1 or HWC); returns the int8 output
-        with the same batch convention.
+        with the same batch convention (the model's output shape, or without its leading 1).
+
+        ``progress(descriptor, count)`` is called as the device reaches each descriptor
+        (in increasing order, each once) and with ``(count, count)`` when the run is done;
+        ``Program.layer_of_descriptor`` names the layer.
 
         Raises
         ------
@@ -260,15 +280,30 @@ class Accelerator:
             loaded.buffer = self.device.alloc(prog.size)
             loaded.buffer.write(0, prog.link(loaded.buffer.physical_address))
         buf = loaded.buffer
-        buf.write(prog.input.offset, prog.input.pack(x.reshape(prog.input.shape[1:])))
+        buf.write(prog.input.offset, prog.input.pack(x))
+
+        count = len(prog.descriptors)
+        starts: dict[int, float] = {}
+
+        def reached(index: int) -> None:
+            for i in range(len(starts), min(index, count - 1) + 1):
+                starts[i] = time.monotonic()
+                if progress is not None:
+                    progress(i, count)
 
         dev = self.device
         if dev.read_field("STATUS", "busy"):
             raise DwsepError(f"{dev.name}: the accelerator is busy")
         dev.write_register("STATUS", done=1, error=1)
         dev.write_register("PROGRAM", addr=buf.physical_address)
-        dev.write_register("CTRL", start=1)
-        status = dev.wait_done(self.timeout_s)
+        t0 = time.monotonic()
+        dev.on_descriptor = reached
+        try:
+            dev.write_register("CTRL", start=1)
+            status = dev.wait_done(self.timeout_s, on_layer=reached)
+        finally:
+            dev.on_descriptor = None
+        t_end = time.monotonic()
         if status["error"]:
             err = dev.read_register("ERROR")
             try:
@@ -276,14 +311,29 @@ class Accelerator:
             except ValueError:
                 code = err["code"]
             raise HardwareError(code, err["layer"])
+        reached(count - 1)
+        if progress is not None:
+            progress(count, count)
         cycles = None
         if dev.counts_cycles:
             lo = dev.read_field("CYCLES_LO", "value")  # latches CYCLES_HI
             cycles = dev.read_field("CYCLES_HI", "value") << 32 | lo
-        out = prog.output.unpack(buf.read(prog.output.offset, prog.output.nbytes))
-        self.last_stats = {"backend": dev.name, "config": self.config.name, "cycles": cycles,
-                           "macs": prog.macs, "layers": [dict(r) for r in prog.layers]}
-        return out[None] if batched else out
+        results, steps = {}, []
+        for step in prog.host_steps:
+            t = time.monotonic()
+            results[step.tensor] = step.apply(buf.read)
+            steps.append({"kind": step.kind, "tensor": step.tensor,
+                          "seconds": time.monotonic() - t})
+        if prog.output_step is not None:
+            out = results[prog.output_step.tensor].reshape(prog.output.shape)
+        else:
+            out = prog.output.unpack(buf.read(prog.output.offset, prog.output.nbytes))
+        self.last_stats = {
+            "backend": dev.name, "config": self.config.name, "cycles": cycles,
+            "macs": prog.macs, "descriptors": count, "seconds": t_end - t0,
+            "layers": [dict(r, seconds=_layer_seconds(r, starts, t_end)) for r in prog.layers],
+            "host_steps": steps}
+        return out if batched or out.shape[0] != 1 else out[0]
 
     def close(self) -> None:
         """Free the buffers and the device."""
@@ -298,3 +348,12 @@ class Accelerator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _layer_seconds(report: dict, starts: dict[int, float], end: float) -> float | None:
+    """Wall time from the start of a layer's first descriptor to the start of the descriptor
+    after its last one (or the end of the run); ``None`` if the device did not report it."""
+    first, n = report["descriptors"]
+    if first not in starts:
+        return None
+    return starts.get(first + n, end) - starts[first]

@@ -1,6 +1,7 @@
 """The DDR data formats of dwsep: the one place that says how bytes are laid out.
 
-All formats are little-endian and follow docs/ARCHITECTURE.md ("Data formats in DDR").
+All formats are little-endian and follow docs/ARCHITECTURE.md ("Data formats in DDR" and
+"Layer descriptor v2").
 Notation: ``P`` = ``dw_lanes`` (= ``pw_rows``), ``Q`` = ``pw_cols``, ``C`` input channels,
 ``m`` depth multiplier, ``G = ceil(C / P)`` input groups, ``mid_groups = G * m``,
 ``C_out`` output channels, ``out_groups = ceil(C_out / Q)``.
@@ -17,13 +18,18 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "TABLE_RECORD_BYTES_PER_LANE", "padded", "pack_activations", "unpack_activations",
-    "mid_channel_map", "to_mid_lanes", "fold_bias", "pack_dw_weights", "pack_pw_weights",
-    "pack_table", "unpack_table",
+    "TABLE_RECORD_BYTES_PER_LANE", "IDENTITY_MULT", "IDENTITY_SHIFT", "padded",
+    "pack_activations", "unpack_activations", "unpack_raw", "mid_channel_map", "to_mid_lanes",
+    "fold_bias", "pack_dw_weights", "pack_pw_weights", "pack_expand_weights",
+    "pack_conv_weights", "pack_table", "unpack_table",
 ]
 
 #: bytes of one requant-table lane: bias int32 + mult int32 + shift int8
 TABLE_RECORD_BYTES_PER_LANE = 9
+#: ``(mult, shift)`` of an identity requantization: ``MBQM(x, 2**30, 1) == x`` for every int32
+#: ``x`` with ``|x| < 2**30`` (the left shift doubles ``x``, SRDHM halves it exactly), used
+#: with bias 0 and zero point 0 by the identity DW and PW stages
+IDENTITY_MULT, IDENTITY_SHIFT = 1 << 30, 1
 
 
 def padded(channels: int, lanes: int) -> int:
@@ -56,6 +62,18 @@ def unpack_activations(raw: bytes, h: int, w: int, c: int, lanes: int) -> np.nda
                          f"got {len(raw)}")
     a = np.frombuffer(bytes(raw[:n]), np.int8).reshape(h, w, c_pad)
     return a[:, :, :c].copy()
+
+
+def unpack_raw(raw: bytes, pixels: int, channels: int, cols: int) -> np.ndarray:
+    """``RAW_OUT`` output (``int32[pixels][ceil(channels/cols)*cols]`` little-endian, pixels
+    contiguous) -> ``int64[pixels, channels]`` (padding channels dropped)."""
+    c_pad = padded(channels, cols)
+    n = 4 * pixels * c_pad
+    if len(raw) < n:
+        raise ValueError(f"raw output {pixels}x{channels} (padded to {c_pad}) needs {n} bytes, "
+                         f"got {len(raw)}")
+    a = np.frombuffer(bytes(raw[:n]), "<i4").reshape(pixels, c_pad)
+    return a[:, :channels].astype(np.int64)
 
 
 def mid_channel_map(channels: int, depth_multiplier: int, lanes: int) -> np.ndarray:
@@ -130,6 +148,43 @@ def pack_pw_weights(w: np.ndarray, depth_multiplier: int, lanes: int, cols: int)
     og = wp.shape[0] // cols
     words = rows.reshape(og, cols, *cmap.shape).transpose(0, 2, 3, 1)  # [og, q, i, o]
     return np.ascontiguousarray(words).tobytes()
+
+
+def pack_expand_weights(w: np.ndarray, lanes: int) -> bytes:
+    """Expand (1x1) weights ``int8[C_e, C_in]`` -> ``ceil(C_e/P)*ceil(C_in/P)`` words of
+    ``P*P`` bytes (``P = lanes``).
+
+    Word ``oe*in_groups + gi``, byte ``i*P + o`` = ``w[oe*P + o, gi*P + i]``: the weight from
+    input channel ``gi*P + i`` to expanded channel ``oe*P + o``; 0 for padding channels.
+    """
+    w = np.asarray(w, np.int8)
+    if w.ndim != 2:
+        raise ValueError(f"expand weights must be int8[C_e, C_in], not {list(w.shape)}")
+    ce, ci = w.shape
+    wp = np.zeros((padded(ce, lanes), padded(ci, lanes)), np.int8)
+    wp[:ce, :ci] = w
+    words = wp.reshape(-1, lanes, wp.shape[1] // lanes, lanes)  # [oe, o, gi, i]
+    return np.ascontiguousarray(words.transpose(0, 2, 3, 1)).tobytes()  # [oe, gi, i, o]
+
+
+def pack_conv_weights(w: np.ndarray, lanes: int, cols: int) -> bytes:
+    """``CONV``-mode weights ``int8[C_out, k, k, C_in]`` (TFLite's ``CONV_2D`` layout) ->
+    ``out_groups * mid_groups`` words of ``lanes*cols`` bytes, ``mid_groups = k*k*G``,
+    ``G = ceil(C_in/lanes)``.
+
+    Word ``og*mid_groups + t`` with ``t = (g*k + ky)*k + kx`` (the line buffer's tap order
+    with ``m = 1``), byte ``i*cols + o`` = ``w[og*cols + o, ky, kx, g*lanes + i]``; 0 for
+    padding channels.
+    """
+    w = np.asarray(w, np.int8)
+    if w.ndim != 4 or w.shape[1] != w.shape[2]:
+        raise ValueError(f"conv weights must be int8[C_out, k, k, C_in], not {list(w.shape)}")
+    c_out, k, _, c_in = w.shape
+    wp = np.zeros((padded(c_out, cols), k, k, padded(c_in, lanes)), np.int8)
+    wp[:c_out, :, :, :c_in] = w
+    og, g = wp.shape[0] // cols, wp.shape[3] // lanes
+    words = wp.reshape(og, cols, k, k, g, lanes)  # [og, o, ky, kx, g, i]
+    return np.ascontiguousarray(words.transpose(0, 4, 2, 3, 5, 1)).tobytes()
 
 
 def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, lanes: int) -> bytes:

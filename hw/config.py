@@ -62,6 +62,8 @@ class AcceleratorConfig:
     expand_channels_max:
         Largest input channel count of a fused 1x1 expand stage (its outputs are bounded by
         ``mid_channels_max``); sizes the expand weight memory.
+    add_lanes:
+        Values the residual ADD computes per cycle (8 DSP48 each); divides ``pw_cols``.
     axi_data_width:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
@@ -80,6 +82,7 @@ class AcceleratorConfig:
     mid_channels_max: int
     out_channels_max: int
     expand_channels_max: int
+    add_lanes: int = 4
     axi_data_width: int = 64
     axi_addr_width: int = 32
 
@@ -121,6 +124,8 @@ class AcceleratorConfig:
         need(self.expand_channels_max % self.dw_lanes == 0,
              f"expand_channels_max ({self.expand_channels_max}) must be a multiple of "
              f"dw_lanes ({self.dw_lanes})")
+        need(self.pw_cols % self.add_lanes == 0,
+             f"add_lanes ({self.add_lanes}) must divide pw_cols ({self.pw_cols})")
         need(self.lb_width <= self.max_dim,
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
@@ -214,12 +219,15 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
         max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
         expand_channels_max=64,
     ),
-    # Sized for xc7z020 (PYNQ-Z2, 140 BRAM36): 16 DW lanes + 16x16 PW MACs. Line buffer
-    # 16 rows x 16 KiB (~57 BRAM36), PW weights 512 x 256 int8 (~29 BRAM36).
+    # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
+    # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
+    # 16 KiB (dilation 1: MobileNets use none), PW weights 1024 x 160 int8, expand weights
+    # 96 x 1024. Its DSP use (16x16 + 16x16 MACs, 4 per requant lane) is over budget: see
+    # bitstreams/README.md.
     AcceleratorConfig(
-        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=2,
-        max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=512,
-        out_channels_max=256, expand_channels_max=160,
+        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
+        max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
+        out_channels_max=160, expand_channels_max=96,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

@@ -272,6 +272,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     pad_limit = config.k_max * config.dilation_max
     out_word_beats = config.pw_cols // 8
     return [
+        d["flags"] < 2 * max(DescFlag),  # no unknown flag bits
         between(d["kernel"], 1, config.k_max),
         between(d["stride"], 1, 2),
         between(d["dilation"], 1, config.dilation_max),
@@ -292,6 +293,8 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
         implies(conv == 0, d["mid_groups"] == d["exp_groups"] * d["depth_mult"]),
         implies(raw, (residual == 0) & (d["out_pitch"] >= 4 * out_word_beats * d["out_groups"])),
         implies(raw == 0, d["out_pitch"] >= out_word_beats * d["out_groups"]),
+        # the residual is read as one contiguous run
+        implies(residual, d["out_pitch"] == out_word_beats * d["out_groups"]),
     ]
 
 

@@ -17,6 +17,11 @@ def _bits(n: int) -> int:
     return max(1, n.bit_length())
 
 
+#: Descriptor field each parameter comes from where the names differ: the line buffer's
+#: input is the expand stage's output when there is one.
+PARAM_SOURCES = {"in_groups": "exp_groups", "in_zp": "lb_zp"}
+
+
 def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Per-layer parameters of :class:`LineBuffer`, named as the ``hw.layout.DESCRIPTOR``
     fields they come from, sized by ``config``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -10,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
 
-__all__ = ["PointwiseArray", "pw_acc_layout", "pw_weight_layout"]
+__all__ = ["PointwiseArray", "PWGeometry", "pw_acc_layout", "pw_weight_layout"]
 
 #: adder-tree levels between two pipeline registers (two narrow adds, < 24 bits, per cycle)
 TREE_LEVELS_PER_STAGE = 2
@@ -21,16 +23,48 @@ def _addr_bits(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
-def pw_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+@dataclass(frozen=True)
+class PWGeometry:
+    """Sizes of one pointwise array: ``rows`` (P) input lanes, ``cols`` (Q) output lanes,
+    up to ``in_groups_max`` input words per pixel and ``out_groups_max`` output groups."""
+    rows: int
+    cols: int
+    in_groups_max: int
+    out_groups_max: int
+
+    @property
+    def weight_depth(self) -> int:
+        return self.in_groups_max * self.out_groups_max
+
+    @classmethod
+    def project(cls, config: AcceleratorConfig) -> PWGeometry:
+        """The main (project) array: mid groups in, PW output groups out."""
+        return cls(config.pw_rows, config.pw_cols, config.mid_groups_max,
+                   config.out_groups_max)
+
+    @classmethod
+    def expand(cls, config: AcceleratorConfig) -> PWGeometry:
+        """The expand array in front of the line buffer: ``P x P``."""
+        return cls(config.dw_lanes, config.dw_lanes, config.expand_in_groups_max,
+                   config.mid_groups_max)
+
+
+def _geometry(shape: AcceleratorConfig | PWGeometry) -> PWGeometry:
+    return PWGeometry.project(shape) if isinstance(shape, AcceleratorConfig) else shape
+
+
+def pw_weight_layout(shape: AcceleratorConfig | PWGeometry) -> data.ArrayLayout:
     """One PW weight word: ``int8[P][Q]``, element ``[i][o]`` at byte ``i*Q + o``."""
-    return data.ArrayLayout(data.ArrayLayout(signed(8), config.pw_cols), config.pw_rows)
+    g = _geometry(shape)
+    return data.ArrayLayout(data.ArrayLayout(signed(8), g.cols), g.rows)
 
 
-def pw_acc_layout(config: AcceleratorConfig) -> data.StructLayout:
+def pw_acc_layout(shape: AcceleratorConfig | PWGeometry) -> data.StructLayout:
     """Payload of the PW array -> requantizer stream (the requantizer's input layout)."""
+    g = _geometry(shape)
     return data.StructLayout({
-        "acc": data.ArrayLayout(signed(32), config.pw_cols),
-        "group": unsigned(_addr_bits(config.out_groups_max)),
+        "acc": data.ArrayLayout(signed(32), g.cols),
+        "group": unsigned(_addr_bits(g.out_groups_max)),
     })
 
 
@@ -49,9 +83,10 @@ class PointwiseArray(wiring.Component):
 
     Parameters
     ----------
-    config : AcceleratorConfig
-        ``P = config.pw_rows``, ``Q = config.pw_cols``; the weight memory has
-        ``config.pw_weight_depth`` words.
+    shape : AcceleratorConfig or PWGeometry
+        A config gives the main array (``PWGeometry.project``): ``P = config.pw_rows``,
+        ``Q = config.pw_cols``, ``config.pw_weight_depth`` weight words. A ``PWGeometry``
+        sizes any other array (the expand stage).
 
     Members
     -------
@@ -80,32 +115,31 @@ class PointwiseArray(wiring.Component):
         ``ceil(ceil(log2 P) / TREE_LEVELS_PER_STAGE)``, accumulate 1.
     """
 
-    def __init__(self, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
-        self.config = config
-        levels = (config.pw_rows - 1).bit_length()
+    def __init__(self, shape: AcceleratorConfig | PWGeometry):
+        if not isinstance(shape, AcceleratorConfig | PWGeometry):
+            raise TypeError(f"'config' must be an AcceleratorConfig, not {shape!r}")
+        self.geometry = g = _geometry(shape)
+        levels = (g.rows - 1).bit_length()
         self.tree_stages = -(-levels // TREE_LEVELS_PER_STAGE)
         self.latency = 3 + self.tree_stages
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(8), config.pw_rows))),
-            "mid_groups": In(unsigned(config.mid_groups_max.bit_length())),
-            "out_groups": In(unsigned(config.out_groups_max.bit_length())),
+            "i": In(stream.Signature(data.ArrayLayout(signed(8), g.rows))),
+            "mid_groups": In(unsigned(g.in_groups_max.bit_length())),
+            "out_groups": In(unsigned(g.out_groups_max.bit_length())),
             "start": In(1),
-            "wr": In(WritePortSignature(_addr_bits(config.pw_weight_depth),
-                                        pw_weight_layout(config))),
-            "o": Out(stream.Signature(pw_acc_layout(config))),
+            "wr": In(WritePortSignature(_addr_bits(g.weight_depth), pw_weight_layout(g))),
+            "o": Out(stream.Signature(pw_acc_layout(g))),
         })
 
     def elaborate(self, platform):
-        cfg = self.config
-        P, Q, half_words = cfg.pw_rows, cfg.pw_cols, cfg.mid_groups_max
+        g = self.geometry
+        P, Q, half_words = g.rows, g.cols, g.in_groups_max
         m = Module()
 
         m.submodules.pixels = pix = Memory(shape=data.ArrayLayout(signed(8), P),
                                            depth=2 * half_words, init=[])
-        m.submodules.weights = wmem = Memory(shape=pw_weight_layout(cfg),
-                                             depth=cfg.pw_weight_depth, init=[])
+        m.submodules.weights = wmem = Memory(shape=pw_weight_layout(g),
+                                             depth=g.weight_depth, init=[])
         wp = wmem.write_port()
         m.d.comb += [wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data), wp.en.eq(self.wr.en)]
 
@@ -136,8 +170,8 @@ class PointwiseArray(wiring.Component):
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         rd_half = Signal()
         q = Signal(range(half_words))
-        og = Signal(range(cfg.out_groups_max))
-        step = Signal(range(cfg.pw_weight_depth))  # = og*mid_groups + q
+        og = Signal(range(g.out_groups_max))
+        step = Signal(range(g.weight_depth))  # = og*mid_groups + q
         issue = Signal()
         q_last = q == self.mid_groups - 1
         m.d.comb += issue.eq(adv & Mux(rd_half, full[1], full[0]))

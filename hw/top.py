@@ -1,14 +1,16 @@
-"""Top level: register bank, program controller and the DW -> PW datapath."""
+"""Top level: register bank, program controller and the layer datapath."""
 
 from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature, AXI4Signature
+from .add import ResidualAdd
+from .axi import AXI4LiteSignature, AXI4ReadSignature, AXI4Signature
+from .beat_packer import BeatPacker
 from .beat_serializer import BeatSerializer
 from .config import AcceleratorConfig
 from .csr import ControlRegisters
@@ -23,8 +25,8 @@ from .layout import (
     Opcode,
     descriptor_param_checks,
 )
-from .line_buffer import LineBuffer
-from .pw_array import PointwiseArray
+from .line_buffer import PARAM_SOURCES, LineBuffer
+from .pw_array import PointwiseArray, PWGeometry
 from .requant import Requantizer
 
 __all__ = ["Accelerator"]
@@ -33,22 +35,29 @@ _DESC_BEATS = DESCRIPTOR.size // 8
 
 
 class Load(enum.IntEnum):
-    """Per-layer tables, loaded in this order before the layer runs."""
-    DW_WEIGHTS = 0
-    DW_TABLE = 1
-    PW_WEIGHTS = 2
-    PW_TABLE = 3
+    """Per-layer tables, loaded in this order before the layer runs (those its flags need)."""
+    EXP_WEIGHTS = 0
+    EXP_TABLE = 1
+    DW_WEIGHTS = 2
+    DW_TABLE = 3
+    PW_WEIGHTS = 4
+    PW_TABLE = 5
 
 
 class Accelerator(wiring.Component):
     """The dwsep accelerator.
 
     Software writes a program address and sets ``CTRL.start``; the controller then walks the
-    descriptor list: for each layer it fetches the descriptor, checks it against the limits
-    this instance was built with, loads the DW and PW weight and requant tables into on-chip
-    memories, and streams the input through line buffer -> DW array -> requant -> PW array
-    -> requant -> DDR, with the DW output kept on chip. ``STATUS.done`` (and ``irq`` when
-    enabled) follows the descriptor flagged ``LAST``.
+    descriptor list (``hw.layout.DESCRIPTOR``, ``Opcode.LAYER``): for each layer it fetches
+    the descriptor, checks it against the limits this instance was built with
+    (``layout.descriptor_param_checks``), loads the weight and requant tables the layer's
+    flags need into on-chip memories, and streams the input through
+
+    ``[expand PW -> requant] -> line buffer -> (DW -> requant | conv taps) -> PW ->
+    (requant [-> residual ADD] | int32) -> DDR``
+
+    with every intermediate on chip. ``STATUS.done`` (and ``irq`` when enabled) follows the
+    descriptor flagged ``LAST``.
 
     Parameters
     ----------
@@ -59,7 +68,11 @@ class Accelerator(wiring.Component):
     s_axil : ``In(AXI4LiteSignature)``
         Control registers (``hw.layout.REGISTERS``).
     m_axi : ``Out(AXI4Signature)``
-        DDR access, 64-bit, bursts of up to 16 beats (AXI3-compatible lengths).
+        DDR: descriptors, tables, the layer input and the output; 64-bit, bursts of up to
+        16 beats (AXI3-compatible lengths).
+    m_axi_res : ``Out(AXI4ReadSignature)``
+        DDR reads of the residual input. A port of its own: on a shared read channel a
+        stalled input stream would block the residual data the pipeline waits for.
     irq : ``Out(1)``
         Level interrupt.
     """
@@ -68,41 +81,45 @@ class Accelerator(wiring.Component):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self.config = config
+        aw = config.axi_addr_width
         super().__init__({
             "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
-            "m_axi": Out(AXI4Signature(addr_width=config.axi_addr_width)),
+            "m_axi": Out(AXI4Signature(addr_width=aw)),
+            "m_axi_res": Out(AXI4ReadSignature(addr_width=aw)),
             "irq": Out(1),
         })
 
     def elaborate(self, platform):
         cfg = self.config
         P, Q = cfg.dw_lanes, cfg.pw_cols
+        aw = cfg.axi_addr_width
         m = Module()
 
         m.submodules.csr = csr = ControlRegisters(cfg)
-        m.submodules.reader = reader = DMAReader(addr_width=cfg.axi_addr_width)
-        m.submodules.writer = writer = DMAWriter(addr_width=cfg.axi_addr_width)
+        m.submodules.reader = reader = DMAReader(addr_width=aw)
+        m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
+        m.submodules.writer = writer = DMAWriter(addr_width=aw)
+        m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
+        m.submodules.expand = expand = PointwiseArray(PWGeometry.expand(cfg))
+        m.submodules.exp_requant = expq = Requantizer(P, cfg.mid_groups_max)
+        m.submodules.exp_serializer = exp_ser = BeatSerializer(expq.o.payload.shape())
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
         m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max)
         m.submodules.pw_array = pw = PointwiseArray(cfg)
         m.submodules.pw_requant = pwq = Requantizer(Q, cfg.out_groups_max)
-        m.submodules.serializer = ser = BeatSerializer(pwq.o.payload.shape())
+        m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q))
+        m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
+        m.submodules.out_serializer = out_ser = BeatSerializer(pwq.o.payload.shape())
+        m.submodules.raw_serializer = raw_ser = BeatSerializer(pw.o.payload.acc.shape())
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         m.d.comb += self.irq.eq(csr.irq)
-        for dma in (reader, writer):
+        for port, dma in ((self.m_axi, reader), (self.m_axi, writer),
+                          (self.m_axi_res, res_reader)):
             for name, member in dma.axi.signature.members.items():
-                ours, theirs = getattr(self.m_axi, name), getattr(dma.axi, name)
+                ours, theirs = getattr(port, name), getattr(dma.axi, name)
                 m.d.comb += (ours.eq(theirs) if member.flow == Out else theirs.eq(ours))
-
-        # ---- datapath: line buffer -> DW -> requant -> PW -> requant -> beats -> DDR ----
-        self._connect_stream(m, lb.taps, dw.taps)
-        self._connect_stream(m, dw.o, dwq.i)
-        self._connect_stream(m, dwq.o, pw.i)
-        self._connect_stream(m, pw.o, pwq.i)
-        wiring.connect(m, pwq.o, ser.i)
-        wiring.connect(m, ser.o, writer.data)
 
         # ---- the current descriptor ----
         desc = Signal(8 * DESCRIPTOR.size)
@@ -112,34 +129,37 @@ class Accelerator(wiring.Component):
             value = desc[f.lsb:f.lsb + f.width]
             return value.as_signed() if f.signed else value
 
-        for name in lb.params.shape().members:
-            m.d.comb += getattr(lb.params, name).eq(field(name))
-        m.d.comb += [
-            pw.mid_groups.eq(field("mid_groups")), pw.out_groups.eq(field("out_groups")),
-            dwq.zp.eq(field("dw_zp")), dwq.act_min.eq(field("dw_min")),
-            dwq.act_max.eq(field("dw_max")),
-            pwq.zp.eq(field("pw_zp")), pwq.act_min.eq(field("pw_min")),
-            pwq.act_max.eq(field("pw_max")),
-        ]
+        def flag(bit):
+            return (field("flags") & bit) != 0
+
+        expand_on, conv_on = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
+        residual_on, raw_on = flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+
+        self._datapath(m, cfg, field, expand_on, conv_on, residual_on, raw_on,
+                       reader, res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw,
+                       dwq, pw, pwq, res_packer, add, out_ser, raw_ser)
 
         # ---- sizes derived from the descriptor (computed over two cycles) ----
-        aw = cfg.axi_addr_width
         in_pixels, out_pixels, taps = Signal(32), Signal(32), Signal(8)
-        in_beats, out_beats = Signal(32), Signal(32)
+        in_beats, res_beats, pixel_beats = Signal(32), Signal(32), Signal(16)
         load_words = [Signal(32, name=f"words_{ld.name.lower()}") for ld in Load]
-        load_beats_per_word = [P // 8, 9 * P // 8, P * Q // 8, 9 * Q // 8]
-        load_addr = [field("dw_weights"), field("dw_table"), field("pw_weights"),
-                     field("pw_table")]
-        load_ports = [dw.wr, dwq.wr, pw.wr, pwq.wr]
+        load_beats_per_word = [P * P // 8, 9 * P // 8, P // 8, 9 * P // 8, P * Q // 8,
+                               9 * Q // 8]
+        load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
+                                        "pw_weights", "pw_table")]
+        load_ports = [expand.wr, expq.wr, dw.wr, dwq.wr, pw.wr, pwq.wr]
+        load_needed = [expand_on, expand_on, ~conv_on, ~conv_on, Const(1), ~raw_on]
 
         # ---- controller ----
         desc_addr = Signal(aw)
         layer = Signal(16)
         beat_count = Signal(range(_DESC_BEATS + 1))
         error_code = Signal(8)
-        load = Signal(range(len(Load)))
+        load = Signal(range(len(Load) + 1))
         reader_cmd_sent = Signal()
-        writer_cmd_sent = Signal()
+        res_cmd_sent = Signal()
+        out_pixel = Signal(32)      # next pixel whose write command is issued
+        out_addr = Signal(aw)       # its address
         settle = Signal()
 
         # loader: beats shift into `buf` from the top; a word of n beats is the top n*64 bits
@@ -149,7 +169,6 @@ class Accelerator(wiring.Component):
         word_addr = Signal(32)
         write_en = Signal()
         write_addr = Signal(32)
-
         for i, port in enumerate(load_ports):
             width = load_beats_per_word[i] * 64
             m.d.comb += [
@@ -158,36 +177,34 @@ class Accelerator(wiring.Component):
                 port.en.eq(write_en & (load == i)),
             ]
 
-        m.d.comb += [
-            csr.layer.eq(layer),
-            csr.error_code.eq(error_code),
-            csr.error_layer.eq(layer),
-            lb.fill.payload.eq(reader.data.payload),
-        ]
+        def by_load(values):
+            """``values[load]`` as a mux chain."""
+            out = values[-1]
+            for i in reversed(range(len(values) - 1)):
+                out = Mux(load == i, values[i], out)
+            return out
+
+        n_word = by_load([Const(b, 16) for b in load_beats_per_word])
+        cur_words = by_load(load_words)
+        cur_addr = by_load(load_addr)
+        cur_needed = by_load(load_needed)
+
+        m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
+                     csr.error_layer.eq(layer)]
         m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0),
-                     lb.start.eq(0), pw.start.eq(0), reader.clear.eq(0), writer.clear.eq(0)]
+                     lb.start.eq(0), pw.start.eq(0), expand.start.eq(0),
+                     reader.clear.eq(0), writer.clear.eq(0), res_reader.clear.eq(0)]
 
         def fail(code):
             m.d.sync += [error_code.eq(code), csr.error.eq(1)]
             m.next = "IDLE"
 
-        n_word = Mux(load == Load.DW_WEIGHTS, load_beats_per_word[0],
-                     Mux(load == Load.DW_TABLE, load_beats_per_word[1],
-                         Mux(load == Load.PW_WEIGHTS, load_beats_per_word[2],
-                             load_beats_per_word[3])))
-        cur_words = Mux(load == Load.DW_WEIGHTS, load_words[0],
-                        Mux(load == Load.DW_TABLE, load_words[1],
-                            Mux(load == Load.PW_WEIGHTS, load_words[2], load_words[3])))
-        cur_addr = Mux(load == Load.DW_WEIGHTS, load_addr[0],
-                       Mux(load == Load.DW_TABLE, load_addr[1],
-                           Mux(load == Load.PW_WEIGHTS, load_addr[2], load_addr[3])))
-
         with m.FSM(name="ctrl") as fsm:
             m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"), m.If(csr.start):
                 m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0),
-                             error_code.eq(ErrorCode.NONE),
-                             reader.clear.eq(1), writer.clear.eq(1)]
+                             error_code.eq(ErrorCode.NONE), reader.clear.eq(1),
+                             writer.clear.eq(1), res_reader.clear.eq(1)]
                 with m.If(csr.prog_addr[:3] != 0):
                     fail(ErrorCode.MISALIGNED)
                 with m.Else():
@@ -214,29 +231,42 @@ class Accelerator(wiring.Component):
                     in_pixels.eq(field("in_h") * field("in_w")),
                     out_pixels.eq(field("out_h") * field("out_w")),
                     taps.eq(field("kernel") * field("kernel")),
+                    pixel_beats.eq(Mux(raw_on, 4, 1) * field("out_groups") * (Q // 8)),
                 ]
                 m.next = "CHECK"
 
             with m.State("CHECK"):
                 m.d.sync += [
                     in_beats.eq(in_pixels * field("in_groups") * (P // 8)),
-                    out_beats.eq(out_pixels * field("out_groups") * (Q // 8)),
+                    res_beats.eq(out_pixels * field("out_groups") * (Q // 8)),
+                    load_words[Load.EXP_WEIGHTS].eq(field("exp_groups") * field("in_groups")),
+                    load_words[Load.EXP_TABLE].eq(field("exp_groups")),
                     load_words[Load.DW_WEIGHTS].eq(field("mid_groups") * taps),
                     load_words[Load.DW_TABLE].eq(field("mid_groups")),
                     load_words[Load.PW_WEIGHTS].eq(field("mid_groups") * field("out_groups")),
                     load_words[Load.PW_TABLE].eq(field("out_groups")),
-                    load.eq(Load.DW_WEIGHTS),
+                    load.eq(0),
                 ]
-                addrs = [field(n) for n in ("in_addr", "out_addr", "dw_weights", "dw_table",
+                addrs = [field(n) for n in ("in_addr", "out_addr", "res_addr", "exp_weights",
+                                            "exp_table", "dw_weights", "dw_table",
                                             "pw_weights", "pw_table")]
-                with m.If(field("opcode") != Opcode.DWSEP):
+                with m.If(field("opcode") != Opcode.LAYER):
                     fail(ErrorCode.BAD_OPCODE)
                 with m.Elif(~self._params_ok(field)):
                     fail(ErrorCode.BAD_PARAMS)
                 with m.Elif(Cat(a[:3] for a in addrs).any()):
                     fail(ErrorCode.MISALIGNED)
                 with m.Else():
+                    m.next = "LOAD_NEXT"
+
+            with m.State("LOAD_NEXT"):
+                # skip the tables this layer does not use
+                with m.If(load == len(Load)):
+                    m.next = "RUN_START"
+                with m.Elif(cur_needed):
                     m.next = "LOAD_CMD"
+                with m.Else():
+                    m.d.sync += load.eq(load + 1)
 
             with m.State("LOAD_CMD"):
                 m.d.comb += [reader.cmd.valid.eq(1),
@@ -262,44 +292,57 @@ class Accelerator(wiring.Component):
                 # the last word's write happens in this cycle
                 with m.If(reader.error):
                     fail(ErrorCode.AXI_READ)
-                with m.Elif(load == Load.PW_TABLE):
-                    m.next = "RUN_START"
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
-                    m.next = "LOAD_CMD"
+                    m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):
-                m.d.sync += [lb.start.eq(1), pw.start.eq(1),
-                             reader_cmd_sent.eq(0), writer_cmd_sent.eq(0)]
+                m.d.sync += [lb.start.eq(1), pw.start.eq(1), expand.start.eq(1),
+                             reader_cmd_sent.eq(0), res_cmd_sent.eq(~residual_on),
+                             out_pixel.eq(0), out_addr.eq(field("out_addr"))]
                 m.next = "RUN_CMDS"
 
             with m.State("RUN_CMDS"):
+                contiguous = pixel_beats == field("out_pitch")
                 m.d.comb += [
                     reader.cmd.valid.eq(~reader_cmd_sent),
                     reader.cmd.payload.addr.eq(field("in_addr")),
                     reader.cmd.payload.beats.eq(in_beats),
-                    writer.cmd.valid.eq(~writer_cmd_sent),
-                    writer.cmd.payload.addr.eq(field("out_addr")),
-                    writer.cmd.payload.beats.eq(out_beats),
+                    res_reader.cmd.valid.eq(~res_cmd_sent),
+                    res_reader.cmd.payload.addr.eq(field("res_addr")),
+                    res_reader.cmd.payload.beats.eq(res_beats),
+                    writer.cmd.valid.eq(out_pixel != out_pixels),
+                    writer.cmd.payload.addr.eq(out_addr),
+                    # one command for a contiguous output, else one per pixel
+                    writer.cmd.payload.beats.eq(Mux(contiguous, out_pixels * pixel_beats,
+                                                    pixel_beats)),
                 ]
                 r_done = reader_cmd_sent | reader.cmd.ready
-                w_done = writer_cmd_sent | writer.cmd.ready
-                m.d.sync += [reader_cmd_sent.eq(r_done), writer_cmd_sent.eq(w_done)]
-                with m.If(r_done & w_done):
+                res_done = res_cmd_sent | res_reader.cmd.ready
+                w_step = writer.cmd.valid & writer.cmd.ready
+                with m.If(w_step):
+                    m.d.sync += [out_pixel.eq(Mux(contiguous, out_pixels, out_pixel + 1)),
+                                 out_addr.eq(out_addr + field("out_pitch") * 8)]
+                w_done = (out_pixel == out_pixels) | (
+                    w_step & (contiguous | (out_pixel == out_pixels - 1)))
+                m.d.sync += [reader_cmd_sent.eq(r_done), res_cmd_sent.eq(res_done)]
+                with m.If(r_done & res_done & w_done):
                     m.d.sync += settle.eq(1)
                     m.next = "RUN_WAIT"
 
             with m.State("RUN_WAIT"):
                 m.d.sync += settle.eq(0)
-                with m.If(~settle & ~writer.busy & ~reader.busy & ~lb.busy):
-                    with m.If(reader.error):
+                idle = ~(writer.busy | reader.busy | res_reader.busy | lb.busy)
+                with m.If(~settle & idle):
+                    with m.If(reader.error | res_reader.error):
                         fail(ErrorCode.AXI_READ)
                     with m.Elif(writer.error):
                         fail(ErrorCode.AXI_WRITE)
                     with m.Else():
                         m.next = "NEXT"
+
             with m.State("NEXT"):
-                with m.If(field("flags") & DescFlag.LAST):
+                with m.If(flag(DescFlag.LAST)):
                     m.d.sync += csr.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -307,22 +350,88 @@ class Accelerator(wiring.Component):
                                  layer.eq(layer + 1)]
                     m.next = "FETCH_CMD"
 
-        # While a layer runs, the reader's beats are the input tensor for the line buffer.
-        with m.If(fsm.ongoing("RUN_CMDS") | fsm.ongoing("RUN_WAIT")):
-            m.d.comb += [lb.fill.valid.eq(reader.data.valid),
-                         reader.data.ready.eq(lb.fill.ready)]
+        # While a layer runs, the main reader's beats are the layer input: to the expand
+        # stage, or straight into the line buffer.
+        running = fsm.ongoing("RUN_CMDS") | fsm.ongoing("RUN_WAIT")
+        with m.If(running):
+            m.d.comb += reader.data.ready.eq(Mux(expand_on, in_packer.i.ready,
+                                                 lb.fill.ready))
+        m.d.comb += [
+            in_packer.i.valid.eq(reader.data.valid & running & expand_on),
+            in_packer.i.payload.eq(reader.data.payload),
+            lb.fill.valid.eq(Mux(expand_on, exp_ser.o.valid, reader.data.valid & running)),
+        ]
         return m
 
-    @staticmethod
-    def _connect_stream(m, src, dst):
-        """Connect streams whose payloads carry the same fields (widths may differ)."""
-        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
-        dst_shape = dst.payload.shape()
-        if hasattr(dst_shape, "members") and hasattr(src.payload.shape(), "members"):
-            for name in dst_shape.members:
-                m.d.comb += getattr(dst.payload, name).eq(getattr(src.payload, name))
-        else:
-            m.d.comb += dst.payload.eq(src.payload)
+    def _datapath(self, m, cfg, field, expand_on, conv_on, residual_on, raw_on, reader,
+                  res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw, dwq, pw, pwq,
+                  res_packer, add, out_ser, raw_ser):
+        """Stream connections between the stages, steered by the descriptor's flags."""
+        # layer parameters (static while a layer runs)
+        for name in lb.params.shape().members:
+            m.d.comb += getattr(lb.params, name).eq(field(PARAM_SOURCES.get(name, name)))
+        m.d.comb += [
+            expand.mid_groups.eq(field("in_groups")), expand.out_groups.eq(field("exp_groups")),
+            pw.mid_groups.eq(field("mid_groups")), pw.out_groups.eq(field("out_groups")),
+        ]
+        for rq, prefix in ((expq, "exp"), (dwq, "dw"), (pwq, "pw")):
+            m.d.comb += [rq.zp.eq(field(f"{prefix}_zp")), rq.act_min.eq(field(f"{prefix}_min")),
+                         rq.act_max.eq(field(f"{prefix}_max"))]
+        add_fields = {"a_zp": "add_a_zp", "b_zp": "add_b_zp", "a_mult": "add_a_mult",
+                      "b_mult": "add_b_mult", "out_mult": "add_out_mult",
+                      "a_shift": "add_a_shift", "b_shift": "add_b_shift",
+                      "out_shift": "add_out_shift", "out_zp": "add_zp", "act_min": "add_min",
+                      "act_max": "add_max"}
+        for name in add.params.shape().members:
+            m.d.comb += getattr(add.params, name).eq(field(add_fields[name]))
+
+        # expand: input words -> P x P PW -> requant -> beats -> line buffer
+        wiring.connect(m, in_packer.o, expand.i)
+        _connect_fields(m, expand.o, expq.i)
+        wiring.connect(m, expq.o, exp_ser.i)
+        m.d.comb += [
+            lb.fill.payload.eq(Mux(expand_on, exp_ser.o.payload, reader.data.payload)),
+            exp_ser.o.ready.eq(lb.fill.ready & expand_on),
+        ]
+
+        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the PW array
+        _connect_fields(m, dw.o, dwq.i)
+        for name in dw.taps.payload.shape().members:
+            m.d.comb += getattr(dw.taps.payload, name).eq(getattr(lb.taps.payload, name))
+        m.d.comb += [
+            dw.taps.valid.eq(lb.taps.valid & ~conv_on),
+            lb.taps.ready.eq(Mux(conv_on, pw.i.ready, dw.taps.ready)),
+            pw.i.valid.eq(Mux(conv_on, lb.taps.valid, dwq.o.valid)),
+            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data, dwq.o.payload)),
+            dwq.o.ready.eq(pw.i.ready & ~conv_on),
+        ]
+
+        # PW output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]
+        _connect_fields(m, pw.o, pwq.i)
+        m.d.comb += [
+            pwq.i.valid.eq(pw.o.valid & ~raw_on),
+            raw_ser.i.valid.eq(pw.o.valid & raw_on),
+            raw_ser.i.payload.eq(pw.o.payload.acc),
+            pw.o.ready.eq(Mux(raw_on, raw_ser.i.ready, pwq.i.ready)),
+        ]
+        wiring.connect(m, res_reader.data, res_packer.i)
+        m.d.comb += [
+            add.a.payload.eq(pwq.o.payload),
+            add.a.valid.eq(pwq.o.valid & residual_on),
+            add.b.payload.eq(res_packer.o.payload),
+            add.b.valid.eq(res_packer.o.valid),
+            res_packer.o.ready.eq(add.b.ready),
+            out_ser.i.valid.eq(Mux(residual_on, add.o.valid, pwq.o.valid)),
+            out_ser.i.payload.eq(Mux(residual_on, add.o.payload, pwq.o.payload)),
+            pwq.o.ready.eq(Mux(residual_on, add.a.ready, out_ser.i.ready)),
+            add.o.ready.eq(out_ser.i.ready & residual_on),
+        ]
+        m.d.comb += [
+            writer.data.valid.eq(Mux(raw_on, raw_ser.o.valid, out_ser.o.valid)),
+            writer.data.payload.eq(Mux(raw_on, raw_ser.o.payload, out_ser.o.payload)),
+            raw_ser.o.ready.eq(writer.data.ready & raw_on),
+            out_ser.o.ready.eq(writer.data.ready & ~raw_on),
+        ]
 
     def _params_ok(self, field):
         names = {f.name: field(f.name) for f in DESCRIPTOR}
@@ -330,3 +439,14 @@ class Accelerator(wiring.Component):
         for cond in descriptor_param_checks(names, self.config):
             ok = ok & cond
         return ok
+
+
+def _int8_words(lanes: int) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(8), lanes)
+
+
+def _connect_fields(m, src, dst):
+    """Connect streams whose struct payloads carry the same fields (widths may differ)."""
+    m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+    for name in dst.payload.shape().members:
+        m.d.comb += getattr(dst.payload, name).eq(getattr(src.payload, name))

@@ -1,7 +1,8 @@
-"""cocotb bench of the whole accelerator: cocotbext-axi ``AxiRam`` as DDR, ``AxiLiteMaster``
-for the registers. Runs one *job* (written by :mod:`dwsep.sim.rtl`): load a DDR image,
-replay the driver's register writes, let the program run until the accelerator is no longer
-busy, read every register back and save the DDR image.
+"""cocotb bench of the whole accelerator: cocotbext-axi ``AxiRam`` as DDR (on ``m_axi``,
+and read-only on ``m_axi_res`` over the same bytes), ``AxiLiteMaster`` for the registers.
+Runs one *job* (written by :mod:`dwsep.sim.rtl`): load a DDR image, replay the driver's
+register writes, let the program run until the accelerator is no longer busy, read every
+register back and save the DDR image.
 
 The job file is named by the ``DWSEP_JOB`` environment variable (JSON, see
 :func:`dwsep.sim.rtl.simulate`). Python stays off the per-cycle path unless backpressure is
@@ -19,7 +20,8 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
+from cocotbext.axi.axi_ram import AxiRamRead
 
 from dwsep.hw.layout import REGISTERS
 
@@ -28,6 +30,7 @@ from dwsep.hw.layout import REGISTERS
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
 
 POLL_CYCLES = 256  # cycles between STATUS polls: far below any layer's run time
+PROGRESS_POLLS = 64  # polls between progress reports (LAYER.index to the progress file)
 
 
 def _pauses(rng: random.Random, p_pause: float):
@@ -35,14 +38,23 @@ def _pauses(rng: random.Random, p_pause: float):
         yield rng.random() < p_pause
 
 
-def _apply_backpressure(ram: AxiRam, axil: AxiLiteMaster, seed: int, p_pause: float) -> None:
+def _apply_backpressure(ram: AxiRam, res_ram: AxiRamRead, axil: AxiLiteMaster, seed: int,
+                        p_pause: float) -> None:
     rng = random.Random(seed)
     channels = [ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
                 ram.read_if.ar_channel, ram.read_if.r_channel,
+                res_ram.ar_channel, res_ram.r_channel,
                 axil.write_if.aw_channel, axil.write_if.w_channel, axil.write_if.b_channel,
                 axil.read_if.ar_channel, axil.read_if.r_channel]
     for ch in channels:
         ch.set_pause_generator(_pauses(random.Random(rng.getrandbits(32)), p_pause))
+
+
+def _report(path: Path, values: dict) -> None:
+    """Replace ``path`` atomically, so a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values))
+    tmp.replace(path)
 
 
 @cocotb.test()
@@ -52,9 +64,12 @@ async def run_job(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
 
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, mem=mem)
+    # the residual read port sees the same DDR
+    res_ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_res_"), dut.clk, dut.rst, mem=mem)
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
     if job.get("backpressure_seed") is not None:
-        _apply_backpressure(ram, axil, job["backpressure_seed"], job.get("p_pause", 0.3))
+        _apply_backpressure(ram, res_ram, axil, job["backpressure_seed"],
+                            job.get("p_pause", 0.3))
 
     # a full 0 -> 1 -> 0 reset pulse: cocotbext-axi reacts to reset edges (cocotbext-axi #116)
     dut.rst.value = 0
@@ -69,11 +84,16 @@ async def run_job(dut):
     for name, value in job["writes"]:
         await axil.write_dword(REGISTERS[name].offset, value)
     if job["wait"]:
+        polls = 0
         while cycles_run < job["max_cycles"]:
             await ClockCycles(dut.clk, POLL_CYCLES)
             cycles_run += POLL_CYCLES
             if not busy.decode(await axil.read_dword(REGISTERS["STATUS"].offset)):
                 break
+            polls += 1
+            if job.get("progress") and polls % PROGRESS_POLLS == 0:
+                layer = await axil.read_dword(REGISTERS["LAYER"].offset)
+                _report(Path(job["progress"]), {"LAYER": layer, "sim_cycles": cycles_run})
 
     registers = {}
     for reg in REGISTERS:  # in map order: CYCLES_LO is read before CYCLES_HI (latch)

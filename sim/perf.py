@@ -38,7 +38,7 @@ from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 from dwsep.hw.dma_reader import DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
-from dwsep.hw.layout import DESCRIPTOR
+from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.pw_array import TREE_LEVELS_PER_STAGE
 from dwsep.hw.requant import Requantizer
@@ -136,8 +136,8 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
 
 
 def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
-    """``macs / (dw_lanes + pw_rows*pw_cols)``: cycles if every MAC unit did useful work
-    every cycle (the DW and PW arrays overlap, so both count)."""
+    """``macs / config.macs`` (DW lanes + expand array + PW array): cycles if every MAC unit
+    did useful work every cycle."""
     return macs / get_config(config).macs
 
 
@@ -155,9 +155,14 @@ def _fetch_cycles(mem: MemoryTiming) -> int:
 
 
 def _load_cycles(beats: int, mem: MemoryTiming) -> int:
-    """``LOAD_CMD`` (1) + ``LOAD_DATA`` (until the last beat is on ``data``) +
-    ``LOAD_FLUSH`` (1, the last word's write)."""
-    return 1 + _read_cycles(beats, mem) + 1
+    """``LOAD_NEXT`` (1, the table is needed) + ``LOAD_CMD`` (1) + ``LOAD_DATA`` (until the
+    last beat is on ``data``) + ``LOAD_FLUSH`` (1, the last word's write)."""
+    return 1 + 1 + _read_cycles(beats, mem) + 1
+
+
+#: tables of hw.top.Load a DW + PW layer does not load (``LOAD_NEXT`` skips each in a cycle)
+_SKIPPED_TABLES = 2  # EXP_WEIGHTS, EXP_TABLE
+_MODELLED_FLAGS = DescFlag.LAST
 
 
 def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
@@ -293,14 +298,21 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
     ``total = fetch + sum(loads) + run`` with
 
     * ``fetch = 1 + (CMD_TO_AR + mem.read + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
-    * ``load(n beats) = 1 + (CMD_TO_AR + mem.read + R_TO_DATA + n - 1) + 1`` for each table;
+    * ``load(n beats) = 2 + (CMD_TO_AR + mem.read + R_TO_DATA + n - 1) + 1`` for each table,
+      plus one ``LOAD_NEXT`` cycle per skipped table (the two expand tables) and a last one;
     * ``run = RUN_START (1) + RUN_CMDS (1) + RUN_WAIT + NEXT (1)``, ``RUN_WAIT`` from the
       pipeline recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
+    if desc.get("flags", 0) & ~_MODELLED_FLAGS:
+        raise NotImplementedError(
+            f"the cycle model covers DW + PW layers; flags "
+            f"{DescFlag(desc['flags'] & ~_MODELLED_FLAGS)!r} are not modelled yet")
     fetch = _fetch_cycles(mem_latency)
     loads = {name: _load_cycles(beats, mem_latency)
              for name, beats in _table_beats(config, desc).items()}
+    # LOAD_NEXT: one cycle per skipped table, and one finding no table left
+    loads["skipped"] = _SKIPPED_TABLES + 1
     t_run_start = fetch + sum(loads.values())
     t_cmds = t_run_start + 1
     end, first_tap, last_tap = _run_phase(config, desc, t_cmds, mem_latency)

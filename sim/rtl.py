@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ from dwsep.hw.config import AcceleratorConfig, get_config
 
 from .verilator import VerilatedDesign, build_design
 
-__all__ = ["build_accelerator", "generate_verilog", "simulate", "JobResult", "TOPLEVEL"]
+__all__ = ["build_accelerator", "generate_verilog", "simulate", "Simulation", "JobResult",
+           "TOPLEVEL"]
 
 TOPLEVEL = "dwsep_top"
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
@@ -65,19 +68,23 @@ class JobResult:
 
 def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list,
              *, wait: bool = True, max_cycles: int = 50_000_000,
-             backpressure_seed: int | None = None, p_pause: float = 0.3) -> JobResult:
+             backpressure_seed: int | None = None, p_pause: float = 0.3,
+             progress: Path | None = None) -> JobResult:
     """Simulate one job on the Verilated accelerator.
 
     Parameters
     ----------
     memory:
-        DDR image; address 0 of the AXI master is byte 0.
+        DDR image; address 0 of the AXI masters is byte 0.
     writes:
         ``[(register_name, value), ...]`` written in order through AXI4-Lite.
     wait:
         Run until ``STATUS.busy`` clears (or ``max_cycles`` pass) before reading registers.
     backpressure_seed:
         If given, random pauses (probability ``p_pause`` per cycle) on every AXI channel.
+    progress:
+        A file the bench keeps replacing with ``{"LAYER": ..., "sim_cycles": ...}`` while
+        the program runs.
     """
     design = build_accelerator(config)
     t0 = time.monotonic()
@@ -89,6 +96,7 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
             "result": str(tmp / "result.json"), "writes": [list(w) for w in writes],
             "wait": wait, "max_cycles": max_cycles,
             "backpressure_seed": backpressure_seed, "p_pause": p_pause,
+            "progress": str(progress) if progress else None,
         }
         (tmp / "job.json").write_text(json.dumps(job))
         design.run("dwsep.sim.bench_top", test_dir=tmp,
@@ -98,3 +106,41 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
         mem_out = bytearray((tmp / "mem_out.bin").read_bytes())
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
                      time.monotonic() - t0)
+
+
+class Simulation:
+    """A :func:`simulate` job running in a background thread, with live progress."""
+
+    def __init__(self, config, memory, writes, **options):
+        self._dir = Path(tempfile.mkdtemp(prefix="dwsep-progress-"))
+        self.progress_file = self._dir / "progress.json"
+        self._result: JobResult | None = None
+        self._error: BaseException | None = None
+
+        def run():
+            try:
+                self._result = simulate(config, memory, writes,
+                                        progress=self.progress_file, **options)
+            except BaseException as e:  # handed to the caller of result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="dwsep-rtl", daemon=True)
+        self._thread.start()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def progress(self) -> dict:
+        """The bench's last progress report (empty before the first)."""
+        try:
+            return json.loads(self.progress_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def result(self) -> JobResult:
+        """Wait for the simulation and return its result (or raise its error)."""
+        self._thread.join()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._error is not None:
+            raise self._error
+        return self._result

@@ -2,10 +2,12 @@
 accelerator.
 
 The device keeps the DDR image in a ``bytearray`` and records register writes. The write
-that sets ``CTRL.start`` runs one simulation (:func:`dwsep.sim.rtl.simulate`): reset, the
-recorded writes through AXI4-Lite, the program until ``STATUS.busy`` clears, then every
-register is read back and the DDR image copied out. Register reads are served from that
-snapshot, so the driver code is the same as for the board.
+that sets ``CTRL.start`` starts one simulation in the background
+(:class:`dwsep.sim.rtl.Simulation`): reset, the recorded writes through AXI4-Lite, the
+program until ``STATUS.busy`` clears, then every register is read back and the DDR image
+copied out. While it runs, ``STATUS`` reads busy and ``LAYER`` follows the bench's progress
+reports; afterwards reads are served from the final snapshot. So the driver code, its
+polling and its progress display are the same as for the board.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dwsep.host.driver import Buffer, Device, DeviceTimeoutError
 from dwsep.hw.config import AcceleratorConfig
 from dwsep.hw.layout import REGISTERS
 
-from .rtl import JobResult, simulate
+from .rtl import JobResult, Simulation, simulate
 
 __all__ = ["RtlDevice"]
 
@@ -63,6 +65,9 @@ class RtlDevice(Device):
 
     name = "rtl"
     counts_cycles = True
+    #: simulated programs take minutes where the board takes milliseconds
+    default_timeout_s = 3600.0
+    poll_interval_s = 0.05
 
     def __init__(self, config: str | AcceleratorConfig, *, backpressure_seed: int | None = None,
                  p_pause: float = 0.3, max_cycles: int = 20_000_000):
@@ -73,6 +78,7 @@ class RtlDevice(Device):
         self.memory = bytearray(_BASE)
         self._writes: list[tuple[str, int]] = []
         self._snapshot: dict[str, int] | None = None
+        self._running: Simulation | None = None
         self.last_job: JobResult | None = None
 
     # ---- memory ----
@@ -85,34 +91,61 @@ class RtlDevice(Device):
     # ---- registers ----
     def write_word(self, offset: int, value: int) -> None:
         reg = _register_at(offset)
+        self._finish()
         self._writes.append((reg.name, value))
         if reg.name == "CTRL" and reg.field("start").decode(value):
-            self._simulate(wait=True)
+            self._running = Simulation(self.config, bytes(self.memory), self._writes,
+                                       **self._options())
+            self._writes = []
 
     def read_word(self, offset: int) -> int:
         reg = _register_at(offset)
+        if self._running is not None and self._running.running():
+            return self._live(reg)
+        self._finish()
         if self._snapshot is None or self._writes:
-            self._simulate(wait=False)
+            self._apply(simulate(self.config, self.memory, self._writes, wait=False,
+                                 **self._options()))
         return self._snapshot[reg.name]
 
-    def wait_done(self, timeout_s: float, poll_s: float = 1e-4) -> dict[str, int]:
-        status = self.read_register("STATUS")
-        if status["busy"] and not (status["done"] or status["error"]):
+    def wait_done(self, timeout_s: float, poll_s: float = 1e-4,
+                  on_layer=None) -> dict[str, int]:
+        # a simulation advances slowly: poll the progress file, not the CPU
+        return super().wait_done(timeout_s, max(poll_s, self.poll_interval_s), on_layer)
+
+    def _live(self, reg) -> int:
+        """A register while the simulation runs: busy, and the last reported layer."""
+        if reg.name == "STATUS":
+            return reg.field("busy").encode(1)
+        if reg.name == "LAYER":
+            return self._running.progress().get("LAYER", 0)
+        return self._snapshot.get(reg.name, 0) if self._snapshot else 0
+
+    def _finish(self) -> None:
+        """Collect a finished (or wait for a running) simulation."""
+        if self._running is None:
+            return
+        job, self._running = self._running.result(), None
+        self._apply(job)
+        status = REGISTERS["STATUS"]
+        if status.field("busy").decode(job.registers["STATUS"]):
             raise DeviceTimeoutError(
                 f"rtl: still busy after {self.max_cycles} simulated cycles "
-                f"(LAYER.index={self.read_field('LAYER', 'index')})")
-        return super().wait_done(timeout_s, poll_s)
+                f"(LAYER.index={job.registers['LAYER']})")
 
-    def _simulate(self, *, wait: bool) -> None:
-        job = simulate(self.config, self.memory, self._writes, wait=wait,
-                       max_cycles=self.max_cycles, backpressure_seed=self.backpressure_seed,
-                       p_pause=self.p_pause)
-        self._writes = []
+    def _apply(self, job: JobResult) -> None:
         self.memory[:] = job.memory
         self._snapshot = job.registers
         self.last_job = job
 
+    def _options(self) -> dict:
+        return {"max_cycles": self.max_cycles, "backpressure_seed": self.backpressure_seed,
+                "p_pause": self.p_pause}
+
     def close(self) -> None:
+        if self._running is not None:
+            self._running.result()
+            self._running = None
         self.memory = bytearray()
         self._snapshot = None
 

@@ -1,5 +1,5 @@
-"""The ``dwsep`` command through ``main([...])``: outputs, stats file, exit codes and one-line
-errors."""
+"""The ``dwsep`` command through ``main([...])``: outputs, stats file, photo input with the
+top-5 ImageNet classes, the progress bar, exit codes and one-line errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from dwsep.host import imagenet, mobilenet, quantizer
+from dwsep.host.checkpoint import load_state_dict
 from dwsep.host.cli import main
 from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
 from dwsep.hw.layout import REGISTERS
@@ -48,11 +50,13 @@ def test_compile_report(files, capsys):
     _, model, _ = files
     assert main(["compile", str(model), "--config", "pynq-z2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("config 'pynq-z2': 1 layer(s)")
-    assert "9x6x11 -> dw 3x3 s2 d1 m2 SAME -> 5x3x22 -> pw -> 5x3x13" in out
+    assert out.startswith("config 'pynq-z2': 1 layer(s), 1 descriptor(s)")
+    assert ("layer 0 [descriptor 0] operators 0,1 DEPTHWISE_CONV_2D+CONV_2D -> DW+PW: 9x6x11 "
+            "-> 5x3x13, k3 s2 d1 m2") in out
     assert main(["compile", str(model), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["config"] == "tiny" and report["layers"][0]["depth_multiplier"] == 2
+    assert report["descriptors"] == 1 and report["host_steps"] == []
 
 
 def test_info(capsys):
@@ -82,15 +86,18 @@ def test_errors(files, capsys, monkeypatch):
     _one_line_error(capsys, "input has shape [1, 4, 6, 11], the model takes [1, 9, 6, 11]")
     assert _run(d, model, d / "missing.npy") == 2
     _one_line_error(capsys, "No such file or directory: ")
-    assert _run(d, model, model) == 2
-    _one_line_error(capsys, "layer.tflite: not a .npy file of an array")
+    (d / "bad.npy").write_bytes(b"not numpy")
+    assert _run(d, model, d / "bad.npy") == 2
+    _one_line_error(capsys, "bad.npy: not a .npy file of an array")
+    assert _run(d, model, model) == 2  # a photo input needs a model from 'dwsep quantize'
+    _one_line_error(capsys, "layer.tflite: its description holds no image preprocessing")
     assert _run(d, d / "in.npy", d / "in.npy") == 2
     _one_line_error(capsys, "not a TFLite flatbuffer")
     big = d / "big.tflite"
     big.write_bytes(dwsep_layer_model(LayerSpec(**{**SPEC.__dict__, "kernel": 9, "h": 12})))
     assert _run(d, big, d / "in.npy") == 2
-    _one_line_error(capsys, "operator 0 DEPTHWISE_CONV_2D: kernel 9x9 exceeds k_max=7 of "
-                            "config 'tiny'")
+    _one_line_error(capsys, "operator 0 DEPTHWISE_CONV_2D ('dw/out'): kernel 9x9 exceeds "
+                            "k_max=7 of config 'tiny'")
     monkeypatch.setitem(__import__("sys").modules, "pynq", None)
     assert _run(d, model, d / "in.npy", backend="pynq") == 2
     _one_line_error(capsys, "the pynq backend needs the 'pynq' package")
@@ -100,7 +107,43 @@ def test_usage_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["run", "m.tflite"])
     assert info.value.code == 2
-    _one_line_error(capsys, "the following arguments are required: --input, --output")
+    _one_line_error(capsys, "the following arguments are required: --input")
     with pytest.raises(SystemExit):
         main(["info", "--config", "huge"])
     _one_line_error(capsys, "invalid choice: 'huge'")
+
+
+@pytest.fixture(scope="module")
+def v2_model(tmp_path_factory):
+    """The int8 MobileNetV2-224 of torchvision's ImageNet weights (quantized in ~5 s)."""
+    calib = [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
+    model = quantizer.quantize("mobilenet_v2", load_state_dict(
+        mobilenet.torchvision_weights_path()), calib)
+    path = tmp_path_factory.mktemp("v2") / "mobilenet_v2.tflite"
+    path.write_bytes(model)
+    return path
+
+
+def test_run_photo_top5(v2_model, tmp_path, capsys):
+    photo = imagenet.sample_images()["grace_hopper"]
+    assert main(["run", str(v2_model), "--input", str(photo), "--config", "zcu104",
+                 "--top", "5", "--progress", "--output", str(tmp_path / "y.npy")]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "top 5 of 1000 classes (int8 score, dequantized):"
+    assert lines[1].startswith("  1. 457 bow tie: ")
+    assert any(line.startswith("  2. 652 military uniform: ") for line in lines)
+    y = np.load(tmp_path / "y.npy")
+    x = imagenet.image_to_input(photo, v2_model.read_bytes())
+    assert np.array_equal(y, litert_run(v2_model.read_bytes(), x))
+    # the bar goes to stderr, one step per descriptor, named after the layer
+    assert "20/20" in captured.err and "layer 20/20 DW+PW+RAW_OUT" in captured.err
+
+
+def test_run_npy_prints_no_classes_unless_asked(files, capsys):
+    d, model, _ = files
+    assert main(["run", str(model), "--input", str(d / "in.npy")]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["run", str(model), "--input", str(d / "in.npy"), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("top 3 of 195 classes") and out.count("\n") == 4

@@ -1,16 +1,33 @@
-"""Compiler and DDR packing: format round trips, the mid-channel permutation, descriptors and
-DDR plan, and the one-line UnsupportedModelError of every hardware limit."""
+"""Compiler and DDR packing: format round trips, the mid-channel permutation, expand and
+conv-mode weight words, the pool's exact division, descriptors, layer reports and the DDR
+plan (buffer reuse never clobbers a live tensor), and the one-line UnsupportedModelError of
+every hardware limit."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from dwsep.host import packing
-from dwsep.host.compiler import ALIGN, compile_model
+from dwsep.host import numerics, packing
+from dwsep.host.compiler import ADDRESS_FIELDS, ALIGN, compile_model, exact_division_multiplier
 from dwsep.host.graph import Graph, Operator, Tensor, UnsupportedModelError
+from dwsep.host.reference import average_pool2d
 from dwsep.host.tflite_reader import read_tflite
-from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
+from dwsep.host.tflite_writer import (
+    BlockSpec,
+    LayerSpec,
+    MobileNetSpec,
+    add_model,
+    average_pool_model,
+    dwsep_layer_model,
+    fully_connected_model,
+    mean_model,
+    mobilenet_like_model,
+    reshape_model,
+    single_op_model,
+)
 from dwsep.hw.config import get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode
 
@@ -128,6 +145,81 @@ def test_fold_bias():
         packing.fold_bias([2**31 - 10], [1], -20)
 
 
+@pytest.mark.parametrize("ce,ci,lanes", [(5, 3, 8), (24, 17, 8), (40, 16, 16)])
+def test_expand_weight_words(ce, ci, lanes):
+    rng = np.random.default_rng(ce * ci)
+    w = rng.integers(-128, 128, (ce, ci)).astype(np.int8)
+    raw = np.frombuffer(packing.pack_expand_weights(w, lanes), np.int8)
+    g_e, g_i = -(-ce // lanes), -(-ci // lanes)
+    assert raw.size == g_e * g_i * lanes * lanes
+    for oe in range(g_e):
+        for gi in range(g_i):
+            word = raw[(oe * g_i + gi) * lanes * lanes:][:lanes * lanes]
+            for i in range(lanes):
+                for o in range(lanes):
+                    co, cin = oe * lanes + o, gi * lanes + i
+                    want = w[co, cin] if co < ce and cin < ci else 0
+                    assert word[i * lanes + o] == want
+
+
+@pytest.mark.parametrize("c_out,k,c_in,lanes,cols", [(5, 3, 3, 8, 8), (17, 2, 11, 8, 8),
+                                                     (9, 1, 20, 16, 8)])
+def test_conv_weight_words(c_out, k, c_in, lanes, cols):
+    rng = np.random.default_rng(c_out + k + c_in)
+    w = rng.integers(-128, 128, (c_out, k, k, c_in)).astype(np.int8)
+    raw = np.frombuffer(packing.pack_conv_weights(w, lanes, cols), np.int8)
+    groups, og_n = -(-c_in // lanes), -(-c_out // cols)
+    mid_groups = k * k * groups
+    assert raw.size == og_n * mid_groups * lanes * cols
+    for og in range(og_n):
+        for g in range(groups):
+            for ky in range(k):
+                for kx in range(k):
+                    t = (g * k + ky) * k + kx
+                    word = raw[(og * mid_groups + t) * lanes * cols:][:lanes * cols]
+                    for i in range(lanes):
+                        for o in range(cols):
+                            co, cin = og * cols + o, g * lanes + i
+                            want = w[co, ky, kx, cin] if co < c_out and cin < c_in else 0
+                            assert word[i * cols + o] == want
+
+
+def test_unpack_raw():
+    acc = np.array([[-(2**31), 5, 2**31 - 1], [7, -8, 9]], np.int64)
+    raw = np.zeros((2, 8), "<i4")
+    raw[:, :3] = acc
+    raw[:, 3:] = 99  # padding channels, ignored
+    assert (packing.unpack_raw(raw.tobytes(), 2, 3, 8) == acc).all()
+    with pytest.raises(ValueError, match=r"raw output 2x3 \(padded to 8\) needs 64 bytes, got 60"):
+        packing.unpack_raw(raw.tobytes()[:60], 2, 3, 8)
+
+
+def test_identity_requant():
+    x = np.arange(-(2**16), 2**16, 7)
+    assert (numerics.multiply_by_quantized_multiplier(
+        x, packing.IDENTITY_MULT, packing.IDENTITY_SHIFT) == x).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 9, 12, 16, 25, 35, 49, 64])
+def test_exact_division_matches_average_pool(n):
+    """The (mult, shift) reproduces reference.average_pool2d on windows whose sums cover
+    every value in [-128n, 127n] (each sum built from n int8 values)."""
+    mult, shift = exact_division_multiplier(n)
+    sums = np.arange(-128 * n, 127 * n + 1)
+    windows = np.full((sums.size, n), -128, np.int64)
+    rest = sums + 128 * n  # distribute 0..255n over the n values, 255 at most each
+    for j in range(n):
+        take = np.minimum(rest, 255)
+        windows[:, j] += take
+        rest -= take
+    x = windows.astype(np.int8).reshape(sums.size, 1, n, 1).transpose(2, 1, 0, 3)[:, :, :, 0]
+    x = x.reshape(n, 1, sums.size)  # [H=n, W=1, C=windows]
+    want = average_pool2d(x, filter_hw=(n, 1), stride=(1, 1), padding=(0, 0, 0, 0),
+                          act_min=-128, act_max=127)[0, 0]
+    got = np.clip(numerics.multiply_by_quantized_multiplier(sums, mult, shift), -128, 127)
+    assert (got == want).all()
+
+
 # ---- compiled program ------------------------------------------------------------------------
 
 def test_descriptor_and_plan():
@@ -136,21 +228,25 @@ def test_descriptor_and_plan():
     prog = compile_model(g, "tiny")
     (d,) = prog.descriptors
     zp = {name: int(g.tensors[name].zero_point[0]) for name in ("input", "dw/out", "pw/out")}
-    assert d["opcode"] == Opcode.DWSEP and d["flags"] == DescFlag.LAST
+    assert d["opcode"] == Opcode.LAYER and d["flags"] == DescFlag.LAST
     assert (d["kernel"], d["stride"], d["dilation"], d["depth_mult"]) == (5, 2, 2, 3)
     assert (d["in_h"], d["in_w"], d["out_h"], d["out_w"]) == (9, 7, 5, 4)
-    assert (d["in_groups"], d["mid_groups"], d["out_groups"]) == (2, 6, 3)
+    assert (d["in_groups"], d["exp_groups"], d["mid_groups"], d["out_groups"]) == (2, 2, 6, 3)
+    assert d["out_pitch"] == 3  # 24 channels, 3 beats per pixel
     # SAME, total padding (5-1)*2 + 4*2 + 1 - 9 = 8 rows and (4-1)*2 + 9 - 7 = 8 columns
     assert (d["pad_top"], d["pad_left"]) == (4, 4)
-    assert (d["in_zp"], d["dw_zp"], d["pw_zp"]) == (zp["input"], zp["dw/out"], zp["pw/out"])
+    assert (d["lb_zp"], d["dw_zp"], d["pw_zp"]) == (zp["input"], zp["dw/out"], zp["pw/out"])
     assert d["pw_min"] == -128 and d["pw_max"] == 127  # NONE
     assert d["dw_min"] == zp["dw/out"]  # RELU6
+    unused = ("res_addr", "exp_weights", "exp_table")
+    assert all(d[f] == 0 for f in unused) and d["add_out_mult"] == d["exp_zp"] == 0
 
     base = 0x2000_0040
     image = prog.link(base)
     assert len(image) == prog.size
     raw = DESCRIPTOR.unpack(image[:DESCRIPTOR.size])
     assert raw["in_addr"] == base + d["in_addr"] and raw["pw_table"] == base + d["pw_table"]
+    assert all(raw[f] == base for f in unused)
     regions = sorted([(b.offset, len(b.data)) for b in prog.blobs]
                      + [(prog.input.offset, prog.input.nbytes),
                         (prog.output.offset, prog.output.nbytes), (0, DESCRIPTOR.size)])
@@ -158,13 +254,15 @@ def test_descriptor_and_plan():
         assert o1 % ALIGN == 0 and o1 + n1 <= o2
     for blob in prog.blobs:
         assert image[blob.offset:blob.offset + len(blob.data)] == blob.data
-    assert prog.input.offset < prog.output.offset
     assert prog.input.nbytes == 9 * 7 * 16 and prog.output.nbytes == 5 * 4 * 24
     with pytest.raises(ValueError, match="not 64-byte aligned"):
         prog.link(base + 8)
     r = prog.layers[0]
     assert r["macs"] == 5 * 4 * 39 * 25 + 5 * 4 * 39 * 17
-    assert "9x7x13 -> dw 5x5 s2 d2 m3 SAME -> 5x4x39 -> pw -> 5x4x17" in prog.summary()
+    assert r["stages"] == ["DW", "PW"] and r["descriptors"] == [0, 1]
+    assert ("layer 0 [descriptor 0] operators 0,1 DEPTHWISE_CONV_2D+CONV_2D -> DW+PW: 9x7x13 "
+            "-> 5x4x17, k5 s2 d2 m3") in prog.summary()
+    assert prog.host_steps == [] and prog.output_step is None
 
 
 def test_dw_table_folds_bias_in_lane_order():
@@ -212,6 +310,145 @@ def test_chain_of_layers():
     assert prog.descriptors[2]["out_addr"] == prog.output.offset
 
 
+def test_output_tiles():
+    prog = compile_model(graph_from_spec(spec(c_out=70)), "tiny")  # out_channels_max 64
+    a, b = prog.descriptors
+    assert (a["out_groups"], b["out_groups"]) == (8, 1)
+    assert a["out_pitch"] == b["out_pitch"] == 9  # the whole tensor: 72 channels
+    assert b["out_addr"] == a["out_addr"] + 64
+    assert a["in_addr"] == b["in_addr"] and a["dw_weights"] == b["dw_weights"]
+    assert a["pw_weights"] != b["pw_weights"] and prog.layers[0]["tiles"] == 2
+
+
+MOBILENET = MobileNetSpec(h=16, w=16, stem_channels=8,
+                          blocks=(BlockSpec(1, 8, 1), BlockSpec(4, 12, 2), BlockSpec(3, 12, 1)),
+                          head_channels=40, pool="MEAN", keep_dims=False, classes=10,
+                          fc_per_channel=True, reshape=True, seed=3)
+
+
+def test_mobilenet_like_report():
+    g = read_tflite(mobilenet_like_model(MOBILENET))
+    prog = compile_model(g, "tiny")
+    r = prog.layers
+    assert [x["stages"] for x in r] == [
+        ["CONV", "PW"], ["DW", "PW", "RESIDUAL"], ["EXPAND", "DW", "PW"],
+        ["EXPAND", "DW", "PW", "RESIDUAL"], ["DW", "PW"], ["DW", "PW", "RAW_OUT"]]
+    assert [x["ops"] for x in r] == [
+        ["CONV_2D", "PAD"], ["DEPTHWISE_CONV_2D", "CONV_2D", "ADD"],
+        ["CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "CONV_2D"],
+        ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD"], ["CONV_2D"],
+        ["MEAN", "FULLY_CONNECTED", "RESHAPE"]]
+    assert sorted(i for x in r for i in x["operators"]) == list(range(len(g.operators)))
+    assert r[0]["pad_top"] == r[0]["pad_left"] == 1 and r[0]["stride"] == 2
+    assert r[2]["input_shape"] == [8, 8, 8] and r[2]["mid_channels"] == 32
+    assert r[-1]["host_step"] == "fc_requant" and r[-1]["runs_on"] == "accelerator + host"
+    (step,) = prog.host_steps
+    assert step is prog.output_step and step.kind == "fc_requant" and step.layer == 5
+    assert prog.output.offset is None and prog.output.shape == (1, 1, 1, 10)
+    d = prog.descriptors
+    assert d[1]["flags"] == DescFlag.RESIDUAL and d[1]["res_addr"] == d[1]["in_addr"]
+    assert d[0]["flags"] == DescFlag.CONV and d[0]["mid_groups"] == 9
+    assert d[2]["flags"] == DescFlag.EXPAND and (d[2]["in_groups"], d[2]["exp_groups"]) == (1, 4)
+    assert d[5]["flags"] == DescFlag.RAW_OUT | DescFlag.LAST and d[5]["out_pitch"] == 8
+    assert step.params["partials"] == [d[5]["out_addr"]]
+    summary = prog.summary()
+    assert summary.startswith("config 'tiny': 6 layer(s), 6 descriptor(s), ")
+    assert ("layer 5 [descriptor 5] operators 14,15,16 MEAN+FULLY_CONNECTED+RESHAPE -> "
+            "DW+PW+RAW_OUT: 4x4x40 -> 1x1x10, k4 s1 d1 m1") in summary
+    assert summary.endswith("then fc_requant on the host")
+
+
+def test_split_expand_and_slices():
+    cfg = dataclasses.replace(get_config("tiny"), expand_channels_max=8, mid_channels_max=72,
+                              out_channels_max=16)
+    g = read_tflite(mobilenet_like_model(dataclasses.replace(MOBILENET, head_channels=80)))
+    prog = compile_model(g, cfg)
+    r = prog.layers
+    split = [x for x in r if "split" in x["note"]]
+    assert len(split) == 1 and split[0]["output_shape"] == [4, 4, 36]
+    assert "12 input channels exceed expand_channels_max=8" in split[0]["note"]
+    assert split[0]["tiles"] == 3  # 36 channels in tiles of 16
+    head, pool = r[-2:]
+    assert head["tiles"] == 5 and pool["input_slices"] == 5 and pool["tiles"] == 1
+    first, count = pool["descriptors"]
+    pool_d = prog.descriptors[first:first + count]
+    head_d = prog.descriptors[head["descriptors"][0]:][:5]
+    # each head tile is a separate contiguous tensor, pooled by its own descriptor
+    assert [h["out_addr"] for h in head_d] == [p["in_addr"] for p in pool_d]
+    assert [h["out_pitch"] for h in head_d] == [2] * 5
+    assert [p["in_groups"] for p in pool_d] == [2] * 5
+    assert len(set(p["out_addr"] for p in pool_d)) == 5
+    assert prog.output_step.params["partials"] == [p["out_addr"] for p in pool_d]
+
+
+def _accesses(prog):
+    """Per descriptor: the byte ranges ``(start, end)`` it reads at ``in_addr`` and writes
+    (its output pixels), from the descriptor fields alone."""
+    P, Q = prog.config.dw_lanes, prog.config.pw_cols
+    out = []
+    for d in prog.descriptors:
+        read = (d["in_addr"], d["in_addr"] + d["in_h"] * d["in_w"] * d["in_groups"] * P)
+        pixel = d["out_groups"] * Q * (4 if d["flags"] & DescFlag.RAW_OUT else 1)
+        writes = [(d["out_addr"] + 8 * p * d["out_pitch"],
+                   d["out_addr"] + 8 * p * d["out_pitch"] + pixel)
+                  for p in range(d["out_h"] * d["out_w"])]
+        out.append((read, writes))
+    return out
+
+
+@pytest.mark.parametrize("config", ["tiny", "pynq-z2"])
+def test_buffer_reuse_never_clobbers_live_data(config):
+    """Replaying the descriptors' reads and writes on the DDR image: every byte a layer reads
+    was last written by the layer that produces its input tensor (or by the host: model
+    input), so reusing a dead tensor's buffer never overwrote one still to be read."""
+    g = read_tflite(mobilenet_like_model(dataclasses.replace(
+        MOBILENET, blocks=MOBILENET.blocks * 2, head_channels=70)))
+    prog = compile_model(g, config)
+    producer = {r["output"]: r["layer"] for r in prog.layers}
+    owner = np.full(prog.size, -1)  # layer that last wrote each byte (-1: the host)
+    for i, ((a, b), writes) in enumerate(_accesses(prog)):
+        layer = prog.layer_of_descriptor(i)
+        assert set(owner[a:b].tolist()) == {producer.get(layer["input"], -1)}, i
+        for a, b in writes:
+            owner[a:b] = layer["layer"]
+    blobs_end = max(b.offset + len(b.data) for b in prog.blobs)
+    assert prog.size - blobs_end < sum(  # reuse made the activation area smaller
+        int(np.prod(t.shape)) for t in g.tensors.values() if t.data is None)
+    for f in ADDRESS_FIELDS:
+        assert all(d[f] % 8 == 0 for d in prog.descriptors)
+
+
+def test_single_operator_layers():
+    """Operators without a partner get identity stages: a lone DW (identity PW), a kxk
+    CONV_2D (conv mode), pools, MEAN, FC (identity DW + RAW_OUT), ADD with a constant."""
+    rng = np.random.default_rng(0)
+    q = (0.05, 3)
+    s = spec(c=5, depth_multiplier=2, c_out=6)
+    cases = {
+        "dw": (single_op_model(s, "DEPTHWISE_CONV_2D"), ["DW", "PW"]),
+        "conv": (single_op_model(s, "CONV_2D"), ["CONV", "PW"]),
+        "avg": (average_pool_model((1, 9, 9, 13), (3, 3), (2, 2), "VALID", q), ["DW", "PW"]),
+        "mean": (mean_model((1, 6, 3, 20), [1, 2], True, q, (0.02, -7)), ["DW", "PW"]),
+        "fc": (fully_connected_model((1, 1, 1, 30), rng.integers(-100, 100, (12, 30)).astype(
+            np.int8), [0.01], None, q, (0.2, 1), w_zp=7), ["DW", "PW", "RAW_OUT"]),
+        "add": (add_model((1, 5, 6, 11), q, rng.integers(-128, 128, (1, 5, 6, 11)).astype(
+            np.int8), (0.07, -5), (0.1, 2)), ["DW", "PW", "RESIDUAL"]),
+    }
+    for name, (model, stages) in cases.items():
+        prog = compile_model(read_tflite(model), "tiny")
+        assert [r["stages"] for r in prog.layers] == [stages], name
+    d = compile_model(read_tflite(cases["dw"][0]), "tiny").descriptors[0]
+    dw_table = d["dw_table"]
+    assert d["depth_mult"] == 2 and d["pw_zp"] == 0 and (d["pw_min"], d["pw_max"]) == (-128, 127)
+    assert dw_table > 0
+    prog = compile_model(read_tflite(cases["avg"][0]), "tiny")
+    (d,) = prog.descriptors
+    assert (d["kernel"], d["stride"], d["lb_zp"], d["dw_zp"]) == (3, 2, 0, 0)
+    table = next(b for b in prog.blobs if b.offset == d["dw_table"])
+    bias, mult, shift = packing.unpack_table(table.data, 2, 8)
+    assert (mult[0, 0], shift[0, 0]) == exact_division_multiplier(9) and (bias == 0).all()
+
+
 # ---- unsupported models ----------------------------------------------------------------------
 
 def _set(name, **kw):
@@ -227,15 +464,11 @@ def _opt(index, **kw):
     return edit
 
 
-def _add_op(g):
+def _max_pool(g):
     g.tensors["z"] = Tensor("z", g.output.shape, "int8", np.ones(1, np.float32),
                             np.zeros(1, np.int64))
-    g.operators.append(Operator("ADD", ["pw/out", "pw/out"], ["z"], {}, 2))
+    g.operators.append(Operator("MAX_POOL_2D", ["pw/out"], ["z"], {}, 2))
     g.outputs = ["z"]
-
-
-def _mid_is_output(g):
-    g.outputs = ["dw/out"]
 
 
 def _pw_first(g):
@@ -245,62 +478,61 @@ def _pw_first(g):
 
 LIMITS = [
     (spec(kernel=7), _set("dw/weights", shape=(1, 9, 9, 24)),
-     "operator 0 DEPTHWISE_CONV_2D: kernel 9x9 exceeds k_max=7 of config 'tiny'"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): kernel 9x9 exceeds k_max=7 of config 'tiny'"),
     (spec(), _set("dw/weights", shape=(1, 3, 5, 24)),
-     "operator 0 DEPTHWISE_CONV_2D: kernel 3x5 is not square; dwsep runs square kernels only"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): kernel 3x5 is not square; dwsep runs square "
+     "kernels only"),
     (spec(), _opt(0, stride_h=3, stride_w=3),
-     "operator 0 DEPTHWISE_CONV_2D: stride 3 is not supported (1 or 2)"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): stride 3 is not supported (1 or 2)"),
     (spec(), _opt(0, stride_w=2),
-     "operator 0 DEPTHWISE_CONV_2D: stride 1x2 differs in height and width"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): stride 1x2 differs in height and width"),
     (spec(), _opt(0, dilation_h=3, dilation_w=3),
-     "operator 0 DEPTHWISE_CONV_2D: dilation 3 exceeds dilation_max=2 of config 'tiny'"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): dilation 3 exceeds dilation_max=2 of config "
+     "'tiny'"),
     (spec(), _opt(0, dilation_h=2),
-     "operator 0 DEPTHWISE_CONV_2D: dilation 2x1 differs in height and width"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): dilation 2x1 differs in height and width"),
     (spec(h=65), None,
-     "operator 0 DEPTHWISE_CONV_2D: input height 65 exceeds max_dim=64 of config 'tiny'"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): input height 65 exceeds max_dim=64 of config "
+     "'tiny'"),
     (spec(w=64, c=72, depth_multiplier=1), None,
-     "operator 0 DEPTHWISE_CONV_2D: input row 64x72 (width x channels padded to 8) = 4608 "
-     "bytes exceeds the line buffer row of 4096 bytes (lb_width*lb_channels) of config 'tiny'"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): line-buffer row 64x72 (width x channels padded "
+     "to 8) = 4608 bytes exceeds the 4096 bytes (lb_width*lb_channels) of config 'tiny'"),
     (spec(c=100, depth_multiplier=3), None,
-     "operator 0 DEPTHWISE_CONV_2D: depthwise output channels 100x3 (padded to 312) exceed "
-     "mid_channels_max=256 of config 'tiny'"),
-    (spec(c_out=70), None,
-     "operator 1 CONV_2D: output channels 70 (padded to 72) exceed out_channels_max=64 of "
-     "config 'tiny'"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): depthwise output channels 100x3 (padded to 312) "
+     "exceed mid_channels_max=256 of config 'tiny'"),
     (spec(), _opt(0, activation="TANH"),
-     "operator 0 DEPTHWISE_CONV_2D: fused activation TANH is not supported (allowed: NONE, "
-     "RELU, RELU6, RELU_N1_TO_1)"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): fused activation TANH is not supported "
+     "(allowed: NONE, RELU, RELU6, RELU_N1_TO_1)"),
     (spec(), _opt(1, activation="SIGN_BIT"),
-     "operator 1 CONV_2D: fused activation SIGN_BIT is not supported"),
+     "operator 1 CONV_2D ('pw/out'): fused activation SIGN_BIT is not supported"),
     (spec(), _set("input", dtype="float32"),
      "dwsep runs fully int8 models; tensor 'input' is float32"),
     (spec(), _set("dw/out", dtype="int16"),
      "dwsep runs fully int8 models; tensor 'dw/out' is int16"),
     (spec(), _set("dw/weights", dtype="float32"),
-     "operator 0 DEPTHWISE_CONV_2D: weights 'dw/weights' are float32; dwsep needs int8"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): weights 'dw/weights' are float32; dwsep needs "
+     "int8"),
     (spec(), _set("pw/weights", zero_point=np.ones(10, np.int64)),
-     "operator 1 CONV_2D: weights 'pw/weights' have a nonzero zero point"),
+     "operator 1 CONV_2D ('pw/out'): weights 'pw/weights' have a nonzero zero point"),
     (spec(), _set("dw/bias", dtype="int64"),
-     "operator 0 DEPTHWISE_CONV_2D: bias 'dw/bias' is int64; dwsep needs int32 bias"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): bias 'dw/bias' is int64; dwsep needs int32 bias"),
     (spec(), _set("dw/out", scale=np.full(24, 0.1, np.float32)),
-     "operator 0 DEPTHWISE_CONV_2D: tensor 'dw/out' must be per-tensor quantized, has 24 "
-     "scales"),
-    (spec(), _set("pw/weights", shape=(10, 3, 3, 24)),
-     "operator 1 CONV_2D: kernel 3x3 is not 1x1"),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): tensor 'dw/out' must be per-tensor quantized, "
+     "has 24 scales"),
     (spec(), _opt(1, stride_h=2, stride_w=2),
-     "operator 1 CONV_2D: stride 2x2 is not 1; the pointwise CONV_2D must have stride 1"),
-    (spec(), _opt(1, dilation_h=2, dilation_w=2),
-     "operator 1 CONV_2D: dilation 2x2 is not 1"),
-    (spec(), _add_op, "operator 2 ADD: not supported; dwsep runs chains of DEPTHWISE_CONV_2D"),
-    (spec(), _pw_first, "operator 0 CONV_2D: dwsep runs CONV_2D only as the 1x1 pointwise half"),
-    (spec(), _mid_is_output,
-     "operator 0 DEPTHWISE_CONV_2D: output 'dw/out' is also used by the model output"),
+     "operator 1 CONV_2D ('pw/out'): output 'pw/out' has shape [1, 8, 8, 10], the layer "
+     "computes [1, 4, 4, 10]"),
+    (spec(), _max_pool,
+     "operator 2 MAX_POOL_2D ('z'): not supported; dwsep runs ADD, AVERAGE_POOL_2D, CONV_2D, "
+     "DEPTHWISE_CONV_2D, FULLY_CONNECTED, MEAN, PAD, PADV2, RESHAPE"),
+    (spec(), _pw_first,
+     "operator 0 CONV_2D ('pw/out'): input 'dw/out' is not computed before it"),
     (spec(), _set("input", shape=(2, 8, 8, 12)),
-     "operator 0 DEPTHWISE_CONV_2D: input 'input' has shape [2, 8, 8, 12]; dwsep runs batch-1"),
+     "the model input 'input' has shape [2, 8, 8, 12]; dwsep runs batch-1 NHWC inputs"),
 ]
 
 
-@pytest.mark.parametrize("layer,edit,message", LIMITS, ids=[m[:60] for _, _, m in LIMITS])
+@pytest.mark.parametrize("layer,edit,message", LIMITS, ids=[m[:70] for _, _, m in LIMITS])
 def test_unsupported(layer, edit, message):
     g = graph_from_spec(layer)
     if edit is not None:
@@ -309,6 +541,90 @@ def test_unsupported(layer, edit, message):
         compile_model(g, "tiny")
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
+
+
+def _stem_pad(g):
+    return next(op for op in g.operators if op.opcode == "PAD")
+
+
+def _pad_two_readers(g):
+    pad = _stem_pad(g)
+    g.tensors["z"] = Tensor("z", g.tensors[pad.outputs[0]].shape, "int8",
+                            np.ones(1, np.float32), np.zeros(1, np.int64))
+    g.operators.append(Operator("ADD", [pad.outputs[0]] * 2, ["z"], {}, len(g.operators)))
+
+
+def _pad_channels(g):
+    g.tensors[_stem_pad(g).inputs[1]].data = np.array([[0, 0], [1, 1], [1, 1], [0, 2]])
+
+
+def _pad_rows(g):
+    g.tensors[_stem_pad(g).inputs[1]].data = np.array([[0, 0], [15, 1], [1, 1], [0, 0]])
+
+
+def _fc_feeds_add(g):
+    fc = next(op for op in g.operators if op.opcode == "FULLY_CONNECTED")
+    y = g.tensors[fc.outputs[0]]
+    g.tensors["z"] = Tensor("z", y.shape, "int8", y.scale, y.zero_point)
+    g.operators.append(Operator("ADD", [fc.outputs[0]] * 2, ["z"], {}, len(g.operators)))
+    g.outputs = ["z"]
+
+
+NETWORK_LIMITS = [
+    (MOBILENET, _pad_two_readers,
+     "operator 0 PAD ('pad1/out'): dwsep folds PAD into the padding of the one CONV_2D or "
+     "DEPTHWISE_CONV_2D that reads it; its output has other readers"),
+    (MOBILENET, _pad_channels,
+     "operator 0 PAD ('pad1/out'): paddings [[0, 0], [1, 1], [1, 1], [0, 2]] pad the batch or "
+     "channel dimension; dwsep folds only height/width padding"),
+    (MOBILENET, _pad_rows,
+     "operator 1 CONV_2D ('conv_2d2/out'): padding top 15 reaches the line buffer's limit "
+     "k_max*dilation_max=14 of config 'tiny'"),
+    (MOBILENET, _fc_feeds_add,
+     "operator 15 FULLY_CONNECTED ('fully_connected16/out'): its output feeds other operators; "
+     "FULLY_CONNECTED requantizes on the host after the hardware run"),
+    (dataclasses.replace(MOBILENET, h=32, w=32), None,
+     "operator 14 MEAN ('mean15/out'): pooling window 8x8 needs a 8x8 kernel, more than "
+     "k_max=7 of config 'tiny'"),
+    (dataclasses.replace(MOBILENET, stem_channels=72, blocks=(BlockSpec(1, 72, 1),)), None,
+     "operator 4 ADD ('add5/out'): residual ADD of 72 channels: the residual stage cannot be "
+     "tiled and out_channels_max=64 of config 'tiny' is smaller"),
+]
+
+
+@pytest.mark.parametrize("net,edit,message", NETWORK_LIMITS,
+                         ids=[m[:70] for _, _, m in NETWORK_LIMITS])
+def test_unsupported_network(net, edit, message):
+    g = read_tflite(mobilenet_like_model(net))
+    if edit is not None:
+        edit(g)
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(g, "tiny")
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("model,message", [
+    (single_op_model(spec(c=30, kernel=5), "CONV_2D"),
+     "operator 0 CONV_2D ('conv/out'): 5x5 convolution over 30 channels needs k*k*ceil(C/8) = "
+     "100 PW input words per pixel, more than mid_channels_max/dw_lanes=32 of config 'tiny'"),
+    (average_pool_model((1, 9, 9, 4), (3, 3), (1, 1), "SAME", (0.1, 0)),
+     "operator 0 AVERAGE_POOL_2D ('output'): padding SAME: dwsep runs VALID average pools"),
+    (mean_model((1, 4, 4, 8), [3], True, (0.1, 0), (0.1, 0)),
+     "operator 0 MEAN ('output'): axes [3] of a 4-d input: dwsep runs MEAN over height and "
+     "width"),
+    (mean_model((1, 2, 2, 300), [1, 2], True, (0.1, 0), (0.1, 0)),
+     "operator 0 MEAN ('output'): input 'input' has 300 channels, more than "
+     "mid_channels_max=256 of config 'tiny', and cannot be stored in slices (it is the model "
+     "input or output, read twice, or made by an ADD)"),
+    (reshape_model((1, 4, 4, 8), (1, 4, 32), (0.1, 0)),
+     "operator 0 RESHAPE ('output'): reshape [1, 4, 4, 8] -> [1, 4, 32] changes the channel "
+     "count of a multi-pixel tensor"),
+])
+def test_unsupported_operator(model, message):
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(read_tflite(model), "tiny")
+    assert str(info.value).startswith(message)
 
 
 def test_limits_follow_the_config():

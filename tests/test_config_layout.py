@@ -54,7 +54,7 @@ def test_descriptor_round_trip_and_range_checks():
     with pytest.raises(ValueError, match="field 'kernel' takes 0..15, not 16"):
         DESCRIPTOR.pack(**values)
     with pytest.raises(ValueError, match="missing"):
-        DESCRIPTOR.pack(opcode=int(Opcode.DWSEP))
+        DESCRIPTOR.pack(opcode=int(Opcode.LAYER))
 
 
 def test_fields_do_not_overlap_or_cross_words():

@@ -1,5 +1,6 @@
 """Driver + reference device: compiled programs executed from their DDR bytes, bit-exact with
-the NumPy TFLite reference and LiteRT BUILTIN_REF; descriptor errors, capability checks,
+the NumPy TFLite reference and LiteRT BUILTIN_REF (DW + PW layers, lone convolutions and
+depthwise layers, chains, the FC host step); descriptor errors, capability checks, progress,
 timeouts and input checks."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pytest
 
 from dwsep.host.backends import device_class
 from dwsep.host.backends.reference import ReferenceDevice
+from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import (
     Accelerator,
     BackendUnavailableError,
@@ -20,8 +22,14 @@ from dwsep.host.driver import (
 from dwsep.host.graph import Graph, Operator
 from dwsep.host.reference import run_graph
 from dwsep.host.tflite_reader import read_tflite
-from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model, random_layer_spec
-from dwsep.hw.layout import REGISTERS, ErrorCode
+from dwsep.host.tflite_writer import (
+    LayerSpec,
+    dwsep_layer_model,
+    fully_connected_model,
+    random_layer_spec,
+    single_op_model,
+)
+from dwsep.hw.layout import REGISTERS, DescFlag, ErrorCode
 from dwsep.sim.oracle import litert_run
 
 SEEDS = range(32)
@@ -61,6 +69,21 @@ def test_random_layer_matches_litert(acc, seed):
     stats = acc.last_stats
     assert stats["cycles"] is None and stats["backend"] == "reference"
     assert stats["config"] == "tiny" and len(stats["layers"]) == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("op", ["CONV_2D", "DEPTHWISE_CONV_2D"])
+def test_single_convolution_matches_litert(acc, op, seed):
+    """A k x k CONV_2D alone (conv mode: taps straight into the PW array) and a
+    DEPTHWISE_CONV_2D alone (identity PW), with stride, dilation and padding drawn."""
+    spec = random_layer_spec(np.random.default_rng(seed), k_choices=(1, 2, 3, 4, 5), max_c=8,
+                             max_c_out=80)
+    model = single_op_model(spec, op)
+    x = _random_input(np.random.default_rng(2000 + seed), (1, spec.h, spec.w, spec.c))
+    assert np.array_equal(acc.run(model, x), litert_run(model, x)), spec
+    conv_mode = op == "CONV_2D" and spec.kernel > 1  # a 1x1 CONV_2D gets an identity DW
+    assert acc.last_stats["layers"][0]["stages"] == (["CONV", "PW"] if conv_mode
+                                                     else ["DW", "PW"])
 
 
 def test_sample_covers_depth_multiplier_and_odd_channels():
@@ -143,9 +166,11 @@ BACKENDS = ["reference", pytest.param("rtl", marks=pytest.mark.verilator)]
 
 
 def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
-    """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields."""
+    """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields (a callable
+    value computes the new value from the descriptor)."""
     a = Accelerator("tiny", backend)
-    a.compile(g).descriptors[layer].update(fields)
+    d = a.compile(g).descriptors[layer]
+    d.update({k: v(d) if callable(v) else v for k, v in fields.items()})
     x = np.zeros(g.input.shape, np.int8)
     with pytest.raises(HardwareError) as info:
         a.run(g, x)
@@ -164,6 +189,15 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
     (dict(depth_mult=0), ErrorCode.BAD_PARAMS),
     (dict(pad_top=14), ErrorCode.BAD_PARAMS),
     (dict(pad_left=14), ErrorCode.BAD_PARAMS),
+    (dict(exp_groups=lambda d: d["in_groups"] + 1), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.CONV), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.EXPAND | DescFlag.CONV), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.RAW_OUT | DescFlag.RESIDUAL), ErrorCode.BAD_PARAMS),
+    (dict(out_pitch=lambda d: d["out_groups"] - 1), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.RAW_OUT), ErrorCode.BAD_PARAMS),  # pitch too small for int32
+    (dict(flags=DescFlag.RESIDUAL, out_pitch=lambda d: d["out_groups"] + 1),
+     ErrorCode.BAD_PARAMS),
+    (dict(mid_groups=lambda d: d["mid_groups"] + 1), ErrorCode.BAD_PARAMS),
 ])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_descriptor_errors(fields, code, backend):
@@ -172,10 +206,10 @@ def test_descriptor_errors(fields, code, backend):
     assert str(err) == f"accelerator stopped with {code.name} at descriptor 0"
 
 
-@pytest.mark.parametrize("field", ["in_addr", "out_addr", "dw_weights", "dw_table",
-                                   "pw_weights", "pw_table"])
+@pytest.mark.parametrize("field", ADDRESS_FIELDS)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_misaligned_address(field, backend):
+    """Every address field must be aligned, also those the descriptor's flags leave unused."""
     g = chain(2, 8)
     offset = Accelerator("tiny", "reference").compile(g).descriptors[1][field]
     err = _tampered_run(g, 1, backend, **{field: offset + 4})
@@ -186,6 +220,65 @@ def test_bus_errors():
     g = chain(1, 9)
     assert _tampered_run(g, 0, in_addr=1 << 24).code == ErrorCode.AXI_READ
     assert _tampered_run(g, 0, out_addr=1 << 24).code == ErrorCode.AXI_WRITE
+    assert _tampered_run(g, 0, pw_weights=1 << 24).code == ErrorCode.AXI_READ
+    # unused addresses are not read: a RESIDUAL flag makes res_addr count
+    assert _tampered_run(g, 0, flags=DescFlag.LAST | DescFlag.RESIDUAL,
+                         res_addr=1 << 24).code == ErrorCode.AXI_READ
+
+
+def test_unused_address_is_not_read(acc):
+    g = chain(1, 9)
+    a = Accelerator("tiny", "reference")
+    a.compile(g).descriptors[0].update(res_addr=1 << 24, exp_table=1 << 25)
+    x = _random_input(np.random.default_rng(9), g.input.shape)
+    assert np.array_equal(a.run(g, x), run_graph(g, x))
+
+
+# ---- progress, host steps, stats ------------------------------------------------------------
+
+def test_progress_and_stats(acc):
+    g = chain(3, 4)
+    calls = []
+    x = _random_input(np.random.default_rng(4), g.input.shape)
+    acc.run(g, x, progress=lambda i, n: calls.append((i, n)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    stats = acc.last_stats
+    assert stats["descriptors"] == 3 and stats["host_steps"] == []
+    assert all(r["seconds"] is not None and r["seconds"] >= 0 for r in stats["layers"])
+    assert stats["seconds"] >= sum(r["seconds"] for r in stats["layers"]) * 0.99
+
+
+def test_fc_host_step(acc):
+    """FULLY_CONNECTED: identity DW + PW with RAW_OUT on the accelerator, then the
+    double-precision requantization on the host, equal to LiteRT; per-tensor weights with a
+    zero point and a bias."""
+    rng = np.random.default_rng(3)
+    model = fully_connected_model((1, 1, 1, 40), rng.integers(-100, 100, (12, 40)).astype(
+        np.int8), [0.004], rng.integers(-5000, 5000, 12).astype(np.int32), (0.05, 3),
+        (0.2, 1), w_zp=-9, activation="RELU")
+    for seed in range(3):
+        x = _random_input(np.random.default_rng(seed), (1, 1, 1, 40))
+        assert np.array_equal(acc.run(model, x), litert_run(model, x))
+    prog = acc.compile(model)
+    assert prog.descriptors[0]["flags"] == DescFlag.RAW_OUT | DescFlag.LAST
+    (step,) = acc.last_stats["host_steps"]
+    assert step["kind"] == "fc_requant" and step["seconds"] >= 0
+
+
+def test_mid_tensor_as_model_output(acc):
+    """A DW output that is also the model output is not fused away: DW (identity PW) and the
+    1x1 CONV_2D run as two layers."""
+    g = read_tflite(dwsep_layer_model(_layer(5)))
+    g.outputs = ["dw/out"]
+    prog = acc.compile(g)
+    assert [r["stages"] for r in prog.layers] == [["DW", "PW"], ["DW", "PW"]]
+    x = _random_input(np.random.default_rng(5), g.input.shape)
+    assert np.array_equal(acc.run(g, x), run_graph(g, x))
+
+
+def test_default_timeout_is_the_devices():
+    a = Accelerator("tiny", "reference")
+    assert a.timeout_s == ReferenceDevice.default_timeout_s == 10.0
 
 
 # ---- device: registers, capabilities, timeouts, backends --------------------------------------

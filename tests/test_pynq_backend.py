@@ -15,7 +15,13 @@ import pytest
 from dwsep.host.backends.pynq import VLNV, PynqDevice
 from dwsep.host.backends.reference import ReferenceDevice, ReferenceMemory
 from dwsep.host.driver import Accelerator, BackendUnavailableError, CapabilityMismatchError
-from dwsep.host.tflite_writer import dwsep_layer_model, random_layer_spec
+from dwsep.host.tflite_writer import (
+    BlockSpec,
+    MobileNetSpec,
+    dwsep_layer_model,
+    mobilenet_like_model,
+    random_layer_spec,
+)
 from dwsep.hw.layout import REGISTERS
 from dwsep.sim.oracle import litert_run
 
@@ -132,6 +138,22 @@ def test_runs_through_fake_board(board, seed):
     i = board.log.index(start)
     assert any(e[0] == "flush" for e in board.log[:i])
     assert any(e[0] == "invalidate" for e in board.log[i:])
+
+
+def test_whole_network_with_host_step(board):
+    """A MobileNet-like network: many descriptors, and the FC host step reads the RAW_OUT
+    sums through the CPU's view of the buffer (invalidated after the run)."""
+    spec = MobileNetSpec(h=12, w=10, stem_channels=8, blocks=(BlockSpec(3, 8, 1),
+                                                              BlockSpec(2, 12, 2)),
+                         head_channels=20, pool="AVERAGE_POOL_2D", keep_dims=True,
+                         classes=9, fc_per_channel=False, reshape=True, seed=2)
+    model = mobilenet_like_model(spec)
+    x = np.random.default_rng(2).integers(-128, 128, (1, 12, 10, 3), dtype=np.int8)
+    with Accelerator("tiny", "pynq", bitstream="dwsep.bit") as acc:
+        y = acc.run(model, x)
+        assert acc.last_stats["host_steps"][0]["kind"] == "fc_requant"
+        assert acc.last_stats["descriptors"] == 5
+    assert np.array_equal(y, litert_run(model, x))
 
 
 def test_existing_overlay_and_second_run(board):

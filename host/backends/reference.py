@@ -23,9 +23,10 @@ from ...hw.layout import (
     descriptor_param_checks,
 )
 from .. import numerics, packing
+from ..compiler import ADDRESS_FIELDS
 from ..driver import Buffer, Device
 
-__all__ = ["ReferenceDevice", "ReferenceMemory", "execute_dwsep", "validate_descriptor",
+__all__ = ["ReferenceDevice", "ReferenceMemory", "execute_layer", "validate_descriptor",
            "BusError"]
 
 #: alignment the DMA engines need for every descriptor address
@@ -69,6 +70,16 @@ class ReferenceMemory:
     def write(self, addr: int, data: bytes) -> None:
         self._view(addr, len(data), True)[:] = data
 
+    def write_pixels(self, addr: int, pitch: int, rows: np.ndarray) -> None:
+        """Write row ``p`` of ``rows`` (``uint8[pixels, n]``) at ``addr + p*pitch``."""
+        pixels, n = rows.shape
+        if pitch == n:
+            self.write(addr, rows.tobytes())
+            return
+        span = self._view(addr, (pixels - 1) * pitch + n, True)
+        view = np.frombuffer(span, np.uint8)
+        np.lib.stride_tricks.as_strided(view, (pixels, n), (pitch, 1))[:] = rows
+
 
 class _ReferenceBuffer(Buffer):
     def __init__(self, memory: ReferenceMemory, addr: int, nbytes: int):
@@ -88,15 +99,14 @@ class _ReferenceBuffer(Buffer):
 
 def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCode:
     """The error the hardware raises for descriptor fields ``d`` (``ErrorCode.NONE`` if
-    none), checked in this order: opcode, parameters against ``config``, address
-    alignment."""
-    if d["opcode"] != Opcode.DWSEP:
+    none), checked in this order: opcode, parameters against ``config``
+    (:func:`descriptor_param_checks`), alignment of all nine address fields (used by the
+    descriptor's flags or not)."""
+    if d["opcode"] != Opcode.LAYER:
         return ErrorCode.BAD_OPCODE
-    ok = all(descriptor_param_checks(d, config))
-    if not ok:
+    if not all(descriptor_param_checks(d, config)):
         return ErrorCode.BAD_PARAMS
-    if any(d[f] % ADDR_ALIGN for f in ("in_addr", "out_addr", "dw_weights", "dw_table",
-                                       "pw_weights", "pw_table")):
+    if any(d[f] % ADDR_ALIGN for f in ADDRESS_FIELDS):
         return ErrorCode.MISALIGNED
     return ErrorCode.NONE
 
@@ -105,58 +115,119 @@ def _wrap_int32(x: np.ndarray) -> np.ndarray:
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
-def execute_dwsep(d: dict[str, int], memory: ReferenceMemory, config: AcceleratorConfig
+def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact integer ``x @ w`` through float64 BLAS: every partial sum of int8 x int8
+    products over fewer than ``2**37`` terms is an integer below ``2**53``."""
+    return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+
+
+def _table(memory: ReferenceMemory, addr: int, groups: int, lanes: int):
+    raw = memory.read(addr, groups * packing.TABLE_RECORD_BYTES_PER_LANE * lanes)
+    return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, groups, lanes))
+
+
+def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: AcceleratorConfig
                   ) -> None:
-    """Run one validated ``DWSEP`` descriptor ``d`` on ``memory``.
+    """Run one validated ``LAYER`` descriptor ``d`` on ``memory``.
 
-    With ``P`` lanes, ``Q`` PW columns, ``s``/``d``/``k`` stride/dilation/kernel, ``m`` the
-    depth multiplier and ``xp`` the input where out-of-image taps read ``in_zp``::
+    ``P`` lanes, ``Q`` PW columns, ``G = in_groups``, ``E = exp_groups``, ``M = mid_groups``,
+    ``O = out_groups``, ``s``/``d``/``k``/``m`` stride, dilation, kernel, depth multiplier;
+    every array is read from its packed DDR format (docs/ARCHITECTURE.md) and every
+    accumulator plus bias wraps in int32 as the hardware adders do::
 
-        acc[oy,ox,q,i] = sum_{ky,kx} xp[oy*s - pad_top + ky*d, ox*s - pad_left + kx*d,
-                                        (q // m)*P + i] * dw_w[q, ky, kx, i]
-        mid[oy,ox,q,i] = clamp(MBQM(acc + dw_bias[q,i], dw_mult[q,i], dw_shift[q,i])
-                               + dw_zp, dw_min, dw_max)
-        pacc[oy,ox,og,o] = sum_{q,i} mid[oy,ox,q,i] * pw_w[og, q, i, o]
-        out[oy,ox,og*Q+o] = clamp(MBQM(pacc + pw_bias[og,o], ...) + pw_zp, pw_min, pw_max)
-
-    with every array read from its packed DDR format (docs/ARCHITECTURE.md) and the
-    accumulator plus bias wrapping in int32 as the hardware adder does.
+        x[y, x, G*P]       = int8 input at in_addr (pixels contiguous)
+        EXPAND:  u[y, x, e] = clamp(MBQM(sum_c x[y, x, c] * ew[c, e] + eb[e], em[e], es[e])
+                                   + exp_zp, exp_min, exp_max)          (E*P channels)
+        else     u = x                                               (E = G)
+        t[oy, ox, ky, kx, c] = u[oy*s - pad_top + ky*d, ox*s - pad_left + kx*d, c],
+                               lb_zp outside the image (any side)
+        CONV:    mid[oy, ox, (g*k + ky)*k + kx, i] = t[oy, ox, ky, kx, g*P + i]   (M = k*k*E)
+        else:    mid[oy, ox, q, i] = clamp(MBQM(sum_{ky,kx} t[.., ky, kx, (q // m)*P + i]
+                                                * dw_w[q, ky, kx, i] + dw_b[q, i], ...)
+                                           + dw_zp, dw_min, dw_max)       (M = E*m)
+        acc[oy, ox, o] = sum_{q, i} mid[oy, ox, q, i] * pw_w[o // Q, q, i, o % Q]
+        RAW_OUT: z = wrap32(acc)                     (int32, no bias: pw_table is not read)
+        else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max)
+        RESIDUAL: z = clamp(MBQM(MBQM((z - add_a_zp) * 2**20, add_a_mult, add_a_shift)
+                                 + MBQM((r - add_b_zp) * 2**20, add_b_mult, add_b_shift),
+                                 add_out_mult, add_out_shift) + add_zp, add_min, add_max)
+                  with r the int8 tensor at res_addr laid out as the output (contiguous)
+        pixel p = oy*out_w + ox of z (O*Q int8, or O*Q little-endian int32) is written at
+        out_addr + 8*p*out_pitch; the bytes between pixels are left alone.
     """
     P, Q = config.dw_lanes, config.pw_cols
+    flags = d["flags"]
     k, s, dil, m = d["kernel"], d["stride"], d["dilation"], d["depth_mult"]
-    G, MG, OG = d["in_groups"], d["mid_groups"], d["out_groups"]
+    G, E, MG, OG = d["in_groups"], d["exp_groups"], d["mid_groups"], d["out_groups"]
     H, W, oh, ow = d["in_h"], d["in_w"], d["out_h"], d["out_w"]
+    requantize = numerics.requantize
 
-    def read(field: str, shape: tuple[int, ...]) -> np.ndarray:
-        return np.frombuffer(memory.read(d[field], int(np.prod(shape))), np.int8).reshape(shape)
+    def read(field: str, count: int) -> np.ndarray:
+        return np.frombuffer(memory.read(d[field], count), np.int8)
 
-    x = read("in_addr", (H, W, G, P))
-    dw_w = read("dw_weights", (MG, k, k, P)).astype(np.int64)
-    pw_w = read("pw_weights", (OG, MG, P, Q)).astype(np.int64)
-    rec = packing.TABLE_RECORD_BYTES_PER_LANE
-    dw_b, dw_m, dw_s = packing.unpack_table(memory.read(d["dw_table"], MG * rec * P), MG, P)
-    pw_b, pw_m, pw_s = packing.unpack_table(memory.read(d["pw_table"], OG * rec * Q), OG, Q)
+    # loads in the hardware's order: expand, DW, PW weights and tables
+    if flags & DescFlag.EXPAND:
+        ew = read("exp_weights", E * G * P * P).reshape(E, G, P, P)
+        et = _table(memory, d["exp_table"], E, P)
+    if not flags & DescFlag.CONV:
+        dw_w = read("dw_weights", MG * k * k * P).reshape(MG, k, k, P).astype(np.int64)
+        dt = _table(memory, d["dw_table"], MG, P)
+    pw_w = read("pw_weights", OG * MG * P * Q).reshape(OG, MG, P, Q)
+    if not flags & DescFlag.RAW_OUT:
+        pt = _table(memory, d["pw_table"], OG, Q)
 
-    rows = (oh - 1) * s + (k - 1) * dil + 1
-    cols = (ow - 1) * s + (k - 1) * dil + 1
-    xp = np.full((rows, cols, G, P), d["in_zp"], np.int64)
-    ny = max(0, min(H, rows - d["pad_top"]))
-    nx = max(0, min(W, cols - d["pad_left"]))
-    xp[d["pad_top"]:d["pad_top"] + ny, d["pad_left"]:d["pad_left"] + nx] = x[:ny, :nx]
-    group_of = np.arange(MG) // m
-    acc = np.zeros((oh, ow, MG, P), np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            taps = xp[ky * dil:ky * dil + (oh - 1) * s + 1:s,
-                      kx * dil:kx * dil + (ow - 1) * s + 1:s][:, :, group_of]
-            acc += taps * dw_w[:, ky, kx]
-    mid = numerics.requantize(_wrap_int32(acc + dw_b), dw_m, dw_s, d["dw_zp"], d["dw_min"],
-                              d["dw_max"])
-    w2 = pw_w.transpose(1, 2, 0, 3).reshape(MG * P, OG * Q)
-    pacc = mid.reshape(oh * ow, MG * P).astype(np.int64) @ w2
-    out = numerics.requantize(_wrap_int32(pacc + pw_b.reshape(-1)), pw_m.reshape(-1),
-                              pw_s.reshape(-1), d["pw_zp"], d["pw_min"], d["pw_max"])
-    memory.write(d["out_addr"], out.tobytes())
+    u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
+    if flags & DescFlag.EXPAND:
+        b, mult, shift = et
+        w2 = ew.transpose(1, 2, 0, 3).reshape(G * P, E * P)
+        u = requantize(_wrap_int32(_matmul(u, w2) + b), mult, shift, d["exp_zp"],
+                       d["exp_min"], d["exp_max"])
+    u = u.reshape(H, W, E, P)
+
+    rows = max((oh - 1) * s + (k - 1) * dil + 1, d["pad_top"] + H)
+    cols = max((ow - 1) * s + (k - 1) * dil + 1, d["pad_left"] + W)
+    padded = np.full((rows, cols, E, P), d["lb_zp"], np.int64)
+    padded[d["pad_top"]:d["pad_top"] + H, d["pad_left"]:d["pad_left"] + W] = u
+
+    def taps(ky: int, kx: int) -> np.ndarray:
+        return padded[ky * dil:ky * dil + (oh - 1) * s + 1:s,
+                      kx * dil:kx * dil + (ow - 1) * s + 1:s]
+
+    if flags & DescFlag.CONV:
+        mid = np.stack([taps(ky, kx)[:, :, g] for g in range(E) for ky in range(k)
+                        for kx in range(k)], axis=2)
+    else:
+        group_of = np.arange(MG) // m
+        acc = np.zeros((oh, ow, MG, P), np.int64)
+        for ky in range(k):
+            for kx in range(k):
+                acc += taps(ky, kx)[:, :, group_of] * dw_w[:, ky, kx]
+        b, mult, shift = dt
+        mid = requantize(_wrap_int32(acc.reshape(oh, ow, MG * P) + b), mult, shift,
+                         d["dw_zp"], d["dw_min"], d["dw_max"])
+    pixels = oh * ow
+    acc = _wrap_int32(_matmul(mid.reshape(pixels, MG * P),
+                              pw_w.transpose(1, 2, 0, 3).reshape(MG * P, OG * Q)))
+    if flags & DescFlag.RAW_OUT:
+        z = acc.astype("<i4").view(np.uint8).reshape(pixels, -1)
+    else:
+        b, mult, shift = pt
+        z = requantize(_wrap_int32(acc + b), mult, shift, d["pw_zp"], d["pw_min"], d["pw_max"])
+        if flags & DescFlag.RESIDUAL:
+            r = read("res_addr", pixels * OG * Q).reshape(pixels, OG * Q)
+            z = _residual_add(z, r, d)
+        z = z.view(np.uint8)
+    memory.write_pixels(d["out_addr"], 8 * d["out_pitch"], z)
+
+
+def _residual_add(a: np.ndarray, b: np.ndarray, d: dict[str, int]) -> np.ndarray:
+    """TFLite int8 ADD of the PW output ``a`` and the residual ``b`` with the descriptor's
+    ``add_*`` parameters (formula in :func:`execute_layer`)."""
+    mbqm = numerics.multiply_by_quantized_multiplier
+    sa = mbqm((a.astype(np.int64) - d["add_a_zp"]) << 20, d["add_a_mult"], d["add_a_shift"])
+    sb = mbqm((b.astype(np.int64) - d["add_b_zp"]) << 20, d["add_b_mult"], d["add_b_shift"])
+    return numerics.requantize(sa + sb, d["add_out_mult"], d["add_out_shift"], d["add_zp"],
+                               d["add_min"], d["add_max"])
 
 
 class ReferenceDevice(Device):
@@ -232,7 +303,9 @@ class ReferenceDevice(Device):
                                                            DESCRIPTOR.size))
                     code = validate_descriptor(d, self.config)
                     if code == ErrorCode.NONE:
-                        execute_dwsep(d, self.memory, self.config)
+                        if self.on_descriptor is not None:
+                            self.on_descriptor(index)
+                        execute_layer(d, self.memory, self.config)
                 except BusError as e:
                     code = ErrorCode.AXI_WRITE if e.write else ErrorCode.AXI_READ
             if code != ErrorCode.NONE:

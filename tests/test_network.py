@@ -1,0 +1,205 @@
+"""Whole networks compiled to one program and run on the ``reference`` device: random
+MobileNet-like graphs (every cutting rule of the compiler: fused blocks, split expands, output
+tiles, input slices, lone ADDs, the FC host step), the real int8 MobileNetV2 (torchvision's
+ImageNet weights) and MobileNetV1, each bit-exact with LiteRT ``BUILTIN_REF`` and the NumPy
+reference ``run_graph``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from dwsep.host import imagenet, mobilenet, quantizer
+from dwsep.host.checkpoint import load_state_dict
+from dwsep.host.compiler import compile_model
+from dwsep.host.driver import Accelerator
+from dwsep.host.reference import run_graph
+from dwsep.host.tflite_reader import read_tflite
+from dwsep.host.tflite_writer import mobilenet_like_model, random_mobilenet_spec
+from dwsep.hw.config import get_config
+from dwsep.sim.oracle import litert_run
+
+TINY = get_config("tiny")
+#: tiny with a small expand memory and PW output: blocks split their expand, outputs tile
+SPLIT = dataclasses.replace(TINY, name="tiny-split", expand_channels_max=16,
+                            out_channels_max=32)
+#: tiny with a small mid memory: a wide head is stored in slices, pooled slice by slice, and
+#: the FC adds its partial sums on the host
+SLICED = dataclasses.replace(TINY, name="tiny-sliced", mid_channels_max=72,
+                             out_channels_max=16)
+PYNQ_Z2 = get_config("pynq-z2")
+
+#: (config, seeds, random_mobilenet_spec limits)
+NETWORKS = [
+    (TINY, range(24), {}),
+    (SPLIT, range(100, 106), dict(max_channels=32, max_expand=4)),
+    (SLICED, range(200, 204), dict(max_channels=16, max_expand=4)),
+]
+
+
+def network(config, seed: int, limits: dict):
+    """A random MobileNet-like spec whose last feature map fits the pooling kernel (the stem
+    and each stride-2 block halve it, rounding up); on ``SLICED`` the head is wider than
+    the mid memory."""
+    rng = np.random.default_rng(seed)
+    spec = random_mobilenet_spec(rng, **limits)
+    n2 = 1 + sum(b.stride == 2 for b in spec.blocks)
+    limit = config.k_max << n2
+    spec = dataclasses.replace(spec, h=min(spec.h, limit), w=min(spec.w, limit))
+    if config is SLICED:
+        spec = dataclasses.replace(spec, head_channels=int(rng.integers(73, 120)))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def accelerators():
+    accs = {}
+    yield lambda cfg: accs.setdefault(cfg.name, Accelerator(cfg, "reference"))
+    for a in accs.values():
+        a.close()
+
+
+@pytest.mark.parametrize("config,seed,limits",
+                         [(c, s, lim) for c, seeds, lim in NETWORKS for s in seeds],
+                         ids=[f"{c.name}-{s}" for c, seeds, _ in NETWORKS for s in seeds])
+def test_random_network(accelerators, config, seed, limits):
+    spec = network(config, seed, limits)
+    model = mobilenet_like_model(spec)
+    g = read_tflite(model)
+    acc = accelerators(config)
+    prog = acc.compile(g)
+    x = np.random.default_rng(seed).integers(-128, 128, g.input.shape, np.int8)
+    y = acc.run(g, x)
+    expected = litert_run(model, x)
+    assert y.dtype == np.int8 and y.shape == expected.shape, spec
+    assert np.array_equal(y, expected), (spec, prog.summary())
+    assert np.array_equal(run_graph(g, x), expected), spec
+    # every operator is accounted for, once
+    done = sorted(i for r in prog.layers for i in r["operators"])
+    assert done == list(range(len(g.operators))), prog.summary()
+
+
+def test_random_networks_cover_every_rule():
+    """The sample above exercises each way the compiler cuts a graph."""
+    seen: dict[str, int] = {}
+    for config, seeds, limits in NETWORKS:
+        for seed in seeds:
+            prog = compile_model(read_tflite(mobilenet_like_model(network(config, seed,
+                                                                          limits))), config)
+            for r in prog.layers:
+                keys = ["+".join(r["stages"]), *r["ops"]]
+                keys += ["tiles"] * (r["tiles"] > 1) + ["slices"] * (r["input_slices"] > 1)
+                keys += ["split"] * ("split" in r["note"])
+                for key in keys:
+                    seen[key] = seen.get(key, 0) + 1
+    for key in ("CONV+PW", "EXPAND+DW+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW+RESIDUAL",
+                "DW+PW", "DW+PW+RAW_OUT", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "PAD",
+                "tiles", "slices", "split"):
+        assert seen.get(key, 0) >= 2, (key, seen)
+
+
+# ---- real networks --------------------------------------------------------------------------
+
+def _calibration_photos() -> list:
+    return [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
+
+
+@pytest.fixture(scope="module")
+def v2_int8():
+    """MobileNetV2-1.0-224 from torchvision's ImageNet weights, quantized (about 5 s)."""
+    state_dict = load_state_dict(mobilenet.torchvision_weights_path())
+    return quantizer.quantize("mobilenet_v2", state_dict, _calibration_photos())
+
+
+@pytest.fixture(scope="module")
+def grace_hopper():
+    return imagenet.sample_images()["grace_hopper"]
+
+
+@pytest.mark.parametrize("config", [PYNQ_Z2, get_config("zcu104")],
+                         ids=["pynq-z2", "zcu104"])
+def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
+    x = imagenet.image_to_input(grace_hopper, v2_int8)
+    expected = litert_run(v2_int8, x)
+    with Accelerator(config, "reference") as acc:
+        start = time.perf_counter()
+        y = acc.run(v2_int8, x)
+        print(f"MobileNetV2-224 on the reference device ({config.name}, "
+              f"{acc.last_stats['descriptors']} descriptors): "
+              f"{time.perf_counter() - start:.2f} s")
+    assert y.shape == (1, 1000) and np.array_equal(y, expected)
+    # the float model's top-1 (torchvision's, with the centre crop) and the classic label
+    assert imagenet.top_k(y, 1) == [457] and 652 in imagenet.top_k(y, 5)
+
+
+def test_mobilenet_v2_compiles_to(v2_int8):
+    """What runs where: all 17 blocks fused on zcu104; on pynq-z2 the 160-channel
+    blocks split their expand, 960/1280-channel outputs tile, the pool + FC run per slice."""
+    g = read_tflite(v2_int8)
+    big = compile_model(g, "zcu104")
+    assert len(big.descriptors) == len(big.layers) == 20
+    stages = ["+".join(r["stages"]) for r in big.layers]
+    assert stages[0] == "CONV+PW" and stages[1] == "DW+PW"
+    assert stages.count("EXPAND+DW+PW+RESIDUAL") == 10 and stages.count("EXPAND+DW+PW") == 6
+    assert stages[-2:] == ["DW+PW", "DW+PW+RAW_OUT"]
+    assert [s.kind for s in big.host_steps] == ["fc_requant"]
+    assert big.macs == 300_836_992
+
+    prog = compile_model(g, PYNQ_Z2)
+    assert len(prog.descriptors) == 101 and len(prog.layers) == 23
+    split = [r for r in prog.layers if "split" in r["note"]]
+    assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
+    assert all(r["tiles"] == 6 for r in split)
+    head, pool = prog.layers[-2:]
+    assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 8
+    assert (pool["input_slices"], pool["tiles"], pool["host_step"]) == (8, 7, "fc_requant")
+    assert prog.macs == big.macs
+    assert "layer 22 [descriptor 45-100]" in prog.summary()
+
+
+@pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
+                         ids=["0.5-pynq-z2", "1.0-pynq-z2"])
+def test_mobilenet_v1_bit_exact(grace_hopper, width, config):
+    model = quantizer.quantize("mobilenet_v1", None, _calibration_photos()[:2], width=width,
+                               seed=5)
+    x = imagenet.image_to_input(grace_hopper, model)
+    with Accelerator(config, "reference") as acc:
+        y = acc.run(model, x)
+        layers = acc.last_stats["layers"]
+    assert np.array_equal(y, litert_run(model, x))
+    assert [r["stages"] for r in layers[:2]] == [["CONV", "PW"], ["DW", "PW"]]
+    assert len(layers) == 15 and layers[-1]["host_step"] == "fc_requant"
+
+
+# ---- the same on the Verilated RTL (run before resolving; the RTL is built per config) -------
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("seed", range(4))
+def test_random_network_rtl(seed):
+    spec = dataclasses.replace(network(TINY, seed, dict(max_hw=12, max_blocks=3)), seed=seed)
+    model = mobilenet_like_model(spec)
+    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
+    with Accelerator("tiny", "rtl") as acc:
+        y = acc.run(model, x)
+        print(f"seed {seed} {spec}: {acc.last_stats['cycles']} cycles")
+    assert np.array_equal(y, litert_run(model, x)), spec
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_mobilenet_v2_rtl(v2_int8, grace_hopper):
+    """The issue's acceptance run: MobileNetV2-224 on the pynq-z2 RTL equals LiteRT."""
+    x = imagenet.image_to_input(grace_hopper, v2_int8)
+    with Accelerator(PYNQ_Z2, "rtl") as acc:
+        start = time.perf_counter()
+        y = acc.run(v2_int8, x)
+        stats = acc.last_stats
+    print(f"MobileNetV2-224 on the RTL: {stats['cycles']} cycles, "
+          f"{time.perf_counter() - start:.0f} s wall")
+    for r in stats["layers"]:
+        print(f"  layer {r['layer']} {'+'.join(r['stages'])}: {r['seconds']} s")
+    assert np.array_equal(y, litert_run(v2_int8, x))
+    assert imagenet.top_k(y, 1) == [457]
