@@ -159,6 +159,11 @@ class Device(ABC):
                     f"LAYER.index={self.read_field('LAYER', 'index')})")
             time.sleep(poll_s)
 
+    def descriptor_cycles(self) -> dict[int, int] | None:
+        """Cycle (from start) at which each descriptor of the last run began, for devices
+        that can tell (the simulated RTL); ``None`` otherwise."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Release the device."""
@@ -222,7 +227,9 @@ class Accelerator:
     last_stats:
         After :meth:`run`: ``{"backend", "config", "cycles" (int, or None without timing),
         "macs", "descriptors", "seconds", "layers": [per-layer report dicts, each with
-        "seconds" (wall time from its first descriptor's start to the next layer's, where
+        "cycles" (where the device reports descriptor start cycles: the simulated RTL, to
+        within 256 cycles), "seconds" (wall time from its first descriptor's start to the next
+        layer's, where
         the device reported progress, else None)], "host_steps": [{"kind", "tensor",
         "seconds"}]}``.
     """
@@ -328,10 +335,13 @@ class Accelerator:
             out = results[prog.output_step.tensor].reshape(prog.output.shape)
         else:
             out = prog.output.unpack(buf.read(prog.output.offset, prog.output.nbytes))
+        cycle_starts = dev.descriptor_cycles()
         self.last_stats = {
             "backend": dev.name, "config": self.config.name, "cycles": cycles,
             "macs": prog.macs, "descriptors": count, "seconds": t_end - t0,
-            "layers": [dict(r, seconds=_layer_seconds(r, starts, t_end)) for r in prog.layers],
+            "layers": [dict(r, seconds=_layer_seconds(r, starts, t_end),
+                            cycles=_layer_cycles(r, cycle_starts, cycles))
+                       for r in prog.layers],
             "host_steps": steps}
         return out if batched or out.shape[0] != 1 else out[0]
 
@@ -348,6 +358,15 @@ class Accelerator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _layer_cycles(report: dict, starts: dict[int, int] | None, total: int | None) -> int | None:
+    """Cycles from a layer's first descriptor to the one after its last (or the end), where
+    the device reports descriptor start cycles."""
+    first, n = report["descriptors"]
+    if starts is None or total is None or first not in starts:
+        return None
+    return starts.get(first + n, total) - starts[first]
 
 
 def _layer_seconds(report: dict, starts: dict[int, float], end: float) -> float | None:

@@ -83,6 +83,7 @@ async def run_job(dut):
     cycles_run = 0
     for name, value in job["writes"]:
         await axil.write_dword(REGISTERS[name].offset, value)
+    layer_starts = {0: 0}  # descriptor -> first poll that saw it running (cycles)
     if job["wait"]:
         polls = 0
         while cycles_run < job["max_cycles"]:
@@ -90,9 +91,10 @@ async def run_job(dut):
             cycles_run += POLL_CYCLES
             if not busy.decode(await axil.read_dword(REGISTERS["STATUS"].offset)):
                 break
+            layer = await axil.read_dword(REGISTERS["LAYER"].offset)
+            layer_starts.setdefault(layer, cycles_run)
             polls += 1
             if job.get("progress") and polls % PROGRESS_POLLS == 0:
-                layer = await axil.read_dword(REGISTERS["LAYER"].offset)
                 _report(Path(job["progress"]), {"LAYER": layer, "sim_cycles": cycles_run})
 
     registers = {}
@@ -100,4 +102,5 @@ async def run_job(dut):
         registers[reg.name] = await axil.read_dword(reg.offset)
     Path(job["memory_out"]).write_bytes(bytes(ram.mem))
     Path(job["result"]).write_text(json.dumps({"registers": registers,
-                                               "sim_cycles": cycles_run}))
+                                               "sim_cycles": cycles_run,
+                                               "layer_starts": layer_starts}))

@@ -64,6 +64,8 @@ class JobResult:
     registers: dict[str, int]
     sim_cycles: int  #: cycles simulated after the register writes (polling granularity)
     wall_seconds: float
+    #: descriptor index -> cycle it was first seen running (to within ``POLL_CYCLES``)
+    layer_starts: dict[int, int]
 
 
 def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list,
@@ -105,7 +107,8 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
         result = json.loads((tmp / "result.json").read_text())
         mem_out = bytearray((tmp / "mem_out.bin").read_bytes())
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
-                     time.monotonic() - t0)
+                     time.monotonic() - t0,
+                     {int(k): v for k, v in result.get("layer_starts", {}).items()})
 
 
 class Simulation:

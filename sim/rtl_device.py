@@ -133,6 +133,11 @@ class RtlDevice(Device):
                 f"rtl: still busy after {self.max_cycles} simulated cycles "
                 f"(LAYER.index={job.registers['LAYER']})")
 
+    def descriptor_cycles(self) -> dict[int, int] | None:
+        """Cycle at which each descriptor of the last run started, to within the bench's
+        256-cycle STATUS polling."""
+        return self.last_job.layer_starts if self.last_job else None
+
     def _apply(self, job: JobResult) -> None:
         self.memory[:] = job.memory
         self._snapshot = job.registers

@@ -200,6 +200,24 @@ def test_mobilenet_v2_rtl(v2_int8, grace_hopper):
     print(f"MobileNetV2-224 on the RTL: {stats['cycles']} cycles, "
           f"{time.perf_counter() - start:.0f} s wall")
     for r in stats["layers"]:
-        print(f"  layer {r['layer']} {'+'.join(r['stages'])}: {r['seconds']} s")
+        print(f"  layer {r['layer']:2} {'+'.join(r['stages']):24} {r['cycles']:>9} cycles "
+              f"{r['macs']:>11} MACs  {r['seconds']:.1f} s")
     assert np.array_equal(y, litert_run(v2_int8, x))
     assert imagenet.top_k(y, 1) == [457]
+    assert sum(r["cycles"] for r in stats["layers"]) == stats["cycles"]
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_mobilenet_v1_rtl(grace_hopper):
+    """MobileNetV1 (width 0.5, random weights) on the pynq-z2 RTL equals LiteRT."""
+    model = quantizer.quantize("mobilenet_v1", None, _calibration_photos()[:2], width=0.5,
+                               seed=5)
+    x = imagenet.image_to_input(grace_hopper, model)
+    with Accelerator(PYNQ_Z2, "rtl") as acc:
+        start = time.perf_counter()
+        y = acc.run(model, x)
+        cycles = acc.last_stats["cycles"]
+    print(f"MobileNetV1-0.5-224 on the RTL: {cycles} cycles, "
+          f"{time.perf_counter() - start:.0f} s wall")
+    assert np.array_equal(y, litert_run(model, x))

@@ -73,6 +73,10 @@ def test_program_of_three_layers(rtl, seed):
     g = chain(3, 100 + seed)
     x = np.random.default_rng(seed).integers(-128, 128, g.input.shape, dtype=np.int8)
     assert np.array_equal(rtl.run(g, x), run_graph(g, x))
+    # per-layer cycles (from the bench's polling) add up to the CYCLES register
+    layers = rtl.last_stats["layers"]
+    assert len(layers) == 3 and all(r["cycles"] > 0 for r in layers)
+    assert sum(r["cycles"] for r in layers) == rtl.last_stats["cycles"]
 
 
 def test_hung_hardware_times_out():
