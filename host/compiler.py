@@ -46,7 +46,7 @@ from ..hw.config import AcceleratorConfig, get_config
 from ..hw.layout import DESCRIPTOR, DescFlag, Opcode
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
-from .numerics import INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
+from .numerics import INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from .reference import (
     add_quant_params,
     conv_quant_params,
@@ -156,15 +156,11 @@ class HostStep:
         for offset in p["partials"]:
             raw = read(offset, 4 * rows * packing.padded(units, cols))
             acc += packing.unpack_raw(raw, rows, units, cols)
-        acc = _wrap_int32(acc + p["bias"])
+        acc = wrap_int32(acc + p["bias"])
         scaled = round_half_away(acc.astype(np.float64) * p["scale"])
         fits = (scaled >= INT32_MIN) & (scaled < 2.0**31)
-        out = _wrap_int32(np.where(fits, scaled, INT32_MIN).astype(np.int64) + p["out_zp"])
+        out = wrap_int32(np.where(fits, scaled, INT32_MIN).astype(np.int64) + p["out_zp"])
         return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
-
-
-def _wrap_int32(x: np.ndarray) -> np.ndarray:
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "INT32_MIN", "INT32_MAX", "quantize_multiplier", "srdhm", "rounding_divide_by_pot",
-    "multiply_by_quantized_multiplier", "requantize", "activation_range",
+    "multiply_by_quantized_multiplier", "requantize", "activation_range", "wrap_int32",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -78,11 +78,12 @@ def multiply_by_quantized_multiplier(acc, q_fixed, shift):
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    shifted = _wrap_int32(acc << left)
+    shifted = wrap_int32(acc << left)
     return rounding_divide_by_pot(srdhm(shifted, q_fixed), right)
 
 
-def _wrap_int32(x):
+def wrap_int32(x):
+    """Two's-complement wrap to int32, as C++ int32 arithmetic does (values stay int64)."""
     x = np.asarray(x, dtype=np.int64)
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 

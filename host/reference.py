@@ -33,6 +33,7 @@ from .numerics import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requantize,
+    wrap_int32,
 )
 
 __all__ = [
@@ -70,10 +71,6 @@ def padding_amounts(padding: str, in_size: int, k: int, stride: int,
     raise ValueError(f"'padding' must be 'SAME' or 'VALID', not {padding!r}")
 
 
-def _wrap_int32(x: np.ndarray) -> np.ndarray:
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
 def _padded_input(x: np.ndarray, in_zp: int, padding) -> np.ndarray:
     """``x - in_zp`` in int64, zero-padded: a padded tap then contributes nothing."""
     top, bottom, left, right = padding
@@ -98,7 +95,7 @@ def _taps(xs: np.ndarray, kh: int, kw: int, stride, dilation):
 def _finish(acc: np.ndarray, bias, mult, shift, out_zp, act_min, act_max) -> np.ndarray:
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
-    return requantize(_wrap_int32(acc), np.asarray(mult, np.int64), np.asarray(shift, np.int64),
+    return requantize(wrap_int32(acc), np.asarray(mult, np.int64), np.asarray(shift, np.int64),
                       out_zp, act_min, act_max)
 
 
@@ -416,7 +413,7 @@ def mean(x: np.ndarray, axes, keep_dims: bool, *, in_zp: int, mult: int, shift: 
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     m, s = mean_multiplier(mult, shift, count)
     total = x.astype(np.int64).sum(axis=axes, keepdims=keep_dims)
-    return requantize(_wrap_int32(total - in_zp * count), m, s, out_zp, -128, 127)
+    return requantize(wrap_int32(total - in_zp * count), m, s, out_zp, -128, 127)
 
 
 def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, *, in_zp: int,
@@ -446,13 +443,13 @@ def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, *, in
     if d * 255 * 255 >= 2**53:
         raise ValueError(f"{d} input values are too many for exact float64 sums")
     xs = x.reshape(-1, d).astype(np.float64) - in_zp
-    acc = _wrap_int32((xs @ (w.astype(np.float64) - w_zp).T).astype(np.int64))
+    acc = wrap_int32((xs @ (w.astype(np.float64) - w_zp).T).astype(np.int64))
     if bias is not None:
-        acc = _wrap_int32(acc + np.asarray(bias, np.int64))
+        acc = wrap_int32(acc + np.asarray(bias, np.int64))
     scaled = round_half_away(acc.astype(np.float64) * np.asarray(scale, np.float64))
     fits = (scaled >= INT32_MIN) & (scaled < 2.0**31)
     out = np.where(fits, scaled, INT32_MIN).astype(np.int64)
-    return np.clip(_wrap_int32(out + out_zp), act_min, act_max).astype(np.int8)
+    return np.clip(wrap_int32(out + out_zp), act_min, act_max).astype(np.int8)
 
 
 def fully_connected_params(graph: Graph, op: Operator) -> dict:

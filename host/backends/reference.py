@@ -111,10 +111,6 @@ def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCo
     return ErrorCode.NONE
 
 
-def _wrap_int32(x: np.ndarray) -> np.ndarray:
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
 def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Exact integer ``x @ w`` through float64 BLAS: every partial sum of int8 x int8
     products over fewer than ``2**37`` terms is an integer below ``2**53``."""
@@ -180,7 +176,7 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     if flags & DescFlag.EXPAND:
         b, mult, shift = et
         w2 = ew.transpose(1, 2, 0, 3).reshape(G * P, E * P)
-        u = requantize(_wrap_int32(_matmul(u, w2) + b), mult, shift, d["exp_zp"],
+        u = requantize(numerics.wrap_int32(_matmul(u, w2) + b), mult, shift, d["exp_zp"],
                        d["exp_min"], d["exp_max"])
     u = u.reshape(H, W, E, P)
 
@@ -203,16 +199,17 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
             for kx in range(k):
                 acc += taps(ky, kx)[:, :, group_of] * dw_w[:, ky, kx]
         b, mult, shift = dt
-        mid = requantize(_wrap_int32(acc.reshape(oh, ow, MG * P) + b), mult, shift,
+        mid = requantize(numerics.wrap_int32(acc.reshape(oh, ow, MG * P) + b), mult, shift,
                          d["dw_zp"], d["dw_min"], d["dw_max"])
     pixels = oh * ow
-    acc = _wrap_int32(_matmul(mid.reshape(pixels, MG * P),
+    acc = numerics.wrap_int32(_matmul(mid.reshape(pixels, MG * P),
                               pw_w.transpose(1, 2, 0, 3).reshape(MG * P, OG * Q)))
     if flags & DescFlag.RAW_OUT:
         z = acc.astype("<i4").view(np.uint8).reshape(pixels, -1)
     else:
         b, mult, shift = pt
-        z = requantize(_wrap_int32(acc + b), mult, shift, d["pw_zp"], d["pw_min"], d["pw_max"])
+        z = requantize(numerics.wrap_int32(acc + b), mult, shift, d["pw_zp"], d["pw_min"],
+                       d["pw_max"])
         if flags & DescFlag.RESIDUAL:
             r = read("res_addr", pixels * OG * Q).reshape(pixels, OG * Q)
             z = _residual_add(z, r, d)
