@@ -31,7 +31,18 @@ from dataclasses import dataclass, field
 
 from dwsep.hw.axi import Burst, Resp
 
-__all__ = ["AXI4Memory", "AXIProtocolError", "BurstRecord"]
+__all__ = ["AXI4Memory", "AXIProtocolError", "BurstRecord", "split_bursts"]
+
+
+def split_bursts(addr: int, beats: int, max_burst: int) -> list[tuple[int, int]]:
+    """Reference burst split of a DMA command, as ``(addr, beats)`` pairs:
+    ``min(left, max_burst, beats to the next 4 KiB boundary)`` (64-bit beats)."""
+    out = []
+    while beats:
+        n = min(beats, max_burst, (4096 - addr % 4096) // 8)
+        out.append((addr, n))
+        addr, beats = addr + 8 * n, beats - n
+    return out
 
 
 class AXIProtocolError(AssertionError):

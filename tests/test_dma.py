@@ -15,21 +15,11 @@ from amaranth.sim import Simulator
 from dwsep.hw.axi import AXI4ReadSignature, AXI4WriteSignature, Resp
 from dwsep.hw.dma_reader import DMAReader, dma_command_layout
 from dwsep.hw.dma_writer import DMAWriter
-from dwsep.sim.axi_model import AXI4Memory, AXIProtocolError
+from dwsep.sim.axi_model import AXI4Memory, AXIProtocolError, split_bursts
 from dwsep.sim.streams import recv_n, run_sim, send_all
 
 BASE = 0x4000_0000
 PAGE = 4096
-
-
-def split_bursts(addr: int, beats: int, max_burst: int) -> list[tuple[int, int]]:
-    """Reference burst split: ``min(left, max_burst, beats to the next 4 KiB boundary)``."""
-    out = []
-    while beats:
-        n = min(beats, max_burst, (PAGE - addr % PAGE) // 8)
-        out.append((addr, n))
-        addr, beats = addr + 8 * n, beats - n
-    return out
 
 
 def random_commands(rng: random.Random, n: int) -> list[tuple[int, int]]:

@@ -14,22 +14,12 @@ from amaranth.lib import wiring
 from dwsep.hw.axi import AXI4ReadSignature
 from dwsep.hw.dma_reader import DMAReader
 from dwsep.hw.read_arbiter import ReadArbiter
-from dwsep.sim.axi_model import AXI4Memory, AXIProtocolError
+from dwsep.sim.axi_model import AXI4Memory, AXIProtocolError, split_bursts
 from dwsep.sim.streams import recv_n, run_sim, send_all
 
 BASE = 0x4000_0000
 PAGE = 4096
 PAGES = 8  # commands start in pages 1..PAGES-2; the memory spans PAGES + 1 pages
-
-
-def split_bursts(addr: int, beats: int, max_burst: int) -> list[tuple[int, int]]:
-    """Reference burst split: ``min(left, max_burst, beats to the next 4 KiB boundary)``."""
-    out = []
-    while beats:
-        n = min(beats, max_burst, (PAGE - addr % PAGE) // 8)
-        out.append((addr, n))
-        addr, beats = addr + 8 * n, beats - n
-    return out
 
 
 def beats_at(mem: bytearray, addr: int, beats: int) -> list[int]:
