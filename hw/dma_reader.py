@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4ReadSignature, Burst, Resp
 
-__all__ = ["DMAReader", "dma_command_layout", "check_dma_params", "next_burst_beats"]
+__all__ = ["DMAReader", "dma_command_layout", "check_dma_params", "next_burst_beats",
+           "issue_bursts"]
 
 BEAT_BYTES = 8  # 64-bit data bus
 PAGE_BEATS = 4096 // BEAT_BYTES  # an AXI burst must not cross a 4 KiB boundary (IHI 0022 A3.4.1)
@@ -46,6 +47,45 @@ def next_burst_beats(m: Module, addr: Value, left: Value, max_burst: int) -> Sig
         beats.eq(Mux(left < cap, left, cap)),
     ]
     return beats
+
+
+def issue_bursts(m: Module, engine, channel: str) -> tuple[Value, Value, Value, Value, Signal]:
+    """The command side both DMA engines share: take a command once the previous one has
+    issued its last burst, split it into bursts (:func:`next_burst_beats`) and present them on
+    the AXI address channel ``channel`` (``"ar"`` or ``"aw"``) of ``engine.axi``, with at most
+    ``engine.max_outstanding`` in flight.
+
+    Returns ``(issue, beats, misaligned, splitting, in_flight)``: ``issue`` is high in a cycle
+    a burst of ``beats`` beats is presented; ``misaligned`` flags a command dropped for an
+    unaligned address; ``splitting`` that a command still has bursts to issue; ``in_flight``
+    counts issued bursts not yet complete: the caller updates it with
+    ``in_flight + issue - completion`` (a completion in the same cycle does not free a slot for
+    that cycle's issue, which keeps the issue condition off the response path).
+    """
+    axi, cmd = engine.axi, engine.cmd
+
+    def ax(name):
+        return getattr(axi, channel + name)
+
+    addr = Signal(engine.addr_width, name="addr")  # next burst's address
+    left = Signal(engine.max_beats_width, name="left")  # beats not yet on the address channel
+    in_flight = Signal(range(engine.max_outstanding + 1), name="in_flight")
+
+    m.d.comb += cmd.ready.eq(left == 0)
+    misaligned = cmd.valid & cmd.ready & (cmd.payload.addr[:3] != 0)
+    with m.If(cmd.valid & cmd.ready & ~misaligned):
+        m.d.sync += [addr.eq(cmd.payload.addr), left.eq(cmd.payload.beats)]
+
+    m.d.comb += [ax("id").eq(0), ax("size").eq(3), ax("burst").eq(Burst.INCR),
+                 ax("lock").eq(0), ax("cache").eq(AXCACHE), ax("prot").eq(0)]
+    n = next_burst_beats(m, addr, left, engine.max_burst)
+    issue = (left != 0) & (~ax("valid") | ax("ready")) & (in_flight < engine.max_outstanding)
+    with m.If(issue):
+        m.d.sync += [ax("valid").eq(1), ax("addr").eq(addr), ax("len").eq(n - 1),
+                     addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
+    with m.Elif(ax("ready")):
+        m.d.sync += ax("valid").eq(0)
+    return issue, n, misaligned, left != 0, in_flight
 
 
 class DMAReader(wiring.Component):
@@ -127,27 +167,8 @@ class DMAReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-
-        addr = Signal(self.addr_width)  # next burst's address
-        left = Signal(self.max_beats_width)  # beats of the current command not yet on AR
-        in_flight = Signal(range(self.max_outstanding + 1))  # bursts on AR, last R to come
-
-        m.d.comb += self.cmd.ready.eq(left == 0)
-        misaligned = self.cmd.valid & self.cmd.ready & (self.cmd.payload.addr[:3] != 0)
-        with m.If(self.cmd.valid & self.cmd.ready & ~misaligned):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
-
-        m.d.comb += [axi.arid.eq(0), axi.arsize.eq(3), axi.arburst.eq(Burst.INCR),
-                     axi.arlock.eq(0), axi.arcache.eq(AXCACHE), axi.arprot.eq(0)]
-        n = next_burst_beats(m, addr, left, self.max_burst)
-        # in_flight is not reduced by a burst ending in the same cycle: one cycle of slack
-        # keeps the issue condition off the R channel's timing path.
-        issue = (left != 0) & (~axi.arvalid | axi.arready) & (in_flight < self.max_outstanding)
-        with m.If(issue):
-            m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(addr), axi.arlen.eq(n - 1),
-                         addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
-        with m.Elif(axi.arready):
-            m.d.sync += axi.arvalid.eq(0)
+        # in_flight: bursts on AR whose last R beat is still to come
+        issue, _, misaligned, splitting, in_flight = issue_bursts(m, self, "ar")
 
         m.d.comb += axi.rready.eq(~self.data.valid | self.data.ready)
         r_beat = axi.rvalid & axi.rready
@@ -159,7 +180,7 @@ class DMAReader(wiring.Component):
         burst_done = r_beat & axi.rlast
         m.d.sync += in_flight.eq(in_flight + issue - burst_done)
 
-        m.d.comb += self.busy.eq((left != 0) | (in_flight != 0) | self.data.valid)
+        m.d.comb += self.busy.eq(splitting | (in_flight != 0) | self.data.valid)
         with m.If(misaligned | (r_beat & (axi.rresp != Resp.OKAY))):
             m.d.sync += self.error.eq(1)
         with m.Elif(self.clear):

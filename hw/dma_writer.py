@@ -7,8 +7,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4WriteSignature, Burst, Resp
-from .dma_reader import AXCACHE, BEAT_BYTES, check_dma_params, dma_command_layout, next_burst_beats
+from .axi import AXI4WriteSignature, Resp
+from .dma_reader import check_dma_params, dma_command_layout, issue_bursts
 
 __all__ = ["DMAWriter"]
 
@@ -98,30 +98,13 @@ class DMAWriter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-
-        addr = Signal(self.addr_width)  # next burst's address
-        left = Signal(self.max_beats_width)  # beats of the current command not yet on AW
-        in_flight = Signal(range(self.max_outstanding + 1))  # bursts on AW, B to come
-
-        m.d.comb += self.cmd.ready.eq(left == 0)
-        misaligned = self.cmd.valid & self.cmd.ready & (self.cmd.payload.addr[:3] != 0)
-        with m.If(self.cmd.valid & self.cmd.ready & ~misaligned):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.beats)]
+        # in_flight: bursts on AW whose B is still to come
+        issue, n, misaligned, splitting, in_flight = issue_bursts(m, self, "aw")
 
         # awlen of every burst whose W beats are not all sent yet; it never holds more than
         # in_flight <= max_outstanding entries, so it cannot overflow.
         m.submodules.lengths = lengths = SyncFIFO(width=8, depth=self.max_outstanding)
 
-        m.d.comb += [axi.awid.eq(0), axi.awsize.eq(3), axi.awburst.eq(Burst.INCR),
-                     axi.awlock.eq(0), axi.awcache.eq(AXCACHE), axi.awprot.eq(0)]
-        n = next_burst_beats(m, addr, left, self.max_burst)
-        # As in DMAReader, a B in the same cycle does not free a slot (timing slack).
-        issue = (left != 0) & (~axi.awvalid | axi.awready) & (in_flight < self.max_outstanding)
-        with m.If(issue):
-            m.d.sync += [axi.awvalid.eq(1), axi.awaddr.eq(addr), axi.awlen.eq(n - 1),
-                         addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
-        with m.Elif(axi.awready):
-            m.d.sync += axi.awvalid.eq(0)
         m.d.comb += [lengths.w_en.eq(issue), lengths.w_data.eq(n - 1)]
 
         sent = Signal(8)  # W beats already loaded of the burst at the head of `lengths`
@@ -141,7 +124,7 @@ class DMAWriter(wiring.Component):
         b_beat = axi.bvalid & axi.bready
         m.d.sync += in_flight.eq(in_flight + issue - b_beat)
 
-        m.d.comb += self.busy.eq((left != 0) | (in_flight != 0))
+        m.d.comb += self.busy.eq(splitting | (in_flight != 0))
         with m.If(misaligned | (b_beat & (axi.bresp != Resp.OKAY))):
             m.d.sync += self.error.eq(1)
         with m.Elif(self.clear):
