@@ -79,10 +79,10 @@ LOADS = {
 #: :attr:`LayerEstimate.stage_cycles`) or the table loads
 BOUNDS = ("ddr_read", "expand", "line_buffer", "dw", "pw", "add", "ddr_write", "table_load")
 
-#: the AXI burst length of both DMAs (``DMAReader``/``DMAWriter`` default ``max_burst``)
-_MAX_BURST = 16
-#: bursts in flight per DMA (their default ``max_outstanding``)
-_MAX_OUTSTANDING = 4
+#: the DMA engines as ``hw.top`` builds them (constructor defaults): their ``max_burst`` and
+#: ``max_outstanding`` split and pace the commands
+_READER = DMAReader()
+_WRITER = DMAWriter()
 
 
 @dataclass(frozen=True)
@@ -268,11 +268,11 @@ def _load_cycles(beats: int, mem: MemoryTiming) -> int:
 
 
 def _bursts(addr: int, beats: int) -> list[int]:
-    """Burst lengths of one DMA command (``dma_reader.next_burst_beats``): at most
-    ``_MAX_BURST`` beats, never across a 4 KiB page."""
+    """Burst lengths of one write command (``dma_reader.next_burst_beats``): at most
+    ``max_burst`` beats, never across a 4 KiB page."""
     out = []
     while beats:
-        n = min(beats, _MAX_BURST, PAGE_BEATS - (addr // BEAT_BYTES) % PAGE_BEATS)
+        n = min(beats, _WRITER.max_burst, PAGE_BEATS - (addr // BEAT_BYTES) % PAGE_BEATS)
         out.append(n)
         addr += n * BEAT_BYTES
         beats -= n
@@ -351,8 +351,8 @@ class _Writer:
             t = self.cmd_taken[-1] + 1
         else:
             t = self.aw[n - 1] + 1
-        if n >= _MAX_OUTSTANDING:
-            t = max(t, self.b[n - _MAX_OUTSTANDING] + DMAWriter.B_TO_IDLE)
+        if n >= _WRITER.max_outstanding:
+            t = max(t, self.b[n - _WRITER.max_outstanding] + DMAWriter.B_TO_IDLE)
         return t
 
     def take(self, offered: int) -> int:
@@ -704,6 +704,14 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
       recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
+    # the reader keeps one beat per cycle while its slots cover a 16-beat burst's round trip
+    # (DMAReader's docstring: B + L + SLOT_OVERHEAD <= max_outstanding * B)
+    read_limit = (_READER.max_outstanding - 1) * _READER.max_burst - DMAReader.SLOT_OVERHEAD
+    if mem_latency.read > read_limit:
+        raise NotImplementedError(
+            f"read latency {mem_latency.read} exceeds {read_limit} cycles, beyond which the "
+            f"reader's {_READER.max_outstanding} slots no longer sustain one beat per cycle; "
+            f"the model does not cover it")
     if any(v is not None for v in (mem_latency.read_bytes_per_cycle,
                                    mem_latency.write_bytes_per_cycle,
                                    mem_latency.ddr_bytes_per_cycle)):
@@ -748,7 +756,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryTiming,
         slots = sum(n + 1 + DMAWriter.DATA_TO_W + mem.write_response + DMAWriter.B_TO_IDLE
                     for p in range(pixels)
                     for n in _bursts(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats))
-        write = max(write, 2 * pixels, -(-slots // _MAX_OUTSTANDING))
+        write = max(write, 2 * pixels, -(-slots // _WRITER.max_outstanding))
     add = ResidualAdd(Q, config.add_lanes)
     return {
         "ddr_read": max(read["input"], read["residual"]) // BEAT_BYTES,

@@ -26,7 +26,7 @@ from dwsep.host.tflite_writer import (
     mobilenet_like_model,
     single_op_model,
 )
-from dwsep.hw.config import get_config
+from dwsep.hw.config import AcceleratorConfig, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.sim.perf import (
     BOUNDS,
@@ -236,6 +236,38 @@ def test_network_matches_rtl(rtl, seed):
     FETCH_CMD)."""
     program = rtl.compile(_network(seed))
     _check_program(rtl.device, program, whole=True)
+
+
+# ---- wider lanes (slow: a Verilator build of its own, about 4 minutes) ---------------------
+
+#: P = Q = 16 (pynq-z2's lanes) with small memories: two-beat words in the packer and the
+#: serializers, eight-beat RAW_OUT words, the ADD in four chunks
+WIDE = AcceleratorConfig(name="wide16", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=3,
+                         dilation_max=1, max_dim=32, lb_width=32, lb_channels=64,
+                         mid_channels_max=128, out_channels_max=64, expand_channels_max=64)
+
+WIDE_KINDS = {
+    "expand_residual_add_bound": lambda: _block(9, 7, 8, 2, 8, 1, seed=20),
+    "expand_residual_c48": lambda: _block(6, 6, 48, 2, 48, 1, seed=21),
+    "expand_tall": lambda: _block(32, 5, 16, 2, 16, 1, seed=22),
+    "pw_serializer_bound": lambda: dwsep_layer_model(layer(10, 10, 16, 1, c_out=64, seed=23)),
+    "tiles_write_bound": lambda: dwsep_layer_model(layer(16, 16, 16, 1, c_out=80, seed=24)),
+    "pool_fc": lambda: _pool_fc_model(3, 3, 16, 64, seed=25),
+    "depth_multiplier_2": lambda: dwsep_layer_model(layer(9, 11, 16, 3, m=2, c_out=16,
+                                                          seed=26)),
+}
+
+
+@pytest.fixture(scope="module")
+def wide_rtl():
+    with Accelerator(WIDE, "rtl") as acc:
+        yield acc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WIDE_KINDS)
+def test_wide_lanes_match_rtl(wide_rtl, name):
+    _check_program(wide_rtl.device, wide_rtl.compile(WIDE_KINDS[name]()), whole=False)
 
 
 # ---- the model's terms ---------------------------------------------------------------------
