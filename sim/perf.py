@@ -336,7 +336,6 @@ class _Writer:
             b = _bursts(addr, beats)
             self.bursts += b
             self.first += [True] + [False] * (len(b) - 1)
-        self.t_cmds = t_cmds
         self.cmd_taken = [t_cmds]        # handshake cycle of each command
         self.aw: list[int] = []
         self.b: list[int] = []
@@ -371,11 +370,8 @@ class _Writer:
         return t
 
     def done(self) -> tuple[int, int]:
-        """``(last command handshake, first cycle with busy low)``."""
-        while len(self.aw) < len(self.bursts):  # commands of bursts with no beats: none
-            self.aw.append(self._issue(len(self.aw)))
-        last_b = self.b[-1] if self.b else self.t_cmds
-        return self.cmd_taken[-1], last_b + DMAWriter.B_TO_IDLE
+        """After the last beat: ``(last command handshake, first cycle with busy low)``."""
+        return self.cmd_taken[-1], self.b[-1] + DMAWriter.B_TO_IDLE
 
 
 class _Serializer:
@@ -415,19 +411,26 @@ class _Requant:
 class _Add:
     """``ResidualAdd``: takes an ``a`` word with its ``b`` word in a moving cycle at least
     ``chunks - 1`` moving cycles after the previous take (its split stage), offers the sum
-    ``latency`` moving cycles later."""
+    ``latency`` moving cycles later.
 
-    def __init__(self, add: ResidualAdd, residual_ready, take):
+    The ``b`` words: the residual reader's beats are on its ``data`` one per cycle from
+    ``t_data``; ``res_packer`` offers word ``w`` the cycle after its last beat, and collects
+    the next word's beats only from the cycle its word leaves (a stalled R channel resumes
+    at once): ``b(w) = max(t_data + (w+1)*beats, take(w-1) + beats)``.
+    """
+
+    def __init__(self, add: ResidualAdd, t_data: int, beats: int, take):
         self.add = add
         self.frozen = _Frozen()
-        self.residual_ready = residual_ready  # word index -> cycle it is on b
+        self.t_data, self.beats = t_data, beats
         self.next = take
         self.words = 0
         self.last = None
 
     def take(self, offered: int) -> int:
-        t = max(offered, self.residual_ready(self.words))
+        t = max(offered, self.t_data + (self.words + 1) * self.beats)
         if self.last is not None:
+            t = max(t, self.last + self.beats)
             t = max(t, self.frozen.active(self.last + 1, self.add.chunks - 1) + 1
                     if self.add.chunks > 1 else self.last + 1)
         a = self.frozen.active(t)
@@ -470,11 +473,6 @@ class _PointwiseArray:
             self._reduce(t + 1)
         return t
 
-    def free_from(self) -> int:
-        """First cycle the next pixel's first word can be written."""
-        p = len(self.drains)
-        return self.drains[p - 2] + 1 if self.count == 0 and p >= 2 else -math.inf
-
     def _reduce(self, full: int) -> None:
         s = full if not self.drains else max(full, self.drains[-1] + 1)
         for _ in range(self.og):
@@ -491,9 +489,29 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
     take their (first) commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the
     last ``RUN_WAIT`` cycle.
 
-    Built back to front: writer, serializer, [ADD], PW requantizer, PW array, then the
-    spatial stage and the line buffer's fill, which draws on the input (through the expand
-    stage when there is one) lazily, row by row.
+    The blocks are built back to front (writer, serializer, [ADD], PW requantizer, PW array,
+    spatial stage); then the taps are followed word by word (a word: a pixel-group's ``k*k``
+    taps, or one conv-mode tap), each pushed on through the chain as far as it goes:
+
+    1. Rows: the taps of output row ``oy`` (``top = oy*s - pad_top``) need input rows
+       ``< need = min(top + (k-1)*d + 1, in_h)``; the line buffer sees a row the cycle after
+       its last beat, so the row's first tap issues no earlier than ``gate(oy) =
+       done(need - 1) + 1`` (:class:`_FillFromReader`, :class:`_FillFromExpand`, which draw
+       on the input lazily, row by row).
+    2. The line buffer's output register takes the next tap in the cycle the current one is
+       taken: a word's first tap issues in ``max(gate(oy), acc)`` at a row start, else in
+       ``acc`` (``acc``: the cycle the previous tap was taken), and is offered
+       ``LineBuffer.LATENCY`` later.
+    3. DW mode: the DW array takes a tap in each of its moving cycles, so a word's taps go
+       in ``k*k`` consecutive moving cycles; the word leaves ``DepthwiseArray.LATENCY``
+       moving cycles after its last tap, into the DW requantizer, then the PW array's input.
+       Conv mode: the taps go straight to the PW array's input.
+    4. The PW array, requantizer, [ADD], serializer and writer: :class:`_PointwiseArray`,
+       :class:`_Requant`, :class:`_Add`, :class:`_Serializer`, :class:`_Writer`.
+    5. ``RUN_WAIT`` is entered the cycle after the last write command (with ``settle``) and
+       left in the first cycle the writer (busy until the cycle after its last B) and the
+       line buffer (its busy falls two cycles after the last fill beat: ``fill_done``, then
+       ``busy``) are idle; the readers finish earlier.
     """
     P, Q = config.dw_lanes, config.pw_cols
     flags = _flags(d)
@@ -521,11 +539,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
     else:
         take_rq = serializer.take
         if residual:
-            # res_reader -> res_packer: word w is offered the cycle after its last beat
-            res_first = t_cmds + read_data
-            add = ResidualAdd(Q, config.add_lanes)
-            take_rq = _Add(add, lambda w: res_first + (w + 1) * word_beats,
-                           serializer.take).take
+            take_rq = _Add(ResidualAdd(Q, config.add_lanes), t_cmds + read_data,
+                           word_beats, serializer.take).take
         take_pw = _Requant(take_rq).take
     pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
 
@@ -552,40 +567,32 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
         return row_end[-1] + 1  # after the last tap (gen_done)
 
     taps_word = 1 if conv else k * k
-    words_pixel = mid
-    last_accept = -math.inf   # cycle the last tap was taken from the line buffer's register
+    acc = -math.inf   # cycle the last tap was taken from the line buffer's register
     first_tap = None
     for oy in range(out_h):
         need = min(tops[oy] + span, in_h)
         gate = t_cmds
         if need > 0:
             gate = max(gate, fill.complete(need - 1, allow) + 1)
-        issue = None
-        for _ox in range(out_w):
-            for _w in range(words_pixel):
-                # the first tap of the word issues when the register frees (or, at a row
-                # start, when the rows are in), is on taps one cycle later
-                first_issue = max(gate, last_accept) if issue is None else last_accept
-                if issue is None:
-                    issue = first_issue
-                    first_tap = first_issue if first_tap is None else first_tap
-                offered = first_issue + LineBuffer.LATENCY
-                if conv:
-                    last_issue = first_issue
-                    last_accept = pw.accept(offered)
-                else:
-                    a = dw_frozen.active(offered)
-                    last_accept = dw_frozen.active(a, taps_word)
-                    last_issue = dw_frozen.active(a, taps_word - 1) if taps_word > 1 \
-                        else first_issue
-                    out = dw_frozen.through(last_accept, DepthwiseArray.LATENCY)
-                    dw_frozen.freeze(out, dwq.take(out))
+        for word in range(out_w * mid):
+            first_issue = max(gate, acc) if word == 0 else acc
+            if first_tap is None:
+                first_tap = first_issue
+            offered = first_issue + LineBuffer.LATENCY
+            if conv:
+                last_issue = first_issue
+                acc = pw.accept(offered)
+            else:
+                a = dw_frozen.active(offered)
+                acc = dw_frozen.active(a, taps_word)
+                # the last tap issues when the one before it is taken
+                last_issue = dw_frozen.active(a, taps_word - 1) if taps_word > 1 \
+                    else first_issue
+                out = dw_frozen.through(acc, DepthwiseArray.LATENCY)
+                dw_frozen.freeze(out, dwq.take(out))
         row_end.append(last_issue)
     done_cmd, writer_idle = writer.done()
     last_fill = fill.complete(in_h - 1, allow)
-    # RUN_WAIT: entered the cycle after the last write command (with `settle`), left when
-    # the writer (busy until the cycle after its last B) and the line buffer (its busy falls
-    # two cycles after the last fill beat) are idle
     end = max(done_cmd + 2, writer_idle, last_fill + 2)
     return end, first_tap, row_end[-1]
 
@@ -631,7 +638,6 @@ class _FillFromExpand:
         self.lb_rows = config.lb_rows
         self.word_beats = P // BEAT_BYTES
         self.row_beats = d["in_w"] * d["exp_groups"] * self.word_beats
-        self.pixels_row = d["in_w"]
         self.words_pixel = d["in_groups"]
         self.done: list[int] = []
         self.beats = 0                      # fill beats taken
