@@ -40,9 +40,21 @@ Both DMAs keep four bursts in flight, so with these latencies (and any read late
 Short write commands (one per pixel for an output tile with a pixel pitch) are limited by the
 four bursts in flight instead: a burst holds its slot from its AW until its B response.
 
+Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
+attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
+(``FETCH_CMD``, ``SIZES``, ``CHECK``, ``LOAD_NEXT``, ``LOAD_CMD``, ``LOAD_FLUSH``,
+``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line buffer's ``busy``
+falling two cycles after its last fill beat; ``BeatPacker``/``BeatSerializer`` timing and
+``DMAWriter``'s command rate, which their docstrings state in words only.
+
 Accuracy: without backpressure the run is deterministic, and the model equals the ``CYCLES``
-register of the Verilated design exactly on every layer measured (``tests/test_perf.py``).
-It does not model AXI backpressure (random pauses only add cycles).
+register of the Verilated design exactly on every descriptor measured (``tests/test_perf.py``
+on ``tiny``: plain DW + PW, EXPAND with and without RESIDUAL, the split expand, the CONV
+stem, average pool, MEAN, pool + FC with RAW_OUT, pitched output tiles, depth multiplier 2
+and whole random networks, each descriptor alone and the programs' totals; and, marked
+slow, a 16-lane config with two-beat words). It does not model AXI backpressure (random
+pauses only add cycles) and requires the reader to sustain one beat per cycle (read latency
+at most 47 cycles, checked).
 """
 
 from __future__ import annotations
