@@ -127,6 +127,7 @@ class Path:
     end: str
     end_module: str
     cells: str        #: the cell types along the path, e.g. ``FDRE LUT6 CARRY4x3 LUT3 FDRE``
+    through: str      #: the modules it crosses, in order, e.g. ``writer > dwsep_top > csr``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -556,14 +557,16 @@ def _cell_chain(path_cells: list[int], cells: list[_Cell]) -> str:
     return " ".join(f"{t}x{n}" if n > 1 else t for t, n in runs)
 
 
-def _make_path(key: tuple, kinds: list[int], start: _Point, end: _Point, chain: str,
-               cells: list[_Cell], names: _Names, top: str) -> Path:
+def _make_path(key: tuple, kinds: list[int], start: _Point, end: _Point,
+               path_cells: list[int], cells: list[_Cell], names: _Names, top: str) -> Path:
     sums = [sum(_ADDS[k][i] for k in kinds) for i in range(5)]
     start_name, start_module = _describe(start, cells, names, top)
     end_name, end_module = _describe(end, cells, names, top)
+    modules = [top if k < 0 else _module_name(cells[k], top) for k in path_cells]
     return Path(levels=key[0], lut_levels=sums[0], carry4=sums[1], muxf=sums[2], dsp=sums[3],
                 start=start_name, start_module=start_module, end=end_name,
-                end_module=end_module, cells=chain)
+                end_module=end_module, cells=_cell_chain(path_cells, cells),
+                through=" > ".join(m for m, _ in itertools.groupby(modules)))
 
 
 def _rank(name: str, g: _Graph, order: list[int], cells: list[_Cell], names: _Names,
@@ -590,8 +593,7 @@ def _rank(name: str, g: _Graph, order: list[int], cells: list[_Cell], names: _Na
     def path(entry) -> Path:
         key, node, point = entry
         kinds, start, path_cells = _trace(node, pred, cells, g, point)
-        return _make_path(key, kinds, start, point, _cell_chain(path_cells, cells), cells,
-                          names, top)
+        return _make_path(key, kinds, start, point, path_cells, cells, names, top)
 
     paths = [path(e) for e in ranked[:max(1, n_paths)]]
     per_module: dict[str, tuple] = {}
@@ -634,6 +636,7 @@ def format_timing(t: Timing) -> list[str]:
         f"    from {w.start_module}: {w.start}",
         f"    to   {w.end_module}: {w.end}",
         f"    cells: {w.cells}",
+        f"    through: {w.through}",
     ]
     v = t.weighted.worst
     lines += [
@@ -644,6 +647,7 @@ def format_timing(t: Timing) -> list[str]:
         f"{v.start_module}: {v.start}",
         f"    to {v.end_module}: {v.end}",
         f"    cells: {v.cells}",
+        f"    through: {v.through}",
         f"  {t.endpoints:,} end points, {t.cells:,} cells analysed.",
         "",
         f"Worst {len(t.lut.paths)} end registers by LUT levels, by module:",

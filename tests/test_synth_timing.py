@@ -235,6 +235,7 @@ def test_hierarchy_is_flattened_with_instance_names():
     t = timing.analyze(n.json())
     w = t.lut.worst
     assert (w.lut_levels, w.start, w.end, w.cells) == (3, "src", "dst", "FDRE LUT1x3 FDRE")
+    assert w.through == "dwsep_top > sub > dwsep_top"
     assert t.lut.modules["sub"].end == "inner_dst"
     assert (t.lut.modules["sub"].start_module, t.lut.modules["sub"].end_module) == \
         ("sub", "sub")
