@@ -70,6 +70,7 @@ def get_part(name: str | None, config: str) -> Part:
         raise ValueError(f"unknown part {name!r}; known parts: {', '.join(PARTS)}")
     return PARTS[name]
 
+
 # LUTs taken by each distributed-RAM or shift-register primitive (UG474, UG574).
 _LUTRAM_LUTS = {
     "RAM32X1S": 1, "RAM32X1D": 2, "RAM64X1S": 1, "RAM64X1D": 2, "RAM128X1S": 2,

@@ -18,7 +18,9 @@ The cell models (7-series primitives as Yosys 0.70 maps them):
   combine LUTs of the same slice, about a fifth of a level each.
 * **Carry chains.** ``CARRY4``: counted per cell in series (``carry4``), not as LUT levels; a
   path may enter at any bit (``S``/``DI``) and leaves at ``O``/``CO`` of that bit or a later
-  one. Bit-accurate arcs, so a LUT from ``O[0]`` back into ``S[3]`` is not a loop.
+  one. Bit-accurate arcs, so a LUT from ``O[0]`` back into ``S[3]`` is not a loop. For
+  ``--part xczu7ev`` Yosys 0.70 also maps to ``CARRY4`` (a ``CARRY8``, if present, counts as
+  one cell); the ``*E2`` DSP and block RAM primitives follow the rules of the ``*E1`` ones.
 * **DSP48E1.** Its registers cut paths only where the cell's parameters enable them:
   ``AREG/BREG/DREG/INMODEREG`` (multiplier inputs), ``MREG`` (product), ``CREG`` and the ALU
   control registers (ALU inputs), ``PREG`` (outputs). Where a register is off, the section
@@ -81,10 +83,11 @@ _RANK_ADDS = {
 _FFS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}
 _FF_INPUTS = {"D", "CE", "R", "S", "CLR", "PRE", "GE", "G"}
 _LUTS = {f"LUT{n}" for n in range(1, 7)}
-_DSPS = {"DSP48E1"}
-_BRAMS = {"RAMB18E1", "RAMB36E1"}
+_CARRIES = {"CARRY4", "CARRY8"}
+_DSPS = {"DSP48E1", "DSP48E2"}
+_BRAMS = {"RAMB18E1", "RAMB36E1", "RAMB18E2", "RAMB36E2"}
 _SRLS = {"SRL16E", "SRLC16E", "SRLC32E"}
-_LUTRAM = re.compile(r"RAM(16|32|64|128|256)(X1[SD]|M)$")
+_LUTRAM = re.compile(r"RAM(16|32|64|128|256)(X1[SD]|M\d*)$")
 #: DSP48E1 inputs of the multiplier section and the register that captures each.
 _DSP_MULT_IN = {"A": "AREG", "ACIN": "AREG", "B": "BREG", "BCIN": "BREG", "D": "DREG",
                 "INMODE": "INMODEREG"}
@@ -277,11 +280,13 @@ def _add_ff(g: _Graph, c: _Cell, k: int) -> None:
             g.end(net, qpoint)  # the register is named by its output net
 
 
-def _add_carry4(g: _Graph, c: _Cell, k: int) -> None:
-    stages = [g.virtual() for _ in range(4)]
+def _add_carry(g: _Graph, c: _Cell, k: int) -> None:
+    stages = [g.virtual() for _ in range(4 if c.type == "CARRY4" else 8)]
     for n in ("CI", "CYINIT"):
         for net in _bits(c, n):
             g.edge(net, stages[0], _CARRY, k)
+    for net in _bits(c, "CI_TOP"):  # CARRY8 split into two 4-bit chains
+        g.edge(net, stages[4], _CARRY, k)
     for i, stage in enumerate(stages):
         if i:
             g.edge(stages[i - 1], stage, _NONE, k)
@@ -351,7 +356,7 @@ def _add_dsp(g: _Graph, c: _Cell, k: int) -> None:
 
 def _add_bram(g: _Graph, c: _Cell, k: int) -> None:
     for port, i, net in _outputs(c):
-        side = "B" if port.startswith(("DOB", "DOPB")) else "A"
+        side = "B" if port.startswith(("DOB", "DOPB", "DOUTB", "DOUTPB")) else "A"
         unregistered = _param(c, f"DO{side}_REG", 0) == 0
         g.start(net, _point(c, k, port, i), _BRAM_OUT if unregistered else _NONE)
     first = next(((p, i) for p, i, _ in _outputs(c)), None)
@@ -365,7 +370,7 @@ def _lutram_reads(c: _Cell) -> dict[str, str]:
     """Read address port -> data output port of a LUTRAM or SRL."""
     if c.type in _SRLS:  # SRLC32E has an address bus A, SRL16E pins A0..A3
         return {a: "Q" for a in ("A", "A0", "A1", "A2", "A3")}
-    if c.type.endswith("M"):  # RAM32M, RAM64M: ADDRA -> DOA, ...
+    if "X1" not in c.type:  # RAM32M, RAM64M, RAM64M8: ADDRA -> DOA, ...
         return {p: "DO" + p[-1] for p in c.conns if p.startswith("ADDR")}
     reads = {"DPRA": "DPO", "A": "SPO" if "SPO" in c.conns else "O"}
     reads.update({f"DPRA{i}": "DPO" for i in range(8)})
@@ -409,8 +414,8 @@ def _build(cells: list[_Cell], ports: dict, first_virtual: int) -> _Graph:
             _add_comb(g, c, k, _NONE)
         elif t in ("MUXF7", "MUXF8"):
             _add_comb(g, c, k, _MUXF)
-        elif t == "CARRY4":
-            _add_carry4(g, c, k)
+        elif t in _CARRIES:
+            _add_carry(g, c, k)
         elif t in _FFS:
             _add_ff(g, c, k)
         elif t in _DSPS:

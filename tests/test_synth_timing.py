@@ -15,6 +15,7 @@ _DIRS = {
     "INV": ({"I"}, {"O"}),
     "MUXF7": ({"I0", "I1", "S"}, {"O"}),
     "CARRY4": ({"CI", "CYINIT", "DI", "S"}, {"O", "CO"}),
+    "CARRY8": ({"CI", "CI_TOP", "DI", "S"}, {"O", "CO"}),
     "RAM32M": ({"ADDRA", "ADDRB", "ADDRC", "ADDRD", "DIA", "DIB", "DIC", "DID", "WE", "WCLK"},
                {"DOA", "DOB", "DOC", "DOD"}),
     "RAMB18E1": ({"ADDRARDADDR", "ADDRBWRADDR", "DIADI", "WEBWE", "CLKARDCLK"},
@@ -134,6 +135,17 @@ def test_carry4_arcs_are_per_bit():
     n.ff(o[3], "y")
     w = timing.analyze(n.json()).lut.worst
     assert (w.lut_levels, w.carry4, w.end) == (2, 2, "y")
+
+
+def test_carry8_counts_like_a_carry4():
+    n = Netlist()
+    _, a = n.reg("a")
+    o = [n.net() for _ in range(8)]
+    n.cell("CARRY8", CI="0", CI_TOP="0", DI=["0"] * 8, S=[n.lut(a)] + ["0"] * 7, O=o,
+           CO=[n.net() for _ in range(8)])
+    n.ff(n.lut(o[7]), "y")
+    w = timing.analyze(n.json()).lut.worst
+    assert (w.lut_levels, w.carry4, w.cells) == (2, 1, "FDRE LUT1 CARRY8 LUT1 FDRE")
 
 
 def _dsp_design(**regs) -> dict:
