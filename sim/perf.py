@@ -4,38 +4,68 @@ derived from the documented rates and latencies of the blocks and of the memory.
 Cycle counts are those of the ``CYCLES`` register: every cycle the controller is not ``IDLE``.
 A layer runs through the controller states
 
-``FETCH_CMD -> FETCH_DATA -> SIZES -> CHECK -> 4 x (LOAD_CMD -> LOAD_DATA -> LOAD_FLUSH) ->
-RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
+``FETCH_CMD -> FETCH_DATA -> SIZES -> CHECK -> 6 x LOAD_NEXT [-> LOAD_CMD -> LOAD_DATA ->
+LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
 
-and the model adds their lengths. Times inside a layer are cycle indices counted from the
-layer's ``FETCH_CMD`` cycle (0). Every term names the block constant it comes from, so the
-model follows the hardware when a latency changes.
+and the model adds their lengths: three phases, *fetch*, the table *loads* (in series, each
+one DMA read) and the *run*, kept apart in :class:`LayerEstimate` so that a memory model with
+limited bandwidth can bound each from below by its bytes / rate. Times inside a layer are
+cycle indices counted from the layer's ``FETCH_CMD`` cycle (0). Every term names the block
+constant it comes from, so the model follows the hardware when a latency changes.
+
+The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
+
+``reader -> [in_packer -> expand PW -> exp_requant -> exp_serializer] -> line buffer ->
+(DW -> dw_requant | conv taps) -> PW -> (pw_requant [-> ADD <- res_packer <- res_reader] ->
+out_serializer | raw_serializer) -> writer``
+
+Most of these blocks are pipelines with one global enable: they move in every cycle except
+those in which their output register holds a word the next block does not take (the block is
+*frozen*). The model follows each word (a mid word, a PW output group, an expanded word)
+through the chain in order; a word's times depend only on earlier words, so one pass gives
+them all (:class:`_Frozen` keeps each block's frozen intervals). The recurrences are those of
+the blocks' flow control, stated where they are used.
 
 Memory: the terms marked *mem* are those of the memory; :data:`AXI_RAM` holds the values
 measured on cocotbext-axi ``AxiRam`` (the ``rtl`` backend's DDR) without backpressure:
 
 * an AR handshake in cycle ``t`` gives the first R handshake in ``t + 2``, the beats of
   consecutive bursts then follow one per cycle with no gap (``AxiRam`` queues two ARs and two
-  R beats);
-* the last W handshake of a burst in cycle ``t`` gives the B handshake in ``t + 2``; W is
-  taken one beat per cycle.
+  R beats), and a stalled R channel resumes without a bubble;
+* the last W handshake of a burst in cycle ``t`` gives the B handshake in ``t + 2``; AW and
+  W are taken at once, one beat per cycle.
 
 Both DMAs keep four bursts in flight, so with these latencies (and any read latency up to
-``DMAReader``'s documented 47 cycles) each DMA moves one beat per cycle.
+``DMAReader``'s documented 47 cycles) each DMA moves one beat per cycle on long commands.
+Short write commands (one per pixel for an output tile with a pixel pitch) are limited by the
+four bursts in flight instead: a burst holds its slot from its AW until its B response.
+
+Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
+attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
+(``FETCH_CMD``, ``SIZES``, ``CHECK``, ``LOAD_NEXT``, ``LOAD_CMD``, ``LOAD_FLUSH``,
+``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line buffer's ``busy``
+falling two cycles after its last fill beat; ``BeatPacker``/``BeatSerializer`` timing and
+``DMAWriter``'s command rate, which their docstrings state in words only.
 
 Accuracy: without backpressure the run is deterministic, and the model equals the ``CYCLES``
-register of the Verilated design exactly on every layer measured (``tests/test_perf.py``; 55
-layers with k 1..7, stride 1/2, dilation 1/2, m 1/2, H, W 4..39, C and C_out 1..64, DW-, PW-
-and read-bound). It does not model AXI backpressure (random pauses only add cycles).
+register of the Verilated design exactly on every descriptor measured (``tests/test_perf.py``
+on ``tiny``: plain DW + PW, EXPAND with and without RESIDUAL, the split expand, the CONV
+stem, average pool, MEAN, pool + FC with RAW_OUT, pitched output tiles, depth multiplier 2
+and whole random networks, each descriptor alone and the programs' totals; and, marked
+slow, a 16-lane config with two-beat words). It does not model AXI backpressure (random
+pauses only add cycles) and requires the reader to sustain one beat per cycle (read latency
+at most 47 cycles, checked).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
+from dwsep.hw.add import ResidualAdd
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
-from dwsep.hw.dma_reader import DMAReader
+from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
@@ -44,21 +74,32 @@ from dwsep.hw.pw_array import TREE_LEVELS_PER_STAGE
 from dwsep.hw.requant import Requantizer
 
 __all__ = ["MemoryTiming", "AXI_RAM", "LayerEstimate", "layer_cycles", "program_cycles",
-           "layer_macs", "ideal_cycles", "pw_latency", "LOADS"]
+           "layer_macs", "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
 
-#: the four per-layer tables in the controller's load order, with their word sizes in bytes
-#: as functions of ``(P, Q)`` (docs/ARCHITECTURE.md, "Data formats in DDR")
+#: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
+#: sizes in bytes as functions of ``(P, Q)`` (docs/ARCHITECTURE.md, "Data formats in DDR")
 LOADS = {
+    "exp_weights": lambda P, Q: P * P,
+    "exp_table": lambda P, Q: 9 * P,
     "dw_weights": lambda P, Q: P,
     "dw_table": lambda P, Q: 9 * P,
     "pw_weights": lambda P, Q: P * Q,
     "pw_table": lambda P, Q: 9 * Q,
 }
 
+#: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
+#: :attr:`LayerEstimate.stage_cycles`) or the table loads
+BOUNDS = ("ddr_read", "expand", "line_buffer", "dw", "pw", "add", "ddr_write", "table_load")
+
+#: the DMA engines as ``hw.top`` builds them (constructor defaults): their ``max_burst`` and
+#: ``max_outstanding`` split and pace the commands
+_READER = DMAReader()
+_WRITER = DMAWriter()
+
 
 @dataclass(frozen=True)
 class MemoryTiming:
-    """Latencies of the AXI4 subordinate (cycle 0 is the first handshake named).
+    """Timing of the AXI4 subordinate (cycle 0 is the first handshake named).
 
     Parameters
     ----------
@@ -66,9 +107,16 @@ class MemoryTiming:
         AR handshake -> first R handshake of that burst.
     write_response:
         Last W handshake of a burst -> its B handshake.
+    read_bytes_per_cycle, write_bytes_per_cycle, ddr_bytes_per_cycle:
+        Per-port read and write rates and the shared DDR rate; ``None`` is unlimited (one
+        64-bit beat per cycle and port). Reserved for a bandwidth-limited model: this model
+        requires ``None``.
     """
     read: int = 2
     write_response: int = 2
+    read_bytes_per_cycle: float | None = None
+    write_bytes_per_cycle: float | None = None
+    ddr_bytes_per_cycle: float | None = None
 
 
 #: cocotbext-axi ``AxiRam`` without backpressure (measured, see the module docstring)
@@ -77,29 +125,45 @@ AXI_RAM = MemoryTiming(read=2, write_response=2)
 
 @dataclass
 class LayerEstimate:
-    """Cycle breakdown of one layer (one descriptor).
+    """Cycle breakdown, work and traffic of one layer (one descriptor).
 
     Attributes
     ----------
     fetch:
         ``FETCH_CMD`` .. ``CHECK``: the descriptor read and the two size cycles.
     loads:
-        Cycles of each table load (``LOAD_CMD`` .. ``LOAD_FLUSH``), in load order.
+        Cycles of each table load in load order (``LOAD_NEXT`` .. ``LOAD_FLUSH``; only the
+        tables the flags need, names as :data:`LOADS`), and ``"skipped"``: one ``LOAD_NEXT``
+        cycle per table not needed plus the last one.
     run:
         ``RUN_START`` .. ``NEXT``: the streamed layer.
     fill:
         Of ``run``: cycles before the first tap leaves the line buffer (commands, memory
-        latency, the input rows the first output row needs).
+        latency, the expand stage, the input rows the first output row needs).
     drain:
         Of ``run``: cycles after the last tap leaves the line buffer (DW, requant, PW,
-        requant, serializer, write response, ``NEXT``).
+        requant, ADD, serializer, write responses, ``NEXT``).
     stage_cycles:
-        Work of each stage in cycles at its declared rate: ``"read"`` input beats (one per
-        cycle), ``"dw"`` taps (one per cycle), ``"pw"`` ``(og, q)`` steps (one per cycle),
-        ``"write"`` output beats (one per cycle).
+        Work of each run-phase stage in cycles at its full rate: ``"ddr_read"`` input beats
+        (and, on its own port, residual beats: the larger), ``"expand"`` expand steps (or its
+        serializer's beats), ``"line_buffer"`` conv-mode taps (straight into the PW array),
+        ``"dw"`` DW taps, ``"pw"`` ``(og, q)`` steps, ``"add"`` ADD words x chunks,
+        ``"ddr_write"`` output beats (or, with a pixel pitch, the per-pixel bursts' time in
+        the writer's slots).
     bottleneck:
         The stage with the most work (the first in pipeline order on a tie): it sets the
         pace of the run phase.
+    bound:
+        ``bottleneck``, or ``"table_load"`` when the loads take more cycles than that stage's
+        work (one of :data:`BOUNDS`).
+    macs:
+        ``{"expand", "dw", "pw"}``: MACs the arrays perform, padded lanes included
+        (:func:`layer_macs`).
+    bytes_read:
+        DDR bytes read: ``"descriptor"``, each loaded table (names as :data:`LOADS`),
+        ``"input"``, ``"residual"`` (:func:`layer_bytes`).
+    bytes_written:
+        DDR bytes written (the output; with a pixel pitch only the data, not the gaps).
     total:
         ``fetch + sum(loads) + run``.
     """
@@ -110,29 +174,84 @@ class LayerEstimate:
     drain: int
     stage_cycles: dict[str, int]
     bottleneck: str
+    macs: dict[str, int] = field(default_factory=dict)
+    bytes_read: dict[str, int] = field(default_factory=dict)
+    bytes_written: int = 0
+    bound: str = field(init=False)
     total: int = field(init=False)
 
     def __post_init__(self):
         self.total = self.fetch + sum(self.loads.values()) + self.run
+        load = sum(v for k, v in self.loads.items() if k != "skipped")
+        self.bound = ("table_load" if load > self.stage_cycles[self.bottleneck]
+                      else self.bottleneck)
 
 
-def pw_latency(config: AcceleratorConfig) -> int:
-    """``PointwiseArray.latency`` for ``config`` without building the component: read 1,
-    multiply 1, adder tree ``ceil(ceil(log2 P) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
-    levels = (config.pw_rows - 1).bit_length()
+def pw_latency(config: AcceleratorConfig, rows: int | None = None) -> int:
+    """``PointwiseArray.latency`` for ``rows`` input lanes (default ``config.pw_rows``; the
+    expand array has ``dw_lanes``) without building the component: read 1, multiply 1, adder
+    tree ``ceil(ceil(log2 rows) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
+    levels = ((config.pw_rows if rows is None else rows) - 1).bit_length()
     return 3 + -(-levels // TREE_LEVELS_PER_STAGE)
+
+
+def _flags(desc: dict) -> DescFlag:
+    return DescFlag(desc.get("flags", 0))
 
 
 def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
     """MACs the arrays perform for one layer, padded lanes included (the compiler's
     ``Program.layers[i]["macs"]`` counts the model's true channels):
-    ``dw = out_h*out_w * mid_groups*P * k*k`` and ``pw = out_h*out_w * mid_groups*P *
-    out_groups*Q``."""
+    ``expand = in_h*in_w * in_groups*P * exp_groups*P`` (``EXPAND``), ``dw = out_h*out_w *
+    mid_groups*P * k*k`` (0 with ``CONV``: the taps go to the PW array) and ``pw = out_h*out_w
+    * mid_groups*P * out_groups*Q``."""
     config = get_config(config)
+    P, Q = config.dw_lanes, config.pw_cols
+    flags = _flags(desc)
     pixels = desc["out_h"] * desc["out_w"]
-    mid = desc["mid_groups"] * config.dw_lanes
-    return {"dw": pixels * mid * desc["kernel"] ** 2,
-            "pw": pixels * mid * desc["out_groups"] * config.pw_cols}
+    mid = desc["mid_groups"] * P
+    expand = 0
+    if flags & DescFlag.EXPAND:
+        expand = desc["in_h"] * desc["in_w"] * desc["in_groups"] * P * desc["exp_groups"] * P
+    dw = 0 if flags & DescFlag.CONV else pixels * mid * desc["kernel"] ** 2
+    return {"expand": expand, "dw": dw, "pw": pixels * mid * desc["out_groups"] * Q}
+
+
+def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
+    """Beats of one output pixel: ``out_groups*Q/8``, four times that with ``RAW_OUT``."""
+    raw = 4 if _flags(desc) & DescFlag.RAW_OUT else 1
+    return raw * desc["out_groups"] * config.pw_cols // BEAT_BYTES
+
+
+def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
+    """Beats of each table the layer loads (``CHECK``'s word counts x word bytes / 8):
+    ``exp_groups*in_groups`` and ``exp_groups`` words (``EXPAND``), ``mid_groups*k*k`` and
+    ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and ``out_groups``
+    (unless ``RAW_OUT``)."""
+    P, Q = config.dw_lanes, config.pw_cols
+    flags = _flags(desc)
+    expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
+    words = {"exp_weights": desc["exp_groups"] * desc["in_groups"] if expand else 0,
+             "exp_table": desc["exp_groups"] if expand else 0,
+             "dw_weights": 0 if conv else desc["mid_groups"] * desc["kernel"] ** 2,
+             "dw_table": 0 if conv else desc["mid_groups"],
+             "pw_weights": desc["mid_groups"] * desc["out_groups"],
+             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"]}
+    return {name: words[name] * LOADS[name](P, Q) // BEAT_BYTES
+            for name in LOADS if words[name]}
+
+
+def layer_bytes(config: AcceleratorConfig | str, desc: dict) -> tuple[dict[str, int], int]:
+    """DDR traffic of one layer: ``({"descriptor", <each loaded table>, "input",
+    "residual"}, bytes written)``. Input ``in_h*in_w*in_groups*P``, residual and output
+    ``out_h*out_w`` pixels of ``_pixel_beats*8`` bytes."""
+    config = get_config(config)
+    read = {"descriptor": DESCRIPTOR.size}
+    read.update({k: v * BEAT_BYTES for k, v in _table_beats(config, desc).items()})
+    read["input"] = desc["in_h"] * desc["in_w"] * desc["in_groups"] * config.dw_lanes
+    out = desc["out_h"] * desc["out_w"] * _pixel_beats(config, desc) * BEAT_BYTES
+    read["residual"] = out if _flags(desc) & DescFlag.RESIDUAL else 0
+    return read, out
 
 
 def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
@@ -160,25 +279,338 @@ def _load_cycles(beats: int, mem: MemoryTiming) -> int:
     return 1 + 1 + _read_cycles(beats, mem) + 1
 
 
-#: tables of hw.top.Load a DW + PW layer does not load (``LOAD_NEXT`` skips each in a cycle)
-_SKIPPED_TABLES = 2  # EXP_WEIGHTS, EXP_TABLE
-_MODELLED_FLAGS = DescFlag.LAST
+def _bursts(addr: int, beats: int) -> list[int]:
+    """Burst lengths of one write command (``dma_reader.next_burst_beats``): at most
+    ``max_burst`` beats, never across a 4 KiB page."""
+    out = []
+    while beats:
+        n = min(beats, _WRITER.max_burst, PAGE_BEATS - (addr // BEAT_BYTES) % PAGE_BEATS)
+        out.append(n)
+        addr += n * BEAT_BYTES
+        beats -= n
+    return out
 
 
-def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
-    """Beats of each table load: words x word bytes / 8, with words ``mid_groups*k*k`` (DW
-    weights), ``mid_groups`` (DW table), ``mid_groups*out_groups`` (PW weights),
-    ``out_groups`` (PW table), as ``CHECK`` computes them."""
+class _Frozen:
+    """The frozen cycles of one global-enable pipeline, as disjoint half-open intervals
+    ``[start, end)`` in increasing order (a block freezes while its output register holds a
+    word that is not taken, i.e. from the cycle the word is offered to the one it is taken;
+    words leave in order, so the intervals come in order)."""
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def freeze(self, offered: int, taken: int) -> None:
+        if taken > offered:
+            self.starts.append(offered)
+            self.ends.append(taken)
+
+    def active(self, t: int, n: int = 1) -> int:
+        """The ``n``-th cycle ``>= t`` in which the block moves (``n >= 1``)."""
+        i = bisect.bisect_right(self.ends, t)
+        c = t
+        while True:
+            if i < len(self.starts) and self.starts[i] <= c:
+                c = self.ends[i]
+                i += 1
+                continue
+            room = self.starts[i] - c if i < len(self.starts) else math.inf
+            if n <= room:
+                return c + n - 1
+            n -= room
+            c = self.ends[i]
+            i += 1
+
+    def through(self, entered: int, latency: int) -> int:
+        """Cycle a word that entered in ``entered`` (a moving cycle) is offered at the output
+        of a pipeline of ``latency`` stages: after ``latency`` moving cycles."""
+        return self.active(entered, latency) + 1
+
+
+class _Writer:
+    """``DMAWriter`` behind the controller's write commands (one for a contiguous output, one
+    per pixel with a pitch), taking beats as they are offered.
+
+    Burst ``n`` (``_bursts`` of each command): its AW issues in ``aw(n) = max(first:
+    cmd(c) + 1 | aw(n-1) + 1, B(n - max_outstanding) + 1)`` (the command is split the cycle
+    after its handshake; a burst slot frees the cycle after its B); command ``c+1`` is taken
+    in ``aw(last burst of c) + 1``. Its beats are taken from ``aw(n) + 1`` (its length is
+    then at the head of the length FIFO), one per cycle; W follows ``DATA_TO_W`` later and B
+    ``mem.write_response`` after the last W.
+    """
+
+    def __init__(self, commands: list[tuple[int, int]], t_cmds: int, mem: MemoryTiming):
+        self.mem = mem
+        self.bursts: list[int] = []      # beats of each burst
+        self.first: list[bool] = []      # the first burst of its command
+        for addr, beats in commands:
+            b = _bursts(addr, beats)
+            self.bursts += b
+            self.first += [True] + [False] * (len(b) - 1)
+        self.cmd_taken = [t_cmds]        # handshake cycle of each command
+        self.aw: list[int] = []
+        self.b: list[int] = []
+        self.burst = 0                   # burst of the next beat
+        self.left = self.bursts[0] if self.bursts else 0
+        self.last_take = -math.inf
+
+    def _issue(self, n: int) -> int:
+        if self.first[n]:
+            if n:
+                self.cmd_taken.append(self.aw[n - 1] + 1)
+            t = self.cmd_taken[-1] + 1
+        else:
+            t = self.aw[n - 1] + 1
+        if n >= _WRITER.max_outstanding:
+            t = max(t, self.b[n - _WRITER.max_outstanding] + DMAWriter.B_TO_IDLE)
+        return t
+
+    def take(self, offered: int) -> int:
+        """Cycle the next beat, offered from ``offered``, is taken."""
+        n = self.burst
+        if len(self.aw) == n:
+            self.aw.append(self._issue(n))
+        t = max(offered, self.aw[n] + 1, self.last_take + 1)
+        self.last_take = t
+        self.left -= 1
+        if self.left == 0:
+            self.b.append(t + DMAWriter.DATA_TO_W + self.mem.write_response)
+            self.burst += 1
+            if self.burst < len(self.bursts):
+                self.left = self.bursts[self.burst]
+        return t
+
+    def done(self) -> tuple[int, int]:
+        """After the last beat: ``(last command handshake, first cycle with busy low)``."""
+        return self.cmd_taken[-1], self.b[-1] + DMAWriter.B_TO_IDLE
+
+
+class _Serializer:
+    """``BeatSerializer``: takes a word in the cycle it is offered if it holds none, or in
+    the cycle its last beat leaves; beat ``i`` is offered from ``a + 1`` (``a`` the take
+    cycle) or the cycle after the previous beat left."""
+
+    def __init__(self, beats: int, sink):
+        self.beats = beats
+        self.sink = sink  # beat offered in cycle t -> cycle it is taken
+        self.free = -math.inf
+
+    def take(self, offered: int) -> int:
+        a = max(offered, self.free)
+        t = a
+        for _ in range(self.beats):
+            t = self.sink(t + 1)
+        self.free = t
+        return a
+
+
+class _Requant:
+    """A ``Requantizer`` (global enable, ``Requantizer.LATENCY``) feeding ``take``: word
+    offered in ``o`` -> the cycle it is taken (and the block's frozen cycles updated)."""
+
+    def __init__(self, take):
+        self.frozen = _Frozen()
+        self.next = take
+
+    def take(self, offered: int) -> int:
+        a = self.frozen.active(offered)
+        out = self.frozen.through(a, Requantizer.LATENCY)
+        self.frozen.freeze(out, self.next(out))
+        return a
+
+
+class _Add:
+    """``ResidualAdd``: takes an ``a`` word with its ``b`` word in a moving cycle at least
+    ``chunks - 1`` moving cycles after the previous take (its split stage), offers the sum
+    ``latency`` moving cycles later.
+
+    The ``b`` words: the residual reader's beats are on its ``data`` one per cycle from
+    ``t_data``; ``res_packer`` offers word ``w`` the cycle after its last beat, and collects
+    the next word's beats only from the cycle its word leaves (a stalled R channel resumes
+    at once): ``b(w) = max(t_data + (w+1)*beats, take(w-1) + beats)``.
+    """
+
+    def __init__(self, add: ResidualAdd, t_data: int, beats: int, take):
+        self.add = add
+        self.frozen = _Frozen()
+        self.t_data, self.beats = t_data, beats
+        self.next = take
+        self.words = 0
+        self.last = None
+
+    def take(self, offered: int) -> int:
+        t = max(offered, self.t_data + (self.words + 1) * self.beats)
+        if self.last is not None:
+            t = max(t, self.last + self.beats)
+            t = max(t, self.frozen.active(self.last + 1, self.add.chunks - 1) + 1
+                    if self.add.chunks > 1 else self.last + 1)
+        a = self.frozen.active(t)
+        out = self.frozen.through(a, self.add.latency)
+        self.frozen.freeze(out, self.next(out))
+        self.last = a
+        self.words += 1
+        return a
+
+
+class _PointwiseArray:
+    """A ``PointwiseArray`` reducing ``mid`` words per pixel into ``og`` output words.
+
+    Input side: pixel ``p``'s words go to buffer half ``p % 2``, free from ``drain(p-2) + 1``;
+    the pixel is full the cycle after its last word. Reduce side: one ``(og, q)`` step per
+    moving cycle over a full half, from ``max(full(p), drain(p-1) + 1)``; the last step of an
+    output group issued in ``s`` offers the word ``latency`` moving cycles later, and the
+    array freezes until ``take`` takes it.
+    """
+
+    def __init__(self, mid: int, og: int, latency: int, take):
+        self.mid, self.og, self.latency = mid, og, latency
+        self.frozen = _Frozen()
+        self.next = take
+        self.drains: list[int] = []
+        self.last_accept = -math.inf
+        self.count = 0  # words of the current pixel taken
+
+    def accept(self, offered: int) -> int:
+        """Cycle an input word offered in ``offered`` is written; reduces the pixel when it
+        is the last one."""
+        p = len(self.drains)
+        t = max(offered, self.last_accept + 1)
+        if self.count == 0 and p >= 2:
+            t = max(t, self.drains[p - 2] + 1)
+        self.last_accept = t
+        self.count += 1
+        if self.count == self.mid:
+            self.count = 0
+            self._reduce(t + 1)
+        return t
+
+    def _reduce(self, full: int) -> None:
+        s = full if not self.drains else max(full, self.drains[-1] + 1)
+        for _ in range(self.og):
+            s = self.frozen.active(s, self.mid)
+            out = self.frozen.through(s, self.latency)
+            self.frozen.freeze(out, self.next(out))
+            s += 1
+        self.drains.append(s - 1)
+
+
+def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTiming,
+               base: int):
+    """Cycles of the run phase; ``t_cmds`` is the ``RUN_CMDS`` cycle, in which the DMAs
+    take their (first) commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the
+    last ``RUN_WAIT`` cycle.
+
+    The blocks are built back to front (writer, serializer, [ADD], PW requantizer, PW array,
+    spatial stage); then the taps are followed word by word (a word: a pixel-group's ``k*k``
+    taps, or one conv-mode tap), each pushed on through the chain as far as it goes:
+
+    1. Rows: the taps of output row ``oy`` (``top = oy*s - pad_top``) need input rows
+       ``< need = min(top + (k-1)*d + 1, in_h)``; the line buffer sees a row the cycle after
+       its last beat, so the row's first tap issues no earlier than ``gate(oy) =
+       done(need - 1) + 1`` (:class:`_FillFromReader`, :class:`_FillFromExpand`, which draw
+       on the input lazily, row by row).
+    2. The line buffer's output register takes the next tap in the cycle the current one is
+       taken: a word's first tap issues in ``max(gate(oy), acc)`` at a row start, else in
+       ``acc`` (``acc``: the cycle the previous tap was taken), and is offered
+       ``LineBuffer.LATENCY`` later.
+    3. DW mode: the DW array takes a tap in each of its moving cycles, so a word's taps go
+       in ``k*k`` consecutive moving cycles; the word leaves ``DepthwiseArray.LATENCY``
+       moving cycles after its last tap, into the DW requantizer, then the PW array's input.
+       Conv mode: the taps go straight to the PW array's input.
+    4. The PW array, requantizer, [ADD], serializer and writer: :class:`_PointwiseArray`,
+       :class:`_Requant`, :class:`_Add`, :class:`_Serializer`, :class:`_Writer`.
+    5. ``RUN_WAIT`` is entered the cycle after the last write command (with ``settle``) and
+       left in the first cycle the writer (busy until the cycle after its last B) and the
+       line buffer (its busy falls two cycles after the last fill beat: ``fill_done``, then
+       ``busy``) are idle; the readers finish earlier.
+    """
     P, Q = config.dw_lanes, config.pw_cols
-    words = {"dw_weights": desc["mid_groups"] * desc["kernel"] ** 2,
-             "dw_table": desc["mid_groups"],
-             "pw_weights": desc["mid_groups"] * desc["out_groups"],
-             "pw_table": desc["out_groups"]}
-    return {name: words[name] * LOADS[name](P, Q) // BEAT_BYTES for name in LOADS}
+    flags = _flags(d)
+    expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
+    residual, raw = bool(flags & DescFlag.RESIDUAL), bool(flags & DescFlag.RAW_OUT)
+    k, s, dil = d["kernel"], d["stride"], d["dilation"]
+    mid, og = d["mid_groups"], d["out_groups"]
+    out_h, out_w, in_h, in_w = d["out_h"], d["out_w"], d["in_h"], d["in_w"]
+    read_data = DMAReader.CMD_TO_AR + mem.read + DMAReader.R_TO_DATA  # cmd -> first beat
+
+    # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- PW array ----
+    pixel_beats = _pixel_beats(config, d)
+    pixels = out_h * out_w
+    out_addr = base + d.get("out_addr", 0)
+    if pixel_beats == d["out_pitch"]:
+        commands = [(out_addr, pixels * pixel_beats)]
+    else:
+        commands = [(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats)
+                    for p in range(pixels)]
+    writer = _Writer(commands, t_cmds, mem)
+    word_beats = (4 if raw else 1) * Q // BEAT_BYTES
+    serializer = _Serializer(word_beats, writer.take)
+    if raw:
+        take_pw = serializer.take
+    else:
+        take_rq = serializer.take
+        if residual:
+            take_rq = _Add(ResidualAdd(Q, config.add_lanes), t_cmds + read_data,
+                           word_beats, serializer.take).take
+        take_pw = _Requant(take_rq).take
+    pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
+
+    # ---- spatial stage: taps -> (DW -> requant | conv) -> PW array input ----
+    if not conv:
+        dw_frozen = _Frozen()
+        dwq = _Requant(pw.accept)
+
+    # ---- front: the line buffer's fill ----
+    fill = _FillFromReader(t_cmds + read_data, in_w * d["in_groups"] * P // BEAT_BYTES,
+                           config.lb_rows) if not expand else \
+        _FillFromExpand(config, d, t_cmds + read_data)
+
+    span = (k - 1) * dil + 1
+    tops = [oy * s - d["pad_top"] for oy in range(out_h)]
+    row_end: list[int] = []
+
+    def allow(y: int) -> int:
+        # first output row whose top lets row y in: its top is live the cycle after the
+        # previous row's last tap issued
+        for oy in range(out_h):
+            if tops[oy] + config.lb_rows > y:
+                return row_end[oy - 1] + 1 if oy else -math.inf
+        return row_end[-1] + 1  # after the last tap (gen_done)
+
+    taps_word = 1 if conv else k * k
+    acc = -math.inf   # cycle the last tap was taken from the line buffer's register
+    first_tap = None
+    for oy in range(out_h):
+        need = min(tops[oy] + span, in_h)
+        gate = t_cmds
+        if need > 0:
+            gate = max(gate, fill.complete(need - 1, allow) + 1)
+        for word in range(out_w * mid):
+            first_issue = max(gate, acc) if word == 0 else acc
+            if first_tap is None:
+                first_tap = first_issue
+            offered = first_issue + LineBuffer.LATENCY
+            if conv:
+                last_issue = first_issue
+                acc = pw.accept(offered)
+            else:
+                a = dw_frozen.active(offered)
+                acc = dw_frozen.active(a, taps_word)
+                # the last tap issues when the one before it is taken
+                last_issue = dw_frozen.active(a, taps_word - 1) if taps_word > 1 \
+                    else first_issue
+                out = dw_frozen.through(acc, DepthwiseArray.LATENCY)
+                dw_frozen.freeze(out, dwq.take(out))
+        row_end.append(last_issue)
+    done_cmd, writer_idle = writer.done()
+    last_fill = fill.complete(in_h - 1, allow)
+    end = max(done_cmd + 2, writer_idle, last_fill + 2)
+    return end, first_tap, row_end[-1]
 
 
-class _Fill:
-    """Completion cycles of the input rows in the line buffer.
+class _FillFromReader:
+    """Completion cycles of the input rows in the line buffer, fed by the reader.
 
     Beats arrive from ``t_data`` (the first beat on the reader's ``data``) at one per cycle.
     The line buffer takes a beat of row ``y`` only while ``y < lb_rows`` or ``y < top +
@@ -203,139 +635,166 @@ class _Fill:
         return self.done[y + 1]
 
 
-def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTiming):
-    """Cycles of the run phase; ``t_cmds`` is the ``RUN_CMDS`` cycle, in which both DMAs
-    take their commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the last
-    ``RUN_WAIT`` cycle.
-
-    1. Input: the first beat is on the reader's ``data`` in ``t_cmds + CMD_TO_AR + mem.read
-       + R_TO_DATA``, then one per cycle; rows complete as :class:`_Fill` says.
-    2. Taps, per output row ``oy`` (``top = oy*s - pad_top``): the line buffer issues the
-       row's ``out_w*mid_groups*k*k`` taps one per cycle from ``start(oy) = max(end(oy-1) +
-       1, done(need - 1) + 1)``, ``need = min(top + (k-1)*d + 1, in_h)`` rows (its row
-       check sees a row in the cycle after its last beat).
-    3. A pixel-group's DW word reaches the PW array ``LineBuffer.LATENCY +
-       DepthwiseArray.LATENCY + Requantizer.LATENCY`` cycles after its last tap issues; a
-       pixel is full the cycle after its last word. The PW array reduces pixel ``p`` from
-       ``R(p) = max(full(p), R(p-1) + S)`` for ``S = out_groups*mid_groups`` steps (one per
-       cycle; the ping-pong buffer fills the next pixel meanwhile, and when the PW array is
-       the bottleneck it holds the DW side back without ever starving itself, as
-       ``mid_groups*k*k <= S`` then).
-    4. Output group ``j`` of pixel ``p`` leaves the PW array in ``R(p) + (j+1)*mid_groups -
-       1 + latency`` and the PW requantizer ``Requantizer.LATENCY`` later; the serializer
-       takes a word when it is offered and the previous word's ``Q/8`` beats are leaving:
-       ``a(w) = max(offered(w), a(w-1) + Q/8)``; its beats leave in ``a+1 .. a+Q/8``.
-    5. W carries a beat ``DATA_TO_W`` after the serializer; the last B comes
-       ``mem.write_response`` after the last W, and the writer is idle ``B_TO_IDLE`` later.
-       ``RUN_WAIT`` ends in that cycle (the reader and the line buffer finish earlier unless
-       input rows no window reaches are still being read: then two cycles after the last
-       fill beat, the reader's output register and the line buffer's ``busy``).
+class _FillFromExpand:
+    """Completion cycles of the input rows in the line buffer, fed by the expand stage:
+    reader -> ``in_packer`` (``P/8`` beats a word, offered the cycle after its last beat;
+    it takes the next beat in the cycle its word leaves) -> expand ``PointwiseArray``
+    (``in_groups`` words in, ``exp_groups`` out per pixel) -> ``exp_requant`` ->
+    ``exp_serializer`` -> the line buffer's fill, which takes row ``y``'s beats from
+    ``allow(y)`` (see :class:`_FillFromReader`). The reader's beats come one per cycle from
+    ``t_data`` unless the packer holds them back (a stalled R channel resumes at once).
     """
-    P, Q = config.dw_lanes, config.pw_cols
-    k, s, dil = d["kernel"], d["stride"], d["dilation"]
-    mid, og = d["mid_groups"], d["out_groups"]
-    out_h, out_w, in_h = d["out_h"], d["out_w"], d["in_h"]
-    span = (k - 1) * dil + 1
-    taps_word = k * k
-    taps_row = out_w * mid * taps_word
-    beats_per_row = d["in_w"] * d["in_groups"] * P // BEAT_BYTES
-    t_data = t_cmds + DMAReader.CMD_TO_AR + mem.read + DMAReader.R_TO_DATA
-    fill = _Fill(t_data, beats_per_row, config.lb_rows)
 
-    tops = [oy * s - d["pad_top"] for oy in range(out_h)]
-    row_end: list[int] = []
+    def __init__(self, config: AcceleratorConfig, d: dict, t_data: int):
+        P = config.dw_lanes
+        self.lb_rows = config.lb_rows
+        self.word_beats = P // BEAT_BYTES
+        self.row_beats = d["in_w"] * d["exp_groups"] * self.word_beats
+        self.words_pixel = d["in_groups"]
+        self.done: list[int] = []
+        self.beats = 0                      # fill beats taken
+        self.row_allow = -math.inf
+        self.last_fill = -math.inf
+        self.beat_ready = t_data            # cycle the reader's next beat is on data
+        self.packer_free = -math.inf        # cycle the packer can take a beat
+        self.pending = None                 # (cycle offered) of the packed word
+        serializer = _Serializer(self.word_beats, self._fill)
+        self.expand = _PointwiseArray(d["in_groups"], d["exp_groups"],
+                                      pw_latency(config, P), _Requant(serializer.take).take)
 
-    def allow(y: int) -> int:
-        # first output row whose top lets row y in: its top is live the cycle after the
-        # previous row's last tap issued
-        for oy in range(out_h):
-            if tops[oy] + config.lb_rows > y:
-                return row_end[oy - 1] + 1 if oy else 0
-        return row_end[-1] + 1  # after the last tap (gen_done)
+    def _fill(self, offered: int) -> int:
+        row = self.beats // self.row_beats
+        t = max(offered, self.last_fill + 1, self.row_allow if row >= self.lb_rows else
+                -math.inf)
+        self.last_fill = t
+        self.beats += 1
+        if self.beats % self.row_beats == 0:
+            self.done.append(t)
+        return t
 
-    dw_to_pw = LineBuffer.LATENCY + DepthwiseArray.LATENCY + Requantizer.LATENCY
-    S = og * mid
-    l_pw = pw_latency(config)
-    ser_beats = Q // BEAT_BYTES
-    reduce_start = None
-    ser_accept = -math.inf
-    first_tap = None
-    for oy in range(out_h):
-        need = min(tops[oy] + span, in_h)
-        start = row_end[-1] + 1 if row_end else 0
-        if need > 0:
-            start = max(start, fill.complete(need - 1, allow) + 1)
-        row_end.append(start + taps_row - 1)
-        first_tap = start if first_tap is None else first_tap
-        for ox in range(out_w):
-            last_tap = start + (ox + 1) * mid * taps_word - 1
-            full = last_tap + dw_to_pw + 1
-            reduce_start = full if reduce_start is None else max(full, reduce_start + S)
-            for j in range(og):
-                offered = reduce_start + (j + 1) * mid - 1 + l_pw + Requantizer.LATENCY
-                ser_accept = max(offered, ser_accept + ser_beats)
-    last_w = ser_accept + ser_beats + DMAWriter.DATA_TO_W
-    end = last_w + mem.write_response + DMAWriter.B_TO_IDLE
-    last_fill = fill.complete(in_h - 1, allow)
-    end = max(end, last_fill + 2)
-    return end, first_tap, row_end[-1]
+    def _pixel(self) -> None:
+        """One input pixel through the packer into the expand array (which pushes its
+        output on through the requantizer and serializer into the fill)."""
+        for _ in range(self.words_pixel):
+            t = self.beat_ready
+            for _ in range(self.word_beats):
+                t = max(self.beat_ready, self.packer_free)
+                self.packer_free = t + 1
+                self.beat_ready = t + 1
+            taken = self.expand.accept(t + 1)
+            self.packer_free = max(self.packer_free, taken)
+            self.beat_ready = max(self.beat_ready, taken)
+
+    def complete(self, y: int, allow) -> int:
+        while len(self.done) <= y:
+            row = len(self.done)
+            # the rows are pushed through pixel by pixel; the row's allow cycle is known
+            # before any of its beats can be taken
+            self.row_allow = allow(row) if row >= self.lb_rows else -math.inf
+            while len(self.done) <= row:
+                self._pixel()
+        return self.done[y]
 
 
 def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
-                 mem_latency: MemoryTiming = AXI_RAM) -> LayerEstimate:
-    """Cycles of one ``DWSEP`` layer from its ``FETCH_CMD`` cycle to the next layer's
-    ``FETCH_CMD`` (or ``IDLE``), without AXI backpressure.
+                 mem_latency: MemoryTiming = AXI_RAM, base: int = 0) -> LayerEstimate:
+    """Cycles of one layer from its ``FETCH_CMD`` cycle to the next layer's ``FETCH_CMD``
+    (or ``IDLE``), without AXI backpressure.
 
     Parameters
     ----------
     config:
         The accelerator (named config or object).
     desc:
-        Descriptor field values (``Program.descriptors`` entries; addresses unused).
+        Descriptor field values (``Program.descriptors`` entries).
     mem_latency:
-        Memory latencies (default: cocotbext-axi ``AxiRam``).
+        Memory timing (default: cocotbext-axi ``AxiRam``).
+    base:
+        Address the descriptor's addresses are relative to (``Program.link``'s base): only
+        where the 4 KiB pages fall matters (per-pixel output bursts that cross one split).
 
     ``total = fetch + sum(loads) + run`` with
 
     * ``fetch = 1 + (CMD_TO_AR + mem.read + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
-    * ``load(n beats) = 2 + (CMD_TO_AR + mem.read + R_TO_DATA + n - 1) + 1`` for each table,
-      plus one ``LOAD_NEXT`` cycle per skipped table (the two expand tables) and a last one;
-    * ``run = RUN_START (1) + RUN_CMDS (1) + RUN_WAIT + NEXT (1)``, ``RUN_WAIT`` from the
-      pipeline recurrences of :func:`_run_phase`.
+    * ``load(n beats) = 2 + (CMD_TO_AR + mem.read + R_TO_DATA + n - 1) + 1`` for each table
+      the flags need, plus one ``LOAD_NEXT`` cycle per table skipped and a last one;
+    * ``run = RUN_START (1) + RUN_CMDS .. RUN_WAIT + NEXT (1)`` from the pipeline
+      recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
-    if desc.get("flags", 0) & ~_MODELLED_FLAGS:
+    # the reader keeps one beat per cycle while its slots cover a 16-beat burst's round trip
+    # (DMAReader's docstring: B + L + SLOT_OVERHEAD <= max_outstanding * B)
+    read_limit = (_READER.max_outstanding - 1) * _READER.max_burst - DMAReader.SLOT_OVERHEAD
+    if mem_latency.read > read_limit:
         raise NotImplementedError(
-            f"the cycle model covers DW + PW layers; flags "
-            f"{DescFlag(desc['flags'] & ~_MODELLED_FLAGS)!r} are not modelled yet")
+            f"read latency {mem_latency.read} exceeds {read_limit} cycles, beyond which the "
+            f"reader's {_READER.max_outstanding} slots no longer sustain one beat per cycle; "
+            f"the model does not cover it")
+    if any(v is not None for v in (mem_latency.read_bytes_per_cycle,
+                                   mem_latency.write_bytes_per_cycle,
+                                   mem_latency.ddr_bytes_per_cycle)):
+        raise NotImplementedError("the cycle model assumes one beat per cycle and port; "
+                                  "bandwidth limits are not modelled yet")
     fetch = _fetch_cycles(mem_latency)
-    loads = {name: _load_cycles(beats, mem_latency)
-             for name, beats in _table_beats(config, desc).items()}
+    table_beats = _table_beats(config, desc)
+    loads = {name: _load_cycles(beats, mem_latency) for name, beats in table_beats.items()}
     # LOAD_NEXT: one cycle per skipped table, and one finding no table left
-    loads["skipped"] = _SKIPPED_TABLES + 1
+    loads["skipped"] = len(LOADS) - len(table_beats) + 1
     t_run_start = fetch + sum(loads.values())
     t_cmds = t_run_start + 1
-    end, first_tap, last_tap = _run_phase(config, desc, t_cmds, mem_latency)
+    end, first_tap, last_tap = _run_phase(config, desc, t_cmds, mem_latency, base)
     total_end = end + 2  # NEXT, then the next layer's FETCH_CMD (or IDLE)
-    pixels = desc["out_h"] * desc["out_w"]
-    stage_cycles = {
-        "read": desc["in_h"] * desc["in_w"] * desc["in_groups"] * config.dw_lanes // BEAT_BYTES,
-        "dw": pixels * desc["mid_groups"] * desc["kernel"] ** 2,
-        "pw": pixels * desc["mid_groups"] * desc["out_groups"],
-        "write": desc["out_h"] * desc["out_w"] * desc["out_groups"] * config.pw_cols
-        // BEAT_BYTES,
-    }
+    bytes_read, bytes_written = layer_bytes(config, desc)
+    stage_cycles = _stage_cycles(config, desc, mem_latency, base)
     bottleneck = max(stage_cycles, key=stage_cycles.get)
     return LayerEstimate(fetch=fetch, loads=loads, run=total_end - t_run_start,
                          fill=first_tap + LineBuffer.LATENCY - t_run_start,
                          drain=total_end - (last_tap + LineBuffer.LATENCY) - 1,
-                         stage_cycles=stage_cycles, bottleneck=bottleneck)
+                         stage_cycles=stage_cycles, bottleneck=bottleneck,
+                         macs=layer_macs(config, desc), bytes_read=bytes_read,
+                         bytes_written=bytes_written)
+
+
+def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryTiming,
+                  base: int) -> dict[str, int]:
+    """Each run-phase stage's work in cycles at its full rate (:attr:`LayerEstimate.
+    stage_cycles`), in pipeline order."""
+    P, Q = config.dw_lanes, config.pw_cols
+    flags = _flags(d)
+    in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
+    taps = pixels * d["mid_groups"] * (1 if flags & DescFlag.CONV else d["kernel"] ** 2)
+    read, written = layer_bytes(config, d)
+    pixel_beats = _pixel_beats(config, d)
+    write = written // BEAT_BYTES
+    if pixel_beats != d["out_pitch"]:
+        # per-pixel commands: at most one every two cycles (a command is taken the cycle
+        # after its AW), and each burst holds one of the writer's slots from its AW to the
+        # cycle after its B
+        out_addr = base + d.get("out_addr", 0)
+        slots = sum(n + 1 + DMAWriter.DATA_TO_W + mem.write_response + DMAWriter.B_TO_IDLE
+                    for p in range(pixels)
+                    for n in _bursts(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats))
+        write = max(write, 2 * pixels, -(-slots // _WRITER.max_outstanding))
+    add = ResidualAdd(Q, config.add_lanes)
+    return {
+        "ddr_read": max(read["input"], read["residual"]) // BEAT_BYTES,
+        "expand": in_pixels * d["exp_groups"] * max(d["in_groups"], P // BEAT_BYTES)
+        if flags & DescFlag.EXPAND else 0,
+        "line_buffer": taps if flags & DescFlag.CONV else 0,
+        "dw": 0 if flags & DescFlag.CONV else taps,
+        "pw": pixels * d["mid_groups"] * d["out_groups"],
+        "add": pixels * d["out_groups"] * add.chunks if flags & DescFlag.RESIDUAL else 0,
+        "ddr_write": write,
+    }
 
 
 def program_cycles(config: AcceleratorConfig | str, program, *,
-                   mem_latency: MemoryTiming = AXI_RAM) -> tuple[int, list[LayerEstimate]]:
+                   mem_latency: MemoryTiming = AXI_RAM,
+                   base: int = 0) -> tuple[int, list[LayerEstimate]]:
     """Cycles of a whole :class:`dwsep.host.compiler.Program` as ``CYCLES`` counts them: the
     sum of its layers (each layer's ``NEXT`` leads straight to the next ``FETCH_CMD``, the
-    last one's to ``IDLE``). Returns ``(total, [LayerEstimate per descriptor])``."""
-    layers = [layer_cycles(config, d, mem_latency=mem_latency) for d in program.descriptors]
+    last one's to ``IDLE``). ``base``: the address the program is linked at (see
+    :func:`layer_cycles`). Returns ``(total, [LayerEstimate per descriptor])``."""
+    layers = [layer_cycles(config, d, mem_latency=mem_latency, base=base)
+              for d in program.descriptors]
     return sum(e.total for e in layers), layers

@@ -1,36 +1,26 @@
-"""bitstreams/: Yosys report parsing and verdict, the Vivado shell and sources, TCL syntax.
+"""dwsep.bitstreams: Yosys report parsing and verdict, the committed reports, the ECP5 report,
+the Vivado shell and sources, TCL syntax.
 
-Fast tests only; the real synthesis is behind ``-m slow``.
+Fast tests only; the real synthesis runs are behind ``-m slow`` (tests/test_synth_cli.py has
+the command line).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dwsep.bitstreams import build_pynq_z2 as build
+from dwsep.bitstreams import fmax_ecp5 as fmax
+from dwsep.bitstreams import synth
 from dwsep.hw.config import get_config
 
 BITSTREAMS = Path(__file__).resolve().parent.parent / "bitstreams"
 TCL_FILES = sorted(BITSTREAMS.rglob("*.tcl"))
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bitstreams_{name}", BITSTREAMS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-synth = _load("synth")
-build = _load("build_pynq_z2")
-fmax = _load("fmax_ecp5")
 
 # Excerpt of `stat -json -tech xilinx` from Yosys 0.70 on config 'tiny' (wire counts and some
 # modules dropped). Its "design" section leaves FDRE, CARRY4, MUXF7 and RAM32M out of the
@@ -169,21 +159,47 @@ def test_yosys_script_avoids_abc9():
     runs = [line for line in lines if line.startswith("synth_xilinx")]
     assert [r.split("-run ")[1] for r in runs] == [":map_luts", "finalize:"]
     assert all("-family xc7 -top dwsep_top -noiopad -noclkbuf" in r for r in runs)
-    assert synth.yosys_script("d.v", "xcup", rtlil=False).startswith("read_verilog d.v\n")
+    assert lines[-1].startswith("tee -q -o stat.json stat -json")
+    with_netlist = synth.yosys_script("d.il", "xcup", netlist="n.json").splitlines()
+    assert with_netlist[-1] == "write_json n.json" and "-family xcup" in with_netlist[1]
 
 
-@pytest.mark.parametrize("name, config, sets", [
+COMMITTED = [
     ("tiny", "tiny", []),
     ("pynq-z2", "pynq-z2", []),
     ("pynq-z2-p8q8", "pynq-z2", ["dw_lanes=8", "pw_rows=8", "pw_cols=8"]),
-])
+]
+
+
+@pytest.mark.parametrize("name, config, sets", COMMITTED)
 def test_committed_report_follows_from_its_statistics(name, config, sets):
     report = (BITSTREAMS / "reports" / f"{name}.txt").read_text()
     stat = (BITSTREAMS / "reports" / f"{name}.stat.json").read_text()
     cfg = synth.override(get_config(config), sets)
     again = synth.format_report(cfg, synth.PARTS["xc7z020"], _syn(stat))
-    # Up to the config printout: later config fields must not invalidate a measured report.
-    assert report.split("\nConfig: ")[0] == again.split("\nConfig: ")[0]
+    # Up to the timing section (checked against the JSON below) and the config printout:
+    # later config fields must not invalidate a measured report.
+    assert re.split(r"\n(?:Timing estimate|Config: )", report)[0] == \
+        re.split(r"\n(?:Timing estimate|Config: )", again)[0]
+
+
+@pytest.mark.parametrize("name, config, sets", COMMITTED[:1])
+def test_committed_json_matches_its_report(name, config, sets):
+    report = (BITSTREAMS / "reports" / f"{name}.txt").read_text()
+    doc = json.loads((BITSTREAMS / "reports" / f"{name}.json").read_text())
+    assert doc["config"] == synth.override(get_config(config), sets).name
+    assert doc["overrides"] == sets
+    assert re.search(rf"^DSP\s+{doc['dsp']:,}\s", report, re.M)
+    assert re.search(rf"^FF\s+{doc['ff']:,}\s", report, re.M)
+    assert f"VERDICT: {'FITS' if doc['fits'] else 'DOES NOT FIT'} in {doc['part']}" in report
+    t = doc["timing"]
+    assert (f"worst path: {t['lut_levels']} LUT levels, {t['carry4']} CARRY4 in series"
+            in report)
+    assert f"    from {t['start_module']}: {t['start']}\n    to   {t['end_module']}: " \
+        f"{t['end']}\n" in report
+    stat = json.loads((BITSTREAMS / "reports" / f"{name}.stat.json").read_text())
+    assert synth.parse_stat(json.dumps(stat)).keys() >= {"dwsep_top"}
+    assert set(doc["modules"]) == {synth._short(m) for m in synth.parse_stat(json.dumps(stat))}
 
 
 def test_override_applies_fields_and_renames():
@@ -194,10 +210,41 @@ def test_override_applies_fields_and_renames():
     assert cfg.lb_width == base.lb_width and cfg.mid_channels_max == base.mid_channels_max
 
 
-@pytest.mark.parametrize("item", ["dw_lanes", "lanes=8", "name=3", "pw_cols=x"])
+@pytest.mark.parametrize("item", ["dw_lanes", "pw_cols=x", "pw_cols=-8", "=8"])
 def test_override_rejects_malformed_assignments(item):
-    with pytest.raises(ValueError, match=rf"--set takes FIELD=N .* not '{item}'"):
+    with pytest.raises(ValueError, match=rf"^--set takes FIELD=N with N a non-negative "
+                                         rf"integer, not '{item}'$"):
         synth.override(get_config("tiny"), [item])
+
+
+@pytest.mark.parametrize("item", ["lanes=8", "name=3"])
+def test_override_rejects_unknown_fields_and_lists_the_valid_ones(item):
+    field = item.split("=")[0]
+    with pytest.raises(ValueError, match=rf"^--set {item}: no config field '{field}'; "
+                                         rf"fields: dw_lanes, pw_rows, pw_cols, k_max, "):
+        synth.override(get_config("tiny"), [item])
+
+
+def test_get_part():
+    assert synth.get_part(None, "zcu104").name == "xczu7ev"
+    assert synth.get_part(None, "tiny").name == "xc7z020"
+    assert synth.get_part("xczu7ev", "tiny").dsps == 1728
+    with pytest.raises(ValueError, match="^unknown part 'xc7a35t'; known parts: xc7z020, "
+                                         "xczu7ev$"):
+        synth.get_part("xc7a35t", "tiny")
+
+
+def test_resources_dict_has_the_verdict_and_every_module():
+    d = synth.resources_dict(synth.PARTS["xc7z020"], _syn())
+    assert (d["part"], d["dsp"], d["fits"]) == ("xc7z020", 84, True)
+    assert d["bram36"] == 4 + 15 / 2 and d["lutram"] == 22 * 4 + 2 * 4 + 3
+    assert set(d["modules"]) == {"dwsep_top", "dw_array", "pw_array", "writer",
+                                 "writer.lengths"}
+    assert d["modules"]["writer"]["ff"] == 173 + 7
+    assert d["modules"]["dwsep_top"]["dsp"] == 12  # the top module's own cells
+    small = synth.Part("toy", "xc7", luts=100_000, lutram=1_000, ffs=2_000, dsps=70,
+                       bram36=12)
+    assert synth.resources_dict(small, _syn())["fits"] is False
 
 
 def test_override_is_validated_by_the_config():
@@ -412,7 +459,7 @@ def test_build_tcl_requires_the_sources(tmp_path):
 @pytest.mark.slow
 def test_synthesis_tiny():
     cfg = get_config("tiny")
-    syn = synth.run_yosys(cfg, synth.PARTS["xc7z020"])
+    syn = synth.run_yosys(cfg, synth.PARTS["xc7z020"], timeout=900)
     report = synth.format_report(cfg, synth.PARTS["xc7z020"], syn)
     assert re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", report, re.M)
     assert syn.source.startswith("hw/*.py sha256 ")
@@ -461,10 +508,32 @@ def test_critical_path_ends_and_split():
     assert fmax.critical_path("Info: no report") == []
 
 
-def test_fmax_report_says_whether_routing_finished():
-    routed = fmax.format_report("tiny", PNR_EXCERPT, 100, 1, 128, 900)
-    assert "clock clk: 41.5 MHz, after routing (FAIL at 100 MHz)" in routed
-    assert "MULT18X18D:     154/    156    98%" in routed
-    placed = fmax.format_report("tiny", PNR_EXCERPT.split("Info: Routing complete.")[0], 100, 1,
-                                128, 900)
-    assert "38.6 MHz, estimate after placement (routing did not finish)" in placed
+def _ecp5_result(log: str, stage: str = "after routing") -> fmax.Ecp5Result:
+    found = fmax.parse_fmax(log)
+    return fmax.Ecp5Result(
+        config="tiny", variant="tiny as configured", fmax_mhz=found[0][1] if found else None,
+        target_mhz=100, stage=stage, critical_path=fmax.critical_path(log),
+        utilisation=fmax.utilisation(log), seed=1, synth_seconds=128, pnr_seconds=900)
+
+
+def test_fmax_report():
+    text = fmax.format_report(_ecp5_result(PNR_EXCERPT))
+    assert "Fmax 41.5 MHz, after routing (FAIL at 100 MHz)" in text
+    assert "variant: tiny as configured" in text
+    assert "MULT18X18D:     154/    156    98%" in text
+    assert text.count("Source dwsep_top.pw_requant.prod3_DFF_Q.Q") == 1
+    assert "Yosys synth_ecp5: 128 s; nextpnr: 900 s" in text
+    assert "no Fmax: nextpnr stopped" in fmax.format_report(_ecp5_result("Info: placing"))
+    d = _ecp5_result(PNR_EXCERPT).to_dict()
+    assert (d["fmax_mhz"], d["variant"], len(d["critical_path"])) == (41.49,
+                                                                       "tiny as configured", 3)
+
+
+def test_ecp5_capacity_check():
+    # synth_ecp5 statistics of 'tiny' (descriptor v2): the multipliers overflow.
+    cells = {"CCU2C": 6939, "DP16KD": 72, "LUT4": 20887, "MULT18X18D": 285,
+             "TRELLIS_DPR16X4": 738, "TRELLIS_FF": 23100}
+    assert fmax.over_capacity(cells) == {"MULT18X18D": (285, 156)}
+    cells.update(MULT18X18D=0, LUT4=80_000)
+    assert fmax.over_capacity(cells) == {"TRELLIS_COMB": (80_000 + 2 * 6939 + 2 * 738,
+                                                          83_640)}

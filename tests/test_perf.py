@@ -1,16 +1,35 @@
 """The analytical cycle model (``sim/perf.py``) against the ``CYCLES`` register of the
 Verilated accelerator (cocotbext-axi ``AxiRam``, no backpressure): equal to the cycle, since
-without backpressure the run is deterministic and the model follows every latency."""
+without backpressure the run is deterministic and the model follows every latency.
+
+Per-descriptor figures come from running each descriptor of a compiled program alone (its
+``LAST`` flag set, ``PROGRAM.addr`` pointing at it): the driver's per-layer cycles come from
+the bench's 256-cycle polling, only the total of a run is exact. Timing does not depend on
+the data, so these runs use the image as linked (zero activations)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import Accelerator
-from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
-from dwsep.hw.config import get_config
+from dwsep.host.tflite_writer import (
+    BlockSpec,
+    InvertedResidualSpec,
+    LayerSpec,
+    ModelBuilder,
+    average_pool_model,
+    dwsep_layer_model,
+    inverted_residual_model,
+    mean_model,
+    mobilenet_like_model,
+    single_op_model,
+)
+from dwsep.hw.config import AcceleratorConfig, get_config
+from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.sim.perf import (
+    BOUNDS,
     MemoryTiming,
     ideal_cycles,
     layer_cycles,
@@ -37,7 +56,7 @@ LAYERS = {
     "k1_pw_bound": (layer(12, 10, 16, 1, c_out=64, seed=1), "pw"),
     "k5_s2_c24": (layer(16, 16, 24, 5, s=2, c_out=16, seed=2), "dw"),
     "k7_d2_m2": (layer(9, 11, 8, 7, d=2, m=2, c_out=8, seed=3), "dw"),
-    "k1_s2_read_bound": (layer(10, 12, 8, 1, s=2, c_out=8, seed=4), "read"),
+    "k1_s2_read_bound": (layer(10, 12, 8, 1, s=2, c_out=8, seed=4), "ddr_read"),
     "k3_s2_valid_c64": (layer(20, 20, 64, 3, s=2, c_out=64, padding="VALID", seed=5), "dw"),
 }
 
@@ -74,9 +93,189 @@ def test_program_of_three_layers(rtl):
     assert abs(total - rtl.last_stats["cycles"]) <= TOLERANCE
 
 
+# ---- every descriptor kind, each descriptor alone --------------------------------------------
+
+def _cycles(device, size: int, image, first: int) -> tuple[int, int]:
+    """Run ``image(base)`` (``size`` bytes linked at ``base``, a fresh buffer's address)
+    from descriptor ``first``; returns ``(CYCLES, base)``."""
+    buf = device.alloc(size)
+    buf.write(0, image(buf.physical_address))
+    device.write_register("STATUS", done=1, error=1)
+    device.write_register("PROGRAM", addr=buf.physical_address + first * DESCRIPTOR.size)
+    device.write_register("CTRL", start=1)
+    status = device.wait_done(600.0)
+    assert not status["error"], device.read_register("ERROR")
+    lo = device.read_field("CYCLES_LO", "value")  # latches CYCLES_HI
+    return device.read_field("CYCLES_HI", "value") << 32 | lo, buf.physical_address
+
+
+def descriptor_cycles(device, program) -> list[tuple[int, int]]:
+    """``(CYCLES, base)`` of each descriptor of ``program`` run alone, ``base`` the address
+    its image was linked at."""
+    out = []
+    for i, d in enumerate(program.descriptors):
+        def image(base, i=i, d=d):
+            raw = bytearray(program.link(base))
+            last = dict(d, flags=d["flags"] | DescFlag.LAST)
+            raw[i * DESCRIPTOR.size:(i + 1) * DESCRIPTOR.size] = DESCRIPTOR.pack(
+                **{k: v + base if k in ADDRESS_FIELDS else v for k, v in last.items()})
+            return bytes(raw)
+        out.append(_cycles(device, program.size, image, i))
+    return out
+
+
+def _pool_fc_model(h: int, w: int, c: int, units: int, seed: int) -> bytes:
+    """int8 ``[1, h, w, c]`` -> AVERAGE_POOL_2D (global) -> FULLY_CONNECTED to ``units``."""
+    rng = np.random.default_rng(seed)
+    mb = ModelBuilder("pool + FC")
+    x = mb.add_tensor("input", (1, h, w, c), "int8", 0.05, 3)
+    pooled = mb.add_tensor("pooled", (1, 1, 1, c), "int8", 0.05, 3)
+    mb.add_operator("AVERAGE_POOL_2D", [x], [pooled], padding="VALID", stride_h=1,
+                    stride_w=1, filter_h=h, filter_w=w)
+    weights = mb.add_tensor("weights", (units, c), "int8", 0.01, 0, 0,
+                            rng.integers(-127, 128, (units, c)))
+    bias = mb.add_tensor("bias", (units,), "int32", 0.05 * 0.01, 0, 0,
+                         rng.integers(-500, 500, units))
+    y = mb.add_tensor("output", (1, units), "int8", 0.1, 0)
+    mb.add_operator("FULLY_CONNECTED", [pooled, weights, bias], [y])
+    mb.inputs, mb.outputs = [x], [y]
+    return mb.finish()
+
+
+def _block(h, w, c_in, expand, c_out, stride, seed=0) -> bytes:
+    return inverted_residual_model(InvertedResidualSpec(
+        h=h, w=w, c_in=c_in, block=BlockSpec(expand=expand, c_out=c_out, stride=stride),
+        seed=seed))
+
+
+def _stem(h, w, c_out, seed=0) -> bytes:
+    spec = LayerSpec(h=h, w=w, c=3, depth_multiplier=1, kernel=3, stride=2, dilation=1,
+                     padding="SAME", dw_activation="NONE", c_out=c_out,
+                     pw_activation="RELU6", seed=seed)
+    return single_op_model(spec, "CONV_2D")
+
+
+_E, _C, _RES, _RAW = DescFlag.EXPAND, DescFlag.CONV, DescFlag.RESIDUAL, DescFlag.RAW_OUT
+
+#: name -> (model, flags some descriptor must have, pitched output expected, the bound the
+#: model must name for each descriptor). On ``tiny`` (P = Q = 8, lb_rows 16, 64 output
+#: channels per descriptor, ADD in 2 chunks).
+KINDS = {
+    # EXPAND + RESIDUAL; with 4 channels the ADD (2 cycles a word) outpaces the 1-step PW
+    "expand_residual": (lambda: _block(8, 8, 8, 3, 8, 1), _E | _RES, False, ["dw"]),
+    "expand_residual_c4": (lambda: _block(9, 7, 4, 2, 4, 1, seed=1), _E | _RES, False,
+                           ["dw"]),
+    "expand_s2": (lambda: _block(10, 10, 8, 2, 16, 2, seed=2), _E, False, ["dw"]),
+    # 40 rows > lb_rows: the line buffer holds the expand stage back
+    "expand_tall": (lambda: _block(40, 5, 32, 2, 32, 1, seed=3), _E | _RES, False, ["dw"]),
+    # expand input 72 > expand_channels_max 64: a standalone 1x1 (in three output tiles)
+    # then DW + PW
+    "expand_split": (lambda: _block(6, 6, 72, 2, 24, 1, seed=4), 0, True,
+                     ["pw", "pw", "pw", "dw"]),
+    "conv_stem": (lambda: _stem(16, 16, 16, seed=5), _C, False, ["pw"]),
+    "conv_stem_tall": (lambda: _stem(48, 20, 8, seed=6), _C, False, ["line_buffer"]),
+    "average_pool": (lambda: average_pool_model((1, 7, 7, 32), (7, 7), (1, 1), "VALID",
+                                                (0.05, 3)), 0, False, ["table_load"]),
+    "mean": (lambda: mean_model((1, 5, 6, 24), [1, 2], True, (0.05, 3), (0.04, -2)), 0,
+             False, ["table_load"]),
+    # RAW_OUT words are 4 beats: with 2 mid groups the raw serializer holds the PW back
+    "pool_fc": (lambda: _pool_fc_model(5, 5, 16, 64, seed=7), _RAW, False, ["table_load"]),
+    "pool_fc_wide": (lambda: _pool_fc_model(3, 4, 64, 24, seed=8), _RAW, False,
+                     ["table_load"]),
+    # 100 output channels: tiles of 64 + 36, one write command per pixel
+    "tiles": (lambda: dwsep_layer_model(layer(20, 20, 16, 3, c_out=100, seed=9)), 0, True,
+              ["dw", "dw"]),
+    # 1-beat pixels: the writer's command rate and four slots bound the second tile
+    "tiles_write_bound": (lambda: dwsep_layer_model(layer(32, 32, 8, 1, c_out=72, seed=10)),
+                          0, True, ["pw", "ddr_write"]),
+    "depth_multiplier_2": (lambda: dwsep_layer_model(layer(9, 11, 8, 7, d=2, m=2, seed=11)),
+                           0, False, ["dw"]),
+}
+
+
+def _check_program(device, program, whole: bool):
+    """Each descriptor alone (and with ``whole`` the whole program) against the model,
+    exactly."""
+    for i, (cycles, base) in enumerate(descriptor_cycles(device, program)):
+        est = layer_cycles(program.config, program.descriptors[i], base=base)
+        print(f"descriptor {i} {DescFlag(program.descriptors[i]['flags'])!r}: rtl {cycles} "
+              f"model {est.total} bound {est.bound} {est.stage_cycles}")
+        assert abs(est.total - cycles) <= TOLERANCE, (i, program.descriptors[i])
+    if whole:
+        cycles, base = _cycles(device, program.size, program.link, 0)
+        total, _ = program_cycles(program.config, program, base=base)
+        assert abs(total - cycles) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_descriptor_kind_matches_rtl(rtl, name):
+    build, flags, pitched, bounds = KINDS[name]
+    program = rtl.compile(build())
+    descs = program.descriptors
+    assert any(d["flags"] & flags == flags for d in descs), [DescFlag(d["flags"]) for d in descs]
+    beats = [d["out_groups"] * (4 if d["flags"] & _RAW else 1) for d in descs]
+    assert any(d["out_pitch"] != b for d, b in zip(descs, beats, strict=True)) == pitched
+    assert [layer_cycles("tiny", d).bound for d in descs] == bounds
+    _check_program(rtl.device, program, whole=False)
+
+
+def _network(seed: int) -> bytes:
+    """A small random MobileNetV2-like network (stem, 1-3 blocks, head, pool, FC) on tiny,
+    as tests/test_network.py draws them for the RTL."""
+    import dataclasses
+
+    from test_network import TINY, network
+
+    spec = network(TINY, seed, dict(max_hw=12, max_blocks=3))
+    return mobilenet_like_model(dataclasses.replace(spec, seed=seed))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_network_matches_rtl(rtl, seed):
+    """Every descriptor, and the program's total (layers follow each other through NEXT ->
+    FETCH_CMD)."""
+    program = rtl.compile(_network(seed))
+    _check_program(rtl.device, program, whole=True)
+
+
+# ---- wider lanes (slow: a Verilator build of its own, about 4 minutes) ---------------------
+
+#: P = Q = 16 (pynq-z2's lanes) with small memories: two-beat words in the packer and the
+#: serializers, eight-beat RAW_OUT words, the ADD in four chunks
+WIDE = AcceleratorConfig(name="wide16", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=3,
+                         dilation_max=1, max_dim=32, lb_width=32, lb_channels=64,
+                         mid_channels_max=128, out_channels_max=64, expand_channels_max=64)
+
+WIDE_KINDS = {
+    "expand_residual_add_bound": lambda: _block(9, 7, 8, 2, 8, 1, seed=20),
+    "expand_residual_c48": lambda: _block(6, 6, 48, 2, 48, 1, seed=21),
+    "expand_tall": lambda: _block(32, 5, 16, 2, 16, 1, seed=22),
+    "pw_serializer_bound": lambda: dwsep_layer_model(layer(10, 10, 16, 1, c_out=64, seed=23)),
+    "tiles_write_bound": lambda: dwsep_layer_model(layer(16, 16, 16, 1, c_out=80, seed=24)),
+    "pool_fc": lambda: _pool_fc_model(3, 3, 16, 64, seed=25),
+    "depth_multiplier_2": lambda: dwsep_layer_model(layer(9, 11, 16, 3, m=2, c_out=16,
+                                                          seed=26)),
+}
+
+
+@pytest.fixture(scope="module")
+def wide_rtl():
+    with Accelerator(WIDE, "rtl") as acc:
+        yield acc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WIDE_KINDS)
+def test_wide_lanes_match_rtl(wide_rtl, name):
+    _check_program(wide_rtl.device, wide_rtl.compile(WIDE_KINDS[name]()), whole=False)
+
+
+# ---- the model's terms ---------------------------------------------------------------------
+
 def _desc(**over):
-    d = dict(kernel=3, stride=1, dilation=1, depth_mult=1, pad_top=1, pad_left=1, in_h=8,
-             in_w=8, in_groups=1, mid_groups=1, out_h=8, out_w=8, out_groups=1)
+    d = dict(flags=0, kernel=3, stride=1, dilation=1, depth_mult=1, pad_top=1, pad_left=1,
+             in_h=8, in_w=8, in_groups=1, exp_groups=1, mid_groups=1, out_h=8, out_w=8,
+             out_groups=1, out_pitch=1)
     d.update(over)
     return d
 
@@ -98,10 +297,51 @@ def test_breakdown_terms():
     assert slow.total == est.total + 6 * 10 + 5
 
 
-def test_bottleneck_and_ideal():
+def test_loads_follow_flags():
+    """EXPAND adds the expand weights (P*P bytes a word) and table; CONV drops the DW
+    tables; RAW_OUT drops the PW table."""
     cfg = get_config("tiny")
-    pw_bound = layer_cycles(cfg, _desc(kernel=1, pad_top=0, pad_left=0, out_groups=8))
-    assert pw_bound.bottleneck == "pw"
-    assert pw_bound.stage_cycles == {"read": 64, "dw": 64, "pw": 512, "write": 512}
-    assert layer_macs(cfg, _desc()) == {"dw": 64 * 8 * 9, "pw": 64 * 8 * 8}
+    exp = layer_cycles(cfg, _desc(flags=DescFlag.EXPAND, in_groups=2, exp_groups=3,
+                                  mid_groups=3))
+    # 6 words of 8 beats, 3 records of 9 beats: LOAD_NEXT + LOAD_CMD + 5 + beats - 1 + FLUSH
+    assert exp.loads["exp_weights"] == 8 + 48 - 1 and exp.loads["exp_table"] == 8 + 27 - 1
+    assert exp.loads["skipped"] == 1
+    conv = layer_cycles(cfg, _desc(flags=DescFlag.CONV, mid_groups=9))
+    assert set(conv.loads) == {"pw_weights", "pw_table", "skipped"}
+    assert conv.loads["skipped"] == 5
+    raw = layer_cycles(cfg, _desc(flags=DescFlag.RAW_OUT, kernel=1, pad_top=0, pad_left=0,
+                                  out_pitch=4))
+    assert "pw_table" not in raw.loads and raw.bytes_written == 64 * 32
+
+
+def test_bottleneck_bound_and_ideal():
+    cfg = get_config("tiny")
+    pw_bound = layer_cycles(cfg, _desc(kernel=1, pad_top=0, pad_left=0, out_groups=8,
+                                       out_pitch=8))
+    assert pw_bound.bottleneck == pw_bound.bound == "pw"
+    assert pw_bound.stage_cycles == {"ddr_read": 64, "expand": 0, "line_buffer": 0, "dw": 64,
+                                     "pw": 512, "add": 0, "ddr_write": 512}
+    # a 1x1 pixel with many tables: the loads take longer than the run's stages
+    tiny_run = layer_cycles(cfg, _desc(in_h=1, in_w=1, out_h=1, out_w=1, mid_groups=4,
+                                       in_groups=4, exp_groups=4))
+    assert tiny_run.bound == "table_load" and tiny_run.bottleneck == "dw"
+    assert {pw_bound.bound, tiny_run.bound} <= set(BOUNDS)
+    assert layer_macs(cfg, _desc()) == {"expand": 0, "dw": 64 * 8 * 9, "pw": 64 * 8 * 8}
+    assert layer_macs(cfg, _desc(flags=DescFlag.EXPAND, in_groups=2, exp_groups=3,
+                                 mid_groups=3))["expand"] == 64 * 16 * 24
     assert ideal_cycles(72 * 9, cfg) == 72 * 9 / cfg.macs
+
+
+def test_bytes():
+    cfg = get_config("tiny")
+    est = layer_cycles(cfg, _desc(flags=DescFlag.RESIDUAL, in_groups=2, exp_groups=2,
+                                  mid_groups=2, out_groups=3, out_pitch=3))
+    assert est.bytes_read == {"descriptor": DESCRIPTOR.size, "dw_weights": 18 * 8,
+                              "dw_table": 2 * 72, "pw_weights": 6 * 64, "pw_table": 3 * 72,
+                              "input": 64 * 16, "residual": 64 * 24}
+    assert est.bytes_written == 64 * 24
+
+
+def test_bandwidth_limits_not_modelled():
+    with pytest.raises(NotImplementedError, match="bandwidth"):
+        layer_cycles("tiny", _desc(), mem_latency=MemoryTiming(ddr_bytes_per_cycle=4.0))
