@@ -1,12 +1,14 @@
-"""cocotb bench of the whole accelerator: cocotbext-axi ``AxiRam`` as DDR (on ``m_axi``,
-and read-only on ``m_axi_res`` over the same bytes), ``AxiLiteMaster`` for the registers.
-Runs one *job* (written by :mod:`dwsep.sim.rtl`): load a DDR image, replay the driver's
-register writes, let the program run until the accelerator is no longer busy, read every
-register back and save the DDR image.
+"""cocotb bench of the whole accelerator (``dwsep_bench``: the accelerator with its AXI
+managers on the DDR model ``sim/ddr_model.sv``), ``AxiLiteMaster`` for the registers.
+Runs one *job* (written by :mod:`dwsep.sim.rtl`): the DDR model loads its image and timing
+from plusargs, the bench replays the driver's register writes, lets the program run until
+the accelerator is no longer busy, reads every register back and has the model write its
+image out.
 
 The job file is named by the ``DWSEP_JOB`` environment variable (JSON, see
-:func:`dwsep.sim.rtl.simulate`). Python stays off the per-cycle path unless backpressure is
-requested: it then drives random pauses on every AXI and AXI-Lite channel.
+:func:`dwsep.sim.rtl.simulate`). Python stays off the per-cycle path: the memory and its
+backpressure are simulated in C++; Python wakes once every ``POLL_CYCLES`` to poll
+``STATUS``, and on the AXI-Lite transfers.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
-from cocotbext.axi.axi_ram import AxiRamRead
+from cocotb.triggers import ClockCycles, Timer
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from dwsep.hw.layout import REGISTERS
 
@@ -29,6 +30,7 @@ from dwsep.hw.layout import REGISTERS
 # setimmediatevalue, Event.data); they work, the warnings would only bury the log.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
 
+CLOCK_NS = 10  # the bench's clock period; cycles, not nanoseconds, are what it reports
 POLL_CYCLES = 256  # cycles between STATUS polls: far below any layer's run time
 PROGRESS_POLLS = 64  # polls between progress reports (LAYER.index to the progress file)
 
@@ -38,13 +40,10 @@ def _pauses(rng: random.Random, p_pause: float):
         yield rng.random() < p_pause
 
 
-def _apply_backpressure(ram: AxiRam, res_ram: AxiRamRead, axil: AxiLiteMaster, seed: int,
-                        p_pause: float) -> None:
+def _apply_backpressure(axil: AxiLiteMaster, seed: int, p_pause: float) -> None:
+    """Random pauses on the AXI-Lite channels (the DDR model pauses the AXI ones)."""
     rng = random.Random(seed)
-    channels = [ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
-                ram.read_if.ar_channel, ram.read_if.r_channel,
-                res_ram.ar_channel, res_ram.r_channel,
-                axil.write_if.aw_channel, axil.write_if.w_channel, axil.write_if.b_channel,
+    channels = [axil.write_if.aw_channel, axil.write_if.w_channel, axil.write_if.b_channel,
                 axil.read_if.ar_channel, axil.read_if.r_channel]
     for ch in channels:
         ch.set_pause_generator(_pauses(random.Random(rng.getrandbits(32)), p_pause))
@@ -60,16 +59,12 @@ def _report(path: Path, values: dict) -> None:
 @cocotb.test()
 async def run_job(dut):
     job = json.loads(Path(os.environ["DWSEP_JOB"]).read_text())
-    mem = bytearray(Path(job["memory_in"]).read_bytes())
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    dut.ddr_dump.value = 0
 
-    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, mem=mem)
-    # the residual read port sees the same DDR
-    res_ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_res_"), dut.clk, dut.rst, mem=mem)
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
     if job.get("backpressure_seed") is not None:
-        _apply_backpressure(ram, res_ram, axil, job["backpressure_seed"],
-                            job.get("p_pause", 0.3))
+        _apply_backpressure(axil, job["backpressure_seed"], job.get("p_pause", 0.3))
 
     # a full 0 -> 1 -> 0 reset pulse: cocotbext-axi reacts to reset edges (cocotbext-axi #116)
     dut.rst.value = 0
@@ -87,7 +82,8 @@ async def run_job(dut):
     if job["wait"]:
         polls = 0
         while cycles_run < job["max_cycles"]:
-            await ClockCycles(dut.clk, POLL_CYCLES)
+            # one timer, not POLL_CYCLES clock-edge triggers: Python sleeps meanwhile
+            await Timer(POLL_CYCLES * CLOCK_NS, unit="ns")
             cycles_run += POLL_CYCLES
             if not busy.decode(await axil.read_dword(REGISTERS["STATUS"].offset)):
                 break
@@ -100,7 +96,9 @@ async def run_job(dut):
     registers = {}
     for reg in REGISTERS:  # in map order: CYCLES_LO is read before CYCLES_HI (latch)
         registers[reg.name] = await axil.read_dword(reg.offset)
-    Path(job["memory_out"]).write_bytes(bytes(ram.mem))
-    Path(job["result"]).write_text(json.dumps({"registers": registers,
-                                               "sim_cycles": cycles_run,
-                                               "layer_starts": layer_starts}))
+    dut.ddr_dump.value = 1  # the model writes its image on this edge
+    await ClockCycles(dut.clk, 2)
+    Path(job["result"]).write_text(json.dumps({
+        "registers": registers, "sim_cycles": cycles_run, "layer_starts": layer_starts,
+        "ddr_beats_read": int(dut.ddr_beats_read.value),
+        "ddr_beats_written": int(dut.ddr_beats_written.value)}))

@@ -1,6 +1,11 @@
 """Run the accelerator's generated Verilog in Verilator: build once per config, then
 simulate *jobs* (DDR image in, register writes, DDR image and registers out).
 
+The simulated top level is ``dwsep_bench``: the accelerator with its AXI managers on the DDR
+model ``sim/ddr_model.sv`` (:mod:`dwsep.sim.ddr`), so the memory's timing is simulated in
+C++ and Python only writes registers and polls ``STATUS``. One build serves every memory
+model and clock: their timing reaches the model as plusargs.
+
 This is what the ``rtl`` backend stands on, and what the top-level tests use.
 """
 
@@ -17,28 +22,51 @@ from pathlib import Path
 
 from dwsep.hw.config import AcceleratorConfig, get_config
 
+from .ddr import (
+    BENCH_TOPLEVEL,
+    DDR_MODEL_SV,
+    MemoryModel,
+    bench_verilog,
+    get_memory,
+    hex_to_image,
+    image_to_hex,
+)
 from .verilator import VerilatedDesign, build_design
 
 __all__ = ["build_accelerator", "generate_verilog", "simulate", "Simulation", "JobResult",
            "TOPLEVEL"]
 
 TOPLEVEL = "dwsep_top"
+#: the DDR model holds 2**DDR_DEPTH_LOG2 words of 8 bytes (32 MiB)
+DDR_DEPTH_LOG2 = 22
+DDR_CAPACITY = 8 << DDR_DEPTH_LOG2
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
 
 
 def generate_verilog(config: AcceleratorConfig | str) -> str:
     """Verilog of :class:`dwsep.hw.top.Accelerator` for ``config``."""
+    return _convert(get_config(config))[0]
+
+
+def generate_bench_verilog(config: AcceleratorConfig | str) -> str:
+    """Verilog of the accelerator and of ``dwsep_bench`` around it (compiled with
+    ``sim/ddr_model.sv``)."""
+    verilog, top = _convert(get_config(config))
+    return verilog + "\n" + bench_verilog(top, TOPLEVEL, depth_log2=DDR_DEPTH_LOG2)
+
+
+def _convert(config: AcceleratorConfig):
     from amaranth.back import verilog
 
     from dwsep.hw.top import Accelerator
 
-    top = Accelerator(get_config(config))
-    return verilog.convert(top, name=TOPLEVEL, emit_src=False)
+    top = Accelerator(config)
+    return verilog.convert(top, name=TOPLEVEL, emit_src=False), top
 
 
 def _hw_fingerprint(config: AcceleratorConfig) -> str:
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for path in sorted(_HW_DIR.glob("*.py")):
+    for path in sorted([*_HW_DIR.glob("*.py"), Path(__file__).with_name("ddr.py")]):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -53,8 +81,9 @@ def build_accelerator(config: AcceleratorConfig | str) -> VerilatedDesign:
     config = get_config(config)
     key = _hw_fingerprint(config)
     if key not in _built:
-        _built[key] = build_design(lambda: generate_verilog(config), TOPLEVEL,
-                                   tag=f"{config.name}", key=key)
+        _built[key] = build_design(lambda: generate_bench_verilog(config), BENCH_TOPLEVEL,
+                                   tag=f"{config.name}", key=key,
+                                   extra_sources=(DDR_MODEL_SV,))
     return _built[key]
 
 
@@ -66,12 +95,16 @@ class JobResult:
     wall_seconds: float
     #: descriptor index -> cycle it was first seen running (to within ``POLL_CYCLES``)
     layer_starts: dict[int, int]
+    #: beats the DDR model moved, all ports together (8 bytes each)
+    ddr_beats_read: int = 0
+    ddr_beats_written: int = 0
 
 
 def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list,
              *, wait: bool = True, max_cycles: int = 50_000_000,
              backpressure_seed: int | None = None, p_pause: float = 0.3,
-             progress: Path | None = None) -> JobResult:
+             progress: Path | None = None, memory_model: MemoryModel | str = "ideal",
+             clock_mhz: float = 100.0) -> JobResult:
     """Simulate one job on the Verilated accelerator.
 
     Parameters
@@ -87,28 +120,40 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
     progress:
         A file the bench keeps replacing with ``{"LAYER": ..., "sim_cycles": ...}`` while
         the program runs.
+    memory_model, clock_mhz:
+        The DDR the accelerator sees (:data:`dwsep.sim.ddr.MEMORIES`) and the accelerator's
+        clock, which converts the memory's nanoseconds and bytes per second to cycles.
     """
+    if len(memory) > DDR_CAPACITY:
+        raise ValueError(f"DDR image of {len(memory)} bytes exceeds the RTL bench's DDR model "
+                         f"({DDR_CAPACITY} bytes, sim.rtl.DDR_DEPTH_LOG2={DDR_DEPTH_LOG2})")
+    timing = get_memory(memory_model).at(clock_mhz)
     design = build_accelerator(config)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dwsep-job-") as tmp:
         tmp = Path(tmp)
-        (tmp / "mem_in.bin").write_bytes(bytes(memory))
+        (tmp / "mem_in.hex").write_text(image_to_hex(memory))
+        plusargs = [f"+ddr_image={tmp / 'mem_in.hex'}", f"+ddr_dump={tmp / 'mem_out.hex'}",
+                    f"+ddr_words={-(-len(memory) // 8)}", *timing.plusargs()]
+        if backpressure_seed is not None:
+            plusargs += [f"+ddr_seed={backpressure_seed % (1 << 31) or 1}",
+                         f"+ddr_pause={round(p_pause * 65536)}"]
         job = {
-            "memory_in": str(tmp / "mem_in.bin"), "memory_out": str(tmp / "mem_out.bin"),
             "result": str(tmp / "result.json"), "writes": [list(w) for w in writes],
             "wait": wait, "max_cycles": max_cycles,
             "backpressure_seed": backpressure_seed, "p_pause": p_pause,
             "progress": str(progress) if progress else None,
         }
         (tmp / "job.json").write_text(json.dumps(job))
-        design.run("dwsep.sim.bench_top", test_dir=tmp,
+        design.run("dwsep.sim.bench_top", test_dir=tmp, plusargs=plusargs,
                    extra_env={"DWSEP_JOB": str(tmp / "job.json"),
                               "COCOTB_LOG_LEVEL": "WARNING"})
         result = json.loads((tmp / "result.json").read_text())
-        mem_out = bytearray((tmp / "mem_out.bin").read_bytes())
+        mem_out = hex_to_image((tmp / "mem_out.hex").read_text(), len(memory))
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
                      time.monotonic() - t0,
-                     {int(k): v for k, v in result.get("layer_starts", {}).items()})
+                     {int(k): v for k, v in result.get("layer_starts", {}).items()},
+                     result["ddr_beats_read"], result["ddr_beats_written"])
 
 
 class Simulation:

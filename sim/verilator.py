@@ -84,7 +84,7 @@ class VerilatedDesign:
 
     def run(self, test_module: str, *, extra_env: dict[str, str] | None = None,
             test_dir: Path | None = None, testcase: str | None = None,
-            seed: int | None = None) -> None:
+            seed: int | None = None, plusargs: list[str] | None = None) -> None:
         """Run the cocotb tests in ``test_module`` against this build, the simulator's output
         going to ``sim.log`` in ``test_dir``; raise :class:`SimulationFailed` (with the end of
         that log) if any test fails."""
@@ -99,6 +99,7 @@ class VerilatedDesign:
                 test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
                 build_dir=self.build_dir, test_dir=test_dir, results_xml=str(results),
                 extra_env=extra_env or {}, testcase=testcase, seed=seed, log_file=log,
+                plusargs=list(plusargs or []),
             )
         if not results.exists():
             raise SimulationFailed(f"cocotb wrote no results for {test_module} "
@@ -111,19 +112,26 @@ class VerilatedDesign:
 
 
 def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
-                 key: str | None = None) -> VerilatedDesign:
+                 key: str | None = None,
+                 extra_sources: tuple[Path, ...] = ()) -> VerilatedDesign:
     """Verilate ``verilog`` (whose top module is ``toplevel``) into the build directory
     ``tag-key``, or reuse that directory if it holds a finished build (log: ``build.log``).
 
     ``verilog`` may be a callable producing the source, called only when a build is needed;
     then ``key`` must identify the source (e.g. a hash of the generator's inputs). Without
-    ``key`` the hash of the source text is used.
+    ``key`` the hash of the source text is used. ``extra_sources`` are files compiled with
+    it (their text is part of the key).
     """
     from cocotb_tools.runner import get_runner
 
     if key is None:
         verilog = verilog() if callable(verilog) else verilog
         key = hashlib.sha256(verilog.encode()).hexdigest()[:12]
+    if extra_sources:
+        h = hashlib.sha256(key.encode())
+        for path in extra_sources:
+            h.update(Path(path).read_bytes())
+        key = h.hexdigest()[:16]
     build_dir = _build_root() / f"{tag}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     done_marker = build_dir / "BUILD_OK"
@@ -137,7 +145,7 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         try:
             with _tools_on_path():
                 get_runner("verilator").build(
-                    sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                    sources=[source, *extra_sources], hdl_toplevel=toplevel, build_dir=build_dir,
                     build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial",
                                 "fast"],
                     always=True, log_file=log,
