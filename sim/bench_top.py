@@ -31,8 +31,8 @@ from dwsep.hw.layout import REGISTERS
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
 
 CLOCK_NS = 10  # the bench's clock period; cycles, not nanoseconds, are what it reports
-POLL_CYCLES = 256  # cycles between STATUS polls: far below any layer's run time
-PROGRESS_POLLS = 64  # polls between progress reports (LAYER.index to the progress file)
+POLL_CYCLES = 2048  # cycles between STATUS polls (per-descriptor cycles come from sim/profiler.sv)
+PROGRESS_POLLS = 8  # polls between progress reports (LAYER.index to the progress file)
 
 
 def _pauses(rng: random.Random, p_pause: float):
@@ -78,7 +78,6 @@ async def run_job(dut):
     cycles_run = 0
     for name, value in job["writes"]:
         await axil.write_dword(REGISTERS[name].offset, value)
-    layer_starts = {0: 0}  # descriptor -> first poll that saw it running (cycles)
     if job["wait"]:
         polls = 0
         while cycles_run < job["max_cycles"]:
@@ -87,10 +86,9 @@ async def run_job(dut):
             cycles_run += POLL_CYCLES
             if not busy.decode(await axil.read_dword(REGISTERS["STATUS"].offset)):
                 break
-            layer = await axil.read_dword(REGISTERS["LAYER"].offset)
-            layer_starts.setdefault(layer, cycles_run)
             polls += 1
             if job.get("progress") and polls % PROGRESS_POLLS == 0:
+                layer = await axil.read_dword(REGISTERS["LAYER"].offset)
                 _report(Path(job["progress"]), {"LAYER": layer, "sim_cycles": cycles_run})
 
     registers = {}
@@ -99,6 +97,6 @@ async def run_job(dut):
     dut.ddr_dump.value = 1  # the model writes its image on this edge
     await ClockCycles(dut.clk, 2)
     Path(job["result"]).write_text(json.dumps({
-        "registers": registers, "sim_cycles": cycles_run, "layer_starts": layer_starts,
+        "registers": registers, "sim_cycles": cycles_run,
         "ddr_beats_read": int(dut.ddr_beats_read.value),
         "ddr_beats_written": int(dut.ddr_beats_written.value)}))

@@ -42,7 +42,7 @@ from pathlib import Path
 
 __all__ = ["MemoryModel", "MemoryCycles", "MEMORIES", "get_memory", "MIN_LATENCY",
            "RATE_ONE", "bench_verilog", "DDR_MODEL_SV", "READ_PORTS", "WRITE_PORTS",
-           "BENCH_TOPLEVEL", "image_to_hex", "hex_to_image", "MemoryModelError"]
+           "BENCH_TOPLEVEL", "PROFILER_SV", "image_to_hex", "hex_to_image", "MemoryModelError"]
 
 BEAT_BYTES = 8        #: one beat of the 64-bit AXI data bus
 MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-response latency
@@ -54,6 +54,7 @@ WRITE_PORTS = ("m_axi",)
 
 BENCH_TOPLEVEL = "dwsep_bench"
 DDR_MODEL_SV = Path(__file__).with_name("ddr_model.sv")
+PROFILER_SV = Path(__file__).with_name("profiler.sv")
 
 
 class MemoryModelError(ValueError):
@@ -188,9 +189,10 @@ def get_memory(memory: MemoryModel | str) -> MemoryModel:
 
 def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
     """Verilog of ``dwsep_bench``: the accelerator ``top_name`` (an instance of ``component``'s
-    generated Verilog) with its AXI managers on ``dwsep_ddr``. The bench's ports are the
-    accelerator's others (clock, reset, ``s_axil``, ``irq``) plus ``ddr_dump`` (a rising
-    edge writes the image out) and the model's beat counters."""
+    generated Verilog) with its AXI managers on ``dwsep_ddr`` and a ``dwsep_profiler``
+    (``sim/profiler.sv``). The bench's ports are the accelerator's others (clock, reset,
+    ``s_axil``, ``irq``) plus ``ddr_dump`` (a rising edge writes the image out) and the
+    model's beat counters."""
     from amaranth.hdl import Shape
     from amaranth.lib.wiring import In
 
@@ -228,6 +230,9 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
     lines.append(f"    dwsep_ddr #(.AW({aw}), .IDW(1), .NR({len(READ_PORTS)}), "
                  f".NW({len(WRITE_PORTS)}), .DEPTH_LOG2({depth_log2})) ddr (\n        "
                  + ",\n        ".join(ddr_conns) + "\n    );")
+    # the controller's descriptor index and the register bank's busy input, by name
+    lines.append("    dwsep_profiler profiler (.clk(clk), .busy(accelerator.csr.busy), "
+                 ".layer(accelerator.layer));")
     lines.append("endmodule\n")
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from dwsep.hw.config import AcceleratorConfig, get_config
 from .ddr import (
     BENCH_TOPLEVEL,
     DDR_MODEL_SV,
+    PROFILER_SV,
     MemoryModel,
     bench_verilog,
     get_memory,
@@ -83,7 +84,7 @@ def build_accelerator(config: AcceleratorConfig | str) -> VerilatedDesign:
     if key not in _built:
         _built[key] = build_design(lambda: generate_bench_verilog(config), BENCH_TOPLEVEL,
                                    tag=f"{config.name}", key=key,
-                                   extra_sources=(DDR_MODEL_SV,))
+                                   extra_sources=(DDR_MODEL_SV, PROFILER_SV))
     return _built[key]
 
 
@@ -93,11 +94,21 @@ class JobResult:
     registers: dict[str, int]
     sim_cycles: int  #: cycles simulated after the register writes (polling granularity)
     wall_seconds: float
-    #: descriptor index -> cycle it was first seen running (to within ``POLL_CYCLES``)
-    layer_starts: dict[int, int]
+    #: ``(descriptor index, cycles)`` of each descriptor run, in order: exact, the cycles
+    #: ``CYCLES`` counts (``sim/profiler.sv``)
+    layer_cycles: list[tuple[int, int]]
     #: beats the DDR model moved, all ports together (8 bytes each)
     ddr_beats_read: int = 0
     ddr_beats_written: int = 0
+
+    @property
+    def layer_starts(self) -> dict[int, int]:
+        """Descriptor index -> the cycle (of ``CYCLES``) its first run began."""
+        starts, t = {}, 0
+        for layer, cycles in self.layer_cycles:
+            starts.setdefault(layer, t)
+            t += cycles
+        return starts
 
 
 def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list,
@@ -134,6 +145,7 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
         tmp = Path(tmp)
         (tmp / "mem_in.hex").write_text(image_to_hex(memory))
         plusargs = [f"+ddr_image={tmp / 'mem_in.hex'}", f"+ddr_dump={tmp / 'mem_out.hex'}",
+                    f"+profile={tmp / 'profile.txt'}",
                     f"+ddr_words={-(-len(memory) // 8)}", *timing.plusargs()]
         if backpressure_seed is not None:
             plusargs += [f"+ddr_seed={backpressure_seed % (1 << 31) or 1}",
@@ -150,9 +162,11 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
                               "COCOTB_LOG_LEVEL": "WARNING"})
         result = json.loads((tmp / "result.json").read_text())
         mem_out = hex_to_image((tmp / "mem_out.hex").read_text(), len(memory))
+        profile = (tmp / "profile.txt").read_text().split() \
+            if (tmp / "profile.txt").exists() else []
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
                      time.monotonic() - t0,
-                     {int(k): v for k, v in result.get("layer_starts", {}).items()},
+                     [(int(a), int(b)) for a, b in zip(profile[::2], profile[1::2])],
                      result["ddr_beats_read"], result["ddr_beats_written"])
 
 

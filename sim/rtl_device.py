@@ -134,8 +134,7 @@ class RtlDevice(Device):
                 f"(LAYER.index={job.registers['LAYER']})")
 
     def descriptor_cycles(self) -> dict[int, int] | None:
-        """Cycle at which each descriptor of the last run started, to within the bench's
-        256-cycle STATUS polling."""
+        """Cycle at which each descriptor of the last run started (exact)."""
         return self.last_job.layer_starts if self.last_job else None
 
     def _apply(self, job: JobResult) -> None:
