@@ -1,7 +1,7 @@
 """Benchmark: representative depthwise-separable layers on the Verilated accelerator.
 
 For each layer it prints the MACs, the ideal cycles (MACs / MAC units), the ``CYCLES``
-register of an RTL run (cocotbext-axi ``AxiRam``, no backpressure), the analytical model's
+register of an RTL run (the ``ideal`` DDR model, no backpressure), the analytical model's
 cycles (``dwsep.sim.perf``), the efficiency ideal / RTL and what bounds the layer (its
 bottleneck stage, or the table loads); then the
 Verilator build time (a fresh build in a temporary ``DWSEP_BUILD_DIR``), the wall time of each

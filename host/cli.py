@@ -9,8 +9,11 @@ classes with ImageNet labels; a progress bar per layer shows on a terminal),
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
 --calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
-[--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`). Errors print one
-line ``dwsep: error: <reason>`` on stderr and exit with status 2.
+[--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`);
+``dwsep bench --model {mobilenet_v2,mobilenet_v1,FILE.tflite} [--width A] [--resolution R]
+[--config NAME] [--clock-mhz F] [--memory NAME] [--rtl] [--json] [--plot DIR]`` (the ``sim``
+extra for ``--rtl``, see :mod:`dwsep.sim.benchmark`). Errors print one line ``dwsep: error:
+<reason>`` on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -113,6 +116,30 @@ def _parser() -> argparse.ArgumentParser:
                      help="worst timing endpoints to list (default: %(default)s)")
     syn.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                      help="seconds each tool may run (default: %(default)s)")
+
+    bench = sub.add_parser("bench", help="cycles, MAC utilization, DDR traffic and fps of a "
+                                         "network, from the cycle model (and the RTL)")
+    bench.add_argument("--model", required=True, metavar="{mobilenet_v2,mobilenet_v1,FILE}",
+                       help="a named model (random weights: cycles do not depend on them) or "
+                            "a .tflite file")
+    bench.add_argument("--width", type=float, help="width multiplier of a named model "
+                                                   "(default: 1.0)")
+    bench.add_argument("--resolution", type=int, help="input size of a named model "
+                                                      "(default: 224)")
+    bench.add_argument("--config", default="pynq-z2", choices=list(CONFIGS),
+                       help="accelerator config (default: %(default)s)")
+    bench.add_argument("--clock-mhz", type=float, default=200.0, metavar="F",
+                       help="accelerator clock, MHz (default: %(default)s)")
+    bench.add_argument("--memory", default="pynq-z2", metavar="{pynq-z2,ideal}",
+                       help="DDR model (default: %(default)s)")
+    bench.add_argument("--rtl", action="store_true",
+                       help="also run one frame on the Verilated design (minutes) and show "
+                            "model and RTL side by side")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.add_argument("--plot", type=Path, metavar="DIR",
+                       help="write roofline.png and layers.png into DIR")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="seed of the random weights and input (default: %(default)s)")
     return p
 
 
@@ -268,11 +295,38 @@ def _cmd_synth(args) -> None:
     synth_command(args)
 
 
+def _cmd_bench(args) -> None:
+    # Imported here: the cycle model and the RTL bench need the hw/sim extras.
+    from ..sim import benchmark
+
+    name, tflite = benchmark.build_model(args.model, width=args.width,
+                                         resolution=args.resolution, seed=args.seed)
+    bar = None
+    if args.rtl:
+        program = compile_model(read_tflite(tflite), args.config)
+        bar = _LayerProgress(program)
+        print(f"dwsep: running one {name} frame on the Verilated '{args.config}' design "
+              f"(a first build takes minutes)", file=sys.stderr)
+    try:
+        result = benchmark.run_benchmark(name, tflite, args.config, args.memory,
+                                         args.clock_mhz, rtl=args.rtl, progress=bar,
+                                         seed=args.seed)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.plot is not None:
+        for path in benchmark.plot(result, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    print(json.dumps(benchmark.to_json(result), indent=2) if args.json
+          else benchmark.format_table(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error)."""
     args = _parser().parse_args(argv)
     command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
-               "quantize": _cmd_quantize, "synth": _cmd_synth}[args.command]
+               "quantize": _cmd_quantize, "synth": _cmd_synth,
+               "bench": _cmd_bench}[args.command]
     try:
         command(args)
     except (DwsepError, UnsupportedModelError, ModelFormatError, ConfigError, OSError,

@@ -227,9 +227,8 @@ class Accelerator:
     last_stats:
         After :meth:`run`: ``{"backend", "config", "cycles" (int, or None without timing),
         "macs", "descriptors", "seconds", "layers": [per-layer report dicts, each with
-        "cycles" (where the device reports descriptor start cycles: the simulated RTL, to
-        within 256 cycles), "seconds" (wall time from its first descriptor's start to the next
-        layer's, where
+        "cycles" (where the device reports descriptor start cycles: the simulated RTL, exact),
+        "seconds" (wall time from its first descriptor's start to the next layer's, where
         the device reported progress, else None)], "host_steps": [{"kind", "tensor",
         "seconds"}]}``.
     """

@@ -1,7 +1,7 @@
 """The generated accelerator in Verilator, driven by the same driver code as the board:
 random DW + PW layers from real ``.tflite`` files, bit-exact with LiteRT BUILTIN_REF, with
-and without random backpressure on every AXI and AXI-Lite channel (cocotbext-axi AxiRam as
-DDR, AxiLiteMaster for the registers)."""
+and without random backpressure on every AXI and AXI-Lite channel (the DDR model
+``sim/ddr_model.sv`` as DDR, cocotbext-axi AxiLiteMaster for the registers)."""
 
 from __future__ import annotations
 
