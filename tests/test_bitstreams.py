@@ -197,6 +197,10 @@ def test_committed_json_matches_its_report(name, config, sets):
             in report)
     assert f"    from {t['start_module']}: {t['start']}\n    to   {t['end_module']}: " \
         f"{t['end']}\n" in report
+    if "ecp5" in doc:
+        e = doc["ecp5"]
+        assert f"variant: {e['variant']}\n" in report
+        assert f"Fmax {e['fmax_mhz']:.1f} MHz, {e['stage']}" in report
     stat = json.loads((BITSTREAMS / "reports" / f"{name}.stat.json").read_text())
     assert synth.parse_stat(json.dumps(stat)).keys() >= {"dwsep_top"}
     assert set(doc["modules"]) == {synth._short(m) for m in synth.parse_stat(json.dumps(stat))}
