@@ -3,9 +3,10 @@
 No open place-and-route exists for the Zynq, so the achieved clock on an LFE5UM-85F (speed
 grade 6, a part of similar 6-LUT-equivalent size with 18x18 multipliers) stands in as a
 relative measure of the critical paths: ``synth_ecp5`` with Yosys, then ``nextpnr-ecp5
---out-of-context`` (the accelerator has more port bits than the package has pins; out of
-context, its ports need none). The clock is routed on general fabric there, which makes the
-number pessimistic. ``dwsep synth --ecp5`` runs it (:func:`run_ecp5`).
+--out-of-context --router router2`` (the accelerator has more port bits than the package
+has pins; out of context, its ports need none). The clock is routed on general fabric
+there, which makes the number pessimistic. ``dwsep synth --ecp5`` runs it
+(:func:`run_ecp5`).
 
 When the design needs more multipliers than the part's 156 ``MULT18X18D``, it is synthesized
 again with ``synth_ecp5 -nodsp`` (every multiplier in LUTs) and the result says so: the
@@ -161,9 +162,11 @@ def run_ecp5(cfg: AcceleratorConfig, *, freq: float = 100, seed: int = 1,
                              f"multipliers in LUTs: " + ", ".join(
                                  f"{r} {n} > {a}" for r, (n, a) in over.items())
                              + "; try smaller buffers with --set")
+        # router2, nextpnr's router for large designs: the default router1 had not finished
+        # routing tiny after 23 minutes on this machine.
         pnr = [nextpnr, "--85k", "--speed", "6", "--package", "CABGA381", "--out-of-context",
-               "--json", "net.json", "--freq", f"{freq:g}", "--seed", str(seed),
-               "--log", "pnr.log"]
+               "--router", "router2", "--json", "net.json", "--freq", f"{freq:g}",
+               "--seed", str(seed), "--log", "pnr.log"]
         t0 = time.monotonic()
         stage = "after routing"
         try:

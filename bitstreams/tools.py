@@ -3,7 +3,7 @@ progress on stderr, and errors that say what went wrong in one line.
 
 Errors are :class:`OSError` subclasses, which ``dwsep`` reports as one line: a missing tool
 is :class:`FileNotFoundError`, a run over its time limit :class:`TimeoutError`, a tool that
-failed :class:`ChildProcessError` (with its last error line and where the log is).
+failed :class:`ChildProcessError` (with the last error line of its log).
 """
 
 from __future__ import annotations

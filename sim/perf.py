@@ -26,19 +26,22 @@ through the chain in order; a word's times depend only on earlier words, so one 
 them all (:class:`_Frozen` keeps each block's frozen intervals). The recurrences are those of
 the blocks' flow control, stated where they are used.
 
-Memory: the terms marked *mem* are those of the memory; :data:`AXI_RAM` holds the values
-measured on cocotbext-axi ``AxiRam`` (the ``rtl`` backend's DDR) without backpressure:
+Memory: a :class:`dwsep.sim.ddr.MemoryCycles` (a memory model at the accelerator's clock),
+the same numbers the RTL bench's DDR model ``sim/ddr_model.sv`` takes:
 
-* an AR handshake in cycle ``t`` gives the first R handshake in ``t + 2``, the beats of
-  consecutive bursts then follow one per cycle with no gap (``AxiRam`` queues two ARs and two
-  R beats), and a stalled R channel resumes without a bubble;
-* the last W handshake of a burst in cycle ``t`` gives the B handshake in ``t + 2``; AW and
-  W are taken at once, one beat per cycle.
+* an AR handshake in cycle ``t`` lets the memory move the burst's first beat into its R
+  register in ``t + read_latency - 1`` (on R in ``t + read_latency``); a stalled R channel
+  resumes without a bubble;
+* the last W handshake of a burst in cycle ``t`` gives B in ``t + write_latency``;
+* a beat moves only in a cycle its link's and the DRAM's credit counters hold a beat of
+  credit (:class:`_Credit`: ``rate`` beats accrue per cycle, capped at two). Without rate
+  limits (``ideal``) each port moves one beat per cycle.
 
-Both DMAs keep four bursts in flight, so with these latencies (and any read latency up to
-``DMAReader``'s documented 47 cycles) each DMA moves one beat per cycle on long commands.
-Short write commands (one per pixel for an output tile with a pixel pitch) are limited by the
-four bursts in flight instead: a burst holds its slot from its AW until its B response.
+Both DMAs keep four bursts in flight: a read burst's slot is free again two cycles after its
+last R handshake, a write burst's the cycle after its B (:class:`_ReadStream`,
+:class:`_Writer`). With the ``ideal`` memory, and with any read latency up to 47 cycles
+without a rate limit, a DMA moves one beat per cycle on long commands; short write commands
+(one per pixel for an output tile with a pixel pitch) are limited by the four slots.
 
 Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
 attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
@@ -47,19 +50,50 @@ attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle s
 falling two cycles after its last fill beat; ``BeatPacker``/``BeatSerializer`` timing and
 ``DMAWriter``'s command rate, which their docstrings state in words only.
 
-Accuracy: without backpressure the run is deterministic, and the model equals the ``CYCLES``
-register of the Verilated design exactly on every descriptor measured (``tests/test_perf.py``
-on ``tiny``: plain DW + PW, EXPAND with and without RESIDUAL, the split expand, the CONV
-stem, average pool, MEAN, pool + FC with RAW_OUT, pitched output tiles, depth multiplier 2
-and whole random networks, each descriptor alone and the programs' totals; and, marked
-slow, a 16-lane config with two-beat words). It does not model AXI backpressure (random
-pauses only add cycles) and requires the reader to sustain one beat per cycle (read latency
-at most 47 cycles, checked).
+Accuracy, ideal memory: without backpressure the run is deterministic, and the model equals
+the ``CYCLES`` register of the Verilated design exactly on every descriptor measured
+(``tests/test_perf.py`` on ``tiny``: plain DW + PW, EXPAND with and without RESIDUAL, the
+split expand, the CONV stem, average pool, MEAN, pool + FC with RAW_OUT, pitched output
+tiles, depth multiplier 2 and whole random networks, each descriptor alone and the programs'
+totals; and, marked slow, a 16-lane config with two-beat words). AXI backpressure (random
+pauses) is not modelled.
+
+Accuracy, rate-limited memory (``pynq-z2``; not exact): a port alone on its counters (the descriptor
+fetch and the table loads, the reader, residual reader or writer of a layer whose other
+ports are idle) is followed exactly. Ports that draw on one counter at once (the input and
+residual readers share the HP link, all three the DRAM) are approximate: the model follows
+the ports one after the other, and each sees the other ports' beats in the cycles the
+model has reached for them (:class:`_Credit`); the Verilog model grants a contended cycle
+by a rotating priority instead. Measured against the profiler's exact per-descriptor counts
+of one frame, pynq-z2 config and memory, model minus RTL (the slow test in
+``tests/test_perf.py`` at 200 MHz):
+
+=================  ======  ===========================  =============
+network            clock   worst descriptor             frame
+=================  ======  ===========================  =============
+MobileNetV2-224    100     -0.002 %                     -0.0004 %
+MobileNetV2-224    150     -0.006 %                     -0.001 %
+MobileNetV2-224    200     -0.011 %                     -0.002 %
+MobileNetV1-224    100     -3.75 % (DW s2, 112x112x64)  -0.125 %
+MobileNetV1-224    150     -9.58 % (DW s2, 112x112x64)  -0.34 %
+MobileNetV1-224    200     -2.77 % (DW s2, 56x56x128)   -0.22 %
+=================  ======  ===========================  =============
+
+The largest errors are MobileNetV1's stride-2 DW layers, the RTL slower than modelled; the
+worst, 112x112x64 -> 56x56x128, is DW-bound and off by 3.75 % at 100 MHz and 9.6 % at
+150 MHz (read latency 20 and 30 cycles; it is within 3 % at 200 MHz). The cause is not
+established: the model gives the same count for it with the DRAM's rate removed and with
+the input reader's beats followed before the writer's, so it is not the DRAM arbitration;
+that the error grows with the read latency where the link runs at a beat per cycle points
+at the reader's bursts in flight across the line buffer's row stalls. On ``tiny``, one-beat
+pixels written with a pitch at 200 MHz (write-bound) are 3.0 % off the same way.
+MobileNetV2's descriptors are within a few cycles at every clock.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -73,8 +107,10 @@ from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.pw_array import TREE_LEVELS_PER_STAGE
 from dwsep.hw.requant import Requantizer
 
-__all__ = ["MemoryTiming", "AXI_RAM", "LayerEstimate", "layer_cycles", "program_cycles",
-           "layer_macs", "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
+from .ddr import MEMORIES, RATE_ONE, MemoryCycles
+
+__all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_macs",
+           "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
 #: sizes in bytes as functions of ``(P, Q)`` (docs/ARCHITECTURE.md, "Data formats in DDR")
@@ -95,32 +131,16 @@ BOUNDS = ("ddr_read", "expand", "line_buffer", "dw", "pw", "add", "ddr_write", "
 #: ``max_outstanding`` split and pace the commands
 _READER = DMAReader()
 _WRITER = DMAWriter()
+PAGE_BYTES = PAGE_BEATS * BEAT_BYTES
+#: the longest read latency at which the reader's slots cover a 16-beat burst's round trip
+#: at one beat per cycle (DMAReader: ``B + L + SLOT_OVERHEAD <= max_outstanding * B`` with
+#: one slot's burst still draining)
+_READ_LATENCY_LIMIT = ((_READER.max_outstanding - 1) * _READER.max_burst
+                       - DMAReader.SLOT_OVERHEAD)
 
 
-@dataclass(frozen=True)
-class MemoryTiming:
-    """Timing of the AXI4 subordinate (cycle 0 is the first handshake named).
-
-    Parameters
-    ----------
-    read:
-        AR handshake -> first R handshake of that burst.
-    write_response:
-        Last W handshake of a burst -> its B handshake.
-    read_bytes_per_cycle, write_bytes_per_cycle, ddr_bytes_per_cycle:
-        Per-port read and write rates and the shared DDR rate; ``None`` is unlimited (one
-        64-bit beat per cycle and port). Reserved for a bandwidth-limited model: this model
-        requires ``None``.
-    """
-    read: int = 2
-    write_response: int = 2
-    read_bytes_per_cycle: float | None = None
-    write_bytes_per_cycle: float | None = None
-    ddr_bytes_per_cycle: float | None = None
-
-
-#: cocotbext-axi ``AxiRam`` without backpressure (measured, see the module docstring)
-AXI_RAM = MemoryTiming(read=2, write_response=2)
+#: the default memory: the ``ideal`` model (2-cycle latencies, no rate limit) at 100 MHz
+IDEAL = MEMORIES["ideal"].at(100.0)
 
 
 @dataclass
@@ -260,28 +280,34 @@ def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
     return macs / get_config(config).macs
 
 
-def _read_cycles(beats: int, mem: MemoryTiming) -> int:
-    """Cycles from a read command's handshake to the cycle its last beat is on the reader's
-    ``data`` output: ``CMD_TO_AR`` to the first AR, the memory's read latency, ``R_TO_DATA``,
-    then one beat per cycle (bursts back to back)."""
-    return DMAReader.CMD_TO_AR + mem.read + DMAReader.R_TO_DATA + beats - 1
-
-
-def _fetch_cycles(mem: MemoryTiming) -> int:
+def _fetch_cycles(mem: MemoryCycles, addr: int) -> int:
     """``FETCH_CMD`` (1, the reader takes the command at once) + ``FETCH_DATA`` (until the
     last descriptor beat is on ``data``) + ``SIZES`` (1) + ``CHECK`` (1)."""
-    return 1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, mem) + 2
+    return 1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 2
 
 
-def _load_cycles(beats: int, mem: MemoryTiming) -> int:
+def _load_cycles(beats: int, addr: int, mem: MemoryCycles) -> int:
     """``LOAD_NEXT`` (1, the table is needed) + ``LOAD_CMD`` (1) + ``LOAD_DATA`` (until the
     last beat is on ``data``) + ``LOAD_FLUSH`` (1, the last word's write)."""
-    return 1 + 1 + _read_cycles(beats, mem) + 1
+    return 1 + 1 + _read_cycles(beats, addr % PAGE_BYTES, mem) + 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_cycles(beats: int, page_offset: int, mem: MemoryCycles) -> int:
+    """Cycles from a read command's handshake (cycle 0) to the cycle its last beat is on the
+    reader's ``data``, the controller taking every beat at once and the memory idle before
+    (its credit full): :class:`_ReadStream` (``CMD_TO_AR + read_latency + R_TO_DATA + beats
+    - 1`` without a rate limit)."""
+    stream = _ReadStream(0, page_offset, beats, mem, _port_credits(mem, ("read0",))["read0"])
+    t = 0
+    for _ in range(beats):
+        t = stream.take(-math.inf)
+    return t
 
 
 def _bursts(addr: int, beats: int) -> list[int]:
-    """Burst lengths of one write command (``dma_reader.next_burst_beats``): at most
-    ``max_burst`` beats, never across a 4 KiB page."""
+    """Burst lengths of one DMA command (``dma_reader.next_burst_beats``): at most
+    ``max_burst`` beats (16 for both engines), never across a 4 KiB page."""
     out = []
     while beats:
         n = min(beats, _WRITER.max_burst, PAGE_BEATS - (addr // BEAT_BYTES) % PAGE_BEATS)
@@ -289,6 +315,195 @@ def _bursts(addr: int, beats: int) -> list[int]:
         addr += n * BEAT_BYTES
         beats -= n
     return out
+
+
+_CREDIT_CAP = 2 * RATE_ONE  # ddr_model.sv: credit is capped at two beats
+
+
+def _fixed_rate(rate: float | None) -> int:
+    """A rate as ``ddr_model.sv`` takes it (``MemoryCycles.plusargs``): beats per cycle in
+    1/65536 beat, 0 for unlimited."""
+    return 0 if rate is None else max(1, round(rate * RATE_ONE))
+
+
+class _Credit:
+    """One credit counter of ``sim/ddr_model.sv`` (a link's or the DRAM's) as one port sees
+    it: ``rate``/65536 beats accrue every cycle up to two beats; a beat moves in a cycle the
+    counter holds one, and uses it: ``c(t+1) = min(c(t) - used(t) + rate, 2)``.
+
+    Ports that share the counter (:func:`_port_credits`) each keep a view of it: their own
+    beats, and the other ports' beats recorded so far (``shared``: each port's beat cycles,
+    in order). The model follows the ports one after the other, not cycle by cycle, so a
+    port sees the beats of a port followed later only as a late debit: the counter still
+    moves at most ``rate`` beats per cycle on average, but which port waits in a cycle both
+    want is not the Verilog model's rotating priority.
+    """
+
+    __slots__ = ("rate", "t", "c", "full", "mine", "shared", "port", "seen")
+
+    def __init__(self, rate: int, shared: dict[int, list[int]] | None = None, port: int = 0):
+        self.rate = rate
+        self.t = -math.inf     # the state: credit c at cycle t, no beat accounted from t on
+        self.c = _CREDIT_CAP
+        self.full = -math.inf  # the last cycle the counter was full, as far as seen
+        self.shared = {port: []} if shared is None else shared
+        self.port = port
+        self.mine = self.shared.setdefault(port, [])
+        self.seen: dict[int, int] = {}
+
+    def _accrue(self, t: int) -> None:
+        if t > self.t:
+            c = self.c + (t - self.t) * self.rate
+            if c >= _CREDIT_CAP:
+                self.full = max(self.full, t if self.c >= _CREDIT_CAP else
+                                self.t + -(-(_CREDIT_CAP - self.c) // self.rate))
+                c = _CREDIT_CAP
+            self.c, self.t = c, t
+
+    def _at(self, t: int) -> None:
+        """Advance the state to cycle ``t``, with the other ports' beats before it."""
+        for p, beats in self.shared.items():
+            if p == self.port:
+                continue
+            n = self.seen.get(p, 0)
+            while n < len(beats) and beats[n] < t:
+                self._debit(beats[n])
+                n += 1
+            self.seen[p] = n
+        self._accrue(t)
+
+    def _debit(self, g: int) -> None:
+        if g >= self.t:
+            self._accrue(g)
+            self.c -= RATE_ONE
+            self._accrue(g + 1)
+        elif g >= self.full:
+            # a beat of a port followed after this one, in cycles this view has passed: the
+            # counter holds one beat less unless it filled up since
+            self.c -= RATE_ONE
+
+    def ready(self, t: int) -> int:
+        """The first cycle ``>= t`` with a beat of credit."""
+        while True:
+            self._at(t)
+            t = max(t, self.t)
+            if self.c >= RATE_ONE:
+                return t
+            t += -(-(RATE_ONE - self.c) // self.rate)
+
+    def use(self, t: int) -> None:
+        """This port moves a beat in cycle ``t`` (one :meth:`ready` returned)."""
+        self._debit(t)
+        self.mine.append(t)
+
+
+def _port_credits(mem: MemoryCycles, ports: tuple[str, ...]) -> dict[str, list[_Credit]]:
+    """The credit counters each of ``ports`` (``"read0"``, ``"read1"``, ``"write0"``: the
+    memory's read and write ports, active together) needs for a beat: its link's and the
+    DRAM's, those that can hold it back. A counter of rate ``r`` limits ``n`` ports that
+    draw on it when ``r < n`` beats per cycle, or ``n > 2`` (it holds two beats at most)."""
+    links = {p: (p[:-1], (mem.read_links if p.startswith("read") else mem.write_links)
+                 [int(p[-1])]) for p in ports}
+    counters = {("ddr",): (mem.ddr_rate, ports)}
+    for link in dict.fromkeys(links.values()):
+        users = tuple(q for q in ports if links[q] == link)
+        counters[link] = (mem.read_rate if link[0] == "read" else mem.write_rate, users)
+    credits: dict[str, list[_Credit]] = {p: [] for p in ports}
+    for rate, users in counters.values():
+        fixed = _fixed_rate(rate)
+        if fixed and (fixed < len(users) * RATE_ONE or len(users) > 2):
+            shared: dict[int, list[int]] = {}
+            for q in users:
+                credits[q].append(_Credit(fixed, shared, ports.index(q)))
+    return credits
+
+
+def _ready(credits: list[_Credit], t: int) -> int:
+    """First cycle ``>= t`` in which every counter of ``credits`` has a beat, and use it."""
+    while True:
+        t0 = t
+        for c in credits:
+            t = c.ready(t)
+        if t == t0:
+            break
+    for c in credits:
+        c.use(t)
+    return t
+
+
+class _ReadStream:
+    """The beats of one ``DMAReader`` command on its ``data`` output, taken one by one.
+
+    The command is taken in ``t_cmd`` and split into bursts (:func:`_bursts`). Burst ``j``'s
+    AR handshake is ``ar(j) = max(t_cmd + CMD_TO_AR | ar(j-1) + 1, rlast(j - max_outstanding)
+    + 2)`` (a slot frees the cycle after the burst's last R handshake, the AR register loads
+    in the next); the memory may move its first beat from ``ar(j) + read_latency - 1``.
+    Beat ``k`` moves (is granted: into the memory's R register) in ``g(k) = max(r(k-1),
+    due, credit)``: the R register is free from the cycle its beat is handshaken, and the
+    link's and the DRAM's counters must hold a beat (:class:`_Credit`). Its R handshake is
+    ``r(k) = max(g(k) + 1, taken(k-1))`` (``rready`` is ``~data.valid | data.ready``), it is
+    on ``data`` from ``r(k) + R_TO_DATA`` and taken in ``max(that, ready)``.
+
+    Without a rate limit and with a read latency the four slots cover (see
+    :func:`layer_cycles`), this reduces to beat ``k`` being on ``data`` from ``t_cmd +
+    CMD_TO_AR + read_latency + R_TO_DATA + k`` and after the previous beat was taken.
+    """
+
+    def __init__(self, t_cmd: int, addr: int, beats: int, mem: MemoryCycles,
+                 credits: list[_Credit]):
+        self.t_data = t_cmd + DMAReader.CMD_TO_AR + mem.read_latency + DMAReader.R_TO_DATA
+        self.k = 0
+        self.taken = -math.inf
+        self.fast = not credits and mem.read_latency <= _READ_LATENCY_LIMIT
+        if self.fast:
+            return
+        self.credits = credits
+        self.t_cmd, self.latency = t_cmd, mem.read_latency
+        self.bursts = _bursts(addr, beats)
+        self.ar: list[int] = []
+        self.rlast: list[int] = []
+        self.left = 0          # beats of the current burst still to move
+        self.due = 0
+        self.r = -math.inf     # R handshake of the previous beat
+
+    def take(self, ready: int) -> int:
+        """Cycle the next beat is taken from ``data`` by a consumer ready from ``ready``."""
+        if self.fast:
+            t = max(self.t_data + self.k, self.taken + 1, ready)
+            self.k += 1
+            self.taken = t
+            return t
+        if self.left == 0:
+            j = len(self.ar)
+            a = self.ar[-1] + 1 if j else self.t_cmd + DMAReader.CMD_TO_AR
+            if j >= _READER.max_outstanding:
+                a = max(a, self.rlast[j - _READER.max_outstanding] + 2)
+            self.ar.append(a)
+            self.left = self.bursts[j]
+            self.due = a + self.latency - 1
+        g = max(self.r, self.due)
+        if self.credits:
+            g = _ready(self.credits, g)
+        r = max(g + 1, self.taken)
+        self.r = r
+        self.left -= 1
+        if self.left == 0:
+            self.rlast.append(r)
+        t = max(r + DMAReader.R_TO_DATA, ready)
+        self.taken = t
+        return t
+
+    def take_run(self, beats: int, ready: int) -> int:
+        """Take ``beats`` beats, the first from ``ready``, the others as they come; returns
+        the cycle the last is taken."""
+        t = self.take(ready)
+        if self.fast:
+            self.k += beats - 1
+            self.taken = t = t + beats - 1
+        else:
+            for _ in range(beats - 1):
+                t = self.take(-math.inf)
+        return t
 
 
 class _Frozen:
@@ -336,12 +551,17 @@ class _Writer:
     cmd(c) + 1 | aw(n-1) + 1, B(n - max_outstanding) + 1)`` (the command is split the cycle
     after its handshake; a burst slot frees the cycle after its B); command ``c+1`` is taken
     in ``aw(last burst of c) + 1``. Its beats are taken from ``aw(n) + 1`` (its length is
-    then at the head of the length FIFO), one per cycle; W follows ``DATA_TO_W`` later and B
-    ``mem.write_response`` after the last W.
+    then at the head of the length FIFO), one per cycle and no earlier than the W handshake
+    of the previous beat (the W register is free from then). A beat taken in ``t`` is on W
+    from ``t + DATA_TO_W``; the memory takes it in the first cycle from then in which the
+    write link's and the DRAM's counters hold a beat (:class:`_Credit`), and answers the
+    burst's last W with B ``write_latency`` later.
     """
 
-    def __init__(self, commands: list[tuple[int, int]], t_cmds: int, mem: MemoryTiming):
-        self.mem = mem
+    def __init__(self, commands: list[tuple[int, int]], t_cmds: int, mem: MemoryCycles,
+                 credits: list[_Credit]):
+        self.latency = mem.write_latency
+        self.credits = credits
         self.bursts: list[int] = []      # beats of each burst
         self.first: list[bool] = []      # the first burst of its command
         for addr, beats in commands:
@@ -354,6 +574,7 @@ class _Writer:
         self.burst = 0                   # burst of the next beat
         self.left = self.bursts[0] if self.bursts else 0
         self.last_take = -math.inf
+        self.last_w = -math.inf          # W handshake of the last beat
 
     def _issue(self, n: int) -> int:
         if self.first[n]:
@@ -371,11 +592,15 @@ class _Writer:
         n = self.burst
         if len(self.aw) == n:
             self.aw.append(self._issue(n))
-        t = max(offered, self.aw[n] + 1, self.last_take + 1)
+        t = max(offered, self.aw[n] + 1, self.last_take + 1, self.last_w)
         self.last_take = t
+        w = t + DMAWriter.DATA_TO_W
+        if self.credits:
+            w = _ready(self.credits, w)
+        self.last_w = w
         self.left -= 1
         if self.left == 0:
-            self.b.append(t + DMAWriter.DATA_TO_W + self.mem.write_response)
+            self.b.append(w + self.latency)
             self.burst += 1
             if self.burst < len(self.bursts):
                 self.left = self.bursts[self.burst]
@@ -425,31 +650,32 @@ class _Add:
     ``chunks - 1`` moving cycles after the previous take (its split stage), offers the sum
     ``latency`` moving cycles later.
 
-    The ``b`` words: the residual reader's beats are on its ``data`` one per cycle from
-    ``t_data``; ``res_packer`` offers word ``w`` the cycle after its last beat, and collects
-    the next word's beats only from the cycle its word leaves (a stalled R channel resumes
-    at once): ``b(w) = max(t_data + (w+1)*beats, take(w-1) + beats)``.
+    The ``b`` words: ``res_packer`` takes the residual reader's beats (``residual``, a
+    :class:`_ReadStream`) as they come, the first beat of word ``w`` no earlier than the
+    cycle word ``w-1`` leaves, and offers the word the cycle after its last beat.
     """
 
-    def __init__(self, add: ResidualAdd, t_data: int, beats: int, take):
+    def __init__(self, add: ResidualAdd, residual: _ReadStream, beats: int, take):
         self.add = add
         self.frozen = _Frozen()
-        self.t_data, self.beats = t_data, beats
+        self.residual, self.beats = residual, beats
         self.next = take
-        self.words = 0
         self.last = None
 
+    def _b_word(self) -> int:
+        """Cycle the next ``b`` word is offered."""
+        return self.residual.take_run(self.beats,
+                                      -math.inf if self.last is None else self.last) + 1
+
     def take(self, offered: int) -> int:
-        t = max(offered, self.t_data + (self.words + 1) * self.beats)
+        t = max(offered, self._b_word())
         if self.last is not None:
-            t = max(t, self.last + self.beats)
             t = max(t, self.frozen.active(self.last + 1, self.add.chunks - 1) + 1
                     if self.add.chunks > 1 else self.last + 1)
         a = self.frozen.active(t)
         out = self.frozen.through(a, self.add.latency)
         self.frozen.freeze(out, self.next(out))
         self.last = a
-        self.words += 1
         return a
 
 
@@ -495,7 +721,7 @@ class _PointwiseArray:
         self.drains.append(s - 1)
 
 
-def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTiming,
+def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycles,
                base: int):
     """Cycles of the run phase; ``t_cmds`` is the ``RUN_CMDS`` cycle, in which the DMAs
     take their (first) commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the
@@ -532,7 +758,10 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
     k, s, dil = d["kernel"], d["stride"], d["dilation"]
     mid, og = d["mid_groups"], d["out_groups"]
     out_h, out_w, in_h, in_w = d["out_h"], d["out_w"], d["in_h"], d["in_w"]
-    read_data = DMAReader.CMD_TO_AR + mem.read + DMAReader.R_TO_DATA  # cmd -> first beat
+    in_beats = in_h * in_w * d["in_groups"] * P // BEAT_BYTES
+    credits = _port_credits(mem, ("read0", "write0", "read1") if residual
+                            else ("read0", "write0"))
+    reader = _ReadStream(t_cmds, base + d.get("in_addr", 0), in_beats, mem, credits["read0"])
 
     # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- PW array ----
     pixel_beats = _pixel_beats(config, d)
@@ -543,7 +772,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
     else:
         commands = [(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats)
                     for p in range(pixels)]
-    writer = _Writer(commands, t_cmds, mem)
+    writer = _Writer(commands, t_cmds, mem, credits["write0"])
     word_beats = (4 if raw else 1) * Q // BEAT_BYTES
     serializer = _Serializer(word_beats, writer.take)
     if raw:
@@ -551,8 +780,10 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
     else:
         take_rq = serializer.take
         if residual:
-            take_rq = _Add(ResidualAdd(Q, config.add_lanes), t_cmds + read_data,
-                           word_beats, serializer.take).take
+            res = _ReadStream(t_cmds, base + d.get("res_addr", 0), pixels * pixel_beats, mem,
+                              credits["read1"])
+            take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
+                           serializer.take).take
         take_pw = _Requant(take_rq).take
     pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
 
@@ -562,9 +793,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
         dwq = _Requant(pw.accept)
 
     # ---- front: the line buffer's fill ----
-    fill = _FillFromReader(t_cmds + read_data, in_w * d["in_groups"] * P // BEAT_BYTES,
-                           config.lb_rows) if not expand else \
-        _FillFromExpand(config, d, t_cmds + read_data)
+    fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
+                           config.lb_rows) if not expand else _FillFromExpand(config, d, reader)
 
     span = (k - 1) * dil + 1
     tops = [oy * s - d["pad_top"] for oy in range(out_h)]
@@ -612,27 +842,27 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryTimin
 class _FillFromReader:
     """Completion cycles of the input rows in the line buffer, fed by the reader.
 
-    Beats arrive from ``t_data`` (the first beat on the reader's ``data``) at one per cycle.
     The line buffer takes a beat of row ``y`` only while ``y < lb_rows`` or ``y < top +
     lb_rows`` (``top`` of the output row whose taps are being generated, updated in the cycle
-    after the previous row's last tap issues) or after the last tap: so row ``y`` starts no
-    earlier than ``allow(y)`` and the beats of a row follow each other without a gap. Row
-    ``y`` is complete in cycle ``done(y) = max(done(y-1), allow(y) - 1) + beats_per_row``
-    (with ``done(-1) = t_data - 1``).
+    after the previous row's last tap issues) or after the last tap: so row ``y``'s first
+    beat is taken no earlier than ``allow(y)``, the others as the reader delivers them
+    (:class:`_ReadStream`). Without a rate limit row ``y`` is complete in cycle ``done(y) =
+    max(done(y-1), allow(y) - 1) + beats_per_row`` (``done(-1)``: the cycle before the
+    first beat is on ``data``).
     """
 
-    def __init__(self, t_data: int, beats_per_row: int, lb_rows: int):
+    def __init__(self, reader: _ReadStream, beats_per_row: int, lb_rows: int):
+        self.reader = reader
         self.beats_per_row = beats_per_row
         self.lb_rows = lb_rows
-        self.done = [t_data - 1]  # done[y + 1]: cycle the last beat of row y is taken
+        self.done: list[int] = []  # done[y]: cycle the last beat of row y is taken
 
     def complete(self, y: int, allow) -> int:
-        while len(self.done) <= y + 1:
-            row = len(self.done) - 1
-            start = self.done[-1] if row < self.lb_rows else max(self.done[-1],
-                                                                 allow(row) - 1)
-            self.done.append(start + self.beats_per_row)
-        return self.done[y + 1]
+        while len(self.done) <= y:
+            row = len(self.done)
+            self.done.append(self.reader.take_run(
+                self.beats_per_row, allow(row) if row >= self.lb_rows else -math.inf))
+        return self.done[y]
 
 
 class _FillFromExpand:
@@ -641,11 +871,11 @@ class _FillFromExpand:
     it takes the next beat in the cycle its word leaves) -> expand ``PointwiseArray``
     (``in_groups`` words in, ``exp_groups`` out per pixel) -> ``exp_requant`` ->
     ``exp_serializer`` -> the line buffer's fill, which takes row ``y``'s beats from
-    ``allow(y)`` (see :class:`_FillFromReader`). The reader's beats come one per cycle from
-    ``t_data`` unless the packer holds them back (a stalled R channel resumes at once).
+    ``allow(y)`` (see :class:`_FillFromReader`). The packer takes the reader's beats
+    (:class:`_ReadStream`) as they come while it is not full.
     """
 
-    def __init__(self, config: AcceleratorConfig, d: dict, t_data: int):
+    def __init__(self, config: AcceleratorConfig, d: dict, reader: _ReadStream):
         P = config.dw_lanes
         self.lb_rows = config.lb_rows
         self.word_beats = P // BEAT_BYTES
@@ -655,9 +885,8 @@ class _FillFromExpand:
         self.beats = 0                      # fill beats taken
         self.row_allow = -math.inf
         self.last_fill = -math.inf
-        self.beat_ready = t_data            # cycle the reader's next beat is on data
+        self.reader = reader
         self.packer_free = -math.inf        # cycle the packer can take a beat
-        self.pending = None                 # (cycle offered) of the packed word
         serializer = _Serializer(self.word_beats, self._fill)
         self.expand = _PointwiseArray(d["in_groups"], d["exp_groups"],
                                       pw_latency(config, P), _Requant(serializer.take).take)
@@ -676,14 +905,8 @@ class _FillFromExpand:
         """One input pixel through the packer into the expand array (which pushes its
         output on through the requantizer and serializer into the fill)."""
         for _ in range(self.words_pixel):
-            t = self.beat_ready
-            for _ in range(self.word_beats):
-                t = max(self.beat_ready, self.packer_free)
-                self.packer_free = t + 1
-                self.beat_ready = t + 1
-            taken = self.expand.accept(t + 1)
-            self.packer_free = max(self.packer_free, taken)
-            self.beat_ready = max(self.beat_ready, taken)
+            t = self.reader.take_run(self.word_beats, self.packer_free)
+            self.packer_free = self.expand.accept(t + 1)
 
     def complete(self, y: int, allow) -> int:
         while len(self.done) <= y:
@@ -697,7 +920,7 @@ class _FillFromExpand:
 
 
 def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
-                 mem_latency: MemoryTiming = AXI_RAM, base: int = 0) -> LayerEstimate:
+                 memory: MemoryCycles = IDEAL, base: int = 0) -> LayerEstimate:
     """Cycles of one layer from its ``FETCH_CMD`` cycle to the next layer's ``FETCH_CMD``
     (or ``IDLE``), without AXI backpressure.
 
@@ -707,45 +930,35 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
         The accelerator (named config or object).
     desc:
         Descriptor field values (``Program.descriptors`` entries).
-    mem_latency:
-        Memory timing (default: cocotbext-axi ``AxiRam``).
+    memory:
+        The memory at the accelerator's clock (``dwsep.sim.ddr.MemoryModel.at``; default
+        :data:`IDEAL`).
     base:
         Address the descriptor's addresses are relative to (``Program.link``'s base): only
         where the 4 KiB pages fall matters (per-pixel output bursts that cross one split).
 
-    ``total = fetch + sum(loads) + run`` with
+    ``total = fetch + sum(loads) + run`` with, ``L`` the read latency and without a rate
+    limit (with one, the beats follow :class:`_ReadStream`):
 
-    * ``fetch = 1 + (CMD_TO_AR + mem.read + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
-    * ``load(n beats) = 2 + (CMD_TO_AR + mem.read + R_TO_DATA + n - 1) + 1`` for each table
+    * ``fetch = 1 + (CMD_TO_AR + L + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
+    * ``load(n beats) = 2 + (CMD_TO_AR + L + R_TO_DATA + n - 1) + 1`` for each table
       the flags need, plus one ``LOAD_NEXT`` cycle per table skipped and a last one;
     * ``run = RUN_START (1) + RUN_CMDS .. RUN_WAIT + NEXT (1)`` from the pipeline
       recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
-    # the reader keeps one beat per cycle while its slots cover a 16-beat burst's round trip
-    # (DMAReader's docstring: B + L + SLOT_OVERHEAD <= max_outstanding * B)
-    read_limit = (_READER.max_outstanding - 1) * _READER.max_burst - DMAReader.SLOT_OVERHEAD
-    if mem_latency.read > read_limit:
-        raise NotImplementedError(
-            f"read latency {mem_latency.read} exceeds {read_limit} cycles, beyond which the "
-            f"reader's {_READER.max_outstanding} slots no longer sustain one beat per cycle; "
-            f"the model does not cover it")
-    if any(v is not None for v in (mem_latency.read_bytes_per_cycle,
-                                   mem_latency.write_bytes_per_cycle,
-                                   mem_latency.ddr_bytes_per_cycle)):
-        raise NotImplementedError("the cycle model assumes one beat per cycle and port; "
-                                  "bandwidth limits are not modelled yet")
-    fetch = _fetch_cycles(mem_latency)
+    fetch = _fetch_cycles(memory, 0)
     table_beats = _table_beats(config, desc)
-    loads = {name: _load_cycles(beats, mem_latency) for name, beats in table_beats.items()}
+    loads = {name: _load_cycles(beats, base + desc.get(name, 0), memory)
+             for name, beats in table_beats.items()}
     # LOAD_NEXT: one cycle per skipped table, and one finding no table left
     loads["skipped"] = len(LOADS) - len(table_beats) + 1
     t_run_start = fetch + sum(loads.values())
     t_cmds = t_run_start + 1
-    end, first_tap, last_tap = _run_phase(config, desc, t_cmds, mem_latency, base)
+    end, first_tap, last_tap = _run_phase(config, desc, t_cmds, memory, base)
     total_end = end + 2  # NEXT, then the next layer's FETCH_CMD (or IDLE)
     bytes_read, bytes_written = layer_bytes(config, desc)
-    stage_cycles = _stage_cycles(config, desc, mem_latency, base)
+    stage_cycles = _stage_cycles(config, desc, memory, base)
     bottleneck = max(stage_cycles, key=stage_cycles.get)
     return LayerEstimate(fetch=fetch, loads=loads, run=total_end - t_run_start,
                          fill=first_tap + LineBuffer.LATENCY - t_run_start,
@@ -755,7 +968,7 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
                          bytes_written=bytes_written)
 
 
-def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryTiming,
+def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
                   base: int) -> dict[str, int]:
     """Each run-phase stage's work in cycles at its full rate (:attr:`LayerEstimate.
     stage_cycles`), in pipeline order."""
@@ -771,13 +984,23 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryTiming,
         # after its AW), and each burst holds one of the writer's slots from its AW to the
         # cycle after its B
         out_addr = base + d.get("out_addr", 0)
-        slots = sum(n + 1 + DMAWriter.DATA_TO_W + mem.write_response + DMAWriter.B_TO_IDLE
+        slots = sum(n + 1 + DMAWriter.DATA_TO_W + mem.write_latency + DMAWriter.B_TO_IDLE
                     for p in range(pixels)
                     for n in _bursts(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats))
         write = max(write, 2 * pixels, -(-slots // _WRITER.max_outstanding))
+    # the rate limits: a port moves at most one beat per cycle, ports on one link share its
+    # rate, and the DRAM's rate is shared by all (here split as reads and writes use it)
+    in_beats, res_beats = read["input"] // BEAT_BYTES, read["residual"] // BEAT_BYTES
+    rd, wr, ddr = (_fixed_rate(r) / RATE_ONE if r else math.inf
+                   for r in (mem.read_rate, mem.write_rate, mem.ddr_rate))
+    on_link = in_beats + res_beats if mem.read_links[0] == mem.read_links[1] \
+        else max(in_beats, res_beats)
+    read_cycles = max(in_beats, res_beats, math.ceil(on_link / rd),
+                      math.ceil((in_beats + res_beats) / ddr))
+    write = max(write, math.ceil(written // BEAT_BYTES / min(wr, ddr)))
     add = ResidualAdd(Q, config.add_lanes)
     return {
-        "ddr_read": max(read["input"], read["residual"]) // BEAT_BYTES,
+        "ddr_read": read_cycles,
         "expand": in_pixels * d["exp_groups"] * max(d["in_groups"], P // BEAT_BYTES)
         if flags & DescFlag.EXPAND else 0,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
@@ -789,12 +1012,12 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryTiming,
 
 
 def program_cycles(config: AcceleratorConfig | str, program, *,
-                   mem_latency: MemoryTiming = AXI_RAM,
+                   memory: MemoryCycles = IDEAL,
                    base: int = 0) -> tuple[int, list[LayerEstimate]]:
     """Cycles of a whole :class:`dwsep.host.compiler.Program` as ``CYCLES`` counts them: the
     sum of its layers (each layer's ``NEXT`` leads straight to the next ``FETCH_CMD``, the
     last one's to ``IDLE``). ``base``: the address the program is linked at (see
     :func:`layer_cycles`). Returns ``(total, [LayerEstimate per descriptor])``."""
-    layers = [layer_cycles(config, d, mem_latency=mem_latency, base=base)
+    layers = [layer_cycles(config, d, memory=memory, base=base)
               for d in program.descriptors]
     return sum(e.total for e in layers), layers

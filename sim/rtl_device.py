@@ -16,6 +16,7 @@ from dwsep.host.driver import Buffer, Device, DeviceTimeoutError
 from dwsep.hw.config import AcceleratorConfig
 from dwsep.hw.layout import REGISTERS
 
+from .ddr import MemoryModel, get_memory
 from .rtl import JobResult, Simulation, simulate
 
 __all__ = ["RtlDevice"]
@@ -61,6 +62,11 @@ class RtlDevice(Device):
         Pause probability per channel and cycle when ``backpressure_seed`` is set.
     max_cycles:
         Simulated cycles after which a run that is still busy counts as hung.
+    memory:
+        The DDR the accelerator sees: a :data:`dwsep.sim.ddr.MEMORIES` name or a
+        :class:`~dwsep.sim.ddr.MemoryModel` (default ``"ideal"``).
+    clock_mhz:
+        The accelerator's clock, at which the memory's latencies and rates are taken.
     """
 
     name = "rtl"
@@ -70,8 +76,12 @@ class RtlDevice(Device):
     poll_interval_s = 0.05
 
     def __init__(self, config: str | AcceleratorConfig, *, backpressure_seed: int | None = None,
-                 p_pause: float = 0.3, max_cycles: int = 20_000_000):
+                 p_pause: float = 0.3, max_cycles: int = 20_000_000,
+                 memory: MemoryModel | str = "ideal", clock_mhz: float = 100.0):
         super().__init__(config)
+        self.timing = get_memory(memory).at(clock_mhz)  # checks both now, not at the run
+        self.memory_model = get_memory(memory)
+        self.clock_mhz = clock_mhz
         self.backpressure_seed = backpressure_seed
         self.p_pause = p_pause
         self.max_cycles = max_cycles
@@ -144,7 +154,8 @@ class RtlDevice(Device):
 
     def _options(self) -> dict:
         return {"max_cycles": self.max_cycles, "backpressure_seed": self.backpressure_seed,
-                "p_pause": self.p_pause}
+                "p_pause": self.p_pause, "memory_model": self.memory_model,
+                "clock_mhz": self.clock_mhz}
 
     def close(self) -> None:
         if self._running is not None:

@@ -183,7 +183,7 @@ def test_committed_report_follows_from_its_statistics(name, config, sets):
         re.split(r"\n(?:Timing estimate|Config: )", again)[0]
 
 
-@pytest.mark.parametrize("name, config, sets", COMMITTED[:2])
+@pytest.mark.parametrize("name, config, sets", COMMITTED)
 def test_committed_json_matches_its_report(name, config, sets):
     report = (BITSTREAMS / "reports" / f"{name}.txt").read_text()
     doc = json.loads((BITSTREAMS / "reports" / f"{name}.json").read_text())
@@ -197,6 +197,10 @@ def test_committed_json_matches_its_report(name, config, sets):
             in report)
     assert f"    from {t['start_module']}: {t['start']}\n    to   {t['end_module']}: " \
         f"{t['end']}\n" in report
+    if "ecp5" in doc:
+        e = doc["ecp5"]
+        assert f"variant: {e['variant']}\n" in report
+        assert f"Fmax {e['fmax_mhz']:.1f} MHz, {e['stage']}" in report
     stat = json.loads((BITSTREAMS / "reports" / f"{name}.stat.json").read_text())
     assert synth.parse_stat(json.dumps(stat)).keys() >= {"dwsep_top"}
     assert set(doc["modules"]) == {synth._short(m) for m in synth.parse_stat(json.dumps(stat))}

@@ -9,6 +9,9 @@ the data, so these runs use the image as linked (zero activations)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 
@@ -28,9 +31,10 @@ from dwsep.host.tflite_writer import (
 )
 from dwsep.hw.config import AcceleratorConfig, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
+from dwsep.sim.ddr import MEMORIES
 from dwsep.sim.perf import (
     BOUNDS,
-    MemoryTiming,
+    IDEAL,
     ideal_cycles,
     layer_cycles,
     layer_macs,
@@ -193,18 +197,21 @@ KINDS = {
 }
 
 
-def _check_program(device, program, whole: bool):
-    """Each descriptor alone (and with ``whole`` the whole program) against the model,
-    exactly."""
+def _check_program(device, program, whole: bool, memory=IDEAL, tolerance=TOLERANCE):
+    """Each descriptor alone (and with ``whole`` the whole program) against the model:
+    ``tolerance`` cycles, or with a float that fraction of the RTL's cycles."""
+    def limit(cycles):
+        return tolerance * cycles if isinstance(tolerance, float) else tolerance
+
     for i, (cycles, base) in enumerate(descriptor_cycles(device, program)):
-        est = layer_cycles(program.config, program.descriptors[i], base=base)
+        est = layer_cycles(program.config, program.descriptors[i], memory=memory, base=base)
         print(f"descriptor {i} {DescFlag(program.descriptors[i]['flags'])!r}: rtl {cycles} "
               f"model {est.total} bound {est.bound} {est.stage_cycles}")
-        assert abs(est.total - cycles) <= TOLERANCE, (i, program.descriptors[i])
+        assert abs(est.total - cycles) <= limit(cycles), (i, program.descriptors[i])
     if whole:
         cycles, base = _cycles(device, program.size, program.link, 0)
-        total, _ = program_cycles(program.config, program, base=base)
-        assert abs(total - cycles) <= TOLERANCE
+        total, _ = program_cycles(program.config, program, memory=memory, base=base)
+        assert abs(total - cycles) <= limit(cycles)
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -291,7 +298,8 @@ def test_breakdown_terms():
     # each with its LOAD_NEXT cycle; LOAD_NEXT skips the two expand tables, then ends
     assert est.loads == {"dw_weights": 16, "dw_table": 16, "pw_weights": 15, "pw_table": 16,
                          "skipped": 3}
-    slow = layer_cycles(cfg, _desc(), mem_latency=MemoryTiming(read=12, write_response=7))
+    slow = layer_cycles(cfg, _desc(),
+                        memory=dataclasses.replace(IDEAL, read_latency=12, write_latency=7))
     assert slow.fetch == est.fetch + 10
     assert slow.loads == {k: v + (10 if k != "skipped" else 0) for k, v in est.loads.items()}
     assert slow.total == est.total + 6 * 10 + 5
@@ -342,6 +350,121 @@ def test_bytes():
     assert est.bytes_written == 64 * 24
 
 
-def test_bandwidth_limits_not_modelled():
-    with pytest.raises(NotImplementedError, match="bandwidth"):
-        layer_cycles("tiny", _desc(), mem_latency=MemoryTiming(ddr_bytes_per_cycle=4.0))
+def test_read_rate_terms():
+    """A read command's beats move as the link's credit allows (``sim/ddr_model.sv``): from a
+    full counter (two beats) at half a beat per cycle, beat ``k`` moves ``max(k, 2(k-1))``
+    cycles after the first, so ``n`` beats take ``n - 3`` cycles more than at one per cycle;
+    a lone port at one beat per cycle or more is not held back."""
+    cfg = get_config("tiny")
+    est = layer_cycles(cfg, _desc())
+    half = layer_cycles(cfg, _desc(), memory=dataclasses.replace(IDEAL, read_rate=0.5))
+    assert half.fetch == est.fetch + 16 - 3
+    assert half.loads == {"dw_weights": 16 + 9 - 3, "dw_table": 16 + 9 - 3,
+                          "pw_weights": 15 + 8 - 3, "pw_table": 16 + 9 - 3, "skipped": 3}
+    # the DRAM's rate limits the same way; the tighter of the two counters wins
+    both = dataclasses.replace(IDEAL, read_rate=0.75, ddr_rate=0.5)
+    assert layer_cycles(cfg, _desc(), memory=both).loads == half.loads
+    fast = dataclasses.replace(IDEAL, read_rate=1.5, write_rate=1.0, ddr_rate=1.0)
+    assert layer_cycles(cfg, _desc(), memory=fast).total == est.total
+    # the stages' work at the memory's rates: input + residual share the read link
+    res = _desc(flags=DescFlag.RESIDUAL, kernel=1, pad_top=0, pad_left=0)
+    assert layer_cycles(cfg, res).stage_cycles["ddr_read"] == 64
+    assert layer_cycles(cfg, res, memory=dataclasses.replace(
+        IDEAL, read_rate=0.5)).stage_cycles["ddr_read"] == 256
+
+
+# ---- a bandwidth-limited memory (sim/ddr.py "pynq-z2") --------------------------------------
+
+#: fraction of the RTL's cycles the model may differ by with a rate-limited memory, per
+#: descriptor and per program. The model follows each port's beats through its own link and
+#: DRAM credit counters exactly; what it leaves out is two ports drawing on one counter in
+#: the same cycles (the input and residual readers share an HP link, all three ports the
+#: DRAM), which the Verilog model arbitrates with a rotating priority. See perf.py's
+#: docstring for the errors measured on whole networks.
+RATE_TOLERANCE = 0.03
+FRAME_TOLERANCE = 0.01
+#: one-beat pixels written with a pitch at 200 MHz: the writer and the input reader both
+#: want the DRAM's credit (0.98 beats a cycle) while a row fills; the model lets the writer
+#: win those cycles, the Verilog model only two in three: 3.0 % fewer cycles than the RTL
+WRITE_BOUND_TOLERANCE = 0.04
+
+#: descriptors that move many beats per cycle of work (read, write and table-load bound,
+#: residual reads sharing the input's link), and a whole network
+PYNQ_MEMORY_CASES = {
+    "k1_s2_read_bound": lambda: dwsep_layer_model(LAYERS["k1_s2_read_bound"][0]),
+    "k1_pw_bound": lambda: dwsep_layer_model(LAYERS["k1_pw_bound"][0]),
+    "expand_residual_c4": KINDS["expand_residual_c4"][0],
+    "expand_tall": KINDS["expand_tall"][0],
+    "conv_stem": KINDS["conv_stem"][0],
+    "pool_fc_wide": KINDS["pool_fc_wide"][0],
+    "tiles_write_bound": KINDS["tiles_write_bound"][0],
+}
+
+
+@pytest.fixture(scope="module", params=[200.0, 100.0], ids=["200MHz", "100MHz"])
+def pynq_memory_rtl(request):
+    with Accelerator("tiny", "rtl", memory="pynq-z2", clock_mhz=request.param) as acc:
+        yield acc, MEMORIES["pynq-z2"].at(request.param)
+
+
+@pytest.mark.parametrize("name", PYNQ_MEMORY_CASES)
+def test_pynq_memory_matches_rtl(pynq_memory_rtl, name):
+    acc, memory = pynq_memory_rtl
+    tolerance = WRITE_BOUND_TOLERANCE if name == "tiles_write_bound" else RATE_TOLERANCE
+    _check_program(acc.device, acc.compile(PYNQ_MEMORY_CASES[name]()), whole=False,
+                   memory=memory, tolerance=tolerance)
+
+
+def test_pynq_memory_network_matches_rtl(pynq_memory_rtl):
+    acc, memory = pynq_memory_rtl
+    _check_program(acc.device, acc.compile(_network(3)), whole=True, memory=memory,
+                   tolerance=RATE_TOLERANCE)
+    # (the whole program's own bound, FRAME_TOLERANCE, is checked on MobileNets below)
+
+
+# ---- MobileNets on pynq-z2 with its memory (slow: a pynq-z2 build, minutes per frame) ------
+
+def _mobilenet(arch: str) -> bytes:
+    """``arch``-1.0-224 with random weights (cycles do not depend on them)."""
+    from dwsep.host import imagenet, quantizer
+
+    photos = [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
+    return quantizer.quantize(arch, None, photos[:2], width=1.0, seed=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v1"])
+def test_mobilenet_pynq_memory_matches_rtl(arch):
+    """Every descriptor of a whole frame within RATE_TOLERANCE of the RTL's exact count
+    (``sim/profiler.sv``), the frame within FRAME_TOLERANCE, the output bit-exact."""
+    from dwsep.host import imagenet
+
+    model = _mobilenet(arch)
+    x = imagenet.image_to_input(imagenet.sample_images()["grace_hopper"], model)
+    clock = 200.0
+    with Accelerator("pynq-z2", "reference") as ref:
+        expected = ref.run(model, x)
+    with Accelerator("pynq-z2", "rtl", memory="pynq-z2", clock_mhz=clock,
+                     max_cycles=100_000_000) as acc:
+        y = acc.run(model, x)
+        program = acc.compile(model)
+        rtl = dict(acc.device.last_job.layer_cycles)
+        base = acc.device.read_field("PROGRAM", "addr")
+        wall = acc.last_stats["seconds"]
+    assert np.array_equal(y, expected)
+    t0 = time.perf_counter()
+    total, layers = program_cycles("pynq-z2", program, memory=MEMORIES["pynq-z2"].at(clock),
+                                   base=base)
+    seconds = time.perf_counter() - t0
+    frame = sum(rtl.values())
+    print(f"{arch}-224 on pynq-z2, pynq-z2 memory at {clock:g} MHz: RTL {frame} cycles "
+          f"({wall:.0f} s wall), model {total} ({(total - frame) / frame:+.3%}, "
+          f"{seconds:.1f} s)")
+    errors = []
+    for i, est in enumerate(layers):
+        errors.append((est.total - rtl[i]) / rtl[i])
+        print(f"  descriptor {i:3} {DescFlag(program.descriptors[i]['flags'])!r:32} rtl "
+              f"{rtl[i]:>8} model {est.total:>8} {errors[-1]:+.2%} bound {est.bound}")
+    worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
+    assert abs(errors[worst]) <= RATE_TOLERANCE, (worst, program.descriptors[worst])
+    assert abs(total - frame) <= FRAME_TOLERANCE * frame
