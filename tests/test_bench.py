@@ -66,6 +66,13 @@ def test_rtl_side_by_side(capsys):
     assert exact["rtl_cycles_per_frame"] == exact["model_cycles_per_frame"]
     for la in exact["layers"]:
         assert la["rtl_cycles"] == la["model_cycles"], la
+    board = bench_json(capsys, *SMALL_V1, "--memory", "pynq-z2", "--clock-mhz", "200", "--rtl")
+    assert board["rtl_bit_exact"]
+    assert board["rtl_cycles_per_frame"] > exact["rtl_cycles_per_frame"]
+    rtl, model = board["rtl_cycles_per_frame"], board["model_cycles_per_frame"]
+    assert abs(model - rtl) <= 0.01 * rtl  # the cycle model's stated frame tolerance
+    for la in board["layers"]:  # and its per-descriptor tolerance
+        assert abs(la["model_cycles"] - la["rtl_cycles"]) <= 0.03 * la["rtl_cycles"], la
 
 
 def test_plots(tmp_path, capsys):
@@ -98,6 +105,10 @@ def test_file_model(tmp_path, capsys):
     (["--model", "mobilenet_v2", "--config", "big"], "argument --config: invalid choice: 'big'"),
 ])
 def test_errors(capsys, args, message):
-    assert main(["bench", *args]) == 2
+    try:
+        status = main(["bench", *args])
+    except SystemExit as e:  # argparse's own checks exit from parse_args
+        status = e.code
+    assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("dwsep: error: ") and message in err and err.count("\n") == 1
