@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'bit-exact with' if b.rtl_bit_exact else 'DIFFERENT from'} the "
                     f"reference backend; the DDR model moved {b.rtl_ddr_bytes / 1e6:.2f} MB; "
                     f"{b.rtl_seconds:.0f} s of wall time."]
-        b = results[title, *RTL_POINT]
+        b = results[(title, *RTL_POINT)]
         out += ["", f"Where the cycles go ({RTL_POINT[0]} memory, {RTL_POINT[1]} MHz, by each "
                 "descriptor's bound):", "", "| bound | cycles | share |", "|---|---:|---:|"]
         for bound, cycles in b.bounds.items():
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"({1 / mem_s:.0f} fps, {mem_s * clk * 1e6:,.0f} cycles)")
             out.append(line)
         out += ["", "Per layer (pynq-z2 memory, 200 MHz):", "", "```",
-                benchmark.format_table(rtl.get(title) or results[title, *RTL_POINT]), "```", ""]
+                benchmark.format_table(rtl.get(title) or results[(title, *RTL_POINT)]), "```", ""]
     out += ["## Resources and clock", "", *_resources(config.name), "",
             f"_Generated in {time.monotonic() - t_start:.0f} s; one beat = {BEAT_BYTES} "
             "bytes._", ""]

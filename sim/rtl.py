@@ -166,7 +166,7 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
             if (tmp / "profile.txt").exists() else []
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
                      time.monotonic() - t0,
-                     [(int(a), int(b)) for a, b in zip(profile[::2], profile[1::2])],
+                     [(int(a), int(b)) for a, b in zip(profile[::2], profile[1::2], strict=True)],
                      result["ddr_beats_read"], result["ddr_beats_written"])
 
 
