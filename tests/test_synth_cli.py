@@ -165,4 +165,4 @@ def test_synth_tiny_ecp5(capsys):
     status, out, _ = _run(capsys, "--config", "tiny", "--ecp5", "--json")
     assert status == 0
     ecp5 = json.loads(out)["ecp5"]
-    assert ecp5["fmax_mhz"] > 0 and "-nodsp" in ecp5["variant"]
+    assert ecp5["fmax_mhz"] > 0 and "(int8 MACs) in LUTs" in ecp5["variant"]
