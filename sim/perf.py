@@ -107,7 +107,7 @@ from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.pw_array import TREE_LEVELS_PER_STAGE
 from dwsep.hw.requant import Requantizer
 
-from .ddr import MEMORIES, RATE_ONE, MemoryCycles
+from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 
 __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_macs",
            "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
@@ -318,6 +318,7 @@ def _bursts(addr: int, beats: int) -> list[int]:
 
 
 _CREDIT_CAP = 2 * RATE_ONE  # ddr_model.sv: credit is capped at two beats
+_REQUESTERS = len(READ_PORTS) + len(WRITE_PORTS)  # ddr_model.sv: NP, the priority's period
 
 
 def _fixed_rate(rate: float | None) -> int:
@@ -361,22 +362,25 @@ class _Credit:
             self.c, self.t = c, t
 
     def _at(self, t: int) -> None:
-        """Advance the state to cycle ``t``, with the other ports' beats before it."""
+        """Advance the state to cycle ``t``, with the other ports' beats up to it."""
         for p, beats in self.shared.items():
             if p == self.port:
                 continue
             n = self.seen.get(p, 0)
-            while n < len(beats) and beats[n] < t:
+            while n < len(beats) and (beats[n] < t or beats[n] == t and self._first(p, t)):
                 self._debit(beats[n])
                 n += 1
             self.seen[p] = n
         self._accrue(t)
 
+    def _first(self, p: int, t: int) -> bool:
+        """Port ``p`` comes before this one in cycle ``t``'s priority order."""
+        return (p - t) % _REQUESTERS < (self.port - t) % _REQUESTERS
+
     def _debit(self, g: int) -> None:
         if g >= self.t:
             self._accrue(g)
             self.c -= RATE_ONE
-            self._accrue(g + 1)
         elif g >= self.full:
             # a beat of a port followed after this one, in cycles this view has passed: the
             # counter holds one beat less unless it filled up since
@@ -397,6 +401,12 @@ class _Credit:
         self.mine.append(t)
 
 
+def _requester(port: str) -> int:
+    """``ddr_model.sv``'s index of a port (``"read0"``, ...): read ports, then write ports."""
+    i = int(port[-1])
+    return i if port.startswith("read") else len(READ_PORTS) + i
+
+
 def _port_credits(mem: MemoryCycles, ports: tuple[str, ...]) -> dict[str, list[_Credit]]:
     """The credit counters each of ``ports`` (``"read0"``, ``"read1"``, ``"write0"``: the
     memory's read and write ports, active together) needs for a beat: its link's and the
@@ -414,7 +424,7 @@ def _port_credits(mem: MemoryCycles, ports: tuple[str, ...]) -> dict[str, list[_
         if fixed and (fixed < len(users) * RATE_ONE or len(users) > 2):
             shared: dict[int, list[int]] = {}
             for q in users:
-                credits[q].append(_Credit(fixed, shared, ports.index(q)))
+                credits[q].append(_Credit(fixed, shared, _requester(q)))
     return credits
 
 
