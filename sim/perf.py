@@ -34,8 +34,9 @@ the same numbers the RTL bench's DDR model ``sim/ddr_model.sv`` takes:
   resumes without a bubble;
 * the last W handshake of a burst in cycle ``t`` gives B in ``t + write_latency``;
 * a beat moves only in a cycle its link's and the DRAM's credit counters hold a beat of
-  credit (:class:`_Credit`: ``rate`` beats accrue per cycle, capped at two). Without rate
-  limits (``ideal``) each port moves one beat per cycle.
+  credit (:class:`_Credit`: ``rate`` beats accrue per cycle, capped at two); ports that want
+  one counter in the same cycle ask in a priority order that rotates every cycle. Without
+  rate limits (``ideal``) each port moves one beat per cycle.
 
 Both DMAs keep four bursts in flight: a read burst's slot is free again two cycles after its
 last R handshake, a write burst's the cycle after its B (:class:`_ReadStream`,
@@ -58,15 +59,20 @@ tiles, depth multiplier 2 and whole random networks, each descriptor alone and t
 totals; and, marked slow, a 16-lane config with two-beat words). AXI backpressure (random
 pauses) is not modelled.
 
-Accuracy, rate-limited memory (``pynq-z2``; not exact): a port alone on its counters (the descriptor
-fetch and the table loads, the reader, residual reader or writer of a layer whose other
-ports are idle) is followed exactly. Ports that draw on one counter at once (the input and
-residual readers share the HP link, all three the DRAM) are approximate: the model follows
-the ports one after the other, and each sees the other ports' beats in the cycles the
-model has reached for them (:class:`_Credit`); the Verilog model grants a contended cycle
-by a rotating priority instead. Measured against the profiler's exact per-descriptor counts
-of one frame, pynq-z2 config and memory, model minus RTL (the slow test in
-``tests/test_perf.py`` at 200 MHz):
+Accuracy, rate-limited memory (``pynq-z2``; not exact): a port alone on its counters (the
+descriptor fetch and the table loads, the reader, residual reader or writer of a layer whose
+other ports are idle) is followed exactly. Ports that draw on one counter (the input and
+residual readers share the HP link, all three the DRAM) are followed one after the other,
+each in its own view of the counter (:class:`_Credit`), in which the other ports' beats
+recorded so far ask in their cycles and every cycle is arbitrated as ``ddr_model.sv`` does.
+That matters beyond who waits: the counter holds two beats at most, so a cycle with less
+than two in which two ports ask moves one beat and the credit above the cap is lost. Two
+ports that both want every cycle get 1.5 beats a cycle out of the DRAM's 1.97 at 100 MHz
+(1.25 of 1.31 at 150 MHz), and a port followed first would otherwise see the full rate.
+What the views cannot do is delay a port's beats already followed when a port followed later
+wins their cycles: the one error left is there, and it makes the model fast. Measured
+against the profiler's exact per-descriptor counts of one frame, pynq-z2 config and memory,
+model minus RTL (the slow test in ``tests/test_perf.py`` runs 200 MHz):
 
 =================  ======  ===========================  =============
 network            clock   worst descriptor             frame
@@ -74,20 +80,19 @@ network            clock   worst descriptor             frame
 MobileNetV2-224    100     -0.002 %                     -0.0004 %
 MobileNetV2-224    150     -0.006 %                     -0.001 %
 MobileNetV2-224    200     -0.011 %                     -0.002 %
-MobileNetV1-224    100     -3.75 % (DW s2, 112x112x64)  -0.125 %
-MobileNetV1-224    150     -9.58 % (DW s2, 112x112x64)  -0.34 %
-MobileNetV1-224    200     -2.77 % (DW s2, 56x56x128)   -0.22 %
+MobileNetV1-224    100     +0.05 % (DW s2, 112x112x64)  +0.002 %
+MobileNetV1-224    150     0 (every descriptor)         0
+MobileNetV1-224    200     +0.03 % (DW s2, 14x14x512)   +0.0004 %
 =================  ======  ===========================  =============
 
-The largest errors are MobileNetV1's stride-2 DW layers, the RTL slower than modelled; the
-worst, 112x112x64 -> 56x56x128, is DW-bound and off by 3.75 % at 100 MHz and 9.6 % at
-150 MHz (read latency 20 and 30 cycles; it is within 3 % at 200 MHz). The cause is not
-established: the model gives the same count for it with the DRAM's rate removed and with
-the input reader's beats followed before the writer's, so it is not the DRAM arbitration;
-that the error grows with the read latency where the link runs at a beat per cycle points
-at the reader's bursts in flight across the line buffer's row stalls. On ``tiny``, one-beat
-pixels written with a pitch at 200 MHz (write-bound) are 3.0 % off the same way.
-MobileNetV2's descriptors are within a few cycles at every clock.
+Without the arbitration (each port seeing the others' beats only in the cycles before its
+own, so both moved in a contested cycle), MobileNetV1's stride-2 DW layers were up to 9.6 %
+under the RTL at 150 MHz: their reader (two input rows per output row, 1792 beats in 2016
+DW cycles) and writer want the DRAM together, and the reader loses cycles to the writer and
+to the cap. Where the error is left, on ``tiny``: a PW- or write-bound 1x1 layer whose writer
+(one beat per cycle) is followed before the reads of the later input rows, which win their
+cycles in the RTL (32x32x8 -> 64 channels: -8.9 % at 100 MHz, -16 % at 150 MHz, -1.2 % at
+200 MHz; ``tiles_write_bound``'s first tile -2.7 %, -5.2 %, -3.0 %).
 """
 
 from __future__ import annotations
@@ -329,30 +334,36 @@ def _fixed_rate(rate: float | None) -> int:
 
 class _Credit:
     """One credit counter of ``sim/ddr_model.sv`` (a link's or the DRAM's) as one port sees
-    it: ``rate``/65536 beats accrue every cycle up to two beats; a beat moves in a cycle the
-    counter holds one, and uses it: ``c(t+1) = min(c(t) - used(t) + rate, 2)``.
+    it: ``rate``/65536 beats accrue every cycle up to two beats, ``c(t+1) = min(c(t) -
+    used(t) + rate, 2)``; in each cycle the ports that want a beat ask in a priority order
+    that rotates every cycle (port ``(t + i) mod NP`` asks ``i``-th), and each gets one if
+    the counter still holds a beat.
 
-    Ports that share the counter (:func:`_port_credits`) each keep a view of it: their own
-    beats, and the other ports' beats recorded so far (``shared``: each port's beat cycles,
-    in order). The model follows the ports one after the other, not cycle by cycle, so a
-    port sees the beats of a port followed later only as a late debit: the counter still
-    moves at most ``rate`` beats per cycle on average, but which port waits in a cycle both
-    want is not the Verilog model's rotating priority.
+    Ports that share the counter (:func:`_port_credits`) each keep a view of it, in which
+    the other ports' beats recorded so far (``shared``: each port's beat cycles, in order)
+    are wants: a beat recorded in ``g`` asks from ``g``, and from the cycle after the same
+    port's previous beat moved or was refused, in this view. So the view arbitrates every
+    cycle as the Verilog model does, the credit lost at the cap when a port is refused
+    included; what it cannot do is delay the other port's beat itself (it was followed
+    earlier, the model follows the ports one after the other, not cycle by cycle). A beat
+    recorded after the view has passed its cycle is a late debit.
     """
 
-    __slots__ = ("rate", "t", "c", "full", "mine", "shared", "port", "seen")
+    __slots__ = ("rate", "t", "c", "full", "mine", "shared", "port", "others")
 
     def __init__(self, rate: int, shared: dict[int, list[int]] | None = None, port: int = 0):
         self.rate = rate
-        self.t = -math.inf     # the state: credit c at cycle t, no beat accounted from t on
+        self.t = -math.inf     # the state: credit c at the start of cycle t, cycles < t done
         self.c = _CREDIT_CAP
         self.full = -math.inf  # the last cycle the counter was full, as far as seen
         self.shared = {port: []} if shared is None else shared
         self.port = port
         self.mine = self.shared.setdefault(port, [])
-        self.seen: dict[int, int] = {}
+        # each other port: [port, its beats, beats accounted here, first cycle the next asks]
+        self.others: list[list] = []
 
     def _accrue(self, t: int) -> None:
+        """Idle cycles up to ``t``."""
         if t > self.t:
             c = self.c + (t - self.t) * self.rate
             if c >= _CREDIT_CAP:
@@ -361,43 +372,89 @@ class _Credit:
                 c = _CREDIT_CAP
             self.c, self.t = c, t
 
-    def _at(self, t: int) -> None:
-        """Advance the state to cycle ``t``, with the other ports' beats up to it."""
-        for p, beats in self.shared.items():
-            if p == self.port:
-                continue
-            n = self.seen.get(p, 0)
-            while n < len(beats) and (beats[n] < t or beats[n] == t and self._first(p, t)):
-                self._debit(beats[n])
-                n += 1
-            self.seen[p] = n
-        self._accrue(t)
-
     def _first(self, p: int, t: int) -> bool:
-        """Port ``p`` comes before this one in cycle ``t``'s priority order."""
+        """Port ``p`` asks before this one in cycle ``t``."""
         return (p - t) % _REQUESTERS < (self.port - t) % _REQUESTERS
 
-    def _debit(self, g: int) -> None:
-        if g >= self.t:
-            self._accrue(g)
-            self.c -= RATE_ONE
-        elif g >= self.full:
-            # a beat of a port followed after this one, in cycles this view has passed: the
-            # counter holds one beat less unless it filled up since
-            self.c -= RATE_ONE
+    def _heads(self) -> list[tuple[int, list]]:
+        """``(cycle, other)``: the cycle each other port's next recorded beat asks in (from
+        ``self.t`` on: the beats of cycles this view has passed are debited late)."""
+        if len(self.others) < len(self.shared) - 1:
+            known = {o[0] for o in self.others}
+            self.others += [[p, beats, 0, -math.inf] for p, beats in self.shared.items()
+                            if p != self.port and p not in known]
+        heads = []
+        for o in self.others:
+            beats, n, wait = o[1], o[2], o[3]
+            while n < len(beats):
+                e = beats[n] if beats[n] > wait else wait
+                if e >= self.t:
+                    heads.append((e, o))
+                    break
+                if e >= self.full:  # the cap absorbed it if the counter filled since
+                    self.c -= RATE_ONE
+                n += 1
+            o[2] = n
+        return heads
+
+    def _cycle(self, t: int, asking: list[list], me: bool) -> None:
+        """Arbitrate cycle ``t`` (``self.t``) between the other ports ``asking`` (in the
+        cycle's priority order) and this one if ``me`` (:meth:`ready` made sure it gets a
+        beat)."""
+        c = self.c
+        for o in asking:
+            if me and not self._first(o[0], t):
+                c -= RATE_ONE
+                me = False
+            o[3] = t + 1
+            if c >= RATE_ONE:
+                c -= RATE_ONE
+                o[2] += 1
+        if me:
+            c -= RATE_ONE
+        c = min(c + self.rate, _CREDIT_CAP)
+        if c >= _CREDIT_CAP:
+            self.full = t + 1
+        self.c, self.t = c, t + 1
+
+    def _before(self, t: int) -> list[list]:
+        """Arbitrate every cycle before ``t`` in which another port asks; returns the other
+        ports asking in cycle ``t`` (``max(t, self.t)``), in its priority order."""
+        while True:
+            heads = self._heads()
+            e = min((e for e, _ in heads), default=math.inf)
+            t = max(t, self.t)
+            if e >= t:
+                self._accrue(t)
+                asking = [o for e, o in heads if e == t]
+                if len(asking) > 1:
+                    asking.sort(key=lambda o: (o[0] - t) % _REQUESTERS)
+                return asking
+            self._accrue(e)
+            asking = [o for h, o in heads if h == e]
+            if len(asking) > 1:
+                asking.sort(key=lambda o: (o[0] - e) % _REQUESTERS)
+            self._cycle(e, asking, False)
 
     def ready(self, t: int) -> int:
-        """The first cycle ``>= t`` with a beat of credit."""
+        """The first cycle ``>= t`` in which this port would get a beat."""
         while True:
-            self._at(t)
-            t = max(t, self.t)
-            if self.c >= RATE_ONE:
+            asking = self._before(t)
+            t = self.t
+            c = self.c
+            for o in asking:
+                if not self._first(o[0], t):
+                    break
+                if c >= RATE_ONE:
+                    c -= RATE_ONE
+            if c >= RATE_ONE:
                 return t
-            t += -(-(RATE_ONE - self.c) // self.rate)
+            # other ports' beats only take credit: no earlier cycle can do
+            t += -(-(RATE_ONE - c) // self.rate)
 
     def use(self, t: int) -> None:
         """This port moves a beat in cycle ``t`` (one :meth:`ready` returned)."""
-        self._debit(t)
+        self._cycle(t, self._before(t), True)
         self.mine.append(t)
 
 
