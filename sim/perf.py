@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (the model builds hw blocks only to read their constants; it never elaborates them)
 """Analytical cycle model of the accelerator (``hw/top.py``): cycles per layer and per program,
 derived from the documented rates and latencies of the blocks and of the memory.
 
