@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             out += ["", f"RTL, `dwsep bench --model {NETWORKS[title]} --config {config.name} "
                     f"--memory {RTL_POINT[0]} --clock-mhz {RTL_POINT[1]} --rtl`: "
                     f"**{b.rtl_cycles:,} cycles per frame** ({b.fps:.1f} fps, "
-                    f"{b.mac_utilization:.1%} MAC utilization); model {err:+.2%} per frame, "
-                    f"worst layer {worst[0]:.2%} (layer {worst[1]}); output "
+                    f"{b.mac_utilization:.1%} MAC utilization); model {err:+.3%} per frame, "
+                    f"worst layer {worst[0]:.3%} (layer {worst[1]}); output "
                     f"{'bit-exact with' if b.rtl_bit_exact else 'DIFFERENT from'} the "
                     f"reference backend; the DDR model moved {b.rtl_ddr_bytes / 1e6:.2f} MB; "
                     f"{b.rtl_seconds:.0f} s of wall time."]

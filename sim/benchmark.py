@@ -201,21 +201,21 @@ def format_table(b: Benchmark) -> str:
     head = (f"{b.model} on config '{b.config.name}' ({units} MAC units), memory "
             f"'{b.memory.memory}' at {b.memory.clock_mhz:g} MHz")
     cols = f"{'layer':>5} {'stages':24} {'MACs':>12} {'model cyc':>10}"
-    cols += f" {'RTL cyc':>10} {'diff':>7}" if rtl else ""
+    cols += f" {'RTL cyc':>10} {'diff':>8}" if rtl else ""
     cols += f" {'MAC util':>8} {'DDR MB':>7} {'bound':>10}"
     lines = [head, "", cols]
     for la in b.layers:
         row = f"{la.layer:>5} {la.stages[:24]:24} {la.macs:>12,} {la.model_cycles:>10,}"
         if rtl:
             diff = (la.model_cycles - la.rtl_cycles) / la.rtl_cycles if la.rtl_cycles else 0
-            row += f" {la.rtl_cycles:>10,} {diff:>+7.2%}"
+            row += f" {la.rtl_cycles:>10,} {diff:>+8.3%}"
         util = la.macs / (la.cycles * units) if la.cycles else 0
         row += f" {util:>8.1%} {_mb(la.ddr_bytes_read + la.ddr_bytes_written):>7} {la.bound:>10}"
         lines.append(row)
     lines += ["", f"cycles per frame   {b.model_cycles:,} (model)"]
     if rtl:
         diff = (b.model_cycles - b.rtl_cycles) / b.rtl_cycles
-        lines += [f"                   {b.rtl_cycles:,} (RTL; model {diff:+.2%}; RTL frame "
+        lines += [f"                   {b.rtl_cycles:,} (RTL; model {diff:+.3%}; RTL frame "
                   f"{b.rtl_seconds:.0f} s wall, output "
                   f"{'bit-exact with' if b.rtl_bit_exact else 'DIFFERS from'} the reference)"]
     lines += [f"fps                {b.fps:.2f} at {b.memory.clock_mhz:g} MHz",
