@@ -64,9 +64,14 @@ def _resources(config: str) -> list[str]:
               "`dwsep.bitstreams.timing`): "
               f"**{t['lut_levels']} LUT levels**, {t['carry4']} CARRY4 in series, from "
               f"`{t['start']}` ({t['start_module']}) to `{t['end']}` ({t['end_module']})."]
-    ecp5 = ROOT / "bitstreams" / "reports" / f"{config}-ecp5.txt"
-    if ecp5.exists():
-        lines += ["", f"nextpnr-ecp5 place and route: see `bitstreams/reports/{ecp5.name}`."]
+    for name in dict.fromkeys([config, "tiny"]):  # the config's own ECP5 run, else tiny's
+        other = ROOT / "bitstreams" / "reports" / f"{name}.json"
+        e = json.loads(other.read_text()).get("ecp5") if other.exists() else None
+        if e:
+            lines += ["", f"nextpnr-ecp5 (`dwsep synth --config {name} --ecp5`, "
+                      f"`bitstreams/reports/{name}.txt`): **{e['fmax_mhz']} MHz**, {e['stage']}; "
+                      f"variant: {e['variant']}."]
+            break
     return lines
 
 
