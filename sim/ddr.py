@@ -149,11 +149,15 @@ class MemoryCycles:
     read_links: tuple[int, ...]
     write_links: tuple[int, ...]
 
+    @staticmethod
+    def fixed(rate: float | None) -> int:
+        """A rate as the Verilog model takes it: beats per cycle in 1/:data:`RATE_ONE` beat,
+        0 for unlimited."""
+        return 0 if rate is None else max(1, round(rate * RATE_ONE))
+
     def plusargs(self) -> list[str]:
         """The Verilog model's timing plusargs (rates rounded to its fixed point)."""
-        def fixed(rate):
-            return 0 if rate is None else max(1, round(rate * RATE_ONE))
-
+        fixed = self.fixed
         args = [f"+ddr_rd_latency={self.read_latency}", f"+ddr_wr_latency={self.write_latency}",
                 f"+ddr_rate={fixed(self.ddr_rate)}", f"+ddr_rd_rate={fixed(self.read_rate)}",
                 f"+ddr_wr_rate={fixed(self.write_rate)}"]

@@ -328,12 +328,6 @@ _CREDIT_CAP = 2 * RATE_ONE  # ddr_model.sv: credit is capped at two beats
 _REQUESTERS = len(READ_PORTS) + len(WRITE_PORTS)  # ddr_model.sv: NP, the priority's period
 
 
-def _fixed_rate(rate: float | None) -> int:
-    """A rate as ``ddr_model.sv`` takes it (``MemoryCycles.plusargs``): beats per cycle in
-    1/65536 beat, 0 for unlimited."""
-    return 0 if rate is None else max(1, round(rate * RATE_ONE))
-
-
 class _Credit:
     """One credit counter of ``sim/ddr_model.sv`` (a link's or the DRAM's) as one port sees
     it: ``rate``/65536 beats accrue every cycle up to two beats, ``c(t+1) = min(c(t) -
@@ -479,7 +473,7 @@ def _port_credits(mem: MemoryCycles, ports: tuple[str, ...]) -> dict[str, list[_
         counters[link] = (mem.read_rate if link[0] == "read" else mem.write_rate, users)
     credits: dict[str, list[_Credit]] = {p: [] for p in ports}
     for rate, users in counters.values():
-        fixed = _fixed_rate(rate)
+        fixed = MemoryCycles.fixed(rate)
         if fixed and (fixed < len(users) * RATE_ONE or len(users) > 2):
             shared: dict[int, list[int]] = {}
             for q in users:
@@ -1060,7 +1054,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     # the rate limits: a port moves at most one beat per cycle, ports on one link share its
     # rate, and the DRAM's rate is shared by all (here split as reads and writes use it)
     in_beats, res_beats = read["input"] // BEAT_BYTES, read["residual"] // BEAT_BYTES
-    rd, wr, ddr = (_fixed_rate(r) / RATE_ONE if r else math.inf
+    rd, wr, ddr = (MemoryCycles.fixed(r) / RATE_ONE if r else math.inf
                    for r in (mem.read_rate, mem.write_rate, mem.ddr_rate))
     on_link = in_beats + res_beats if mem.read_links[0] == mem.read_links[1] \
         else max(in_beats, res_beats)
