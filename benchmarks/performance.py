@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from dwsep.hw.config import get_config
+from dwsep.hw.config import BEAT_BYTES, get_config
 from dwsep.sim import benchmark
-from dwsep.sim.ddr import BEAT_BYTES, get_memory
+from dwsep.sim.ddr import get_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = {"MobileNetV2-1.0-224": "mobilenet_v2", "MobileNetV1-1.0-224": "mobilenet_v1"}

@@ -301,19 +301,11 @@ def _cmd_bench(args) -> None:
 
     name, tflite = benchmark.build_model(args.model, width=args.width,
                                          resolution=args.resolution, seed=args.seed)
-    bar = None
     if args.rtl:
-        program = compile_model(read_tflite(tflite), args.config)
-        bar = _LayerProgress(program)
         print(f"dwsep: running one {name} frame on the Verilated '{args.config}' design "
               f"(a first build takes minutes)", file=sys.stderr)
-    try:
-        result = benchmark.run_benchmark(name, tflite, args.config, args.memory,
-                                         args.clock_mhz, rtl=args.rtl, progress=bar,
-                                         seed=args.seed)
-    finally:
-        if bar is not None:
-            bar.close()
+    result = benchmark.run_benchmark(name, tflite, args.config, args.memory, args.clock_mhz,
+                                     rtl=args.rtl, progress_for=_LayerProgress, seed=args.seed)
     if args.plot is not None:
         for path in benchmark.plot(result, args.plot):
             print(f"wrote {path}", file=sys.stderr)

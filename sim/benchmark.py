@@ -23,10 +23,10 @@ import numpy as np
 
 from dwsep.host.compiler import Program, compile_model
 from dwsep.host.tflite_reader import read_tflite
-from dwsep.hw.config import AcceleratorConfig, get_config
+from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 
 from . import perf
-from .ddr import BEAT_BYTES, MemoryCycles, MemoryModel, get_memory
+from .ddr import MemoryCycles, MemoryModel, get_memory
 
 __all__ = ["NAMED_MODELS", "build_model", "Benchmark", "LayerFigures", "run_benchmark",
            "format_table", "to_json", "plot"]
@@ -117,24 +117,22 @@ class Benchmark:
         return self.memory.clock_mhz * 1e6 / self.cycles
 
 
-def _estimates(config, program: Program, memory: MemoryCycles) -> list[perf.LayerEstimate]:
-    return perf.program_cycles(config, program, memory=memory)[1]
-
-
 def run_benchmark(name: str, tflite: bytes, config: AcceleratorConfig | str,
                   memory: MemoryModel | str = "pynq-z2", clock_mhz: float = 200.0, *,
-                  rtl: bool = False, progress=None, seed: int = 0) -> Benchmark:
+                  rtl: bool = False, progress_for=None, seed: int = 0) -> Benchmark:
     """Benchmark one frame of ``tflite`` on ``config``.
 
-    ``progress``: with ``rtl``, a callable ``(descriptors_done, count)`` (as the driver's
-    ``run`` takes) shown while the simulation runs.
+    ``progress_for``: with ``rtl``, called with the compiled program; returns the progress
+    display for the simulation: a callable ``(descriptors_done, count)`` (as the driver's
+    ``run`` takes) with a ``close()`` method.
     """
     config = get_config(config)
-    timing = get_memory(memory).at(clock_mhz)
+    memory = get_memory(memory)
+    timing = memory.at(clock_mhz)
     graph = read_tflite(tflite)
     program = compile_model(graph, config)
     t0 = time.monotonic()
-    estimates = _estimates(config, program, timing)
+    estimates = perf.program_cycles(config, program, memory=timing)[1]
     model_seconds = time.monotonic() - t0
 
     layers = []
@@ -158,12 +156,12 @@ def run_benchmark(name: str, tflite: bytes, config: AcceleratorConfig | str,
         model_seconds=model_seconds,
         bounds=dict(sorted(bounds.items(), key=lambda kv: -kv[1])))
     if rtl:
-        _run_rtl(bench, graph, program, get_memory(memory), clock_mhz, progress, seed)
+        _run_rtl(bench, graph, program, memory, clock_mhz, progress_for, seed)
     return bench
 
 
 def _run_rtl(bench: Benchmark, graph, program: Program, memory: MemoryModel,
-             clock_mhz: float, progress, seed: int) -> None:
+             clock_mhz: float, progress_for, seed: int) -> None:
     """One frame on the Verilated design, its output checked against the reference."""
     from dwsep.host.driver import Accelerator
 
@@ -174,11 +172,16 @@ def _run_rtl(bench: Benchmark, graph, program: Program, memory: MemoryModel,
     with Accelerator(bench.config, "reference") as ref:
         expected = ref.run(graph, x)
     build_accelerator(bench.config)  # a first build takes minutes: not part of the frame
+    progress = progress_for(program) if progress_for is not None else None
     t0 = time.monotonic()
-    with Accelerator(bench.config, "rtl", memory=memory, clock_mhz=clock_mhz) as acc:
-        y = acc.run(graph, x, progress=progress)
-        job = acc.device.last_job
-        total = acc.last_stats["cycles"]
+    try:
+        with Accelerator(bench.config, "rtl", memory=memory, clock_mhz=clock_mhz) as acc:
+            y = acc.run(graph, x, progress=progress)
+            job = acc.device.last_job
+            total = acc.last_stats["cycles"]
+    finally:
+        if progress is not None:
+            progress.close()
     bench.rtl_seconds = time.monotonic() - t0
     bench.rtl_bit_exact = bool(np.array_equal(y, expected))
     bench.rtl_cycles = total

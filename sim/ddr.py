@@ -40,11 +40,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dwsep.hw.config import BEAT_BYTES
+
 __all__ = ["MemoryModel", "MemoryCycles", "MEMORIES", "get_memory", "MIN_LATENCY",
            "RATE_ONE", "bench_verilog", "DDR_MODEL_SV", "READ_PORTS", "WRITE_PORTS",
            "BENCH_TOPLEVEL", "PROFILER_SV", "image_to_hex", "hex_to_image", "MemoryModelError"]
 
-BEAT_BYTES = 8        #: one beat of the 64-bit AXI data bus
 MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-response latency
 RATE_ONE = 1 << 16    #: the Verilog model's rates are fixed point, beats per cycle * 2**16
 
@@ -243,23 +244,24 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
 
 # ---- memory images ($readmemh / $writememh text, one 64-bit word per line) ----
 
+def _reverse_words(data: bytes) -> bytearray:
+    """``data`` with the bytes of each 8-byte word reversed: little-endian words to the
+    most-significant-first order of ``$readmemh`` lines, and back."""
+    out = bytearray(data)
+    for i in range(BEAT_BYTES):
+        out[i::BEAT_BYTES] = data[BEAT_BYTES - 1 - i::BEAT_BYTES]
+    return out
+
+
 def image_to_hex(memory: bytes | bytearray) -> str:
     """``memory`` (padded with zeros to whole words) as ``$readmemh`` text."""
-    data = bytes(memory) + bytes(-len(memory) % BEAT_BYTES)
-    # each line is one little-endian word written most significant byte first
-    words = bytearray(data)
-    for i in range(BEAT_BYTES):
-        words[i::BEAT_BYTES] = data[BEAT_BYTES - 1 - i::BEAT_BYTES]
-    text = words.hex()
+    text = _reverse_words(bytes(memory) + bytes(-len(memory) % BEAT_BYTES)).hex()
     step = 2 * BEAT_BYTES
     return "\n".join(text[i:i + step] for i in range(0, len(text), step)) + "\n"
 
 
 def hex_to_image(text: str, nbytes: int) -> bytearray:
     """The bytes of ``$writememh`` text, cut to ``nbytes``."""
-    lines = [ln for ln in text.split() if ln and not ln.startswith("//")]
+    lines = [ln for ln in text.split() if not ln.startswith("//")]
     data = bytes.fromhex("".join(ln.rjust(2 * BEAT_BYTES, "0") for ln in lines))
-    image = bytearray(data)
-    for i in range(BEAT_BYTES):
-        image[i::BEAT_BYTES] = data[BEAT_BYTES - 1 - i::BEAT_BYTES]
-    return image[:nbytes]
+    return _reverse_words(data)[:nbytes]
