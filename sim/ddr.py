@@ -44,7 +44,8 @@ from dwsep.hw.config import BEAT_BYTES
 
 __all__ = ["MemoryModel", "MemoryCycles", "MEMORIES", "get_memory", "MIN_LATENCY",
            "RATE_ONE", "bench_verilog", "DDR_MODEL_SV", "READ_PORTS", "WRITE_PORTS",
-           "BENCH_TOPLEVEL", "PROFILER_SV", "image_to_hex", "hex_to_image", "MemoryModelError"]
+           "BENCH_TOPLEVEL", "PROFILER_SV", "image_to_hex", "hex_to_image", "pause_plusargs",
+           "MemoryModelError"]
 
 MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-response latency
 RATE_ONE = 1 << 16    #: the Verilog model's rates are fixed point, beats per cycle * 2**16
@@ -165,6 +166,12 @@ class MemoryCycles:
         args += [f"+ddr_rd_link{i}={link}" for i, link in enumerate(self.read_links)]
         args += [f"+ddr_wr_link{i}={link}" for i, link in enumerate(self.write_links)]
         return args
+
+
+def pause_plusargs(seed: int, probability: float) -> list[str]:
+    """Plusargs of the Verilog model's random backpressure: every AXI channel pauses with
+    ``probability`` per cycle, from a generator seeded with ``seed``."""
+    return [f"+ddr_seed={seed % (1 << 31) or 1}", f"+ddr_pause={round(probability * RATE_ONE)}"]
 
 
 MEMORIES = {

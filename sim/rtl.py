@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dwsep.hw.config import AcceleratorConfig, get_config
+from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 
 from .ddr import (
     BENCH_TOPLEVEL,
@@ -31,6 +31,7 @@ from .ddr import (
     get_memory,
     hex_to_image,
     image_to_hex,
+    pause_plusargs,
 )
 from .verilator import VerilatedDesign, build_design
 
@@ -146,10 +147,9 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
         (tmp / "mem_in.hex").write_text(image_to_hex(memory))
         plusargs = [f"+ddr_image={tmp / 'mem_in.hex'}", f"+ddr_dump={tmp / 'mem_out.hex'}",
                     f"+profile={tmp / 'profile.txt'}",
-                    f"+ddr_words={-(-len(memory) // 8)}", *timing.plusargs()]
+                    f"+ddr_words={-(-len(memory) // BEAT_BYTES)}", *timing.plusargs()]
         if backpressure_seed is not None:
-            plusargs += [f"+ddr_seed={backpressure_seed % (1 << 31) or 1}",
-                         f"+ddr_pause={round(p_pause * 65536)}"]
+            plusargs += pause_plusargs(backpressure_seed, p_pause)
         job = {
             "result": str(tmp / "result.json"), "writes": [list(w) for w in writes],
             "wait": wait, "max_cycles": max_cycles,
