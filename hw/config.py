@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["AcceleratorConfig", "CONFIGS", "get_config", "ConfigError"]
+__all__ = ["AcceleratorConfig", "CONFIGS", "get_config", "ConfigError", "BEAT_BYTES",
+           "REQUANT_INPUT_BITS"]
 
 BEAT_BYTES = 8  # one AXI beat of the 64-bit data bus
+
+#: Width of a requantizer's input ``(acc + bias) << max(shift, 0)``: a signed value of this
+#: many bits times the 31-bit multiplier is two DSP48E1 products (25 x 18 each). The compiler
+#: proves, per output channel, that no int8 input can take the value past it.
+REQUANT_INPUT_BITS = 25
 
 
 class ConfigError(ValueError):
@@ -64,6 +70,10 @@ class AcceleratorConfig:
         ``mid_channels_max``); sizes the expand weight memory.
     add_lanes:
         Values the residual ADD computes per cycle (8 DSP48 each); divides ``pw_cols``.
+    requant_lanes:
+        Values each requantizer (expand, DW, PW) computes per cycle (2 DSP48 each); divides
+        ``dw_lanes`` and ``pw_cols``. A word of ``L`` values takes ``L / requant_lanes``
+        cycles.
     axi_data_width:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
@@ -83,6 +93,7 @@ class AcceleratorConfig:
     out_channels_max: int
     expand_channels_max: int
     add_lanes: int = 4
+    requant_lanes: int = 8
     axi_data_width: int = 64
     axi_addr_width: int = 32
 
@@ -126,6 +137,10 @@ class AcceleratorConfig:
              f"dw_lanes ({self.dw_lanes})")
         need(self.pw_cols % self.add_lanes == 0,
              f"add_lanes ({self.add_lanes}) must divide pw_cols ({self.pw_cols})")
+        for name in ("dw_lanes", "pw_cols"):
+            need(getattr(self, name) % self.requant_lanes == 0,
+                 f"requant_lanes ({self.requant_lanes}) must divide {name} "
+                 f"({getattr(self, name)})")
         need(self.lb_width <= self.max_dim,
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
