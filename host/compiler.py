@@ -27,7 +27,9 @@ reduction split over the slices: each slice writes int32 partial sums that the
 ``fc_requant`` host step adds before requantizing.
 
 Anything the hardware cannot run raises :class:`UnsupportedModelError` with a one-line
-message naming the operator (index, opcode, output tensor), the value and the limit.
+message naming the operator (index, opcode, output tensor), the value and the limit; this
+includes a requant-table channel whose requantizer input could leave
+``REQUANT_INPUT_BITS`` for some int8 input (:func:`check_requant_inputs`).
 
 DDR plan (offsets relative to the base address given to :meth:`Program.link`, each region
 64-byte aligned): descriptors at 0, then the weight and table blobs (identical blobs stored
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig, get_config
+from ..hw.config import REQUANT_INPUT_BITS, AcceleratorConfig, get_config
 from ..hw.layout import DESCRIPTOR, DescFlag, Opcode
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
@@ -58,7 +60,8 @@ from .reference import (
 )
 
 __all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
-           "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier"]
+           "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier",
+           "check_requant_inputs"]
 
 #: alignment of every region of the DDR image (and of the base address), bytes
 ALIGN = 64
@@ -333,6 +336,57 @@ def _fold(op: Operator, bias: np.ndarray, weight_sums: np.ndarray, zp: int) -> n
         raise _fail(op, "a bias folded with the input zero point leaves int32") from None
 
 
+def check_requant_inputs(w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
+                         shift: np.ndarray, stage: str) -> None:
+    """Prove that no int8 input takes a requantizer past ``REQUANT_INPUT_BITS``.
+
+    Channel ``c`` reduces ``acc = sum(x * w[c])`` over int8 ``x`` (the line buffer's padding
+    is the zero point, also int8), so ``acc`` lies between
+    ``acc_min = sum(-128*w for w > 0) + sum(127*w for w < 0)`` and
+    ``acc_max = sum(127*w for w > 0) + sum(-128*w for w < 0)``. The requantizer is exact
+    (``MultiplyByQuantizedMultiplier``) only if ``v = (acc + bias[c]) << max(shift[c], 0)``
+    satisfies ``-2**(B-1) <= v < 2**(B-1)`` with ``B = REQUANT_INPUT_BITS`` for both
+    extremes, and ``0 <= mult[c] < 2**31``.
+
+    Parameters
+    ----------
+    w:
+        Integer weights ``[channels, taps]``: every product one channel sums.
+    bias, mult, shift:
+        The channels' requant-table entries (``bias`` folded with the input zero point).
+    stage:
+        The requantizer's name in the message (``expand``, ``depthwise``, ``pointwise``).
+
+    Raises
+    ------
+    ValueError
+        For the first channel that fails, naming it, the value and the limit.
+    """
+    mult = np.asarray(mult, np.int64)
+    bad = np.flatnonzero((mult < 0) | (mult >= 1 << 31))
+    if bad.size:
+        c = int(bad[0])
+        raise ValueError(f"{stage} output channel {c} has the requantizer multiplier "
+                         f"{int(mult[c]):,}; the requantizer takes 0..{(1 << 31) - 1:,}")
+    w = np.asarray(w, np.int64)
+    pos, neg = np.maximum(w, 0).sum(axis=1), np.minimum(w, 0).sum(axis=1)
+    bias = np.asarray(bias, np.int64)
+    left = np.maximum(np.asarray(shift, np.int64), 0)
+    # Python ints (object arrays) for the shift: a table shift up to 127 overflows int64
+    v_max = (bias + 127 * pos - 128 * neg).astype(object) << left.astype(object)
+    v_min = (bias - 128 * pos + 127 * neg).astype(object) << left.astype(object)
+    lo, hi = -(1 << (REQUANT_INPUT_BITS - 1)), (1 << (REQUANT_INPUT_BITS - 1)) - 1
+    over, under = (v_max > hi).astype(bool), (v_min < lo).astype(bool)
+    bad = np.flatnonzero(over | under)
+    if bad.size:
+        c = int(bad[0])
+        v = v_max[c] if over[c] else v_min[c]
+        raise ValueError(f"{stage} output channel {c} can reach a requantizer input of {v:,} "
+                         f"(bias {int(bias[c]):,} plus int8 products, shifted left by "
+                         f"{int(left[c])}); the requantizer takes {lo:,}..{hi:,} "
+                         f"(REQUANT_INPUT_BITS={REQUANT_INPUT_BITS})")
+
+
 def exact_division_multiplier(n: int) -> tuple[int, int]:
     """``(mult, shift)`` with ``MBQM(s, mult, shift) == round_half_away(s / n)`` for every
     ``s`` in ``[-128*n, 127*n]`` (the sums of a window of ``n`` int8 values), verified
@@ -366,7 +420,8 @@ def exact_division_multiplier(n: int) -> tuple[int, int]:
 @dataclass
 class _Stage:
     """One array stage's weights (true channel order) and requantization; ``mult is None``
-    for a ``RAW_OUT`` PW."""
+    for a ``RAW_OUT`` PW. ``op`` is the operator the stage computes (named in errors)."""
+    op: Operator
     w: np.ndarray
     bias: np.ndarray
     mult: np.ndarray | None
@@ -376,8 +431,9 @@ class _Stage:
     hi: int = 127
 
 
-def _identity_stage(w: np.ndarray, channels: int) -> _Stage:
-    return _Stage(w, np.zeros(channels, np.int64), np.full(channels, packing.IDENTITY_MULT),
+def _identity_stage(op: Operator, w: np.ndarray, channels: int) -> _Stage:
+    return _Stage(op, w, np.zeros(channels, np.int64),
+                  np.full(channels, packing.IDENTITY_MULT),
                   np.full(channels, packing.IDENTITY_SHIFT))
 
 
@@ -670,7 +726,8 @@ class _Matcher:
                 w = w.reshape(channels, -1)
         q = conv_quant_params(self.graph, op)
         bias = _fold(op, _bias(self.graph, op, channels), sums, q["in_zp"])
-        return _Stage(w, bias, q["mult"], q["shift"], q["out_zp"], q["act_min"], q["act_max"])
+        return _Stage(op, w, bias, q["mult"], q["shift"], q["out_zp"], q["act_min"],
+                      q["act_max"])
 
     # -- convolutions --
     def _conv(self, op: Operator) -> None:
@@ -718,7 +775,7 @@ class _Matcher:
         self._check_mid(op, geo.c, 1, "input channels")
         self._add_unit(_Unit(
             [op] + ([geo.pad_op] if geo.pad_op else []), x, op.outputs[0], geo, stage,
-            dw=_identity_stage(np.ones((1, 1, geo.c), np.int8), geo.c),
+            dw=_identity_stage(op, np.ones((1, 1, geo.c), np.int8), geo.c),
             out_shape=(geo.out_h, geo.out_w, c_out),
             macs=geo.out_h * geo.out_w * c_in * c_out, note=note))
 
@@ -850,7 +907,8 @@ class _Matcher:
         c_mid = geo.c * m
         self._add_unit(_Unit(
             [dw] + ([geo.pad_op] if geo.pad_op else []), x, dw.outputs[0], geo,
-            _identity_stage(np.eye(c_mid, dtype=np.int8), c_mid), depth_mult=m, dw=stage,
+            _identity_stage(dw, np.eye(c_mid, dtype=np.int8), c_mid), depth_mult=m,
+            dw=stage,
             out_shape=(geo.out_h, geo.out_w, c_mid),
             macs=geo.out_h * geo.out_w * c_mid * geo.k * geo.k))
 
@@ -907,10 +965,10 @@ class _Matcher:
         ones = np.zeros((k, k, c), np.int8)
         ones[:fh if op.opcode == "AVERAGE_POOL_2D" else h,
              :fw if op.opcode == "AVERAGE_POOL_2D" else w] = 1
-        dw = _Stage(ones, np.full(c, bias, np.int64), np.full(c, mult), np.full(c, shift), zp,
-                    lo, hi)
+        dw = _Stage(op, ones, np.full(c, bias, np.int64), np.full(c, mult), np.full(c, shift),
+                    zp, lo, hi)
         unit = _Unit([op], x, op.outputs[0], geo,
-                     _identity_stage(np.eye(c, dtype=np.int8), c), dw=dw,
+                     _identity_stage(op, np.eye(c, dtype=np.int8), c), dw=dw,
                      out_shape=(oh, ow, c), macs=oh * ow * c * n)
         fc, reshapes = self._through_reshapes(op.outputs[0])
         if fc is not None and fc.opcode == "FULLY_CONNECTED" and oh * ow == 1:
@@ -935,7 +993,7 @@ class _Matcher:
         bias = np.zeros(units, np.int64) if p["bias"] is None else np.asarray(p["bias"],
                                                                                   np.int64)
         pixels = unit.out_shape[0] * unit.out_shape[1]
-        unit.pw = _Stage(w.astype(np.int8), np.zeros(units, np.int64), None, None)
+        unit.pw = _Stage(fc, w.astype(np.int8), np.zeros(units, np.int64), None, None)
         unit.fc = dict(bias=bias - p["in_zp"] * w.sum(axis=1), scale=np.asarray(p["scale"]),
                        out_zp=p["out_zp"], act_min=p["act_min"], act_max=p["act_max"],
                        rows=pixels, units=units)
@@ -960,8 +1018,9 @@ class _Matcher:
         self.claim(op)
         zp = _zero_point(op, self.graph.tensor(x))
         geo = _Geometry(x, h, w, c, 1, 1, 1, 0, 0, h, w, zp)
-        unit = _Unit([op], x, op.outputs[0], geo, _identity_stage(np.eye(c, dtype=np.int8), c),
-                     dw=_identity_stage(np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c))
+        unit = _Unit([op], x, op.outputs[0], geo,
+                     _identity_stage(op, np.eye(c, dtype=np.int8), c),
+                     dw=_identity_stage(op, np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c))
         self._fc_stage(unit, op, c)
         self._add_unit(unit)
 
@@ -985,8 +1044,9 @@ class _Matcher:
         q = add_quant_params(self.graph, op)
         self.claim(op)
         geo = _Geometry(a, h, w, c, 1, 1, 1, 0, 0, h, w, 0)
-        unit = _Unit([op], a, op.outputs[0], geo, _identity_stage(np.eye(c, dtype=np.int8), c),
-                     dw=_identity_stage(np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c),
+        unit = _Unit([op], a, op.outputs[0], geo,
+                     _identity_stage(op, np.eye(c, dtype=np.int8), c),
+                     dw=_identity_stage(op, np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c),
                      residual=b)
         unit.add = dict(add_a_zp=q["in1_zp"], add_b_zp=q["in2_zp"], add_zp=q["out_zp"],
                         add_min=q["act_min"], add_max=q["act_max"], add_a_shift=q["shift1"],
@@ -1010,6 +1070,25 @@ class _Job:
 def _pad_to(a: np.ndarray, n: int) -> np.ndarray:
     a = np.asarray(a)
     return np.pad(a, (0, n - a.size))
+
+
+def _check_requantizers(u: _Unit) -> None:
+    """Every requant table of ``u`` (the expand, DW and PW tables ``emit_unit`` writes, which
+    slice, tile and lane-order these channels) passes :func:`check_requant_inputs`, each
+    channel with the weights its array stage sums: an expand row (the input channels), a
+    DW channel's ``k*k`` taps, a PW row (the mid channels; ``k*k*C_in`` in ``CONV`` mode)."""
+    stages = []
+    if u.expand is not None:
+        stages.append(("expand", u.expand, u.expand.w))
+    if u.dw is not None:
+        stages.append(("depthwise", u.dw, u.dw.w.reshape(-1, u.dw.w.shape[-1]).T))
+    if u.fc is None:
+        stages.append(("pointwise", u.pw, u.pw.w.reshape(u.pw.w.shape[0], -1)))
+    for what, stage, taps in stages:
+        try:
+            check_requant_inputs(taps, stage.bias, stage.mult, stage.shift, what)
+        except ValueError as e:
+            raise _fail(stage.op, str(e)) from None
 
 
 class _Emitter:
@@ -1100,6 +1179,7 @@ class _Emitter:
         P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
         geo, m = u.geo, u.depth_mult
         slices = u.slices or [(0, geo.c)]
+        _check_requantizers(u)
         partials = []
         tiles_per_slice = 0
         for s, (c0, c1) in enumerate(slices):

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from dwsep.host import numerics, packing
-from dwsep.host.compiler import ADDRESS_FIELDS, ALIGN, compile_model, exact_division_multiplier
+from dwsep.host.compiler import (
+    ADDRESS_FIELDS,
+    ALIGN,
+    check_requant_inputs,
+    compile_model,
+    exact_division_multiplier,
+)
 from dwsep.host.graph import Graph, Operator, Tensor, UnsupportedModelError
 from dwsep.host.reference import average_pool2d
 from dwsep.host.tflite_reader import read_tflite
@@ -28,7 +34,7 @@ from dwsep.host.tflite_writer import (
     reshape_model,
     single_op_model,
 )
-from dwsep.hw.config import get_config
+from dwsep.hw.config import REQUANT_INPUT_BITS, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode
 
 TINY = get_config("tiny")
@@ -630,3 +636,121 @@ def test_unsupported_operator(model, message):
 def test_limits_follow_the_config():
     g = graph_from_spec(spec(c=100, depth_multiplier=3, c_out=70))
     assert compile_model(g, "pynq-z2").descriptors[0]["mid_groups"] == 7 * 3
+
+
+# ---- requantizer input width -----------------------------------------------------------------
+
+B24 = 1 << 24
+RANGE = "the requantizer takes -16,777,216..16,777,215 (REQUANT_INPUT_BITS=25)"
+
+
+def test_requant_input_bits_is_25():
+    """The hand-computed limits below are those of REQUANT_INPUT_BITS = 25."""
+    assert REQUANT_INPUT_BITS == 25
+
+
+def _check(w, bias, shift=-5, mult=1 << 30, stage="pointwise"):
+    n = len(bias)
+    check_requant_inputs(np.array(w), np.array(bias), np.full(n, mult), np.full(n, shift),
+                         stage)
+
+
+def test_requant_inputs_boundary():
+    # taps [2, -3] over int8 x: acc in [2*-128 + -3*127, 2*127 + -3*-128] = [-637, 638]
+    w = [[2, -3]]
+    _check(w, [B24 - 1 - 638])       # v_max = 2**24 - 1
+    _check(w, [-B24 + 637])          # v_min = -2**24
+    with pytest.raises(ValueError, match=(
+            r"^pointwise output channel 0 can reach a requantizer input of 16,777,216 \(bias "
+            r"16,776,578 plus int8 products, shifted left by 0\); the requantizer takes "
+            r"-16,777,216\.\.16,777,215 \(REQUANT_INPUT_BITS=25\)$")):
+        _check(w, [B24 - 638])
+    with pytest.raises(ValueError, match=r"^pointwise output channel 0 can reach a requantizer "
+                                         r"input of -16,777,217 \(bias -16,776,580 plus"):
+        _check(w, [-B24 + 636])
+
+
+def test_requant_inputs_left_shift():
+    # taps [1], shift 3: v = (bias + x) * 8 with x in [-128, 127]
+    _check([[1]], [2_097_024], shift=3)        # v_max = (2**21 - 1) * 8 = 16,777,208
+    _check([[1]], [-2_097_024], shift=3)       # v_min = -2**21 * 8 = -2**24
+    with pytest.raises(ValueError, match=r"input of 16,777,216 \(bias 2,097,025 plus int8 "
+                                         r"products, shifted left by 3\)"):
+        _check([[1]], [2_097_025], shift=3)
+    with pytest.raises(ValueError, match=r"input of -16,777,224 \(bias -2,097,025 plus int8 "
+                                         r"products, shifted left by 3\)"):
+        _check([[1]], [-2_097_025], shift=3)
+    # a table shift far past int64 is still computed exactly
+    with pytest.raises(ValueError, match=f"input of {(1 + 127) << 100:,} "):
+        _check([[1]], [1], shift=100)
+
+
+def test_requant_inputs_names_the_first_failing_channel():
+    # channel 0 a padding lane (zero weights and table entry), channel 1 fits, 2 and 3 do not
+    w = [[0, 0], [127, -128], [1, 0], [0, 1]]
+    bias, mult, shift = np.array([0, 0, B24, -B24]), np.array([0, 1 << 30, 1, 1]), np.zeros(4)
+    with pytest.raises(ValueError, match=r"^depthwise output channel 2 can reach a requantizer "
+                                         r"input of 16,777,343 "):
+        check_requant_inputs(np.array(w), bias, mult, shift, "depthwise")
+    check_requant_inputs(np.array(w[:2]), bias[:2], mult[:2], shift[:2], "depthwise")
+
+
+@pytest.mark.parametrize("mult", [-1, 1 << 31])
+def test_requant_inputs_refuse_a_multiplier_outside_31_bits(mult):
+    _check([[1]], [0], mult=(1 << 31) - 1)
+    with pytest.raises(ValueError, match=(
+            f"^expand output channel 0 has the requantizer multiplier {mult:,}; the "
+            "requantizer takes 0..2,147,483,647$")):
+        _check([[1]], [0], mult=mult, stage="expand")
+
+
+def _set_channel(g, name, channel, value):
+    t = g.tensors[name]
+    t.data = np.array(t.data)
+    t.data[..., channel] = value
+
+
+def test_pointwise_requant_input_at_the_limit():
+    """Output channel 5 with zero weights: v is its bias, shifted left by 0 (shift < 0)."""
+    g = graph_from_spec(spec())
+    g.tensors["pw/weights"].data = np.array(g.tensors["pw/weights"].data)
+    g.tensors["pw/weights"].data[5] = 0
+    _set_channel(g, "pw/bias", 5, B24 - 1)
+    compile_model(g, "tiny")
+    _set_channel(g, "pw/bias", 5, B24)
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(g, "tiny")
+    assert str(info.value) == (
+        "operator 1 CONV_2D ('pw/out'): pointwise output channel 5 can reach a requantizer "
+        f"input of 16,777,216 (bias 16,777,216 plus int8 products, shifted left by 0); {RANGE}")
+
+
+#: (model, operator, output channel, bias): the channel's bias set so far out that an int8
+#: input takes the requantizer input past 25 bits (its shift is negative in these models)
+BIG_BIAS = [
+    (dwsep_layer_model(spec()), 1, 5, B24, "pointwise"),
+    # mid channel 19 = input channel 9, j = 1 (depth multiplier 2)
+    (dwsep_layer_model(spec(c=10, depth_multiplier=2)), 0, 19, -B24, "depthwise"),
+    (mobilenet_like_model(MOBILENET), 1, 3, -B24, "pointwise"),  # CONV stem: 3x3x3 taps
+    (mobilenet_like_model(MOBILENET), 5, 7, B24, "expand"),
+    (mobilenet_like_model(MOBILENET), 10, 30, B24, "depthwise"),  # after an expand
+]
+
+
+@pytest.mark.parametrize("model,index,channel,bias,stage", BIG_BIAS,
+                         ids=[f"op{i}-{s}" for _, i, _, _, s in BIG_BIAS])
+def test_requant_input_overflow_is_refused(model, index, channel, bias, stage):
+    g = read_tflite(model)
+    op = g.operators[index]
+    _set_channel(g, op.inputs[2], channel, bias)
+    w = np.asarray(g.tensors[op.inputs[1]].data, np.int64)
+    taps = w[..., channel] if op.opcode == "DEPTHWISE_CONV_2D" else w[channel]
+    folded = bias - int(g.tensors[op.inputs[0]].zero_point[0]) * int(taps.sum())
+    pos, neg = int(taps[taps > 0].sum()), int(taps[taps < 0].sum())
+    v = folded + 127 * pos - 128 * neg if bias > 0 else folded - 128 * pos + 127 * neg
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(g, "tiny")
+    assert str(info.value) == (
+        f"operator {index} {op.opcode} ({op.outputs[0]!r}): {stage} output channel {channel} "
+        f"can reach a requantizer input of {v:,} (bias {folded:,} plus int8 products, shifted "
+        f"left by 0); {RANGE}")
