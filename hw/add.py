@@ -6,6 +6,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .chunked import Splitter, check_lanes, gather
 from .mbqm import rdbpot_nudge, srdhm_high
 
 __all__ = ["ResidualAdd", "add_params_layout"]
@@ -82,14 +83,7 @@ class ResidualAdd(wiring.Component):
     LATENCY = 15
 
     def __init__(self, lanes: int, compute_lanes: int | None = None):
-        if not isinstance(lanes, int) or lanes <= 0 or lanes % 8:
-            raise ValueError(f"'lanes' must be a positive multiple of 8, not {lanes!r}")
-        if compute_lanes is None:
-            compute_lanes = lanes
-        if (not isinstance(compute_lanes, int) or compute_lanes <= 0
-                or lanes % compute_lanes):
-            raise ValueError(f"'compute_lanes' must be a positive divisor of lanes={lanes}, "
-                             f"not {compute_lanes!r}")
+        compute_lanes = check_lanes(lanes, compute_lanes)
         self.lanes = lanes
         self.compute_lanes = compute_lanes
         #: chunks per word = cycles per word at full rate
@@ -112,25 +106,16 @@ class ResidualAdd(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # Stage 0: join and split. The word registers shift down one chunk per cycle (a
-        # 2:1 mux per bit instead of a chunks:1 mux); the next word loads as the last chunk
-        # leaves, so words follow back to back.
-        busy = Signal()
-        index = Signal(range(self.chunks))
-        word_a = Signal(8 * self.lanes)
-        word_b = Signal(8 * self.lanes)
-        free = ~busy | (index == self.chunks - 1)
+        # Stage 0: join and split (:mod:`dwsep.hw.chunked`).
+        load = Signal()
+        split = Splitter(m, advance, self.chunks, load,
+                         [(self.a.payload, width), (self.b.payload, width)])
         m.d.comb += [
-            self.a.ready.eq(advance & free & self.b.valid),
-            self.b.ready.eq(advance & free & self.a.valid),
+            self.a.ready.eq(advance & split.free & self.b.valid),
+            self.b.ready.eq(advance & split.free & self.a.valid),
+            load.eq(self.a.valid & self.a.ready),
         ]
-        with m.If(advance):
-            with m.If(self.a.valid & self.b.valid & free):
-                m.d.sync += [word_a.eq(self.a.payload), word_b.eq(self.b.payload),
-                             busy.eq(1), index.eq(0)]
-            with m.Elif(busy):
-                m.d.sync += [word_a.eq(word_a >> width), word_b.eq(word_b >> width),
-                             busy.eq(~free), index.eq(index + 1)]
+        word_a, word_b = split.regs
 
         # Right-shift amounts of the three RDBPOTs; params are static, so no pipelining.
         def right(shift):
@@ -143,23 +128,13 @@ class ResidualAdd(wiring.Component):
         valid = Signal(13)
         results = []
         with m.If(advance):
-            m.d.sync += valid.eq(Cat(busy, valid[:-1]))
+            m.d.sync += valid.eq(Cat(split.busy, valid[:-1]))
             for lane in range(self.compute_lanes):
                 chunk = slice(8 * lane, 8 * lane + 8)
                 results.append(self._lane(m, lane, word_a[chunk].as_signed(),
                                           word_b[chunk].as_signed(), rights))
-
-        # The output word fills from the top; after `chunks` chunks the first is at lane 0.
-        count = Signal(range(self.chunks))
-        flat = self.o.payload.as_value()
-        with m.If(advance):
-            m.d.sync += self.o.valid.eq(0)
-            with m.If(valid[-1]):
-                m.d.sync += [
-                    flat.eq(Cat(flat[width:], *results)),
-                    count.eq(Mux(count == self.chunks - 1, 0, count + 1)),
-                    self.o.valid.eq(count == self.chunks - 1),
-                ]
+        gather(m, advance, self.chunks, valid[-1], results, self.o.payload.as_value(),
+               self.o.valid)
         return m
 
     def _lane(self, m: Module, lane: int, xa, xb, rights):

@@ -232,7 +232,7 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     AcceleratorConfig(
         name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, dilation_max=2,
         max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
-        expand_channels_max=64,
+        expand_channels_max=64, requant_lanes=4,
     ),
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x

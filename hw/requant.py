@@ -1,4 +1,5 @@
-"""Requantizer: int32 accumulators -> int8 activations, TFLite-exact, one word per cycle."""
+"""Requantizer: int32 accumulators -> int8 activations, TFLite-exact, two DSP48E1 per
+compute lane."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .chunked import Splitter, check_lanes, gather
+from .config import REQUANT_INPUT_BITS
 from .mbqm import rdbpot_nudge, srdhm_high
 from .ports import WritePortSignature
 
 __all__ = ["Requantizer", "table_layout"]
 
-_INT32_MAX = (1 << 31) - 1
+#: the multiplier's low part: an unsigned 17-bit value is an 18-bit signed DSP operand
+_MULT_LO_BITS = 17
 
 
 def table_layout(lanes: int) -> data.StructLayout:
@@ -39,14 +43,18 @@ class Requantizer(wiring.Component):
         o[l] = clamp(MultiplyByQuantizedMultiplier(acc[l] + rec.bias[l], rec.mult[l],
                                                    rec.shift[l]) + zp, act_min, act_max)
 
-    with TFLite's exact integer semantics (``dwsep.host.numerics``): ``acc + bias`` and the
-    left shift by ``max(shift, 0)`` wrap in int32, SaturatingRoundingDoublingHighMul rounds
-    half up and saturates ``INT32_MIN * INT32_MIN``, RoundingDivideByPOT by
-    ``max(-shift, 0)`` rounds half away from zero. ``mult`` may be any int32; ``shift`` must
-    be in ``[-31, 30]`` (outside it the result is unspecified).
+    with TFLite's exact integer semantics (``dwsep.host.numerics``) for every input in its
+    domain: ``(acc + bias) << max(shift, 0)`` must fit a signed ``input_bits``-bit integer
+    (the compiler proves it per channel, so neither int32 wraparound nor the SRDHM
+    saturation can occur), ``mult`` must be in ``[0, 2**31)`` (what ``QuantizeMultiplier``
+    gives) and ``shift`` in ``[-31, 30]``; outside the domain the result is unspecified.
 
-    The pipeline has a fixed latency :attr:`LATENCY` and one global enable: it advances
-    whenever its output register is empty or being taken, and stalls as a whole otherwise.
+    The ``input_bits x 31``-bit product is two DSP48E1 products, ``v * mult[:17]`` and
+    ``v * mult[17:]``, each with its multiplier and output register. A word is split into
+    ``lanes // compute_lanes`` chunks that go through the compute lanes on consecutive
+    cycles (:mod:`dwsep.hw.chunked`); words leave in order, one per ``chunks`` cycles at
+    full rate. The pipeline has one global enable: it advances whenever its output register
+    is empty or being taken, and stalls as a whole otherwise.
 
     Parameters
     ----------
@@ -54,6 +62,12 @@ class Requantizer(wiring.Component):
         Values per word, a positive multiple of 8.
     depth:
         Records in the table (lane groups of the largest layer).
+    compute_lanes:
+        Values computed per cycle, a divisor of ``lanes`` (default ``lanes``): 2 DSP48E1
+        each.
+    input_bits:
+        Width of the domain above, 9..25 (default ``REQUANT_INPUT_BITS``); 25 bits is the
+        DSP48E1's A port.
 
     Members
     -------
@@ -67,18 +81,28 @@ class Requantizer(wiring.Component):
         Output zero point and clamp bounds, held constant while a layer runs.
     """
 
-    #: cycles from the cycle a word is accepted on ``i`` to the cycle it is offered on ``o``
-    #: (with ``o.ready`` high): table read, bias add, left shift, multiply + 2 product
-    #: registers, high-mul rounding, rounding-shift add, rounding shift, zero point, clamp.
-    LATENCY = 10
+    #: Cycles from the cycle a word is accepted on ``i`` to the cycle it is offered on ``o``
+    #: (with ``o.ready`` high) when ``compute_lanes == lanes``: word register (table read);
+    #: bias add; left shift; the two DSP products (multiplier and output registers); their
+    #: sum; high-mul rounding; rounding-shift addend; rounding shift; zero point; clamp into
+    #: the output word. A word of ``n`` chunks takes ``LATENCY + n - 1`` (:attr:`latency`).
+    LATENCY = 11
 
-    def __init__(self, lanes: int, depth: int):
-        if not isinstance(lanes, int) or lanes <= 0 or lanes % 8:
-            raise ValueError(f"'lanes' must be a positive multiple of 8, not {lanes!r}")
+    def __init__(self, lanes: int, depth: int, compute_lanes: int | None = None,
+                 input_bits: int = REQUANT_INPUT_BITS):
+        compute_lanes = check_lanes(lanes, compute_lanes)
         if not isinstance(depth, int) or depth <= 0:
             raise ValueError(f"'depth' must be a positive int, not {depth!r}")
+        if not isinstance(input_bits, int) or not 9 <= input_bits <= 25:
+            raise ValueError(f"'input_bits' must be an int in 9..25, not {input_bits!r}")
         self.lanes = lanes
         self.depth = depth
+        self.compute_lanes = compute_lanes
+        self.input_bits = input_bits
+        #: chunks per word = cycles per word at full rate
+        self.chunks = lanes // compute_lanes
+        #: this instance's latency from acceptance to output
+        self.latency = self.LATENCY + self.chunks - 1
         addr_width = ceil_log2(depth) or 1
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
@@ -94,6 +118,7 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        L = self.compute_lanes
 
         # Block RAM with a registered read port; the table changes only between layers, so
         # the read port need not be transparent.
@@ -105,63 +130,87 @@ class Requantizer(wiring.Component):
                      wp.en.eq(self.wr.en)]
 
         advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            rp.addr.eq(self.i.payload.group),
-            rp.en.eq(advance),  # holds the record of a stalled word
-        ]
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        valid = Signal(self.LATENCY)
+        # Stage 0: the word register; the table record is read meanwhile (it arrives with
+        # the first chunk, then shifts down a chunk per cycle like the accumulators).
+        load = Signal()
+        split = Splitter(m, advance, self.chunks, load, [(self.i.payload.acc, 32 * L)])
+        m.d.comb += [
+            self.i.ready.eq(advance & split.free),
+            load.eq(self.i.valid & self.i.ready),
+            rp.addr.eq(self.i.payload.group),
+            rp.en.eq(advance & split.free),  # holds the record of a stalled word
+        ]
+        fields = {"bias": 32, "mult": 32, "shift": 8}
+        record = {}
+        for name, bits in fields.items():
+            head = getattr(rp.data, name).as_value()
+            rest = Signal(len(head), name=f"rec_{name}")
+            current = Mux(split.first, head, rest)
+            with m.If(advance):
+                m.d.sync += rest.eq(current >> (bits * L))
+            record[name] = (current, bits)
+        (acc,) = split.regs
+
+        valid = Signal(9)
+        results = []
         with m.If(advance):
-            m.d.sync += valid.eq(Cat(self.i.valid, valid[:-1]))
-            for lane in range(self.lanes):
-                self._lane(m, lane, rp.data)
-        m.d.comb += self.o.valid.eq(valid[-1])
+            m.d.sync += valid.eq(Cat(split.busy, valid[:-1]))
+            for lane in range(L):
+                rec = {name: value[bits * lane:bits * lane + bits]
+                       for name, (value, bits) in record.items()}
+                results.append(self._lane(m, lane, acc[32 * lane:32 * lane + 32].as_signed(),
+                                          rec))
+        gather(m, advance, self.chunks, valid[-1], results, self.o.payload.as_value(),
+               self.o.valid)
         return m
 
-    def _lane(self, m: Module, lane: int, rec) -> None:
-        """The datapath of one lane: one ``m.d.sync`` register per pipeline stage."""
+    def _lane(self, m: Module, lane: int, acc, rec):
+        """One compute lane, stages 1-9 (one ``m.d.sync`` register each, under the caller's
+        enable); returns the clamped int8 value for the output word."""
+        bits = self.input_bits
+
         def reg(name, shape, value):
             s = Signal(shape, name=f"l{lane}_{name}")
             m.d.sync += s.eq(value)
             return s
 
-        # Stage 0: the accumulator waits for the table read.
-        acc = reg("acc", signed(32), self.i.payload.acc[lane])
+        # Stage 1: bias add (in the domain the sum fits `bits`).
+        total = reg("total", signed(bits), acc + rec["bias"].as_signed())
+        mult1 = reg("mult1", unsigned(31), rec["mult"][:31])
+        shift = reg("shift", signed(8), rec["shift"].as_signed())
 
-        # Stage 1: bias add, truncated to 32 bits = C++ int32 wraparound.
-        total = reg("total", signed(32), acc + rec.bias[lane])
-        mult1 = reg("mult1", signed(32), rec.mult[lane])
-        shift = reg("shift", signed(8), rec.shift[lane])
-
-        # Stage 2: left shift by max(shift, 0), wrapping in int32; right amount max(-shift, 0).
+        # Stage 2: left shift by max(shift, 0); right amount max(-shift, 0).
         left = Mux(shift < 0, 0, shift[:5])
-        shifted = reg("shifted", signed(32), (total << left)[:32])
-        mult2 = reg("mult2", signed(32), mult1)
+        value = reg("value", signed(bits), total << left)
+        mult2 = reg("mult2", unsigned(31), mult1)
         right2 = reg("right2", unsigned(5), Mux(shift < 0, -shift, 0))
 
-        # Stages 3-4: the 32x32 product plus a second register, so synthesis can build it
-        # from pipelined DSP slices (25x18 on 7-series).
-        prod3 = reg("prod3", signed(64), shifted * mult2)
+        # Stages 3-4: two DSP products (multiplier and output registers): value times the
+        # low 17 and the high 14 bits of the multiplier.
+        lo = reg("lo", signed(bits + _MULT_LO_BITS + 1),
+                 value * mult2[:_MULT_LO_BITS].as_unsigned())
+        hi = reg("hi", signed(bits + 31 - _MULT_LO_BITS + 1),
+                 value * mult2[_MULT_LO_BITS:].as_unsigned())
         right3 = reg("right3", unsigned(5), right2)
-        prod4 = reg("prod4", signed(64), prod3)
+        lo = reg("lo_p", lo.shape(), lo)
+        hi = reg("hi_p", hi.shape(), hi)
         right4 = reg("right4", unsigned(5), right3)
 
-        # Stage 5: SRDHM; only INT32_MIN * INT32_MIN = 2**62 gives 2**31, which saturates.
-        high = srdhm_high(prod4)
-        hmul = reg("hmul", signed(32), Mux(high > _INT32_MAX, _INT32_MAX, high))
+        # Stage 5: the product. Stage 6: SRDHM (|high| < 2**(bits-1): no saturation).
+        prod = reg("prod", signed(bits + 31), (hi << _MULT_LO_BITS) + lo)
         right5 = reg("right5", unsigned(5), right4)
-
-        # Stage 6: RDBPOT's rounding addend (33 bits: e = 31 adds up to 2**30).
-        rounded = reg("rounded", signed(33), hmul + rdbpot_nudge(hmul, right5))
+        high = reg("high", signed(bits), srdhm_high(prod))
         right6 = reg("right6", unsigned(5), right5)
 
-        # Stage 7: the arithmetic shift (signed >> is arithmetic in Amaranth).
-        scaled = reg("scaled", signed(33), rounded >> right6)
+        # Stage 7: RDBPOT's rounding addend (up to 2**30 for e = 31: 32 bits). Stage 8: the
+        # arithmetic shift; |scaled| <= |high| / 2**e + 1.
+        rounded = reg("rounded", signed(32), high + rdbpot_nudge(high, right6))
+        right7 = reg("right7", unsigned(5), right6)
+        scaled = reg("scaled", signed(bits + 1), rounded >> right7)
 
-        # Stage 8: zero point. Stage 9: clamp.
-        biased = reg("biased", signed(34), scaled + self.zp)
-        clamped = Mux(biased < self.act_min, self.act_min,
-                      Mux(biased > self.act_max, self.act_max, biased))
-        m.d.sync += self.o.payload[lane].eq(clamped[:8])
+        # Stage 9: zero point; the clamp feeds the output word register.
+        biased = reg("biased", signed(bits + 2), scaled + self.zp)
+        return Mux(biased < self.act_min, self.act_min,
+                   Mux(biased > self.act_max, self.act_max, biased))[:8]

@@ -694,18 +694,32 @@ class _Serializer:
 
 
 class _Requant:
-    """A ``Requantizer`` (global enable, ``Requantizer.LATENCY``) feeding ``take``: word
-    offered in ``o`` -> the cycle it is taken (and the block's frozen cycles updated)."""
+    """A ``Requantizer`` of ``lanes`` values (global enable, ``config.requant_lanes``
+    compute lanes) feeding ``take``: takes a word in a moving cycle at least ``chunks - 1``
+    moving cycles after the previous take (its split stage) and offers it ``latency``
+    moving cycles later."""
 
-    def __init__(self, take):
+    def __init__(self, config: AcceleratorConfig, lanes: int, take):
+        self.rq = Requantizer(lanes, 1, config.requant_lanes)
         self.frozen = _Frozen()
         self.next = take
+        self.last = None
 
     def take(self, offered: int) -> int:
-        a = self.frozen.active(offered)
-        out = self.frozen.through(a, Requantizer.LATENCY)
+        t = offered
+        if self.last is not None:
+            t = max(t, _after_split(self.frozen, self.last, self.rq.chunks))
+        a = self.frozen.active(t)
+        out = self.frozen.through(a, self.rq.latency)
         self.frozen.freeze(out, self.next(out))
+        self.last = a
         return a
+
+
+def _after_split(frozen: _Frozen, last: int, chunks: int) -> int:
+    """Earliest cycle a chunked block (:mod:`dwsep.hw.chunked`) that took a word in ``last``
+    can take the next: its split stage holds a word for ``chunks`` moving cycles."""
+    return frozen.active(last + 1, chunks - 1) + 1 if chunks > 1 else last + 1
 
 
 class _Add:
@@ -733,8 +747,7 @@ class _Add:
     def take(self, offered: int) -> int:
         t = max(offered, self._b_word())
         if self.last is not None:
-            t = max(t, self.frozen.active(self.last + 1, self.add.chunks - 1) + 1
-                    if self.add.chunks > 1 else self.last + 1)
+            t = max(t, _after_split(self.frozen, self.last, self.add.chunks))
         a = self.frozen.active(t)
         out = self.frozen.through(a, self.add.latency)
         self.frozen.freeze(out, self.next(out))
@@ -847,13 +860,13 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                               credits["read1"])
             take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
                            serializer.take).take
-        take_pw = _Requant(take_rq).take
+        take_pw = _Requant(config, Q, take_rq).take
     pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
 
     # ---- spatial stage: taps -> (DW -> requant | conv) -> PW array input ----
     if not conv:
         dw_frozen = _Frozen()
-        dwq = _Requant(pw.accept)
+        dwq = _Requant(config, P, pw.accept)
 
     # ---- front: the line buffer's fill ----
     fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
@@ -951,8 +964,9 @@ class _FillFromExpand:
         self.reader = reader
         self.packer_free = -math.inf        # cycle the packer can take a beat
         serializer = _Serializer(self.word_beats, self._fill)
+        requant = _Requant(config, P, serializer.take)
         self.expand = _PointwiseArray(d["in_groups"], d["exp_groups"],
-                                      pw_latency(config, P), _Requant(serializer.take).take)
+                                      pw_latency(config, P), requant.take)
 
     def _fill(self, offered: int) -> int:
         row = self.beats // self.row_beats

@@ -11,6 +11,7 @@ import pytest
 from amaranth.lib import data
 
 from dwsep.host import numerics
+from dwsep.hw.config import REQUANT_INPUT_BITS
 from dwsep.hw.requant import Requantizer, table_layout
 from dwsep.sim.models.requant import pack_table, requant_model, table_records
 from dwsep.sim.streams import recv_n, run_sim, send_all
@@ -21,32 +22,45 @@ INT32_MIN, INT32_MAX = numerics.INT32_MIN, numerics.INT32_MAX
 # ---- helpers ----------------------------------------------------------------------------
 
 def random_table(rng: np.random.Generator, depth: int, lanes: int) -> dict:
-    """Multipliers mostly in the valid [2**30, 2**31) range, some 0 and some arbitrary int32;
-    shifts over the whole [-31, 30] range with extra weight on realistic right shifts; biases
-    mostly small, some arbitrary int32."""
+    """Multipliers mostly in QuantizeMultiplier's [2**30, 2**31), some 0 and some anywhere in
+    [0, 2**31); shifts over the whole [-31, 30] range with extra weight on realistic right
+    shifts; biases mostly small, some up to 2**23."""
     shape = (depth, lanes)
     mult = rng.integers(1 << 30, 1 << 31, shape)
     kind = rng.random(shape)
     mult = np.where(kind < 0.1, 0, mult)
-    mult = np.where(kind > 0.85, rng.integers(INT32_MIN, INT32_MAX + 1, shape), mult)
+    mult = np.where(kind > 0.85, rng.integers(0, 1 << 31, shape), mult)
     shift = np.where(rng.random(shape) < 0.7, rng.integers(-20, 1, shape),
                      rng.integers(-31, 31, shape))
     bias = np.where(rng.random(shape) < 0.8, rng.integers(-(1 << 10), 1 << 10, shape),
-                    rng.integers(INT32_MIN, INT32_MAX + 1, shape))
+                    rng.integers(-(1 << 23), 1 << 23, shape))
     return {"bias": bias.astype(np.int32), "mult": mult.astype(np.int32),
             "shift": shift.astype(np.int8)}
 
 
-def random_acc(rng: np.random.Generator, table: dict, group: np.ndarray) -> np.ndarray:
-    """Accumulators for the words of ``group``: in 70% of the words each lane's magnitude is
-    about ``2**(6 - shift)``, so its output lands mostly inside the int8 range; the others
-    are arbitrary int32 (wrap, saturation, clamping)."""
+def domain(shift: np.ndarray, bits: int = REQUANT_INPUT_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``: the inclusive range of ``acc + bias`` for which ``(acc + bias) <<
+    max(shift, 0)`` fits ``bits`` signed bits (the requantizer's domain)."""
+    left = np.maximum(shift.astype(np.int64), 0)
+    half = np.int64(1 << (bits - 1))
+    return -(half >> left), (half - 1) >> left
+
+
+def random_acc(rng: np.random.Generator, table: dict, group: np.ndarray,
+               bits: int = REQUANT_INPUT_BITS) -> np.ndarray:
+    """Accumulators for the words of ``group``, with ``acc + bias`` in the domain: in 60% of
+    the words each lane's magnitude is about ``2**(6 - shift)``, so its output lands mostly
+    inside the int8 range; in 30% anywhere in the domain (clamping); in 10% at its ends."""
     shift = table["shift"][group].astype(np.int64)
-    bits = np.clip(rng.integers(3, 9, shift.shape) - shift, 1, 31)
-    fitted = rng.integers(-(1 << bits), 1 << bits)
-    wild = rng.integers(INT32_MIN, INT32_MAX + 1, shift.shape)
-    acc = np.where(rng.random((len(group), 1)) < 0.7, fitted, wild)
-    return np.clip(acc, INT32_MIN, INT32_MAX).astype(np.int32)
+    bias = table["bias"][group].astype(np.int64)
+    lo, hi = domain(shift, bits)
+    size = np.clip(rng.integers(3, 9, shift.shape) - shift, 1, bits - 1)
+    fitted = np.clip(rng.integers(-(1 << size), 1 << size), lo, hi)
+    anywhere = lo + (rng.random(shift.shape) * (hi - lo + 1)).astype(np.int64)
+    ends = np.where(rng.random(shift.shape) < 0.5, lo, hi)
+    kind = rng.random((len(group), 1))
+    total = np.where(kind < 0.6, fitted, np.where(kind < 0.9, anywhere, ends))
+    return (total - bias).astype(np.int32)
 
 
 def random_act_range(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -58,12 +72,23 @@ def random_act_range(rng: np.random.Generator) -> tuple[int, int, int]:
     return zp, zp, 127 if kind == 1 else int(rng.integers(zp, 128))
 
 
+async def load_table(ctx, dut: Requantizer, records: list[int]) -> None:
+    """Write ``records`` (:func:`table_records`) through the table write port."""
+    for addr, rec in enumerate(records):
+        ctx.set(dut.wr.addr, addr)
+        ctx.set(dut.wr.data.as_value(), rec)
+        ctx.set(dut.wr.en, 1)
+        await ctx.tick()
+    ctx.set(dut.wr.en, 0)
+
+
 def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: int,
-             act_max: int, *, seed: int, p_stall: float = 0.3) -> np.ndarray:
+             act_max: int, *, seed: int, p_stall: float = 0.3,
+             compute_lanes: int | None = None) -> np.ndarray:
     """Load ``table`` through the write port, stream ``acc``/``group`` through a
     Requantizer under seeded random valid/ready stalls, return the output words."""
     depth, lanes = table["bias"].shape
-    dut = Requantizer(lanes, depth)
+    dut = Requantizer(lanes, depth, compute_lanes)
     records = table_records(table["bias"], table["mult"], table["shift"])
     words = [{"acc": [int(v) for v in a], "group": int(g)}
              for a, g in zip(acc, group, strict=True)]
@@ -73,12 +98,7 @@ def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: 
         ctx.set(dut.zp, zp)
         ctx.set(dut.act_min, act_min)
         ctx.set(dut.act_max, act_max)
-        for addr, rec in enumerate(records):
-            ctx.set(dut.wr.addr, addr)
-            ctx.set(dut.wr.data.as_value(), rec)
-            ctx.set(dut.wr.en, 1)
-            await ctx.tick()
-        ctx.set(dut.wr.en, 0)
+        await load_table(ctx, dut, records)
         await send_all(ctx, dut.i, words, rng=random.Random(seed), p_stall=p_stall)
 
     async def consumer(ctx):
@@ -89,8 +109,10 @@ def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: 
     return np.array(out, np.int64).reshape(len(words), lanes)
 
 
-def check(table, acc, group, zp, act_min, act_max, *, seed, p_stall=0.3) -> np.ndarray:
-    got = simulate(table, acc, group, zp, act_min, act_max, seed=seed, p_stall=p_stall)
+def check(table, acc, group, zp, act_min, act_max, *, seed, p_stall=0.3,
+          compute_lanes=None) -> np.ndarray:
+    got = simulate(table, acc, group, zp, act_min, act_max, seed=seed, p_stall=p_stall,
+                   compute_lanes=compute_lanes)
     want = requant_model(acc, group, table, zp, act_min, act_max)
     bad = np.argwhere(got != want)
     assert not bad.size, (
@@ -164,14 +186,16 @@ def test_pack_table_format():
         pack_table(bias, mult, shift[:1])
 
 
-@pytest.mark.parametrize("lanes, depth, msg", [
-    (5, 4, "'lanes' must be a positive multiple of 8, not 5"),
-    (0, 4, "'lanes' must be a positive multiple of 8, not 0"),
-    (8, 0, "'depth' must be a positive int, not 0"),
+@pytest.mark.parametrize("args, msg", [
+    ((5, 4), "'lanes' must be a positive multiple of 8, not 5"),
+    ((0, 4), "'lanes' must be a positive multiple of 8, not 0"),
+    ((8, 0), "'depth' must be a positive int, not 0"),
+    ((8, 4, 3), "'compute_lanes' must be a positive divisor of lanes=8, not 3"),
+    ((8, 4, 8, 26), "'input_bits' must be an int in 9..25, not 26"),
 ])
-def test_constructor_checks(lanes, depth, msg):
+def test_constructor_checks(args, msg):
     with pytest.raises(ValueError, match=msg):
-        Requantizer(lanes, depth)
+        Requantizer(*args)
 
 
 # ---- hardware ---------------------------------------------------------------------------
@@ -186,43 +210,87 @@ def test_random(seed):
     check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed)
 
 
-def test_random_16_lanes():
-    seed = 11
+@pytest.mark.parametrize("lanes, compute_lanes", [(16, 16), (16, 8), (8, 1), (16, 4)])
+def test_random_compute_lanes(lanes, compute_lanes):
+    seed = 11 + compute_lanes
+    print(f"seed {seed}")
     rng = np.random.default_rng(seed)
-    table = random_table(rng, 5, 16)
+    table = random_table(rng, 5, lanes)
     group = rng.integers(0, 5, 200)
-    check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed)
+    check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed,
+          compute_lanes=compute_lanes)
+
+
+@pytest.mark.parametrize("compute_lanes", [8, 2])
+def test_full_rate(compute_lanes):
+    """With ``o.ready`` high and words offered back to back, a word is taken every
+    ``chunks`` cycles and the first leaves ``latency`` cycles after it was taken."""
+    lanes, depth = 8, 3
+    dut = Requantizer(lanes, depth, compute_lanes)
+    rng = np.random.default_rng(9)
+    table = random_table(rng, depth, lanes)
+    group = rng.integers(0, depth, 12)
+    acc = random_acc(rng, table, group)
+    want = requant_model(acc, group, table, 0, -128, 127)
+    records = table_records(table["bias"], table["mult"], table["shift"])
+    taken, offered = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.act_min, -128)
+        ctx.set(dut.act_max, 127)
+        await load_table(ctx, dut, records)
+        ctx.set(dut.o.ready, 1)
+        n = 0
+        for cycle in range(200):
+            if n < len(acc):
+                ctx.set(dut.i.payload, {"acc": [int(v) for v in acc[n]],
+                                        "group": int(group[n])})
+                ctx.set(dut.i.valid, 1)
+            else:
+                ctx.set(dut.i.valid, 0)
+            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                taken.append(cycle)
+                n += 1
+            if ctx.get(dut.o.valid):
+                offered.append((cycle, [ctx.get(dut.o.payload)[k] for k in range(lanes)]))
+            await ctx.tick()
+
+    run_sim(dut, bench, deadline_cycles=1000)
+    assert np.diff(taken).tolist() == [dut.chunks] * (len(acc) - 1)
+    assert offered[0][0] - taken[0] == dut.latency
+    assert np.diff([c for c, _ in offered]).tolist() == [dut.chunks] * (len(acc) - 1)
+    assert np.array_equal(np.array([w for _, w in offered]), want)
 
 
 def _edge_table_and_words():
-    """Directed cases: each row is (acc, bias, mult, shift) for one lane."""
+    """Directed cases: each row is (acc, bias, mult, shift) for one lane, all in the
+    domain (``D = 2**24``: ``acc + bias`` in ``[-D, D)`` after the left shift)."""
+    D = 1 << (REQUANT_INPUT_BITS - 1)
     cases = [
-        # acc + bias wraps around int32 in both directions
-        (INT32_MAX, 1, INT32_MAX, -24), (INT32_MIN, -1, INT32_MAX, -24),
-        (INT32_MAX - 5, 100, 1 << 30, -25), (INT32_MIN + 3, -200, 1 << 30, -25),
-        # INT32_MIN accumulators
-        (INT32_MIN, 0, INT32_MAX, -31), (INT32_MIN, 0, 1 << 30, -30), (INT32_MIN, 0, 0, 0),
-        (INT32_MIN, 0, INT32_MAX, -24), (INT32_MIN, 0, 1 << 30, 0),
-        # SRDHM saturation: INT32_MIN * INT32_MIN -> INT32_MAX (64 after the shift, not -64)
-        (INT32_MIN, 0, INT32_MIN, -25), (0, INT32_MIN, INT32_MIN, -25),
-        (INT32_MIN, 0, INT32_MIN, 0),
-        # mult 0, extreme mults, shift 0
-        (12345, 0, 0, -3), (-99999, 7, 0, 30), (100, 0, INT32_MAX, 0), (-100, 0, 1 << 30, 0),
-        # shift -31 and +30 (left shift wraps in int32)
-        (INT32_MAX, 0, INT32_MAX, -31), (1 << 30, 0, INT32_MAX, -31),
-        ((1 << 30) - 1, 0, INT32_MAX, -31),
-        (1, 0, 1 << 30, 30), (-1, 0, 1 << 30, 30), (3, 0, INT32_MAX, 30), (2, 0, 1 << 30, 30),
-        (-2, 0, INT32_MAX, 29), (5, 0, (1 << 31) - 3, 25),
+        # the ends of the domain, with and without a bias, extreme mults and shifts
+        (D - 1, 0, INT32_MAX, -31), (-D, 0, INT32_MAX, -31), (D - 1, 0, INT32_MAX, 0),
+        (-D, 0, INT32_MAX, -24), (D - 1, 0, 1 << 30, -23), (-D, 0, 1 << 30, -23),
+        (D - 101, 100, INT32_MAX, -24), (-D + 200, -200, 1 << 30, -25),
+        (-D, 0, INT32_MAX, 0), (D - 1, 0, 1 << 30, -1),
+        # the multiplier's two DSP halves: bit 17 and the carries between the products
+        (D - 1, 0, (1 << 17) - 1, 0), (-D, 0, 1 << 17, 0), (D - 1, 0, (1 << 31) - (1 << 17), -5),
+        (-D, 0, (1 << 31) - 1 - (1 << 17), -6), (-12345, 0, (1 << 17) + 1, 0),
+        (7777777, 0, 0x5555_5555, -20), (-7777777, 0, 0x2AAA_AAAA, -20),
+        # mult 0, small values, shift 0
+        (12345, 0, 0, -3), (-99999, 7, 0, 0), (100, 0, INT32_MAX, 0), (-100, 0, 1 << 30, 0),
+        # left shifts up to the domain's edge
+        (1, 0, 1 << 30, 23), (-1, 0, 1 << 30, 23), (3, 0, INT32_MAX, 22),
+        (-2, 0, INT32_MAX, 23), (5, 0, (1 << 31) - 3, 21), ((D >> 1) - 1, 0, INT32_MAX, 1),
+        (-(D >> 1), 0, INT32_MAX, 1), (-(D >> 2) + 3, -3, 1 << 30, 2),
         # ties: mult 2**30 halves exactly (SRDHM tie), odd values then hit RDBPOT ties
         (-3, 0, 1 << 30, 0), (3, 0, 1 << 30, 0), (-1, 0, 1 << 30, 0), (1, 0, 1 << 30, 0),
         (-3, 0, INT32_MAX, -1), (3, 0, INT32_MAX, -1), (-1, 0, INT32_MAX, -1),
         (-5, 0, 1 << 30, -1), (-6, 0, 1 << 30, -1), (-12, 0, 1 << 30, -3),
         (-20, 0, 1 << 30, -3), (20, 0, 1 << 30, -3), (-7, 0, INT32_MAX, -2),
         (-6, 0, INT32_MAX, -2), (6, 0, INT32_MAX, -2), (-(3 << 20), 0, 1 << 30, -21),
-        (-(1 << 30) - 1, 0, INT32_MAX, -31), (-(1 << 30), 0, INT32_MAX, -31),
         # one step either side of a tie: the product is 2**30 +- 1 in magnitude
         (-1, 0, (1 << 30) + 1, 0), (1, 0, (1 << 30) + 1, 0), (-1, 0, (1 << 30) - 1, 0),
-        (1, 0, (1 << 30) - 1, 0), (-1, 0, -(1 << 30) - 1, 0), (1, 0, -(1 << 30) + 1, 0),
+        (1, 0, (1 << 30) - 1, 0),
         # RDBPOT just around ties: x = +-1, +-2, +-3 over 4
         (-1, 0, INT32_MAX, -2), (-2, 0, INT32_MAX, -2), (-3, 0, INT32_MAX, -2),
         (1, 0, INT32_MAX, -2), (2, 0, INT32_MAX, -2), (3, 0, INT32_MAX, -2),
@@ -246,10 +314,8 @@ def test_edge_cases(zp, act_min, act_max):
     table, acc, group = _edge_table_and_words()
     # repeat the words in a shuffled order so each record is read back-to-back and apart
     order = np.random.default_rng(5).permutation(np.tile(group, 3))
-    want = check(table, acc[order], order, zp, act_min, act_max, seed=17)
-    if (zp, act_min, act_max) == (0, -128, 127):
-        first = want[np.argmax(order == 1)]
-        assert first[1] == 64, "INT32_MIN * INT32_MIN must saturate"
+    check(table, acc[order], order, zp, act_min, act_max, seed=17)
+    check(table, acc[order], order, zp, act_min, act_max, seed=18, compute_lanes=2)
 
 
 def test_latency_and_throughput():
@@ -267,12 +333,7 @@ def test_latency_and_throughput():
     async def bench(ctx):
         ctx.set(dut.act_min, -128)
         ctx.set(dut.act_max, 127)
-        for addr, rec in enumerate(records):
-            ctx.set(dut.wr.addr, addr)
-            ctx.set(dut.wr.data.as_value(), rec)
-            ctx.set(dut.wr.en, 1)
-            await ctx.tick()
-        ctx.set(dut.wr.en, 0)
+        await load_table(ctx, dut, records)
         ctx.set(dut.o.ready, 1)
 
         ctx.set(dut.i.payload, {"acc": [int(v) for v in acc[0]], "group": int(group[0])})
