@@ -48,7 +48,13 @@ from ..hw.config import REQUANT_INPUT_BITS, AcceleratorConfig, get_config
 from ..hw.layout import DESCRIPTOR, DescFlag, Opcode
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
-from .numerics import INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
+from .numerics import (
+    INT32_MIN,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    requant_input_extremes,
+    wrap_int32,
+)
 from .reference import (
     add_quant_params,
     conv_quant_params,
@@ -341,12 +347,10 @@ def check_requant_inputs(w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
     """Prove that no int8 input takes a requantizer past ``REQUANT_INPUT_BITS``.
 
     Channel ``c`` reduces ``acc = sum(x * w[c])`` over int8 ``x`` (the line buffer's padding
-    is the zero point, also int8), so ``acc`` lies between
-    ``acc_min = sum(-128*w for w > 0) + sum(127*w for w < 0)`` and
-    ``acc_max = sum(127*w for w > 0) + sum(-128*w for w < 0)``. The requantizer is exact
-    (``MultiplyByQuantizedMultiplier``) only if ``v = (acc + bias[c]) << max(shift[c], 0)``
-    satisfies ``-2**(B-1) <= v < 2**(B-1)`` with ``B = REQUANT_INPUT_BITS`` for both
-    extremes, and ``0 <= mult[c] < 2**31``.
+    is the zero point, also int8). The requantizer is exact (``MultiplyByQuantizedMultiplier``)
+    only if both extremes of ``v = (acc + bias[c]) << max(shift[c], 0)``
+    (:func:`dwsep.host.numerics.requant_input_extremes`) satisfy ``-2**(B-1) <= v < 2**(B-1)``
+    with ``B = REQUANT_INPUT_BITS``, and ``0 <= mult[c] < 2**31``.
 
     Parameters
     ----------
@@ -368,13 +372,9 @@ def check_requant_inputs(w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
         c = int(bad[0])
         raise ValueError(f"{stage} output channel {c} has the requantizer multiplier "
                          f"{int(mult[c]):,}; the requantizer takes 0..{(1 << 31) - 1:,}")
-    w = np.asarray(w, np.int64)
-    pos, neg = np.maximum(w, 0).sum(axis=1), np.minimum(w, 0).sum(axis=1)
+    v_min, v_max = requant_input_extremes(w, bias, shift)
     bias = np.asarray(bias, np.int64)
     left = np.maximum(np.asarray(shift, np.int64), 0)
-    # Python ints (object arrays) for the shift: a table shift up to 127 overflows int64
-    v_max = (bias + 127 * pos - 128 * neg).astype(object) << left.astype(object)
-    v_min = (bias - 128 * pos + 127 * neg).astype(object) << left.astype(object)
     lo, hi = -(1 << (REQUANT_INPUT_BITS - 1)), (1 << (REQUANT_INPUT_BITS - 1)) - 1
     over, under = (v_max > hi).astype(bool), (v_min < lo).astype(bool)
     bad = np.flatnonzero(over | under)

@@ -41,6 +41,24 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
+def requant_input_extremes(w: np.ndarray, bias: np.ndarray, shift: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(v_min, v_max)`` per channel: the extremes over all int8 inputs ``x`` of a
+    requantizer's input ``v = (sum(x * w[c]) + bias[c]) << max(shift[c], 0)``, as Python
+    ints (object arrays: a shift up to 127 overflows int64).
+
+    ``sum(x * w)`` lies between ``sum(-128*w for w > 0) + sum(127*w for w < 0)`` and
+    ``sum(127*w for w > 0) + sum(-128*w for w < 0)``; ``w`` is ``[channels, taps]``.
+    """
+    w = np.asarray(w, np.int64)
+    pos, neg = np.maximum(w, 0).sum(axis=1), np.minimum(w, 0).sum(axis=1)
+    bias = np.asarray(bias, np.int64)
+    left = np.maximum(np.asarray(shift, np.int64), 0).astype(object)
+    v_max = (bias + 127 * pos - 128 * neg).astype(object) << left
+    v_min = (bias - 128 * pos + 127 * neg).astype(object) << left
+    return v_min, v_max
+
+
 def srdhm(a, b):
     """``SaturatingRoundingDoublingHighMul(a, b)`` for int32 ``a``, ``b``:
     ``(a*b + nudge) / 2**31`` truncated toward zero, nudge ``2**30`` or ``1 - 2**30`` when

@@ -27,6 +27,8 @@ import flatbuffers
 import numpy as np
 import tflite
 
+from ..hw.config import REQUANT_INPUT_BITS
+from .numerics import quantize_multiplier, requant_input_extremes
 from .reference import padding_amounts
 from .tflite_reader import OPTION_FIELD_NAMES
 
@@ -421,18 +423,49 @@ _INPUT_STD = 74.0  # standard deviation of an int8 value drawn uniformly from [-
 
 
 def _random_conv(rng, in_scale: float, shape, axis: int, taps: int, extreme: bool,
-                 in_rms: float = _INPUT_STD) -> dict:
+                 in_rms: float = _INPUT_STD, in_zp: int | None = None) -> dict:
     """Weights (``shape``, channels along ``axis``), scales and bias of one conv, and the real
     scale of its output: int accumulator spread per channel is about
-    ``sqrt(taps) * rms(x - zp) * rms(w)``, ``in_rms`` the input's ``rms(x - zp)``."""
+    ``sqrt(taps) * rms(x - zp) * rms(w)``, ``in_rms`` the input's ``rms(x - zp)``. With the
+    input zero point ``in_zp`` (a conv whose output is requantized), the bias and output
+    scale are then fitted to the requantizer's domain (:func:`_fit_requant_domain`)."""
     w, scales = _random_weights(rng, shape, shape[axis], axis, extreme)
     other = tuple(i for i in range(len(shape)) if i != axis)
     acc_q = np.sqrt(taps) * in_rms * np.sqrt(np.mean(w.astype(np.float64) ** 2, other) + 1)
     bias = _random_bias(rng, acc_q, extreme)
     acc_std = float(np.mean(acc_q * in_scale * scales))
     out_scale, out_zp = _output_quant(rng, acc_std, extreme)
+    if in_zp is not None:
+        w2d = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        bias, out_scale = _fit_requant_domain(w2d, bias, scales, in_scale, in_zp, out_scale)
     return dict(w=w, scales=scales, bias=bias, out_scale=out_scale, out_zp=out_zp,
                 out_rms=acc_std / out_scale)
+
+
+def _fit_requant_domain(w2d: np.ndarray, bias: np.ndarray, scales: np.ndarray,
+                        in_scale: float, in_zp: int, out_scale: float
+                        ) -> tuple[np.ndarray, float]:
+    """``(bias, out_scale)`` such that the compiler can prove every channel's requantizer
+    input fits ``REQUANT_INPUT_BITS`` (``compiler.check_requant_inputs``): while a channel
+    can leave it, halve the output channels' multipliers (double ``out_scale``) if it is
+    shifted left, else halve its bias; a channel whose int8 products alone exceed the domain
+    (a big k x k x C conv of large weights) stays as drawn, and the compiler refuses it. Models
+    from real quantizers are far inside the domain; this keeps the extreme random draws (huge
+    biases, multipliers above 1) runnable."""
+    half = 1 << (REQUANT_INPUT_BITS - 1)
+    bias = bias.astype(np.int64)
+    sums = w2d.astype(np.int64).sum(axis=1)
+    while True:
+        shift = np.array([quantize_multiplier(in_scale * float(s) / out_scale)[1]
+                          for s in scales])
+        v_min, v_max = requant_input_extremes(w2d, bias - in_zp * sums, shift)
+        bad = ((v_min < -half) | (v_max >= half)).astype(bool)
+        if not bad.any() or not (shift[bad] > 0).any() and not bias[bad].any():
+            return bias.astype(np.int32), out_scale  # (else the products alone exceed it)
+        if (shift[bad] > 0).any():
+            out_scale = float(np.float32(out_scale * 2))
+        else:
+            bias = np.where(bad, np.trunc(bias / 2).astype(np.int64), bias)
 
 
 def layer_tensors(spec: LayerSpec) -> dict:
@@ -446,10 +479,11 @@ def layer_tensors(spec: LayerSpec) -> dict:
     rng = np.random.default_rng(spec.seed)
     k, cm = spec.kernel, spec.c * spec.depth_multiplier
     in_scale, in_zp = _random_input_quant(rng, spec.extreme)
-    dw = _random_conv(rng, in_scale, (1, k, k, cm), 3, k * k, spec.extreme)
-    pw = _random_conv(rng, dw["out_scale"], (spec.c_out, 1, 1, cm), 0, cm, spec.extreme)
+    dw = _random_conv(rng, in_scale, (1, k, k, cm), 3, k * k, spec.extreme, in_zp=in_zp)
+    pw = _random_conv(rng, dw["out_scale"], (spec.c_out, 1, 1, cm), 0, cm, spec.extreme,
+                      in_zp=dw["out_zp"])
     conv = _random_conv(rng, in_scale, (spec.c_out, k, k, spec.c), 0, k * k * spec.c,
-                        spec.extreme)
+                        spec.extreme, in_zp=in_zp)
     return dict(in_scale=in_scale, in_zp=in_zp, dw=dw, pw=pw, conv=conv)
 
 
