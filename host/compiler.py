@@ -29,7 +29,9 @@ reduction split over the slices: each slice writes int32 partial sums that the
 Anything the hardware cannot run raises :class:`UnsupportedModelError` with a one-line
 message naming the operator (index, opcode, output tensor), the value and the limit; this
 includes a requant-table channel whose requantizer input could leave
-``REQUANT_INPUT_BITS`` for some int8 input (:func:`check_requant_inputs`).
+``REQUANT_INPUT_BITS`` for some int8 input (:func:`check_requant_inputs`) and a weight of the
+expand or pointwise array outside ``-PACKED_WEIGHT_MAX..PACKED_WEIGHT_MAX``
+(:func:`check_packed_weights`).
 
 DDR plan (offsets relative to the base address given to :meth:`Program.link`, each region
 64-byte aligned): descriptors at 0, then the weight and table blobs (identical blobs stored
@@ -67,13 +69,19 @@ from .reference import (
 
 __all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
            "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier",
-           "check_requant_inputs"]
+           "check_requant_inputs", "check_packed_weights", "PACKED_WEIGHT_MAX"]
 
 #: alignment of every region of the DDR image (and of the base address), bytes
 ALIGN = 64
 #: descriptor fields holding DDR addresses (relative in :attr:`Program.descriptors`)
 ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
                   "dw_table", "pw_weights", "pw_table")
+#: the largest weight magnitude of the expand and pointwise arrays: each DSP48E1 computes two
+#: int8 products, the weights of two output channels packed as ``(w_hi << 17) + w_lo`` in its
+#: 25-bit pre-adder and four packed products summed in a DSP cascade before the lanes are
+#: separated; a -128 overflows both. TFLite's symmetric int8 weights lie in -127..127. (The
+#: depthwise array multiplies one product per DSP and takes all of int8.)
+PACKED_WEIGHT_MAX = 127
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 _PADS = ("PAD", "PADV2")
 
@@ -387,6 +395,43 @@ def check_requant_inputs(w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
                          f"(REQUANT_INPUT_BITS={REQUANT_INPUT_BITS})")
 
 
+def check_packed_weights(w: np.ndarray, stage: str, zero_point: int = 0) -> None:
+    """Check that the expand or pointwise array can multiply every weight of ``w``: each in
+    ``-PACKED_WEIGHT_MAX..PACKED_WEIGHT_MAX`` (two weights share a DSP48E1's pre-adder).
+
+    Parameters
+    ----------
+    w:
+        The integers the array multiplies, output channels first: ``[C_out, C_in]`` (expand,
+        pointwise, fully connected) or ``[C_out, k, k, C_in]`` (``CONV`` mode).
+    stage:
+        The array stage's name in the message (``expand``, ``pointwise``,
+        ``fully connected``).
+    zero_point:
+        The weight zero point already subtracted from the stored weights to give ``w``
+        (FULLY_CONNECTED's ``w - w_zp``); a nonzero one is named in the message with the
+        stored weight.
+
+    Raises
+    ------
+    ValueError
+        For the first weight outside the range (output channels in order), naming its value,
+        output channel, kernel position (``CONV`` mode) and input channel.
+    """
+    w = np.asarray(w, np.int64)
+    bad = np.argwhere(np.abs(w) > PACKED_WEIGHT_MAX)
+    if not bad.size:
+        return
+    at = tuple(int(i) for i in bad[0])
+    v = int(w[at])
+    stored = f" (stored {v + zero_point} minus zero point {zero_point})" if zero_point else ""
+    tap = f", kernel position ({at[1]}, {at[2]})" if w.ndim == 4 else ""
+    raise ValueError(f"{stage} weight {v}{stored} at output channel {at[0]}{tap}, input "
+                     f"channel {at[-1]}; dwsep's 1x1 arrays take int8 weights in "
+                     f"-{PACKED_WEIGHT_MAX}..{PACKED_WEIGHT_MAX} (TFLite's symmetric weight "
+                     "range)")
+
+
 def exact_division_multiplier(n: int) -> tuple[int, int]:
     """``(mult, shift)`` with ``MBQM(s, mult, shift) == round_half_away(s / n)`` for every
     ``s`` in ``[-128*n, 127*n]`` (the sums of a window of ``n`` int8 values), verified
@@ -420,7 +465,9 @@ def exact_division_multiplier(n: int) -> tuple[int, int]:
 @dataclass
 class _Stage:
     """One array stage's weights (true channel order) and requantization; ``mult is None``
-    for a ``RAW_OUT`` PW. ``op`` is the operator the stage computes (named in errors)."""
+    for a ``RAW_OUT`` PW. ``op`` is the operator the stage computes (named in errors);
+    ``w_zp`` the weight zero point already subtracted from ``w`` (FULLY_CONNECTED; named in
+    errors)."""
     op: Operator
     w: np.ndarray
     bias: np.ndarray
@@ -429,6 +476,7 @@ class _Stage:
     zp: int = 0
     lo: int = -128
     hi: int = 127
+    w_zp: int = 0
 
 
 def _identity_stage(op: Operator, w: np.ndarray, channels: int) -> _Stage:
@@ -987,13 +1035,11 @@ class _Matcher:
         if depth != c:
             raise _fail(fc, f"weights of depth {depth} for an input of {c} channels per "
                             "pixel; dwsep runs FULLY_CONNECTED per pixel (or on one pixel)")
-        w = p["w"].astype(np.int64) - p["w_zp"]
-        if w.min() < -128 or w.max() > 127:
-            raise _fail(fc, f"weights minus their zero point {p['w_zp']} leave int8")
+        w = p["w"].astype(np.int64) - p["w_zp"]   # range: _check_packed_weights
         bias = np.zeros(units, np.int64) if p["bias"] is None else np.asarray(p["bias"],
                                                                                   np.int64)
         pixels = unit.out_shape[0] * unit.out_shape[1]
-        unit.pw = _Stage(fc, w.astype(np.int8), np.zeros(units, np.int64), None, None)
+        unit.pw = _Stage(fc, w, np.zeros(units, np.int64), None, None, w_zp=p["w_zp"])
         unit.fc = dict(bias=bias - p["in_zp"] * w.sum(axis=1), scale=np.asarray(p["scale"]),
                        out_zp=p["out_zp"], act_min=p["act_min"], act_max=p["act_max"],
                        rows=pixels, units=units)
@@ -1091,6 +1137,20 @@ def _check_requantizers(u: _Unit) -> None:
             raise _fail(stage.op, str(e)) from None
 
 
+def _check_packed_weights(u: _Unit) -> None:
+    """Every weight ``u`` gives the expand and pointwise arrays passes
+    :func:`check_packed_weights`: the expand's, the PW's (a 1x1 CONV_2D, the taps of a
+    ``CONV``-mode k x k CONV_2D, the identity and pool matrices the compiler makes) and a
+    FULLY_CONNECTED's ``w - w_zp``."""
+    stages = [("expand", u.expand)] if u.expand is not None else []
+    stages.append(("fully connected" if u.fc is not None else "pointwise", u.pw))
+    for what, stage in stages:
+        try:
+            check_packed_weights(stage.w, what, stage.w_zp)
+        except ValueError as e:
+            raise _fail(stage.op, str(e)) from None
+
+
 class _Emitter:
     def __init__(self, graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]):
         self.graph, self.cfg, self.units = graph, cfg, units
@@ -1179,6 +1239,7 @@ class _Emitter:
         P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
         geo, m = u.geo, u.depth_mult
         slices = u.slices or [(0, geo.c)]
+        _check_packed_weights(u)
         _check_requantizers(u)
         partials = []
         tiles_per_slice = 0

@@ -28,6 +28,7 @@ import numpy as np
 import tflite
 
 from ..hw.config import REQUANT_INPUT_BITS
+from .compiler import PACKED_WEIGHT_MAX
 from .numerics import quantize_multiplier, requant_input_extremes
 from .reference import padding_amounts
 from .tflite_reader import OPTION_FIELD_NAMES
@@ -390,9 +391,10 @@ def _random_input_quant(rng, extreme: bool) -> tuple[float, int]:
 
 
 def _random_weights(rng, shape, n_channels: int, axis: int, extreme: bool):
-    """Per-channel symmetric int8 weights: each channel scaled to a random peak <= 127,
-    scale log-uniform, zero point 0."""
-    peak = rng.integers(1, 128, size=n_channels)
+    """Per-channel symmetric int8 weights: each channel scaled to a random peak <= 127
+    (``PACKED_WEIGHT_MAX``: never -128, which the expand and pointwise arrays refuse), scale
+    log-uniform, zero point 0."""
+    peak = rng.integers(1, PACKED_WEIGHT_MAX + 1, size=n_channels)
     q = np.round(rng.uniform(-1.0, 1.0, size=shape) * np.expand_dims(
         peak, tuple(i for i in range(len(shape)) if i != axis))).astype(np.int8)
     lo, hi = (1e-6, 1e1) if extreme else (1e-3, 0.1)
@@ -734,7 +736,9 @@ def random_op_model(op: str, seed: int) -> bytes:
 
 def _random_fully_connected(rng, shape, quant) -> bytes:
     """FC from a random input layout: ``[1, D]``, ``[1, 1, 1, D]``, or an image whose rows
-    (``keep_num_dims``) or whole (``D = H*W*C``) are the FC's input vectors."""
+    (``keep_num_dims``) or whole (``D = H*W*C``) are the FC's input vectors. Weights with a
+    zero point are clipped so that ``w - w_zp`` stays in ``-PACKED_WEIGHT_MAX..
+    PACKED_WEIGHT_MAX``, what the pointwise array multiplies."""
     layout = int(rng.integers(0, 4))
     in_shape = [(1, shape[3]), (1, 1, 1, shape[3]), shape, shape][layout]
     d = int(np.prod(shape)) if layout == 3 else shape[3]
@@ -745,8 +749,9 @@ def _random_fully_connected(rng, shape, quant) -> bytes:
     if rng.random() < 0.5:   # per-tensor weights, sometimes with a zero point
         scales = scales[:1]
         w_zp = int(rng.integers(-20, 21)) if rng.random() < 0.3 else 0
+    w = np.clip(q["w"], w_zp - PACKED_WEIGHT_MAX, w_zp + PACKED_WEIGHT_MAX).astype(np.int8)
     bias = q["bias"] if rng.random() < 0.8 else None
-    return fully_connected_model(in_shape, q["w"], scales, bias, quant,
+    return fully_connected_model(in_shape, w, scales, bias, quant,
                                  (q["out_scale"], q["out_zp"]), w_zp=w_zp,
                                  activation=str(rng.choice(_ACTIVATIONS)),
                                  keep_num_dims=layout == 2 or (layout < 2

@@ -1,7 +1,7 @@
 """Compiler and DDR packing: format round trips, the mid-channel permutation, expand and
 conv-mode weight words, the pool's exact division, descriptors, layer reports and the DDR
 plan (buffer reuse never clobbers a live tensor), and the one-line UnsupportedModelError of
-every hardware limit."""
+every hardware limit (requantizer input width, the packed arrays' weight range)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from dwsep.host import numerics, packing
 from dwsep.host.compiler import (
     ADDRESS_FIELDS,
     ALIGN,
+    PACKED_WEIGHT_MAX,
+    check_packed_weights,
     check_requant_inputs,
     compile_model,
     exact_division_multiplier,
 )
+from dwsep.host.driver import Accelerator
 from dwsep.host.graph import Graph, Operator, Tensor, UnsupportedModelError
 from dwsep.host.reference import average_pool2d
 from dwsep.host.tflite_reader import read_tflite
@@ -25,6 +28,7 @@ from dwsep.host.tflite_writer import (
     BlockSpec,
     LayerSpec,
     MobileNetSpec,
+    ModelBuilder,
     add_model,
     average_pool_model,
     dwsep_layer_model,
@@ -36,6 +40,7 @@ from dwsep.host.tflite_writer import (
 )
 from dwsep.hw.config import REQUANT_INPUT_BITS, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode
+from dwsep.sim.oracle import litert_run
 
 TINY = get_config("tiny")
 
@@ -124,11 +129,16 @@ def test_dw_weight_words(c, m, k, lanes):
                         assert word[i] == want, (g, j, ky, kx, i)
 
 
+def _packed_weights(rng, shape) -> np.ndarray:
+    """Random weights of the expand / pointwise arrays: int8 without -128."""
+    return rng.integers(-PACKED_WEIGHT_MAX, PACKED_WEIGHT_MAX + 1, shape).astype(np.int8)
+
+
 @pytest.mark.parametrize("c,m,c_out,lanes,cols", [(5, 1, 3, 8, 8), (11, 3, 17, 8, 8),
                                                   (9, 2, 20, 16, 8)])
 def test_pw_weight_words(c, m, c_out, lanes, cols):
     rng = np.random.default_rng(c + m + c_out)
-    w = rng.integers(-128, 128, (c_out, c * m)).astype(np.int8)
+    w = _packed_weights(rng, (c_out, c * m))
     raw = np.frombuffer(packing.pack_pw_weights(w, m, lanes, cols), np.int8)
     groups, og_n = -(-c // lanes), -(-c_out // cols)
     mid_groups = groups * m
@@ -154,7 +164,7 @@ def test_fold_bias():
 @pytest.mark.parametrize("ce,ci,lanes", [(5, 3, 8), (24, 17, 8), (40, 16, 16)])
 def test_expand_weight_words(ce, ci, lanes):
     rng = np.random.default_rng(ce * ci)
-    w = rng.integers(-128, 128, (ce, ci)).astype(np.int8)
+    w = _packed_weights(rng, (ce, ci))
     raw = np.frombuffer(packing.pack_expand_weights(w, lanes), np.int8)
     g_e, g_i = -(-ce // lanes), -(-ci // lanes)
     assert raw.size == g_e * g_i * lanes * lanes
@@ -172,7 +182,7 @@ def test_expand_weight_words(ce, ci, lanes):
                                                      (9, 1, 20, 16, 8)])
 def test_conv_weight_words(c_out, k, c_in, lanes, cols):
     rng = np.random.default_rng(c_out + k + c_in)
-    w = rng.integers(-128, 128, (c_out, k, k, c_in)).astype(np.int8)
+    w = _packed_weights(rng, (c_out, k, k, c_in))
     raw = np.frombuffer(packing.pack_conv_weights(w, lanes, cols), np.int8)
     groups, og_n = -(-c_in // lanes), -(-c_out // cols)
     mid_groups = k * k * groups
@@ -754,3 +764,135 @@ def test_requant_input_overflow_is_refused(model, index, channel, bias, stage):
         f"operator {index} {op.opcode} ({op.outputs[0]!r}): {stage} output channel {channel} "
         f"can reach a requantizer input of {v:,} (bias {folded:,} plus int8 products, shifted "
         f"left by 0); {RANGE}")
+
+
+# ---- packed weights: the expand and pointwise arrays take -127..127 ---------------------------
+
+PACKED = ("dwsep's 1x1 arrays take int8 weights in -127..127 (TFLite's symmetric weight "
+          "range)")
+
+
+def test_packed_weight_max_is_127():
+    """The hand-written limits below are those of PACKED_WEIGHT_MAX = 127."""
+    assert PACKED_WEIGHT_MAX == 127
+
+
+def test_packed_weights_boundary():
+    check_packed_weights(np.array([[127, -127], [0, 1]]), "pointwise")
+    for v in (-128, 128):
+        w = np.array([[127, -127, 0], [0, 1, 2], [3, v, -v]])
+        with pytest.raises(ValueError) as info:
+            check_packed_weights(w, "expand")
+        assert str(info.value) == (f"expand weight {v} at output channel 2, input channel 1; "
+                                   f"{PACKED}")
+
+
+def test_packed_weights_name_the_kernel_position_and_zero_point():
+    w = np.zeros((4, 3, 3, 5), np.int64)
+    w[2, 1, 0, 4], w[3, 0, 0, 0] = -128, 200
+    with pytest.raises(ValueError, match=r"^pointwise weight -128 at output channel 2, kernel "
+                                         r"position \(1, 0\), input channel 4; "):
+        check_packed_weights(w, "pointwise")
+    with pytest.raises(ValueError, match=r"^fully connected weight -128 \(stored -121 minus "
+                                         r"zero point 7\) at output channel 0, input channel 1; "):
+        check_packed_weights(np.array([[-127, -128]]), "fully connected", 7)
+
+
+#: (model, operator, weight index, message after the operator's name): one weight set to -128
+MINUS_128 = [
+    # a 1x1 CONV_2D after a depthwise (mid channel 17 of 24)
+    (dwsep_layer_model(spec()), 1, (3, 0, 0, 17),
+     "pointwise weight -128 at output channel 3, input channel 17"),
+    # a 1x1 CONV_2D alone (identity DW)
+    (single_op_model(spec(kernel=1), "CONV_2D"), 0, (9, 0, 0, 11),
+     "pointwise weight -128 at output channel 9, input channel 11"),
+    # the CONV-mode stem: its 3x3x3 taps go into the pointwise array
+    (mobilenet_like_model(MOBILENET), 1, (5, 1, 2, 0),
+     "pointwise weight -128 at output channel 5, kernel position (1, 2), input channel 0"),
+    (mobilenet_like_model(MOBILENET), 5, (7, 0, 0, 3),
+     "expand weight -128 at output channel 7, input channel 3"),
+    (mobilenet_like_model(MOBILENET), 15, (2, 33),
+     "fully connected weight -128 at output channel 2, input channel 33"),
+]
+
+
+@pytest.mark.parametrize("model,index,at,message", MINUS_128,
+                         ids=[m.split(" weight")[0] + f"-op{i}" for _, i, _, m in MINUS_128])
+def test_packed_weight_minus_128_is_refused(model, index, at, message):
+    g = read_tflite(model)
+    op = g.operators[index]
+    w = g.tensors[op.inputs[1]]
+    w.data = np.array(w.data)
+    w.data[at] = -127
+    compile_model(g, "tiny")
+    w.data[at] = -128
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(g, "tiny")
+    assert str(info.value) == (f"operator {index} {op.opcode} ({op.outputs[0]!r}): {message}; "
+                               f"{PACKED}")
+
+
+@pytest.mark.parametrize("stored,w_zp,ok", [
+    (-120, 7, True), (-121, 7, False),      # w - w_zp = -127 / -128
+    (126, -1, True), (127, -1, False),      # 127 / 128
+    (-128, 20, False),                      # -148: beyond int8 too
+])
+def test_fully_connected_weight_minus_zero_point(stored, w_zp, ok):
+    """FULLY_CONNECTED's array weights are ``w - w_zp`` (per-tensor weights with a zero
+    point): refused when that reaches -128 (or 128) though the stored int8 is in range."""
+    w = np.random.default_rng(0).integers(-100, 100, (12, 30)).astype(np.int8)
+    w[4, 11] = stored
+    model = fully_connected_model((1, 1, 1, 30), w, [0.01], None, (0.05, 3), (0.2, 1),
+                                  w_zp=w_zp)
+    if ok:
+        compile_model(read_tflite(model), "tiny")
+        return
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(read_tflite(model), "tiny")
+    assert str(info.value) == (
+        f"operator 0 FULLY_CONNECTED ('output'): fully connected weight {stored - w_zp} (stored "
+        f"{stored} minus zero point {w_zp}) at output channel 4, input channel 11; {PACKED}")
+
+
+def _depthwise_minus_128_model(c_out: int | None) -> bytes:
+    """int8 ``[1, 9, 7, 5]`` -> 3x3 DEPTHWISE_CONV_2D (multiplier 2, SAME) whose mid channel 3
+    has nine -128 taps and others some -> [1x1 CONV_2D to ``c_out``, weights in -127..127]."""
+    rng = np.random.default_rng(11)
+    mb = ModelBuilder("depthwise with -128 weights")
+    s_in, c, m = 0.05, 5, 2
+    x = mb.add_tensor("input", (1, 9, 7, c), "int8", s_in, -3)
+    w = rng.integers(-128, 128, (1, 3, 3, c * m)).astype(np.int8)
+    w[..., 3] = -128
+    w[0, 0, 2, 8] = w[0, 2, 1, 0] = -128
+    s_w = rng.uniform(0.002, 0.004, c * m).astype(np.float32)
+    dw_w = mb.add_tensor("dw/weights", w.shape, "int8", s_w, 0, 3, w)
+    dw_b = mb.add_tensor("dw/bias", (c * m,), "int32", s_in * s_w.astype(np.float64), 0, 0,
+                         rng.integers(-2000, 2000, c * m))
+    y = mb.add_tensor("dw/out", (1, 9, 7, c * m), "int8", 0.03, 4)
+    mb.add_operator("DEPTHWISE_CONV_2D", [x, dw_w, dw_b], [y], padding="SAME",
+                    depth_multiplier=m)
+    if c_out is not None:
+        pw = _packed_weights(rng, (c_out, 1, 1, c * m))
+        pw_w = mb.add_tensor("pw/weights", pw.shape, "int8", 0.01, 0, 0, pw)
+        pw_b = mb.add_tensor("pw/bias", (c_out,), "int32", 0.03 * 0.01, 0, 0,
+                             rng.integers(-1000, 1000, c_out))
+        dw_out = y
+        y = mb.add_tensor("pw/out", (1, 9, 7, c_out), "int8", 0.5, -2)
+        mb.add_operator("CONV_2D", [dw_out, pw_w, pw_b], [y])
+    mb.inputs, mb.outputs = [x], [y]
+    return mb.finish()
+
+
+@pytest.mark.parametrize("c_out", [None, 6], ids=["alone", "with-pointwise"])
+def test_depthwise_minus_128_runs_bit_exact(c_out):
+    """The depthwise array multiplies one product per DSP and takes all of int8: a -128
+    depthwise weight compiles and runs on the reference backend equal to LiteRT."""
+    model = _depthwise_minus_128_model(c_out)
+    x = np.random.default_rng(12).integers(-128, 128, (1, 9, 7, 5)).astype(np.int8)
+    x[0, :3, :3] = -128      # the extreme product -128 * -128 over a whole window
+    with Accelerator("tiny", "reference") as acc:
+        y = acc.run(model, x)
+        assert [r["stages"] for r in acc.compile(model).layers] == [["DW", "PW"]]
+    want = litert_run(model, x)
+    assert np.array_equal(y, want)
+    assert len(np.unique(want)) > 20   # not saturated to a few values
