@@ -237,12 +237,12 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
     # 16 KiB (dilation 1: MobileNets use none), PW weights 1024 x 160 int8, expand weights
-    # 96 x 1024. Its DSP use (16x16 + 16x16 MACs, 4 per requant lane) is over budget: see
-    # bitstreams/README.md.
+    # 96 x 1024. Its DSP use (16x16 + 16x16 MACs at two per DSP48E1, 2 per requant lane, 8 per
+    # ADD lane) is still over budget: see bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
-        out_channels_max=160, expand_channels_max=96,
+        out_channels_max=160, expand_channels_max=96, add_lanes=2,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

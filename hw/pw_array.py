@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -12,10 +12,29 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
 
-__all__ = ["PointwiseArray", "PWGeometry", "pw_acc_layout", "pw_weight_layout"]
+__all__ = ["PointwiseArray", "PWGeometry", "pw_acc_layout", "pw_weight_layout",
+           "array_latency", "CHAIN", "LANE_SHIFT"]
 
 #: adder-tree levels between two pipeline registers (two narrow adds, < 24 bits, per cycle)
 TREE_LEVELS_PER_STAGE = 2
+
+#: Two int8 products per DSP48E1: the weights of output lanes ``2j`` and ``2j+1`` enter the
+#: pre-adder as ``(w[2j+1] << LANE_SHIFT) + w[2j]`` (25 bits for weights in -127..127) and
+#: multiply one activation.
+LANE_SHIFT = 17
+
+#: Rows whose packed products one DSP cascade sums before the lanes are separated: the low
+#: lane's sum stays within 17 signed bits, ``|sum| <= CHAIN * 127 * 128 < 2**16``, so it is
+#: the sign-extended low 17 bits and the high lane is the rest, exactly.
+CHAIN = 4
+
+
+def array_latency(rows: int) -> int:
+    """:attr:`PointwiseArray.latency` for ``rows`` input lanes: read 1, pre-add 1, multiply
+    1, the cascade ``CHAIN``, lane split 1, adder tree over the ``rows / CHAIN`` cascades
+    ``ceil(ceil(log2(rows / CHAIN)) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
+    levels = (rows // CHAIN - 1).bit_length()
+    return 5 + CHAIN + -(-levels // TREE_LEVELS_PER_STAGE)
 
 
 def _addr_bits(depth: int) -> int:
@@ -119,9 +138,10 @@ class PointwiseArray(wiring.Component):
         if not isinstance(shape, AcceleratorConfig | PWGeometry):
             raise TypeError(f"'config' must be an AcceleratorConfig, not {shape!r}")
         self.geometry = g = _geometry(shape)
-        levels = (g.rows - 1).bit_length()
-        self.tree_stages = -(-levels // TREE_LEVELS_PER_STAGE)
-        self.latency = 3 + self.tree_stages
+        if g.rows % CHAIN or g.cols % 2:
+            raise ValueError(f"a pointwise array needs rows a multiple of {CHAIN} and an even "
+                             f"number of cols, not {g.rows} x {g.cols}")
+        self.latency = array_latency(g.rows)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(8), g.rows))),
             "mid_groups": In(unsigned(g.in_groups_max.bit_length())),
@@ -212,10 +232,9 @@ class PointwiseArray(wiring.Component):
         ctrl = stage(issued)
         x, w = pix_rp.data, w_rp.data
 
-        ctrl = stage(ctrl)
-        sums = [[Signal(signed(16)) for _ in range(P)] for _ in range(Q)]  # [o][i]
-        with m.If(adv):
-            m.d.sync += [sums[o][i].eq(x[i] * w[i][o]) for o in range(Q) for i in range(P)]
+        for _ in range(3 + CHAIN):  # pre-add, multiply, the cascade, lane split
+            ctrl = stage(ctrl)
+        sums = self._packed_products(m, adv, x, w)
 
         level = 0
         while len(sums[0]) > 1:
@@ -241,3 +260,49 @@ class PointwiseArray(wiring.Component):
         with m.If(self.start):
             m.d.sync += self.o.valid.eq(0)
         return m
+
+    def _packed_products(self, m: Module, adv, x, w) -> list[list[Value]]:
+        """``[o][c]``: the sum of ``x[i] * w[i][o]`` over the rows ``i`` of cascade ``c``,
+        registered ``3 + CHAIN`` moving cycles after ``x`` and ``w``.
+
+        One DSP48E1 per (row, pair of output lanes): pre-adder register ``(w_hi <<
+        LANE_SHIFT) + w_lo``, activation register, multiplier register, and the cascade
+        adder with its output register (row ``k`` of a cascade sees its inputs ``k`` cycles
+        late, so it adds its product to row ``k-1``'s sum of the same step). The last
+        row's sum splits into the low lane (its sign-extended low ``LANE_SHIFT`` bits) and
+        the high lane (the rest, plus the borrow of a negative low lane)."""
+        g = self.geometry
+
+        def late(value, cycles, name):
+            for d in range(cycles):
+                r = Signal.like(value, name=f"{name}_late{d}")
+                with m.If(adv):
+                    m.d.sync += r.eq(value)
+                value = r
+            return value
+
+        def reg(name, shape, value):
+            r = Signal(shape, name=name)
+            with m.If(adv):
+                m.d.sync += r.eq(value)
+            return r
+
+        xs = [late(x[i], i % CHAIN, f"x{i}") for i in range(g.rows)]
+        sums = [[] for _ in range(g.cols)]
+        for c in range(g.rows // CHAIN):
+            for j in range(g.cols // 2):
+                total = None
+                for i in range(c * CHAIN, (c + 1) * CHAIN):
+                    k = i % CHAIN
+                    lo = late(w[i][2 * j], k, f"w{i}_{2 * j}")
+                    hi = late(w[i][2 * j + 1], k, f"w{i}_{2 * j + 1}")
+                    ad = reg(f"ad{i}_{j}", signed(25), (hi << LANE_SHIFT) + lo)
+                    b = reg(f"b{i}_{j}", signed(8), xs[i])
+                    prod = reg(f"m{i}_{j}", signed(33), ad * b)
+                    total = reg(f"p{i}_{j}", signed(36),
+                                prod if total is None else total + prod)
+                low = total[:LANE_SHIFT].as_signed()
+                sums[2 * j].append(reg(f"lo{c}_{j}", signed(LANE_SHIFT), low))
+                sums[2 * j + 1].append(reg(f"hi{c}_{j}", signed(LANE_SHIFT),
+                                           (total >> LANE_SHIFT) + total[LANE_SHIFT - 1]))
+        return sums

@@ -111,7 +111,7 @@ from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
-from dwsep.hw.pw_array import TREE_LEVELS_PER_STAGE
+from dwsep.hw.pw_array import array_latency
 from dwsep.hw.requant import Requantizer
 
 from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
@@ -216,10 +216,8 @@ class LayerEstimate:
 
 def pw_latency(config: AcceleratorConfig, rows: int | None = None) -> int:
     """``PointwiseArray.latency`` for ``rows`` input lanes (default ``config.pw_rows``; the
-    expand array has ``dw_lanes``) without building the component: read 1, multiply 1, adder
-    tree ``ceil(ceil(log2 rows) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
-    levels = ((config.pw_rows if rows is None else rows) - 1).bit_length()
-    return 3 + -(-levels // TREE_LEVELS_PER_STAGE)
+    expand array has ``dw_lanes``) without building the component."""
+    return array_latency(config.pw_rows if rows is None else rows)
 
 
 def _flags(desc: dict) -> DescFlag:
