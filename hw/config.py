@@ -70,6 +70,10 @@ class AcceleratorConfig:
         ``mid_channels_max``); sizes the expand weight memory.
     add_lanes:
         Values the residual ADD computes per cycle (8 DSP48 each); divides ``pw_cols``.
+    dw_taps:
+        ``T``: kernel rows the depthwise array computes per cycle for each lane (a column of
+        ``T`` taps, one from each of ``T`` line-buffer rows); a ``k x k`` kernel takes
+        ``dw_passes(k) * k`` cycles per pixel-group. At most ``k_max``.
     requant_lanes:
         Values each requantizer (expand, DW, PW) computes per cycle (2 DSP48 each); divides
         ``dw_lanes`` and ``pw_cols``. A word of ``L`` values takes ``L / requant_lanes``
@@ -93,6 +97,7 @@ class AcceleratorConfig:
     out_channels_max: int
     expand_channels_max: int
     add_lanes: int = 4
+    dw_taps: int = 3
     requant_lanes: int = 8
     axi_data_width: int = 64
     axi_addr_width: int = 32
@@ -137,6 +142,8 @@ class AcceleratorConfig:
              f"dw_lanes ({self.dw_lanes})")
         need(self.pw_cols % self.add_lanes == 0,
              f"add_lanes ({self.add_lanes}) must divide pw_cols ({self.pw_cols})")
+        need(self.dw_taps <= self.k_max,
+             f"dw_taps ({self.dw_taps}) must not exceed k_max ({self.k_max})")
         for name in ("dw_lanes", "pw_cols"):
             need(getattr(self, name) % self.requant_lanes == 0,
                  f"requant_lanes ({self.requant_lanes}) must divide {name} "
@@ -183,10 +190,15 @@ class AcceleratorConfig:
     def out_groups_max(self) -> int:
         return self.out_channels_max // self.pw_cols
 
+    def dw_passes(self, kernel: int) -> int:
+        """Passes of ``dw_taps`` kernel rows that cover a ``kernel``-row window."""
+        return -(-kernel // self.dw_taps)
+
     @property
     def dw_weight_depth(self) -> int:
-        """Words of the DW weight memory: one per (mid group, tap)."""
-        return self.mid_groups_max * self.k_max * self.k_max
+        """Words (``dw_taps * dw_lanes`` bytes) of the DW weight memory: one per (mid group,
+        pass, kernel column)."""
+        return self.mid_groups_max * self.dw_passes(self.k_max) * self.k_max
 
     @property
     def pw_weight_depth(self) -> int:
@@ -211,8 +223,9 @@ class AcceleratorConfig:
 
     @property
     def macs(self) -> int:
-        """MAC units: DW lanes, the expand array and the PW array."""
-        return self.dw_lanes + self.dw_lanes * self.dw_lanes + self.pw_rows * self.pw_cols
+        """MAC units: DW lanes x taps, the expand array and the PW array."""
+        return (self.dw_lanes * self.dw_taps + self.dw_lanes * self.dw_lanes
+                + self.pw_rows * self.pw_cols)
 
     @property
     def dim_bits(self) -> int:
