@@ -1278,8 +1278,8 @@ class _Emitter:
                 mid_groups = g_e * m
                 d = u.dw
                 w = d.w[..., c0 * m:c1 * m]
-                refs["dw_weights"] = (self.blob(f"{tag}.dw_weights",
-                                                packing.pack_dw_weights(w, m, P)), 0)
+                refs["dw_weights"] = (self.blob(f"{tag}.dw_weights", packing.pack_dw_weights(
+                    w, m, P, self.cfg.dw_taps)), 0)
                 refs["dw_table"] = (self.blob(f"{tag}.dw_table", packing.pack_table(
                     *(packing.to_mid_lanes(a[c0 * m:c1 * m], c, m, P)
                       for a in (d.bias, d.mult, d.shift)), P)), 0)

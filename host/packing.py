@@ -20,8 +20,8 @@ import numpy as np
 __all__ = [
     "TABLE_RECORD_BYTES_PER_LANE", "IDENTITY_MULT", "IDENTITY_SHIFT", "padded",
     "pack_activations", "unpack_activations", "unpack_raw", "mid_channel_map", "to_mid_lanes",
-    "fold_bias", "pack_dw_weights", "pack_pw_weights", "pack_expand_weights",
-    "pack_conv_weights", "pack_table", "unpack_table",
+    "fold_bias", "pack_dw_weights", "unpack_dw_weights", "pack_pw_weights",
+    "pack_expand_weights", "pack_conv_weights", "pack_table", "unpack_table",
 ]
 
 #: bytes of one requant-table lane: bias int32 + mult int32 + shift int8
@@ -113,20 +113,48 @@ def fold_bias(bias: np.ndarray, weight_sums: np.ndarray, zp_in: int) -> np.ndarr
     return folded
 
 
-def pack_dw_weights(w: np.ndarray, depth_multiplier: int, lanes: int) -> bytes:
+def pack_dw_weights(w: np.ndarray, depth_multiplier: int, lanes: int, taps: int) -> bytes:
     """Depthwise weights ``int8[k, k, C*m]`` (TFLite's ``[1, k, k, C*m]`` without the 1) ->
-    ``mid_groups*k*k`` words of ``lanes`` bytes.
+    ``mid_groups*R*k`` words of ``taps*lanes`` bytes, ``R = ceil(k/taps)`` passes of ``taps``
+    kernel rows (``T = taps``, ``P = lanes``): one word is the column of ``T`` taps the DW
+    array multiplies in one cycle.
 
-    Word ``q*k*k + ky*k + kx``, byte ``i`` = ``w[ky, kx, map[q, i]]`` (0 on padding lanes),
-    ``map`` from :func:`mid_channel_map`.
+    Word ``(q*R + r)*k + kx`` (mid group ``q``, pass ``r``, kernel column ``kx``), byte
+    ``t*P + i`` = ``w[r*T + t, kx, map[q, i]]``; 0 when ``r*T + t >= k`` (the last pass's
+    rows below the kernel) and on padding lanes; ``map`` from :func:`mid_channel_map`.
     """
     w = np.asarray(w, np.int8)
     k = w.shape[0]
     if w.ndim != 3 or w.shape[1] != k or w.shape[2] % depth_multiplier:
         raise ValueError(f"depthwise weights must be int8[k, k, C*m], not {list(w.shape)}")
     cmap = mid_channel_map(w.shape[2] // depth_multiplier, depth_multiplier, lanes)
-    words = _gather(w, cmap).transpose(2, 0, 1, 3)  # [k, k, q, i] -> [q, ky, kx, i]
-    return np.ascontiguousarray(words).tobytes()
+    lanes_w = _gather(w, cmap).transpose(2, 0, 1, 3)  # [ky, kx, q, i] -> [q, ky, kx, i]
+    return np.ascontiguousarray(_dw_rows_to_words(lanes_w, taps)).tobytes()
+
+
+def unpack_dw_weights(raw: bytes, mid_groups: int, kernel: int, lanes: int, taps: int
+                      ) -> np.ndarray:
+    """The first ``mid_groups*R*k*taps*lanes`` bytes of ``raw`` (:func:`pack_dw_weights`'
+    words) -> ``int8[mid_groups, k, k, lanes]``, ``[q, ky, kx, i]`` = weight of hardware mid
+    lane ``(q, i)`` at tap ``(ky, kx)``. The bytes of rows ``ky >= k`` are dropped."""
+    k, rows = kernel, padded(kernel, taps)
+    n = mid_groups * rows * k * lanes
+    if len(raw) < n:
+        raise ValueError(f"depthwise weights of {mid_groups} mid groups, kernel {k}x{k} and "
+                         f"{taps} taps need {n} bytes, got {len(raw)}")
+    words = np.frombuffer(bytes(raw[:n]), np.int8).reshape(mid_groups, rows // taps, k, taps,
+                                                            lanes)  # [q, r, kx, t, i]
+    w = words.transpose(0, 1, 3, 2, 4).reshape(mid_groups, rows, k, lanes)
+    return w[:, :k].copy()
+
+
+def _dw_rows_to_words(w: np.ndarray, taps: int) -> np.ndarray:
+    """``[q, ky, kx, i]`` -> ``[q, r, kx, t, i]`` with ``ky = r*taps + t``, rows past the
+    kernel zero: the word order of :func:`pack_dw_weights`."""
+    groups, k, _, lanes = w.shape
+    rows = np.zeros((groups, padded(k, taps), k, lanes), w.dtype)
+    rows[:, :k] = w
+    return rows.reshape(groups, -1, taps, k, lanes).transpose(0, 1, 3, 2, 4)
 
 
 def pack_pw_weights(w: np.ndarray, depth_multiplier: int, lanes: int, cols: int) -> bytes:

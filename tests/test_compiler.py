@@ -110,23 +110,78 @@ def test_mid_channel_map_is_a_permutation(c, m, lanes):
                                                 for _ in range(m)]
 
 
-@pytest.mark.parametrize("c,m,k,lanes", [(5, 1, 3, 8), (13, 3, 2, 8), (9, 2, 1, 8)])
-def test_dw_weight_words(c, m, k, lanes):
-    rng = np.random.default_rng(c * m * k)
+def _readable_dw_weights(k: int) -> np.ndarray:
+    """``int8[k, k, 4]`` for C=2 input channels, m=2: tens digit ``ky``, units digit ``kx``
+    (plus 1), +50 for input channel 1 (mid channels 2, 3), negative for j=1 (mid 1, 3)."""
+    ky, kx, mid = np.meshgrid(range(k), range(k), range(4), indexing="ij")
+    return ((-1) ** mid * (50 * (mid // 2) + 10 * ky + kx + 1)).astype(np.int8)
+
+
+def _lanes(*rows: tuple[int, int]) -> list[int]:
+    """A DW weight word of T=3 rows of P=8 lanes whose lanes 0, 1 are ``rows[t]`` (lanes 2..7
+    are the padding of C=2; rows past ``rows`` are the zero rows below the kernel)."""
+    rows = list(rows) + [(0, 0)] * (3 - len(rows))
+    return [v for a, b in rows for v in (a, b, 0, 0, 0, 0, 0, 0)]
+
+
+# T=3, P=8, C=2, m=2: mid groups q=0 (mid channels 0, 2) and q=1 (mid channels 1, 3), each
+# R = ceil(k/3) passes of k columns. Expected words written out by hand.
+DW_WORDS = {
+    1: {0: _lanes((1, 51)),                          # q=0: the tap, then two zero rows
+        1: _lanes((-1, -51))},                       # q=1
+    3: {0: _lanes((1, 51), (11, 61), (21, 71)),      # q=0, kx=0: rows 0, 1, 2
+        2: _lanes((3, 53), (13, 63), (23, 73)),      # q=0, kx=2
+        4: _lanes((-2, -52), (-12, -62), (-22, -72))},  # q=1, kx=1
+    5: {4: _lanes((5, 55), (15, 65), (25, 75)),      # q=0, r=0, kx=4: rows 0, 1, 2
+        5: _lanes((31, 81), (41, 91)),               # q=0, r=1, kx=0: rows 3, 4, zero row
+        18: _lanes((-34, -84), (-44, -94)),          # q=1, r=1, kx=3
+        19: _lanes((-35, -85), (-45, -95))},         # q=1, r=1, kx=4: the last word
+}
+
+
+@pytest.mark.parametrize("k", sorted(DW_WORDS))
+def test_dw_weight_words_by_kernel_column(k):
+    raw = packing.pack_dw_weights(_readable_dw_weights(k), 2, lanes=8, taps=3)
+    words = np.frombuffer(raw, np.int8).reshape(-1, 3 * 8)
+    assert len(words) == 2 * -(-k // 3) * k            # mid_groups * R * k
+    for index, want in DW_WORDS[k].items():
+        assert words[index].tolist() == want, index
+
+
+@pytest.mark.parametrize("c,m,k,lanes,taps", [(5, 1, 3, 8, 3), (13, 3, 2, 8, 3),
+                                              (9, 2, 1, 8, 3), (11, 2, 7, 8, 3),
+                                              (20, 1, 5, 16, 2), (3, 3, 4, 8, 4),
+                                              (7, 1, 3, 8, 1)])
+def test_dw_weight_words(c, m, k, lanes, taps):
+    rng = np.random.default_rng(c * m * k * taps)
     w = rng.integers(-128, 128, (k, k, c * m)).astype(np.int8)
-    words = np.frombuffer(packing.pack_dw_weights(w, m, lanes), np.int8)
-    groups = -(-c // lanes)
-    assert words.size == groups * m * k * k * lanes
+    raw = packing.pack_dw_weights(w, m, lanes, taps)
+    words = np.frombuffer(raw, np.int8)
+    groups, passes = -(-c // lanes), -(-k // taps)
+    assert words.size == groups * m * passes * k * taps * lanes
+    unpacked = packing.unpack_dw_weights(raw, groups * m, k, lanes, taps)
+    assert unpacked.shape == (groups * m, k, k, lanes)
     for g in range(groups):
         for j in range(m):
-            for ky in range(k):
+            q = g * m + j
+            for r in range(passes):
                 for kx in range(k):
-                    q = g * m + j
-                    word = words[(q * k * k + ky * k + kx) * lanes:][:lanes]
-                    for i in range(lanes):
-                        cin = g * lanes + i
-                        want = w[ky, kx, cin * m + j] if cin < c else 0
-                        assert word[i] == want, (g, j, ky, kx, i)
+                    word = words[((q * passes + r) * k + kx) * taps * lanes:][:taps * lanes]
+                    for t in range(taps):
+                        ky = r * taps + t
+                        for i in range(lanes):
+                            cin = g * lanes + i
+                            want = w[ky, kx, cin * m + j] if cin < c and ky < k else 0
+                            assert word[t * lanes + i] == want, (g, j, r, kx, t, i)
+                            if ky < k:
+                                assert unpacked[q, ky, kx, i] == want
+
+
+def test_unpack_dw_weights_needs_all_words():
+    raw = bytes(2 * 2 * 5 * 3 * 8 - 1)
+    with pytest.raises(ValueError, match=r"depthwise weights of 2 mid groups, kernel 5x5 and 3 "
+                                         r"taps need 480 bytes, got 479"):
+        packing.unpack_dw_weights(raw, 2, 5, 8, 3)
 
 
 def _packed_weights(rng, shape) -> np.ndarray:

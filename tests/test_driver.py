@@ -29,6 +29,7 @@ from dwsep.host.tflite_writer import (
     random_layer_spec,
     single_op_model,
 )
+from dwsep.hw.config import get_config
 from dwsep.hw.layout import REGISTERS, DescFlag, ErrorCode
 from dwsep.sim.oracle import litert_run
 
@@ -224,6 +225,32 @@ def test_bus_errors():
     # unused addresses are not read: a RESIDUAL flag makes res_addr count
     assert _tampered_run(g, 0, flags=DescFlag.LAST | DescFlag.RESIDUAL,
                          res_addr=1 << 24).code == ErrorCode.AXI_READ
+
+
+def _run_with_dw_weights_at_end(g: Graph, offset_from_end: int) -> None:
+    """Run ``g`` (one layer) with its ``dw_weights`` this many bytes before the end of the
+    DDR image, the last mapped byte."""
+    a = Accelerator("tiny", "reference")
+    prog = a.compile(g)
+    prog.descriptors[0]["dw_weights"] = prog.size - offset_from_end
+    a.run(g, np.zeros(g.input.shape, np.int8))
+
+
+def test_dw_weights_read_exactly_their_words():
+    """A 5x5 layer's DW weights are M*R*k words of T*P bytes (R = 2 passes of T = 3 kernel
+    rows, the second with a zero row): the device reads all of them and nothing past them."""
+    cfg = get_config("tiny")
+    spec = LayerSpec(h=6, w=7, c=10, depth_multiplier=2, kernel=5, stride=1, dilation=1,
+                     padding="SAME", dw_activation="RELU6", c_out=9, pw_activation="NONE",
+                     seed=5)
+    g = read_tflite(dwsep_layer_model(spec))
+    d = Accelerator(cfg, "reference").compile(g).descriptors[0]
+    n = d["mid_groups"] * cfg.dw_passes(5) * 5 * cfg.dw_taps * cfg.dw_lanes
+    assert (d["mid_groups"], n) == (4, 4 * 2 * 5 * 3 * 8)
+    _run_with_dw_weights_at_end(g, n)
+    with pytest.raises(HardwareError) as info:
+        _run_with_dw_weights_at_end(g, n - 8)
+    assert (info.value.code, info.value.layer) == (ErrorCode.AXI_READ, 0)
 
 
 def test_unused_address_is_not_read(acc):

@@ -141,6 +141,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         else:    mid[oy, ox, q, i] = clamp(MBQM(sum_{ky,kx} t[.., ky, kx, (q // m)*P + i]
                                                 * dw_w[q, ky, kx, i] + dw_b[q, i], ...)
                                            + dw_zp, dw_min, dw_max)       (M = E*m)
+                 dw_w[q, ky, kx, i] = int8 at dw_weights + ((q*R + r)*k + kx)*T*P + t*P + i,
+                 ky = r*T + t, T = dw_taps, R = dw_passes(k) (M*R*k words of T*P bytes,
+                 all loaded; the bytes of rows ky >= k are 0 and not used)
         acc[oy, ox, o] = sum_{q, i} mid[oy, ox, q, i] * pw_w[o // Q, q, i, o % Q]
         RAW_OUT: z = wrap32(acc)                     (int32, no bias: pw_table is not read)
         else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max)
@@ -166,7 +169,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         ew = read("exp_weights", E * G * P * P).reshape(E, G, P, P)
         et = _table(memory, d["exp_table"], E, P)
     if not flags & DescFlag.CONV:
-        dw_w = read("dw_weights", MG * k * k * P).reshape(MG, k, k, P).astype(np.int64)
+        T = config.dw_taps
+        raw = memory.read(d["dw_weights"], MG * config.dw_passes(k) * k * T * P)
+        dw_w = packing.unpack_dw_weights(raw, MG, k, P, T).astype(np.int64)
         dt = _table(memory, d["dw_table"], MG, P)
     pw_w = read("pw_weights", OG * MG * P * Q).reshape(OG, MG, P, Q)
     if not flags & DescFlag.RAW_OUT:
