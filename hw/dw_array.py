@@ -1,8 +1,8 @@
-"""Depthwise PE array: ``P`` int8 multiply-accumulate lanes, one tap per cycle."""
+"""Depthwise PE array: ``P`` lanes of ``T`` int8 multiply-accumulates, a tap column per cycle."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
 
-__all__ = ["DepthwiseArray", "tap_layout", "acc_layout"]
+__all__ = ["DepthwiseArray", "tap_layout", "acc_layout", "dw_weight_layout", "lut_multiply"]
 
 
 def _addr_bits(depth: int) -> int:
@@ -18,14 +18,22 @@ def _addr_bits(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
-def tap_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the line buffer -> DW array stream: one tap of ``dw_lanes`` channels.
+def dw_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """One DW weight word: ``int8[T][P]``, row ``t`` the weights of kernel row ``r*T + t``
+    (``T = dw_taps``), byte ``t*P + i``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(8), config.dw_lanes), config.dw_taps)
 
-    ``data``: the ``P`` input bytes; ``first``/``last``: first/last tap of a pixel-group;
-    ``waddr``: DW weight word of this tap (``(q*k + ky)*k + kx``); ``group``: mid group ``q``.
+
+def tap_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the line buffer -> DW array stream: one tap column of ``T = dw_taps``
+    kernel rows of ``dw_lanes`` channels.
+
+    ``data``: ``T`` rows of ``P`` input bytes; ``first``/``last``: first/last column of a
+    pixel-group; ``waddr``: DW weight word of this column (``(q*R + r)*k + kx``); ``group``:
+    mid group ``q``.
     """
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(8), config.dw_lanes),
+        "data": dw_weight_layout(config),
         "first": 1,
         "last": 1,
         "waddr": unsigned(_addr_bits(config.dw_weight_depth)),
@@ -41,60 +49,83 @@ def acc_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
-class DepthwiseArray(wiring.Component):
-    """Depthwise multiply-accumulate over the taps of each pixel-group.
+def lut_multiply(a: Value, b: Value) -> Value:
+    """``a * b`` of two signed 8-bit values in LUTs (radix-4 Booth: four partial products of
+    ``0, +-a, +-2a``), so synthesis does not put it on a DSP48E1; 16-bit signed result."""
+    terms = []
+    prev = Const(0, 1)
+    for k in range(4):
+        b0, b1 = b[2 * k], b[2 * k + 1]
+        one = b0 ^ prev
+        two = (b1 & ~b0 & ~prev) | (~b1 & b0 & prev)
+        mag = Mux(two, a.as_signed() << 1, Mux(one, a.as_signed(), 0))
+        neg = b1 & (one | two)
+        # -mag = ~mag + 1: the +1 joins the sum as its own term
+        terms.append(Mux(neg, ~mag, mag).as_signed() << (2 * k))
+        terms.append(neg << (2 * k))
+        prev = b1
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total[:16].as_signed()
 
-    For every tap, lane ``i`` computes ``acc[i] = (first ? 0 : acc[i]) + data[i] *
-    w[waddr][i]`` (int8 x int8 products, 32-bit two's-complement accumulation); the tap with
-    ``last`` emits ``{acc, group}``. Pipeline: accept tap and read the weight memory (block
-    RAM, registered read) -> multiply -> accumulate into the output register. The whole
-    pipeline stalls while ``o`` holds a word that is not taken (global stall: ``taps.ready``
-    follows ``o.ready`` combinationally), so nothing is lost or duplicated under any
-    valid/ready pattern, and one tap per cycle flows while ``o`` is ready.
+
+class DepthwiseArray(wiring.Component):
+    """Depthwise multiply-accumulate over the tap columns of each pixel-group.
+
+    For every column, lane ``i`` computes ``acc[i] = (first ? 0 : acc[i]) + sum_t
+    data[t][i] * w[waddr][t][i]`` (``T`` int8 x int8 products in LUTs, 32-bit two's-complement
+    accumulation); the column with ``last`` emits ``{acc, group}``. Pipeline: accept the
+    column and read the weight memory (block RAM, registered read) -> products -> their
+    sum -> accumulate into the output register. The whole pipeline stalls while ``o`` holds
+    a word that is not taken (global stall: ``taps.ready`` follows ``o.ready``
+    combinationally), so nothing is lost or duplicated under any valid/ready pattern, and
+    one column per cycle flows while ``o`` is ready.
 
     Parameters
     ----------
     config : AcceleratorConfig
-        ``P = config.dw_lanes`` lanes; the weight memory has ``config.dw_weight_depth`` words.
+        ``P = config.dw_lanes`` lanes of ``T = config.dw_taps`` products; the weight memory
+        has ``config.dw_weight_depth`` words.
 
     Members
     -------
     taps : ``In(stream.Signature(tap_layout(config)))``
-        Taps in pixel-group order, ``first`` on the first tap and ``last`` on the last one of
-        each pixel-group (a single tap may carry both).
-    wr : ``In(WritePortSignature(wa_bits, data.ArrayLayout(signed(8), P)))``
-        Weight memory write port (always ready); word ``waddr`` lane ``i`` is the weight of
-        mid lane ``i`` for that tap. Write weights only while no taps are in flight (the
-        read port is not transparent).
+        Tap columns in pixel-group order, ``first`` on the first column and ``last`` on the
+        last one of each pixel-group (a single column may carry both).
+    wr : ``In(WritePortSignature(wa_bits, dw_weight_layout(config)))``
+        Weight memory write port (always ready); word ``waddr`` row ``t`` lane ``i`` is the
+        weight of mid lane ``i`` for that column's row ``t``. Write weights only while no
+        taps are in flight (the read port is not transparent).
     o : ``Out(stream.Signature(acc_layout(config)))``
-        One word per pixel-group: ``acc`` (``int32[P]``) and the ``group`` of its last tap.
+        One word per pixel-group: ``acc`` (``int32[P]``) and the ``group`` of its last column.
 
     Attributes
     ----------
     LATENCY : int
-        A tap with ``last`` accepted in cycle ``t`` makes ``o.valid`` high in cycle
-        ``t + LATENCY`` (when not stalled); ``N`` taps with ``o`` always ready take
-        ``N + LATENCY`` cycles from the first tap to the last output.
+        A column with ``last`` accepted in cycle ``t`` makes ``o.valid`` high in cycle
+        ``t + LATENCY`` (when not stalled); ``N`` columns with ``o`` always ready take
+        ``N + LATENCY`` cycles from the first column to the last output.
     """
 
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
         self.config = config
-        word = data.ArrayLayout(signed(8), config.dw_lanes)
         super().__init__({
             "taps": In(stream.Signature(tap_layout(config))),
-            "wr": In(WritePortSignature(_addr_bits(config.dw_weight_depth), word)),
+            "wr": In(WritePortSignature(_addr_bits(config.dw_weight_depth),
+                                        dw_weight_layout(config))),
             "o": Out(stream.Signature(acc_layout(config))),
         })
 
     def elaborate(self, platform):
-        P = self.config.dw_lanes
+        P, T = self.config.dw_lanes, self.config.dw_taps
         m = Module()
 
-        m.submodules.weights = mem = Memory(shape=data.ArrayLayout(signed(8), P),
+        m.submodules.weights = mem = Memory(shape=dw_weight_layout(self.config),
                                             depth=self.config.dw_weight_depth, init=[])
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data), wp.en.eq(self.wr.en)]
@@ -107,23 +138,32 @@ class DepthwiseArray(wiring.Component):
         rp = mem.read_port()
         m.d.comb += [rp.addr.eq(self.taps.payload.waddr), rp.en.eq(adv)]
 
-        # Stage 1: the tap, aligned with the weight word the read port returns.
+        # Stage 1: the column, aligned with the weight word the read port returns.
         tap1 = Signal(tap_layout(self.config))
         v1 = Signal()
         # Stage 2: the products (16 bits hold every int8 x int8 product, -128*-128 included).
-        prod2 = Signal(data.ArrayLayout(signed(16), P))
-        v2, first2, last2 = Signal(), Signal(), Signal()
-        group2 = Signal.like(tap1.group)
+        prod2 = Signal(data.ArrayLayout(data.ArrayLayout(signed(16), P), T))
+        # Stage 3: their sum per lane.
+        sum3 = Signal(data.ArrayLayout(signed(16 + (T - 1).bit_length()), P))
+        ctrl = data.StructLayout({"valid": 1, "first": 1, "last": 1,
+                                  "group": tap1.group.shape()})
+        c2, c3 = Signal(ctrl), Signal(ctrl)
 
         with m.If(adv):
             m.d.sync += [tap1.eq(self.taps.payload), v1.eq(self.taps.valid)]
-            m.d.sync += [prod2[i].eq(tap1.data[i] * rp.data[i]) for i in range(P)]
-            m.d.sync += [v2.eq(v1), first2.eq(tap1.first), last2.eq(tap1.last),
-                         group2.eq(tap1.group)]
-            # Stage 3: the accumulator is the output register.
-            m.d.sync += self.o.valid.eq(v2 & last2)
-            with m.If(v2):
-                m.d.sync += self.o.payload.group.eq(group2)
+            m.d.sync += [prod2[t][i].eq(lut_multiply(tap1.data[t][i], rp.data[t][i]))
+                         for t in range(T) for i in range(P)]
+            m.d.sync += [c2.valid.eq(v1), c2.first.eq(tap1.first), c2.last.eq(tap1.last),
+                         c2.group.eq(tap1.group), c3.eq(c2)]
+            for i in range(P):
+                total = prod2[0][i]
+                for t in range(1, T):
+                    total = total + prod2[t][i]
+                m.d.sync += sum3[i].eq(total)
+            # Stage 4: the accumulator is the output register.
+            m.d.sync += self.o.valid.eq(c3.valid & c3.last)
+            with m.If(c3.valid):
+                m.d.sync += self.o.payload.group.eq(c3.group)
                 acc = self.o.payload.acc
-                m.d.sync += [acc[i].eq(Mux(first2, 0, acc[i]) + prod2[i]) for i in range(P)]
+                m.d.sync += [acc[i].eq(Mux(c3.first, 0, acc[i]) + sum3[i]) for i in range(P)]
         return m

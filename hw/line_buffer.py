@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,7 +24,7 @@ PARAM_SOURCES = {"in_groups": "exp_groups", "in_zp": "lb_zp"}
 
 def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Per-layer parameters of :class:`LineBuffer`, named as the ``hw.layout.DESCRIPTOR``
-    fields they come from, sized by ``config``."""
+    fields they come from (``conv``: the ``CONV`` flag), sized by ``config``."""
     pad_max = config.k_max * config.dilation_max - 1
     return data.StructLayout({
         "in_h": unsigned(config.dim_bits),
@@ -40,14 +40,16 @@ def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
         "out_h": unsigned(config.dim_bits),
         "out_w": unsigned(config.dim_bits),
         "in_zp": signed(8),
+        "conv": 1,
     })
 
 
 def line_buffer_tap_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """One tap: ``P`` input bytes, the DW weight word and mid group it meets, and the
-    first/last marks of its pixel-group."""
+    """One tap column: ``T = dw_taps`` rows of ``P`` input bytes, the DW weight word and
+    mid group it meets, and the first/last marks of its pixel-group."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(8), config.dw_lanes),
+        "data": data.ArrayLayout(data.ArrayLayout(signed(8), config.dw_lanes),
+                                 config.dw_taps),
         "first": 1,
         "last": 1,
         "waddr": unsigned(_bits(config.dw_weight_depth - 1)),
@@ -56,14 +58,21 @@ def line_buffer_tap_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 
 class LineBuffer(wiring.Component):
-    """Holds the last ``config.lb_rows`` input rows and emits the depthwise taps.
+    """Holds the last ``config.lb_rows`` input rows and emits the depthwise taps, a column of
+    ``T = config.dw_taps`` kernel rows at a time.
 
-    Storage is one block RAM of ``config.lb_depth`` words of ``P = dw_lanes`` bytes: input
-    word ``(y, x, g)`` lives at ``(y mod lb_rows) * lb_row_words + x*G + g``. Fill beats are
-    written as they arrive (64-bit write granularity, so no packing register) into the word
-    of their row. Taps are generated in the order of docs/ARCHITECTURE.md:
-    ``oy, ox, g, j, ky, kx`` (``kx`` fastest), tap ``(iy, ix) = (oy*s - pad_top + ky*d,
-    ox*s - pad_left + kx*d)``, ``in_zp`` in every lane outside the image.
+    Storage is one block RAM per row slot, ``config.lb_row_words`` words of ``P = dw_lanes``
+    bytes each: input word ``(y, x, g)`` lives in slot ``y mod lb_rows`` at word ``x*G + g``.
+    Fill beats are written as they arrive (64-bit write granularity, so no packing register)
+    into the word of their row. Every slot is read at the same word each cycle, so the rows
+    of a column come out together. Tap columns are generated in the order of
+    docs/ARCHITECTURE.md: ``oy, ox, g, j, r, kx`` (``kx`` fastest) with ``r`` the pass over
+    kernel rows ``ky = r*T + t``, ``t < T``: row ``t`` of the column holds the input at
+    ``(iy, ix) = (oy*s - pad_top + ky*d, ox*s - pad_left + kx*d)``, ``in_zp`` in every lane
+    outside the image; rows with ``ky >= k`` (the last pass of a kernel that ``T`` does not
+    divide) hold unspecified bytes, to meet zero weights. With ``conv`` set, a column is one
+    kernel row (``T`` is taken as 1: ``k`` passes, row 0 of the column), the tap order of the
+    conv-mode PW input.
 
     Flow control, with ``top = oy*s - pad_top`` of the output row being generated:
 
@@ -76,9 +85,10 @@ class LineBuffer(wiring.Component):
     As ``(k-1)*d + 1 <= lb_rows``, the rows being read and the row being written never share
     a slot, and the two rules cannot wait on each other.
 
-    Pipeline: the tap counters address the read port; its registered output (held by the read
-    enable while ``taps`` is stalled) is the ``taps`` payload, with the zero-point mux after
-    it. One tap per cycle while ``taps.ready`` is high and the rows are there.
+    Pipeline: the tap counters address the read ports; their registered outputs (held by the
+    read enable while ``taps`` is stalled) go through a per-row slot mux and the zero-point
+    mux into the ``taps`` payload. One column per cycle while ``taps.ready`` is high and the
+    rows are there.
 
     Parameters
     ----------
@@ -98,10 +108,11 @@ class LineBuffer(wiring.Component):
         word, byte ``b`` of a beat = channel ``8*beat + b`` of the group). Not ready outside a
         layer.
     taps : ``Out(stream.Signature(line_buffer_tap_layout(config)))``
-        The tap stream; ``waddr = ((g*m + j)*k + ky)*k + kx``, ``group = g*m + j``.
+        The tap columns; ``waddr = ((g*m + j)*R + r)*k + kx`` (``R = dw_passes(k)``, or
+        ``k`` with ``conv``), ``group = g*m + j``.
     """
 
-    #: cycles from a tap's counters to its ``taps.valid`` (the registered read port)
+    #: cycles from a tap column's counters to its ``taps.valid`` (the registered read ports)
     LATENCY = 1
 
     def __init__(self, config: AcceleratorConfig):
@@ -118,16 +129,18 @@ class LineBuffer(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self.config
-        P = cfg.dw_lanes
+        P, T = cfg.dw_lanes, cfg.dw_taps
         beats_per_word = P // 8
         rows_log2 = (cfg.lb_rows - 1).bit_length()
         col_log2 = (cfg.lb_row_words - 1).bit_length()
         prm = self.params
         m = Module()
 
-        m.submodules.mem = mem = Memory(shape=unsigned(8 * P), depth=cfg.lb_depth, init=[])
-        wr = mem.write_port(granularity=64)
-        rd = mem.read_port()
+        slots = []
+        for n in range(cfg.lb_rows):
+            mem = Memory(shape=unsigned(8 * P), depth=cfg.lb_row_words, init=[])
+            m.submodules[f"row{n}"] = mem
+            slots.append((mem.write_port(granularity=64), mem.read_port()))
 
         # Row/column coordinates may be negative (padding) or past the image (bottom/right
         # padding, stride leftovers): signed, wide enough for 2*max_dim + a window.
@@ -141,7 +154,9 @@ class LineBuffer(wiring.Component):
 
         # ---- per-layer constants, registered at start (see the end) ----
         k1 = Signal.like(prm.kernel)         # k - 1
+        r1 = Signal.like(prm.kernel)         # passes - 1
         span = Signal(coord)                 # (k-1)*d + 1: input rows one output row needs
+        pass_rows = Signal(coord)            # rows per pass * d: iy step between passes
         s_g = Signal(colw)                   # s*G: word step between output pixels
         d_g = Signal(colw)                   # d*G: word step between kx taps
         left_g = Signal(colw)                # -pad_left*G: word offset of ox=0, kx=0, g=0
@@ -152,12 +167,12 @@ class LineBuffer(wiring.Component):
         ox = Signal.like(prm.out_w)
         g = Signal.like(prm.in_groups)
         j = Signal.like(prm.depth_mult)
-        ky = Signal.like(prm.kernel)
+        r = Signal.like(prm.kernel)
         kx = Signal.like(prm.kernel)
         top = Signal(coord)                  # oy*s - pad_top
         left = Signal(coord)                 # ox*s - pad_left
         pix_w = Signal(colw)                 # left*G (word offset of g=0)
-        iy = Signal(coord)                   # top + ky*d
+        iy = Signal(coord)                   # top + r*T*d: row t = 0 of the column
         ix = Signal(coord)                   # left + kx*d
         xw = Signal(colw)                    # left*G + g + kx*d*G (mod lb_row_words)
         waddr = Signal.like(self.taps.payload.waddr)
@@ -175,13 +190,15 @@ class LineBuffer(wiring.Component):
         slot_free = (fill_y < cfg.lb_rows) | (fill_y < top + cfg.lb_rows) | gen_done
         m.d.comb += self.fill.ready.eq(busy & ~fill_done & slot_free)
 
-        # ---- fill: write each beat into its 64-bit lane of the word ----
-        m.d.comb += [
-            wr.addr.eq(Cat(fill_w[:col_log2], fill_y[:rows_log2])),
-            wr.data.eq(self.fill.payload.replicate(beats_per_word)),
-        ]
-        with m.If(self.fill.valid & self.fill.ready):
-            m.d.comb += wr.en.eq(Const(1, beats_per_word) << fill_b)
+        # ---- fill: write each beat into its 64-bit lane of the word of its row's slot ----
+        fill_slot = fill_y[:rows_log2] if rows_log2 else 0
+        take = self.fill.valid & self.fill.ready
+        for n, (wr, _) in enumerate(slots):
+            m.d.comb += [wr.addr.eq(fill_w[:col_log2]),
+                         wr.data.eq(self.fill.payload.replicate(beats_per_word))]
+            with m.If(take & (fill_slot == n)):
+                m.d.comb += wr.en.eq(Const(1, beats_per_word) << fill_b)
+        with m.If(take):
             word_end = fill_b == beats_per_word - 1
             m.d.sync += fill_b.eq(Mux(word_end, 0, fill_b + 1))
             with m.If(word_end):
@@ -192,9 +209,10 @@ class LineBuffer(wiring.Component):
                 with m.Else():
                     m.d.sync += fill_w.eq(fill_w + 1)
 
-        # ---- output stage: the read port's register plus the tap's side fields ----
+        # ---- output stage: the read ports' registers, each row's slot and inside flag ----
         out_valid = Signal()
-        out_inside = Signal()
+        out_slot = [Signal(range(cfg.lb_rows), name=f"out_slot{t}") for t in range(T)]
+        out_inside = Signal(T)
         out_first = Signal()
         out_last = Signal()
         out_waddr = Signal.like(waddr)
@@ -202,29 +220,34 @@ class LineBuffer(wiring.Component):
         issue = Signal()
         m.d.comb += [
             issue.eq(busy & ~gen_done & row_ok & (~out_valid | self.taps.ready)),
-            rd.en.eq(issue),
-            rd.addr.eq(Cat(xw[:col_log2], iy[:rows_log2])),
             self.taps.valid.eq(out_valid),
             self.taps.payload.first.eq(out_first),
             self.taps.payload.last.eq(out_last),
             self.taps.payload.waddr.eq(out_waddr),
             self.taps.payload.group.eq(out_group),
         ]
+        for _, rd in slots:
+            m.d.comb += [rd.en.eq(issue), rd.addr.eq(xw[:col_log2])]
         zp_word = prm.in_zp.as_unsigned().replicate(P)
-        m.d.comb += self.taps.payload.data.eq(Mux(out_inside, rd.data, zp_word))
+        for t in range(T):
+            word = Array(rd.data for _, rd in slots)[out_slot[t]]
+            m.d.comb += self.taps.payload.data[t].eq(Mux(out_inside[t], word, zp_word))
 
         kx_last = kx == k1
-        ky_last = ky == k1
-        inside = (iy >= 0) & (iy < prm.in_h) & (ix >= 0) & (ix < prm.in_w)
+        r_last = r == r1
+        x_inside = (ix >= 0) & (ix < prm.in_w)
         with m.If(issue):
             m.d.sync += [
                 out_valid.eq(1),
-                out_inside.eq(inside),
-                out_first.eq((kx == 0) & (ky == 0)),
-                out_last.eq(kx_last & ky_last),
+                out_first.eq((kx == 0) & (r == 0)),
+                out_last.eq(kx_last & r_last),
                 out_waddr.eq(waddr),
                 out_group.eq(group),
             ]
+            for t in range(T):
+                row = iy + t * prm.dilation
+                m.d.sync += [out_slot[t].eq(row[:rows_log2] if rows_log2 else 0),
+                             out_inside[t].eq(x_inside & (row >= 0) & (row < prm.in_h))]
         with m.Elif(self.taps.ready):
             m.d.sync += out_valid.eq(0)
 
@@ -233,11 +256,11 @@ class LineBuffer(wiring.Component):
             m.d.sync += waddr.eq(waddr + 1)
             with m.If(~kx_last):
                 m.d.sync += [kx.eq(kx + 1), ix.eq(ix + prm.dilation), xw.eq(xw + d_g)]
-            with m.Elif(~ky_last):
+            with m.Elif(~r_last):
                 m.d.sync += [kx.eq(0), ix.eq(left), xw.eq(pix_w + g),
-                             ky.eq(ky + 1), iy.eq(iy + prm.dilation)]
+                             r.eq(r + 1), iy.eq(iy + pass_rows)]
             with m.Else():
-                m.d.sync += [kx.eq(0), ky.eq(0), ix.eq(left), iy.eq(top), group.eq(group + 1)]
+                m.d.sync += [kx.eq(0), r.eq(0), ix.eq(left), iy.eq(top), group.eq(group + 1)]
                 with m.If(j != prm.depth_mult - 1):
                     m.d.sync += [j.eq(j + 1), xw.eq(pix_w + g)]
                 with m.Elif(g != prm.in_groups - 1):
@@ -263,15 +286,19 @@ class LineBuffer(wiring.Component):
         # Start last: it overrides every update above.
         with m.If(self.start):
             neg_left_g = -(prm.pad_left * prm.in_groups)
+            passes = Array(Const(cfg.dw_passes(k) if k else 1, prm.kernel.shape())
+                           for k in range(2 ** len(prm.kernel)))[prm.kernel]
             m.d.sync += [
                 busy.eq(1),
                 k1.eq(prm.kernel - 1),
+                r1.eq(Mux(prm.conv, prm.kernel, passes) - 1),
                 span.eq((prm.kernel - 1) * prm.dilation + 1),
+                pass_rows.eq(Mux(prm.conv, 1, T) * prm.dilation),
                 s_g.eq(prm.stride * prm.in_groups),
                 d_g.eq(prm.dilation * prm.in_groups),
                 left_g.eq(neg_left_g),
                 row_words.eq(prm.in_w * prm.in_groups),
-                oy.eq(0), ox.eq(0), g.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
+                oy.eq(0), ox.eq(0), g.eq(0), j.eq(0), r.eq(0), kx.eq(0),
                 top.eq(-prm.pad_top), iy.eq(-prm.pad_top),
                 left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
                 pix_w.eq(neg_left_g), xw.eq(neg_left_g),

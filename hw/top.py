@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -140,10 +140,11 @@ class Accelerator(wiring.Component):
                        dwq, pw, pwq, res_packer, add, out_ser, raw_ser)
 
         # ---- sizes derived from the descriptor (computed over two cycles) ----
-        in_pixels, out_pixels, taps = Signal(32), Signal(32), Signal(8)
+        in_pixels, out_pixels, dw_cols = Signal(32), Signal(32), Signal(8)
         in_beats, res_beats, pixel_beats = Signal(32), Signal(32), Signal(16)
         load_words = [Signal(32, name=f"words_{ld.name.lower()}") for ld in Load]
-        load_beats_per_word = [P * P // 8, 9 * P // 8, P // 8, 9 * P // 8, P * Q // 8,
+        load_beats_per_word = [P * P // 8, 9 * P // 8, cfg.dw_taps * P // 8, 9 * P // 8,
+                               P * Q // 8,
                                9 * Q // 8]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
@@ -230,7 +231,9 @@ class Accelerator(wiring.Component):
                 m.d.sync += [
                     in_pixels.eq(field("in_h") * field("in_w")),
                     out_pixels.eq(field("out_h") * field("out_w")),
-                    taps.eq(field("kernel") * field("kernel")),
+                    # tap columns per pixel-group: dw_passes(k) * k
+                    dw_cols.eq(Array(Const(cfg.dw_passes(k) * k, 8)
+                                     for k in range(2 ** len(field("kernel"))))[field("kernel")]),
                     pixel_beats.eq(Mux(raw_on, 4, 1) * field("out_groups") * (Q // 8)),
                 ]
                 m.next = "CHECK"
@@ -241,7 +244,7 @@ class Accelerator(wiring.Component):
                     res_beats.eq(out_pixels * field("out_groups") * (Q // 8)),
                     load_words[Load.EXP_WEIGHTS].eq(field("exp_groups") * field("in_groups")),
                     load_words[Load.EXP_TABLE].eq(field("exp_groups")),
-                    load_words[Load.DW_WEIGHTS].eq(field("mid_groups") * taps),
+                    load_words[Load.DW_WEIGHTS].eq(field("mid_groups") * dw_cols),
                     load_words[Load.DW_TABLE].eq(field("mid_groups")),
                     load_words[Load.PW_WEIGHTS].eq(field("mid_groups") * field("out_groups")),
                     load_words[Load.PW_TABLE].eq(field("out_groups")),
@@ -369,7 +372,9 @@ class Accelerator(wiring.Component):
         """Stream connections between the stages, steered by the descriptor's flags."""
         # layer parameters (static while a layer runs)
         for name in lb.params.shape().members:
-            m.d.comb += getattr(lb.params, name).eq(field(PARAM_SOURCES.get(name, name)))
+            if name != "conv":
+                m.d.comb += getattr(lb.params, name).eq(field(PARAM_SOURCES.get(name, name)))
+        m.d.comb += lb.params.conv.eq(conv_on)
         m.d.comb += [
             expand.mid_groups.eq(field("in_groups")), expand.out_groups.eq(field("exp_groups")),
             pw.mid_groups.eq(field("mid_groups")), pw.out_groups.eq(field("out_groups")),
@@ -402,7 +407,7 @@ class Accelerator(wiring.Component):
             dw.taps.valid.eq(lb.taps.valid & ~conv_on),
             lb.taps.ready.eq(Mux(conv_on, pw.i.ready, dw.taps.ready)),
             pw.i.valid.eq(Mux(conv_on, lb.taps.valid, dwq.o.valid)),
-            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data, dwq.o.payload)),
+            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dwq.o.payload)),
             dwq.o.ready.eq(pw.i.ready & ~conv_on),
         ]
 

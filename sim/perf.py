@@ -120,14 +120,14 @@ __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_ma
            "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
-#: sizes in bytes as functions of ``(P, Q)`` (docs/ARCHITECTURE.md, "Data formats in DDR")
+#: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR")
 LOADS = {
-    "exp_weights": lambda P, Q: P * P,
-    "exp_table": lambda P, Q: 9 * P,
-    "dw_weights": lambda P, Q: P,
-    "dw_table": lambda P, Q: 9 * P,
-    "pw_weights": lambda P, Q: P * Q,
-    "pw_table": lambda P, Q: 9 * Q,
+    "exp_weights": lambda c: c.dw_lanes * c.dw_lanes,
+    "exp_table": lambda c: 9 * c.dw_lanes,
+    "dw_weights": lambda c: c.dw_taps * c.dw_lanes,
+    "dw_table": lambda c: 9 * c.dw_lanes,
+    "pw_weights": lambda c: c.dw_lanes * c.pw_cols,
+    "pw_table": lambda c: 9 * c.pw_cols,
 }
 
 #: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
@@ -250,20 +250,27 @@ def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
 
 def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
     """Beats of each table the layer loads (``CHECK``'s word counts x word bytes / 8):
-    ``exp_groups*in_groups`` and ``exp_groups`` words (``EXPAND``), ``mid_groups*k*k`` and
-    ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and ``out_groups``
-    (unless ``RAW_OUT``)."""
-    P, Q = config.dw_lanes, config.pw_cols
+    ``exp_groups*in_groups`` and ``exp_groups`` words (``EXPAND``), ``mid_groups*R*k``
+    (``R = dw_passes(k)``) and ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups``
+    (always) and ``out_groups`` (unless ``RAW_OUT``)."""
     flags = _flags(desc)
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
     words = {"exp_weights": desc["exp_groups"] * desc["in_groups"] if expand else 0,
              "exp_table": desc["exp_groups"] if expand else 0,
-             "dw_weights": 0 if conv else desc["mid_groups"] * desc["kernel"] ** 2,
+             "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
              "dw_table": 0 if conv else desc["mid_groups"],
              "pw_weights": desc["mid_groups"] * desc["out_groups"],
              "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"]}
-    return {name: words[name] * LOADS[name](P, Q) // BEAT_BYTES
+    return {name: words[name] * LOADS[name](config) // BEAT_BYTES
             for name in LOADS if words[name]}
+
+
+def _dw_columns(config: AcceleratorConfig, desc: dict) -> int:
+    """Tap columns the line buffer emits per pixel-group: ``dw_passes(k)*k``, or one per
+    conv-mode tap (``CONV``: one PW input word each)."""
+    if _flags(desc) & DescFlag.CONV:
+        return 1
+    return config.dw_passes(desc["kernel"]) * desc["kernel"]
 
 
 def layer_bytes(config: AcceleratorConfig | str, desc: dict) -> tuple[dict[str, int], int]:
@@ -802,8 +809,9 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     last ``RUN_WAIT`` cycle.
 
     The blocks are built back to front (writer, serializer, [ADD], PW requantizer, PW array,
-    spatial stage); then the taps are followed word by word (a word: a pixel-group's ``k*k``
-    taps, or one conv-mode tap), each pushed on through the chain as far as it goes:
+    spatial stage); then the taps are followed word by word (a word: a pixel-group's
+    ``dw_passes(k)*k`` tap columns, or one conv-mode tap), each pushed on through the chain
+    as far as it goes:
 
     1. Rows: the taps of output row ``oy`` (``top = oy*s - pad_top``) need input rows
        ``< need = min(top + (k-1)*d + 1, in_h)``; the line buffer sees a row the cycle after
@@ -814,8 +822,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
        taken: a word's first tap issues in ``max(gate(oy), acc)`` at a row start, else in
        ``acc`` (``acc``: the cycle the previous tap was taken), and is offered
        ``LineBuffer.LATENCY`` later.
-    3. DW mode: the DW array takes a tap in each of its moving cycles, so a word's taps go
-       in ``k*k`` consecutive moving cycles; the word leaves ``DepthwiseArray.LATENCY``
+    3. DW mode: the DW array takes a column in each of its moving cycles, so a word's
+       columns go in consecutive moving cycles; the word leaves ``DepthwiseArray.LATENCY``
        moving cycles after its last tap, into the DW requantizer, then the PW array's input.
        Conv mode: the taps go straight to the PW array's input.
     4. The PW array, requantizer, [ADD], serializer and writer: :class:`_PointwiseArray`,
@@ -882,7 +890,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                 return row_end[oy - 1] + 1 if oy else -math.inf
         return row_end[-1] + 1  # after the last tap (gen_done)
 
-    taps_word = 1 if conv else k * k
+    taps_word = _dw_columns(config, d)
     acc = -math.inf   # cycle the last tap was taken from the line buffer's register
     first_tap = None
     for oy in range(out_h):
@@ -1050,7 +1058,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     P, Q = config.dw_lanes, config.pw_cols
     flags = _flags(d)
     in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
-    taps = pixels * d["mid_groups"] * (1 if flags & DescFlag.CONV else d["kernel"] ** 2)
+    taps = pixels * d["mid_groups"] * _dw_columns(config, d)
     read, written = layer_bytes(config, d)
     pixel_beats = _pixel_beats(config, d)
     write = written // BEAT_BYTES

@@ -136,7 +136,7 @@ def test_report_names_each_overflow_and_its_modules():
     report = synth.format_report(get_config("tiny"), small, _syn())
     assert "VERDICT: DOES NOT FIT in toy" in report
     assert "DSP: 84 used > 70 available (120%); by module:" in report
-    assert re.search(r"^    pw_array\s+64  DSP: P\*Q MACs", report, re.M)
+    assert re.search(r"^    pw_array\s+64  DSP: P\*Q/2 \(two MACs each\)", report, re.M)
     assert re.search(r"^    dw_array\s+8 ", report, re.M)
     assert re.search(r"^    dwsep_top\s+12 ", report, re.M)
     assert "FF: 2,266 used > 2,000 available" in report

@@ -42,7 +42,9 @@ def test_derived_sizes():
     c = CONFIGS["tiny"]
     assert c.window_rows_max == 13 and c.lb_rows == 16
     assert c.lb_row_words == c.lb_width * c.lb_channels // c.dw_lanes
-    assert c.dw_weight_depth == (c.mid_channels_max // 8) * 49
+    # 32 mid groups x 3 passes of 3 kernel rows (k_max 7) x 7 columns
+    assert c.dw_passes(7) == 3 and c.dw_passes(3) == 1 and c.dw_passes(4) == 2
+    assert c.dw_weight_depth == (c.mid_channels_max // 8) * 3 * 7
 
 
 def test_descriptor_round_trip_and_range_checks():

@@ -12,7 +12,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from dwsep.hw.config import get_config
-from dwsep.hw.dw_array import DepthwiseArray, tap_layout
+from dwsep.hw.dw_array import DepthwiseArray, dw_weight_layout, lut_multiply, tap_layout
 from dwsep.sim.models.arrays import (
     dw_array_cycles,
     dw_array_model,
@@ -34,12 +34,18 @@ def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
     return a
 
 
-def line_buffer_taps(rng, lanes: int, k: int, mid_groups: int, pixels: int) -> dict:
-    """Taps in the line buffer's order: pixel, mid group ``q``, tap ``t = ky*k + kx``."""
-    t = np.tile(np.arange(k * k), pixels * mid_groups)
-    q = np.repeat(np.tile(np.arange(mid_groups), pixels), k * k)
-    return {"data": random_int8(rng, (t.size, lanes)), "first": t == 0, "last": t == k * k - 1,
-            "waddr": q * k * k + t, "group": q}
+def line_buffer_taps(rng, config, k: int, mid_groups: int, pixels: int) -> dict:
+    """Tap columns in the line buffer's order: pixel, mid group ``q``, column ``c = r*k +
+    kx`` (``R = dw_passes(k)`` passes of ``T`` rows); random data in every row."""
+    cols = config.dw_passes(k) * k
+    c = np.tile(np.arange(cols), pixels * mid_groups)
+    q = np.repeat(np.tile(np.arange(mid_groups), pixels), cols)
+    return {"data": random_int8(rng, (c.size, config.dw_taps, config.dw_lanes)),
+            "first": c == 0, "last": c == cols - 1, "waddr": q * cols + c, "group": q}
+
+
+def word_bytes(config) -> int:
+    return config.dw_taps * config.dw_lanes
 
 
 def tap_payloads(taps: dict) -> list[dict]:
@@ -103,33 +109,34 @@ def check(got, taps, weights):
 def test_line_buffer_order_with_stalls(seed, config, k, mid_groups, pixels, p_in, p_out):
     print(f"seed={seed}")
     rng = np.random.default_rng(seed)
-    w = random_int8(rng, (mid_groups, k * k, config.dw_lanes))
-    raw = pack_dw_weight_words(w)
-    words = dict(enumerate(words_from_bytes(raw, config.dw_lanes)))
-    taps = line_buffer_taps(rng, config.dw_lanes, k, mid_groups, pixels)
+    w = random_int8(rng, (mid_groups * config.dw_passes(k) * k, config.dw_taps,
+                          config.dw_lanes))
+    words = dict(enumerate(words_from_bytes(pack_dw_weight_words(w), word_bytes(config))))
+    taps = line_buffer_taps(rng, config, k, mid_groups, pixels)
     got = run_dw(config, taps, words, seed=seed, p_in=p_in, p_out=p_out)
-    check(got, taps, w.reshape(-1, config.dw_lanes))
+    check(got, taps, w)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13, 14])
 def test_arbitrary_addresses_and_groups(seed):
-    """Taps may name any weight word (the top address included) and any group; pixel-groups
-    of 1..7 taps; back-to-back single-tap groups stress the first/last handling."""
+    """Columns may name any weight word (the top address included) and any group;
+    pixel-groups of 1..7 columns; back-to-back single-column groups stress the first/last
+    handling."""
     print(f"seed={seed}")
-    cfg, P = TINY, TINY.dw_lanes
+    cfg, P, T = TINY, TINY.dw_lanes, TINY.dw_taps
     rng = np.random.default_rng(seed)
     addrs = np.unique(np.r_[0, cfg.dw_weight_depth - 1,
                             rng.integers(cfg.dw_weight_depth, size=40)])
-    weights = np.zeros((cfg.dw_weight_depth, P), np.int8)
-    weights[addrs] = random_int8(rng, (addrs.size, P))
+    weights = np.zeros((cfg.dw_weight_depth, T, P), np.int8)
+    weights[addrs] = random_int8(rng, (addrs.size, T, P))
     lengths = rng.integers(1, 8, size=120)
     lengths[5:10] = 1
     t = np.concatenate([np.arange(n) for n in lengths])
     ends = np.r_[t[1:] == 0, True]
-    taps = {"data": random_int8(rng, (t.size, P)), "first": t == 0, "last": ends,
+    taps = {"data": random_int8(rng, (t.size, T, P)), "first": t == 0, "last": ends,
             "waddr": rng.choice(addrs, size=t.size),
             "group": rng.integers(cfg.mid_groups_max, size=t.size)}
-    words = dict(zip(addrs.tolist(), words_from_bytes(weights[addrs].tobytes(), P),
+    words = dict(zip(addrs.tolist(), words_from_bytes(weights[addrs].tobytes(), T * P),
                      strict=True))
     got = run_dw(cfg, taps, words, seed=seed, p_in=0.4, p_out=0.4)
     check(got, taps, weights)
@@ -137,12 +144,13 @@ def test_arbitrary_addresses_and_groups(seed):
 
 @pytest.mark.parametrize(("k", "mid_groups", "pixels"), [(1, 1, 5), (3, 2, 2), (7, 1, 1)])
 def test_cycles_without_stalls(k, mid_groups, pixels):
-    """One tap per cycle: ``N`` taps take exactly ``N + LATENCY`` cycles to the last output."""
+    """One column per cycle: ``N`` columns take exactly ``N + LATENCY`` cycles to the last
+    output."""
     cfg, P = TINY, TINY.dw_lanes
     rng = np.random.default_rng(100 + k)
-    w = random_int8(rng, (mid_groups, k * k, P))
-    words = dict(enumerate(words_from_bytes(pack_dw_weight_words(w), P)))
-    taps = line_buffer_taps(rng, P, k, mid_groups, pixels)
+    w = random_int8(rng, (mid_groups * cfg.dw_passes(k) * k, cfg.dw_taps, P))
+    words = dict(enumerate(words_from_bytes(pack_dw_weight_words(w), word_bytes(cfg))))
+    taps = line_buffer_taps(rng, cfg, k, mid_groups, pixels)
     payloads = tap_payloads(taps)
     n_out = pixels * mid_groups
     dut = DepthwiseArray(cfg)
@@ -165,22 +173,23 @@ def test_cycles_without_stalls(k, mid_groups, pixels):
         cycles.append(n)
 
     run_sim(dut, bench, deadline_cycles=5000)
-    check(got, taps, w.reshape(-1, P))
+    check(got, taps, w)
     assert cycles[0] == dw_array_cycles(len(payloads), DepthwiseArray.LATENCY)
 
 
 def test_signature_matches_contract():
     dut = DepthwiseArray(TINY)
-    word = data.ArrayLayout(signed(8), 8)
+    word = data.ArrayLayout(data.ArrayLayout(signed(8), 8), 3)  # T = 3 rows of P = 8
+    assert dw_weight_layout(TINY) == word
     assert tap_layout(TINY) == data.StructLayout({
         "data": word, "first": 1, "last": 1,
-        "waddr": unsigned(11),  # 1568 = 32 groups * 7 * 7 words
+        "waddr": unsigned(10),  # 672 = 32 groups * 3 passes * 7 columns
         "group": unsigned(5),   # groups 0..31
     })
     assert dut.taps.payload.shape() == tap_layout(TINY)
     assert dut.o.payload.shape() == data.StructLayout(
         {"acc": data.ArrayLayout(signed(32), 8), "group": unsigned(5)})
-    assert dut.wr.addr.shape() == unsigned(11)
+    assert dut.wr.addr.shape() == unsigned(10)
     assert dut.wr.data.shape() == word
 
 
@@ -192,21 +201,45 @@ def test_rejects_non_config():
 def test_model_and_packer_against_loops():
     """The vectorized model and the packer against the contract written as plain loops."""
     rng = np.random.default_rng(7)
-    w = random_int8(rng, (3, 4, 8))  # mid_groups 3, k = 2
+    w = random_int8(rng, (6, 3, 8))  # mid_groups 3, k = 2: one pass of 2 columns each
     raw = pack_dw_weight_words(w)
-    for q, t, i in np.ndindex(w.shape):
-        assert (raw[(q * 4 + t) * 8 + i] ^ 0x80) - 0x80 == w[q, t, i]
-    taps = line_buffer_taps(rng, 8, 2, 3, 2)
-    acc, group = dw_array_model(taps, w.reshape(-1, 8))
+    for n, t, i in np.ndindex(w.shape):
+        assert (raw[(n * 3 + t) * 8 + i] ^ 0x80) - 0x80 == w[n, t, i]
+    taps = line_buffer_taps(rng, TINY, 2, 3, 2)
+    acc, group = dw_array_model(taps, w)
     want, run = [], None
     for n in range(len(taps["data"])):
-        prods = [int(taps["data"][n, i]) * int(w.reshape(-1, 8)[taps["waddr"][n], i])
-                 for i in range(8)]
+        prods = [sum(int(taps["data"][n, t, i]) * int(w[taps["waddr"][n], t, i])
+                     for t in range(3)) for i in range(8)]
         run = prods if taps["first"][n] else [a + b for a, b in zip(run, prods, strict=True)]
         if taps["last"][n]:
             want.append(run)
     assert acc.tolist() == want
     assert group.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_lut_multiply_exhaustive():
+    """Every signed 8 x 8-bit product of the Booth multiplier (the DW products in LUTs)."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+
+    a, b, o = Signal(signed(8)), Signal(signed(8)), Signal(signed(16))
+    m = Module()
+    m.d.comb += o.eq(lut_multiply(a, b))
+    sim = Simulator(m)
+    bad = []
+
+    async def bench(ctx):
+        for x in range(-128, 128):
+            ctx.set(a, x)
+            for y in range(-128, 128):
+                ctx.set(b, y)
+                if ctx.get(o) != x * y:
+                    bad.append((x, y))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, f"{len(bad)} wrong products, first {bad[0]}"
 
 
 @pytest.mark.parametrize("name", ["tiny", "pynq-z2", "zcu104"])

@@ -18,16 +18,18 @@ from dwsep.sim.streams import run_sim, send_all
 TINY = CONFIGS["tiny"]
 # Two beats per word, 8 row slots (k_max=3, dilation_max=2: 5-row window) and 16-word rows:
 # slot reuse and beat packing at a fraction of tiny's cost.
+# Columns of 2 rows: a 3x3 kernel takes two passes, the second with a row past the kernel.
 SMALL = AcceleratorConfig(
     name="lb-small", dw_lanes=16, pw_rows=16, pw_cols=8, k_max=3, dilation_max=2,
     max_dim=16, lb_width=8, lb_channels=32, mid_channels_max=96, out_channels_max=8,
-    expand_channels_max=16,
+    expand_channels_max=16, dw_taps=2,
 )
 
 
-def make_layer(rng, cfg, *, h, w, groups, m, k, s, d, pads=None, style="same"):
+def make_layer(rng, cfg, *, h, w, groups, m, k, s, d, pads=None, style="same", conv=False):
     """A layer dict: params (LineBuffer field names) plus the input tensor ``x``. ``pads`` =
-    ``(top, bottom, left, right)`` overrides ``style`` ('same' as TFLite, or 'valid')."""
+    ``(top, bottom, left, right)`` overrides ``style`` ('same' as TFLite, or 'valid');
+    ``conv``: one kernel row per column (conv mode)."""
     eff = (k - 1) * d + 1
     if pads is None:
         if style == "same":
@@ -44,12 +46,16 @@ def make_layer(rng, cfg, *, h, w, groups, m, k, s, d, pads=None, style="same"):
                  dtype=np.int8).reshape(h, w, groups * cfg.dw_lanes)
     return {"in_h": h, "in_w": w, "in_groups": groups, "depth_mult": m, "kernel": k,
             "stride": s, "dilation": d, "pad_top": top, "pad_left": left,
-            "out_h": out_h, "out_w": out_w, "in_zp": rng.randrange(-128, 128), "x": x}
+            "out_h": out_h, "out_w": out_w, "in_zp": rng.randrange(-128, 128),
+            "conv": int(conv), "x": x}
 
 
-def n_taps(layer):
+def n_taps(cfg, layer):
+    """Tap columns of ``layer``: ``out_h*out_w*G*m*R*k``."""
+    k = layer["kernel"]
+    passes = k if layer["conv"] else cfg.dw_passes(k)
     return (layer["out_h"] * layer["out_w"] * layer["in_groups"] * layer["depth_mult"]
-            * layer["kernel"] ** 2)
+            * passes * k)
 
 
 def random_layer(rng, cfg, max_taps):
@@ -70,27 +76,27 @@ def random_layer(rng, cfg, max_taps):
         if style == "valid" and (h < eff or w < eff):
             continue
         layer = make_layer(rng, cfg, h=h, w=w, groups=groups, m=m, k=k, s=s, d=d, pads=pads,
-                           style=style)
-        if layer["out_h"] >= 1 and layer["out_w"] >= 1 and n_taps(layer) <= max_taps:
+                           style=style, conv=rng.random() < 0.2)
+        if layer["out_h"] >= 1 and layer["out_w"] >= 1 and n_taps(cfg, layer) <= max_taps:
             return layer
 
 
 def model_taps(cfg, layer):
     return tap_stream_model(
-        layer["x"], lanes=cfg.dw_lanes, depth_mult=layer["depth_mult"],
+        layer["x"], lanes=cfg.dw_lanes, taps=cfg.dw_taps, depth_mult=layer["depth_mult"],
         kernel=layer["kernel"], stride=layer["stride"], dilation=layer["dilation"],
         pad_top=layer["pad_top"], pad_left=layer["pad_left"], out_h=layer["out_h"],
-        out_w=layer["out_w"], in_zp=layer["in_zp"])
+        out_w=layer["out_w"], in_zp=layer["in_zp"], conv=bool(layer["conv"]))
 
 
 def decode_taps(cfg, raws):
     """Split raw tap payload integers into the model's dict of arrays."""
-    P = cfg.dw_lanes
+    P, T = cfg.dw_lanes, cfg.dw_taps
     waddr_bits = max(1, (cfg.dw_weight_depth - 1).bit_length())
     group_bits = max(1, (cfg.mid_groups_max - 1).bit_length())
-    data = np.array([list((r & ((1 << 8 * P) - 1)).to_bytes(P, "little")) for r in raws],
-                    dtype=np.uint8).view(np.int8).reshape(len(raws), P)
-    pos = 8 * P
+    data = np.array([list((r & ((1 << 8 * T * P) - 1)).to_bytes(T * P, "little"))
+                     for r in raws], dtype=np.uint8).view(np.int8).reshape(len(raws), T, P)
+    pos = 8 * T * P
     first = np.array([(r >> pos) & 1 for r in raws], dtype=bool)
     last = np.array([(r >> (pos + 1)) & 1 for r in raws], dtype=bool)
     waddr = np.array([(r >> (pos + 2)) & ((1 << waddr_bits) - 1) for r in raws])
@@ -103,7 +109,7 @@ def simulate(cfg, layers, *, seed=0, p_fill=0.0, p_taps=0.0):
     cycles from each start pulse to ``busy`` falling."""
     dut = LineBuffer(cfg)
     rng_fill, rng_taps = random.Random(seed), random.Random(seed + 1)
-    taps_per_layer = [n_taps(layer) for layer in layers]
+    taps_per_layer = [n_taps(cfg, layer) for layer in layers]
     raws, cycles = [], []
     sent = [0]
 
@@ -158,8 +164,10 @@ def check(cfg, layers, **kw):
         desc = {k: v for k, v in layer.items() if k != "x"}
         for name in ("waddr", "group", "first", "last"):
             np.testing.assert_array_equal(taps[name], want[name], f"{name}, layer {i} {desc}")
-        bad = np.nonzero((taps["data"] != want["data"]).any(axis=1))[0]
-        assert bad.size == 0, f"layer {i} {desc}: {bad.size} taps differ, first at {bad[0]}"
+        # rows past the kernel are unspecified
+        differ = (taps["data"] != want["data"]).any(axis=2) & want["rows"]
+        bad = np.nonzero(differ.any(axis=1))[0]
+        assert bad.size == 0, f"layer {i} {desc}: {bad.size} columns differ, first at {bad[0]}"
     return cycles
 
 
@@ -211,17 +219,15 @@ def test_directed(name):
 
 @pytest.mark.parametrize("cfg", [TINY, SMALL], ids=lambda c: c.name)
 def test_cycles_no_stalls(cfg):
-    """k=3 SAME stride 1: taps outnumber fill beats, so after the first output row's input
-    rows have arrived the block emits one tap per cycle with no bubble at pixel or row
-    boundaries. Measured: cycles = taps + (beats of the first 2 input rows) + 3, where the
-    3 are the start cycle, the fill-write-to-read cycle and the output register."""
+    """k=3 SAME stride 1: tap columns outnumber fill beats, so after the first output row's
+    input rows have arrived the block emits one column per cycle with no bubble at pixel or
+    row boundaries: cycles = columns + (beats of the first 2 input rows) + 3, where the 3 are
+    the start cycle, the fill-write-to-read cycle and the output register."""
     rng = random.Random(7)
     layer = make_layer(rng, cfg, h=8, w=8, groups=2, m=1, k=3, s=1, d=1)
     (cycles,) = check(cfg, [layer])
     first_rows_beats = 2 * layer["in_w"] * layer["in_groups"] * cfg.dw_lanes // 8
-    bound = n_taps(layer) + first_rows_beats + 3
-    print(f"{cfg.name}: {cycles} cycles for {n_taps(layer)} taps (bound {bound})")
-    assert cycles <= bound
+    assert cycles == n_taps(cfg, layer) + first_rows_beats + 3
 
 
 def test_params_layout_matches_descriptor():
@@ -229,6 +235,8 @@ def test_params_layout_matches_descriptor():
     layout = line_buffer_params_layout(TINY)
     names = {f.name for f in DESCRIPTOR}
     for name, shape in layout.members.items():
+        if name == "conv":  # the CONV flag bit
+            continue
         source = PARAM_SOURCES.get(name, name)
         assert source in names, name
         assert shape.width <= DESCRIPTOR[source].width, name

@@ -61,7 +61,7 @@ LAYERS = {
     "k5_s2_c24": (layer(16, 16, 24, 5, s=2, c_out=16, seed=2), "dw"),
     "k7_d2_m2": (layer(9, 11, 8, 7, d=2, m=2, c_out=8, seed=3), "dw"),
     "k1_s2_read_bound": (layer(10, 12, 8, 1, s=2, c_out=8, seed=4), "ddr_read"),
-    "k3_s2_valid_c64": (layer(20, 20, 64, 3, s=2, c_out=64, padding="VALID", seed=5), "dw"),
+    "k3_s2_valid_c64": (layer(20, 20, 64, 3, s=2, c_out=64, padding="VALID", seed=5), "pw"),
 }
 
 
@@ -169,9 +169,10 @@ KINDS = {
     "expand_residual": (lambda: _block(8, 8, 8, 3, 8, 1), _E | _RES, False, ["dw"]),
     "expand_residual_c4": (lambda: _block(9, 7, 4, 2, 4, 1, seed=1), _E | _RES, False,
                            ["dw"]),
-    "expand_s2": (lambda: _block(10, 10, 8, 2, 16, 2, seed=2), _E, False, ["dw"]),
+    "expand_s2": (lambda: _block(10, 10, 8, 2, 16, 2, seed=2), _E, False, ["expand"]),
     # 40 rows > lb_rows: the line buffer holds the expand stage back
-    "expand_tall": (lambda: _block(40, 5, 32, 2, 32, 1, seed=3), _E | _RES, False, ["dw"]),
+    "expand_tall": (lambda: _block(40, 5, 32, 2, 32, 1, seed=3), _E | _RES, False,
+                    ["expand"]),
     # expand input 72 > expand_channels_max 64: a standalone 1x1 (in three output tiles)
     # then DW + PW
     "expand_split": (lambda: _block(6, 6, 72, 2, 24, 1, seed=4), 0, True,
@@ -188,7 +189,7 @@ KINDS = {
                      ["table_load"]),
     # 100 output channels: tiles of 64 + 36, one write command per pixel
     "tiles": (lambda: dwsep_layer_model(layer(20, 20, 16, 3, c_out=100, seed=9)), 0, True,
-              ["dw", "dw"]),
+              ["pw", "pw"]),
     # 1-beat pixels: the writer's command rate and four slots bound the second tile
     "tiles_write_bound": (lambda: dwsep_layer_model(layer(32, 32, 8, 1, c_out=72, seed=10)),
                           0, True, ["pw", "ddr_write"]),

@@ -22,16 +22,17 @@ def _wrap_int32(a: np.ndarray) -> np.ndarray:
 
 
 def dw_array_model(taps: dict, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Depthwise array: ``acc[n, i] = sum_{t in group n} data[t, i] * weights[waddr[t], i]``.
+    """Depthwise array: ``acc[n, i] = sum_{c in group n} sum_t data[c, t, i] *
+    weights[waddr[c], t, i]``.
 
     Parameters
     ----------
     taps:
-        ``{"data": int8[N, P], "first": [N], "last": [N], "waddr": [N], "group": [N]}``; the
-        taps form consecutive pixel-groups, each from a tap with ``first`` to the next tap
-        with ``last`` (one tap may be both).
+        ``{"data": int8[N, T, P], "first": [N], "last": [N], "waddr": [N], "group": [N]}``;
+        the tap columns form consecutive pixel-groups, each from a column with ``first`` to
+        the next column with ``last`` (one column may be both).
     weights:
-        ``int8[depth, P]``, the DW weight memory.
+        ``int8[depth, T, P]``, the DW weight memory.
 
     Returns
     -------
@@ -48,7 +49,7 @@ def dw_array_model(taps: dict, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
     if n == 0 or not last[-1] or not np.array_equal(first, np.r_[True, last[:-1]]):
         raise ValueError("taps must form whole pixel-groups: 'first' on tap 0 and on every "
                          "tap after a 'last', 'last' on the final tap")
-    prod = x * np.asarray(weights, np.int64)[np.asarray(taps["waddr"], np.int64)]
+    prod = (x * np.asarray(weights, np.int64)[np.asarray(taps["waddr"], np.int64)]).sum(axis=1)
     acc = np.add.reduceat(prod, starts, axis=0)
     group = np.asarray(taps["group"], np.int64)[last]
     return _wrap_int32(acc), group
@@ -82,11 +83,11 @@ def pw_array_model(x: np.ndarray, weights: np.ndarray, mid_groups: int, out_grou
     return _wrap_int32(acc), group
 
 
-def dw_array_cycles(taps: int, latency: int) -> int:
-    """Cycles of the DW array alone from the first tap to the last output word, with taps
-    always valid and the output always ready: one tap per cycle, plus the pipeline
-    ``latency``: ``taps + latency``."""
-    return taps + latency
+def dw_array_cycles(columns: int, latency: int) -> int:
+    """Cycles of the DW array alone from the first tap column to the last output word, with
+    columns always valid and the output always ready: one column per cycle, plus the
+    pipeline ``latency``: ``columns + latency``."""
+    return columns + latency
 
 
 def pw_array_cycles(pixels: int, mid_groups: int, out_groups: int, latency: int) -> int:
@@ -103,14 +104,15 @@ def pw_array_cycles(pixels: int, mid_groups: int, out_groups: int, latency: int)
 
 
 def pack_dw_weight_words(w: np.ndarray) -> bytes:
-    """DW weights in hardware order ``int8[mid_groups, k*k, P]`` -> DDR bytes.
+    """DW weights in hardware order ``int8[words, T, P]`` -> DDR bytes.
 
-    Word ``q*k*k + t`` (``t = ky*k + kx``) is ``P`` bytes, byte ``i`` = ``w[q, t, i]``, the
-    weight of mid lane ``(q, i)`` at tap ``t``: ``mid_groups*k*k*P`` bytes in all.
+    Word ``n`` is ``T*P`` bytes, byte ``t*P + i`` = ``w[n, t, i]``, the weight of lane ``i``
+    for row ``t`` of the tap column that reads word ``n`` (``waddr``):
+    ``words*T*P`` bytes in all.
     """
     w = np.asarray(w)
     if w.dtype != np.int8 or w.ndim != 3:
-        raise ValueError(f"DW weights must be int8[mid_groups, k*k, P], not "
+        raise ValueError(f"DW weights must be int8[words, T, P], not "
                          f"{w.dtype}{list(w.shape)}")
     return np.ascontiguousarray(w).tobytes()
 
