@@ -190,6 +190,15 @@ class Accelerator(wiring.Component):
         cur_addr = by_load(load_addr)
         cur_needed = by_load(load_needed)
 
+        # Tables held on chip: a table whose address and length equal the last load into its
+        # memory (in this run) is not read again, e.g. the DW weights of the output tiles of
+        # one layer. A program's tables do not change while it runs; `start` forgets them.
+        held = Signal(len(Load))
+        held_addr = [Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in Load]
+        held_words = [Signal(32, name=f"held_words_{ld.name.lower()}") for ld in Load]
+        cur_held = by_load([held[i] & (held_addr[i] == load_addr[i])
+                            & (held_words[i] == load_words[i]) for i in range(len(Load))])
+
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
         m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0),
@@ -203,7 +212,7 @@ class Accelerator(wiring.Component):
         with m.FSM(name="ctrl") as fsm:
             m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"), m.If(csr.start):
-                m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0),
+                m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0), held.eq(0),
                              error_code.eq(ErrorCode.NONE), reader.clear.eq(1),
                              writer.clear.eq(1), res_reader.clear.eq(1)]
                 with m.If(csr.prog_addr[:3] != 0):
@@ -263,10 +272,10 @@ class Accelerator(wiring.Component):
                     m.next = "LOAD_NEXT"
 
             with m.State("LOAD_NEXT"):
-                # skip the tables this layer does not use
+                # skip the tables this layer does not use or that are held already
                 with m.If(load == len(Load)):
                     m.next = "RUN_START"
-                with m.Elif(cur_needed):
+                with m.Elif(cur_needed & ~cur_held):
                     m.next = "LOAD_CMD"
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
@@ -277,6 +286,9 @@ class Accelerator(wiring.Component):
                              reader.cmd.payload.beats.eq(cur_words * n_word)]
                 with m.If(reader.cmd.ready):
                     m.d.sync += [word_beat.eq(0), word_addr.eq(0)]
+                    for i in range(len(Load)):
+                        with m.If(load == i):  # its memory is being overwritten
+                            m.d.sync += held[i].eq(0)
                     m.next = "LOAD_DATA"
 
             with m.State("LOAD_DATA"):
@@ -297,6 +309,10 @@ class Accelerator(wiring.Component):
                     fail(ErrorCode.AXI_READ)
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
+                    for i in range(len(Load)):
+                        with m.If(load == i):
+                            m.d.sync += [held[i].eq(1), held_addr[i].eq(load_addr[i]),
+                                         held_words[i].eq(load_words[i])]
                     m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):

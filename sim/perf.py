@@ -117,7 +117,7 @@ from dwsep.hw.requant import Requantizer
 from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 
 __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_macs",
-           "layer_bytes", "ideal_cycles", "pw_latency", "LOADS", "BOUNDS"]
+           "layer_bytes", "ideal_cycles", "pw_latency", "held_tables", "LOADS", "BOUNDS"]
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
 #: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR")
@@ -248,11 +248,11 @@ def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
     return raw * desc["out_groups"] * config.pw_cols // BEAT_BYTES
 
 
-def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
-    """Beats of each table the layer loads (``CHECK``'s word counts x word bytes / 8):
-    ``exp_groups*in_groups`` and ``exp_groups`` words (``EXPAND``), ``mid_groups*R*k``
-    (``R = dw_passes(k)``) and ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups``
-    (always) and ``out_groups`` (unless ``RAW_OUT``)."""
+def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
+    """Words of each table the layer needs (``CHECK``'s counts): ``exp_groups*in_groups``
+    and ``exp_groups`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
+    ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and ``out_groups``
+    (unless ``RAW_OUT``)."""
     flags = _flags(desc)
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
     words = {"exp_weights": desc["exp_groups"] * desc["in_groups"] if expand else 0,
@@ -261,8 +261,31 @@ def _table_beats(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
              "dw_table": 0 if conv else desc["mid_groups"],
              "pw_weights": desc["mid_groups"] * desc["out_groups"],
              "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"]}
-    return {name: words[name] * LOADS[name](config) // BEAT_BYTES
-            for name in LOADS if words[name]}
+    return {name: n for name, n in words.items() if n}
+
+
+def _table_beats(config: AcceleratorConfig, desc: dict,
+                 held: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Beats of each table the layer loads: those it needs (:func:`_table_words` x word
+    bytes / 8) but not those in ``held``."""
+    return {name: words * LOADS[name](config) // BEAT_BYTES
+            for name, words in _table_words(config, desc).items() if name not in held}
+
+
+def held_tables(config: AcceleratorConfig | str, descriptors: list[dict]
+                ) -> list[frozenset[str]]:
+    """For each descriptor of a program, the tables it needs that the controller holds on
+    chip already (``hw.top``: same address and length as the last load into that table's
+    memory since ``start``), which it does not read again."""
+    config = get_config(config)
+    last: dict[str, tuple[int, int]] = {}
+    out = []
+    for desc in descriptors:
+        words = _table_words(config, desc)
+        held = frozenset(n for n, w in words.items() if last.get(n) == (desc.get(n, 0), w))
+        last.update({n: (desc.get(n, 0), w) for n, w in words.items() if n not in held})
+        out.append(held)
+    return out
 
 
 def _dw_columns(config: AcceleratorConfig, desc: dict) -> int:
@@ -273,13 +296,15 @@ def _dw_columns(config: AcceleratorConfig, desc: dict) -> int:
     return config.dw_passes(desc["kernel"]) * desc["kernel"]
 
 
-def layer_bytes(config: AcceleratorConfig | str, desc: dict) -> tuple[dict[str, int], int]:
+def layer_bytes(config: AcceleratorConfig | str, desc: dict,
+                held: frozenset[str] = frozenset()) -> tuple[dict[str, int], int]:
     """DDR traffic of one layer: ``({"descriptor", <each loaded table>, "input",
     "residual"}, bytes written)``. Input ``in_h*in_w*in_groups*P``, residual and output
-    ``out_h*out_w`` pixels of ``_pixel_beats*8`` bytes."""
+    ``out_h*out_w`` pixels of ``_pixel_beats*8`` bytes; the tables in ``held``
+    (:func:`held_tables`) are not read."""
     config = get_config(config)
     read = {"descriptor": DESCRIPTOR.size}
-    read.update({k: v * BEAT_BYTES for k, v in _table_beats(config, desc).items()})
+    read.update({k: v * BEAT_BYTES for k, v in _table_beats(config, desc, held).items()})
     read["input"] = desc["in_h"] * desc["in_w"] * desc["in_groups"] * config.dw_lanes
     out = desc["out_h"] * desc["out_w"] * _pixel_beats(config, desc) * BEAT_BYTES
     read["residual"] = out if _flags(desc) & DescFlag.RESIDUAL else 0
@@ -1003,7 +1028,8 @@ class _FillFromExpand:
 
 
 def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
-                 memory: MemoryCycles = IDEAL, base: int = 0) -> LayerEstimate:
+                 memory: MemoryCycles = IDEAL, base: int = 0,
+                 held: frozenset[str] = frozenset()) -> LayerEstimate:
     """Cycles of one layer from its ``FETCH_CMD`` cycle to the next layer's ``FETCH_CMD``
     (or ``IDLE``), without AXI backpressure.
 
@@ -1019,19 +1045,22 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
     base:
         Address the descriptor's addresses are relative to (``Program.link``'s base): only
         where the 4 KiB pages fall matters (per-pixel output bursts that cross one split).
+    held:
+        Tables the controller holds already (:func:`held_tables`): skipped like unused ones.
 
     ``total = fetch + sum(loads) + run`` with, ``L`` the read latency and without a rate
     limit (with one, the beats follow :class:`_ReadStream`):
 
     * ``fetch = 1 + (CMD_TO_AR + L + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
     * ``load(n beats) = 2 + (CMD_TO_AR + L + R_TO_DATA + n - 1) + 1`` for each table
-      the flags need, plus one ``LOAD_NEXT`` cycle per table skipped and a last one;
+      the flags need and the controller does not hold, plus one ``LOAD_NEXT`` cycle per
+      table skipped and a last one;
     * ``run = RUN_START (1) + RUN_CMDS .. RUN_WAIT + NEXT (1)`` from the pipeline
       recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
     fetch = _fetch_cycles(memory, 0)
-    table_beats = _table_beats(config, desc)
+    table_beats = _table_beats(config, desc, held)
     loads = {name: _load_cycles(beats, base + desc.get(name, 0), memory)
              for name, beats in table_beats.items()}
     # LOAD_NEXT: one cycle per skipped table, and one finding no table left
@@ -1040,8 +1069,8 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
     t_cmds = t_run_start + 1
     end, first_tap, last_tap = _run_phase(config, desc, t_cmds, memory, base)
     total_end = end + 2  # NEXT, then the next layer's FETCH_CMD (or IDLE)
-    bytes_read, bytes_written = layer_bytes(config, desc)
-    stage_cycles = _stage_cycles(config, desc, memory, base)
+    bytes_read, bytes_written = layer_bytes(config, desc, held)
+    stage_cycles = _stage_cycles(config, desc, memory, base, held)
     bottleneck = max(stage_cycles, key=stage_cycles.get)
     return LayerEstimate(fetch=fetch, loads=loads, run=total_end - t_run_start,
                          fill=first_tap + LineBuffer.LATENCY - t_run_start,
@@ -1052,14 +1081,14 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
 
 
 def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
-                  base: int) -> dict[str, int]:
+                  base: int, held: frozenset[str]) -> dict[str, int]:
     """Each run-phase stage's work in cycles at its full rate (:attr:`LayerEstimate.
     stage_cycles`), in pipeline order."""
     P, Q = config.dw_lanes, config.pw_cols
     flags = _flags(d)
     in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
     taps = pixels * d["mid_groups"] * _dw_columns(config, d)
-    read, written = layer_bytes(config, d)
+    read, written = layer_bytes(config, d, held)
     pixel_beats = _pixel_beats(config, d)
     write = written // BEAT_BYTES
     if pixel_beats != d["out_pitch"]:
@@ -1101,6 +1130,7 @@ def program_cycles(config: AcceleratorConfig | str, program, *,
     sum of its layers (each layer's ``NEXT`` leads straight to the next ``FETCH_CMD``, the
     last one's to ``IDLE``). ``base``: the address the program is linked at (see
     :func:`layer_cycles`). Returns ``(total, [LayerEstimate per descriptor])``."""
-    layers = [layer_cycles(config, d, memory=memory, base=base)
-              for d in program.descriptors]
+    held = held_tables(config, program.descriptors)
+    layers = [layer_cycles(config, d, memory=memory, base=base, held=h)
+              for d, h in zip(program.descriptors, held, strict=True)]
     return sum(e.total for e in layers), layers

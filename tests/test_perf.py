@@ -35,6 +35,7 @@ from dwsep.sim.ddr import MEMORIES
 from dwsep.sim.perf import (
     BOUNDS,
     IDEAL,
+    held_tables,
     ideal_cycles,
     layer_cycles,
     layer_macs,
@@ -225,6 +226,17 @@ def test_descriptor_kind_matches_rtl(rtl, name):
     assert any(d["out_pitch"] != b for d, b in zip(descs, beats, strict=True)) == pitched
     assert [layer_cycles("tiny", d).bound for d in descs] == bounds
     _check_program(rtl.device, program, whole=False)
+
+
+def test_held_tables_are_not_reloaded(rtl):
+    """Output tiles of one layer share its DW weights and table: the controller loads them
+    for the first tile only, and the whole program's cycles still match the model."""
+    program = rtl.compile(KINDS["tiles"][0]())
+    held = held_tables("tiny", program.descriptors)
+    assert held == [frozenset(), frozenset({"dw_weights", "dw_table"})]
+    alone = program_cycles("tiny", program)[1]
+    assert alone[1].loads.keys() == {"pw_weights", "pw_table", "skipped"}
+    _check_program(rtl.device, program, whole=True)
 
 
 def _network(seed: int) -> bytes:
