@@ -3,7 +3,14 @@ packed blobs, DDR plan, host steps).
 
 Pattern matching, in the model's operator order (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
-* ``[PAD] + CONV_2D k x k`` (k > 1): one ``CONV`` descriptor, the PAD folded into the pads;
+* ``[PAD] + CONV_2D k x k`` (k > 1): one ``CONV`` descriptor, the PAD folded into the pads.
+  A stem (stride 2, dilation 1, reading the model input, which nothing else reads, with
+  ``4*C <= dw_lanes`` and padding with the input zero point) runs by space-to-depth: the host
+  stores the input in 2x2 blocks (``TensorInfo.space_to_depth``,
+  :func:`packing.space_to_depth`) and the descriptor is the equivalent stride-1 convolution
+  (:func:`space_to_depth_conv`; 3x3 -> 2x2: 4 PW input words per pixel instead of 9, and a
+  quarter of the input pixels). Limits are checked on that form; the report is the
+  operator's;
 * ``1x1 CONV_2D (expand) -> [PAD] -> DEPTHWISE_CONV_2D -> 1x1 CONV_2D (project) [-> ADD]``:
   one descriptor with ``EXPAND`` (and ``RESIDUAL`` when the ADD's other input is already in
   DDR and the output needs no tiling). When the expand does not fit the config
@@ -42,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -69,7 +76,8 @@ from .reference import (
 
 __all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
            "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier",
-           "check_requant_inputs", "check_packed_weights", "PACKED_WEIGHT_MAX"]
+           "check_requant_inputs", "check_packed_weights", "PACKED_WEIGHT_MAX",
+           "space_to_depth_conv"]
 
 #: alignment of every region of the DDR image (and of the base address), bytes
 ALIGN = 64
@@ -100,10 +108,14 @@ def _pixels(shape) -> int:
 class TensorInfo:
     """A model input or output as it sits in DDR.
 
-    ``shape`` is the model's (batch 1); the buffer at ``offset`` holds
-    ``int8[pixels][padded_channels]`` with ``pixels`` the product of all but the last
-    dimension (see :func:`packing.pack_activations`). ``offset`` is ``None`` for an output
-    the host computes (:attr:`Program.output_step`).
+    ``shape`` is the model's (batch 1) and ``channels`` its last dimension. With
+    ``space_to_depth == 1`` the buffer at ``offset`` holds ``int8[pixels][padded_channels]``
+    with ``pixels`` the product of all but the last dimension (see
+    :func:`packing.pack_activations`). A model input whose stem is compiled by space-to-depth
+    (:func:`space_to_depth_conv`) has ``space_to_depth == b`` (2): the buffer holds the
+    ``[ceil(H/b), ceil(W/b), b*b*C]`` tensor of :func:`packing.space_to_depth` (the zero
+    point past an odd edge), its channels padded to ``padded_channels``. ``offset`` is
+    ``None`` for an output the host computes (:attr:`Program.output_step`).
     """
     name: str
     shape: tuple[int, ...]
@@ -113,23 +125,40 @@ class TensorInfo:
     padded_channels: int
     lanes: int
     offset: int | None
+    space_to_depth: int = 1
 
     @property
     def pixels(self) -> int:
         return _pixels(self.shape)
 
     @property
+    def stored_shape(self) -> tuple[int, int]:
+        """``(pixels, channels)`` of the tensor in DDR, before the channel padding."""
+        b = self.space_to_depth
+        if b == 1:
+            return self.pixels, self.channels
+        h, w = self.shape[-3:-1]
+        return -(-h // b) * -(-w // b), b * b * self.channels
+
+    @property
     def nbytes(self) -> int:
-        return self.pixels * self.padded_channels
+        return self.stored_shape[0] * self.padded_channels
 
     def pack(self, x: np.ndarray) -> bytes:
         """An int8 array of the tensor's size (any shape ending in the channels) -> bytes."""
         x = np.asarray(x)
-        return packing.pack_activations(x.reshape(1, self.pixels, self.channels), self.lanes)
+        b = self.space_to_depth
+        if b > 1:
+            x = packing.space_to_depth(x.reshape(*self.shape[-3:]), b, self.zero_point)
+        return packing.pack_activations(x.reshape(1, *self.stored_shape), self.lanes)
 
     def unpack(self, raw: bytes) -> np.ndarray:
         """The buffer's bytes -> int8 array of :attr:`shape`."""
-        a = packing.unpack_activations(raw, 1, self.pixels, self.channels, self.lanes)
+        a = packing.unpack_activations(raw, 1, *self.stored_shape, self.lanes)
+        b = self.space_to_depth
+        if b > 1:
+            h, w = self.shape[-3:-1]
+            a = packing.depth_to_space(a.reshape(-(-h // b), -(-w // b), -1), b, h, w)
         return a.reshape(self.shape)
 
 
@@ -460,6 +489,52 @@ def exact_division_multiplier(n: int) -> tuple[int, int]:
     raise ValueError(f"no (mult, shift) divides every window sum by {n} as TFLite rounds")
 
 
+def space_to_depth_conv(w: np.ndarray, pad_top: int, pad_left: int, block: int = 2
+                        ) -> tuple[np.ndarray, int, int]:
+    """A stride-``b`` (``b = block``), dilation-1 convolution as a stride-1 one over the
+    input's :func:`packing.space_to_depth` form: ``(w2, pad_top2, pad_left2)``.
+
+    Output ``(oy, ox)`` of the original reads row ``y = b*oy - pad_top + ky`` (``ky < k``),
+    which is row ``Y = floor(y/b)``, sub-row ``i = y mod b`` of the space-to-depth input;
+    ``Y = oy - pad_top2 + KY`` with ``pad_top2 = ceil(pad_top/b)`` and ``KY =
+    floor((ky - pad_top)/b) + pad_top2``, the same for columns (``j``, ``KX``). So::
+
+        w2[o, KY, KX, (i*b + j)*C + c] = w[o, ky, kx, c]   for every ky, kx < k,
+        w2 = 0 elsewhere (input positions no original tap reads),
+
+    a square ``k2 x k2`` kernel, ``k2`` the larger of the row and column extents
+    ``floor((k - 1 - pad)/b) + ceil(pad/b) + 1`` (``ceil((k+1)/2)`` for an odd ``k`` and
+    ``b = 2``: 3x3 -> 2x2, 5x5 -> 3x3). Taps outside either image hold the padding value
+    in both forms, and ``w2`` has the same nonzero weights (so the same bias folding and
+    requantizer bounds): the outputs are identical.
+
+    Parameters
+    ----------
+    w:
+        ``[C_out, k, k, C]`` (TFLite ``CONV_2D`` layout).
+    pad_top, pad_left:
+        The original convolution's padding before the first row and column.
+    block:
+        The original stride ``b``.
+    """
+    w = np.asarray(w)
+    if w.ndim != 4 or w.shape[1] != w.shape[2] or block < 1 or min(pad_top, pad_left) < 0:
+        raise ValueError(f"space_to_depth_conv takes weights [C_out, k, k, C], a block >= 1 "
+                         f"and pads >= 0, not {list(w.shape)}, {block}, ({pad_top}, "
+                         f"{pad_left})")
+    c_out, k, _, c = w.shape
+    top, left = -(-pad_top // block), -(-pad_left // block)
+    rows = [divmod(ky - pad_top + block * top, block) for ky in range(k)]    # (KY, i)
+    cols = [divmod(kx - pad_left + block * left, block) for kx in range(k)]  # (KX, j)
+    k2 = 1 + max(rows[-1][0], cols[-1][0])
+    w2 = np.zeros((c_out, k2, k2, block * block * c), w.dtype)
+    for ky, (y, i) in enumerate(rows):
+        for kx, (x, j) in enumerate(cols):
+            sub = (i * block + j) * c
+            w2[:, y, x, sub:sub + c] = w[:, ky, kx]
+    return w2, top, left
+
+
 # ---- matched layers ---------------------------------------------------------------------------
 
 @dataclass
@@ -503,6 +578,18 @@ class _Geometry:
 
 
 @dataclass
+class _SpaceToDepth:
+    """A stem compiled by space-to-depth (:func:`space_to_depth_conv`): the model input is
+    stored in ``block x block`` blocks, ``geo`` is the stride-1 convolution the descriptor
+    runs over it with the rearranged weights ``w``, ``op_geo`` the operator's own geometry
+    (the layer report's)."""
+    block: int
+    op_geo: _Geometry
+    geo: _Geometry
+    w: np.ndarray
+
+
+@dataclass
 class _Unit:
     """A matched layer: one or more descriptors (output tiles, input slices)."""
     ops: list[Operator]
@@ -522,6 +609,7 @@ class _Unit:
     note: str = ""
     slices: list[tuple[int, int]] | None = None   # input channel slices (pool / FC)
     in_c: int = 0                                   # channels of ``input`` (0: geo.c)
+    stem: _SpaceToDepth | None = None               # a CONV over the s2d model input
 
     def __post_init__(self):
         self.in_c = self.in_c or self.geo.c
@@ -555,6 +643,7 @@ class _Matcher:
         self.host: dict[str, int] = {}      # tensors the host computes -> unit index
         self.units: list[_Unit] = []
         self.noops: list[Operator] = []     # RESHAPEs of the model input, not yet reported
+        self.input_block = 1                # the model input stored space-to-depth if > 1
 
     # -- graph helpers --
     def resolve(self, name: str) -> str:
@@ -692,15 +781,37 @@ class _Matcher:
 
     def geometry(self, op: Operator, k: int) -> _Geometry:
         """Line-buffer geometry of CONV_2D / DEPTHWISE_CONV_2D ``op`` with kernel ``k``,
-        folding a PAD that only it reads."""
+        folding a PAD that only it reads, checked against the line buffer's limits and the
+        output tensor's shape."""
+        geo = self.window(op, k)
+        self.check_window(op, geo)
+        return geo
+
+    def check_window(self, op: Operator, geo: _Geometry, form: str = "") -> None:
+        """The line buffer's kernel and padding limits (``form`` names a transformed
+        convolution in the message), then the output shape of ``op``."""
+        cfg = self.cfg
+        if geo.k > cfg.k_max:
+            raise _fail(op, f"kernel {geo.k}x{geo.k}{form} exceeds k_max={cfg.k_max} of config "
+                            f"{cfg.name!r}")
+        limit = cfg.k_max * cfg.dilation_max
+        for what, v in (("top", geo.pad_top), ("left", geo.pad_left)):
+            if v >= limit:
+                raise _fail(op, f"padding {what} {v}{form} reaches the line buffer's limit "
+                                f"k_max*dilation_max={limit} of config {cfg.name!r}")
+        y = self.graph.tensor(op.outputs[0])
+        shape = [1, geo.out_h, geo.out_w, int(y.shape[-1])]
+        if list(y.shape) != shape:
+            raise _fail(op, f"output {y.name!r} has shape {list(y.shape)}, the layer computes "
+                            f"{shape}")
+
+    def window(self, op: Operator, k: int) -> _Geometry:
+        """:meth:`geometry` without :meth:`check_window`."""
         cfg = self.cfg
         x_name = op.inputs[0]
         pad_op = self.producer.get(x_name)
         if pad_op is not None and pad_op.opcode not in _PADS:
             pad_op = None
-        if k > cfg.k_max:
-            raise _fail(op, f"kernel {k}x{k} exceeds k_max={cfg.k_max} of config "
-                            f"{cfg.name!r}")
         sh, sw = _pair(op, "stride")
         if sh != sw:
             raise _fail(op, f"stride {sh}x{sw} differs in height and width; dwsep needs equal "
@@ -734,17 +845,7 @@ class _Matcher:
         if pad_op is not None and lb_zp != in_zp and (t2 or b2 or l2 or r2):
             raise _fail(op, f"folding {pad_op.opcode} operator {pad_op.index} (value {lb_zp}) "
                             f"into SAME padding (value {in_zp}) needs two padding values")
-        geo = _Geometry(source, h, w, c, k, sh, dh, top + t2, left + l2, oh, ow, lb_zp, pad_op)
-        limit = cfg.k_max * cfg.dilation_max
-        for what, v in (("top", geo.pad_top), ("left", geo.pad_left)):
-            if v >= limit:
-                raise _fail(op, f"padding {what} {v} reaches the line buffer's limit k_max*"
-                                f"dilation_max={limit} of config {cfg.name!r}")
-        y = self.graph.tensor(op.outputs[0])
-        if tuple(y.shape) != (1, oh, ow, int(y.shape[-1])):
-            raise _fail(op, f"output {y.name!r} has shape {list(y.shape)}, the layer computes "
-                            f"{[1, oh, ow, int(y.shape[-1])]}")
-        return geo
+        return _Geometry(source, h, w, c, k, sh, dh, top + t2, left + l2, oh, ow, lb_zp, pad_op)
 
     def claim_geometry(self, op: Operator, geo: _Geometry) -> str:
         """Claim ``op`` and its folded PAD; return the layer's input tensor (stored)."""
@@ -795,23 +896,56 @@ class _Matcher:
 
     def _conv_mode(self, op: Operator, k: int) -> None:
         cfg, P = self.cfg, self.cfg.dw_lanes
-        geo = self.geometry(op, k)
+        geo = self.window(op, k)
         x = self.need_stored(op, self.claim_geometry(op, geo))
         if int(self.graph.tensor(op.inputs[1]).shape[3]) != geo.c:
             raise _fail(op, f"weights have {self.graph.tensor(op.inputs[1]).shape[3]} input "
                             f"channels for an input of {geo.c}")
         stage = self.conv_stage(op)
-        groups = packing.padded(geo.c, P) // P
-        if k * k * groups > cfg.mid_groups_max:
-            raise _fail(op, f"{k}x{k} convolution over {geo.c} channels needs k*k*ceil(C/"
-                            f"{P}) = {k * k * groups} PW input words per pixel, more than "
-                            f"mid_channels_max/dw_lanes={cfg.mid_groups_max} of config "
-                            f"{cfg.name!r}")
+        stem = self._space_to_depth(op, geo, stage.w)
+        run, form, note = geo, "", ""
+        if stem is not None:
+            run = stem.geo
+            form = (f" (the space-to-depth form of the {k}x{k} stride-{stem.block} "
+                    f"convolution over {geo.c} channels)")
+            note = (f"input stored space-to-depth: runs as a {run.k}x{run.k} stride-1 CONV "
+                    f"over {run.h}x{run.w}x{run.c}")
+        self.check_window(op, run, form)
+        groups = packing.padded(run.c, P) // P
+        if run.k * run.k * groups > cfg.mid_groups_max:
+            raise _fail(op, f"{run.k}x{run.k} convolution over {run.c} channels{form} needs "
+                            f"k*k*ceil(C/{P}) = {run.k * run.k * groups} PW input words per "
+                            f"pixel, more than mid_channels_max/dw_lanes={cfg.mid_groups_max} "
+                            f"of config {cfg.name!r}")
         c_out = stage.w.shape[0]
+        if stem is not None:
+            self.input_block = stem.block
         self._add_unit(_Unit(
-            [op] + ([geo.pad_op] if geo.pad_op else []), x, op.outputs[0], geo, stage,
+            [op] + ([geo.pad_op] if geo.pad_op else []), x, op.outputs[0], run, stage,
             conv=True, out_shape=(geo.out_h, geo.out_w, c_out),
-            macs=geo.out_h * geo.out_w * k * k * geo.c * c_out))
+            macs=geo.out_h * geo.out_w * k * k * geo.c * c_out, note=note, stem=stem))
+
+    def _space_to_depth(self, op: Operator, geo: _Geometry, w: np.ndarray
+                        ) -> _SpaceToDepth | None:
+        """The stem ``op`` (``geo``, weights ``w``) as a stride-1 convolution over the model
+        input stored space-to-depth in 2x2 blocks (:func:`space_to_depth_conv`), or ``None``
+        where that does not apply: the transform needs stride 2 and dilation 1, the model
+        input read by ``op`` (or the PAD folded into it) and nothing else, ``4*C <= P`` (the
+        blocks fit one lane group) and padding with the input zero point (the host fills
+        the blocks an odd edge cuts with it)."""
+        b, name = 2, self.graph.inputs[0]
+        reader = geo.pad_op or op
+        readers = [r.index for r in self.consumers.get(name, [])]
+        if (geo.stride != b or geo.dilation != 1 or geo.source != name
+                or readers != [reader.index] or name in self.graph.outputs
+                or b * b * geo.c > self.cfg.dw_lanes
+                or geo.lb_zp != int(self.graph.tensor(name).zero_point[0])):
+            return None
+        w2, top, left = space_to_depth_conv(w, geo.pad_top, geo.pad_left, b)
+        run = _Geometry(geo.source, -(-geo.h // b), -(-geo.w // b), b * b * geo.c,
+                        w2.shape[1], 1, 1, top, left, geo.out_h, geo.out_w, geo.lb_zp,
+                        geo.pad_op)
+        return _SpaceToDepth(b, geo, run, w2)
 
     def _standalone_pw(self, op: Operator, note: str = "") -> None:
         geo = self.geometry(op, 1)
@@ -1152,8 +1286,10 @@ def _check_packed_weights(u: _Unit) -> None:
 
 
 class _Emitter:
-    def __init__(self, graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]):
+    def __init__(self, graph: Graph, cfg: AcceleratorConfig, units: list[_Unit],
+                 model_input: TensorInfo):
         self.graph, self.cfg, self.units = graph, cfg, units
+        self.model_input = model_input
         self.blobs: dict[bytes, str] = {}      # content -> key
         self.blob_order: list[tuple[str, bytes]] = []
         self.buffers: dict[object, int] = {}  # key -> bytes
@@ -1169,6 +1305,8 @@ class _Emitter:
         return self.blobs[data]
 
     def tensor_bytes(self, name: str, c0: int = 0, c1: int | None = None) -> int:
+        if name == self.model_input.name:
+            return self.model_input.nbytes
         t = self.graph.tensor(name)
         c1 = int(t.shape[-1]) if c1 is None else c1
         return _pixels(t.shape) * packing.padded(c1 - c0, self.cfg.dw_lanes)
@@ -1311,11 +1449,11 @@ class _Emitter:
                 fields.update(pw_zp=u.pw.zp, pw_min=u.pw.lo, pw_max=u.pw.hi)
             tiles = self.out_tiles(u, c_out, out_parts)
             tiles_per_slice = len(tiles)
+            conv_w = u.stem.w if u.stem is not None else pw_w
             for t, (a, b) in enumerate(tiles):
-                tw = pw_w[a:b]
                 og = packing.padded(b - a, Q) // Q
-                packed = (packing.pack_conv_weights(tw, P, Q) if u.conv
-                          else packing.pack_pw_weights(tw, m, P, Q))
+                packed = (packing.pack_conv_weights(conv_w[a:b], P, Q) if u.conv
+                          else packing.pack_pw_weights(pw_w[a:b], m, P, Q))
                 r = dict(refs)
                 r["pw_weights"] = (self.blob(f"{tag}.pw_weights{t}", packed), 0)
                 if u.fc is None:
@@ -1341,13 +1479,16 @@ class _Emitter:
         return tiles_per_slice
 
     def report(self, n: int, u: _Unit, first: int, count: int, tiles: int) -> dict:
-        geo = u.geo
+        """The layer as the model states it (a stem compiled by space-to-depth: its
+        operator's geometry, the descriptor's in ``note``)."""
+        geo = u.geo if u.stem is None else u.stem.op_geo
+        in_c = u.in_c if u.stem is None else geo.c
         return {
             "layer": n, "operators": [op.index for op in u.ops],
             "ops": [op.opcode for op in u.ops], "stages": u.stages,
             "descriptors": [first, count], "runs_on": "accelerator" if u.fc is None
             else "accelerator + host", "host_step": "fc_requant" if u.fc is not None else None,
-            "input": u.input, "output": u.output, "input_shape": [geo.h, geo.w, u.in_c],
+            "input": u.input, "output": u.output, "input_shape": [geo.h, geo.w, in_c],
             "output_shape": list(u.out_shape), "kernel": geo.k, "stride": geo.stride,
             "dilation": geo.dilation, "depth_multiplier": u.depth_mult,
             "pad_top": geo.pad_top, "pad_left": geo.pad_left,
@@ -1391,11 +1532,12 @@ def _plan_buffers(jobs: list[_Job], sizes: dict[object, int], pinned: set) -> di
 
 
 def _tensor_info(graph: Graph, name: str, shape_of: str, lanes: int,
-                 offset: int | None) -> TensorInfo:
+                 offset: int | None, block: int = 1) -> TensorInfo:
     t, s = graph.tensor(name), graph.tensor(shape_of)
     c = int(s.shape[-1])
     return TensorInfo(shape_of, tuple(int(v) for v in s.shape), float(t.scale[0]),
-                      int(t.zero_point[0]), c, packing.padded(c, lanes), lanes, offset)
+                      int(t.zero_point[0]), c, packing.padded(block * block * c, lanes), lanes,
+                      offset, block)
 
 
 def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
@@ -1420,7 +1562,9 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
     matcher = _Matcher(graph, cfg)
     units = matcher.run()
     _check_units(graph, cfg, units)
-    emitter = _Emitter(graph, cfg, units)
+    model_input = _tensor_info(graph, graph.inputs[0], graph.inputs[0], cfg.dw_lanes, None,
+                               matcher.input_block)
+    emitter = _Emitter(graph, cfg, units, model_input)
     emitter.plan_slices()
     reports = emitter.emit()
     jobs = emitter.jobs
@@ -1458,8 +1602,7 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
     output_step = next((s for s in steps if s.tensor == out_name), None)
     program = Program(
         config=cfg, descriptors=descriptors, blobs=blobs,
-        input=_tensor_info(graph, graph.inputs[0], graph.inputs[0], cfg.dw_lanes,
-                           offsets[input_key]),
+        input=replace(model_input, offset=offsets[input_key]),
         output=_tensor_info(graph, out_name, graph.outputs[0], cfg.pw_cols,
                             None if output_step else offsets[emitter.buffer(out_name)]),
         size=size, layers=reports, host_steps=steps, output_step=output_step)

@@ -19,7 +19,8 @@ import numpy as np
 
 __all__ = [
     "TABLE_RECORD_BYTES_PER_LANE", "IDENTITY_MULT", "IDENTITY_SHIFT", "padded",
-    "pack_activations", "unpack_activations", "unpack_raw", "mid_channel_map", "to_mid_lanes",
+    "pack_activations", "unpack_activations", "space_to_depth", "depth_to_space", "unpack_raw",
+    "mid_channel_map", "to_mid_lanes",
     "fold_bias", "pack_dw_weights", "unpack_dw_weights", "pack_pw_weights",
     "pack_expand_weights", "pack_conv_weights", "pack_table", "unpack_table",
 ]
@@ -62,6 +63,42 @@ def unpack_activations(raw: bytes, h: int, w: int, c: int, lanes: int) -> np.nda
                          f"got {len(raw)}")
     a = np.frombuffer(bytes(raw[:n]), np.int8).reshape(h, w, c_pad)
     return a[:, :, :c].copy()
+
+
+def space_to_depth(x: np.ndarray, block: int, fill: int) -> np.ndarray:
+    """``int8[H, W, C]`` -> ``int8[ceil(H/b), ceil(W/b), b*b*C]`` (``b = block``): each
+    ``b x b`` block of pixels becomes one pixel::
+
+        S[Y, X, (i*b + j)*C + c] = x[b*Y + i, b*X + j, c]   (i, j < b)
+                                 = fill  where b*Y + i >= H or b*X + j >= W
+
+    (the blocks an odd edge cuts). The layout in which the host stores the input of a stem
+    compiled by space-to-depth (``compiler.space_to_depth_conv``); ``fill`` is the input zero
+    point, the value the convolution's padding taps hold.
+    """
+    x = np.asarray(x)
+    if x.ndim != 3 or block < 1:
+        raise ValueError(f"space_to_depth takes [H, W, C] and a block >= 1, not "
+                         f"{list(x.shape)} and {block}")
+    h, w, c = x.shape
+    rows, cols = -(-h // block), -(-w // block)
+    full = np.full((rows * block, cols * block, c), fill, x.dtype)
+    full[:h, :w] = x
+    blocks = full.reshape(rows, block, cols, block, c).transpose(0, 2, 1, 3, 4)  # [Y,X,i,j,c]
+    return blocks.reshape(rows, cols, block * block * c)
+
+
+def depth_to_space(s: np.ndarray, block: int, h: int, w: int) -> np.ndarray:
+    """Inverse of :func:`space_to_depth`: ``[ceil(h/b), ceil(w/b), b*b*C]`` -> ``[h, w, C]``
+    (the fill past an odd edge dropped)."""
+    s = np.asarray(s)
+    rows, cols, cb = s.shape
+    if (rows, cols) != (-(-h // block), -(-w // block)) or cb % (block * block):
+        raise ValueError(f"{list(s.shape)} is not the space-to-depth form ({block}x{block} "
+                         f"blocks) of a {h}x{w} image")
+    c = cb // (block * block)
+    full = s.reshape(rows, cols, block, block, c).transpose(0, 2, 1, 3, 4)
+    return full.reshape(rows * block, cols * block, c)[:h, :w].copy()
 
 
 def unpack_raw(raw: bytes, pixels: int, channels: int, cols: int) -> np.ndarray:
