@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from dwsep.host.driver import Accelerator
-from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model, random_layer_spec
+from dwsep.host.tflite_writer import (
+    LayerSpec,
+    dwsep_layer_model,
+    random_layer_spec,
+    single_op_model,
+)
 from dwsep.sim.oracle import litert_run
 
 pytestmark = pytest.mark.verilator
@@ -61,6 +66,21 @@ def test_random_layer_bit_exact(rtl, reference, seed):
     assert np.array_equal(y, expected), (spec, np.argwhere(y != expected)[:5])
     assert np.array_equal(reference.run(model, x), expected), spec
     assert rtl.last_stats["cycles"] > 0
+
+
+@pytest.mark.parametrize(("h", "w", "k", "padding"), [(15, 12, 3, "SAME"), (12, 9, 5, "VALID")])
+def test_space_to_depth_stem_bit_exact(rtl, h, w, k, padding):
+    """A stride-2 k x k CONV_2D on a 2-channel model input runs as the stride-1 conv over the
+    input stored space-to-depth (4*2 channels fill tiny's 8 lanes): 3x3 -> 2x2, 5x5 -> 3x3."""
+    spec = LayerSpec(h=h, w=w, c=2, depth_multiplier=1, kernel=k, stride=2, dilation=1,
+                     padding=padding, dw_activation="NONE", c_out=12, pw_activation="RELU6",
+                     seed=k)
+    model = single_op_model(spec, "CONV_2D")
+    program = rtl.compile(model)
+    assert program.input.space_to_depth == 2
+    assert program.descriptors[0]["kernel"] == (k + 1) // 2
+    x = np.random.default_rng(k).integers(-128, 128, (1, h, w, 2), dtype=np.int8)
+    assert np.array_equal(rtl.run(model, x), litert_run(model, x)), spec
 
 
 @pytest.mark.parametrize("seed", range(2))
