@@ -208,10 +208,10 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     """On-chip memories of the accelerator: ``(module, sized by, width bits, depth)``."""
     P, Q = cfg.dw_lanes, cfg.pw_cols
     return [
-        ("line_buffer", "lb_rows * pow2(lb_width*lb_channels/P) words of P bytes",
+        ("line_buffer", "lb_rows memories of pow2(lb_width*lb_channels/P) words of P bytes",
          8 * P, cfg.lb_depth),
-        ("dw_array weights", "mid_channels_max/P * k_max^2 words of P bytes",
-         8 * P, cfg.dw_weight_depth),
+        ("dw_array weights", "mid_channels_max/P * dw_passes(k_max) * k_max words of "
+         "dw_taps*P bytes", 8 * cfg.dw_taps * P, cfg.dw_weight_depth),
         ("pw_array pixels", "2 * mid_channels_max/P words of P bytes", 8 * P,
          2 * cfg.mid_groups_max),
         ("pw_array weights", "out_channels_max/Q * mid_channels_max/P words of P*Q bytes",
@@ -229,7 +229,7 @@ _DRIVERS = {
     "writer.lengths": "burst-length FIFO (fixed)",
     "csr": "register map (fixed)",
     "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes; DSP: address math",
-    "dw_array": "DSP: P = dw_lanes MACs; BRAM: DW weights mid_channels_max*k_max^2 bytes",
+    "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
     "dw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
     "pw_array": "DSP: P*Q/2 (two MACs each); BRAM: PW weights P*Q x pw_weight_depth, pixels",
     "pw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x out_channels_max",
