@@ -72,6 +72,17 @@ def random_act_range(rng: np.random.Generator) -> tuple[int, int, int]:
     return zp, zp, 127 if kind == 1 else int(rng.integers(zp, 128))
 
 
+def plain_words(seed: int, depth: int, lanes: int, n: int):
+    """``n`` random words over a random table, with no activation (zp 0, -128..127):
+    ``(acc, group, expected outputs, table records)``."""
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, depth, lanes)
+    group = rng.integers(0, depth, n)
+    acc = random_acc(rng, table, group)
+    return (acc, group, requant_model(acc, group, table, 0, -128, 127),
+            table_records(table["bias"], table["mult"], table["shift"]))
+
+
 async def load_table(ctx, dut: Requantizer, records: list[int]) -> None:
     """Write ``records`` (:func:`table_records`) through the table write port."""
     for addr, rec in enumerate(records):
@@ -227,12 +238,7 @@ def test_full_rate(compute_lanes):
     ``chunks`` cycles and the first leaves ``latency`` cycles after it was taken."""
     lanes, depth = 8, 3
     dut = Requantizer(lanes, depth, compute_lanes)
-    rng = np.random.default_rng(9)
-    table = random_table(rng, depth, lanes)
-    group = rng.integers(0, depth, 12)
-    acc = random_acc(rng, table, group)
-    want = requant_model(acc, group, table, 0, -128, 127)
-    records = table_records(table["bias"], table["mult"], table["shift"])
+    acc, group, want, records = plain_words(9, depth, lanes, 12)
     taken, offered = [], []
 
     async def bench(ctx):
@@ -323,12 +329,7 @@ def test_latency_and_throughput():
     of words is taken and delivered one per cycle."""
     lanes, depth = 8, 2
     dut = Requantizer(lanes, depth)
-    rng = np.random.default_rng(3)
-    table = random_table(rng, depth, lanes)
-    group = rng.integers(0, depth, 30)
-    acc = random_acc(rng, table, group)
-    want = requant_model(acc, group, table, 0, -128, 127)
-    records = table_records(table["bias"], table["mult"], table["shift"])
+    acc, group, want, records = plain_words(3, depth, lanes, 30)
 
     async def bench(ctx):
         ctx.set(dut.act_min, -128)
