@@ -144,8 +144,7 @@ class Accelerator(wiring.Component):
         in_beats, res_beats, pixel_beats = Signal(32), Signal(32), Signal(16)
         load_words = [Signal(32, name=f"words_{ld.name.lower()}") for ld in Load]
         load_beats_per_word = [P * P // 8, 9 * P // 8, cfg.dw_taps * P // 8, 9 * P // 8,
-                               P * Q // 8,
-                               9 * Q // 8]
+                               P * Q // 8, 9 * Q // 8]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
         load_ports = [expand.wr, expq.wr, dw.wr, dwq.wr, pw.wr, pwq.wr]

@@ -468,9 +468,11 @@ def test_synthesis_tiny():
     assert re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", report, re.M)
     assert syn.source.startswith("hw/*.py sha256 ")
     totals = synth.hierarchy_totals(syn.modules)
-    # One DSP48E1 per PW MAC, four per requantizer lane (32x32 product on 25x18 slices).
-    assert totals["dwsep_top.pw_array"].dsps == cfg.pw_rows * cfg.pw_cols
-    assert totals["dwsep_top.pw_requant"].dsps == 4 * cfg.pw_cols
+    # Two PW MACs per DSP48E1, two per requantizer compute lane (25 x 31-bit product on
+    # 25x18 slices), none for the DW array (Booth products in LUTs).
+    assert totals["dwsep_top.pw_array"].dsps == cfg.pw_rows * cfg.pw_cols // 2
+    assert totals["dwsep_top.pw_requant"].dsps == 2 * cfg.requant_lanes
+    assert totals["dwsep_top.dw_array"].dsps == 0
     assert totals["dwsep_top.line_buffer"].bram36 >= synth.bram36_estimate(
         8 * cfg.dw_lanes, cfg.lb_depth)
 
