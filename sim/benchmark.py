@@ -8,7 +8,7 @@ it is.
 
 Figures: per layer of the compiled program (a layer is one or more descriptors: output tiles,
 input slices, a split expand), MACs are the model's (padding lanes excluded), MAC utilization
-is ``MACs / (cycles x MAC units)`` with the config's MAC units (DW lanes + expand + PW
+is ``MACs / (cycles x MAC units)`` with the config's MAC units (DW lanes x taps + expand + PW
 arrays), DDR bytes are those the descriptors move (descriptor, tables, input, residual,
 output).
 """
