@@ -20,7 +20,8 @@ Pattern matching, in the model's operator order (docs/ARCHITECTURE.md, "Layer de
 * a ``DEPTHWISE_CONV_2D`` not followed by a 1x1 ``CONV_2D``: identity PW;
 * ``AVERAGE_POOL_2D`` (VALID; global or square window) and ``MEAN`` over H, W: all-ones DW,
   fused with a following ``FULLY_CONNECTED`` (through ``RESHAPE``\\ s) as its PW with
-  ``RAW_OUT``, else an identity PW;
+  ``RAW_OUT`` when the FC's outputs fit one output tile, else an identity PW (the FC then
+  runs alone over the pooled vector, so no FC tile re-reads and re-pools the pool's input);
 * ``FULLY_CONNECTED`` (per pixel): identity DW + PW with ``RAW_OUT``; LiteRT requantizes FC
   in double precision, which the driver does after the run: the :class:`HostStep`
   ``fc_requant``, the only work done on the CPU;
@@ -28,10 +29,12 @@ Pattern matching, in the model's operator order (docs/ARCHITECTURE.md, "Layer de
 * ``RESHAPE`` keeping the channel count: no operation (the layout is unchanged).
 
 PW outputs wider than ``out_channels_max`` are tiled by output channels (one descriptor per
-tile, ``out_pitch`` the whole tensor). A pool or FC input wider than ``mid_channels_max`` is
-stored as separate channel slices (its producer's tiles), pooled slice by slice, and the FC
-reduction split over the slices: each slice writes int32 partial sums that the
-``fc_requant`` host step adds before requantizing.
+tile, ``out_pitch`` the whole tensor). A pool or FC input wider than ``mid_channels_max``,
+and a pool without an FC wider than ``out_channels_max`` whose producer can, is stored as
+separate channel slices (its producer's tiles) and pooled slice by slice; an FC's one-pixel
+input is read in slices where it lies. The FC reduction is split over the slices: each
+slice writes int32 partial sums that the ``fc_requant`` host step adds before requantizing
+(:meth:`_Emitter.plan_slices`).
 
 Anything the hardware cannot run raises :class:`UnsupportedModelError` with a one-line
 message naming the operator (index, opcode, output tensor), the value and the limit; this
@@ -615,6 +618,11 @@ class _Unit:
         self.in_c = self.in_c or self.geo.c
 
     @property
+    def is_pool(self) -> bool:
+        """An AVERAGE_POOL_2D or MEAN (its DW stage), with or without a fused FC."""
+        return self.dw is not None and self.dw.op.opcode in ("AVERAGE_POOL_2D", "MEAN")
+
+    @property
     def stages(self) -> list[str]:
         out = ["EXPAND"] if self.expand is not None else []
         out.append("CONV" if self.conv else "DW")
@@ -1153,11 +1161,20 @@ class _Matcher:
                      _identity_stage(op, np.eye(c, dtype=np.int8), c), dw=dw,
                      out_shape=(oh, ow, c), macs=oh * ow * c * n)
         fc, reshapes = self._through_reshapes(op.outputs[0])
-        if fc is not None and fc.opcode == "FULLY_CONNECTED" and oh * ow == 1:
+        if (fc is not None and fc.opcode == "FULLY_CONNECTED" and oh * ow == 1
+                and self._fc_fits_one_tile(fc)):
             self.claim(*reshapes, fc)
             unit.ops += [*reshapes, fc]
             self._fc_stage(unit, fc, c)
         self._add_unit(unit)
+
+    def _fc_fits_one_tile(self, fc: Operator) -> bool:
+        """The outputs of FULLY_CONNECTED ``fc`` fit one output tile (``out_channels_max``).
+
+        Only then is it fused into the pool before it: each output tile of a fused pool + FC
+        re-reads the pool's input and pools it again, while a pool of its own writes the
+        pooled vector once and the FC's tiles read only that."""
+        return int(self.graph.tensor(fc.inputs[1]).shape[0]) <= self.cfg.out_channels_max
 
     def _fc_stage(self, unit: _Unit, fc: Operator, c: int) -> None:
         """Make ``unit``'s PW the FULLY_CONNECTED ``fc`` with ``RAW_OUT``."""
@@ -1327,8 +1344,20 @@ class _Emitter:
                 self.buffers[key] = self.tensor_bytes(name, *self.parts[name][part])
         return key
 
-    # -- slicing: pool / FC inputs wider than the mid memory --
+    # -- slicing: pool and FC inputs in channel slices --
     def plan_slices(self) -> None:
+        """Cut the inputs of pools and FCs into channel slices, each read by its own
+        descriptors.
+
+        A pool or FC input wider than ``mid_channels_max`` must be sliced. A pool without an
+        FC wider than ``out_channels_max`` is sliced too when its producer can store the
+        slices: its output tiles then read their own channels, not the whole input each.
+        An FC input of one pixel is sliced where it lies (a slice of it is a contiguous run
+        of bytes), ``mid_channels_max`` channels a slice. Any other input is stored as
+        separate tensors of ``S = min(mid_channels_max, out_channels_max)`` channels rounded
+        down to ``lcm(P, Q)`` (a pool's output slices then start on a PW output group),
+        which its producer writes as its output tiles (``parts``).
+        """
         cfg, P, Q = self.cfg, self.cfg.dw_lanes, self.cfg.pw_cols
         producers = {u.output: u for u in self.units}
         readers: dict[str, list[_Unit]] = {}
@@ -1337,20 +1366,26 @@ class _Emitter:
                 if name is not None:
                     readers.setdefault(name, []).append(u)
         for u in self.units:
-            c = u.geo.c
-            if packing.padded(c, P) <= cfg.mid_channels_max:
-                continue
-            op = u.ops[0]
-            if u.conv or u.expand is not None or u.depth_mult != 1 or (
-                    u.fc is None and op.opcode not in ("AVERAGE_POOL_2D", "MEAN")):
+            c, op = u.geo.c, u.ops[0]
+            wide = packing.padded(c, P) > cfg.mid_channels_max
+            if wide and (u.conv or u.expand is not None or u.depth_mult != 1
+                         or (u.fc is None and not u.is_pool)):
                 raise _fail(op, f"{c} channels exceed mid_channels_max="
                                 f"{cfg.mid_channels_max} of config {cfg.name!r}")
+            if not wide and not (u.is_pool and u.fc is None and c > cfg.out_channels_max):
+                continue
+            if u.fc is not None and u.geo.h * u.geo.w == 1:
+                size = cfg.mid_channels_max
+                u.slices = [(c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+                continue
             step = math.lcm(P, Q)
             size = min(cfg.mid_channels_max, cfg.out_channels_max) // step * step
             src = producers.get(u.input)
             if (src is None or src.residual is not None or src.fc is not None
                     or len(readers.get(u.input, [])) != 1
                     or self.graph.outputs[0] == u.input or src.slices is not None):
+                if not wide:
+                    continue    # the pool's output tiles read the whole input
                 raise _fail(op, f"input {u.input!r} has {c} channels, more than "
                                 f"mid_channels_max={cfg.mid_channels_max} of config "
                                 f"{cfg.name!r}, and cannot be stored in slices (it is the "
@@ -1384,7 +1419,12 @@ class _Emitter:
         for s, (c0, c1) in enumerate(slices):
             c = c1 - c0
             g_in = packing.padded(c if u.slices else u.in_c, P) // P
-            in_ref = (self.buffer(u.input, s if u.slices else None), 0)
+            if u.slices is None:
+                in_ref = (self.buffer(u.input), 0)
+            elif u.input in self.parts:
+                in_ref = (self.buffer(u.input, s), 0)
+            else:       # a one-pixel input: the slice's channels where they lie
+                in_ref = (self.buffer(u.input), c0)
             fields = dict(
                 opcode=Opcode.LAYER, flags=0, kernel=geo.k, stride=geo.stride,
                 dilation=geo.dilation, depth_mult=m, pad_top=geo.pad_top,

@@ -36,7 +36,7 @@ from .tflite_reader import OPTION_FIELD_NAMES
 __all__ = [
     "ModelBuilder", "LayerSpec", "random_layer_spec", "dwsep_layer_model", "single_op_model",
     "layer_tensors", "pad_model", "add_model", "average_pool_model", "mean_model",
-    "fully_connected_model", "reshape_model", "quantize_model", "RANDOM_OPS",
+    "fully_connected_model", "pool_fc_model", "reshape_model", "quantize_model", "RANDOM_OPS",
     "random_op_model", "BlockSpec", "InvertedResidualSpec", "MobileNetSpec",
     "inverted_residual_model", "mobilenet_like_model", "random_mobilenet_spec",
     "random_mobilenet_like_model",
@@ -641,6 +641,23 @@ def fully_connected_model(in_shape, weights: np.ndarray, w_scales, bias: np.ndar
     y = mb.add_tensor("output", out_shape, "int8", *out_quant)
     mb.add_operator("FULLY_CONNECTED", [x, w, b], [y], activation=activation,
                     keep_num_dims=bool(keep_num_dims))
+    return _end(mb, y)
+
+
+def pool_fc_model(h: int, w: int, c: int, units: int, seed: int) -> bytes:
+    """int8 ``[1, h, w, c]`` -> AVERAGE_POOL_2D (global) -> FULLY_CONNECTED to ``units`` (random
+    per-tensor weights in -127..127 and bias, seeded by ``seed``) -> ``[1, units]``."""
+    rng = np.random.default_rng(seed)
+    mb, x = _start("pool + FC", (1, h, w, c), (0.05, 3))
+    pooled = mb.add_tensor("pooled", (1, 1, 1, c), "int8", 0.05, 3)
+    mb.add_operator("AVERAGE_POOL_2D", [x], [pooled], padding="VALID", stride_h=1,
+                    stride_w=1, filter_h=h, filter_w=w)
+    weights = mb.add_tensor("weights", (units, c), "int8", 0.01, 0, 0,
+                            rng.integers(-127, 128, (units, c)))
+    bias = mb.add_tensor("bias", (units,), "int32", 0.05 * 0.01, 0, 0,
+                         rng.integers(-500, 500, units))
+    y = mb.add_tensor("output", (1, units), "int8", 0.1, 0)
+    mb.add_operator("FULLY_CONNECTED", [pooled, weights, bias], [y])
     return _end(mb, y)
 
 

@@ -35,12 +35,14 @@ from dwsep.host.tflite_writer import (
     fully_connected_model,
     mean_model,
     mobilenet_like_model,
+    pool_fc_model,
     reshape_model,
     single_op_model,
 )
 from dwsep.hw.config import REQUANT_INPUT_BITS, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode
 from dwsep.sim.oracle import litert_run
+from dwsep.sim.perf import held_tables
 
 TINY = get_config("tiny")
 
@@ -450,6 +452,66 @@ def test_split_expand_and_slices():
     assert [p["in_groups"] for p in pool_d] == [2] * 5
     assert len(set(p["out_addr"] for p in pool_d)) == 5
     assert prog.output_step.params["partials"] == [p["out_addr"] for p in pool_d]
+
+
+def test_head_pools_once_then_fc():
+    """An FC wider than one output tile is not fused into the pool (whose tiles would each
+    re-read the pool's input): the pool runs once per channel slice (the head's output tiles,
+    stored as separate tensors) into one pooled vector, every slice's tables the same blobs,
+    held on chip after the first; the FC reads that vector in slices of at most
+    mid_channels_max channels where it lies, each of its weights once."""
+    cfg = dataclasses.replace(TINY, mid_channels_max=72, out_channels_max=16)
+    model = mobilenet_like_model(dataclasses.replace(MOBILENET, head_channels=80, classes=40))
+    g = read_tflite(model)
+    prog = compile_model(g, cfg)
+    head, pool, fc = prog.layers[-3:]
+    assert head["tiles"] == 5
+    assert pool["ops"] == ["MEAN"] and pool["stages"] == ["DW", "PW"]
+    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (5, 1, [1, 1, 80])
+    assert fc["ops"] == ["FULLY_CONNECTED", "RESHAPE"] and fc["input_shape"] == [1, 1, 80]
+    assert fc["stages"] == ["DW", "PW", "RAW_OUT"]
+    assert (fc["input_slices"], fc["tiles"]) == (2, 3)
+    d = prog.descriptors
+    head_d, pool_d, fc_d = (d[r["descriptors"][0]:sum(r["descriptors"])]
+                            for r in (head, pool, fc))
+    assert [h["out_addr"] for h in head_d] == [p["in_addr"] for p in pool_d]
+    pooled = pool_d[0]["out_addr"]
+    assert [p["out_addr"] - pooled for p in pool_d] == [0, 16, 32, 48, 64]
+    assert [p["out_pitch"] for p in pool_d] == [10] * 5
+    tables = {"dw_weights", "dw_table", "pw_weights", "pw_table"}
+    assert all(len({p[f] for p in pool_d}) == 1 for f in tables)
+    held = held_tables(cfg, d)
+    first = pool["descriptors"][0]
+    assert held[first] == set() and held[first + 1:first + 5] == [tables] * 4
+    assert [(f["in_addr"] - pooled, f["in_groups"], f["kernel"], f["out_groups"])
+            for f in fc_d] == [(0, 9, 1, 2)] * 2 + [(0, 9, 1, 1)] + [(72, 1, 1, 2)] * 2 + [
+                (72, 1, 1, 1)]
+    assert len({f["pw_weights"] for f in fc_d}) == 6
+    assert prog.output_step.params["partials"] == [fc_d[0]["out_addr"], fc_d[3]["out_addr"]]
+    x = np.random.default_rng(1).integers(-128, 128, g.input.shape, np.int8)
+    with Accelerator(cfg, "reference") as acc:
+        assert np.array_equal(acc.run(g, x), litert_run(model, x))
+
+
+@pytest.mark.parametrize("units,layers,tiles", [
+    (20, [["AVERAGE_POOL_2D", "FULLY_CONNECTED"]], [1]),
+    (70, [["AVERAGE_POOL_2D"], ["FULLY_CONNECTED"]], [2, 2])])
+def test_pool_and_fc_over_the_model_input(units, layers, tiles):
+    """A global pool over the model input, which cannot be stored in slices, of 100 channels
+    on 'tiny' (out_channels_max 64): the FC fuses into it when its outputs fit one tile (one
+    descriptor, nothing read twice); else the pool runs alone, its two output tiles each
+    reading the whole input, and the FC's two tiles read the pooled vector."""
+    model = pool_fc_model(3, 3, 100, units, seed=4)
+    g = read_tflite(model)
+    prog = compile_model(g, TINY)
+    assert [r["ops"] for r in prog.layers] == layers
+    assert [r["tiles"] for r in prog.layers] == tiles
+    assert all(r["input_slices"] == 1 for r in prog.layers)
+    d = prog.descriptors[:tiles[0]]
+    assert all(x["in_addr"] == prog.input.offset and x["kernel"] == 3 for x in d)
+    x = np.random.default_rng(2).integers(-128, 128, g.input.shape, np.int8)
+    with Accelerator(TINY, "reference") as acc:
+        assert np.array_equal(acc.run(g, x), litert_run(model, x))
 
 
 def _accesses(prog):

@@ -292,6 +292,25 @@ def test_fc_host_step(acc):
     assert step["kind"] == "fc_requant" and step["seconds"] >= 0
 
 
+def test_fc_wider_than_the_mid_memory(acc):
+    """A FULLY_CONNECTED over one pixel of 300 channels ('tiny': mid_channels_max 256, here the
+    model input, which cannot be stored in slices) reads its input in slices where it lies,
+    channels 0-255 and 256-299, and the host adds the two slices' partial sums."""
+    rng = np.random.default_rng(4)
+    model = fully_connected_model((1, 1, 1, 300), rng.integers(-127, 128, (70, 300)).astype(
+        np.int8), rng.uniform(0.002, 0.004, 70), rng.integers(-5000, 5000, 70).astype(np.int32),
+        (0.05, -3), (0.3, 2))
+    prog = acc.compile(model)
+    (r,) = prog.layers
+    assert (r["input_slices"], r["tiles"]) == (2, 2)
+    assert [(d["in_addr"] - prog.input.offset, d["in_groups"]) for d in prog.descriptors] == [
+        (0, 32), (0, 32), (256, 6), (256, 6)]
+    assert len(prog.output_step.params["partials"]) == 2
+    for seed in range(3):
+        x = _random_input(np.random.default_rng(seed), (1, 1, 1, 300))
+        assert np.array_equal(acc.run(model, x), litert_run(model, x))
+
+
 def test_mid_tensor_as_model_output(acc):
     """A DW output that is also the model output is not fused away: DW (identity PW) and the
     1x1 CONV_2D run as two layers."""

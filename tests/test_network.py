@@ -1,8 +1,8 @@
 """Whole networks compiled to one program and run on the ``reference`` device: random
 MobileNet-like graphs (every cutting rule of the compiler: fused blocks, split expands, output
-tiles, input slices, lone ADDs, the FC host step), the real int8 MobileNetV2 (torchvision's
-ImageNet weights) and MobileNetV1, each bit-exact with LiteRT ``BUILTIN_REF`` and the NumPy
-reference ``run_graph``."""
+tiles, input slices, lone ADDs, a pool fused with its FC or run once before it, the FC host
+step), the real int8 MobileNetV2 (torchvision's ImageNet weights) and MobileNetV1, each
+bit-exact with LiteRT ``BUILTIN_REF`` and the NumPy reference ``run_graph``."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ NETWORKS = [
 def network(config, seed: int, limits: dict):
     """A random MobileNet-like spec whose last feature map fits the pooling kernel (the stem
     and each stride-2 block halve it, rounding up); on ``SLICED`` the head is wider than
-    the mid memory."""
+    the mid memory; on ``SPLIT`` and ``SLICED`` odd seeds have more classes than
+    ``out_channels_max``."""
     rng = np.random.default_rng(seed)
     spec = random_mobilenet_spec(rng, **limits)
     n2 = 1 + sum(b.stride == 2 for b in spec.blocks)
@@ -51,6 +52,10 @@ def network(config, seed: int, limits: dict):
     spec = dataclasses.replace(spec, h=min(spec.h, limit), w=min(spec.w, limit))
     if config is SLICED:
         spec = dataclasses.replace(spec, head_channels=int(rng.integers(73, 120)))
+    if config is not TINY and seed % 2:
+        # more classes than an output tile: the pool runs alone, the FC reads its vector
+        spec = dataclasses.replace(spec, classes=int(rng.integers(
+            config.out_channels_max + 1, 3 * config.out_channels_max)))
     return spec
 
 
@@ -93,11 +98,15 @@ def test_random_networks_cover_every_rule():
                 keys = ["+".join(r["stages"]), *r["ops"]]
                 keys += ["tiles"] * (r["tiles"] > 1) + ["slices"] * (r["input_slices"] > 1)
                 keys += ["split"] * ("split" in r["note"])
+                if "FULLY_CONNECTED" in r["ops"]:
+                    alone = not {"MEAN", "AVERAGE_POOL_2D"} & set(r["ops"])
+                    keys += ["FC alone" if alone else "pool+FC"]
+                    keys += ["FC slices"] * (alone and r["input_slices"] > 1)
                 for key in keys:
                     seen[key] = seen.get(key, 0) + 1
     for key in ("CONV+PW", "EXPAND+DW+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW+RESIDUAL",
                 "DW+PW", "DW+PW+RAW_OUT", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "PAD",
-                "tiles", "slices", "split"):
+                "tiles", "slices", "split", "pool+FC", "FC alone", "FC slices"):
         assert seen.get(key, 0) >= 2, (key, seen)
 
 
@@ -136,8 +145,10 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 
 
 def test_mobilenet_v2_compiles_to(v2_int8):
-    """What runs where: all 17 blocks fused on zcu104; on pynq-z2 the 160-channel
-    blocks split their expand, 960/1280-channel outputs tile, the pool + FC run per slice."""
+    """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
+    pynq-z2 the 160-channel blocks split their expand, 960/1280-channel outputs tile, the pool
+    runs once per 160-channel slice and the FC reads the pooled vector in two input slices,
+    each of its weights once."""
     g = read_tflite(v2_int8)
     big = compile_model(g, "zcu104")
     assert len(big.descriptors) == len(big.layers) == 20
@@ -149,15 +160,25 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 101 and len(prog.layers) == 23
+    assert len(prog.descriptors) == 67 and len(prog.layers) == 24
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
     assert all(r["tiles"] == 6 for r in split)
-    head, pool = prog.layers[-2:]
+    head, pool, fc = prog.layers[-3:]
     assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 8
-    assert (pool["input_slices"], pool["tiles"], pool["host_step"]) == (8, 7, "fc_requant")
+    assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
+    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (8, 1, [1, 1, 1280])
+    assert fc["ops"] == ["FULLY_CONNECTED"] and fc["input_shape"] == [1, 1, 1280]
+    assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 7, "fc_requant")
     assert prog.macs == big.macs
-    assert "layer 22 [descriptor 45-100]" in prog.summary()
+    summary = prog.summary()
+    assert "layer 22 [descriptor 45-52]" in summary and "layer 23 [descriptor 53-66]" in summary
+    d = prog.descriptors
+    pooled = d[45]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[45:53]] == list(range(0, 1280, 160))
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[53:67:7]] == [
+        (0, 64, 1), (1024, 16, 1)]
+    assert len({x["pw_weights"] for x in d[53:67]}) == 14
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
@@ -171,7 +192,9 @@ def test_mobilenet_v1_bit_exact(grace_hopper, width, config):
         layers = acc.last_stats["layers"]
     assert np.array_equal(y, litert_run(model, x))
     assert [r["stages"] for r in layers[:2]] == [["CONV", "PW"], ["DW", "PW"]]
-    assert len(layers) == 15 and layers[-1]["host_step"] == "fc_requant"
+    assert len(layers) == 16 and layers[-1]["host_step"] == "fc_requant"
+    assert [r["ops"] for r in layers[-2:]] == [["AVERAGE_POOL_2D", "RESHAPE"],
+                                               ["FULLY_CONNECTED"]]
 
 
 # ---- the same on the Verilated RTL (run before resolving; the RTL is built per config) -------

@@ -21,12 +21,12 @@ from dwsep.host.tflite_writer import (
     BlockSpec,
     InvertedResidualSpec,
     LayerSpec,
-    ModelBuilder,
     average_pool_model,
     dwsep_layer_model,
     inverted_residual_model,
     mean_model,
     mobilenet_like_model,
+    pool_fc_model,
     single_op_model,
 )
 from dwsep.hw.config import AcceleratorConfig, get_config
@@ -129,24 +129,6 @@ def descriptor_cycles(device, program) -> list[tuple[int, int]]:
     return out
 
 
-def _pool_fc_model(h: int, w: int, c: int, units: int, seed: int) -> bytes:
-    """int8 ``[1, h, w, c]`` -> AVERAGE_POOL_2D (global) -> FULLY_CONNECTED to ``units``."""
-    rng = np.random.default_rng(seed)
-    mb = ModelBuilder("pool + FC")
-    x = mb.add_tensor("input", (1, h, w, c), "int8", 0.05, 3)
-    pooled = mb.add_tensor("pooled", (1, 1, 1, c), "int8", 0.05, 3)
-    mb.add_operator("AVERAGE_POOL_2D", [x], [pooled], padding="VALID", stride_h=1,
-                    stride_w=1, filter_h=h, filter_w=w)
-    weights = mb.add_tensor("weights", (units, c), "int8", 0.01, 0, 0,
-                            rng.integers(-127, 128, (units, c)))
-    bias = mb.add_tensor("bias", (units,), "int32", 0.05 * 0.01, 0, 0,
-                         rng.integers(-500, 500, units))
-    y = mb.add_tensor("output", (1, units), "int8", 0.1, 0)
-    mb.add_operator("FULLY_CONNECTED", [pooled, weights, bias], [y])
-    mb.inputs, mb.outputs = [x], [y]
-    return mb.finish()
-
-
 def _block(h, w, c_in, expand, c_out, stride, seed=0) -> bytes:
     return inverted_residual_model(InvertedResidualSpec(
         h=h, w=w, c_in=c_in, block=BlockSpec(expand=expand, c_out=c_out, stride=stride),
@@ -185,8 +167,8 @@ KINDS = {
     "mean": (lambda: mean_model((1, 5, 6, 24), [1, 2], True, (0.05, 3), (0.04, -2)), 0,
              False, ["table_load"]),
     # RAW_OUT words are 4 beats: with 2 mid groups the raw serializer holds the PW back
-    "pool_fc": (lambda: _pool_fc_model(5, 5, 16, 64, seed=7), _RAW, False, ["table_load"]),
-    "pool_fc_wide": (lambda: _pool_fc_model(3, 4, 64, 24, seed=8), _RAW, False,
+    "pool_fc": (lambda: pool_fc_model(5, 5, 16, 64, seed=7), _RAW, False, ["table_load"]),
+    "pool_fc_wide": (lambda: pool_fc_model(3, 4, 64, 24, seed=8), _RAW, False,
                      ["table_load"]),
     # 100 output channels: tiles of 64 + 36, one write command per pixel
     "tiles": (lambda: dwsep_layer_model(layer(20, 20, 16, 3, c_out=100, seed=9)), 0, True,
@@ -272,7 +254,7 @@ WIDE_KINDS = {
     "expand_tall": lambda: _block(32, 5, 16, 2, 16, 1, seed=22),
     "pw_serializer_bound": lambda: dwsep_layer_model(layer(10, 10, 16, 1, c_out=64, seed=23)),
     "tiles_write_bound": lambda: dwsep_layer_model(layer(16, 16, 16, 1, c_out=80, seed=24)),
-    "pool_fc": lambda: _pool_fc_model(3, 3, 16, 64, seed=25),
+    "pool_fc": lambda: pool_fc_model(3, 3, 16, 64, seed=25),
     "depth_multiplier_2": lambda: dwsep_layer_model(layer(9, 11, 16, 3, m=2, c_out=16,
                                                           seed=26)),
 }
