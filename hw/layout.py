@@ -16,7 +16,8 @@ from .config import AcceleratorConfig
 __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
     "REGISTERS", "DESCRIPTOR", "ID_MAGIC", "HW_VERSION", "export", "export_json",
-    "capability_values", "descriptor_param_checks",
+    "capability_values", "descriptor_param_checks", "descriptor_product_checks",
+    "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operand_bits", "scale",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
@@ -249,12 +250,71 @@ DESCRIPTOR = DescriptorLayout([
 ])
 
 
+#: Products of descriptor fields that the controller needs (transfer sizes, table lengths,
+#: the line buffer's row length and :func:`descriptor_product_checks`), in the order its
+#: shift-add unit computes them (``hw.products``), after :func:`descriptor_param_checks`
+#: passed: ``(name, a, b)``, ``a`` and ``b`` a descriptor field, an earlier product (not the
+#: one just before: the unit loads the next operands as it stores a product) or ``dw_cols``
+#: (tap columns per pixel-group, ``dw_passes(k) * k``). ``b`` is the narrow operand: the
+#: unit takes two of its bits per cycle.
+DESCRIPTOR_PRODUCTS = (
+    ("in_pixels", "in_h", "in_w"),
+    ("out_pixels", "out_h", "out_w"),
+    ("in_words", "in_pixels", "in_groups"),
+    ("out_words", "out_pixels", "out_groups"),
+    ("kernel_taps", "kernel", "kernel"),
+    ("lb_row_words", "exp_groups", "in_w"),
+    ("conv_groups", "exp_groups", "kernel_taps"),
+    ("lb_left_words", "exp_groups", "pad_left"),
+    ("lb_dil_words", "exp_groups", "dilation"),
+    ("dw_groups", "exp_groups", "depth_mult"),
+    ("exp_weight_words", "exp_groups", "in_groups"),
+    ("dw_weight_words", "mid_groups", "dw_cols"),
+    ("pw_weight_words", "mid_groups", "out_groups"),
+)
+
+
+def product_operand_bits(config: AcceleratorConfig) -> dict[str, int]:
+    """Bits of every ``b`` operand of :data:`DESCRIPTOR_PRODUCTS` in a descriptor that passed
+    :func:`descriptor_param_checks` on ``config``."""
+    def bits(n: int) -> int:
+        return max(1, n.bit_length())
+    row_words = config.lb_row_capacity_words
+    return {
+        "in_w": bits(config.max_dim), "out_w": bits(config.max_dim),
+        "in_groups": bits(row_words), "out_groups": bits(config.out_groups_max),
+        "kernel": bits(config.k_max), "kernel_taps": bits(config.k_max ** 2),
+        "pad_left": bits(config.k_max * config.dilation_max - 1),
+        "dilation": bits(config.dilation_max), "depth_mult": bits(config.mid_groups_max),
+        "dw_cols": bits(max(config.dw_passes(k) * k for k in range(1, config.k_max + 1))),
+    }
+
+
+def descriptor_products(d: dict, config: AcceleratorConfig) -> dict[str, int]:
+    """:data:`DESCRIPTOR_PRODUCTS` of the descriptor field values ``d`` (Python ints)."""
+    values = dict(d, dw_cols=config.dw_passes(d["kernel"]) * d["kernel"])
+    for name, a, b in DESCRIPTOR_PRODUCTS:
+        values[name] = values[a] * values[b]
+    return {name: values[name] for name, _, _ in DESCRIPTOR_PRODUCTS}
+
+
+def scale(x, c: int):
+    """``x * c`` for a constant ``c >= 1`` as shifts and adds, so that the gateware has no
+    multiplier for it (any product wider than 8 bits becomes a DSP48E1 in Yosys)."""
+    terms = [x << i for i in range(c.bit_length()) if c >> i & 1]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
-    """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` (the hardware
-    stops with ``ErrorCode.BAD_PARAMS`` otherwise).
+    """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` before any
+    product of them is formed (the hardware stops with ``ErrorCode.BAD_PARAMS`` otherwise);
+    :func:`descriptor_product_checks` follows.
 
     Written only with operators that mean the same on Python ints and on Amaranth values
-    (``&``, ``|``, comparisons, ``*``), so the gateware checker (``hw/top.py``) and the host's
+    (``&``, ``|``, comparisons), so the gateware checker (``hw/top.py``) and the host's
     reference device evaluate these very rules.
     """
     def between(value, lo, hi):
@@ -266,11 +326,9 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     def implies(cond, then):
         return (cond == 0) | then
 
-    expand, conv, residual, raw = (flag(DescFlag.EXPAND), flag(DescFlag.CONV),
-                                   flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT))
+    expand, conv = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
     row_words = config.lb_row_capacity_words
     pad_limit = config.k_max * config.dilation_max
-    out_word_beats = config.pw_cols // 8
     return [
         d["flags"] < 2 * max(DescFlag),  # no unknown flag bits
         between(d["kernel"], 1, config.k_max),
@@ -284,17 +342,33 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
         *(between(d[name], 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
         d["pad_top"] < pad_limit,
         d["pad_left"] < pad_limit,
-        d["in_w"] * d["exp_groups"] <= row_words,
         implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
                 & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
         implies(expand == 0, d["exp_groups"] == d["in_groups"]),
-        implies(conv, (d["depth_mult"] == 1)
-                & (d["mid_groups"] == d["kernel"] * d["kernel"] * d["exp_groups"])),
-        implies(conv == 0, d["mid_groups"] == d["exp_groups"] * d["depth_mult"]),
-        implies(raw, (residual == 0) & (d["out_pitch"] >= 4 * out_word_beats * d["out_groups"])),
-        implies(raw == 0, d["out_pitch"] >= out_word_beats * d["out_groups"]),
+        implies(conv, d["depth_mult"] == 1),
+    ]
+
+
+def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
+    """Conditions on a descriptor's fields ``d`` and their products ``p``
+    (:data:`DESCRIPTOR_PRODUCTS`) that complete :func:`descriptor_param_checks`; the same
+    operators rule."""
+    def flag(bit):
+        return (d["flags"] & bit) != 0
+
+    def implies(cond, then):
+        return (cond == 0) | then
+
+    conv, residual, raw = flag(DescFlag.CONV), flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+    pixel_beats = scale(d["out_groups"], config.pw_cols // 8)
+    return [
+        p["lb_row_words"] <= config.lb_row_capacity_words,
+        implies(conv, d["mid_groups"] == p["conv_groups"]),
+        implies(conv == 0, d["mid_groups"] == p["dw_groups"]),
+        implies(raw, (residual == 0) & (d["out_pitch"] >= (pixel_beats << 2))),
+        implies(raw == 0, d["out_pitch"] >= pixel_beats),
         # the residual is read as one contiguous run
-        implies(residual, d["out_pitch"] == out_word_beats * d["out_groups"]),
+        implies(residual, d["out_pitch"] == pixel_beats),
     ]
 
 

@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .layout import scale
 
 __all__ = ["LineBuffer", "line_buffer_params_layout", "line_buffer_tap_layout"]
 
@@ -17,9 +18,11 @@ def _bits(n: int) -> int:
     return max(1, n.bit_length())
 
 
-#: Descriptor field each parameter comes from where the names differ: the line buffer's
-#: input is the expand stage's output when there is one.
-PARAM_SOURCES = {"in_groups": "exp_groups", "in_zp": "lb_zp"}
+#: Descriptor field or product (``hw.layout.DESCRIPTOR_PRODUCTS``) each parameter comes from
+#: where the names differ: the line buffer's input is the expand stage's output when there
+#: is one.
+PARAM_SOURCES = {"in_groups": "exp_groups", "in_zp": "lb_zp", "row_words": "lb_row_words",
+                 "left_words": "lb_left_words", "dil_words": "lb_dil_words"}
 
 
 def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -41,6 +44,10 @@ def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
         "out_w": unsigned(config.dim_bits),
         "in_zp": signed(8),
         "conv": 1,
+        # products of the fields above (the controller forms them without a multiplier)
+        "row_words": unsigned(_bits(config.lb_row_capacity_words)),  # in_w * in_groups
+        "left_words": unsigned(_bits(pad_max * config.lb_row_capacity_words)),  # pad_left * G
+        "dil_words": unsigned(_bits(config.dilation_max * config.lb_row_capacity_words)),
     })
 
 
@@ -245,7 +252,7 @@ class LineBuffer(wiring.Component):
                 out_group.eq(group),
             ]
             for t in range(T):
-                row = iy + t * prm.dilation
+                row = iy + scale(prm.dilation, t) if t else iy
                 m.d.sync += [out_slot[t].eq(row[:rows_log2] if rows_log2 else 0),
                              out_inside[t].eq(x_inside & (row >= 0) & (row < prm.in_h))]
         with m.Elif(self.taps.ready):
@@ -285,19 +292,19 @@ class LineBuffer(wiring.Component):
 
         # Start last: it overrides every update above.
         with m.If(self.start):
-            neg_left_g = -(prm.pad_left * prm.in_groups)
+            neg_left_g = -prm.left_words
             passes = Array(Const(cfg.dw_passes(k) if k else 1, prm.kernel.shape())
                            for k in range(2 ** len(prm.kernel)))[prm.kernel]
             m.d.sync += [
                 busy.eq(1),
                 k1.eq(prm.kernel - 1),
                 r1.eq(Mux(prm.conv, prm.kernel, passes) - 1),
-                span.eq((prm.kernel - 1) * prm.dilation + 1),
-                pass_rows.eq(Mux(prm.conv, 1, T) * prm.dilation),
-                s_g.eq(prm.stride * prm.in_groups),
-                d_g.eq(prm.dilation * prm.in_groups),
+                span.eq(_narrow_mul(prm.kernel - 1, prm.dilation) + 1),
+                pass_rows.eq(Mux(prm.conv, prm.dilation, scale(prm.dilation, T))),
+                s_g.eq(Mux(prm.stride == 2, prm.in_groups << 1, prm.in_groups)),
+                d_g.eq(prm.dil_words),
                 left_g.eq(neg_left_g),
-                row_words.eq(prm.in_w * prm.in_groups),
+                row_words.eq(prm.row_words),
                 oy.eq(0), ox.eq(0), g.eq(0), j.eq(0), r.eq(0), kx.eq(0),
                 top.eq(-prm.pad_top), iy.eq(-prm.pad_top),
                 left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
@@ -306,3 +313,12 @@ class LineBuffer(wiring.Component):
                 fill_y.eq(0), fill_w.eq(0), fill_b.eq(0), fill_done.eq(0),
             ]
         return m
+
+
+def _narrow_mul(x, y):
+    """``x * y`` for a narrow ``y`` (a few bits), as a sum of shifted copies of ``x``: no
+    multiplier cell (Yosys would give any product wider than 8 bits a DSP48E1)."""
+    total = Mux(y[0], x, 0)
+    for i in range(1, len(y)):
+        total = total + Mux(y[i], x << i, 0)
+    return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,8 +24,11 @@ from .layout import (
     ErrorCode,
     Opcode,
     descriptor_param_checks,
+    descriptor_product_checks,
+    scale,
 )
 from .line_buffer import PARAM_SOURCES, LineBuffer
+from .products import DescriptorProducts
 from .pw_array import PointwiseArray, PWGeometry
 from .requant import Requantizer
 
@@ -96,6 +99,7 @@ class Accelerator(wiring.Component):
         m = Module()
 
         m.submodules.csr = csr = ControlRegisters(cfg)
+        m.submodules.products = products = DescriptorProducts(cfg)
         m.submodules.reader = reader = DMAReader(addr_width=aw)
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
@@ -134,17 +138,22 @@ class Accelerator(wiring.Component):
 
         expand_on, conv_on = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
         residual_on, raw_on = flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+        prod = products.products
+        m.d.comb += products.desc.eq(desc)
 
-        self._datapath(m, cfg, field, expand_on, conv_on, residual_on, raw_on,
+        self._datapath(m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on,
                        reader, res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw,
                        dwq, pw, pwq, res_packer, add, out_ser, raw_ser)
 
-        # ---- sizes derived from the descriptor (computed over two cycles) ----
-        in_pixels, out_pixels, dw_cols = Signal(32), Signal(32), Signal(8)
-        in_beats, res_beats, pixel_beats = Signal(32), Signal(32), Signal(16)
-        load_words = [Signal(32, name=f"words_{ld.name.lower()}") for ld in Load]
+        # ---- sizes derived from the descriptor: `products` (hw/products.py) forms the
+        # products of fields, CHECK_PRODUCTS scales them by constants into these registers
+        in_beats, res_beats, out_beats = Signal(32), Signal(32), Signal(32)
+        pixel_beats = Signal(16)
+        load_words = [prod.exp_weight_words, field("exp_groups"), prod.dw_weight_words,
+                      field("mid_groups"), prod.pw_weight_words, field("out_groups")]
         load_beats_per_word = [P * P // 8, 9 * P // 8, cfg.dw_taps * P // 8, 9 * P // 8,
                                P * Q // 8, 9 * Q // 8]
+        load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
         load_ports = [expand.wr, expq.wr, dw.wr, dwq.wr, pw.wr, pwq.wr]
@@ -186,6 +195,7 @@ class Accelerator(wiring.Component):
 
         n_word = by_load([Const(b, 16) for b in load_beats_per_word])
         cur_words = by_load(load_words)
+        cur_beats = by_load(load_beats)
         cur_addr = by_load(load_addr)
         cur_needed = by_load(load_needed)
 
@@ -233,40 +243,38 @@ class Accelerator(wiring.Component):
                     m.d.sync += [desc.eq(Cat(desc[64:], reader.data.payload)),
                                  beat_count.eq(beat_count + 1)]
                     with m.If(beat_count == _DESC_BEATS - 1):
-                        m.next = "SIZES"
-
-            with m.State("SIZES"):
-                m.d.sync += [
-                    in_pixels.eq(field("in_h") * field("in_w")),
-                    out_pixels.eq(field("out_h") * field("out_w")),
-                    # tap columns per pixel-group: dw_passes(k) * k
-                    dw_cols.eq(Array(Const(cfg.dw_passes(k) * k, 8)
-                                     for k in range(2 ** len(field("kernel"))))[field("kernel")]),
-                    pixel_beats.eq(Mux(raw_on, 4, 1) * field("out_groups") * (Q // 8)),
-                ]
-                m.next = "CHECK"
+                        m.next = "CHECK"
 
             with m.State("CHECK"):
-                m.d.sync += [
-                    in_beats.eq(in_pixels * field("in_groups") * (P // 8)),
-                    res_beats.eq(out_pixels * field("out_groups") * (Q // 8)),
-                    load_words[Load.EXP_WEIGHTS].eq(field("exp_groups") * field("in_groups")),
-                    load_words[Load.EXP_TABLE].eq(field("exp_groups")),
-                    load_words[Load.DW_WEIGHTS].eq(field("mid_groups") * dw_cols),
-                    load_words[Load.DW_TABLE].eq(field("mid_groups")),
-                    load_words[Load.PW_WEIGHTS].eq(field("mid_groups") * field("out_groups")),
-                    load_words[Load.PW_TABLE].eq(field("out_groups")),
-                    load.eq(0),
-                ]
                 addrs = [field(n) for n in ("in_addr", "out_addr", "res_addr", "exp_weights",
                                             "exp_table", "dw_weights", "dw_table",
                                             "pw_weights", "pw_table")]
                 with m.If(field("opcode") != Opcode.LAYER):
                     fail(ErrorCode.BAD_OPCODE)
-                with m.Elif(~self._params_ok(field)):
+                with m.Elif(~_all(descriptor_param_checks(self._fields(field), cfg))):
                     fail(ErrorCode.BAD_PARAMS)
                 with m.Elif(Cat(a[:3] for a in addrs).any()):
                     fail(ErrorCode.MISALIGNED)
+                with m.Else():
+                    m.d.comb += products.start.eq(1)
+                    m.next = "SIZES"
+
+            with m.State("SIZES"), m.If(products.done):
+                m.next = "CHECK_PRODUCTS"
+
+            with m.State("CHECK_PRODUCTS"):
+                raw_shift = Mux(raw_on, 2, 0)  # RAW_OUT: four bytes per value
+                m.d.sync += [
+                    in_beats.eq(scale(prod.in_words, P // 8)),
+                    res_beats.eq(scale(prod.out_words, Q // 8)),
+                    out_beats.eq(scale(prod.out_words, Q // 8) << raw_shift),
+                    pixel_beats.eq(scale(field("out_groups"), Q // 8) << raw_shift),
+                    *(beats.eq(scale(words, per_word)) for beats, words, per_word
+                      in zip(load_beats, load_words, load_beats_per_word, strict=True)),
+                    load.eq(0),
+                ]
+                with m.If(~_all(descriptor_product_checks(self._fields(field), prod, cfg))):
+                    fail(ErrorCode.BAD_PARAMS)
                 with m.Else():
                     m.next = "LOAD_NEXT"
 
@@ -282,7 +290,7 @@ class Accelerator(wiring.Component):
             with m.State("LOAD_CMD"):
                 m.d.comb += [reader.cmd.valid.eq(1),
                              reader.cmd.payload.addr.eq(cur_addr),
-                             reader.cmd.payload.beats.eq(cur_words * n_word)]
+                             reader.cmd.payload.beats.eq(cur_beats)]
                 with m.If(reader.cmd.ready):
                     m.d.sync += [word_beat.eq(0), word_addr.eq(0)]
                     for i in range(len(Load)):
@@ -329,20 +337,19 @@ class Accelerator(wiring.Component):
                     res_reader.cmd.valid.eq(~res_cmd_sent),
                     res_reader.cmd.payload.addr.eq(field("res_addr")),
                     res_reader.cmd.payload.beats.eq(res_beats),
-                    writer.cmd.valid.eq(out_pixel != out_pixels),
+                    writer.cmd.valid.eq(out_pixel != prod.out_pixels),
                     writer.cmd.payload.addr.eq(out_addr),
                     # one command for a contiguous output, else one per pixel
-                    writer.cmd.payload.beats.eq(Mux(contiguous, out_pixels * pixel_beats,
-                                                    pixel_beats)),
+                    writer.cmd.payload.beats.eq(Mux(contiguous, out_beats, pixel_beats)),
                 ]
                 r_done = reader_cmd_sent | reader.cmd.ready
                 res_done = res_cmd_sent | res_reader.cmd.ready
                 w_step = writer.cmd.valid & writer.cmd.ready
                 with m.If(w_step):
-                    m.d.sync += [out_pixel.eq(Mux(contiguous, out_pixels, out_pixel + 1)),
-                                 out_addr.eq(out_addr + field("out_pitch") * 8)]
-                w_done = (out_pixel == out_pixels) | (
-                    w_step & (contiguous | (out_pixel == out_pixels - 1)))
+                    m.d.sync += [out_pixel.eq(Mux(contiguous, prod.out_pixels, out_pixel + 1)),
+                                 out_addr.eq(out_addr + (field("out_pitch") << 3))]
+                w_done = (out_pixel == prod.out_pixels) | (
+                    w_step & (contiguous | (out_pixel == prod.out_pixels - 1)))
                 m.d.sync += [reader_cmd_sent.eq(r_done), res_cmd_sent.eq(res_done)]
                 with m.If(r_done & res_done & w_done):
                     m.d.sync += settle.eq(1)
@@ -381,14 +388,17 @@ class Accelerator(wiring.Component):
         ]
         return m
 
-    def _datapath(self, m, cfg, field, expand_on, conv_on, residual_on, raw_on, reader,
+    def _datapath(self, m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on, reader,
                   res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw, dwq, pw, pwq,
                   res_packer, add, out_ser, raw_ser):
         """Stream connections between the stages, steered by the descriptor's flags."""
         # layer parameters (static while a layer runs)
         for name in lb.params.shape().members:
             if name != "conv":
-                m.d.comb += getattr(lb.params, name).eq(field(PARAM_SOURCES.get(name, name)))
+                source = PARAM_SOURCES.get(name, name)
+                value = (getattr(prod, source) if source in prod.shape().members
+                         else field(source))
+                m.d.comb += getattr(lb.params, name).eq(value)
         m.d.comb += lb.params.conv.eq(conv_on)
         m.d.comb += [
             expand.mid_groups.eq(field("in_groups")), expand.out_groups.eq(field("exp_groups")),
@@ -453,12 +463,16 @@ class Accelerator(wiring.Component):
             out_ser.o.ready.eq(writer.data.ready & ~raw_on),
         ]
 
-    def _params_ok(self, field):
-        names = {f.name: field(f.name) for f in DESCRIPTOR}
-        ok = Const(1)
-        for cond in descriptor_param_checks(names, self.config):
-            ok = ok & cond
-        return ok
+    @staticmethod
+    def _fields(field):
+        return {f.name: field(f.name) for f in DESCRIPTOR}
+
+
+def _all(conditions):
+    ok = Const(1)
+    for cond in conditions:
+        ok = ok & cond
+    return ok
 
 
 def _int8_words(lanes: int) -> data.ArrayLayout:

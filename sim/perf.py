@@ -6,8 +6,8 @@ derived from the documented rates and latencies of the blocks and of the memory.
 Cycle counts are those of the ``CYCLES`` register: every cycle the controller is not ``IDLE``.
 A layer runs through the controller states
 
-``FETCH_CMD -> FETCH_DATA -> SIZES -> CHECK -> 6 x LOAD_NEXT [-> LOAD_CMD -> LOAD_DATA ->
-LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
+``FETCH_CMD -> FETCH_DATA -> CHECK -> SIZES -> CHECK_PRODUCTS -> 6 x LOAD_NEXT [-> LOAD_CMD ->
+LOAD_DATA -> LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
 
 and the model adds their lengths: three phases, *fetch*, the table *loads* (in series, each
 one DMA read) and the *run*, kept apart in :class:`LayerEstimate` so that a memory model with
@@ -48,7 +48,7 @@ without a rate limit, a DMA moves one beat per cycle on long commands; short wri
 
 Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
 attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
-(``FETCH_CMD``, ``SIZES``, ``CHECK``, ``LOAD_NEXT``, ``LOAD_CMD``, ``LOAD_FLUSH``,
+(``FETCH_CMD``, ``CHECK``, ``CHECK_PRODUCTS``, ``LOAD_NEXT``, ``LOAD_CMD``, ``LOAD_FLUSH``,
 ``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line buffer's ``busy``
 falling two cycles after its last fill beat; ``BeatPacker``/``BeatSerializer`` timing and
 ``DMAWriter``'s command rate, which their docstrings state in words only.
@@ -111,6 +111,7 @@ from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
+from dwsep.hw.products import product_cycles
 from dwsep.hw.pw_array import array_latency
 from dwsep.hw.requant import Requantizer
 
@@ -157,7 +158,8 @@ class LayerEstimate:
     Attributes
     ----------
     fetch:
-        ``FETCH_CMD`` .. ``CHECK``: the descriptor read and the two size cycles.
+        ``FETCH_CMD`` .. ``CHECK_PRODUCTS``: the descriptor read, the checks and the
+        products of fields (:func:`dwsep.hw.products.product_cycles`).
     loads:
         Cycles of each table load in load order (``LOAD_NEXT`` .. ``LOAD_FLUSH``; only the
         tables the flags need, names as :data:`LOADS`), and ``"skipped"``: one ``LOAD_NEXT``
@@ -317,10 +319,12 @@ def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
     return macs / get_config(config).macs
 
 
-def _fetch_cycles(mem: MemoryCycles, addr: int) -> int:
+def _fetch_cycles(config: AcceleratorConfig, desc: dict, mem: MemoryCycles, addr: int) -> int:
     """``FETCH_CMD`` (1, the reader takes the command at once) + ``FETCH_DATA`` (until the
-    last descriptor beat is on ``data``) + ``SIZES`` (1) + ``CHECK`` (1)."""
-    return 1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 2
+    last descriptor beat is on ``data``) + ``CHECK`` (1) + ``SIZES`` (the products) +
+    ``CHECK_PRODUCTS`` (1)."""
+    return (1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 1
+            + product_cycles(desc, config) + 1)
 
 
 def _load_cycles(beats: int, addr: int, mem: MemoryCycles) -> int:
@@ -1059,7 +1063,7 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
       recurrences of :func:`_run_phase`.
     """
     config = get_config(config)
-    fetch = _fetch_cycles(memory, 0)
+    fetch = _fetch_cycles(config, desc, memory, 0)
     table_beats = _table_beats(config, desc, held)
     loads = {name: _load_cycles(beats, base + desc.get(name, 0), memory)
              for name, beats in table_beats.items()}

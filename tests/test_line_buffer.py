@@ -10,7 +10,7 @@ import pytest
 from amaranth.back import rtlil
 
 from dwsep.hw.config import CONFIGS, AcceleratorConfig
-from dwsep.hw.layout import DESCRIPTOR
+from dwsep.hw.layout import DESCRIPTOR, DESCRIPTOR_PRODUCTS
 from dwsep.hw.line_buffer import PARAM_SOURCES, LineBuffer, line_buffer_params_layout
 from dwsep.sim.models.line_buffer import beats_from_tensor, tap_stream_model
 from dwsep.sim.streams import run_sim, send_all
@@ -47,7 +47,8 @@ def make_layer(rng, cfg, *, h, w, groups, m, k, s, d, pads=None, style="same", c
     return {"in_h": h, "in_w": w, "in_groups": groups, "depth_mult": m, "kernel": k,
             "stride": s, "dilation": d, "pad_top": top, "pad_left": left,
             "out_h": out_h, "out_w": out_w, "in_zp": rng.randrange(-128, 128),
-            "conv": int(conv), "x": x}
+            "conv": int(conv), "row_words": w * groups, "left_words": left * groups,
+            "dil_words": d * groups, "x": x}
 
 
 def n_taps(cfg, layer):
@@ -234,10 +235,15 @@ def test_params_layout_matches_descriptor():
     """The top level connects descriptor fields to ``params`` by name."""
     layout = line_buffer_params_layout(TINY)
     names = {f.name for f in DESCRIPTOR}
+    products = {name: (a, b) for name, a, b in DESCRIPTOR_PRODUCTS}
     for name, shape in layout.members.items():
         if name == "conv":  # the CONV flag bit
             continue
         source = PARAM_SOURCES.get(name, name)
+        if source in products:  # a product of fields: its operands are params too
+            a, b = products[source]
+            assert {a, b} <= {PARAM_SOURCES.get(n, n) for n in layout.members}, name
+            continue
         assert source in names, name
         assert shape.width <= DESCRIPTOR[source].width, name
         assert shape.signed == DESCRIPTOR[source].signed, name

@@ -21,6 +21,8 @@ from ...hw.layout import (
     Opcode,
     capability_values,
     descriptor_param_checks,
+    descriptor_product_checks,
+    descriptor_products,
 )
 from .. import numerics, packing
 from ..compiler import ADDRESS_FIELDS
@@ -101,13 +103,16 @@ def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCo
     """The error the hardware raises for descriptor fields ``d`` (``ErrorCode.NONE`` if
     none), checked in this order: opcode, parameters against ``config``
     (:func:`descriptor_param_checks`), alignment of all nine address fields (used by the
-    descriptor's flags or not)."""
+    descriptor's flags or not), the conditions on products of fields
+    (:func:`descriptor_product_checks`)."""
     if d["opcode"] != Opcode.LAYER:
         return ErrorCode.BAD_OPCODE
     if not all(descriptor_param_checks(d, config)):
         return ErrorCode.BAD_PARAMS
     if any(d[f] % ADDR_ALIGN for f in ADDRESS_FIELDS):
         return ErrorCode.MISALIGNED
+    if not all(descriptor_product_checks(d, descriptor_products(d, config), config)):
+        return ErrorCode.BAD_PARAMS
     return ErrorCode.NONE
 
 
