@@ -225,10 +225,11 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
 
 #: Which config fields size each module, for the breakdown table.
 _DRIVERS = {
-    "dwsep_top": "controller, descriptor checks, stream muxes (P, Q); DSP: address math",
+    "dwsep_top": "controller, descriptor checks, stream muxes (P, Q)",
+    "sizes": "products of descriptor fields (shift-add, no DSP)",
     "writer.lengths": "burst-length FIFO (fixed)",
     "csr": "register map (fixed)",
-    "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes; DSP: address math",
+    "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes",
     "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
     "dw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
     "pw_array": "DSP: P*Q/2 (two MACs each); BRAM: PW weights P*Q x pw_weight_depth, pixels",
@@ -239,6 +240,8 @@ _DRIVERS = {
     "reader": "AXI read DMA (fixed)",
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",
+    **{f"{name}_skid": "skid buffer: registered ready (cuts a stall chain)"
+       for name in ("exp", "dw", "pw", "add", "write")},
 }
 
 

@@ -57,7 +57,7 @@ class DescriptorProducts(wiring.Component):
     Members
     -------
     desc : ``In(unsigned(8 * DESCRIPTOR.size))``
-        The descriptor; held from ``start`` to ``done``.
+        The descriptor; held from the cycle before ``start`` to ``done``.
     start : ``In(1)``
     busy : ``Out(1)``
     done : ``Out(1)``
@@ -121,9 +121,13 @@ class DescriptorProducts(wiring.Component):
         def load(i):
             return [a.eq(a_ops[i]), b.eq(b_ops[i]), acc.eq(0)]
 
-        with m.If(self.start):
-            m.d.sync += [self.busy.eq(1), index.eq(0), following.eq(1), *load(0)]
-        with m.Elif(self.busy):
+        with m.If(~self.busy):
+            # the first operands load in every idle cycle: `start` only sets `busy` (it is
+            # the end of the controller's checks, a long path)
+            m.d.sync += [index.eq(0), following.eq(1), *load(0)]
+            with m.If(self.start):
+                m.d.sync += self.busy.eq(1)
+        with m.Else():
             with m.If(last_step):
                 with m.Switch(index):
                     for i, (name, _, _) in enumerate(DESCRIPTOR_PRODUCTS):

@@ -31,6 +31,7 @@ from .line_buffer import PARAM_SOURCES, LineBuffer
 from .products import DescriptorProducts
 from .pw_array import PointwiseArray, PWGeometry
 from .requant import Requantizer
+from .skid import SkidBuffer
 
 __all__ = ["Accelerator"]
 
@@ -99,7 +100,7 @@ class Accelerator(wiring.Component):
         m = Module()
 
         m.submodules.csr = csr = ControlRegisters(cfg)
-        m.submodules.products = products = DescriptorProducts(cfg)
+        m.submodules.sizes = products = DescriptorProducts(cfg)
         m.submodules.reader = reader = DMAReader(addr_width=aw)
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
@@ -170,6 +171,8 @@ class Accelerator(wiring.Component):
         out_pixel = Signal(32)      # next pixel whose write command is issued
         out_addr = Signal(aw)       # its address
         settle = Signal()
+        opcode_ok, aligned = Signal(), Signal()
+        params_ok = Signal(len(descriptor_param_checks(self._fields(field), cfg)))
 
         # loader: beats shift into `buf` from the top; a word of n beats is the top n*64 bits
         max_word = max(b * 64 for b in load_beats_per_word)
@@ -197,7 +200,7 @@ class Accelerator(wiring.Component):
         cur_words = by_load(load_words)
         cur_beats = by_load(load_beats)
         cur_addr = by_load(load_addr)
-        cur_needed = by_load(load_needed)
+        load_wanted = Signal(len(Load))  # needed and not held: set in CHECK_PRODUCTS
 
         # Tables held on chip: a table whose address and length equal the last load into its
         # memory (in this run) is not read again, e.g. the DW weights of the output tiles of
@@ -205,8 +208,8 @@ class Accelerator(wiring.Component):
         held = Signal(len(Load))
         held_addr = [Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in Load]
         held_words = [Signal(32, name=f"held_words_{ld.name.lower()}") for ld in Load]
-        cur_held = by_load([held[i] & (held_addr[i] == load_addr[i])
-                            & (held_words[i] == load_words[i]) for i in range(len(Load))])
+        held_now = [held[i] & (held_addr[i] == load_addr[i]) & (held_words[i] == load_words[i])
+                    for i in range(len(Load))]
 
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
@@ -246,14 +249,23 @@ class Accelerator(wiring.Component):
                         m.next = "CHECK"
 
             with m.State("CHECK"):
+                # each condition into a register; CHECKED combines them
                 addrs = [field(n) for n in ("in_addr", "out_addr", "res_addr", "exp_weights",
                                             "exp_table", "dw_weights", "dw_table",
                                             "pw_weights", "pw_table")]
-                with m.If(field("opcode") != Opcode.LAYER):
+                m.d.sync += [
+                    opcode_ok.eq(field("opcode") == Opcode.LAYER),
+                    params_ok.eq(Cat(*descriptor_param_checks(self._fields(field), cfg))),
+                    aligned.eq(~Cat(a[:3] for a in addrs).any()),
+                ]
+                m.next = "CHECKED"
+
+            with m.State("CHECKED"):
+                with m.If(~opcode_ok):
                     fail(ErrorCode.BAD_OPCODE)
-                with m.Elif(~_all(descriptor_param_checks(self._fields(field), cfg))):
+                with m.Elif(~params_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)
-                with m.Elif(Cat(a[:3] for a in addrs).any()):
+                with m.Elif(~aligned):
                     fail(ErrorCode.MISALIGNED)
                 with m.Else():
                     m.d.comb += products.start.eq(1)
@@ -272,6 +284,8 @@ class Accelerator(wiring.Component):
                     *(beats.eq(scale(words, per_word)) for beats, words, per_word
                       in zip(load_beats, load_words, load_beats_per_word, strict=True)),
                     load.eq(0),
+                    load_wanted.eq(Cat(need & ~h for need, h
+                                       in zip(load_needed, held_now, strict=True))),
                 ]
                 with m.If(~_all(descriptor_product_checks(self._fields(field), prod, cfg))):
                     fail(ErrorCode.BAD_PARAMS)
@@ -282,7 +296,7 @@ class Accelerator(wiring.Component):
                 # skip the tables this layer does not use or that are held already
                 with m.If(load == len(Load)):
                     m.next = "RUN_START"
-                with m.Elif(cur_needed & ~cur_held):
+                with m.Elif(load_wanted.bit_select(load, 1)):
                     m.next = "LOAD_CMD"
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
@@ -415,10 +429,24 @@ class Accelerator(wiring.Component):
         for name in add.params.shape().members:
             m.d.comb += getattr(add.params, name).eq(field(add_fields[name]))
 
+        # Skid buffers after the requantizers, the ADD and before the writer: each cuts a
+        # chain of combinational `ready` through the pipelines' global enables (the
+        # timing estimate's longest paths ran from the writer to the PW array).
+        def skid(name, source):
+            m.submodules[name] = buf = SkidBuffer(source.payload.shape())
+            wiring.connect(m, source, buf.i)
+            return buf.o
+
+        exp_out, dw_out, pw_out, add_out = (
+            skid(f"{name}_skid", rq.o) for name, rq in
+            (("exp", expq), ("dw", dwq), ("pw", pwq), ("add", add)))
+        m.submodules.write_skid = write_skid = SkidBuffer(writer.data.payload.shape())
+        wiring.connect(m, write_skid.o, writer.data)
+
         # expand: input words -> P x P PW -> requant -> beats -> line buffer
         wiring.connect(m, in_packer.o, expand.i)
         _connect_fields(m, expand.o, expq.i)
-        wiring.connect(m, expq.o, exp_ser.i)
+        wiring.connect(m, exp_out, exp_ser.i)
         m.d.comb += [
             lb.fill.payload.eq(Mux(expand_on, exp_ser.o.payload, reader.data.payload)),
             exp_ser.o.ready.eq(lb.fill.ready & expand_on),
@@ -431,9 +459,9 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             dw.taps.valid.eq(lb.taps.valid & ~conv_on),
             lb.taps.ready.eq(Mux(conv_on, pw.i.ready, dw.taps.ready)),
-            pw.i.valid.eq(Mux(conv_on, lb.taps.valid, dwq.o.valid)),
-            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dwq.o.payload)),
-            dwq.o.ready.eq(pw.i.ready & ~conv_on),
+            pw.i.valid.eq(Mux(conv_on, lb.taps.valid, dw_out.valid)),
+            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dw_out.payload)),
+            dw_out.ready.eq(pw.i.ready & ~conv_on),
         ]
 
         # PW output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]
@@ -446,21 +474,21 @@ class Accelerator(wiring.Component):
         ]
         wiring.connect(m, res_reader.data, res_packer.i)
         m.d.comb += [
-            add.a.payload.eq(pwq.o.payload),
-            add.a.valid.eq(pwq.o.valid & residual_on),
+            add.a.payload.eq(pw_out.payload),
+            add.a.valid.eq(pw_out.valid & residual_on),
             add.b.payload.eq(res_packer.o.payload),
             add.b.valid.eq(res_packer.o.valid),
             res_packer.o.ready.eq(add.b.ready),
-            out_ser.i.valid.eq(Mux(residual_on, add.o.valid, pwq.o.valid)),
-            out_ser.i.payload.eq(Mux(residual_on, add.o.payload, pwq.o.payload)),
-            pwq.o.ready.eq(Mux(residual_on, add.a.ready, out_ser.i.ready)),
-            add.o.ready.eq(out_ser.i.ready & residual_on),
+            out_ser.i.valid.eq(Mux(residual_on, add_out.valid, pw_out.valid)),
+            out_ser.i.payload.eq(Mux(residual_on, add_out.payload, pw_out.payload)),
+            pw_out.ready.eq(Mux(residual_on, add.a.ready, out_ser.i.ready)),
+            add_out.ready.eq(out_ser.i.ready & residual_on),
         ]
         m.d.comb += [
-            writer.data.valid.eq(Mux(raw_on, raw_ser.o.valid, out_ser.o.valid)),
-            writer.data.payload.eq(Mux(raw_on, raw_ser.o.payload, out_ser.o.payload)),
-            raw_ser.o.ready.eq(writer.data.ready & raw_on),
-            out_ser.o.ready.eq(writer.data.ready & ~raw_on),
+            write_skid.i.valid.eq(Mux(raw_on, raw_ser.o.valid, out_ser.o.valid)),
+            write_skid.i.payload.eq(Mux(raw_on, raw_ser.o.payload, out_ser.o.payload)),
+            raw_ser.o.ready.eq(write_skid.i.ready & raw_on),
+            out_ser.o.ready.eq(write_skid.i.ready & ~raw_on),
         ]
 
     @staticmethod

@@ -6,8 +6,8 @@ derived from the documented rates and latencies of the blocks and of the memory.
 Cycle counts are those of the ``CYCLES`` register: every cycle the controller is not ``IDLE``.
 A layer runs through the controller states
 
-``FETCH_CMD -> FETCH_DATA -> CHECK -> SIZES -> CHECK_PRODUCTS -> 6 x LOAD_NEXT [-> LOAD_CMD ->
-LOAD_DATA -> LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
+``FETCH_CMD -> FETCH_DATA -> CHECK -> CHECKED -> SIZES -> CHECK_PRODUCTS -> 6 x LOAD_NEXT
+[-> LOAD_CMD -> LOAD_DATA -> LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
 
 and the model adds their lengths: three phases, *fetch*, the table *loads* (in series, each
 one DMA read) and the *run*, kept apart in :class:`LayerEstimate` so that a memory model with
@@ -17,9 +17,11 @@ constant it comes from, so the model follows the hardware when a latency changes
 
 The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
-``reader -> [in_packer -> expand PW -> exp_requant -> exp_serializer] -> line buffer ->
-(DW -> dw_requant | conv taps) -> PW -> (pw_requant [-> ADD <- res_packer <- res_reader] ->
-out_serializer | raw_serializer) -> writer``
+``reader -> [in_packer -> expand PW -> exp_requant => exp_serializer] -> line buffer ->
+(DW -> dw_requant => | conv taps) -> PW -> (pw_requant => [ADD <- res_packer <- res_reader
+=>] out_serializer | raw_serializer) => writer``
+
+(``=>``: a ``SkidBuffer``, :class:`_Skid`.)
 
 Most of these blocks are pipelines with one global enable: they move in every cycle except
 those in which their output register holds a word the next block does not take (the block is
@@ -48,10 +50,11 @@ without a rate limit, a DMA moves one beat per cycle on long commands; short wri
 
 Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
 attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
-(``FETCH_CMD``, ``CHECK``, ``CHECK_PRODUCTS``, ``LOAD_NEXT``, ``LOAD_CMD``, ``LOAD_FLUSH``,
-``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line buffer's ``busy``
-falling two cycles after its last fill beat; ``BeatPacker``/``BeatSerializer`` timing and
-``DMAWriter``'s command rate, which their docstrings state in words only.
+(``FETCH_CMD``, ``CHECK``, ``CHECKED``, ``CHECK_PRODUCTS``, ``LOAD_NEXT``, ``LOAD_CMD``,
+``LOAD_FLUSH``, ``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line
+buffer's ``busy`` falling two cycles after its last fill beat; ``BeatPacker``/
+``BeatSerializer`` timing and ``DMAWriter``'s command rate, which their docstrings state in
+words only.
 
 Accuracy, ideal memory: without backpressure the run is deterministic, and the model equals
 the ``CYCLES`` register of the Verilated design exactly on every descriptor measured
@@ -321,9 +324,9 @@ def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
 
 def _fetch_cycles(config: AcceleratorConfig, desc: dict, mem: MemoryCycles, addr: int) -> int:
     """``FETCH_CMD`` (1, the reader takes the command at once) + ``FETCH_DATA`` (until the
-    last descriptor beat is on ``data``) + ``CHECK`` (1) + ``SIZES`` (the products) +
-    ``CHECK_PRODUCTS`` (1)."""
-    return (1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 1
+    last descriptor beat is on ``data``) + ``CHECK`` (1) + ``CHECKED`` (1) + ``SIZES``
+    (the products) + ``CHECK_PRODUCTS`` (1)."""
+    return (1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 2
             + product_cycles(desc, config) + 1)
 
 
@@ -708,6 +711,22 @@ class _Writer:
         return self.cmd_taken[-1], self.b[-1] + DMAWriter.B_TO_IDLE
 
 
+class _Skid:
+    """``SkidBuffer`` in front of ``take``: takes word ``n`` in the first cycle from its
+    offer in which the buffer is empty, i.e. after the cycle word ``n-1`` was taken by the
+    sink (the buffer holds a word from the cycle after it came in, unless the sink took it
+    at once, to the cycle the sink takes it), and offers it to the sink in that cycle."""
+
+    def __init__(self, take):
+        self.next = take
+        self.taken = -math.inf  # cycle the sink took the previous word
+
+    def take(self, offered: int) -> int:
+        a = max(offered, self.taken + 1)
+        self.taken = self.next(a)
+        return a
+
+
 class _Serializer:
     """``BeatSerializer``: takes a word in the cycle it is offered if it holds none, or in
     the cycle its last beat leaves; beat ``i`` is offered from ``a + 1`` (``a`` the take
@@ -885,7 +904,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                     for p in range(pixels)]
     writer = _Writer(commands, t_cmds, mem, credits["write0"])
     word_beats = (4 if raw else 1) * Q // BEAT_BYTES
-    serializer = _Serializer(word_beats, writer.take)
+    serializer = _Serializer(word_beats, _Skid(writer.take).take)
     if raw:
         take_pw = serializer.take
     else:
@@ -894,14 +913,14 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
             res = _ReadStream(t_cmds, base + d.get("res_addr", 0), pixels * pixel_beats, mem,
                               credits["read1"])
             take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
-                           serializer.take).take
-        take_pw = _Requant(config, Q, take_rq).take
+                           _Skid(serializer.take).take).take
+        take_pw = _Requant(config, Q, _Skid(take_rq).take).take
     pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
 
     # ---- spatial stage: taps -> (DW -> requant | conv) -> PW array input ----
     if not conv:
         dw_frozen = _Frozen()
-        dwq = _Requant(config, P, pw.accept)
+        dwq = _Requant(config, P, _Skid(pw.accept).take)
 
     # ---- front: the line buffer's fill ----
     fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
@@ -999,7 +1018,7 @@ class _FillFromExpand:
         self.reader = reader
         self.packer_free = -math.inf        # cycle the packer can take a beat
         serializer = _Serializer(self.word_beats, self._fill)
-        requant = _Requant(config, P, serializer.take)
+        requant = _Requant(config, P, _Skid(serializer.take).take)
         self.expand = _PointwiseArray(d["in_groups"], d["exp_groups"],
                                       pw_latency(config, P), requant.take)
 

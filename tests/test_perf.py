@@ -287,11 +287,11 @@ def test_breakdown_terms():
     costs its extra latency once per read command and once at the last write response."""
     cfg = get_config("tiny")
     est = layer_cycles(cfg, _desc())
-    # FETCH_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + 16 beats - 1) + CHECK + SIZES +
-    # CHECK_PRODUCTS; SIZES: two multiplier bits a cycle (in_w 8, out_w 8, in_groups 1,
-    # out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1, dilation 1, depth_mult 1,
-    # in_groups 1, dw_cols 3, out_groups 1)
-    assert est.fetch == 1 + 20 + 1 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1) + 1
+    # FETCH_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + 16 beats - 1) + CHECK + CHECKED +
+    # SIZES + CHECK_PRODUCTS; SIZES: two multiplier bits a cycle (in_w 8, out_w 8,
+    # in_groups 1, out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1, dilation 1,
+    # depth_mult 1, in_groups 1, dw_cols 3, out_groups 1)
+    assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1) + 1
     # 9 DW weight words of 1 beat, 1 DW record of 9 beats, 1 PW word of 8 beats, 9 beats,
     # each with its LOAD_NEXT cycle; LOAD_NEXT skips the two expand tables, then ends
     assert est.loads == {"dw_weights": 16, "dw_table": 16, "pw_weights": 15, "pw_table": 16,

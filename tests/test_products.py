@@ -41,6 +41,7 @@ def run(cfg, descs):
     async def bench(ctx):
         for d in descs:
             ctx.set(dut.desc, int.from_bytes(DESCRIPTOR.pack(**d), "little"))
+            await ctx.tick()  # the first operands load in the idle cycle before start
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
