@@ -196,8 +196,9 @@ class Accelerator(wiring.Component):
                 out = Mux(load == i, values[i], out)
             return out
 
-        n_word = by_load([Const(b, 16) for b in load_beats_per_word])
-        cur_words = by_load(load_words)
+        # LOAD_CMD registers the current table's last beat and word indices for LOAD_DATA
+        last_beat = Signal(range(max(load_beats_per_word)))
+        last_word = Signal(32)
         cur_beats = by_load(load_beats)
         cur_addr = by_load(load_addr)
         load_wanted = Signal(len(Load))  # needed and not held: set in CHECK_PRODUCTS
@@ -305,6 +306,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [reader.cmd.valid.eq(1),
                              reader.cmd.payload.addr.eq(cur_addr),
                              reader.cmd.payload.beats.eq(cur_beats)]
+                m.d.sync += [last_beat.eq(by_load([Const(b - 1) for b in load_beats_per_word])),
+                             last_word.eq(by_load(load_words) - 1)]
                 with m.If(reader.cmd.ready):
                     m.d.sync += [word_beat.eq(0), word_addr.eq(0)]
                     for i in range(len(Load)):
@@ -316,10 +319,10 @@ class Accelerator(wiring.Component):
                 m.d.comb += reader.data.ready.eq(1)
                 with m.If(reader.data.valid):
                     m.d.sync += buf.eq(Cat(buf[64:], reader.data.payload))
-                    with m.If(word_beat == n_word - 1):
+                    with m.If(word_beat == last_beat):
                         m.d.sync += [word_beat.eq(0), word_addr.eq(word_addr + 1),
                                      write_en.eq(1), write_addr.eq(word_addr)]
-                        with m.If(word_addr == cur_words - 1):
+                        with m.If(word_addr == last_word):
                             m.next = "LOAD_FLUSH"
                     with m.Else():
                         m.d.sync += word_beat.eq(word_beat + 1)
@@ -452,8 +455,10 @@ class Accelerator(wiring.Component):
             exp_ser.o.ready.eq(lb.fill.ready & expand_on),
         ]
 
-        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the PW array
-        _connect_fields(m, dw.o, dwq.i)
+        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the PW array;
+        # a skid between the DW array and its requantizer keeps the line buffer's tap
+        # counters off the requantizer's stall logic
+        _connect_fields(m, skid("dw_acc_skid", dw.o), dwq.i)
         for name in dw.taps.payload.shape().members:
             m.d.comb += getattr(dw.taps.payload, name).eq(getattr(lb.taps.payload, name))
         m.d.comb += [

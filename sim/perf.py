@@ -18,7 +18,7 @@ constant it comes from, so the model follows the hardware when a latency changes
 The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
 ``reader -> [in_packer -> expand PW -> exp_requant => exp_serializer] -> line buffer ->
-(DW -> dw_requant => | conv taps) -> PW -> (pw_requant => [ADD <- res_packer <- res_reader
+(DW => dw_requant => | conv taps) -> PW -> (pw_requant => [ADD <- res_packer <- res_reader
 =>] out_serializer | raw_serializer) => writer``
 
 (``=>``: a ``SkidBuffer``, :class:`_Skid`.)
@@ -921,6 +921,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     if not conv:
         dw_frozen = _Frozen()
         dwq = _Requant(config, P, _Skid(pw.accept).take)
+        dw_skid = _Skid(dwq.take)
 
     # ---- front: the line buffer's fill ----
     fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
@@ -961,7 +962,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                 last_issue = dw_frozen.active(a, taps_word - 1) if taps_word > 1 \
                     else first_issue
                 out = dw_frozen.through(acc, DepthwiseArray.LATENCY)
-                dw_frozen.freeze(out, dwq.take(out))
+                dw_frozen.freeze(out, dw_skid.take(out))
         row_end.append(last_issue)
     done_cmd, writer_idle = writer.done()
     last_fill = fill.complete(in_h - 1, allow)
