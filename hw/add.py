@@ -14,6 +14,10 @@ __all__ = ["ResidualAdd", "add_params_layout"]
 #: TFLite's 8-bit ADD scales both inputs by 2**LEFT_SHIFT before rescaling them.
 LEFT_SHIFT = 20
 
+#: operands split here into DSP48E1-sized parts: an unsigned 17-bit low part is an 18-bit
+#: signed operand
+_LO_BITS = 17
+
 
 def add_params_layout() -> data.StructLayout:
     """The per-layer ADD parameters (``dwsep.sim.models.add.add_params`` computes them):
@@ -77,10 +81,11 @@ class ResidualAdd(wiring.Component):
 
     #: Cycles from the cycle a word is accepted to the cycle it is offered on ``o`` (with
     #: ``o.ready`` high) when ``compute_lanes == lanes``: chunk register; zero point;
-    #: input products (2 registers); SRDHM; rounding add; shift; sum; output product (2
-    #: registers); SRDHM; rounding add; shift; zero point; clamp into the output word.
+    #: input products (multiplier and output registers, their sum); SRDHM; rounding add;
+    #: shift; sum; output product (multiplier and output registers, two adder stages);
+    #: SRDHM; rounding add; shift; zero point; clamp into the output word.
     #: A word of ``n`` chunks takes ``LATENCY + n - 1`` (:attr:`latency`).
-    LATENCY = 15
+    LATENCY = 19
 
     def __init__(self, lanes: int, compute_lanes: int | None = None):
         compute_lanes = check_lanes(lanes, compute_lanes)
@@ -124,8 +129,8 @@ class ResidualAdd(wiring.Component):
             return amount
         rights = right(p.a_shift), right(p.b_shift), right(p.out_shift)
 
-        # Stages 1-13 of every compute lane, then the clamp shifted into the output word.
-        valid = Signal(13)
+        # Stages 1-17 of every compute lane, then the clamp shifted into the output word.
+        valid = Signal(17)
         results = []
         with m.If(advance):
             m.d.sync += valid.eq(Cat(split.busy, valid[:-1]))
@@ -138,7 +143,7 @@ class ResidualAdd(wiring.Component):
         return m
 
     def _lane(self, m: Module, lane: int, xa, xb, rights):
-        """One compute lane, stages 1-13 (one ``m.d.sync`` register each, under the
+        """One compute lane, stages 1-17 (one ``m.d.sync`` register each, under the
         caller's enable); returns the clamped int8 value for the output word."""
         p = self.params
         right_a, right_b, right_out = rights
@@ -148,15 +153,40 @@ class ResidualAdd(wiring.Component):
             m.d.sync += s.eq(value)
             return s
 
+        def dsp_product(tag, x, y, lo_bits):
+            """``x * y`` from DSP48E1 products, each with its multiplier and output
+            registers: ``x`` times the low ``lo_bits`` and the high bits of ``y``, then
+            their sum (3 stages); an ``x`` wider than the A port (25 bits) is split too,
+            and the four products join in two adder stages (5 stages). ``x`` and ``y`` are
+            registers of the stage before (the DSP's input registers)."""
+            y_lo, y_hi = y[:lo_bits].as_unsigned(), y[lo_bits:].as_signed()
+            if len(x) <= 25:
+                lo = reg(f"{tag}_lo", signed(len(x) + lo_bits + 1), x * y_lo)
+                hi = reg(f"{tag}_hi", signed(len(x) + len(y_hi)), x * y_hi)
+                lo, hi = reg(f"{tag}_lo_p", lo.shape(), lo), reg(f"{tag}_hi_p", hi.shape(), hi)
+                return reg(f"{tag}_prod", signed(len(x) + len(y)), (hi << lo_bits) + lo)
+            # x too wide for the A port: four partial products
+            x_lo, x_hi = x[:lo_bits].as_unsigned(), x[lo_bits:].as_signed()
+            parts = {"ll": x_lo * y_lo, "lh": x_lo * y_hi, "hl": x_hi * y_lo, "hh": x_hi * y_hi}
+            regs = {k: reg(f"{tag}_{k}", signed(len(v) + 1), v) for k, v in parts.items()}
+            regs = {k: reg(f"{tag}_{k}_p", v.shape(), v) for k, v in regs.items()}
+            mid = reg(f"{tag}_mid", signed(len(x) + len(y) - lo_bits + 2), regs["lh"] + regs["hl"])
+            hh = reg(f"{tag}_hh_d", regs["hh"].shape(), regs["hh"])
+            ll = reg(f"{tag}_ll_d", regs["ll"].shape(), regs["ll"])
+            upper = reg(f"{tag}_upper", signed(len(x) + len(y) - lo_bits + 2),
+                        (hh << lo_bits) + mid)
+            ll = reg(f"{tag}_ll_d2", ll.shape(), ll)
+            return reg(f"{tag}_prod", signed(len(x) + len(y) + 1), (upper << lo_bits) + ll)
+
         def rescale_input(tag, x, zp, mult, right):
-            # Stage 1: zero point. Stages 2-3: the 9 x 32 product (|d * mult| <= 255 * 2**31,
-            # 40 bits) and a second register for DSP pipelining. Stage 4: SRDHM of
-            # (d << 20) * mult, i.e. of d * mult with 11 fraction bits; |high| <= 255 * 2**20
-            # fits 29 bits. Stages 5-6: RDBPOT (the rounding addend reaches 2**30 for
-            # e = 31: 32 bits).
+            # Stage 1: zero point (and the multiplier beside it, the DSP's B register).
+            # Stages 2-4: the 9 x 32 product (|d * mult| <= 255 * 2**31, 40 bits), two DSP
+            # products and their sum. Stage 5: SRDHM of (d << 20) * mult, i.e. of d * mult
+            # with 11 fraction bits; |high| <= 255 * 2**20 fits 29 bits. Stages 6-7: RDBPOT
+            # (the rounding addend reaches 2**30 for e = 31: 32 bits).
             d = reg(f"{tag}_d", signed(9), x - zp)
-            prod = reg(f"{tag}_prod", signed(40), d * mult)
-            prod = reg(f"{tag}_prod2", signed(40), prod)
+            m_in = reg(f"{tag}_mult", signed(32), mult)
+            prod = dsp_product(tag, d, m_in, _LO_BITS)[:40].as_signed()
             high = reg(f"{tag}_high", signed(29), srdhm_high(prod, 31 - LEFT_SHIFT))
             rounded = reg(f"{tag}_rounded", signed(32), high + rdbpot_nudge(high, right))
             return reg(f"{tag}_scaled", signed(29), rounded >> right)
@@ -164,12 +194,13 @@ class ResidualAdd(wiring.Component):
         scaled_a = rescale_input("a", xa, p.a_zp, p.a_mult, right_a)
         scaled_b = rescale_input("b", xb, p.b_zp, p.b_mult, right_b)
 
-        # Stage 7: the sum, |sum| <= 255 * 2**21 (30 bits). Stages 8-9: the 30 x 32
-        # product (61 bits). Stage 10: SRDHM (no saturation: the sum is never INT32_MIN),
-        # |high| <= 255 * 2**21. Stages 11-12: RDBPOT. Stage 13: output zero point.
+        # Stage 8: the sum, |sum| <= 255 * 2**21 (30 bits). Stages 9-13: the 30 x 32
+        # product (61 bits) as four DSP products and two adder stages. Stage 14: SRDHM (no
+        # saturation: the sum is never INT32_MIN), |high| <= 255 * 2**21. Stages 15-16:
+        # RDBPOT. Stage 17: output zero point.
         total = reg("sum", signed(30), scaled_a + scaled_b)
-        prod = reg("out_prod", signed(61), total * p.out_mult)
-        prod = reg("out_prod2", signed(61), prod)
+        out_mult = reg("out_mult", signed(32), p.out_mult)
+        prod = dsp_product("out", total, out_mult, _LO_BITS)[:61].as_signed()
         high = reg("out_high", signed(30), srdhm_high(prod))
         rounded = reg("out_rounded", signed(32), high + rdbpot_nudge(high, right_out))
         scaled = reg("out_scaled", signed(30), rounded >> right_out)
