@@ -77,7 +77,8 @@ class DepthwiseArray(wiring.Component):
     data[t][i] * w[waddr][t][i]`` (``T`` int8 x int8 products in LUTs, 32-bit two's-complement
     accumulation); the column with ``last`` emits ``{acc, group}``. Pipeline: accept the
     column and read the weight memory (block RAM, registered read) -> products -> their
-    sum -> accumulate into the output register. The whole pipeline stalls while ``o`` holds
+    sum -> accumulate into the output register, with the weight word registered once more
+    at the block RAM's output. The whole pipeline stalls while ``o`` holds
     a word that is not taken (global stall: ``taps.ready`` follows ``o.ready``
     combinationally), so nothing is lost or duplicated under any valid/ready pattern, and
     one column per cycle flows while ``o`` is ready.
@@ -108,7 +109,7 @@ class DepthwiseArray(wiring.Component):
         ``N + LATENCY`` cycles from the first column to the last output.
     """
 
-    LATENCY = 4
+    LATENCY = 5
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
@@ -138,9 +139,11 @@ class DepthwiseArray(wiring.Component):
         rp = mem.read_port()
         m.d.comb += [rp.addr.eq(self.taps.payload.waddr), rp.en.eq(adv)]
 
-        # Stage 1: the column, aligned with the weight word the read port returns.
-        tap1 = Signal(tap_layout(self.config))
-        v1 = Signal()
+        # Stage 1: the column, aligned with the weight word the read port returns. Stage 1b:
+        # both again, the weight word in the block RAM's output register.
+        tap1, tap1b = Signal(tap_layout(self.config)), Signal(tap_layout(self.config))
+        v1, v1b = Signal(), Signal()
+        w1b = Signal.like(rp.data)
         # Stage 2: the products (16 bits hold every int8 x int8 product, -128*-128 included).
         prod2 = Signal(data.ArrayLayout(data.ArrayLayout(signed(16), P), T))
         # Stage 3: their sum per lane.
@@ -150,11 +153,12 @@ class DepthwiseArray(wiring.Component):
         c2, c3 = Signal(ctrl), Signal(ctrl)
 
         with m.If(adv):
-            m.d.sync += [tap1.eq(self.taps.payload), v1.eq(self.taps.valid)]
-            m.d.sync += [prod2[t][i].eq(lut_multiply(tap1.data[t][i], rp.data[t][i]))
+            m.d.sync += [tap1.eq(self.taps.payload), v1.eq(self.taps.valid),
+                         tap1b.eq(tap1), v1b.eq(v1), w1b.eq(rp.data)]
+            m.d.sync += [prod2[t][i].eq(lut_multiply(tap1b.data[t][i], w1b[t][i]))
                          for t in range(T) for i in range(P)]
-            m.d.sync += [c2.valid.eq(v1), c2.first.eq(tap1.first), c2.last.eq(tap1.last),
-                         c2.group.eq(tap1.group), c3.eq(c2)]
+            m.d.sync += [c2.valid.eq(v1b), c2.first.eq(tap1b.first), c2.last.eq(tap1b.last),
+                         c2.group.eq(tap1b.group), c3.eq(c2)]
             for i in range(P):
                 total = prod2[0][i]
                 for t in range(1, T):
