@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value
 
-__all__ = ["check_lanes", "Splitter", "gather"]
+__all__ = ["check_lanes", "times", "Splitter", "gather"]
 
 
 def check_lanes(lanes, compute_lanes) -> int:
@@ -25,6 +25,21 @@ def check_lanes(lanes, compute_lanes) -> int:
         raise ValueError(f"'compute_lanes' must be a positive divisor of lanes={lanes}, "
                          f"not {compute_lanes!r}")
     return compute_lanes
+
+
+def times(value: Value, n: int) -> Value:
+    """``value * n`` for a positive int constant ``n`` without a multiplier cell: a shift
+    when ``n`` is a power of two, else the sum of ``value`` shifted by each set bit of ``n``
+    (e.g. a record address ``group * chunks``), so synthesis has no product to put on a
+    DSP48E1."""
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"'n' must be a positive int, not {n!r}")
+    value = Value.cast(value)
+    terms = [value << b for b in range(n.bit_length()) if n >> b & 1]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 class Splitter:
@@ -43,8 +58,8 @@ class Splitter:
         No word, or its last chunk is in the registers: a new word may load.
     busy : Signal
         The registers hold a chunk (the valid bit of the first compute stage).
-    first : Signal
-        The chunk in the registers is its word's first.
+    index : Signal
+        Which chunk of its word is in the registers (0 first; meaningful while ``busy``).
     regs : list[Signal]
         One register per source.
     """
@@ -52,18 +67,17 @@ class Splitter:
     def __init__(self, m: Module, advance: Value, chunks: int, load: Value,
                  sources: list[tuple[Value, int]]):
         self.busy = Signal()
-        self.first = Signal()
-        index = Signal(range(chunks))
+        self.index = index = Signal(range(chunks))
         self.free = ~self.busy | (index == chunks - 1)
         self.regs = [Signal(len(Value.cast(src)), name=f"word{i}")
                      for i, (src, _) in enumerate(sources)]
         with m.If(advance):
             with m.If(load):
-                m.d.sync += [self.busy.eq(1), self.first.eq(1), index.eq(0)]
+                m.d.sync += [self.busy.eq(1), index.eq(0)]
                 m.d.sync += [reg.eq(src)
                              for reg, (src, _) in zip(self.regs, sources, strict=True)]
             with m.Elif(self.busy):
-                m.d.sync += [self.busy.eq(~self.free), self.first.eq(0), index.eq(index + 1)]
+                m.d.sync += [self.busy.eq(~self.free), index.eq(index + 1)]
                 m.d.sync += [reg.eq(reg >> bits)
                              for reg, (_, bits) in zip(self.regs, sources, strict=True)]
 

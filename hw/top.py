@@ -12,6 +12,7 @@ from .add import ResidualAdd
 from .axi import AXI4LiteSignature, AXI4ReadSignature, AXI4Signature
 from .beat_packer import BeatPacker
 from .beat_serializer import BeatSerializer
+from .chunked import times
 from .config import AcceleratorConfig
 from .csr import ControlRegisters
 from .dma_reader import DMAReader
@@ -143,8 +144,12 @@ class Accelerator(wiring.Component):
         in_pixels, out_pixels, dw_cols = Signal(32), Signal(32), Signal(8)
         in_beats, res_beats, pixel_beats = Signal(32), Signal(32), Signal(16)
         load_words = [Signal(32, name=f"words_{ld.name.lower()}") for ld in Load]
-        load_beats_per_word = [P * P // 8, 9 * P // 8, cfg.dw_taps * P // 8, 9 * P // 8,
-                               P * Q // 8, 9 * Q // 8]
+        # a requant-table word is one record of requant_lanes channels (the requantizers'
+        # table memories hold a record per chunk): 9 bytes a channel, padded to whole beats;
+        # the padding, at the top of the word, falls off the narrower record on the port
+        table_beats = -(-9 * cfg.requant_lanes // 8)
+        load_beats_per_word = [P * P // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
+                               P * Q // 8, table_beats]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
         load_ports = [expand.wr, expq.wr, dw.wr, dwq.wr, pw.wr, pwq.wr]
@@ -251,11 +256,14 @@ class Accelerator(wiring.Component):
                     in_beats.eq(in_pixels * field("in_groups") * (P // 8)),
                     res_beats.eq(out_pixels * field("out_groups") * (Q // 8)),
                     load_words[Load.EXP_WEIGHTS].eq(field("exp_groups") * field("in_groups")),
-                    load_words[Load.EXP_TABLE].eq(field("exp_groups")),
+                    load_words[Load.EXP_TABLE].eq(
+                        times(field("exp_groups"), P // cfg.requant_lanes)),
                     load_words[Load.DW_WEIGHTS].eq(field("mid_groups") * dw_cols),
-                    load_words[Load.DW_TABLE].eq(field("mid_groups")),
+                    load_words[Load.DW_TABLE].eq(
+                        times(field("mid_groups"), P // cfg.requant_lanes)),
                     load_words[Load.PW_WEIGHTS].eq(field("mid_groups") * field("out_groups")),
-                    load_words[Load.PW_TABLE].eq(field("out_groups")),
+                    load_words[Load.PW_TABLE].eq(
+                        times(field("out_groups"), Q // cfg.requant_lanes)),
                     load.eq(0),
                 ]
                 addrs = [field(n) for n in ("in_addr", "out_addr", "res_addr", "exp_weights",
