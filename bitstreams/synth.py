@@ -206,7 +206,7 @@ def bram36_estimate(width: int, depth: int) -> float:
 
 def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     """On-chip memories of the accelerator: ``(module, sized by, width bits, depth)``."""
-    P, Q = cfg.dw_lanes, cfg.pw_cols
+    P, Q, L = cfg.dw_lanes, cfg.pw_cols, cfg.requant_lanes
     return [
         ("line_buffer", "lb_rows memories of pow2(lb_width*lb_channels/P) words of P bytes",
          8 * P, cfg.lb_depth),
@@ -216,10 +216,10 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
          2 * cfg.mid_groups_max),
         ("pw_array weights", "out_channels_max/Q * mid_channels_max/P words of P*Q bytes",
          8 * P * Q, cfg.pw_weight_depth),
-        ("dw_requant table", "mid_channels_max/P records of 9*P bytes", 72 * P,
-         cfg.mid_groups_max),
-        ("pw_requant table", "out_channels_max/Q records of 9*Q bytes", 72 * Q,
-         cfg.out_groups_max),
+        ("dw_requant table", "mid_channels_max/L records of 9*L bytes (L = requant_lanes)",
+         72 * L, cfg.mid_channels_max // L),
+        ("pw_requant table", "out_channels_max/L records of 9*L bytes", 72 * L,
+         cfg.out_channels_max // L),
     ]
 
 

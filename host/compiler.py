@@ -1445,7 +1445,8 @@ class _Emitter:
                 refs["exp_weights"] = (self.blob(f"{tag}.exp_weights",
                                                  packing.pack_expand_weights(e.w, P)), 0)
                 refs["exp_table"] = (self.blob(f"{tag}.exp_table", packing.pack_table(
-                    *(_pad_to(a, g_e * P) for a in (e.bias, e.mult, e.shift)), P)), 0)
+                    *(_pad_to(a, g_e * P) for a in (e.bias, e.mult, e.shift)),
+                    self.cfg.requant_lanes)), 0)
                 fields.update(exp_zp=e.zp, exp_min=e.lo, exp_max=e.hi)
             else:
                 g_e = g_in
@@ -1460,7 +1461,7 @@ class _Emitter:
                     w, m, P, self.cfg.dw_taps)), 0)
                 refs["dw_table"] = (self.blob(f"{tag}.dw_table", packing.pack_table(
                     *(packing.to_mid_lanes(a[c0 * m:c1 * m], c, m, P)
-                      for a in (d.bias, d.mult, d.shift)), P)), 0)
+                      for a in (d.bias, d.mult, d.shift)), self.cfg.requant_lanes)), 0)
                 fields.update(dw_zp=d.zp, dw_min=d.lo, dw_max=d.hi)
             # PW: the slice's columns, one descriptor per output tile
             if u.fc is not None:
@@ -1499,7 +1500,7 @@ class _Emitter:
                 if u.fc is None:
                     r["pw_table"] = (self.blob(f"{tag}.pw_table{t}", packing.pack_table(
                         *(_pad_to(arr[a:b], og * Q) for arr in
-                          (u.pw.bias, u.pw.mult, u.pw.shift)), Q)), 0)
+                          (u.pw.bias, u.pw.mult, u.pw.shift)), self.cfg.requant_lanes)), 0)
                     if out_parts is not None and u.slices is None:
                         r["out_addr"] = (self.buffer(u.output, t), 0)
                         pitch = og * Q // 8

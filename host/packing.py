@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..hw.config import BEAT_BYTES
+
 __all__ = [
-    "TABLE_RECORD_BYTES_PER_LANE", "IDENTITY_MULT", "IDENTITY_SHIFT", "padded",
+    "TABLE_RECORD_BYTES_PER_LANE", "table_record_bytes", "IDENTITY_MULT", "IDENTITY_SHIFT",
+    "padded",
     "pack_activations", "unpack_activations", "space_to_depth", "depth_to_space", "unpack_raw",
     "mid_channel_map", "to_mid_lanes",
     "fold_bias", "pack_dw_weights", "unpack_dw_weights", "pack_pw_weights",
@@ -252,28 +255,37 @@ def pack_conv_weights(w: np.ndarray, lanes: int, cols: int) -> bytes:
     return np.ascontiguousarray(words.transpose(0, 4, 2, 3, 5, 1)).tobytes()
 
 
+def table_record_bytes(lanes: int) -> int:
+    """DDR bytes of one requant-table record of ``lanes`` channels: ``9*lanes``, padded with
+    zero bytes to whole 8-byte beats (the controller loads a record as whole beats; no
+    padding when ``lanes`` is a multiple of 8)."""
+    return padded(TABLE_RECORD_BYTES_PER_LANE * lanes, BEAT_BYTES)
+
+
 def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, lanes: int) -> bytes:
-    """Requant table: one record per group of ``lanes`` channels (arrays already in hardware
-    lane order and padded to a multiple of ``lanes``), each record ``bias int32[lanes]``,
-    ``mult int32[lanes]``, ``shift int8[lanes]`` concatenated (``9*lanes`` bytes)."""
+    """Requant table: one record per ``lanes`` consecutive channels (arrays already in
+    hardware lane order and padded to a multiple of ``lanes``), each record ``bias
+    int32[lanes]``, ``mult int32[lanes]``, ``shift int8[lanes]`` concatenated (``9*lanes``
+    bytes) and zero bytes up to :func:`table_record_bytes`. The compiler packs records of
+    ``config.requant_lanes`` channels: one per chunk the requantizers compute in a cycle."""
     bias, mult, shift = (np.asarray(a).reshape(-1) for a in (bias, mult, shift))
     n = bias.size
     if n % lanes or mult.size != n or shift.size != n:
         raise ValueError(f"table arrays must have one equal length that is a multiple of "
                          f"{lanes}, not {bias.size}, {mult.size}, {shift.size}")
-    groups = n // lanes
+    pad = bytes(table_record_bytes(lanes) - TABLE_RECORD_BYTES_PER_LANE * lanes)
     return b"".join(
         bias[s].astype("<i4").tobytes() + mult[s].astype("<i4").tobytes()
-        + shift[s].astype("i1").tobytes()
-        for s in (slice(g * lanes, (g + 1) * lanes) for g in range(groups)))
+        + shift[s].astype("i1").tobytes() + pad
+        for s in (slice(r * lanes, (r + 1) * lanes) for r in range(n // lanes)))
 
 
-def unpack_table(raw: bytes, groups: int, lanes: int
+def unpack_table(raw: bytes, records: int, lanes: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of :func:`pack_table`: ``(bias, mult, shift)``, each ``[groups, lanes]``."""
-    rec = np.frombuffer(bytes(raw[:groups * lanes * TABLE_RECORD_BYTES_PER_LANE]), np.uint8)
-    rec = rec.reshape(groups, TABLE_RECORD_BYTES_PER_LANE * lanes)
+    """Inverse of :func:`pack_table`: ``(bias, mult, shift)``, each ``[records, lanes]``."""
+    size = table_record_bytes(lanes)
+    rec = np.frombuffer(bytes(raw[:records * size]), np.uint8).reshape(records, size)
     bias = rec[:, :4 * lanes].copy().view("<i4")
     mult = rec[:, 4 * lanes:8 * lanes].copy().view("<i4")
-    shift = rec[:, 8 * lanes:].copy().view(np.int8)
+    shift = rec[:, 8 * lanes:9 * lanes].copy().view(np.int8)
     return bias.astype(np.int32), mult.astype(np.int32), shift

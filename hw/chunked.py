@@ -43,8 +43,8 @@ class Splitter:
         No word, or its last chunk is in the registers: a new word may load.
     busy : Signal
         The registers hold a chunk (the valid bit of the first compute stage).
-    first : Signal
-        The chunk in the registers is its word's first.
+    index : Signal
+        Which chunk of its word is in the registers (0 first; meaningful while ``busy``).
     regs : list[Signal]
         One register per source.
     """
@@ -52,18 +52,17 @@ class Splitter:
     def __init__(self, m: Module, advance: Value, chunks: int, load: Value,
                  sources: list[tuple[Value, int]]):
         self.busy = Signal()
-        self.first = Signal()
-        index = Signal(range(chunks))
+        self.index = index = Signal(range(chunks))
         self.free = ~self.busy | (index == chunks - 1)
         self.regs = [Signal(len(Value.cast(src)), name=f"word{i}")
                      for i, (src, _) in enumerate(sources)]
         with m.If(advance):
             with m.If(load):
-                m.d.sync += [self.busy.eq(1), self.first.eq(1), index.eq(0)]
+                m.d.sync += [self.busy.eq(1), index.eq(0)]
                 m.d.sync += [reg.eq(src)
                              for reg, (src, _) in zip(self.regs, sources, strict=True)]
             with m.Elif(self.busy):
-                m.d.sync += [self.busy.eq(~self.free), self.first.eq(0), index.eq(index + 1)]
+                m.d.sync += [self.busy.eq(~self.free), index.eq(index + 1)]
                 m.d.sync += [reg.eq(reg >> bits)
                              for reg, (_, bits) in zip(self.regs, sources, strict=True)]
 

@@ -301,6 +301,8 @@ def descriptor_products(d: dict, config: AcceleratorConfig) -> dict[str, int]:
 def scale(x, c: int):
     """``x * c`` for a constant ``c >= 1`` as shifts and adds, so that the gateware has no
     multiplier for it (any product wider than 8 bits becomes a DSP48E1 in Yosys)."""
+    if not isinstance(c, int) or c <= 0:
+        raise ValueError(f"'c' must be a positive int, not {c!r}")
     terms = [x << i for i in range(c.bit_length()) if c >> i & 1]
     total = terms[0]
     for t in terms[1:]:

@@ -3,14 +3,15 @@ compute lane."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from .chunked import Splitter, check_lanes, gather
 from .config import REQUANT_INPUT_BITS
+from .layout import scale
 from .mbqm import rdbpot_nudge, srdhm_high
 from .ports import WritePortSignature
 
@@ -24,9 +25,12 @@ def table_layout(lanes: int) -> data.StructLayout:
     """One requant-table record: ``bias int32[lanes]``, ``mult int32[lanes]``,
     ``shift int8[lanes]``, in that order from bit 0.
 
-    The bit order equals the DDR record (docs/ARCHITECTURE.md, "Requant tables"): the
-    ``9*lanes`` little-endian bytes of a record, read as one little-endian integer, are the
-    value of this layout, so a record assembled from 64-bit beats is written as is.
+    A :class:`Requantizer` holds records of ``table_layout(compute_lanes)``, one per chunk
+    of a word. The bit order equals the DDR record (docs/ARCHITECTURE.md, "Requant tables"):
+    the ``9*lanes`` little-endian bytes of a record, read as one little-endian integer, are
+    the value of this layout, so a record assembled from 64-bit beats is written as is (the
+    zero bytes that pad it to whole beats when ``9*lanes`` is not a multiple of 8 are above
+    the layout's bits).
     """
     return data.StructLayout({
         "bias": data.ArrayLayout(signed(32), lanes),
@@ -38,10 +42,11 @@ def table_layout(lanes: int) -> data.StructLayout:
 class Requantizer(wiring.Component):
     """Per-lane TFLite requantization with a per-group table of bias, multiplier and shift.
 
-    For each lane ``l`` of a word with ``rec = table[group]``::
+    For each lane ``l = c*compute_lanes + j`` of a word (chunk ``c``, compute lane ``j``)
+    with ``rec = table[group*chunks + c]``::
 
-        o[l] = clamp(MultiplyByQuantizedMultiplier(acc[l] + rec.bias[l], rec.mult[l],
-                                                   rec.shift[l]) + zp, act_min, act_max)
+        o[l] = clamp(MultiplyByQuantizedMultiplier(acc[l] + rec.bias[j], rec.mult[j],
+                                                   rec.shift[j]) + zp, act_min, act_max)
 
     with TFLite's exact integer semantics (``dwsep.host.numerics``) for every input in its
     domain: ``(acc + bias) << max(shift, 0)`` must fit a signed ``input_bits``-bit integer
@@ -56,12 +61,16 @@ class Requantizer(wiring.Component):
     full rate. The pipeline has one global enable: it advances whenever its output register
     is empty or being taken, and stalls as a whole otherwise.
 
+    The table holds one record of ``compute_lanes`` lanes per chunk, ``depth * chunks`` in
+    all, so each cycle reads exactly the record of the chunk entering the compute lanes: no
+    register holds a group's other chunks and no mux picks among them.
+
     Parameters
     ----------
     lanes:
         Values per word, a positive multiple of 8.
     depth:
-        Records in the table (lane groups of the largest layer).
+        Lane groups in the table (of the largest layer): ``depth * chunks`` records.
     compute_lanes:
         Values computed per cycle, a divisor of ``lanes`` (default ``lanes``): 2 DSP48E1
         each.
@@ -72,11 +81,13 @@ class Requantizer(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"acc": int32[lanes], "group": unsigned(...)})))``
-        Accumulators and the table record to use (``ceil_log2(depth) or 1`` bits).
-        ``i.ready`` does not depend on ``i.valid``.
+        Accumulators and the lane group of their table records (``ceil_log2(depth) or 1``
+        bits). ``i.ready`` does not depend on ``i.valid``.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), lanes)))``
-    wr : ``In(WritePortSignature(ceil_log2(depth) or 1, table_layout(lanes)))``
-        Table write port (always ready). Write the table only while no word is in flight.
+    wr : ``In(WritePortSignature(ceil_log2(depth*chunks) or 1, table_layout(compute_lanes)))``
+        Table write port (always ready): record ``group*chunks + c`` holds lanes
+        ``c*compute_lanes .. (c+1)*compute_lanes - 1`` of the group. Write the table only
+        while no word is in flight.
     zp, act_min, act_max : ``In(signed(8))``
         Output zero point and clamp bounds, held constant while a layer runs.
     """
@@ -103,14 +114,14 @@ class Requantizer(wiring.Component):
         self.chunks = lanes // compute_lanes
         #: this instance's latency from acceptance to output
         self.latency = self.LATENCY + self.chunks - 1
-        addr_width = ceil_log2(depth) or 1
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": data.ArrayLayout(signed(32), lanes),
-                "group": unsigned(addr_width),
+                "group": unsigned(ceil_log2(depth) or 1),
             }))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
-            "wr": In(WritePortSignature(addr_width, table_layout(lanes))),
+            "wr": In(WritePortSignature(ceil_log2(depth * self.chunks) or 1,
+                                        table_layout(compute_lanes))),
             "zp": In(signed(8)),
             "act_min": In(signed(8)),
             "act_max": In(signed(8)),
@@ -120,10 +131,13 @@ class Requantizer(wiring.Component):
         m = Module()
         L = self.compute_lanes
 
-        # Block RAM with a registered read port; the table changes only between layers, so
-        # the read port need not be transparent.
-        m.submodules.table = table = Memory(shape=table_layout(self.lanes), depth=self.depth,
-                                            init=[])
+        # A registered read port; the table changes only between layers, so it need not be
+        # transparent. Distributed RAM (LUTRAM): the table is small (9 bytes a channel) but
+        # wide, and block RAM is the scarcer resource: Yosys would put pynq-z2's 128 x 576
+        # DW table in 8 RAMB36 used to a quarter of their depth.
+        m.submodules.table = table = Memory(shape=table_layout(L),
+                                            depth=self.depth * self.chunks, init=[],
+                                            attrs={"ram_style": "distributed"})
         wp = table.write_port()
         rp = table.read_port(transparent_for=())
         m.d.comb += [wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data),
@@ -132,25 +146,22 @@ class Requantizer(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # Stage 0: the word register; the table record is read meanwhile (it arrives with
-        # the first chunk, then shifts down a chunk per cycle like the accumulators).
+        # Stage 0: the word register. In each moving cycle the table is read at the record
+        # of the chunk that will be in the split registers next: chunk 0 of the word being
+        # accepted, or the next chunk of the word in the registers (its group registered
+        # here). The record thus arrives with its chunk; a stalled word keeps its record.
         load = Signal()
         split = Splitter(m, advance, self.chunks, load, [(self.i.payload.acc, 32 * L)])
+        group = Signal.like(self.i.payload.group, name="word_group")
+        with m.If(load):
+            m.d.sync += group.eq(self.i.payload.group)
         m.d.comb += [
             self.i.ready.eq(advance & split.free),
             load.eq(self.i.valid & self.i.ready),
-            rp.addr.eq(self.i.payload.group),
-            rp.en.eq(advance & split.free),  # holds the record of a stalled word
+            rp.addr.eq(Mux(split.free, self._record(self.i.payload.group, 0),
+                           self._record(group, split.index + 1))),
+            rp.en.eq(advance),
         ]
-        fields = {"bias": 32, "mult": 32, "shift": 8}
-        record = {}
-        for name, bits in fields.items():
-            head = getattr(rp.data, name).as_value()
-            rest = Signal(len(head), name=f"rec_{name}")
-            current = Mux(split.first, head, rest)
-            with m.If(advance):
-                m.d.sync += rest.eq(current >> (bits * L))
-            record[name] = (current, bits)
         (acc,) = split.regs
 
         valid = Signal(9)
@@ -158,13 +169,21 @@ class Requantizer(wiring.Component):
         with m.If(advance):
             m.d.sync += valid.eq(Cat(split.busy, valid[:-1]))
             for lane in range(L):
-                rec = {name: value[bits * lane:bits * lane + bits]
-                       for name, (value, bits) in record.items()}
+                rec = {name: getattr(rp.data, name)[lane] for name in ("bias", "mult", "shift")}
                 results.append(self._lane(m, lane, acc[32 * lane:32 * lane + 32].as_signed(),
                                           rec))
         gather(m, advance, self.chunks, valid[-1], results, self.o.payload.as_value(),
                self.o.valid)
         return m
+
+    def _record(self, group, chunk):
+        """Table address ``group*chunks + chunk`` (``chunk < chunks``, an int or a value
+        whose low bits are the chunk): a concatenation when ``chunks`` is a power of two,
+        else shifts and adds (:func:`~dwsep.hw.layout.scale`); no multiplier either way."""
+        if self.chunks & (self.chunks - 1) == 0:
+            bits = exact_log2(self.chunks)
+            return Cat(C(chunk, bits) if isinstance(chunk, int) else chunk[:bits], group)
+        return scale(group, self.chunks) + chunk
 
     def _lane(self, m: Module, lane: int, acc, rec):
         """One compute lane, stages 1-9 (one ``m.d.sync`` register each, under the caller's

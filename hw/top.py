@@ -150,10 +150,15 @@ class Accelerator(wiring.Component):
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
         in_beats, res_beats, out_beats = Signal(32), Signal(32), Signal(32)
         pixel_beats = Signal(16)
-        load_words = [prod.exp_weight_words, field("exp_groups"), prod.dw_weight_words,
-                      field("mid_groups"), prod.pw_weight_words, field("out_groups")]
-        load_beats_per_word = [P * P // 8, 9 * P // 8, cfg.dw_taps * P // 8, 9 * P // 8,
-                               P * Q // 8, 9 * Q // 8]
+        # a requant-table word is one record of requant_lanes channels (the requantizers'
+        # table memories hold a record per chunk): 9 bytes a channel, padded to whole beats;
+        # the padding, at the top of the word, falls off the narrower record on the port
+        table_beats = -(-9 * cfg.requant_lanes // 8)
+        load_words = [prod.exp_weight_words, scale(field("exp_groups"), P // cfg.requant_lanes),
+                      prod.dw_weight_words, scale(field("mid_groups"), P // cfg.requant_lanes),
+                      prod.pw_weight_words, scale(field("out_groups"), Q // cfg.requant_lanes)]
+        load_beats_per_word = [P * P // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
+                               P * Q // 8, table_beats]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]

@@ -107,6 +107,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from dwsep.host.packing import table_record_bytes
 from dwsep.hw.add import ResidualAdd
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
@@ -124,14 +125,15 @@ __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_ma
            "layer_bytes", "ideal_cycles", "pw_latency", "held_tables", "LOADS", "BOUNDS"]
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
-#: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR")
+#: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR"):
+#: a table word is one record of ``requant_lanes`` channels
 LOADS = {
     "exp_weights": lambda c: c.dw_lanes * c.dw_lanes,
-    "exp_table": lambda c: 9 * c.dw_lanes,
+    "exp_table": lambda c: table_record_bytes(c.requant_lanes),
     "dw_weights": lambda c: c.dw_taps * c.dw_lanes,
-    "dw_table": lambda c: 9 * c.dw_lanes,
+    "dw_table": lambda c: table_record_bytes(c.requant_lanes),
     "pw_weights": lambda c: c.dw_lanes * c.pw_cols,
-    "pw_table": lambda c: 9 * c.pw_cols,
+    "pw_table": lambda c: table_record_bytes(c.requant_lanes),
 }
 
 #: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
@@ -255,17 +257,20 @@ def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
     """Words of each table the layer needs (``CHECK``'s counts): ``exp_groups*in_groups``
-    and ``exp_groups`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
-    ``mid_groups`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and ``out_groups``
-    (unless ``RAW_OUT``)."""
+    and ``exp_groups*P/L`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
+    ``mid_groups*P/L`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and
+    ``out_groups*Q/L`` (unless ``RAW_OUT``), ``L = requant_lanes``: a table has one record
+    per requantizer chunk."""
     flags = _flags(desc)
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
+    p_chunks = config.dw_lanes // config.requant_lanes
+    q_chunks = config.pw_cols // config.requant_lanes
     words = {"exp_weights": desc["exp_groups"] * desc["in_groups"] if expand else 0,
-             "exp_table": desc["exp_groups"] if expand else 0,
+             "exp_table": desc["exp_groups"] * p_chunks if expand else 0,
              "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
-             "dw_table": 0 if conv else desc["mid_groups"],
+             "dw_table": 0 if conv else desc["mid_groups"] * p_chunks,
              "pw_weights": desc["mid_groups"] * desc["out_groups"],
-             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"]}
+             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"] * q_chunks}
     return {name: n for name, n in words.items() if n}
 
 

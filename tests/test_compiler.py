@@ -93,6 +93,28 @@ def test_table_round_trip_and_layout():
     assert (s.reshape(-1) == shift).all()
 
 
+def test_table_records_of_four_lanes_are_padded():
+    """Records of 4 lanes (tiny's requant_lanes): 36 bytes each, zero-padded to 40 (five
+    beats); record r holds channels 4r..4r+3."""
+    rng = np.random.default_rng(4)
+    lanes, records = 4, 6
+    bias = rng.integers(-2**31, 2**31, records * lanes)
+    mult = rng.integers(0, 2**31, records * lanes)
+    shift = rng.integers(-31, 8, records * lanes)
+    raw = packing.pack_table(bias, mult, shift, lanes)
+    assert packing.table_record_bytes(lanes) == 40 and packing.table_record_bytes(8) == 72
+    assert len(raw) == records * 40
+    # record 3, lane 1 (channel 13): bias at 120 + 4, mult at 120 + 16 + 4, shift at 120 + 33
+    assert int.from_bytes(raw[124:128], "little", signed=True) == bias[13]
+    assert int.from_bytes(raw[140:144], "little", signed=True) == mult[13]
+    assert int.from_bytes(raw[153:154], "little", signed=True) == shift[13]
+    assert all(raw[40 * r + 36:40 * r + 40] == bytes(4) for r in range(records))
+    b, m, s = packing.unpack_table(raw, records, lanes)
+    assert b.shape == (records, lanes)
+    assert (b.reshape(-1) == bias).all() and (m.reshape(-1) == mult).all()
+    assert (s.reshape(-1) == shift).all()
+
+
 def test_mid_channel_map_example():
     # C=10, m=2, P=8: groups 0 (channels 0..7) and 1 (channels 8, 9 and 6 padding lanes).
     cmap = packing.mid_channel_map(10, 2, 8)
@@ -343,7 +365,9 @@ def test_dw_table_folds_bias_in_lane_order():
     g = graph_from_spec(s)
     prog = compile_model(g, "tiny")
     blob = next(b for b in prog.blobs if b.name == "layer0.dw_table")
-    bias, mult, shift = packing.unpack_table(blob.data, 4, 8)
+    # 4 mid groups of 8 lanes in records of tiny's requant_lanes = 4 lanes (40 bytes each)
+    assert len(blob.data) == 8 * 40
+    bias, mult, shift = (a.reshape(4, 8) for a in packing.unpack_table(blob.data, 8, 4))
     # mid group 3 = input group 1, j = 1; lane 1 is input channel 9 -> mid channel 19
     zp_in = int(g.tensors["input"].zero_point[0])
     want = (int(g.tensors["dw/bias"].data[19])
@@ -578,7 +602,7 @@ def test_single_operator_layers():
     (d,) = prog.descriptors
     assert (d["kernel"], d["stride"], d["lb_zp"], d["dw_zp"]) == (3, 2, 0, 0)
     table = next(b for b in prog.blobs if b.offset == d["dw_table"])
-    bias, mult, shift = packing.unpack_table(table.data, 2, 8)
+    bias, mult, shift = packing.unpack_table(table.data, 4, 4)  # 2 groups of 8, records of 4
     assert (mult[0, 0], shift[0, 0]) == exact_division_multiplier(9) and (bias == 0).all()
 
 

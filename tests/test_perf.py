@@ -292,9 +292,10 @@ def test_breakdown_terms():
     # in_groups 1, out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1, dilation 1,
     # depth_mult 1, in_groups 1, dw_cols 3, out_groups 1)
     assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1) + 1
-    # 9 DW weight words of 1 beat, 1 DW record of 9 beats, 1 PW word of 8 beats, 9 beats,
-    # each with its LOAD_NEXT cycle; LOAD_NEXT skips the two expand tables, then ends
-    assert est.loads == {"dw_weights": 16, "dw_table": 16, "pw_weights": 15, "pw_table": 16,
+    # 9 DW weight words of 1 beat, a DW table of 2 records of 4 lanes (requant_lanes) of 5
+    # beats (36 bytes padded to 40), 1 PW word of 8 beats, 2 x 5 beats, each with its
+    # LOAD_NEXT cycle; LOAD_NEXT skips the two expand tables, then ends
+    assert est.loads == {"dw_weights": 16, "dw_table": 17, "pw_weights": 15, "pw_table": 17,
                          "skipped": 3}
     slow = layer_cycles(cfg, _desc(),
                         memory=dataclasses.replace(IDEAL, read_latency=12, write_latency=7))
@@ -309,8 +310,9 @@ def test_loads_follow_flags():
     cfg = get_config("tiny")
     exp = layer_cycles(cfg, _desc(flags=DescFlag.EXPAND, in_groups=2, exp_groups=3,
                                   mid_groups=3))
-    # 6 words of 8 beats, 3 records of 9 beats: LOAD_NEXT + LOAD_CMD + 5 + beats - 1 + FLUSH
-    assert exp.loads["exp_weights"] == 8 + 48 - 1 and exp.loads["exp_table"] == 8 + 27 - 1
+    # 6 words of 8 beats, 3 groups = 6 records of 5 beats: LOAD_NEXT + LOAD_CMD + 5 +
+    # beats - 1 + FLUSH
+    assert exp.loads["exp_weights"] == 8 + 48 - 1 and exp.loads["exp_table"] == 8 + 30 - 1
     assert exp.loads["skipped"] == 1
     conv = layer_cycles(cfg, _desc(flags=DescFlag.CONV, mid_groups=9))
     assert set(conv.loads) == {"pw_weights", "pw_table", "skipped"}
@@ -342,8 +344,9 @@ def test_bytes():
     cfg = get_config("tiny")
     est = layer_cycles(cfg, _desc(flags=DescFlag.RESIDUAL, in_groups=2, exp_groups=2,
                                   mid_groups=2, out_groups=3, out_pitch=3))
+    # tables: 2 and 3 groups of 8 lanes in records of 4 lanes, 40 bytes each
     assert est.bytes_read == {"descriptor": DESCRIPTOR.size, "dw_weights": 18 * 8,
-                              "dw_table": 2 * 72, "pw_weights": 6 * 64, "pw_table": 3 * 72,
+                              "dw_table": 4 * 40, "pw_weights": 6 * 64, "pw_table": 6 * 40,
                               "input": 64 * 16, "residual": 64 * 24}
     assert est.bytes_written == 64 * 24
 
@@ -357,8 +360,8 @@ def test_read_rate_terms():
     est = layer_cycles(cfg, _desc())
     half = layer_cycles(cfg, _desc(), memory=dataclasses.replace(IDEAL, read_rate=0.5))
     assert half.fetch == est.fetch + 16 - 3
-    assert half.loads == {"dw_weights": 16 + 9 - 3, "dw_table": 16 + 9 - 3,
-                          "pw_weights": 15 + 8 - 3, "pw_table": 16 + 9 - 3, "skipped": 3}
+    assert half.loads == {"dw_weights": 16 + 9 - 3, "dw_table": 17 + 10 - 3,
+                          "pw_weights": 15 + 8 - 3, "pw_table": 17 + 10 - 3, "skipped": 3}
     # the DRAM's rate limits the same way; the tighter of the two counters wins
     both = dataclasses.replace(IDEAL, read_rate=0.75, ddr_rate=0.5)
     assert layer_cycles(cfg, _desc(), memory=both).loads == half.loads

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from dwsep.hw.config import get_config
@@ -11,6 +12,7 @@ from dwsep.hw.layout import (
     DESCRIPTOR_PRODUCTS,
     descriptor_products,
     product_operand_bits,
+    scale,
 )
 from dwsep.hw.products import DescriptorProducts, product_cycles
 
@@ -83,3 +85,24 @@ def test_operand_bits_cover_limits():
     bits = product_operand_bits(cfg)
     assert bits["in_w"] == 9 and bits["out_groups"] == 4 and bits["kernel"] == 3
     assert all(b in bits for _, _, b in DESCRIPTOR_PRODUCTS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 12, 18])
+def test_scale(n):
+    """``scale(v, n)`` equals ``v * n`` on ints and on Amaranth values (shifts and adds, no
+    multiplier cell)."""
+    value = Signal(6)
+    product = Signal(12)
+    m = Module()
+    m.d.comb += product.eq(scale(value, n))
+
+    async def bench(ctx):
+        for v in range(64):
+            ctx.set(value, v)
+            assert ctx.get(product) == v * n == scale(v, n), (v, n)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match="'c' must be a positive int, not 0"):
+        scale(value, 0)

@@ -72,19 +72,20 @@ def random_act_range(rng: np.random.Generator) -> tuple[int, int, int]:
     return zp, zp, 127 if kind == 1 else int(rng.integers(zp, 128))
 
 
-def plain_words(seed: int, depth: int, lanes: int, n: int):
+def plain_words(seed: int, depth: int, lanes: int, n: int, compute_lanes: int | None = None):
     """``n`` random words over a random table, with no activation (zp 0, -128..127):
-    ``(acc, group, expected outputs, table records)``."""
+    ``(acc, group, expected outputs, table records)`` (records of ``compute_lanes``)."""
     rng = np.random.default_rng(seed)
     table = random_table(rng, depth, lanes)
     group = rng.integers(0, depth, n)
     acc = random_acc(rng, table, group)
     return (acc, group, requant_model(acc, group, table, 0, -128, 127),
-            table_records(table["bias"], table["mult"], table["shift"]))
+            table_records(table["bias"], table["mult"], table["shift"], compute_lanes))
 
 
 async def load_table(ctx, dut: Requantizer, records: list[int]) -> None:
-    """Write ``records`` (:func:`table_records`) through the table write port."""
+    """Write ``records`` (:func:`table_records`, one per chunk) through the table write
+    port, record ``k`` at address ``k``."""
     for addr, rec in enumerate(records):
         ctx.set(dut.wr.addr, addr)
         ctx.set(dut.wr.data.as_value(), rec)
@@ -100,7 +101,7 @@ def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: 
     Requantizer under seeded random valid/ready stalls, return the output words."""
     depth, lanes = table["bias"].shape
     dut = Requantizer(lanes, depth, compute_lanes)
-    records = table_records(table["bias"], table["mult"], table["shift"])
+    records = table_records(table["bias"], table["mult"], table["shift"], compute_lanes)
     words = [{"acc": [int(v) for v in a], "group": int(g)}
              for a, g in zip(acc, group, strict=True)]
     out = []
@@ -185,6 +186,7 @@ def test_pack_table_format():
     want = b"".join(struct.pack(f"<{lanes}i{lanes}i{lanes}b", *bias[g], *mult[g], *shift[g])
                     for g in range(2))
     assert pack_table(bias, mult, shift) == want
+    assert pack_table(bias, mult, shift, lanes) == want
     recs = table_records(bias, mult, shift)
     layout = table_layout(lanes)
     assert layout.size == 9 * 8 * lanes
@@ -195,6 +197,50 @@ def test_pack_table_format():
         assert [view.shift[k] for k in range(lanes)] == list(shift[g])
     with pytest.raises(ValueError, match=r"must be \[groups, lanes\] arrays of one shape"):
         pack_table(bias, mult, shift[:1])
+
+
+@pytest.mark.parametrize("compute_lanes", [4, 2])
+def test_pack_table_chunk_records(compute_lanes):
+    """With ``compute_lanes`` < L, record ``g*chunks + c`` holds lanes ``c*compute_lanes``..
+    of group ``g``; a record of 4 lanes (36 bytes) is padded with zeros to 40 (whole beats),
+    and its integer is the value of ``table_layout(compute_lanes)``."""
+    lanes, cl = 8, compute_lanes
+    chunks = lanes // cl
+    bias = np.arange(-8, 8, dtype=np.int32).reshape(2, lanes) * 1000003
+    mult = (np.arange(16, dtype=np.int64).reshape(2, lanes) + (1 << 30)).astype(np.int32)
+    shift = np.arange(-16, 0, dtype=np.int8).reshape(2, lanes)
+    pad = b"\0" * (-9 * cl % 8)
+    want = b"".join(
+        struct.pack(f"<{cl}i{cl}i{cl}b", *bias[g, c * cl:(c + 1) * cl],
+                    *mult[g, c * cl:(c + 1) * cl], *shift[g, c * cl:(c + 1) * cl]) + pad
+        for g in range(2) for c in range(chunks))
+    assert len(want) == 2 * chunks * {4: 40, 2: 24}[cl]
+    assert pack_table(bias, mult, shift, cl) == want
+    recs = table_records(bias, mult, shift, cl)
+    assert len(recs) == 2 * chunks
+    layout = table_layout(cl)
+    for r, rec in enumerate(recs):
+        g, c = divmod(r, chunks)
+        view = data.Const(layout, rec)
+        lanes_of = slice(c * cl, (c + 1) * cl)
+        assert [view.bias[k] for k in range(cl)] == list(bias[g, lanes_of])
+        assert [view.mult[k] for k in range(cl)] == list(mult[g, lanes_of])
+        assert [view.shift[k] for k in range(cl)] == list(shift[g, lanes_of])
+    with pytest.raises(ValueError, match="'compute_lanes' must be a positive divisor of "
+                                         "lanes=8, not 3"):
+        table_records(bias, mult, shift, 3)
+
+
+@pytest.mark.parametrize("lanes, depth, compute_lanes, addr_bits, group_bits", [
+    (8, 4, None, 2, 2), (16, 5, 8, 4, 3), (16, 5, 4, 5, 3), (24, 3, 8, 4, 2), (8, 1, 4, 1, 1)])
+def test_table_port_per_chunk(lanes, depth, compute_lanes, addr_bits, group_bits):
+    """The write port takes records of ``compute_lanes`` lanes, ``depth * chunks`` of them
+    (20 records of 4 lanes: 5 address bits); the input's ``group`` still counts lane
+    groups."""
+    dut = Requantizer(lanes, depth, compute_lanes)
+    assert dut.wr.data.shape() == table_layout(compute_lanes or lanes)
+    assert len(dut.wr.addr) == addr_bits
+    assert len(dut.i.payload.group) == group_bits
 
 
 @pytest.mark.parametrize("args, msg", [
@@ -221,7 +267,8 @@ def test_random(seed):
     check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed)
 
 
-@pytest.mark.parametrize("lanes, compute_lanes", [(16, 16), (16, 8), (8, 1), (16, 4)])
+@pytest.mark.parametrize("lanes, compute_lanes",
+                         [(16, 16), (16, 8), (8, 1), (16, 4), (24, 8), (32, 8)])
 def test_random_compute_lanes(lanes, compute_lanes):
     seed = 11 + compute_lanes
     print(f"seed {seed}")
@@ -232,13 +279,13 @@ def test_random_compute_lanes(lanes, compute_lanes):
           compute_lanes=compute_lanes)
 
 
-@pytest.mark.parametrize("compute_lanes", [8, 2])
-def test_full_rate(compute_lanes):
+@pytest.mark.parametrize("lanes, compute_lanes", [(8, 8), (8, 2), (16, 8), (24, 8)])
+def test_full_rate(lanes, compute_lanes):
     """With ``o.ready`` high and words offered back to back, a word is taken every
     ``chunks`` cycles and the first leaves ``latency`` cycles after it was taken."""
-    lanes, depth = 8, 3
+    depth = 3
     dut = Requantizer(lanes, depth, compute_lanes)
-    acc, group, want, records = plain_words(9, depth, lanes, 12)
+    acc, group, want, records = plain_words(9, depth, lanes, 12, compute_lanes)
     taken, offered = [], []
 
     async def bench(ctx):

@@ -122,9 +122,12 @@ def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
 
 
-def _table(memory: ReferenceMemory, addr: int, groups: int, lanes: int):
-    raw = memory.read(addr, groups * packing.TABLE_RECORD_BYTES_PER_LANE * lanes)
-    return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, groups, lanes))
+def _table(memory: ReferenceMemory, addr: int, channels: int, lanes: int):
+    """``(bias, mult, shift)`` of ``channels`` channels from the requant table at ``addr``:
+    records of ``lanes`` (``requant_lanes``) channels each."""
+    records = channels // lanes
+    raw = memory.read(addr, records * packing.table_record_bytes(lanes))
+    return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, records, lanes))
 
 
 def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: AcceleratorConfig
@@ -133,8 +136,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
 
     ``P`` lanes, ``Q`` PW columns, ``G = in_groups``, ``E = exp_groups``, ``M = mid_groups``,
     ``O = out_groups``, ``s``/``d``/``k``/``m`` stride, dilation, kernel, depth multiplier;
-    every array is read from its packed DDR format (docs/ARCHITECTURE.md) and every
-    accumulator plus bias wraps in int32 as the hardware adders do::
+    every array is read from its packed DDR format (docs/ARCHITECTURE.md; the three requant
+    tables in records of ``requant_lanes`` channels) and every accumulator plus bias wraps
+    in int32 as the hardware adders do::
 
         x[y, x, G*P]       = int8 input at in_addr (pixels contiguous)
         EXPAND:  u[y, x, e] = clamp(MBQM(sum_c x[y, x, c] * ew[c, e] + eb[e], em[e], es[e])
@@ -172,15 +176,15 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     # loads in the hardware's order: expand, DW, PW weights and tables
     if flags & DescFlag.EXPAND:
         ew = read("exp_weights", E * G * P * P).reshape(E, G, P, P)
-        et = _table(memory, d["exp_table"], E, P)
+        et = _table(memory, d["exp_table"], E * P, config.requant_lanes)
     if not flags & DescFlag.CONV:
         T = config.dw_taps
         raw = memory.read(d["dw_weights"], MG * config.dw_passes(k) * k * T * P)
         dw_w = packing.unpack_dw_weights(raw, MG, k, P, T).astype(np.int64)
-        dt = _table(memory, d["dw_table"], MG, P)
+        dt = _table(memory, d["dw_table"], MG * P, config.requant_lanes)
     pw_w = read("pw_weights", OG * MG * P * Q).reshape(OG, MG, P, Q)
     if not flags & DescFlag.RAW_OUT:
-        pt = _table(memory, d["pw_table"], OG, Q)
+        pt = _table(memory, d["pw_table"], OG * Q, config.requant_lanes)
 
     u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
     if flags & DescFlag.EXPAND:

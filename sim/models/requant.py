@@ -44,18 +44,35 @@ def _check_arrays(bias, mult, shift) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return bias, mult, shift
 
 
-def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> bytes:
-    """DDR bytes of a requant table: for each group ``g`` (row of the ``[groups, L]``
-    arrays), ``bias[g]`` as ``<i4``, ``mult[g]`` as ``<i4``, ``shift[g]`` as ``i1``
-    concatenated, ``9*L`` bytes per record (:func:`dwsep.host.packing.pack_table`)."""
+def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+               compute_lanes: int | None = None) -> bytes:
+    """DDR bytes of a requant table for a requantizer of ``L`` lanes (the ``[groups, L]``
+    arrays) that computes ``compute_lanes`` at a time (default ``L``): record ``g*chunks +
+    c`` (``chunks = L // compute_lanes``) holds lanes ``c*compute_lanes ..
+    (c+1)*compute_lanes - 1`` of group ``g``, their ``bias`` as ``<i4``, ``mult`` as
+    ``<i4``, ``shift`` as ``i1`` concatenated (:func:`dwsep.host.packing.pack_table`)."""
     bias, mult, shift = _check_arrays(bias, mult, shift)
-    return packing.pack_table(bias, mult, shift, bias.shape[1])
+    return packing.pack_table(bias, mult, shift, _compute_lanes(bias, compute_lanes))
 
 
-def table_records(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> list[int]:
-    """Each record of :func:`pack_table` read as one little-endian integer: the value of
-    ``dwsep.hw.requant.table_layout(L)`` to put on the requantizer's table write port."""
+def table_records(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                  compute_lanes: int | None = None) -> list[int]:
+    """Each record of :func:`pack_table` read as one little-endian integer (without the
+    padding to whole beats): the value of ``dwsep.hw.requant.table_layout(compute_lanes)``
+    to write at that record's address on the requantizer's table write port."""
     bias, mult, shift = _check_arrays(bias, mult, shift)
-    raw = pack_table(bias, mult, shift)
-    size = packing.TABLE_RECORD_BYTES_PER_LANE * bias.shape[1]
-    return [int.from_bytes(raw[k:k + size], "little") for k in range(0, len(raw), size)]
+    lanes = _compute_lanes(bias, compute_lanes)
+    raw = pack_table(bias, mult, shift, lanes)
+    size = packing.table_record_bytes(lanes)
+    data = packing.TABLE_RECORD_BYTES_PER_LANE * lanes
+    return [int.from_bytes(raw[k:k + data], "little") for k in range(0, len(raw), size)]
+
+
+def _compute_lanes(bias: np.ndarray, compute_lanes: int | None) -> int:
+    lanes = bias.shape[1]
+    if compute_lanes is None:
+        return lanes
+    if not isinstance(compute_lanes, int) or compute_lanes <= 0 or lanes % compute_lanes:
+        raise ValueError(f"'compute_lanes' must be a positive divisor of lanes={lanes}, "
+                         f"not {compute_lanes!r}")
+    return compute_lanes
