@@ -19,6 +19,7 @@ from dwsep.sim.streams import run_sim, send_all
 
 TINY = get_config("tiny")                                       # R = C = 8
 WIDE = dataclasses.replace(TINY, name="wide", pw_cols=16)       # R = 8, C = 16
+PYNQ = get_config("pynq-z2")                                    # R = C = 16
 # pynq-z2's 16 x 16 array with small memories (fast to simulate)
 LANES16 = dataclasses.replace(get_config("pynq-z2"), name="lanes16", mid_channels_max=128,
                               out_channels_max=64, expand_channels_max=64)
@@ -118,11 +119,16 @@ def word_of(payload, cols: int) -> tuple[int, list[int], int]:
 
 
 def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float,
-               p_out: float, p_drain: float, e_credits: int | None = None):
+               p_out: float, p_drain: float, e_credits: int | None = None,
+               abort: bool = False):
     """Run ``layers`` back to back. The consumer of ``o`` models the expand FIFO of
     ``e_credits`` words: each expand word taken enters it (it must never overflow), one
     word leaves in a cycle with probability ``p_drain`` and pulses ``e_free``. Returns,
-    per layer, ``{kind: [(acc, group), ...]}`` in arrival order and the FIFO's peak."""
+    per layer, ``{kind: [(acc, group), ...]}`` in arrival order and the FIFO's peak.
+
+    With ``abort``, a layer is first left stuck (an E job of ``mid_groups_max`` groups
+    issued, credit used up, J and E halves full, words in flight, an untaken ``o`` word)
+    and ``start`` must clear it all."""
     dut = Engine(config, e_credits=e_credits)
     cap = dut.e_credits
     rng = random.Random(seed)
@@ -131,6 +137,29 @@ def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float
     peak = [0]
 
     async def control(ctx):
+        if abort:
+            for port, value in ((dut.e_in_groups, 1), (dut.e_out_groups, config.mid_groups_max),
+                                (dut.j_in_groups, 1), (dut.j_out_groups, 2), (dut.e_on, 1),
+                                (dut.start, 1)):
+                ctx.set(port, value)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for port in (dut.e, dut.j):
+                ctx.set(port.valid, 1)
+                ctx.set(port.payload, [-128] * config.dw_lanes)
+            ctx.set(dut.o.ready, 1)
+            # J words in cycles 1, 2 and 9..: J jobs in 2..5, then the E job from 6
+            await ctx.tick().repeat(2)
+            ctx.set(dut.j.valid, 0)
+            await ctx.tick().repeat(6)
+            ctx.set(dut.j.valid, 1)
+            await ctx.tick().repeat(4)
+            ctx.set(dut.o.ready, 0)
+            await ctx.tick().repeat(30)
+            assert ctx.get(dut.o.valid)
+            assert not ctx.get(dut.e.ready) and not ctx.get(dut.j.ready)
+            for port in (dut.e, dut.j):
+                ctx.set(port.valid, 0)
         for n, layer in enumerate(layers):
             await setup_layer(ctx, dut, layer)
             ready.append(layer)
@@ -202,6 +231,7 @@ def check(got: dict, layer: Layer) -> None:
         (5, TINY, (3, 4, 4), (4, 3, 4), 0.5, 0.5, 0.7, 0.1, 40),
         (6, WIDE, (2, 2, 5), (3, 2, 5), 0.3, 0.3, 0.3, 0.4, None),
         (7, LANES16, (2, 3, 3), (4, 2, 3), 0.3, 0.3, 0.3, 0.5, None),
+        (8, PYNQ, (6, 4, 2), (5, 3, 3), 0.3, 0.3, 0.3, 0.5, None),
     ])
 def test_random_interleaved(seed, config, e, j, p_e, p_j, p_out, p_drain, e_credits):
     print(f"seed={seed}")
@@ -213,13 +243,16 @@ def test_random_interleaved(seed, config, e, j, p_e, p_j, p_out, p_drain, e_cred
 
 
 def test_layers_chain_and_j_only():
-    """Layers back to back (``start`` between them): counts, weights and ``e_on`` change;
-    J-only layers (``e_on = 0``) produce only project words."""
-    layers = [Layer(TINY, 30, (2, 2, 3), (2, 3, 3)),
+    """``start`` aborts a stuck layer (credit restored: the first layer's E jobs need all of
+    it); layers back to back (``start`` between them): counts, weights and ``e_on``
+    change; J-only layers (``e_on = 0``) produce only project words."""
+    layers = [Layer(TINY, 29, (1, 32, 2), (2, 2, 3)),
+              Layer(TINY, 30, (2, 2, 3), (2, 3, 3)),
               Layer(TINY, 31, (1, 1, 0), (3, 2, 5), e_on=False),
               Layer(TINY, 32, (4, 3, 4), (1, 4, 3)),
               Layer(TINY, 33, (1, 1, 0), (1, 1, 6), e_on=False)]
-    got, _ = run_layers(TINY, layers, seed=30, p_e=0.4, p_j=0.4, p_out=0.4, p_drain=0.5)
+    got, _ = run_layers(TINY, layers, seed=30, p_e=0.4, p_j=0.4, p_out=0.4, p_drain=0.5,
+                        abort=True)
     for g, layer in zip(got, layers, strict=True):
         check(g, layer)
 
@@ -348,7 +381,7 @@ def test_signature_and_latency():
     assert wide.wr_j.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 16), 8)
     assert wide.o.payload.shape() == data.StructLayout(
         {"acc": data.ArrayLayout(signed(32), 16), "group": unsigned(5), "kind": 1})
-    pz = Engine(get_config("pynq-z2"))
+    pz = Engine(PYNQ)
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 16, 64)
     assert pz.wr_e.addr.shape() == unsigned(9)    # 384 expand words
     assert pz.wr_j.addr.shape() == unsigned(10)   # 640 project words
