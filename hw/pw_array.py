@@ -13,7 +13,8 @@ from .config import AcceleratorConfig
 from .ports import WritePortSignature
 
 __all__ = ["PointwiseArray", "PWGeometry", "pw_acc_layout", "pw_weight_layout",
-           "array_latency", "CHAIN", "LANE_SHIFT"]
+           "array_latency", "packed_products", "adder_tree", "reduction", "CHAIN",
+           "LANE_SHIFT", "TREE_LEVELS_PER_STAGE"]
 
 #: adder-tree levels between two pipeline registers (two narrow adds, < 24 bits, per cycle)
 TREE_LEVELS_PER_STAGE = 2
@@ -215,94 +216,120 @@ class PointwiseArray(wiring.Component):
                          og.eq(0), step.eq(0)]
 
         # ---- pipeline: read -> products -> adder tree -> accumulate -----------------------
-        ctrl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "og": og.shape()})
-
-        def stage(ctrl_in):
-            """Register ``ctrl_in`` into the next stage (moves only with ``adv``)."""
-            ctrl_out = Signal(ctrl_layout)
-            with m.If(adv):
-                m.d.sync += ctrl_out.eq(ctrl_in)
-            with m.If(self.start):
-                m.d.sync += ctrl_out.valid.eq(0)
-            return ctrl_out
-
-        issued = Signal(ctrl_layout)
+        issued = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1,
+                                           "group": og.shape()}))
         m.d.comb += [issued.valid.eq(issue), issued.first.eq(q == 0), issued.last.eq(q_last),
-                     issued.og.eq(og)]
-        ctrl = stage(issued)
-        x, w = pix_rp.data, w_rp.data
-
-        for _ in range(3 + CHAIN):  # pre-add, multiply, the cascade, lane split
-            ctrl = stage(ctrl)
-        sums = self._packed_products(m, adv, x, w)
-
-        level = 0
-        while len(sums[0]) > 1:
-            sums = [[*(a + b for a, b in zip(col[::2], col[1::2], strict=False)),
-                     *col[len(col) & ~1:]] for col in sums]
-            level += 1
-            if level % TREE_LEVELS_PER_STAGE == 0 or len(sums[0]) == 1:
-                ctrl = stage(ctrl)
-                regs = [[Signal(v.shape()) for v in col] for col in sums]
-                with m.If(adv):
-                    m.d.sync += [r.eq(v) for rc, vc in zip(regs, sums, strict=True)
-                                 for r, v in zip(rc, vc, strict=True)]
-                sums = regs
-
-        # The accumulator is the output register.
-        acc = self.o.payload.acc
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(ctrl.valid & ctrl.last)
-            with m.If(ctrl.valid):
-                m.d.sync += self.o.payload.group.eq(ctrl.og)
-                m.d.sync += [acc[o].eq(Mux(ctrl.first, 0, acc[o]) + sums[o][0])
-                             for o in range(Q)]
-        with m.If(self.start):
-            m.d.sync += self.o.valid.eq(0)
+                     issued.group.eq(og)]
+        reduction(m, adv=adv, start=self.start, issued=issued, x=pix_rp.data, w=w_rp.data,
+                  rows=P, cols=Q, o=self.o)
         return m
 
-    def _packed_products(self, m: Module, adv, x, w) -> list[list[Value]]:
-        """``[o][c]``: the sum of ``x[i] * w[i][o]`` over the rows ``i`` of cascade ``c``,
-        registered ``3 + CHAIN`` moving cycles after ``x`` and ``w``.
 
-        One DSP48E1 per (row, pair of output lanes): pre-adder register ``(w_hi <<
-        LANE_SHIFT) + w_lo``, activation register, multiplier register, and the cascade
-        adder with its output register (row ``k`` of a cascade sees its inputs ``k`` cycles
-        late, so it adds its product to row ``k-1``'s sum of the same step). The last
-        row's sum splits into the low lane (its sign-extended low ``LANE_SHIFT`` bits) and
-        the high lane (the rest, plus the borrow of a negative low lane)."""
-        g = self.geometry
+def packed_products(m: Module, adv, x, w, rows: int, cols: int) -> list[list[Value]]:
+    """``[o][c]``: the sum of ``x[i] * w[i][o]`` over the rows ``i`` of cascade ``c``,
+    registered ``3 + CHAIN`` moving cycles after ``x`` and ``w``.
 
-        def late(value, cycles, name):
-            for d in range(cycles):
-                r = Signal.like(value, name=f"{name}_late{d}")
-                with m.If(adv):
-                    m.d.sync += r.eq(value)
-                value = r
-            return value
-
-        def reg(name, shape, value):
-            r = Signal(shape, name=name)
+    One DSP48E1 per (row, pair of output lanes): pre-adder register ``(w_hi <<
+    LANE_SHIFT) + w_lo``, activation register, multiplier register, and the cascade
+    adder with its output register (row ``k`` of a cascade sees its inputs ``k`` cycles
+    late, so it adds its product to row ``k-1``'s sum of the same step). The last
+    row's sum splits into the low lane (its sign-extended low ``LANE_SHIFT`` bits) and
+    the high lane (the rest, plus the borrow of a negative low lane)."""
+    def late(value, cycles, name):
+        for d in range(cycles):
+            r = Signal.like(value, name=f"{name}_late{d}")
             with m.If(adv):
                 m.d.sync += r.eq(value)
-            return r
+            value = r
+        return value
 
-        xs = [late(x[i], i % CHAIN, f"x{i}") for i in range(g.rows)]
-        sums = [[] for _ in range(g.cols)]
-        for c in range(g.rows // CHAIN):
-            for j in range(g.cols // 2):
-                total = None
-                for i in range(c * CHAIN, (c + 1) * CHAIN):
-                    k = i % CHAIN
-                    lo = late(w[i][2 * j], k, f"w{i}_{2 * j}")
-                    hi = late(w[i][2 * j + 1], k, f"w{i}_{2 * j + 1}")
-                    ad = reg(f"ad{i}_{j}", signed(25), (hi << LANE_SHIFT) + lo)
-                    b = reg(f"b{i}_{j}", signed(8), xs[i])
-                    prod = reg(f"m{i}_{j}", signed(33), ad * b)
-                    total = reg(f"p{i}_{j}", signed(36),
-                                prod if total is None else total + prod)
-                low = total[:LANE_SHIFT].as_signed()
-                sums[2 * j].append(reg(f"lo{c}_{j}", signed(LANE_SHIFT), low))
-                sums[2 * j + 1].append(reg(f"hi{c}_{j}", signed(LANE_SHIFT),
-                                           (total >> LANE_SHIFT) + total[LANE_SHIFT - 1]))
-        return sums
+    def reg(name, shape, value):
+        r = Signal(shape, name=name)
+        with m.If(adv):
+            m.d.sync += r.eq(value)
+        return r
+
+    xs = [late(x[i], i % CHAIN, f"x{i}") for i in range(rows)]
+    sums = [[] for _ in range(cols)]
+    for c in range(rows // CHAIN):
+        for j in range(cols // 2):
+            total = None
+            for i in range(c * CHAIN, (c + 1) * CHAIN):
+                k = i % CHAIN
+                lo = late(w[i][2 * j], k, f"w{i}_{2 * j}")
+                hi = late(w[i][2 * j + 1], k, f"w{i}_{2 * j + 1}")
+                ad = reg(f"ad{i}_{j}", signed(25), (hi << LANE_SHIFT) + lo)
+                b = reg(f"b{i}_{j}", signed(8), xs[i])
+                prod = reg(f"m{i}_{j}", signed(33), ad * b)
+                total = reg(f"p{i}_{j}", signed(36),
+                            prod if total is None else total + prod)
+            low = total[:LANE_SHIFT].as_signed()
+            sums[2 * j].append(reg(f"lo{c}_{j}", signed(LANE_SHIFT), low))
+            sums[2 * j + 1].append(reg(f"hi{c}_{j}", signed(LANE_SHIFT),
+                                       (total >> LANE_SHIFT) + total[LANE_SHIFT - 1]))
+    return sums
+
+
+def adder_tree(m: Module, adv, sums: list[list[Value]]) -> tuple[list[Value], int]:
+    """Sum each column of ``sums`` (``[o][c]``, e.g. :func:`packed_products`' cascades) in a
+    pipelined binary tree, a register after every ``TREE_LEVELS_PER_STAGE`` levels and after
+    the last one (all moving with ``adv``). Returns ``([o] totals, register stages)``;
+    ``stages = ceil(ceil(log2 len(sums[0])) / TREE_LEVELS_PER_STAGE)``."""
+    level = stages = 0
+    while len(sums[0]) > 1:
+        sums = [[*(a + b for a, b in zip(col[::2], col[1::2], strict=False)),
+                 *col[len(col) & ~1:]] for col in sums]
+        level += 1
+        if level % TREE_LEVELS_PER_STAGE == 0 or len(sums[0]) == 1:
+            stages += 1
+            regs = [[Signal(v.shape()) for v in col] for col in sums]
+            with m.If(adv):
+                m.d.sync += [r.eq(v) for rc, vc in zip(regs, sums, strict=True)
+                             for r, v in zip(rc, vc, strict=True)]
+            sums = regs
+    return [col[0] for col in sums], stages
+
+
+def reduction(m: Module, *, adv, start, issued, x, w, rows: int, cols: int, o) -> None:
+    """The reduction pipeline shared by :class:`PointwiseArray` and the 1x1 engine
+    (:class:`dwsep.hw.engine.Engine`): from a step issued in cycle ``t`` to the output
+    register ``o``, :func:`array_latency` ``(rows)`` moving cycles later.
+
+    ``issued`` is the step issued this cycle, a struct with ``valid``, ``first`` (the first
+    ``q`` of an output group: the accumulator restarts), ``last`` (its last ``q``: the sum
+    goes out) and tag fields, each copied into the field of ``o.payload`` with the same name
+    (e.g. ``group``). ``x`` (``int8[rows]``) and ``w`` (``int8[rows][cols]``) are the pixel
+    and weight words of that step, read from memories with a registered read enabled by
+    ``adv`` (valid one moving cycle after ``issued``). Every register moves only with
+    ``adv`` (the global stall); ``start`` drops the steps in flight and an untaken ``o``
+    word. ``o.payload.acc[o]`` accumulates ``sum_i x[i] * w[i][o]`` over the steps of one
+    output group (products by :func:`packed_products`, sums by :func:`adder_tree`)."""
+    layout = issued.shape()
+    tags = [name for name in layout.members if name not in ("valid", "first", "last")]
+
+    def stage(ctrl_in):
+        """Register ``ctrl_in`` into the next stage (moves only with ``adv``)."""
+        ctrl_out = Signal(layout)
+        with m.If(adv):
+            m.d.sync += ctrl_out.eq(ctrl_in)
+        with m.If(start):
+            m.d.sync += ctrl_out.valid.eq(0)
+        return ctrl_out
+
+    ctrl = stage(issued)           # the memories' read
+    for _ in range(3 + CHAIN):     # pre-add, multiply, the cascade, lane split
+        ctrl = stage(ctrl)
+    totals, stages = adder_tree(m, adv, packed_products(m, adv, x, w, rows, cols))
+    for _ in range(stages):
+        ctrl = stage(ctrl)
+
+    # The accumulator is the output register.
+    acc = o.payload.acc
+    with m.If(adv):
+        m.d.sync += o.valid.eq(ctrl.valid & ctrl.last)
+        with m.If(ctrl.valid):
+            m.d.sync += [getattr(o.payload, name).eq(getattr(ctrl, name)) for name in tags]
+            m.d.sync += [acc[k].eq(Mux(ctrl.first, 0, acc[k]) + totals[k])
+                         for k in range(cols)]
+    with m.If(start):
+        m.d.sync += o.valid.eq(0)

@@ -1,0 +1,336 @@
+"""The 1x1 engine: one packed-DSP array of ``R x C`` int8 MACs shared by the expand and the
+project stage of a layer (docs/PLAN-pynq-z2.md, step 3)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .ports import WritePortSignature
+from .pw_array import CHAIN, array_latency, pw_weight_layout, reduction
+
+__all__ = ["Engine", "engine_out_layout", "EXPAND", "PROJECT"]
+
+#: ``o.payload.kind`` of an expand job's words
+EXPAND = 0
+#: ``o.payload.kind`` of a project job's words
+PROJECT = 1
+
+
+def _addr_bits(depth: int) -> int:
+    """Bits of an index into ``depth`` entries (at least 1)."""
+    return max(1, (depth - 1).bit_length())
+
+
+def _group_bits(config: AcceleratorConfig) -> int:
+    """Bits of an output group index of either kind (expand: mid groups, project: out
+    groups)."""
+    return _addr_bits(max(config.mid_groups_max, config.out_groups_max))
+
+
+def engine_out_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of ``Engine.o``: ``{acc: int32[C], group, kind}`` (kind 0 expand, 1 project)."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(32), config.pw_cols),
+        "group": unsigned(_group_bits(config)),
+        "kind": 1,
+    })
+
+
+class Engine(wiring.Component):
+    """1x1 convolutions of two kinds of pixel on one array of ``R = dw_lanes`` rows by
+    ``C = pw_cols`` columns of packed MACs (two int8 products per DSP48E1, cascades of
+    ``CHAIN`` rows: :func:`dwsep.hw.pw_array.packed_products`).
+
+    A *job* is one pixel of one kind, reduced as :class:`~dwsep.hw.pw_array.PointwiseArray`
+    reduces a pixel: for each output group ``og`` (ascending) the word
+    ``acc[o] = sum_q sum_i x[q][i] * W[base + og*in_groups + q][i][o]`` (32-bit two's
+    complement), one ``(og, q)`` step per cycle, ``og`` outer, ``q`` inner.
+
+    - **Expand (E, kind 0)**: the pixel is ``e_in_groups`` words from ``e``, ``e_out_groups``
+      output words, weights in the expand region (``base = 0``).
+    - **Project (J, kind 1)**: ``j_in_groups`` words from ``j``, ``j_out_groups`` output
+      words, weights in the project region (``base = config.expand_weight_depth``).
+
+    Each kind has its own ping-pong pixel buffer (two halves of a power of two >= its
+    largest ``in_groups`` words), filled from its stream exactly as PointwiseArray's: a
+    half takes the words of one pixel while it is free; the word that completes a pixel
+    makes the half *full* from the next cycle; ``e.ready`` / ``j.ready`` are registered
+    (high while the half being filled is not full).
+
+    Scheduler
+    ---------
+    A cycle is a *job boundary* when no job is in progress: every cycle after ``start``
+    until a job issues, and the cycle after the one in which a job's last step issued. At
+    a boundary, from registered state only:
+
+    1. a **J job** if the J buffer's next half is full;
+    2. else an **E job** if ``e_on``, the E buffer's next half is full and
+       ``credit >= e_out_groups``;
+    3. else nothing (the next cycle is again a boundary).
+
+    The chosen job's first step issues in the boundary cycle itself when the pipeline
+    moves (``adv``), so jobs run back to back without a bubble: a job issued in cycle
+    ``b`` issues its ``in_groups * out_groups`` steps in the next that many moving cycles
+    and the next job's first step issues in the moving cycle right after its last. If the
+    pipeline is stalled at a boundary nothing is committed: the choice is made again in the
+    next cycle (where a J half that became full meanwhile wins). J (project) has priority
+    because its words drain towards DDR and because the DW stage, which produces them,
+    waits on it.
+
+    Credits
+    -------
+    The expand words go (after the requantizer) into a FIFO in front of the line buffer,
+    which takes them only as it frees rows, i.e. as the DW stage advances, and the DW
+    stage's output is the J input of this same engine. Were an expand job issued without
+    room for all its words, a word stuck at a full FIFO would stall ``o``, hence the whole
+    engine, so the J jobs that the DW stage waits on (to free line-buffer rows) would never
+    run: a deadlock. So an E job issues only when the FIFO has room for all of its
+    ``e_out_groups`` words: ``credit`` is ``e_credits`` (the FIFO's depth) after ``start``,
+    loses ``e_out_groups`` in the cycle an E job's first step issues and gains one for each
+    cycle ``e_free`` is high (a word has left the FIFO); both take effect in the next
+    cycle. Expand words therefore never wait at the FIFO, and an E job never waits on the
+    line buffer once issued.
+
+    Timing (the cycle model follows it)
+    -----------------------------------
+    - Cycle ``t`` *moves* when ``adv = ~o.valid | o.ready``: one global stall of the whole
+      reduction pipeline, as in PointwiseArray.
+    - A pixel whose last word is accepted in cycle ``t`` can be a job from cycle ``t + 1``.
+      A half whose job's last step issues in cycle ``t`` takes words again from ``t + 1``.
+    - The last step of output group ``og`` issued in cycle ``t`` makes ``o.valid`` high
+      with that word ``latency`` moving cycles later (cycle ``t + latency`` without
+      stalls); ``latency = array_latency(R)``, PointwiseArray's for ``R`` rows.
+    - ``credit`` in cycle ``b`` counts the E jobs issued and the ``e_free`` pulses of the
+      cycles before ``b`` (since ``start``).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    e_credits : int
+        Depth (words) of the FIFO that the expand words go into; default and minimum
+        ``config.mid_groups_max`` (an E job of that many output groups must be able to
+        issue).
+
+    Members
+    -------
+    e : ``In(stream.Signature(data.ArrayLayout(signed(8), R)))``
+        Expand input: per pixel ``e_in_groups`` words, group ``q`` ascending.
+    j : ``In(stream.Signature(data.ArrayLayout(signed(8), R)))``
+        Project input: per pixel ``j_in_groups`` words.
+    e_in_groups, e_out_groups, j_in_groups, j_out_groups : ``In(unsigned(...))``
+        Group counts: expand ``1..expand_in_groups_max`` in, ``1..mid_groups_max`` out;
+        project ``1..mid_groups_max`` in, ``1..out_groups_max`` out. Read through registers:
+        set them no later than the ``start`` cycle and hold them while the layer runs.
+    e_on : ``In(1)``
+        The layer has an expand stage; when low no E job issues.
+    start : ``In(1)``
+        Pulse before each layer: a synchronous reset of all state (both buffers emptied,
+        the job in progress and the words in flight dropped, an untaken ``o`` word
+        dropped, ``credit = e_credits``; an ``e_free`` pulse in that cycle is ignored).
+    wr_e : ``In(WritePortSignature(bits of expand_weight_depth, pw_weight_layout(config)))``
+        Expand weights: word ``og*e_in_groups + q``, element ``[i][o]`` = weight from input
+        lane ``(q, i)`` to expanded lane ``(og, o)``.
+    wr_j : ``In(WritePortSignature(bits of pw_weight_depth, pw_weight_layout(config)))``
+        Project weights: word ``og*j_in_groups + q``. Both ports write one memory of
+        ``expand_weight_depth + pw_weight_depth`` words (``wr_j`` at offset
+        ``expand_weight_depth``) through one write port: write only one of them at a time
+        (``wr_e`` wins) and only while the engine is idle.
+    o : ``Out(stream.Signature(engine_out_layout(config)))``
+        Per job, ``out_groups`` words ``{acc, group: og, kind}``, ``og`` ascending, jobs in
+        issue order.
+    e_free : ``In(1)``
+        High for one cycle per expand word that has left the consumer's FIFO.
+
+    Attributes
+    ----------
+    latency : int
+        ``array_latency(R)``: see Timing.
+    rows, cols, e_credits : int
+    """
+
+    def __init__(self, config: AcceleratorConfig, *, e_credits: int | None = None):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
+        R, C = config.dw_lanes, config.pw_cols
+        if R % CHAIN or C % 2:
+            raise ValueError(f"the engine needs dw_lanes a multiple of {CHAIN} and an even "
+                             f"pw_cols, not {R} x {C}")
+        if e_credits is None:
+            e_credits = config.mid_groups_max
+        if not isinstance(e_credits, int) or isinstance(e_credits, bool):
+            raise TypeError(f"e_credits must be an int, not {e_credits!r}")
+        if e_credits < config.mid_groups_max:
+            raise ValueError(f"e_credits ({e_credits}) must be at least mid_groups_max "
+                             f"({config.mid_groups_max}): an expand job of that many output "
+                             "groups could never issue")
+        self.config = config
+        self.rows, self.cols, self.e_credits = R, C, e_credits
+        self.latency = array_latency(R)
+        word = stream.Signature(data.ArrayLayout(signed(8), R))
+        super().__init__({
+            "e": In(word),
+            "j": In(word),
+            "e_in_groups": In(unsigned(config.expand_in_groups_max.bit_length())),
+            "e_out_groups": In(unsigned(config.mid_groups_max.bit_length())),
+            "j_in_groups": In(unsigned(config.mid_groups_max.bit_length())),
+            "j_out_groups": In(unsigned(config.out_groups_max.bit_length())),
+            "e_on": In(1),
+            "start": In(1),
+            "wr_e": In(WritePortSignature(_addr_bits(config.expand_weight_depth),
+                                          pw_weight_layout(config))),
+            "wr_j": In(WritePortSignature(_addr_bits(config.pw_weight_depth),
+                                          pw_weight_layout(config))),
+            "o": Out(stream.Signature(engine_out_layout(config))),
+            "e_free": In(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        R, C = self.rows, self.cols
+        e_base, j_base = 0, cfg.expand_weight_depth
+        depth = cfg.expand_weight_depth + cfg.pw_weight_depth
+        qw = _addr_bits(max(cfg.expand_in_groups_max, cfg.mid_groups_max))
+        ow = _group_bits(cfg)
+        m = Module()
+
+        # ---- layer constants through registers (counts - 1, - 2, == 1) -------------------
+        def held(name, value, width):
+            r = Signal(width, name=name)
+            m.d.sync += r.eq(value[:width] if len(value) > width else value)
+            return r
+
+        def counts(prefix, n, width):
+            return (held(f"{prefix}_m1", n - 1, width), held(f"{prefix}_m2", n - 2, width),
+                    held(f"{prefix}_one", n == 1, 1))
+
+        e_in_m1, e_in_m2, e_in_one = counts("e_in", self.e_in_groups, qw)
+        j_in_m1, j_in_m2, j_in_one = counts("j_in", self.j_in_groups, qw)
+        _, e_out_m2, e_out_one = counts("e_out", self.e_out_groups, ow)
+        _, j_out_m2, j_out_one = counts("j_out", self.j_out_groups, ow)
+        e_out = held("e_out", self.e_out_groups, len(self.e_out_groups))
+
+        # ---- one weight memory: expand region, then project region -----------------------
+        m.submodules.weights = wmem = Memory(shape=pw_weight_layout(cfg), depth=depth, init=[])
+        wp = wmem.write_port()
+        m.d.comb += [
+            wp.en.eq(self.wr_e.en | self.wr_j.en),
+            wp.addr.eq(Mux(self.wr_e.en, self.wr_e.addr, self.wr_j.addr + j_base)),
+            wp.data.eq(Mux(self.wr_e.en, self.wr_e.data, self.wr_j.data)),
+        ]
+
+        adv = Signal()  # global stall of the reduction pipeline
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        q = Signal(qw)
+        resets = []  # applied by `start`, after every other assignment
+
+        # ---- the two ping-pong pixel buffers ---------------------------------------------
+        def pingpong(name, port, in_groups_max, in_m1):
+            """Buffer of two halves of ``2**hb`` words; returns (full, rd_half, drained,
+            read data)."""
+            hb = _addr_bits(in_groups_max)
+            mem = Memory(shape=data.ArrayLayout(signed(8), R), depth=2 << hb, init=[])
+            m.submodules[f"{name}_pixels"] = mem
+            full = Signal(2, name=f"{name}_full")        # half holds a pixel not yet reduced
+            filled = Signal(2, name=f"{name}_filled")    # half gets its last word this cycle
+            drained = Signal(2, name=f"{name}_drained")  # half's last step issues this cycle
+            wr_half = Signal(name=f"{name}_wr_half")
+            wr_q = Signal(hb, name=f"{name}_wr_q")
+            rd_half = Signal(name=f"{name}_rd_half")
+            mwp = mem.write_port()
+            accept = port.valid & port.ready
+            m.d.comb += [
+                port.ready.eq(~Mux(wr_half, full[1], full[0])),
+                mwp.addr.eq(Cat(wr_q, wr_half)), mwp.data.eq(port.payload), mwp.en.eq(accept),
+            ]
+            with m.If(accept):
+                with m.If(wr_q == in_m1):
+                    m.d.sync += [wr_q.eq(0), wr_half.eq(~wr_half)]
+                    m.d.comb += filled.eq(Mux(wr_half, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += wr_q.eq(wr_q + 1)
+            m.d.sync += full.eq((full | filled) & ~drained)
+            resets.extend([full.eq(0), wr_half.eq(0), wr_q.eq(0), rd_half.eq(0)])
+            rp = mem.read_port()
+            m.d.comb += [rp.addr.eq(Cat(q[:hb], rd_half)), rp.en.eq(adv)]
+            return full, rd_half, drained, rp.data
+
+        e_full, e_rd_half, e_drained, e_x = pingpong("e", self.e, cfg.expand_in_groups_max,
+                                                     e_in_m1)
+        j_full, j_rd_half, j_drained, j_x = pingpong("j", self.j, cfg.mid_groups_max, j_in_m1)
+
+        # ---- scheduler and step counters --------------------------------------------------
+        busy = Signal()      # a job is in progress (its next step issues when adv)
+        kind = Signal()      # its kind
+        og = Signal(ow)
+        step = Signal(range(depth))   # weight address: base + og*in_groups + q
+        q_last = Signal()    # (busy) the next step is the last q of its og
+        og_last = Signal()   # (busy) the next step's og is the last
+        credit = Signal(range(self.e_credits + 1), init=self.e_credits)
+        credit_ok = Signal(init=1)    # credit >= e_out_groups
+
+        j_ready = Mux(j_rd_half, j_full[1], j_full[0])
+        e_ready = Mux(e_rd_half, e_full[1], e_full[0]) & credit_ok & self.e_on
+        cur_kind = Signal()
+        cur_q_last, cur_og_last = Signal(), Signal()
+        cur_step = Signal.like(step)
+        issue, e_job = Signal(), Signal()
+        m.d.comb += [
+            cur_kind.eq(Mux(busy, kind, j_ready)),
+            cur_q_last.eq(Mux(busy, q_last, Mux(j_ready, j_in_one, e_in_one))),
+            cur_og_last.eq(Mux(busy, og_last, Mux(j_ready, j_out_one, e_out_one))),
+            cur_step.eq(Mux(busy, step, Mux(j_ready, j_base, e_base))),
+            issue.eq(adv & (busy | j_ready | e_ready)),
+            e_job.eq(adv & ~busy & ~j_ready & e_ready),   # an E job's first step issues
+        ]
+        in_m2 = Mux(cur_kind, j_in_m2, e_in_m2)
+        out_m2 = Mux(cur_kind, j_out_m2, e_out_m2)
+        in_one = Mux(cur_kind, j_in_one, e_in_one)
+
+        with m.If(issue):
+            m.d.sync += [kind.eq(cur_kind), busy.eq(~(cur_q_last & cur_og_last))]
+            with m.If(~cur_q_last):
+                m.d.sync += [q.eq(q + 1), step.eq(cur_step + 1), q_last.eq(q == in_m2),
+                             og_last.eq(cur_og_last)]
+            with m.Elif(~cur_og_last):
+                m.d.sync += [q.eq(0), og.eq(og + 1), step.eq(cur_step + 1),
+                             q_last.eq(in_one), og_last.eq(og == out_m2)]
+            with m.Else():
+                m.d.sync += [q.eq(0), og.eq(0), step.eq(0)]
+                with m.If(cur_kind):
+                    m.d.sync += j_rd_half.eq(~j_rd_half)
+                    m.d.comb += j_drained.eq(Mux(j_rd_half, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += e_rd_half.eq(~e_rd_half)
+                    m.d.comb += e_drained.eq(Mux(e_rd_half, 0b10, 0b01))
+
+        # credit: both outcomes computed from registers, the issue picks one
+        keep = Signal(range(self.e_credits + 2))
+        take = Signal(range(self.e_credits + 2))
+        m.d.comb += [keep.eq(credit + self.e_free), take.eq(keep - e_out)]
+        m.d.sync += [credit.eq(Mux(e_job, take, keep)),
+                     credit_ok.eq(Mux(e_job, take >= e_out, keep >= e_out))]
+
+        with m.If(self.start):
+            m.d.sync += [*resets, busy.eq(0), q.eq(0), og.eq(0), step.eq(0),
+                         credit.eq(self.e_credits), credit_ok.eq(1)]
+
+        # ---- reads and the reduction pipeline ---------------------------------------------
+        w_rp = wmem.read_port()
+        m.d.comb += [w_rp.addr.eq(cur_step), w_rp.en.eq(adv)]
+        read_kind = Signal()  # kind of the step whose words the memories output
+        with m.If(adv):
+            m.d.sync += read_kind.eq(cur_kind)
+        x = Signal(data.ArrayLayout(signed(8), R))
+        m.d.comb += x.eq(Mux(read_kind, j_x, e_x))
+
+        issued = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1,
+                                           "group": unsigned(ow), "kind": 1}))
+        m.d.comb += [issued.valid.eq(issue), issued.first.eq(q == 0),
+                     issued.last.eq(cur_q_last), issued.group.eq(og), issued.kind.eq(cur_kind)]
+        reduction(m, adv=adv, start=self.start, issued=issued, x=x, w=w_rp.data, rows=R,
+                  cols=C, o=self.o)
+        return m
