@@ -53,6 +53,17 @@ def weight_words(w: np.ndarray) -> list[int]:
             for og in range(out_g) for q in range(in_g)]
 
 
+async def load_weights(ctx, dut, layer):
+    """Both regions' weight words through their write ports, one word a cycle."""
+    for port, side in ((dut.wr_e, layer.e), (dut.wr_j, layer.j)):
+        for addr, word in enumerate(weight_words(side.w)):
+            ctx.set(port.addr, addr)
+            ctx.set(port.data.as_value(), word)
+            ctx.set(port.en, 1)
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+
 def reference(x: np.ndarray, w: np.ndarray) -> list[tuple[list[int], int]]:
     """``x`` int8[pixels, in, R], ``w`` int8[out, in, R, C] -> per pixel, per og:
     ``(acc[C], og)`` by an int64 matmul."""
@@ -105,13 +116,7 @@ async def setup_layer(ctx, dut, layer: Layer) -> None:
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)
-    for port, side in ((dut.wr_e, layer.e), (dut.wr_j, layer.j)):
-        for addr, word in enumerate(weight_words(side.w)):
-            ctx.set(port.addr, addr)
-            ctx.set(port.data.as_value(), word)
-            ctx.set(port.en, 1)
-            await ctx.tick()
-        ctx.set(port.en, 0)
+    await load_weights(ctx, dut, layer)
 
 
 def word_of(payload, cols: int) -> tuple[int, list[int], int]:
@@ -324,13 +329,7 @@ def test_scheduler_timing():
         ctx.set(dut.j_in_groups, 1)
         ctx.set(dut.j_out_groups, 2)
         ctx.set(dut.e_on, 1)
-        for port, side in ((dut.wr_e, layer.e), (dut.wr_j, layer.j)):
-            for addr, word in enumerate(weight_words(side.w)):
-                ctx.set(port.addr, addr)
-                ctx.set(port.data.as_value(), word)
-                ctx.set(port.en, 1)
-                await ctx.tick()
-            ctx.set(port.en, 0)
+        await load_weights(ctx, dut, layer)
         ctx.set(dut.o.ready, 1)
         e_in, j_in = layer.e.inputs, layer.j.inputs
         e_sent = j_sent = 0

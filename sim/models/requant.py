@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dwsep.host import numerics, packing
+from dwsep.hw.chunked import check_lanes
 
 __all__ = ["requant_model", "pack_table", "table_records"]
 
@@ -52,7 +53,7 @@ def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
     (c+1)*compute_lanes - 1`` of group ``g``, their ``bias`` as ``<i4``, ``mult`` as
     ``<i4``, ``shift`` as ``i1`` concatenated (:func:`dwsep.host.packing.pack_table`)."""
     bias, mult, shift = _check_arrays(bias, mult, shift)
-    return packing.pack_table(bias, mult, shift, _compute_lanes(bias, compute_lanes))
+    return packing.pack_table(bias, mult, shift, check_lanes(bias.shape[1], compute_lanes))
 
 
 def table_records(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
@@ -61,18 +62,9 @@ def table_records(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
     padding to whole beats): the value of ``dwsep.hw.requant.table_layout(compute_lanes)``
     to write at that record's address on the requantizer's table write port."""
     bias, mult, shift = _check_arrays(bias, mult, shift)
-    lanes = _compute_lanes(bias, compute_lanes)
+    lanes = check_lanes(bias.shape[1], compute_lanes)
     raw = pack_table(bias, mult, shift, lanes)
     size = packing.table_record_bytes(lanes)
     data = packing.TABLE_RECORD_BYTES_PER_LANE * lanes
     return [int.from_bytes(raw[k:k + data], "little") for k in range(0, len(raw), size)]
 
-
-def _compute_lanes(bias: np.ndarray, compute_lanes: int | None) -> int:
-    lanes = bias.shape[1]
-    if compute_lanes is None:
-        return lanes
-    if not isinstance(compute_lanes, int) or compute_lanes <= 0 or lanes % compute_lanes:
-        raise ValueError(f"'compute_lanes' must be a positive divisor of lanes={lanes}, "
-                         f"not {compute_lanes!r}")
-    return compute_lanes
