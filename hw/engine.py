@@ -131,14 +131,14 @@ class Engine(wiring.Component):
         Pulse before each layer: a synchronous reset of all state (both buffers emptied,
         the job in progress and the words in flight dropped, an untaken ``o`` word
         dropped, ``credit = e_credits``; an ``e_free`` pulse in that cycle is ignored).
-    wr_e : ``In(WritePortSignature(bits of expand_weight_depth, pw_weight_layout(config)))``
-        Expand weights: word ``og*e_in_groups + q``, element ``[i][o]`` = weight from input
-        lane ``(q, i)`` to expanded lane ``(og, o)``.
-    wr_j : ``In(WritePortSignature(bits of pw_weight_depth, pw_weight_layout(config)))``
-        Project weights: word ``og*j_in_groups + q``. Both ports write one memory of
-        ``expand_weight_depth + pw_weight_depth`` words (``wr_j`` at offset
-        ``expand_weight_depth``) through one write port: write only one of them at a time
-        (``wr_e`` wins) and only while the engine is idle.
+    wr : ``In(WritePortSignature(bits of expand_weight_depth + pw_weight_depth,
+    pw_weight_layout(config)))``
+        The weight memory (write only while the engine is idle): expand weights at address
+        ``og*e_in_groups + q``, element ``[i][o]`` = weight from input lane ``(q, i)`` to
+        expanded lane ``(og, o)``; project weights at ``expand_weight_depth + og*j_in_groups
+        + q``. One port, not one per region: a mux of two weight words onto the memory's
+        write port costs about 2,000 LUTs on pynq-z2, while the controller adds the
+        constant region offset to an address for nothing.
     o : ``Out(stream.Signature(engine_out_layout(config)))``
         Per job, ``out_groups`` words ``{acc, group: og, kind}``, ``og`` ascending, jobs in
         issue order.
@@ -180,10 +180,9 @@ class Engine(wiring.Component):
             "j_out_groups": In(unsigned(config.out_groups_max.bit_length())),
             "e_on": In(1),
             "start": In(1),
-            "wr_e": In(WritePortSignature(_addr_bits(config.expand_weight_depth),
-                                          pw_weight_layout(config))),
-            "wr_j": In(WritePortSignature(_addr_bits(config.pw_weight_depth),
-                                          pw_weight_layout(config))),
+            "wr": In(WritePortSignature(
+                _addr_bits(config.expand_weight_depth + config.pw_weight_depth),
+                pw_weight_layout(config))),
             "o": Out(stream.Signature(engine_out_layout(config))),
             "e_free": In(1),
         })
@@ -216,11 +215,7 @@ class Engine(wiring.Component):
         # ---- one weight memory: expand region, then project region -----------------------
         m.submodules.weights = wmem = Memory(shape=pw_weight_layout(cfg), depth=depth, init=[])
         wp = wmem.write_port()
-        m.d.comb += [
-            wp.en.eq(self.wr_e.en | self.wr_j.en),
-            wp.addr.eq(Mux(self.wr_e.en, self.wr_e.addr, self.wr_j.addr + j_base)),
-            wp.data.eq(Mux(self.wr_e.en, self.wr_e.data, self.wr_j.data)),
-        ]
+        m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
 
         adv = Signal()  # global stall of the reduction pipeline
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)

@@ -54,14 +54,15 @@ def weight_words(w: np.ndarray) -> list[int]:
 
 
 async def load_weights(ctx, dut, layer):
-    """Both regions' weight words through their write ports, one word a cycle."""
-    for port, side in ((dut.wr_e, layer.e), (dut.wr_j, layer.j)):
+    """Both regions' weight words through the write port, one word a cycle; the project
+    region starts at ``expand_weight_depth``."""
+    for base, side in ((0, layer.e), (dut.config.expand_weight_depth, layer.j)):
         for addr, word in enumerate(weight_words(side.w)):
-            ctx.set(port.addr, addr)
-            ctx.set(port.data.as_value(), word)
-            ctx.set(port.en, 1)
+            ctx.set(dut.wr.addr, base + addr)
+            ctx.set(dut.wr.data.as_value(), word)
+            ctx.set(dut.wr.en, 1)
             await ctx.tick()
-        ctx.set(port.en, 0)
+    ctx.set(dut.wr.en, 0)
 
 
 def reference(x: np.ndarray, w: np.ndarray) -> list[tuple[list[int], int]]:
@@ -373,17 +374,15 @@ def test_signature_and_latency():
     assert dut.e_out_groups.shape() == unsigned(6)
     assert dut.j_in_groups.shape() == unsigned(6)
     assert dut.j_out_groups.shape() == unsigned(4)
-    assert dut.wr_e.addr.shape() == unsigned(8)   # 256 expand words
-    assert dut.wr_j.addr.shape() == unsigned(8)   # 256 project words
-    assert dut.wr_e.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 8), 8)
+    assert dut.wr.addr.shape() == unsigned(9)   # 256 expand + 256 project words
+    assert dut.wr.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 8), 8)
     wide = Engine(WIDE)
-    assert wide.wr_j.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 16), 8)
+    assert wide.wr.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 16), 8)
     assert wide.o.payload.shape() == data.StructLayout(
         {"acc": data.ArrayLayout(signed(32), 16), "group": unsigned(5), "kind": 1})
     pz = Engine(PYNQ)
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 16, 64)
-    assert pz.wr_e.addr.shape() == unsigned(9)    # 384 expand words
-    assert pz.wr_j.addr.shape() == unsigned(10)   # 640 project words
+    assert pz.wr.addr.shape() == unsigned(10)   # 384 expand + 640 project words
     assert pz.o.payload.shape().members["group"] == unsigned(6)   # og < 64
 
 
