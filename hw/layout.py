@@ -17,7 +17,8 @@ __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
     "REGISTERS", "DESCRIPTOR", "ID_MAGIC", "HW_VERSION", "export", "export_json",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
-    "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operand_bits", "scale",
+    "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
+    "scale",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
@@ -290,11 +291,18 @@ def product_operand_bits(config: AcceleratorConfig) -> dict[str, int]:
     }
 
 
-def descriptor_products(d: dict, config: AcceleratorConfig) -> dict[str, int]:
-    """:data:`DESCRIPTOR_PRODUCTS` of the descriptor field values ``d`` (Python ints)."""
+def product_operands(d: dict, config: AcceleratorConfig) -> dict[str, int]:
+    """Every operand and result of :data:`DESCRIPTOR_PRODUCTS` for the descriptor field values
+    ``d`` (Python ints): the fields, ``dw_cols`` and the products."""
     values = dict(d, dw_cols=config.dw_passes(d["kernel"]) * d["kernel"])
     for name, a, b in DESCRIPTOR_PRODUCTS:
         values[name] = values[a] * values[b]
+    return values
+
+
+def descriptor_products(d: dict, config: AcceleratorConfig) -> dict[str, int]:
+    """:data:`DESCRIPTOR_PRODUCTS` of the descriptor field values ``d`` (Python ints)."""
+    values = product_operands(d, config)
     return {name: values[name] for name, _, _ in DESCRIPTOR_PRODUCTS}
 
 

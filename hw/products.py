@@ -8,7 +8,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
-from .layout import DESCRIPTOR, DESCRIPTOR_PRODUCTS, product_operand_bits
+from .layout import DESCRIPTOR, DESCRIPTOR_PRODUCTS, product_operand_bits, product_operands
 
 __all__ = ["DescriptorProducts", "BITS_PER_CYCLE", "PRODUCT_BITS", "product_cycles"]
 
@@ -27,12 +27,8 @@ def product_cycles(d: dict, config: AcceleratorConfig) -> int:
     """Cycles :class:`DescriptorProducts` is busy for the descriptor field values ``d``
     (``done`` is high this many cycles after the ``start`` cycle): each product takes one
     cycle per ``BITS_PER_CYCLE`` bits of its ``b`` operand, at least one."""
-    values = dict(d, dw_cols=config.dw_passes(d["kernel"]) * d["kernel"])
-    total = 0
-    for name, a, b in DESCRIPTOR_PRODUCTS:
-        total += _steps(values[b])
-        values[name] = values[a] * values[b]
-    return total
+    values = product_operands(d, config)
+    return sum(_steps(values[b]) for _, _, b in DESCRIPTOR_PRODUCTS)
 
 
 def product_layout() -> data.StructLayout:
