@@ -318,6 +318,15 @@ def scale(x, c: int):
     return total
 
 
+def _flag(d, bit):
+    """Whether descriptor ``d`` has flag ``bit`` (a Python bool or a 1-bit Amaranth value)."""
+    return (d["flags"] & bit) != 0
+
+
+def _implies(cond, then):
+    return (cond == 0) | then
+
+
 def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` before any
     product of them is formed (the hardware stops with ``ErrorCode.BAD_PARAMS`` otherwise);
@@ -330,13 +339,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     def between(value, lo, hi):
         return (value >= lo) & (value <= hi)
 
-    def flag(bit):
-        return (d["flags"] & bit) != 0
-
-    def implies(cond, then):
-        return (cond == 0) | then
-
-    expand, conv = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
+    expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
     row_words = config.lb_row_capacity_words
     pad_limit = config.k_max * config.dilation_max
     return [
@@ -352,10 +355,10 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
         *(between(d[name], 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
         d["pad_top"] < pad_limit,
         d["pad_left"] < pad_limit,
-        implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
+        _implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
                 & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
-        implies(expand == 0, d["exp_groups"] == d["in_groups"]),
-        implies(conv, d["depth_mult"] == 1),
+        _implies(expand == 0, d["exp_groups"] == d["in_groups"]),
+        _implies(conv, d["depth_mult"] == 1),
     ]
 
 
@@ -363,22 +366,17 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
     """Conditions on a descriptor's fields ``d`` and their products ``p``
     (:data:`DESCRIPTOR_PRODUCTS`) that complete :func:`descriptor_param_checks`; the same
     operators rule."""
-    def flag(bit):
-        return (d["flags"] & bit) != 0
-
-    def implies(cond, then):
-        return (cond == 0) | then
-
-    conv, residual, raw = flag(DescFlag.CONV), flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+    conv, residual, raw = (_flag(d, DescFlag.CONV), _flag(d, DescFlag.RESIDUAL),
+                           _flag(d, DescFlag.RAW_OUT))
     pixel_beats = scale(d["out_groups"], config.pw_cols // 8)
     return [
         p["lb_row_words"] <= config.lb_row_capacity_words,
-        implies(conv, d["mid_groups"] == p["conv_groups"]),
-        implies(conv == 0, d["mid_groups"] == p["dw_groups"]),
-        implies(raw, (residual == 0) & (d["out_pitch"] >= (pixel_beats << 2))),
-        implies(raw == 0, d["out_pitch"] >= pixel_beats),
+        _implies(conv, d["mid_groups"] == p["conv_groups"]),
+        _implies(conv == 0, d["mid_groups"] == p["dw_groups"]),
+        _implies(raw, (residual == 0) & (d["out_pitch"] >= (pixel_beats << 2))),
+        _implies(raw == 0, d["out_pitch"] >= pixel_beats),
         # the residual is read as one contiguous run
-        implies(residual, d["out_pitch"] == pixel_beats),
+        _implies(residual, d["out_pitch"] == pixel_beats),
     ]
 
 
