@@ -160,7 +160,7 @@ class Engine(wiring.Component):
             raise ValueError(f"the engine needs dw_lanes a multiple of {CHAIN} and an even "
                              f"pw_cols, not {R} x {C}")
         if e_credits is None:
-            e_credits = config.mid_groups_max
+            e_credits = self.default_credits(config)
         if not isinstance(e_credits, int) or isinstance(e_credits, bool):
             raise TypeError(f"e_credits must be an int, not {e_credits!r}")
         if e_credits < config.mid_groups_max:
@@ -186,6 +186,12 @@ class Engine(wiring.Component):
             "o": Out(stream.Signature(engine_out_layout(config))),
             "e_free": In(1),
         })
+
+    @staticmethod
+    def default_credits(config: AcceleratorConfig) -> int:
+        """``e_credits`` when none is given: ``config.mid_groups_max``, the least that lets
+        an expand job of the most output groups issue."""
+        return config.mid_groups_max
 
     def elaborate(self, platform):
         cfg = self.config

@@ -6,6 +6,7 @@ import enum
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .add import ResidualAdd
@@ -17,6 +18,7 @@ from .csr import ControlRegisters
 from .dma_reader import DMAReader
 from .dma_writer import DMAWriter
 from .dw_array import DepthwiseArray
+from .engine import EXPAND, PROJECT, Engine
 from .layout import (
     DESCRIPTOR,
     REGISTERS,
@@ -29,7 +31,6 @@ from .layout import (
 )
 from .line_buffer import PARAM_SOURCES, LineBuffer
 from .products import DescriptorProducts
-from .pw_array import PointwiseArray, PWGeometry
 from .requant import Requantizer
 from .skid import SkidBuffer
 
@@ -57,10 +58,14 @@ class Accelerator(wiring.Component):
     (``layout.descriptor_param_checks``), loads the weight and requant tables the layer's
     flags need into on-chip memories, and streams the input through
 
-    ``[expand PW -> requant] -> line buffer -> (DW -> requant | conv taps) -> PW ->
-    (requant [-> residual ADD] | int32) -> DDR``
+    ``[expand 1x1 -> requant -> FIFO] -> line buffer -> (DW -> requant | conv taps) ->
+    project 1x1 -> (requant [-> residual ADD] | int32) -> DDR``
 
-    with every intermediate on chip. ``STATUS.done`` (and ``irq`` when enabled) follows the
+    with every intermediate on chip. Both 1x1 stages run on one array, the
+    :class:`~dwsep.hw.engine.Engine`, as jobs of two kinds; the FIFO in front of the line
+    buffer holds ``engine.e_credits`` expanded words and returns a credit per word leaving
+    it, so an expand job issues only when all its words have room (see the engine's
+    docstring: a full line buffer never stalls the engine). ``STATUS.done`` (and ``irq`` when enabled) follows the
     descriptor flagged ``LAST``.
 
     Parameters
@@ -84,6 +89,11 @@ class Accelerator(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        if config.pw_cols != config.dw_lanes:
+            raise ValueError(
+                f"config {config.name!r}: the top level runs expand and project on one "
+                f"1x1 engine of dw_lanes x pw_cols MACs and needs pw_cols == dw_lanes, not "
+                f"{config.pw_cols} != {config.dw_lanes}")
         self.config = config
         aw = config.axi_addr_width
         super().__init__({
@@ -105,18 +115,21 @@ class Accelerator(wiring.Component):
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
         m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
-        m.submodules.expand = expand = PointwiseArray(PWGeometry.expand(cfg))
+        m.submodules.engine = engine = Engine(cfg)
         m.submodules.exp_requant = expq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
+        # one entry more than the credits: the FIFO never refuses a word (a word written
+        # while the output register is being emptied would find the inner memory full)
+        m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * P,
+                                                             depth=engine.e_credits + 1)
         m.submodules.exp_serializer = exp_ser = BeatSerializer(expq.o.payload.shape())
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
         m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
-        m.submodules.pw_array = pw = PointwiseArray(cfg)
         m.submodules.pw_requant = pwq = Requantizer(Q, cfg.out_groups_max, cfg.requant_lanes)
         m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q))
         m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
         m.submodules.out_serializer = out_ser = BeatSerializer(pwq.o.payload.shape())
-        m.submodules.raw_serializer = raw_ser = BeatSerializer(pw.o.payload.acc.shape())
+        m.submodules.raw_serializer = raw_ser = BeatSerializer(engine.o.payload.acc.shape())
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         m.d.comb += self.irq.eq(csr.irq)
@@ -143,8 +156,8 @@ class Accelerator(wiring.Component):
         m.d.comb += products.desc.eq(desc)
 
         self._datapath(m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on,
-                       reader, res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw,
-                       dwq, pw, pwq, res_packer, add, out_ser, raw_ser)
+                       reader, res_reader, writer, in_packer, engine, expq, exp_fifo, exp_ser,
+                       lb, dw, dwq, pwq, res_packer, add, out_ser, raw_ser)
 
         # ---- sizes derived from the descriptor: `products` (hw/products.py) forms the
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
@@ -162,7 +175,9 @@ class Accelerator(wiring.Component):
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
-        load_ports = [expand.wr, expq.wr, dw.wr, dwq.wr, pw.wr, pwq.wr]
+        load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr]
+        # the engine's one weight memory: expand region at 0, project region after it
+        load_base = [0, 0, 0, 0, cfg.expand_weight_depth, 0]
         load_needed = [expand_on, expand_on, ~conv_on, ~conv_on, Const(1), ~raw_on]
 
         # ---- controller ----
@@ -186,12 +201,14 @@ class Accelerator(wiring.Component):
         word_addr = Signal(32)
         write_en = Signal()
         write_addr = Signal(32)
-        for i, port in enumerate(load_ports):
-            width = load_beats_per_word[i] * 64
+        write_base = Signal(range(max(load_base) + 1))  # LOAD_CMD: the table's first word
+        for port in dict.fromkeys(load_ports):
+            index = [i for i, p in enumerate(load_ports) if p is port]
+            width = max(load_beats_per_word[i] for i in index) * 64
             m.d.comb += [
                 port.data.eq(buf[max_word - width:]),
                 port.addr.eq(write_addr),
-                port.en.eq(write_en & (load == i)),
+                port.en.eq(write_en & _any(load == i for i in index)),
             ]
 
         def by_load(values):
@@ -220,7 +237,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
         m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0),
-                     lb.start.eq(0), pw.start.eq(0), expand.start.eq(0),
+                     lb.start.eq(0), engine.start.eq(0),
                      reader.clear.eq(0), writer.clear.eq(0), res_reader.clear.eq(0)]
 
         def fail(code):
@@ -312,7 +329,8 @@ class Accelerator(wiring.Component):
                              reader.cmd.payload.addr.eq(cur_addr),
                              reader.cmd.payload.beats.eq(cur_beats)]
                 m.d.sync += [last_beat.eq(by_load([Const(b - 1) for b in load_beats_per_word])),
-                             last_word.eq(by_load(load_words) - 1)]
+                             last_word.eq(by_load(load_words) - 1),
+                             write_base.eq(by_load([Const(b) for b in load_base]))]
                 with m.If(reader.cmd.ready):
                     m.d.sync += [word_beat.eq(0), word_addr.eq(0)]
                     for i in range(len(Load)):
@@ -326,7 +344,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += buf.eq(Cat(buf[64:], reader.data.payload))
                     with m.If(word_beat == last_beat):
                         m.d.sync += [word_beat.eq(0), word_addr.eq(word_addr + 1),
-                                     write_en.eq(1), write_addr.eq(word_addr)]
+                                     write_en.eq(1), write_addr.eq(word_addr + write_base)]
                         with m.If(word_addr == last_word):
                             m.next = "LOAD_FLUSH"
                     with m.Else():
@@ -345,7 +363,7 @@ class Accelerator(wiring.Component):
                     m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):
-                m.d.sync += [lb.start.eq(1), pw.start.eq(1), expand.start.eq(1),
+                m.d.sync += [lb.start.eq(1), engine.start.eq(1),
                              reader_cmd_sent.eq(0), res_cmd_sent.eq(~residual_on),
                              out_pixel.eq(0), out_addr.eq(field("out_addr"))]
                 m.next = "RUN_CMDS"
@@ -411,8 +429,8 @@ class Accelerator(wiring.Component):
         return m
 
     def _datapath(self, m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on, reader,
-                  res_reader, writer, in_packer, expand, expq, exp_ser, lb, dw, dwq, pw, pwq,
-                  res_packer, add, out_ser, raw_ser):
+                  res_reader, writer, in_packer, engine, expq, exp_fifo, exp_ser, lb, dw, dwq,
+                  pwq, res_packer, add, out_ser, raw_ser):
         """Stream connections between the stages, steered by the descriptor's flags."""
         # layer parameters (static while a layer runs)
         for name in lb.params.shape().members:
@@ -423,8 +441,9 @@ class Accelerator(wiring.Component):
                 m.d.comb += getattr(lb.params, name).eq(value)
         m.d.comb += lb.params.conv.eq(conv_on)
         m.d.comb += [
-            expand.mid_groups.eq(field("in_groups")), expand.out_groups.eq(field("exp_groups")),
-            pw.mid_groups.eq(field("mid_groups")), pw.out_groups.eq(field("out_groups")),
+            engine.e_in_groups.eq(field("in_groups")), engine.e_out_groups.eq(field("exp_groups")),
+            engine.j_in_groups.eq(field("mid_groups")),
+            engine.j_out_groups.eq(field("out_groups")), engine.e_on.eq(expand_on),
         ]
         for rq, prefix in ((expq, "exp"), (dwq, "dw"), (pwq, "pw")):
             m.d.comb += [rq.zp.eq(field(f"{prefix}_zp")), rq.act_min.eq(field(f"{prefix}_min")),
@@ -451,16 +470,36 @@ class Accelerator(wiring.Component):
         m.submodules.write_skid = write_skid = SkidBuffer(writer.data.payload.shape())
         wiring.connect(m, write_skid.o, writer.data)
 
-        # expand: input words -> P x P PW -> requant -> beats -> line buffer
-        wiring.connect(m, in_packer.o, expand.i)
-        _connect_fields(m, expand.o, expq.i)
-        wiring.connect(m, exp_out, exp_ser.i)
+        # the engine's words by kind: expand -> exp_requant, project -> pw_requant or raw
+        o, kind = engine.o, engine.o.payload.kind
+        for rq in (expq, pwq):
+            for name in rq.i.payload.shape().members:
+                m.d.comb += getattr(rq.i.payload, name).eq(getattr(o.payload, name))
+        m.d.comb += [
+            expq.i.valid.eq(o.valid & (kind == EXPAND)),
+            pwq.i.valid.eq(o.valid & (kind == PROJECT) & ~raw_on),
+            raw_ser.i.valid.eq(o.valid & (kind == PROJECT) & raw_on),
+            raw_ser.i.payload.eq(o.payload.acc),
+            o.ready.eq(Mux(kind == EXPAND, expq.i.ready,
+                           Mux(raw_on, raw_ser.i.ready, pwq.i.ready))),
+        ]
+
+        # expand: input words -> engine (E jobs) -> requant -> FIFO -> beats -> line buffer;
+        # a word leaving the FIFO returns its credit to the engine
+        wiring.connect(m, in_packer.o, engine.e)
+        m.d.comb += [
+            exp_fifo.w_en.eq(exp_out.valid), exp_fifo.w_data.eq(exp_out.payload),
+            exp_out.ready.eq(exp_fifo.w_rdy),
+            exp_ser.i.valid.eq(exp_fifo.r_rdy), exp_ser.i.payload.eq(exp_fifo.r_data),
+            exp_fifo.r_en.eq(exp_ser.i.ready),
+            engine.e_free.eq(exp_fifo.r_rdy & exp_ser.i.ready),
+        ]
         m.d.comb += [
             lb.fill.payload.eq(Mux(expand_on, exp_ser.o.payload, reader.data.payload)),
             exp_ser.o.ready.eq(lb.fill.ready & expand_on),
         ]
 
-        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the PW array;
+        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the engine;
         # a skid between the DW array and its requantizer keeps the line buffer's tap
         # counters off the requantizer's stall logic
         _connect_fields(m, skid("dw_acc_skid", dw.o), dwq.i)
@@ -468,20 +507,13 @@ class Accelerator(wiring.Component):
             m.d.comb += getattr(dw.taps.payload, name).eq(getattr(lb.taps.payload, name))
         m.d.comb += [
             dw.taps.valid.eq(lb.taps.valid & ~conv_on),
-            lb.taps.ready.eq(Mux(conv_on, pw.i.ready, dw.taps.ready)),
-            pw.i.valid.eq(Mux(conv_on, lb.taps.valid, dw_out.valid)),
-            pw.i.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dw_out.payload)),
-            dw_out.ready.eq(pw.i.ready & ~conv_on),
+            lb.taps.ready.eq(Mux(conv_on, engine.j.ready, dw.taps.ready)),
+            engine.j.valid.eq(Mux(conv_on, lb.taps.valid, dw_out.valid)),
+            engine.j.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dw_out.payload)),
+            dw_out.ready.eq(engine.j.ready & ~conv_on),
         ]
 
-        # PW output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]
-        _connect_fields(m, pw.o, pwq.i)
-        m.d.comb += [
-            pwq.i.valid.eq(pw.o.valid & ~raw_on),
-            raw_ser.i.valid.eq(pw.o.valid & raw_on),
-            raw_ser.i.payload.eq(pw.o.payload.acc),
-            pw.o.ready.eq(Mux(raw_on, raw_ser.i.ready, pwq.i.ready)),
-        ]
+        # project output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]
         wiring.connect(m, res_reader.data, res_packer.i)
         m.d.comb += [
             add.a.payload.eq(pw_out.payload),
@@ -511,6 +543,13 @@ def _all(conditions):
     for cond in conditions:
         ok = ok & cond
     return ok
+
+
+def _any(conditions):
+    out = Const(0)
+    for cond in conditions:
+        out = out | cond
+    return out
 
 
 def _int8_words(lanes: int) -> data.ArrayLayout:

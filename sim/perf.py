@@ -113,6 +113,7 @@ from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
+from dwsep.hw.engine import Engine
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
@@ -623,8 +624,18 @@ class _Frozen:
 
     def freeze(self, offered: int, taken: int) -> None:
         if taken > offered:
-            self.starts.append(offered)
-            self.ends.append(taken)
+            if not self.ends or offered >= self.ends[-1]:
+                self.starts.append(offered)
+                self.ends.append(taken)
+                return
+            # out of order (the engine's jobs, placed as the model reaches them): merge
+            i = bisect.bisect_left(self.ends, offered)
+            j = i
+            while j < len(self.starts) and self.starts[j] <= taken:
+                offered, taken = min(offered, self.starts[j]), max(taken, self.ends[j])
+                j += 1
+            self.starts[i:j] = [offered]
+            self.ends[i:j] = [taken]
 
     def active(self, t: int, n: int = 1) -> int:
         """The ``n``-th cycle ``>= t`` in which the block moves (``n >= 1``)."""
@@ -813,28 +824,57 @@ class _Add:
         return a
 
 
-class _PointwiseArray:
-    """A ``PointwiseArray`` reducing ``mid`` words per pixel into ``og`` output words.
+class _Engine:
+    """What the two kinds of job share on the 1x1 engine (``hw/engine.py``): one global
+    enable (``frozen``: a word of either kind not taken at ``o`` stops both) and the step
+    issue, ``free`` being the cycle after the last placed job's last step.
+
+    Jobs are placed in the order the hardware's scheduler issues them (append only): at a
+    job boundary the J job whose pixel is full wins, else an E job that is ready
+    (:meth:`_FillFromExpand.run_until` places the E jobs that win boundaries before a J
+    job)."""
+
+    def __init__(self):
+        self.frozen = _Frozen()
+        self.free = -math.inf
+
+    def issue(self, ready: int) -> int:
+        """First step cycle of a job ready from ``ready``: the first moving cycle from then
+        and from ``free``."""
+        return self.frozen.active(max(ready, self.free))
+
+
+class _EngineJobs:
+    """The jobs of one kind on the 1x1 engine (``hw/engine.py``): ``mid`` input words per
+    pixel reduced into ``og`` output words.
 
     Input side: pixel ``p``'s words go to buffer half ``p % 2``, free from ``drain(p-2) + 1``;
-    the pixel is full the cycle after its last word. Reduce side: one ``(og, q)`` step per
-    moving cycle over a full half, from ``max(full(p), drain(p-1) + 1)``; the last step of an
-    output group issued in ``s`` offers the word ``latency`` moving cycles later, and the
-    array freezes until ``take`` takes it.
+    the pixel is full the cycle after its last word. Reduce side: the job of pixel ``p``
+    issues its first step in the first moving cycle from ``full(p)`` and from the engine's
+    ``free`` (:class:`_Engine`), after the jobs of the other kind that ``before(full)``
+    places; one ``(og, q)`` step per moving cycle; the last step of an output group issued
+    in ``s`` offers the word ``latency`` moving cycles later, and the engine freezes until
+    ``take`` takes it. With ``reduce_now=False`` (E jobs) the caller places the jobs
+    (:meth:`place`).
     """
 
-    def __init__(self, mid: int, og: int, latency: int, take):
+    def __init__(self, mid: int, og: int, latency: int, take, engine: _Engine, *,
+                 before=None, reduce_now: bool = True):
         self.mid, self.og, self.latency = mid, og, latency
-        self.frozen = _Frozen()
+        self.engine = engine
+        self.frozen = engine.frozen
         self.next = take
+        self.before = before
+        self.reduce_now = reduce_now
         self.drains: list[int] = []
+        self.fulls: list[int] = []
         self.last_accept = -math.inf
         self.count = 0  # words of the current pixel taken
 
     def accept(self, offered: int) -> int:
         """Cycle an input word offered in ``offered`` is written; reduces the pixel when it
-        is the last one."""
-        p = len(self.drains)
+        is the last one (with ``reduce_now``)."""
+        p = len(self.fulls)
         t = max(offered, self.last_accept + 1)
         if self.count == 0 and p >= 2:
             t = max(t, self.drains[p - 2] + 1)
@@ -842,16 +882,22 @@ class _PointwiseArray:
         self.count += 1
         if self.count == self.mid:
             self.count = 0
-            self._reduce(t + 1)
+            self.fulls.append(t + 1)
+            if self.reduce_now:
+                if self.before is not None:
+                    self.before(t + 1)
+                self.place(t + 1)
         return t
 
-    def _reduce(self, full: int) -> None:
-        s = full if not self.drains else max(full, self.drains[-1] + 1)
+    def place(self, ready: int) -> None:
+        """Issue the next job (its pixel full) from ``ready``."""
+        s = self.engine.issue(ready)
         for _ in range(self.og):
             s = self.frozen.active(s, self.mid)
             out = self.frozen.through(s, self.latency)
             self.frozen.freeze(out, self.next(out))
             s += 1
+        self.engine.free = s
         self.drains.append(s - 1)
 
 
@@ -920,7 +966,10 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
             take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
                            _Skid(serializer.take).take).take
         take_pw = _Requant(config, Q, _Skid(take_rq).take).take
-    pw = _PointwiseArray(mid, og, pw_latency(config), take_pw)
+    engine = _Engine()
+    fill = None if not expand else _FillFromExpand(config, d, reader, engine)
+    pw = _EngineJobs(mid, og, pw_latency(config), take_pw, engine,
+                     before=fill.run_until if expand else None)
 
     # ---- spatial stage: taps -> (DW -> requant | conv) -> PW array input ----
     if not conv:
@@ -929,20 +978,24 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         dw_skid = _Skid(dwq.take)
 
     # ---- front: the line buffer's fill ----
-    fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
-                           config.lb_rows) if not expand else _FillFromExpand(config, d, reader)
+    if not expand:
+        fill = _FillFromReader(reader, in_w * d["in_groups"] * P // BEAT_BYTES,
+                               config.lb_rows)
 
     span = (k - 1) * dil + 1
     tops = [oy * s - d["pad_top"] for oy in range(out_h)]
     row_end: list[int] = []
 
-    def allow(y: int) -> int:
+    def allow(y: int) -> int | None:
         # first output row whose top lets row y in: its top is live the cycle after the
-        # previous row's last tap issued
+        # previous row's last tap issued (None: that row's taps are not followed yet)
         for oy in range(out_h):
             if tops[oy] + config.lb_rows > y:
-                return row_end[oy - 1] + 1 if oy else -math.inf
-        return row_end[-1] + 1  # after the last tap (gen_done)
+                if not oy:
+                    return -math.inf
+                return row_end[oy - 1] + 1 if len(row_end) >= oy else None
+        # after the last tap (gen_done)
+        return row_end[-1] + 1 if len(row_end) == out_h else None
 
     taps_word = _dw_columns(config, d)
     acc = -math.inf   # cycle the last tap was taken from the line buffer's register
@@ -1004,56 +1057,124 @@ class _FillFromReader:
 class _FillFromExpand:
     """Completion cycles of the input rows in the line buffer, fed by the expand stage:
     reader -> ``in_packer`` (``P/8`` beats a word, offered the cycle after its last beat;
-    it takes the next beat in the cycle its word leaves) -> expand ``PointwiseArray``
-    (``in_groups`` words in, ``exp_groups`` out per pixel) -> ``exp_requant`` ->
-    ``exp_serializer`` -> the line buffer's fill, which takes row ``y``'s beats from
-    ``allow(y)`` (see :class:`_FillFromReader`). The packer takes the reader's beats
-    (:class:`_ReadStream`) as they come while it is not full.
+    it takes the next beat in the cycle its word leaves) -> the engine's E jobs
+    (``in_groups`` words in, ``exp_groups`` out per pixel; :class:`_EngineJobs`) ->
+    ``exp_requant`` -> ``exp_fifo`` -> ``exp_serializer`` -> the line buffer's fill, which
+    takes row ``y``'s beats from ``allow(y)`` (see :class:`_FillFromReader`). The packer
+    takes the reader's beats (:class:`_ReadStream`) as they come while it is not full.
+
+    The FIFO (``SyncFIFOBuffered`` of one entry more than the engine's credits, so it never
+    refuses a word) offers a word written in ``w`` from ``max(w + 2, previous exit + 1)``;
+    its exit is the cycle the serializer takes it. The words' exits are followed as far as
+    the rows' ``allow`` cycles are known (:meth:`_drain`). E job ``p`` is ready from its
+    pixel's ``full`` and, for the credit (the FIFO has room for all its words), from the
+    cycle after the exit of expanded word ``(p + 1)*exp_groups - e_credits - 1``.
+
+    E jobs are placed on the engine as the line buffer needs rows (:meth:`complete`) and
+    before a J job whose boundary they win (:meth:`run_until`). Where an E job's credit
+    waits on a row whose ``allow`` cycle is not known yet (its output row's taps are not
+    followed), the model lets the J job go first: the one approximation of the EXPAND
+    model (``_run_phase``).
     """
 
-    def __init__(self, config: AcceleratorConfig, d: dict, reader: _ReadStream):
+    def __init__(self, config: AcceleratorConfig, d: dict, reader: _ReadStream,
+                 engine: _Engine):
         P = config.dw_lanes
         self.lb_rows = config.lb_rows
         self.word_beats = P // BEAT_BYTES
-        self.row_beats = d["in_w"] * d["exp_groups"] * self.word_beats
+        self.row_words = d["in_w"] * d["exp_groups"]
+        self.row_beats = self.row_words * self.word_beats
         self.words_pixel = d["in_groups"]
+        self.out_words = d["exp_groups"]
+        self.pixels = d["in_h"] * d["in_w"]
+        self.credits = Engine.default_credits(config)
+        self.engine = engine
+        self.allow = None                   # set by complete(): the rows' allow cycles
         self.done: list[int] = []
         self.beats = 0                      # fill beats taken
         self.row_allow = -math.inf
         self.last_fill = -math.inf
         self.reader = reader
         self.packer_free = -math.inf        # cycle the packer can take a beat
-        serializer = _Serializer(self.word_beats, self._fill)
-        requant = _Requant(config, P, _Skid(serializer.take).take)
-        self.expand = _PointwiseArray(d["in_groups"], d["exp_groups"],
-                                      pw_latency(config, P), requant.take)
+        self.writes: list[int] = []         # cycle each expanded word entered the FIFO
+        self.exits: list[int] = []          # cycle each expanded word left the FIFO
+        self.serializer = _Serializer(self.word_beats, self._fill)
+        requant = _Requant(config, P, _Skid(self._fifo).take)
+        self.expand = _EngineJobs(d["in_groups"], d["exp_groups"], pw_latency(config, P),
+                                  requant.take, engine, reduce_now=False)
+
+    def _fifo(self, offered: int) -> int:
+        self.writes.append(offered)
+        return offered
+
+    def _drain(self) -> None:
+        """Follow the FIFO's words into the line buffer as far as the rows' ``allow``
+        cycles are known."""
+        while len(self.exits) < len(self.writes):
+            n = len(self.exits)
+            row = n // self.row_words
+            if n % self.row_words == 0:
+                if row >= self.lb_rows:
+                    allow = self.allow(row) if self.allow is not None else None
+                    if allow is None:
+                        return
+                    self.row_allow = allow
+                else:
+                    self.row_allow = -math.inf
+            out = self.writes[n] + 2
+            if self.exits:
+                out = max(out, self.exits[-1] + 1)
+            self.exits.append(self.serializer.take(out))
 
     def _fill(self, offered: int) -> int:
-        row = self.beats // self.row_beats
-        t = max(offered, self.last_fill + 1, self.row_allow if row >= self.lb_rows else
-                -math.inf)
+        t = max(offered, self.last_fill + 1, self.row_allow)
         self.last_fill = t
         self.beats += 1
         if self.beats % self.row_beats == 0:
             self.done.append(t)
         return t
 
-    def _pixel(self) -> None:
-        """One input pixel through the packer into the expand array (which pushes its
-        output on through the requantizer and serializer into the fill)."""
-        for _ in range(self.words_pixel):
-            t = self.reader.take_run(self.word_beats, self.packer_free)
-            self.packer_free = self.expand.accept(t + 1)
+    def _next_ready(self) -> int | None:
+        """Cycle the next E job is ready (its pixel written into the engine's buffer, the
+        credit for its words); None if there is none or its credit is not known yet."""
+        jobs = self.expand
+        p = len(jobs.drains)
+        if p == self.pixels:
+            return None
+        if len(jobs.fulls) == p:  # its pixel through the packer (half p % 2 is free)
+            for _ in range(self.words_pixel):
+                t = self.reader.take_run(self.word_beats, self.packer_free)
+                self.packer_free = jobs.accept(t + 1)
+        ready = jobs.fulls[p]
+        n = (p + 1) * self.out_words - self.credits - 1
+        if n >= 0:
+            self._drain()
+            if n >= len(self.exits):
+                return None
+            ready = max(ready, self.exits[n] + 1)
+        return ready
+
+    def run_until(self, j_ready: int) -> None:
+        """Place the E jobs that issue before a J job ready from ``j_ready``: those whose
+        boundary (the first moving cycle from their ready cycle and the engine's ``free``)
+        comes earlier than the J job's."""
+        engine = self.engine
+        while True:
+            ready = self._next_ready()
+            if ready is None or engine.issue(ready) >= engine.issue(j_ready):
+                return
+            self.expand.place(ready)
 
     def complete(self, y: int, allow) -> int:
-        while len(self.done) <= y:
-            row = len(self.done)
-            # the rows are pushed through pixel by pixel; the row's allow cycle is known
-            # before any of its beats can be taken
-            self.row_allow = allow(row) if row >= self.lb_rows else -math.inf
-            while len(self.done) <= row:
-                self._pixel()
-        return self.done[y]
+        self.allow = allow
+        while True:
+            self._drain()
+            if len(self.done) > y:
+                return self.done[y]
+            ready = self._next_ready()
+            if ready is None:
+                raise AssertionError(f"row {y} of the expand stage cannot complete")
+            self.expand.place(ready)
 
 
 def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
