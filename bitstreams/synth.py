@@ -206,16 +206,21 @@ def bram36_estimate(width: int, depth: int) -> float:
 
 def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     """On-chip memories of the accelerator: ``(module, sized by, width bits, depth)``."""
+    from dwsep.hw.engine import pixel_buffer_words  # Amaranth: only where the design is built
+
     P, Q, L = cfg.dw_lanes, cfg.pw_cols, cfg.requant_lanes
     return [
         ("line_buffer", "lb_rows memories of pow2(lb_width*lb_channels/P) words of P bytes",
          8 * P, cfg.lb_depth),
         ("dw_array weights", "mid_channels_max/P * dw_passes(k_max) * k_max words of "
          "dw_taps*P bytes", 8 * cfg.dw_taps * P, cfg.dw_weight_depth),
-        ("pw_array pixels", "2 * mid_channels_max/P words of P bytes", 8 * P,
-         2 * cfg.mid_groups_max),
-        ("pw_array weights", "out_channels_max/Q * mid_channels_max/P words of P*Q bytes",
-         8 * P * Q, cfg.pw_weight_depth),
+        ("engine project pixels", "2 * pow2(mid_channels_max/P) words of P bytes", 8 * P,
+         pixel_buffer_words(cfg.mid_groups_max)),
+        ("engine expand pixels", "2 * pow2(expand_channels_max/P) words of P bytes", 8 * P,
+         pixel_buffer_words(cfg.expand_in_groups_max)),
+        ("engine weights", "(mid_channels_max/P * expand_channels_max/P + "
+         "out_channels_max/Q * mid_channels_max/P) words of P*Q bytes", 8 * P * Q,
+         cfg.expand_weight_depth + cfg.pw_weight_depth),
         ("dw_requant table", "mid_channels_max/L records of 9*L bytes (L = requant_lanes)",
          72 * L, cfg.mid_channels_max // L),
         ("pw_requant table", "out_channels_max/L records of 9*L bytes", 72 * L,
@@ -232,16 +237,16 @@ _DRIVERS = {
     "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes",
     "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
     "dw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
-    "pw_array": "DSP: P*Q/2 (two MACs each); BRAM: PW weights P*Q x pw_weight_depth, pixels",
+    "engine": "DSP: P*Q/2 (two MACs each); BRAM: expand + project weights, pixels",
     "pw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x out_channels_max",
-    "expand": "DSP: P*P/2 (two MACs each); BRAM: expand weights (expand_channels_max)",
     "exp_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
+    "exp_fifo": "expanded words in front of the line buffer: mid_channels_max bytes",
     "add": "DSP: 8 per lane x add_lanes (residual ADD)",
     "reader": "AXI read DMA (fixed)",
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",
     **{f"{name}_skid": "skid buffer: registered ready (cuts a stall chain)"
-       for name in ("exp", "dw", "dw_acc", "pw", "add", "write")},
+       for name in ("exp", "exp_fifo", "dw", "dw_acc", "pw", "add", "write")},
 }
 
 

@@ -4,7 +4,7 @@ No Vivado here, so no static timing analysis with real delays. What the mapped n
 tell is how much logic each register-to-register path crosses; the issue's target is at most
 6 LUT levels between registers on the xc7. :func:`analyze` reads the hierarchical netlist
 (Yosys ``write_json``), flattens it in Python (cell and net names keep their instance path,
-e.g. ``pw_array``), builds a graph over net bits and runs a longest-path DP in topological
+e.g. ``engine``), builds a graph over net bits and runs a longest-path DP in topological
 order from every start point to every end point.
 
 The cell models (7-series primitives as Yosys 0.70 maps them):

@@ -223,9 +223,9 @@ class AcceleratorConfig:
 
     @property
     def macs(self) -> int:
-        """MAC units: DW lanes x taps, the expand array and the PW array."""
-        return (self.dw_lanes * self.dw_taps + self.dw_lanes * self.dw_lanes
-                + self.pw_rows * self.pw_cols)
+        """MAC units: DW lanes x taps and the 1x1 engine (``pw_rows x pw_cols``, shared by
+        the expand and the project stage)."""
+        return self.dw_lanes * self.dw_taps + self.pw_rows * self.pw_cols
 
     @property
     def dim_bits(self) -> int:

@@ -3,16 +3,17 @@ project stage of a layer (docs/PLAN-pynq-z2.md, step 3)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
-from .pw_array import CHAIN, array_latency, pw_weight_layout, reduction
 
-__all__ = ["Engine", "engine_out_layout", "EXPAND", "PROJECT"]
+__all__ = ["Engine", "engine_out_layout", "engine_weight_layout", "pixel_buffer_words",
+           "array_latency", "packed_products", "adder_tree", "reduction", "EXPAND", "PROJECT",
+           "CHAIN", "LANE_SHIFT", "TREE_LEVELS_PER_STAGE"]
 
 #: ``o.payload.kind`` of an expand job's words
 EXPAND = 0
@@ -20,9 +21,37 @@ EXPAND = 0
 PROJECT = 1
 
 
+#: adder-tree levels between two pipeline registers (two narrow adds, < 24 bits, per cycle)
+TREE_LEVELS_PER_STAGE = 2
+
+#: Two int8 products per DSP48E1: the weights of output lanes ``2j`` and ``2j+1`` enter the
+#: pre-adder as ``(w[2j+1] << LANE_SHIFT) + w[2j]`` (25 bits for weights in -127..127) and
+#: multiply one activation.
+LANE_SHIFT = 17
+
+#: Rows whose packed products one DSP cascade sums before the lanes are separated: the low
+#: lane's sum stays within 17 signed bits, ``|sum| <= CHAIN * 127 * 128 < 2**16``, so it is
+#: the sign-extended low 17 bits and the high lane is the rest, exactly.
+CHAIN = 4
+
+
+def array_latency(rows: int) -> int:
+    """``Engine.latency`` for ``rows`` input lanes: read 1, pre-add 1, multiply
+    1, the cascade ``CHAIN``, lane split 1, adder tree over the ``rows / CHAIN`` cascades
+    ``ceil(ceil(log2(rows / CHAIN)) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
+    levels = (rows // CHAIN - 1).bit_length()
+    return 5 + CHAIN + -(-levels // TREE_LEVELS_PER_STAGE)
+
+
 def _addr_bits(depth: int) -> int:
     """Bits of an index into ``depth`` entries (at least 1)."""
     return max(1, (depth - 1).bit_length())
+
+
+def pixel_buffer_words(in_groups_max: int) -> int:
+    """Words of a ping-pong pixel buffer for pixels of up to ``in_groups_max`` words: two
+    halves of a power of two (at least 2) words."""
+    return 2 << _addr_bits(in_groups_max)
 
 
 def _group_bits(config: AcceleratorConfig) -> int:
@@ -40,15 +69,21 @@ def engine_out_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
+def engine_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
+    """One weight word of the engine: ``int8[R][C]`` (``R = dw_lanes``, ``C = pw_cols``),
+    element ``[i][o]`` at byte ``i*C + o``."""
+    return data.ArrayLayout(data.ArrayLayout(signed(8), config.pw_cols), config.dw_lanes)
+
+
 class Engine(wiring.Component):
     """1x1 convolutions of two kinds of pixel on one array of ``R = dw_lanes`` rows by
     ``C = pw_cols`` columns of packed MACs (two int8 products per DSP48E1, cascades of
-    ``CHAIN`` rows: :func:`dwsep.hw.pw_array.packed_products`).
+    ``CHAIN`` rows: :func:`packed_products`).
 
-    A *job* is one pixel of one kind, reduced as :class:`~dwsep.hw.pw_array.PointwiseArray`
-    reduces a pixel: for each output group ``og`` (ascending) the word
-    ``acc[o] = sum_q sum_i x[q][i] * W[base + og*in_groups + q][i][o]`` (32-bit two's
-    complement), one ``(og, q)`` step per cycle, ``og`` outer, ``q`` inner.
+    A *job* is one pixel of one kind, reduced into, for each output group ``og``
+    (ascending), the word
+    ``acc[o] = sum_q sum_i x[q][i] * W[base + og*in_groups + q][i][o]``
+    (32-bit two's complement), one ``(og, q)`` step per cycle, ``og`` outer, ``q`` inner.
 
     - **Expand (E, kind 0)**: the pixel is ``e_in_groups`` words from ``e``, ``e_out_groups``
       output words, weights in the expand region (``base = 0``).
@@ -56,7 +91,7 @@ class Engine(wiring.Component):
       words, weights in the project region (``base = config.expand_weight_depth``).
 
     Each kind has its own ping-pong pixel buffer (two halves of a power of two >= its
-    largest ``in_groups`` words), filled from its stream exactly as PointwiseArray's: a
+    largest ``in_groups`` words), filled from its stream: a
     half takes the words of one pixel while it is free; the word that completes a pixel
     makes the half *full* from the next cycle; ``e.ready`` / ``j.ready`` are registered
     (high while the half being filled is not full).
@@ -98,12 +133,12 @@ class Engine(wiring.Component):
     Timing (the cycle model follows it)
     -----------------------------------
     - Cycle ``t`` *moves* when ``adv = ~o.valid | o.ready``: one global stall of the whole
-      reduction pipeline, as in PointwiseArray.
+      reduction pipeline.
     - A pixel whose last word is accepted in cycle ``t`` can be a job from cycle ``t + 1``.
       A half whose job's last step issues in cycle ``t`` takes words again from ``t + 1``.
     - The last step of output group ``og`` issued in cycle ``t`` makes ``o.valid`` high
       with that word ``latency`` moving cycles later (cycle ``t + latency`` without
-      stalls); ``latency = array_latency(R)``, PointwiseArray's for ``R`` rows.
+      stalls); ``latency = array_latency(R)``.
     - ``credit`` in cycle ``b`` counts the E jobs issued and the ``e_free`` pulses of the
       cycles before ``b`` (since ``start``).
 
@@ -132,7 +167,7 @@ class Engine(wiring.Component):
         the job in progress and the words in flight dropped, an untaken ``o`` word
         dropped, ``credit = e_credits``; an ``e_free`` pulse in that cycle is ignored).
     wr : ``In(WritePortSignature(bits of expand_weight_depth + pw_weight_depth,
-    pw_weight_layout(config)))``
+    engine_weight_layout(config)))``
         The weight memory (write only while the engine is idle): expand weights at address
         ``og*e_in_groups + q``, element ``[i][o]`` = weight from input lane ``(q, i)`` to
         expanded lane ``(og, o)``; project weights at ``expand_weight_depth + og*j_in_groups
@@ -182,7 +217,7 @@ class Engine(wiring.Component):
             "start": In(1),
             "wr": In(WritePortSignature(
                 _addr_bits(config.expand_weight_depth + config.pw_weight_depth),
-                pw_weight_layout(config))),
+                engine_weight_layout(config))),
             "o": Out(stream.Signature(engine_out_layout(config))),
             "e_free": In(1),
         })
@@ -219,7 +254,7 @@ class Engine(wiring.Component):
         e_out = held("e_out", self.e_out_groups, len(self.e_out_groups))
 
         # ---- one weight memory: expand region, then project region -----------------------
-        m.submodules.weights = wmem = Memory(shape=pw_weight_layout(cfg), depth=depth, init=[])
+        m.submodules.weights = wmem = Memory(shape=engine_weight_layout(cfg), depth=depth, init=[])
         wp = wmem.write_port()
         m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
 
@@ -233,7 +268,8 @@ class Engine(wiring.Component):
             """Buffer of two halves of ``2**hb`` words; returns (full, rd_half, drained,
             read data)."""
             hb = _addr_bits(in_groups_max)
-            mem = Memory(shape=data.ArrayLayout(signed(8), R), depth=2 << hb, init=[])
+            mem = Memory(shape=data.ArrayLayout(signed(8), R),
+                         depth=pixel_buffer_words(in_groups_max), init=[])
             m.submodules[f"{name}_pixels"] = mem
             full = Signal(2, name=f"{name}_full")        # half holds a pixel not yet reduced
             filled = Signal(2, name=f"{name}_filled")    # half gets its last word this cycle
@@ -335,3 +371,112 @@ class Engine(wiring.Component):
         reduction(m, adv=adv, start=self.start, issued=issued, x=x, w=w_rp.data, rows=R,
                   cols=C, o=self.o)
         return m
+
+
+def packed_products(m: Module, adv, x, w, rows: int, cols: int) -> list[list[Value]]:
+    """``[o][c]``: the sum of ``x[i] * w[i][o]`` over the rows ``i`` of cascade ``c``,
+    registered ``3 + CHAIN`` moving cycles after ``x`` and ``w``.
+
+    One DSP48E1 per (row, pair of output lanes): pre-adder register ``(w_hi <<
+    LANE_SHIFT) + w_lo``, activation register, multiplier register, and the cascade
+    adder with its output register (row ``k`` of a cascade sees its inputs ``k`` cycles
+    late, so it adds its product to row ``k-1``'s sum of the same step). The last
+    row's sum splits into the low lane (its sign-extended low ``LANE_SHIFT`` bits) and
+    the high lane (the rest, plus the borrow of a negative low lane)."""
+    def late(value, cycles, name):
+        for d in range(cycles):
+            r = Signal.like(value, name=f"{name}_late{d}")
+            with m.If(adv):
+                m.d.sync += r.eq(value)
+            value = r
+        return value
+
+    def reg(name, shape, value):
+        r = Signal(shape, name=name)
+        with m.If(adv):
+            m.d.sync += r.eq(value)
+        return r
+
+    xs = [late(x[i], i % CHAIN, f"x{i}") for i in range(rows)]
+    sums = [[] for _ in range(cols)]
+    for c in range(rows // CHAIN):
+        for j in range(cols // 2):
+            total = None
+            for i in range(c * CHAIN, (c + 1) * CHAIN):
+                k = i % CHAIN
+                lo = late(w[i][2 * j], k, f"w{i}_{2 * j}")
+                hi = late(w[i][2 * j + 1], k, f"w{i}_{2 * j + 1}")
+                ad = reg(f"ad{i}_{j}", signed(25), (hi << LANE_SHIFT) + lo)
+                b = reg(f"b{i}_{j}", signed(8), xs[i])
+                prod = reg(f"m{i}_{j}", signed(33), ad * b)
+                total = reg(f"p{i}_{j}", signed(36),
+                            prod if total is None else total + prod)
+            low = total[:LANE_SHIFT].as_signed()
+            sums[2 * j].append(reg(f"lo{c}_{j}", signed(LANE_SHIFT), low))
+            sums[2 * j + 1].append(reg(f"hi{c}_{j}", signed(LANE_SHIFT),
+                                       (total >> LANE_SHIFT) + total[LANE_SHIFT - 1]))
+    return sums
+
+
+def adder_tree(m: Module, adv, sums: list[list[Value]]) -> tuple[list[Value], int]:
+    """Sum each column of ``sums`` (``[o][c]``, e.g. :func:`packed_products`' cascades) in a
+    pipelined binary tree, a register after every ``TREE_LEVELS_PER_STAGE`` levels and after
+    the last one (all moving with ``adv``). Returns ``([o] totals, register stages)``;
+    ``stages = ceil(ceil(log2 len(sums[0])) / TREE_LEVELS_PER_STAGE)``."""
+    level = stages = 0
+    while len(sums[0]) > 1:
+        sums = [[*(a + b for a, b in zip(col[::2], col[1::2], strict=False)),
+                 *col[len(col) & ~1:]] for col in sums]
+        level += 1
+        if level % TREE_LEVELS_PER_STAGE == 0 or len(sums[0]) == 1:
+            stages += 1
+            regs = [[Signal(v.shape()) for v in col] for col in sums]
+            with m.If(adv):
+                m.d.sync += [r.eq(v) for rc, vc in zip(regs, sums, strict=True)
+                             for r, v in zip(rc, vc, strict=True)]
+            sums = regs
+    return [col[0] for col in sums], stages
+
+
+def reduction(m: Module, *, adv, start, issued, x, w, rows: int, cols: int, o) -> None:
+    """The engine's reduction pipeline: from a step issued in cycle ``t`` to the output
+    register ``o``, :func:`array_latency` ``(rows)`` moving cycles later.
+
+    ``issued`` is the step issued this cycle, a struct with ``valid``, ``first`` (the first
+    ``q`` of an output group: the accumulator restarts), ``last`` (its last ``q``: the sum
+    goes out) and tag fields, each copied into the field of ``o.payload`` with the same name
+    (e.g. ``group``). ``x`` (``int8[rows]``) and ``w`` (``int8[rows][cols]``) are the pixel
+    and weight words of that step, read from memories with a registered read enabled by
+    ``adv`` (valid one moving cycle after ``issued``). Every register moves only with
+    ``adv`` (the global stall); ``start`` drops the steps in flight and an untaken ``o``
+    word. ``o.payload.acc[o]`` accumulates ``sum_i x[i] * w[i][o]`` over the steps of one
+    output group (products by :func:`packed_products`, sums by :func:`adder_tree`)."""
+    layout = issued.shape()
+    tags = [name for name in layout.members if name not in ("valid", "first", "last")]
+
+    def stage(ctrl_in):
+        """Register ``ctrl_in`` into the next stage (moves only with ``adv``)."""
+        ctrl_out = Signal(layout)
+        with m.If(adv):
+            m.d.sync += ctrl_out.eq(ctrl_in)
+        with m.If(start):
+            m.d.sync += ctrl_out.valid.eq(0)
+        return ctrl_out
+
+    ctrl = stage(issued)           # the memories' read
+    for _ in range(3 + CHAIN):     # pre-add, multiply, the cascade, lane split
+        ctrl = stage(ctrl)
+    totals, stages = adder_tree(m, adv, packed_products(m, adv, x, w, rows, cols))
+    for _ in range(stages):
+        ctrl = stage(ctrl)
+
+    # The accumulator is the output register.
+    acc = o.payload.acc
+    with m.If(adv):
+        m.d.sync += o.valid.eq(ctrl.valid & ctrl.last)
+        with m.If(ctrl.valid):
+            m.d.sync += [getattr(o.payload, name).eq(getattr(ctrl, name)) for name in tags]
+            m.d.sync += [acc[k].eq(Mux(ctrl.first, 0, acc[k]) + totals[k])
+                         for k in range(cols)]
+    with m.If(start):
+        m.d.sync += o.valid.eq(0)

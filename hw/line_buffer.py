@@ -92,10 +92,13 @@ class LineBuffer(wiring.Component):
     As ``(k-1)*d + 1 <= lb_rows``, the rows being read and the row being written never share
     a slot, and the two rules cannot wait on each other.
 
-    Pipeline: the tap counters address the read ports; their registered outputs (held by the
-    read enable while ``taps`` is stalled) go through a per-row slot mux and the zero-point
-    mux into the ``taps`` payload. One column per cycle while ``taps.ready`` is high and the
-    rows are there.
+    Pipeline of three stages with one global enable (``~taps.valid | taps.ready``): the tap
+    counters address the read ports (issue); their registered outputs (held by the read
+    enable while the pipeline is stalled) are registered again, every slot's word, so that
+    block RAM outputs drive only registers; then a per-row slot mux and the zero-point mux
+    into the output registers, the ``taps`` payload. A column issued in a moving cycle is
+    offered after three moving cycles (``LATENCY``). One column per cycle while
+    ``taps.ready`` is high and the rows are there.
 
     Parameters
     ----------
@@ -119,8 +122,9 @@ class LineBuffer(wiring.Component):
         ``k`` with ``conv``), ``group = g*m + j``.
     """
 
-    #: cycles from a tap column's counters to its ``taps.valid`` (the registered read ports)
-    LATENCY = 1
+    #: moving cycles from a tap column's issue to its ``taps.valid`` (the read ports'
+    #: registers, the slots' data registers, the output registers)
+    LATENCY = 3
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
@@ -216,29 +220,47 @@ class LineBuffer(wiring.Component):
                 with m.Else():
                     m.d.sync += fill_w.eq(fill_w + 1)
 
-        # ---- output stage: the read ports' registers, each row's slot and inside flag ----
-        out_valid = Signal()
+        # ---- stage 1: the read ports' registers, each row's slot and inside flag; stage 2:
+        # every slot's read data registered (the block RAM outputs drive only registers);
+        # stage 3: the output registers (the `taps` payload), after the slot and zp muxes ----
+        out_valid = Signal()                 # stage 1 holds a column
         out_slot = [Signal(range(cfg.lb_rows), name=f"out_slot{t}") for t in range(T)]
         out_inside = Signal(T)
         out_first = Signal()
         out_last = Signal()
         out_waddr = Signal.like(waddr)
         out_group = Signal.like(group)
+        taps = Signal.like(self.taps.payload)
+        taps_valid = Signal()
+        adv = Signal()                       # the pipeline moves
         issue = Signal()
         m.d.comb += [
-            issue.eq(busy & ~gen_done & row_ok & (~out_valid | self.taps.ready)),
-            self.taps.valid.eq(out_valid),
-            self.taps.payload.first.eq(out_first),
-            self.taps.payload.last.eq(out_last),
-            self.taps.payload.waddr.eq(out_waddr),
-            self.taps.payload.group.eq(out_group),
+            adv.eq(~taps_valid | self.taps.ready),
+            issue.eq(busy & ~gen_done & row_ok & adv),
+            self.taps.valid.eq(taps_valid),
+            self.taps.payload.eq(taps),
         ]
         for _, rd in slots:
             m.d.comb += [rd.en.eq(issue), rd.addr.eq(xw[:col_log2])]
         zp_word = prm.in_zp.as_unsigned().replicate(P)
-        for t in range(T):
-            word = Array(rd.data for _, rd in slots)[out_slot[t]]
-            m.d.comb += self.taps.payload.data[t].eq(Mux(out_inside[t], word, zp_word))
+        s2_valid = Signal()
+        s2_data = [Signal(8 * P, name=f"slot{n}_data") for n in range(cfg.lb_rows)]
+        s2_slot = [Signal.like(out_slot[t], name=f"s2_slot{t}") for t in range(T)]
+        s2_inside = Signal.like(out_inside)
+        s2_first, s2_last = Signal(), Signal()
+        s2_waddr, s2_group = Signal.like(waddr), Signal.like(group)
+        with m.If(adv):
+            m.d.sync += [s2_valid.eq(out_valid), s2_inside.eq(out_inside),
+                         s2_first.eq(out_first), s2_last.eq(out_last),
+                         s2_waddr.eq(out_waddr), s2_group.eq(out_group),
+                         *(a.eq(b) for a, b in zip(s2_slot, out_slot, strict=True)),
+                         *(d.eq(rd.data) for d, (_, rd) in zip(s2_data, slots, strict=True))]
+            m.d.sync += [taps_valid.eq(s2_valid), taps.first.eq(s2_first),
+                         taps.last.eq(s2_last), taps.waddr.eq(s2_waddr),
+                         taps.group.eq(s2_group)]
+            for t in range(T):
+                word = Array(s2_data)[s2_slot[t]]
+                m.d.sync += taps.data[t].eq(Mux(s2_inside[t], word, zp_word))
 
         kx_last = kx == k1
         r_last = r == r1
@@ -255,7 +277,7 @@ class LineBuffer(wiring.Component):
                 row = iy + scale(prm.dilation, t) if t else iy
                 m.d.sync += [out_slot[t].eq(row[:rows_log2] if rows_log2 else 0),
                              out_inside[t].eq(x_inside & (row >= 0) & (row < prm.in_h))]
-        with m.Elif(self.taps.ready):
+        with m.Elif(adv):
             m.d.sync += out_valid.eq(0)
 
         # ---- tap counters: advance on issue, kx fastest ----
@@ -287,7 +309,7 @@ class LineBuffer(wiring.Component):
                         with m.Else():
                             m.d.sync += gen_done.eq(1)
 
-        with m.If(busy & gen_done & ~out_valid & fill_done):
+        with m.If(busy & gen_done & ~out_valid & ~s2_valid & ~taps_valid & fill_done):
             m.d.sync += busy.eq(0)
 
         # Start last: it overrides every update above.
@@ -309,7 +331,8 @@ class LineBuffer(wiring.Component):
                 top.eq(-prm.pad_top), iy.eq(-prm.pad_top),
                 left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
                 pix_w.eq(neg_left_g), xw.eq(neg_left_g),
-                waddr.eq(0), group.eq(0), gen_done.eq(0), out_valid.eq(0),
+                waddr.eq(0), group.eq(0), gen_done.eq(0), out_valid.eq(0), s2_valid.eq(0),
+                taps_valid.eq(0),
                 fill_y.eq(0), fill_w.eq(0), fill_b.eq(0), fill_done.eq(0),
             ]
         return m

@@ -24,11 +24,12 @@ def _steps(b: int) -> int:
 
 
 def product_cycles(d: dict, config: AcceleratorConfig) -> int:
-    """Cycles :class:`DescriptorProducts` is busy for the descriptor field values ``d``
-    (``done`` is high this many cycles after the ``start`` cycle): each product takes one
-    cycle per ``BITS_PER_CYCLE`` bits of its ``b`` operand, at least one."""
+    """Cycles from the ``start`` cycle to the one in which :class:`DescriptorProducts`'s
+    ``done`` is high for the descriptor field values ``d``: each product takes one cycle
+    per ``BITS_PER_CYCLE`` bits of its ``b`` operand, at least one, and ``done`` follows
+    the last one's store by a cycle."""
     values = product_operands(d, config)
-    return sum(_steps(values[b]) for _, _, b in DESCRIPTOR_PRODUCTS)
+    return sum(_steps(values[b]) for _, _, b in DESCRIPTOR_PRODUCTS) + 1
 
 
 def product_layout() -> data.StructLayout:
@@ -42,9 +43,9 @@ class DescriptorProducts(wiring.Component):
     A pulse on ``start`` loads the first product's operands; then each cycle adds the
     partial products of the next ``BITS_PER_CYCLE`` bits of ``b`` (``acc += a * b[1:0]``,
     ``a <<= 2``, ``b >>= 2``), and the cycle in which no bit of ``b`` is left stores the
-    product and loads the next one's operands. ``done`` is high in the cycle the last
-    product is stored, :func:`product_cycles` cycles after the ``start`` cycle (so the
-    products are valid from the cycle after ``done`` until the next ``start``).
+    product and loads the next one's operands. ``done`` is a register, high in the cycle
+    after the last product is stored, :func:`product_cycles` cycles after the ``start``
+    cycle: the products are valid from the ``done`` cycle until the next ``start``.
 
     The ``b`` operands are taken with the widths of ``hw.layout.product_operand_bits``:
     the products are right for a descriptor that passed ``descriptor_param_checks`` (the
@@ -112,7 +113,7 @@ class DescriptorProducts(wiring.Component):
         m.d.comb += step.eq(acc + Mux(b[0], a, 0) + Mux(b[1], a << 1, 0))
         rest = b >> BITS_PER_CYCLE
         last_step = rest == 0
-        m.d.comb += self.done.eq(self.busy & last_step & (index == n - 1))
+        m.d.sync += self.done.eq(self.busy & last_step & (index == n - 1))
 
         def load(i):
             return [a.eq(a_ops[i]), b.eq(b_ops[i]), acc.eq(0)]

@@ -65,8 +65,8 @@ class Accelerator(wiring.Component):
     :class:`~dwsep.hw.engine.Engine`, as jobs of two kinds; the FIFO in front of the line
     buffer holds ``engine.e_credits`` expanded words and returns a credit per word leaving
     it, so an expand job issues only when all its words have room (see the engine's
-    docstring: a full line buffer never stalls the engine). ``STATUS.done`` (and ``irq`` when enabled) follows the
-    descriptor flagged ``LAST``.
+    docstring: a full line buffer never stalls the engine). ``STATUS.done`` (and ``irq``
+    when enabled) follows the descriptor flagged ``LAST``.
 
     Parameters
     ----------
@@ -193,6 +193,8 @@ class Accelerator(wiring.Component):
         settle = Signal()
         opcode_ok, aligned = Signal(), Signal()
         params_ok = Signal(len(descriptor_param_checks(self._fields(field), cfg)))
+        products_ok = Signal(len(descriptor_product_checks(self._fields(field), prod, cfg)))
+        running = Signal()          # RUN_CMDS or RUN_WAIT: the reader's beats are the input
 
         # loader: beats shift into `buf` from the top; a word of n beats is the top n*64 bits
         max_word = max(b * 64 for b in load_beats_per_word)
@@ -310,7 +312,12 @@ class Accelerator(wiring.Component):
                     load_wanted.eq(Cat(need & ~h for need, h
                                        in zip(load_needed, held_now, strict=True))),
                 ]
-                with m.If(~_all(descriptor_product_checks(self._fields(field), prod, cfg))):
+                m.d.sync += products_ok.eq(
+                    Cat(*descriptor_product_checks(self._fields(field), prod, cfg)))
+                m.next = "PRODUCTS_CHECKED"
+
+            with m.State("PRODUCTS_CHECKED"):
+                with m.If(~products_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)
                 with m.Else():
                     m.next = "LOAD_NEXT"
@@ -363,7 +370,7 @@ class Accelerator(wiring.Component):
                     m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):
-                m.d.sync += [lb.start.eq(1), engine.start.eq(1),
+                m.d.sync += [lb.start.eq(1), engine.start.eq(1), running.eq(1),
                              reader_cmd_sent.eq(0), res_cmd_sent.eq(~residual_on),
                              out_pixel.eq(0), out_addr.eq(field("out_addr"))]
                 m.next = "RUN_CMDS"
@@ -399,6 +406,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += settle.eq(0)
                 idle = ~(writer.busy | reader.busy | res_reader.busy | lb.busy)
                 with m.If(~settle & idle):
+                    m.d.sync += running.eq(0)
                     with m.If(reader.error | res_reader.error):
                         fail(ErrorCode.AXI_READ)
                     with m.Elif(writer.error):
@@ -417,7 +425,6 @@ class Accelerator(wiring.Component):
 
         # While a layer runs, the main reader's beats are the layer input: to the expand
         # stage, or straight into the line buffer.
-        running = fsm.ongoing("RUN_CMDS") | fsm.ongoing("RUN_WAIT")
         with m.If(running):
             m.d.comb += reader.data.ready.eq(Mux(expand_on, in_packer.i.ready,
                                                  lb.fill.ready))
@@ -484,16 +491,20 @@ class Accelerator(wiring.Component):
                            Mux(raw_on, raw_ser.i.ready, pwq.i.ready))),
         ]
 
-        # expand: input words -> engine (E jobs) -> requant -> FIFO -> beats -> line buffer;
-        # a word leaving the FIFO returns its credit to the engine
+        # expand: input words -> engine (E jobs) -> requant -> FIFO => beats -> line buffer;
+        # a word leaving the FIFO returns its credit to the engine. The skid after the FIFO
+        # keeps the line buffer's fill-ready logic off the FIFO's read side, the register
+        # on `e_free` off the engine's credit.
         wiring.connect(m, in_packer.o, engine.e)
+        m.submodules.exp_fifo_skid = fifo_skid = SkidBuffer(exp_ser.i.payload.shape())
+        wiring.connect(m, fifo_skid.o, exp_ser.i)
         m.d.comb += [
             exp_fifo.w_en.eq(exp_out.valid), exp_fifo.w_data.eq(exp_out.payload),
             exp_out.ready.eq(exp_fifo.w_rdy),
-            exp_ser.i.valid.eq(exp_fifo.r_rdy), exp_ser.i.payload.eq(exp_fifo.r_data),
-            exp_fifo.r_en.eq(exp_ser.i.ready),
-            engine.e_free.eq(exp_fifo.r_rdy & exp_ser.i.ready),
+            fifo_skid.i.valid.eq(exp_fifo.r_rdy), fifo_skid.i.payload.eq(exp_fifo.r_data),
+            exp_fifo.r_en.eq(fifo_skid.i.ready),
         ]
+        m.d.sync += engine.e_free.eq(exp_fifo.r_rdy & fifo_skid.i.ready)
         m.d.comb += [
             lb.fill.payload.eq(Mux(expand_on, exp_ser.o.payload, reader.data.payload)),
             exp_ser.o.ready.eq(lb.fill.ready & expand_on),

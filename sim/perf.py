@@ -6,7 +6,8 @@ derived from the documented rates and latencies of the blocks and of the memory.
 Cycle counts are those of the ``CYCLES`` register: every cycle the controller is not ``IDLE``.
 A layer runs through the controller states
 
-``FETCH_CMD -> FETCH_DATA -> CHECK -> CHECKED -> SIZES -> CHECK_PRODUCTS -> 6 x LOAD_NEXT
+``FETCH_CMD -> FETCH_DATA -> CHECK -> CHECKED -> SIZES -> CHECK_PRODUCTS -> PRODUCTS_CHECKED
+-> 6 x LOAD_NEXT
 [-> LOAD_CMD -> LOAD_DATA -> LOAD_FLUSH] -> LOAD_NEXT -> RUN_START -> RUN_CMDS -> RUN_WAIT -> NEXT``
 
 and the model adds their lengths: three phases, *fetch*, the table *loads* (in series, each
@@ -17,18 +18,22 @@ constant it comes from, so the model follows the hardware when a latency changes
 
 The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
-``reader -> [in_packer -> expand PW -> exp_requant => exp_serializer] -> line buffer ->
-(DW => dw_requant => | conv taps) -> PW -> (pw_requant => [ADD <- res_packer <- res_reader
-=>] out_serializer | raw_serializer) => writer``
+``reader -> [in_packer -> engine (E jobs) -> exp_requant => exp_fifo => exp_serializer] ->
+line buffer -> (DW => dw_requant => | conv taps) -> engine (J jobs) -> (pw_requant => [ADD <-
+res_packer <- res_reader =>] out_serializer | raw_serializer) => writer``
 
 (``=>``: a ``SkidBuffer``, :class:`_Skid`.)
 
 Most of these blocks are pipelines with one global enable: they move in every cycle except
 those in which their output register holds a word the next block does not take (the block is
-*frozen*). The model follows each word (a mid word, a PW output group, an expanded word)
-through the chain in order; a word's times depend only on earlier words, so one pass gives
-them all (:class:`_Frozen` keeps each block's frozen intervals). The recurrences are those of
-the blocks' flow control, stated where they are used.
+*frozen*). The model follows each word (a mid word, a project output group, an expanded
+word) through the chain in order; a word's times depend only on earlier words, so one pass
+gives them all (:class:`_Frozen` keeps each block's frozen intervals). The recurrences are
+those of the blocks' flow control, stated where they are used. The one block that two
+chains share is the 1x1 engine (``hw/engine.py``) of an ``EXPAND`` layer: its expand jobs
+feed the line buffer and its project jobs drain the DW stage, so the model places the jobs
+in the order the engine's scheduler issues them (:class:`_Engine`,
+:meth:`_FillFromExpand.run_until`).
 
 Memory: a :class:`dwsep.sim.ddr.MemoryCycles` (a memory model at the accelerator's clock),
 the same numbers the RTL bench's DDR model ``sim/ddr_model.sv`` takes:
@@ -48,9 +53,10 @@ last R handshake, a write burst's the cycle after its B (:class:`_ReadStream`,
 without a rate limit, a DMA moves one beat per cycle on long commands; short write commands
 (one per pixel for an output tile with a pixel pitch) are limited by the four slots.
 
-Constants derived here, not declared by a block: ``PointwiseArray.latency`` is an instance
-attribute (:func:`pw_latency` repeats its formula); the controller's one-cycle states
-(``FETCH_CMD``, ``CHECK``, ``CHECKED``, ``CHECK_PRODUCTS``, ``LOAD_NEXT``, ``LOAD_CMD``,
+Constants derived here, not declared by a block: ``Engine.latency`` is an instance
+attribute (``array_latency(dw_lanes)``, its formula); the controller's one-cycle states
+(``FETCH_CMD``, ``CHECK``, ``CHECKED``, ``CHECK_PRODUCTS``, ``PRODUCTS_CHECKED``,
+``LOAD_NEXT``, ``LOAD_CMD``,
 ``LOAD_FLUSH``, ``RUN_START``, the ``settle`` cycle of ``RUN_WAIT``, ``NEXT``); the line
 buffer's ``busy`` falling two cycles after its last fill beat; ``BeatPacker``/
 ``BeatSerializer`` timing and ``DMAWriter``'s command rate, which their docstrings state in
@@ -113,17 +119,16 @@ from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
-from dwsep.hw.engine import Engine
+from dwsep.hw.engine import Engine, array_latency
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
-from dwsep.hw.pw_array import array_latency
 from dwsep.hw.requant import Requantizer
 
 from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 
 __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_macs",
-           "layer_bytes", "ideal_cycles", "pw_latency", "held_tables", "LOADS", "BOUNDS"]
+           "layer_bytes", "ideal_cycles", "held_tables", "LOADS", "BOUNDS"]
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
 #: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR"):
@@ -139,7 +144,8 @@ LOADS = {
 
 #: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
 #: :attr:`LayerEstimate.stage_cycles`) or the table loads
-BOUNDS = ("ddr_read", "expand", "line_buffer", "dw", "pw", "add", "ddr_write", "table_load")
+BOUNDS = ("ddr_read", "expand", "line_buffer", "dw", "engine", "add", "ddr_write",
+          "table_load")
 
 #: the DMA engines as ``hw.top`` builds them (constructor defaults): their ``max_burst`` and
 #: ``max_outstanding`` split and pace the commands
@@ -164,7 +170,7 @@ class LayerEstimate:
     Attributes
     ----------
     fetch:
-        ``FETCH_CMD`` .. ``CHECK_PRODUCTS``: the descriptor read, the checks and the
+        ``FETCH_CMD`` .. ``PRODUCTS_CHECKED``: the descriptor read, the checks and the
         products of fields (:func:`dwsep.hw.products.product_cycles`).
     loads:
         Cycles of each table load in load order (``LOAD_NEXT`` .. ``LOAD_FLUSH``; only the
@@ -180,9 +186,11 @@ class LayerEstimate:
         requant, ADD, serializer, write responses, ``NEXT``).
     stage_cycles:
         Work of each run-phase stage in cycles at its full rate: ``"ddr_read"`` input beats
-        (and, on its own port, residual beats: the larger), ``"expand"`` expand steps (or its
-        serializer's beats), ``"line_buffer"`` conv-mode taps (straight into the PW array),
-        ``"dw"`` DW taps, ``"pw"`` ``(og, q)`` steps, ``"add"`` ADD words x chunks,
+        (and, on its own port, residual beats: the larger), ``"expand"`` expanded words x
+        the larger of their beats and the requantizer's chunks (the path into the line
+        buffer), ``"line_buffer"`` conv-mode taps (straight into the engine), ``"dw"`` DW
+        taps, ``"engine"`` the 1x1 engine's ``(og, q)`` steps of both kinds (expand and
+        project), ``"add"`` ADD words x chunks,
         ``"ddr_write"`` output beats (or, with a pixel pitch, the per-pixel bursts' time in
         the writer's slots).
     bottleneck:
@@ -222,12 +230,6 @@ class LayerEstimate:
                       else self.bottleneck)
 
 
-def pw_latency(config: AcceleratorConfig, rows: int | None = None) -> int:
-    """``PointwiseArray.latency`` for ``rows`` input lanes (default ``config.pw_rows``; the
-    expand array has ``dw_lanes``) without building the component."""
-    return array_latency(config.pw_rows if rows is None else rows)
-
-
 def _flags(desc: dict) -> DescFlag:
     return DescFlag(desc.get("flags", 0))
 
@@ -236,7 +238,7 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
     """MACs the arrays perform for one layer, padded lanes included (the compiler's
     ``Program.layers[i]["macs"]`` counts the model's true channels):
     ``expand = in_h*in_w * in_groups*P * exp_groups*P`` (``EXPAND``), ``dw = out_h*out_w *
-    mid_groups*P * k*k`` (0 with ``CONV``: the taps go to the PW array) and ``pw = out_h*out_w
+    mid_groups*P * k*k`` (0 with ``CONV``: the taps go to the engine) and ``pw = out_h*out_w
     * mid_groups*P * out_groups*Q``."""
     config = get_config(config)
     P, Q = config.dw_lanes, config.pw_cols
@@ -323,7 +325,7 @@ def layer_bytes(config: AcceleratorConfig | str, desc: dict,
 
 
 def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
-    """``macs / config.macs`` (DW lanes + expand array + PW array): cycles if every MAC unit
+    """``macs / config.macs`` (DW lanes x taps + the 1x1 engine): cycles if every MAC unit
     did useful work every cycle."""
     return macs / get_config(config).macs
 
@@ -331,9 +333,9 @@ def ideal_cycles(macs: int, config: AcceleratorConfig | str) -> float:
 def _fetch_cycles(config: AcceleratorConfig, desc: dict, mem: MemoryCycles, addr: int) -> int:
     """``FETCH_CMD`` (1, the reader takes the command at once) + ``FETCH_DATA`` (until the
     last descriptor beat is on ``data``) + ``CHECK`` (1) + ``CHECKED`` (1) + ``SIZES``
-    (the products) + ``CHECK_PRODUCTS`` (1)."""
+    (the products) + ``CHECK_PRODUCTS`` (1) + ``PRODUCTS_CHECKED`` (1)."""
     return (1 + _read_cycles(DESCRIPTOR.size // BEAT_BYTES, addr % PAGE_BYTES, mem) + 2
-            + product_cycles(desc, config) + 1)
+            + product_cycles(desc, config) + 2)
 
 
 def _load_cycles(beats: int, addr: int, mem: MemoryCycles) -> int:
@@ -907,26 +909,28 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     take their (first) commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the
     last ``RUN_WAIT`` cycle.
 
-    The blocks are built back to front (writer, serializer, [ADD], PW requantizer, PW array,
-    spatial stage); then the taps are followed word by word (a word: a pixel-group's
-    ``dw_passes(k)*k`` tap columns, or one conv-mode tap), each pushed on through the chain
-    as far as it goes:
+    The blocks are built back to front (writer, serializer, [ADD], PW requantizer, the
+    engine's project jobs, spatial stage); then the taps are followed word by word (a word:
+    a pixel-group's ``dw_passes(k)*k`` tap columns, or one conv-mode tap), each pushed on
+    through the chain as far as it goes:
 
     1. Rows: the taps of output row ``oy`` (``top = oy*s - pad_top``) need input rows
        ``< need = min(top + (k-1)*d + 1, in_h)``; the line buffer sees a row the cycle after
        its last beat, so the row's first tap issues no earlier than ``gate(oy) =
        done(need - 1) + 1`` (:class:`_FillFromReader`, :class:`_FillFromExpand`, which draw
        on the input lazily, row by row).
-    2. The line buffer's output register takes the next tap in the cycle the current one is
-       taken: a word's first tap issues in ``max(gate(oy), acc)`` at a row start, else in
-       ``acc`` (``acc``: the cycle the previous tap was taken), and is offered
-       ``LineBuffer.LATENCY`` later.
-    3. DW mode: the DW array takes a column in each of its moving cycles, so a word's
-       columns go in consecutive moving cycles; the word leaves ``DepthwiseArray.LATENCY``
-       moving cycles after its last tap, into the DW requantizer, then the PW array's input.
-       Conv mode: the taps go straight to the PW array's input.
-    4. The PW array, requantizer, [ADD], serializer and writer: :class:`_PointwiseArray`,
-       :class:`_Requant`, :class:`_Add`, :class:`_Serializer`, :class:`_Writer`.
+    2. The line buffer is a two-stage pipeline with one global enable, frozen while its
+       output holds a column not taken: a column issues in its first moving cycle from the
+       cycle after the previous column's issue (and from ``gate(oy)`` at a row start) and
+       is offered ``LineBuffer.LATENCY`` moving cycles later.
+    3. DW mode: the DW array takes a column in each of its moving cycles; the word leaves
+       ``DepthwiseArray.LATENCY`` moving cycles after its last column was taken, into the
+       DW requantizer, then the engine's project input. Conv mode: the taps go straight to
+       the engine's project input.
+    4. The engine's project jobs, requantizer, [ADD], serializer and writer:
+       :class:`_EngineJobs`, :class:`_Requant`, :class:`_Add`, :class:`_Serializer`,
+       :class:`_Writer`. With ``EXPAND``, before each project job the expand jobs that the
+       engine's scheduler issues first (:meth:`_FillFromExpand.run_until`).
     5. ``RUN_WAIT`` is entered the cycle after the last write command (with ``settle``) and
        left in the first cycle the writer (busy until the cycle after its last B) and the
        line buffer (its busy falls two cycles after the last fill beat: ``fill_done``, then
@@ -944,7 +948,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                             else ("read0", "write0"))
     reader = _ReadStream(t_cmds, base + d.get("in_addr", 0), in_beats, mem, credits["read0"])
 
-    # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- PW array ----
+    # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- engine (J) ----
     pixel_beats = _pixel_beats(config, d)
     pixels = out_h * out_w
     out_addr = base + d.get("out_addr", 0)
@@ -968,10 +972,10 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         take_pw = _Requant(config, Q, _Skid(take_rq).take).take
     engine = _Engine()
     fill = None if not expand else _FillFromExpand(config, d, reader, engine)
-    pw = _EngineJobs(mid, og, pw_latency(config), take_pw, engine,
+    pw = _EngineJobs(mid, og, array_latency(P), take_pw, engine,
                      before=fill.run_until if expand else None)
 
-    # ---- spatial stage: taps -> (DW -> requant | conv) -> PW array input ----
+    # ---- spatial stage: taps -> (DW -> requant | conv) -> the engine's project input ----
     if not conv:
         dw_frozen = _Frozen()
         dwq = _Requant(config, P, _Skid(pw.accept).take)
@@ -998,7 +1002,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         return row_end[-1] + 1 if len(row_end) == out_h else None
 
     taps_word = _dw_columns(config, d)
-    acc = -math.inf   # cycle the last tap was taken from the line buffer's register
+    lb = _Frozen()    # the line buffer's two-stage pipeline: frozen while a tap waits
+    issue = -math.inf  # cycle the last tap column issued
     first_tap = None
     for oy in range(out_h):
         need = min(tops[oy] + span, in_h)
@@ -1006,22 +1011,18 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         if need > 0:
             gate = max(gate, fill.complete(need - 1, allow) + 1)
         for word in range(out_w * mid):
-            first_issue = max(gate, acc) if word == 0 else acc
-            if first_tap is None:
-                first_tap = first_issue
-            offered = first_issue + LineBuffer.LATENCY
-            if conv:
-                last_issue = first_issue
-                acc = pw.accept(offered)
-            else:
-                a = dw_frozen.active(offered)
-                acc = dw_frozen.active(a, taps_word)
-                # the last tap issues when the one before it is taken
-                last_issue = dw_frozen.active(a, taps_word - 1) if taps_word > 1 \
-                    else first_issue
-                out = dw_frozen.through(acc, DepthwiseArray.LATENCY)
+            for column in range(taps_word):
+                t = max(gate, issue + 1) if word == 0 and column == 0 else issue + 1
+                issue = lb.active(t)
+                if first_tap is None:
+                    first_tap = issue
+                offered = lb.through(issue, LineBuffer.LATENCY)
+                taken = pw.accept(offered) if conv else dw_frozen.active(offered)
+                lb.freeze(offered, taken)
+            if not conv:
+                out = dw_frozen.through(taken, DepthwiseArray.LATENCY)
                 dw_frozen.freeze(out, dw_skid.take(out))
-        row_end.append(last_issue)
+        row_end.append(issue)
     done_cmd, writer_idle = writer.done()
     last_fill = fill.complete(in_h - 1, allow)
     end = max(done_cmd + 2, writer_idle, last_fill + 2)
@@ -1059,16 +1060,17 @@ class _FillFromExpand:
     reader -> ``in_packer`` (``P/8`` beats a word, offered the cycle after its last beat;
     it takes the next beat in the cycle its word leaves) -> the engine's E jobs
     (``in_groups`` words in, ``exp_groups`` out per pixel; :class:`_EngineJobs`) ->
-    ``exp_requant`` -> ``exp_fifo`` -> ``exp_serializer`` -> the line buffer's fill, which
+    ``exp_requant`` -> ``exp_fifo`` => ``exp_serializer`` -> the line buffer's fill, which
     takes row ``y``'s beats from ``allow(y)`` (see :class:`_FillFromReader`). The packer
     takes the reader's beats (:class:`_ReadStream`) as they come while it is not full.
 
     The FIFO (``SyncFIFOBuffered`` of one entry more than the engine's credits, so it never
     refuses a word) offers a word written in ``w`` from ``max(w + 2, previous exit + 1)``;
-    its exit is the cycle the serializer takes it. The words' exits are followed as far as
-    the rows' ``allow`` cycles are known (:meth:`_drain`). E job ``p`` is ready from its
-    pixel's ``full`` and, for the credit (the FIFO has room for all its words), from the
-    cycle after the exit of expanded word ``(p + 1)*exp_groups - e_credits - 1``.
+    its exit is the cycle the skid in front of the serializer takes it. The words' exits are
+    followed as far as the rows' ``allow`` cycles are known (:meth:`_drain`). E job ``p`` is
+    ready from its pixel's ``full`` and, for the credit (the FIFO has room for all its
+    words), from the second cycle after the exit of expanded word ``(p + 1)*exp_groups -
+    e_credits - 1`` (the top level registers the engine's ``e_free``).
 
     E jobs are placed on the engine as the line buffer needs rows (:meth:`complete`) and
     before a J job whose boundary they win (:meth:`run_until`). Where an E job's credit
@@ -1099,8 +1101,9 @@ class _FillFromExpand:
         self.writes: list[int] = []         # cycle each expanded word entered the FIFO
         self.exits: list[int] = []          # cycle each expanded word left the FIFO
         self.serializer = _Serializer(self.word_beats, self._fill)
+        self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
         requant = _Requant(config, P, _Skid(self._fifo).take)
-        self.expand = _EngineJobs(d["in_groups"], d["exp_groups"], pw_latency(config, P),
+        self.expand = _EngineJobs(d["in_groups"], d["exp_groups"], array_latency(P),
                                   requant.take, engine, reduce_now=False)
 
     def _fifo(self, offered: int) -> int:
@@ -1124,7 +1127,7 @@ class _FillFromExpand:
             out = self.writes[n] + 2
             if self.exits:
                 out = max(out, self.exits[-1] + 1)
-            self.exits.append(self.serializer.take(out))
+            self.exits.append(self.skid.take(out))
 
     def _fill(self, offered: int) -> int:
         t = max(offered, self.last_fill + 1, self.row_allow)
@@ -1151,7 +1154,7 @@ class _FillFromExpand:
             self._drain()
             if n >= len(self.exits):
                 return None
-            ready = max(ready, self.exits[n] + 1)
+            ready = max(ready, self.exits[n] + 2)
         return ready
 
     def run_until(self, j_ready: int) -> None:
@@ -1201,7 +1204,8 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
     ``total = fetch + sum(loads) + run`` with, ``L`` the read latency and without a rate
     limit (with one, the beats follow :class:`_ReadStream`):
 
-    * ``fetch = 1 + (CMD_TO_AR + L + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2``;
+    * ``fetch = 1 + (CMD_TO_AR + L + R_TO_DATA + DESCRIPTOR.size/8 - 1) + 2 + products +
+      2`` (:func:`_fetch_cycles`);
     * ``load(n beats) = 2 + (CMD_TO_AR + L + R_TO_DATA + n - 1) + 1`` for each table
       the flags need and the controller does not hold, plus one ``LOAD_NEXT`` cycle per
       table skipped and a last one;
@@ -1261,13 +1265,15 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
                       math.ceil((in_beats + res_beats) / ddr))
     write = max(write, math.ceil(written // BEAT_BYTES / min(wr, ddr)))
     add = ResidualAdd(Q, config.add_lanes)
+    expand = bool(flags & DescFlag.EXPAND)
+    chunks = Requantizer(P, 1, config.requant_lanes).chunks
     return {
         "ddr_read": read_cycles,
-        "expand": in_pixels * d["exp_groups"] * max(d["in_groups"], P // BEAT_BYTES)
-        if flags & DescFlag.EXPAND else 0,
+        "expand": in_pixels * d["exp_groups"] * max(chunks, P // BEAT_BYTES) if expand else 0,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
         "dw": 0 if flags & DescFlag.CONV else taps,
-        "pw": pixels * d["mid_groups"] * d["out_groups"],
+        "engine": pixels * d["mid_groups"] * d["out_groups"]
+        + (in_pixels * d["exp_groups"] * d["in_groups"] if expand else 0),
         "add": pixels * d["out_groups"] * add.chunks if flags & DescFlag.RESIDUAL else 0,
         "ddr_write": write,
     }

@@ -35,7 +35,7 @@ STAT_EXCERPT = r"""
          "num_cells_by_type": {
             "DSP48E1": 12, "INV": 48, "LUT1": 2, "LUT2": 147, "LUT3": 36, "LUT4": 19,
             "LUT5": 88, "LUT6": 178, "CARRY4": 50, "FDRE": 1251, "MUXF7": 33, "MUXF8": 14,
-            "dwsep_top.dw_array": 1, "dwsep_top.pw_array": 1, "dwsep_top.writer": 1
+            "dwsep_top.dw_array": 1, "dwsep_top.engine": 1, "dwsep_top.writer": 1
          }
       },
       "\\dwsep_top.dw_array": {
@@ -43,7 +43,7 @@ STAT_EXCERPT = r"""
             "DSP48E1": 8, "LUT2": 1, "LUT3": 1, "LUT4": 1, "RAMB36E1": 4, "FDRE": 22
          }
       },
-      "\\dwsep_top.pw_array": {
+      "\\dwsep_top.engine": {
          "num_cells_by_type": {
             "DSP48E1": 64, "INV": 13, "LUT2": 425, "LUT3": 265, "LUT4": 4, "LUT5": 8,
             "LUT6": 12, "RAMB18E1": 15, "CARRY4": 195, "FDRE": 813, "MUXF7": 3, "MUXF8": 1,
@@ -78,7 +78,7 @@ def _syn(stat: str = STAT_EXCERPT):
 
 def test_parse_stat_strips_backslash_and_keeps_local_counts():
     modules = synth.parse_stat(STAT_EXCERPT)
-    assert sorted(modules) == ["dwsep_top", "dwsep_top.dw_array", "dwsep_top.pw_array",
+    assert sorted(modules) == ["dwsep_top", "dwsep_top.dw_array", "dwsep_top.engine",
                                "dwsep_top.writer", "dwsep_top.writer.lengths"]
     assert modules["dwsep_top"]["FDRE"] == 1251
     assert modules["dwsep_top.writer"]["dwsep_top.writer.lengths"] == 1
@@ -136,7 +136,7 @@ def test_report_names_each_overflow_and_its_modules():
     report = synth.format_report(get_config("tiny"), small, _syn())
     assert "VERDICT: DOES NOT FIT in toy" in report
     assert "DSP: 84 used > 70 available (120%); by module:" in report
-    assert re.search(r"^    pw_array\s+64  DSP: P\*Q/2 \(two MACs each\)", report, re.M)
+    assert re.search(r"^    engine\s+64  DSP: P\*Q/2 \(two MACs each\)", report, re.M)
     assert re.search(r"^    dw_array\s+8 ", report, re.M)
     assert re.search(r"^    dwsep_top\s+12 ", report, re.M)
     assert "FF: 2,266 used > 2,000 available" in report
@@ -242,7 +242,7 @@ def test_resources_dict_has_the_verdict_and_every_module():
     d = synth.resources_dict(synth.PARTS["xc7z020"], _syn())
     assert (d["part"], d["dsp"], d["fits"]) == ("xc7z020", 84, True)
     assert d["bram36"] == 4 + 15 / 2 and d["lutram"] == 22 * 4 + 2 * 4 + 3
-    assert set(d["modules"]) == {"dwsep_top", "dw_array", "pw_array", "writer",
+    assert set(d["modules"]) == {"dwsep_top", "dw_array", "engine", "writer",
                                  "writer.lengths"}
     assert d["modules"]["writer"]["ff"] == 173 + 7
     assert d["modules"]["dwsep_top"]["dsp"] == 12  # the top module's own cells
@@ -468,9 +468,9 @@ def test_synthesis_tiny():
     assert re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", report, re.M)
     assert syn.source.startswith("hw/*.py sha256 ")
     totals = synth.hierarchy_totals(syn.modules)
-    # Two PW MACs per DSP48E1, two per requantizer compute lane (25 x 31-bit product on
+    # Two 1x1 MACs per DSP48E1, two per requantizer compute lane (25 x 31-bit product on
     # 25x18 slices), none for the DW array (Booth products in LUTs).
-    assert totals["dwsep_top.pw_array"].dsps == cfg.pw_rows * cfg.pw_cols // 2
+    assert totals["dwsep_top.engine"].dsps == cfg.pw_rows * cfg.pw_cols // 2
     assert totals["dwsep_top.pw_requant"].dsps == 2 * cfg.requant_lanes
     assert totals["dwsep_top.dw_array"].dsps == 0
     assert totals["dwsep_top.line_buffer"].bram36 >= synth.bram36_estimate(

@@ -265,8 +265,8 @@ def test_layers_chain_and_j_only():
 
 @pytest.mark.parametrize(("j_in", "j_out", "pixels"), [(1, 1, 6), (3, 1, 3), (2, 3, 3)])
 def test_j_only_cycles(j_in, j_out, pixels):
-    """``e_on = 0`` with E words offered: no E job; J alone runs as a PointwiseArray, one
-    step per cycle once the first pixel is in, ``j_in + pixels*j_in*j_out + latency``
+    """``e_on = 0`` with E words offered: no E job; J alone runs one step per cycle once
+    the first pixel is in, ``j_in + pixels*j_in*j_out + latency``
     cycles from the first word offered to the last word out."""
     layer = Layer(TINY, 40 + j_in, (1, 1, 0), (j_in, j_out, pixels), e_on=False)
     dut = Engine(TINY)
@@ -384,6 +384,24 @@ def test_signature_and_latency():
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 16, 64)
     assert pz.wr.addr.shape() == unsigned(10)   # 384 expand + 640 project words
     assert pz.o.payload.shape().members["group"] == unsigned(6)   # og < 64
+
+
+@pytest.mark.parametrize("name", ["tiny", "pynq-z2", "zcu104"])
+def test_layouts_match_neighbours(name):
+    """``j`` takes the DW requantizer's output word; ``o`` carries the requantizers' input
+    fields (``acc`` as is, ``group`` wide enough for either kind)."""
+    from dwsep.hw.requant import Requantizer
+
+    cfg = get_config(name)
+    dut = Engine(cfg)
+    dw_out = Requantizer(cfg.dw_lanes, cfg.mid_groups_max).o.payload.shape()
+    assert dut.j.payload.shape() == dut.e.payload.shape() == dw_out
+    o = dut.o.payload.shape().members
+    for rq in (Requantizer(cfg.dw_lanes, cfg.mid_groups_max),
+               Requantizer(cfg.pw_cols, cfg.out_groups_max)):
+        i = rq.i.payload.shape().members
+        assert o["acc"] == i["acc"]
+        assert o["group"].width >= i["group"].width
 
 
 def test_constructor_errors():

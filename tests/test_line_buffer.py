@@ -222,13 +222,14 @@ def test_directed(name):
 def test_cycles_no_stalls(cfg):
     """k=3 SAME stride 1: tap columns outnumber fill beats, so after the first output row's
     input rows have arrived the block emits one column per cycle with no bubble at pixel or
-    row boundaries: cycles = columns + (beats of the first 2 input rows) + 3, where the 3 are
-    the start cycle, the fill-write-to-read cycle and the output register."""
+    row boundaries: cycles = columns + (beats of the first 2 input rows) + 5, where the 5 are
+    the start cycle, the fill-write-to-read cycle, the read port's register, the slots' data
+    registers and the output register."""
     rng = random.Random(7)
     layer = make_layer(rng, cfg, h=8, w=8, groups=2, m=1, k=3, s=1, d=1)
     (cycles,) = check(cfg, [layer])
     first_rows_beats = 2 * layer["in_w"] * layer["in_groups"] * cfg.dw_lanes // 8
-    assert cycles == n_taps(cfg, layer) + first_rows_beats + 3
+    assert cycles == n_taps(cfg, layer) + first_rows_beats + 5
 
 
 def test_params_layout_matches_descriptor():

@@ -58,11 +58,12 @@ def layer(h, w, c, k, *, s=1, d=1, m=1, c_out=8, padding="SAME", seed=0) -> Laye
 #: depth multiplier 1/2, C < 8 and C > 8, SAME and VALID
 LAYERS = {
     "k3_small_c_dw_bound": (layer(8, 8, 5, 3, c_out=8), "dw"),
-    "k1_pw_bound": (layer(12, 10, 16, 1, c_out=64, seed=1), "pw"),
+    "k1_pw_bound": (layer(12, 10, 16, 1, c_out=64, seed=1), "engine"),
     "k5_s2_c24": (layer(16, 16, 24, 5, s=2, c_out=16, seed=2), "dw"),
     "k7_d2_m2": (layer(9, 11, 8, 7, d=2, m=2, c_out=8, seed=3), "dw"),
     "k1_s2_read_bound": (layer(10, 12, 8, 1, s=2, c_out=8, seed=4), "ddr_read"),
-    "k3_s2_valid_c64": (layer(20, 20, 64, 3, s=2, c_out=64, padding="VALID", seed=5), "pw"),
+    "k3_s2_valid_c64": (layer(20, 20, 64, 3, s=2, c_out=64, padding="VALID", seed=5),
+                        "engine"),
 }
 
 
@@ -153,14 +154,15 @@ KINDS = {
     "expand_residual_c4": (lambda: _block(9, 7, 4, 2, 4, 1, seed=1), _E | _RES, False,
                            ["dw"]),
     "expand_s2": (lambda: _block(10, 10, 8, 2, 16, 2, seed=2), _E, False, ["expand"]),
-    # 40 rows > lb_rows: the line buffer holds the expand stage back
+    # 40 rows > lb_rows: the line buffer holds the expand stage back; expand and project
+    # jobs of 32 steps each share the engine, which bounds the layer
     "expand_tall": (lambda: _block(40, 5, 32, 2, 32, 1, seed=3), _E | _RES, False,
-                    ["expand"]),
+                    ["engine"]),
     # expand input 72 > expand_channels_max 64: a standalone 1x1 (in three output tiles)
     # then DW + PW
     "expand_split": (lambda: _block(6, 6, 72, 2, 24, 1, seed=4), 0, True,
-                     ["pw", "pw", "pw", "dw"]),
-    "conv_stem": (lambda: _stem(16, 16, 16, seed=5), _C, False, ["pw"]),
+                     ["engine", "engine", "engine", "dw"]),
+    "conv_stem": (lambda: _stem(16, 16, 16, seed=5), _C, False, ["engine"]),
     "conv_stem_tall": (lambda: _stem(48, 20, 8, seed=6), _C, False, ["line_buffer"]),
     "average_pool": (lambda: average_pool_model((1, 7, 7, 32), (7, 7), (1, 1), "VALID",
                                                 (0.05, 3)), 0, False, ["table_load"]),
@@ -172,10 +174,10 @@ KINDS = {
                      ["table_load"]),
     # 100 output channels: tiles of 64 + 36, one write command per pixel
     "tiles": (lambda: dwsep_layer_model(layer(20, 20, 16, 3, c_out=100, seed=9)), 0, True,
-              ["pw", "pw"]),
+              ["engine", "engine"]),
     # 1-beat pixels: the writer's command rate and four slots bound the second tile
     "tiles_write_bound": (lambda: dwsep_layer_model(layer(32, 32, 8, 1, c_out=72, seed=10)),
-                          0, True, ["pw", "ddr_write"]),
+                          0, True, ["engine", "ddr_write"]),
     "depth_multiplier_2": (lambda: dwsep_layer_model(layer(9, 11, 8, 7, d=2, m=2, seed=11)),
                            0, False, ["dw"]),
 }
@@ -288,10 +290,10 @@ def test_breakdown_terms():
     cfg = get_config("tiny")
     est = layer_cycles(cfg, _desc())
     # FETCH_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + 16 beats - 1) + CHECK + CHECKED +
-    # SIZES + CHECK_PRODUCTS; SIZES: two multiplier bits a cycle (in_w 8, out_w 8,
-    # in_groups 1, out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1, dilation 1,
-    # depth_mult 1, in_groups 1, dw_cols 3, out_groups 1)
-    assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1) + 1
+    # SIZES + CHECK_PRODUCTS + PRODUCTS_CHECKED; SIZES: two multiplier bits a cycle (in_w 8,
+    # out_w 8, in_groups 1, out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1,
+    # dilation 1, depth_mult 1, in_groups 1, dw_cols 3, out_groups 1), then `done`
+    assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1) + 2
     # 9 DW weight words of 1 beat, a DW table of 2 records of 4 lanes (requant_lanes) of 5
     # beats (36 bytes padded to 40), 1 PW word of 8 beats, 2 x 5 beats, each with its
     # LOAD_NEXT cycle; LOAD_NEXT skips the two expand tables, then ends
@@ -326,9 +328,9 @@ def test_bottleneck_bound_and_ideal():
     cfg = get_config("tiny")
     pw_bound = layer_cycles(cfg, _desc(kernel=1, pad_top=0, pad_left=0, out_groups=8,
                                        out_pitch=8))
-    assert pw_bound.bottleneck == pw_bound.bound == "pw"
+    assert pw_bound.bottleneck == pw_bound.bound == "engine"
     assert pw_bound.stage_cycles == {"ddr_read": 64, "expand": 0, "line_buffer": 0, "dw": 64,
-                                     "pw": 512, "add": 0, "ddr_write": 512}
+                                     "engine": 512, "add": 0, "ddr_write": 512}
     # a 1x1 pixel with many tables: the loads take longer than the run's stages
     tiny_run = layer_cycles(cfg, _desc(in_h=1, in_w=1, out_h=1, out_w=1, mid_groups=4,
                                        in_groups=4, exp_groups=4))

@@ -1,5 +1,5 @@
-"""NumPy models of the depthwise and pointwise PE arrays, their cycle counts, and the DDR
-byte format of their weight memories.
+"""NumPy model of the depthwise PE array, its cycle count, and the DDR byte format of its
+weight memory (the 1x1 engine's reference is in ``tests/test_engine.py``).
 
 Notation as in docs/ARCHITECTURE.md: ``P`` = ``dw_lanes`` = ``pw_rows``, ``Q`` = ``pw_cols``.
 The weight packers here take weights already in hardware order (mid groups and lanes as the
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = [
-    "dw_array_model", "pw_array_model", "dw_array_cycles", "pw_array_cycles",
-    "pack_dw_weight_words", "pack_pw_weight_words", "words_from_bytes",
-]
+__all__ = ["dw_array_model", "dw_array_cycles", "pack_dw_weight_words", "words_from_bytes"]
 
 
 def _wrap_int32(a: np.ndarray) -> np.ndarray:
@@ -55,52 +52,11 @@ def dw_array_model(taps: dict, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
     return _wrap_int32(acc), group
 
 
-def pw_array_model(x: np.ndarray, weights: np.ndarray, mid_groups: int, out_groups: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise array: ``acc[p*out_groups + og, o] = sum_q sum_i x[p, q, i] *
-    weights[og*mid_groups + q, i, o]`` (wrapped to 32 bits), ``group = og``.
-
-    Parameters
-    ----------
-    x:
-        ``int8[pixels, mid_groups, P]``, the DW words in arrival order.
-    weights:
-        ``int8[depth, P, Q]`` with ``depth >= out_groups*mid_groups``, the PW weight memory.
-
-    Returns
-    -------
-    acc, group:
-        ``int32[pixels*out_groups, Q]`` and ``int64[pixels*out_groups]``.
-    """
-    x = np.asarray(x, np.int64)
-    pixels = x.shape[0]
-    if x.ndim != 3 or x.shape[1] != mid_groups:
-        raise ValueError(f"x must be int8[pixels, {mid_groups}, P], not {list(x.shape)}")
-    w = np.asarray(weights, np.int64)[:out_groups * mid_groups]
-    w = w.reshape(out_groups, mid_groups, *w.shape[1:])
-    acc = np.einsum("pqi,gqio->pgo", x, w).reshape(pixels * out_groups, -1)
-    group = np.tile(np.arange(out_groups, dtype=np.int64), pixels)
-    return _wrap_int32(acc), group
-
-
 def dw_array_cycles(columns: int, latency: int) -> int:
     """Cycles of the DW array alone from the first tap column to the last output word, with
     columns always valid and the output always ready: one column per cycle, plus the
     pipeline ``latency``: ``columns + latency``."""
     return columns + latency
-
-
-def pw_array_cycles(pixels: int, mid_groups: int, out_groups: int, latency: int) -> int:
-    """Cycles of the PW array alone from the first input word to the last output word, with
-    the input always valid and the output always ready:
-    ``mid_groups + pixels*out_groups*mid_groups + latency``.
-
-    The first pixel fills a buffer half (``mid_groups`` cycles); from then on the reduction
-    issues one ``(og, q)`` step per cycle without a bubble, because refilling the other half
-    (``mid_groups`` cycles) never takes longer than reducing one pixel
-    (``out_groups*mid_groups`` steps); the last step reaches ``o`` after ``latency``.
-    """
-    return mid_groups + pixels * out_groups * mid_groups + latency
 
 
 def pack_dw_weight_words(w: np.ndarray) -> bytes:
@@ -113,20 +69,6 @@ def pack_dw_weight_words(w: np.ndarray) -> bytes:
     w = np.asarray(w)
     if w.dtype != np.int8 or w.ndim != 3:
         raise ValueError(f"DW weights must be int8[words, T, P], not "
-                         f"{w.dtype}{list(w.shape)}")
-    return np.ascontiguousarray(w).tobytes()
-
-
-def pack_pw_weight_words(w: np.ndarray) -> bytes:
-    """PW weights in hardware order ``int8[out_groups, mid_groups, P, Q]`` -> DDR bytes.
-
-    Word ``og*mid_groups + q`` is ``P*Q`` bytes, byte ``i*Q + o`` = ``w[og, q, i, o]``, the
-    weight from mid lane ``(q, i)`` to output lane ``(og, o)``:
-    ``out_groups*mid_groups*P*Q`` bytes in all.
-    """
-    w = np.asarray(w)
-    if w.dtype != np.int8 or w.ndim != 4:
-        raise ValueError(f"PW weights must be int8[out_groups, mid_groups, P, Q], not "
                          f"{w.dtype}{list(w.shape)}")
     return np.ascontiguousarray(w).tobytes()
 
