@@ -3,7 +3,8 @@
 ``dwsep run MODEL.tflite --input {IN.npy,PHOTO} [--output OUT.npy] [--top N] [--backend B]
 [--config NAME] [--stats STATS.json] [--progress]`` (a photo is preprocessed as the model's
 description says, see :func:`dwsep.host.imagenet.image_to_input`; ``--top`` prints the best
-classes with ImageNet labels; a progress bar per layer shows on a terminal),
+classes with ImageNet labels, 1..the output's size, default 5 for a photo; a progress bar per
+layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
 ``dwsep info [--config NAME] [--json]``;
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
@@ -13,7 +14,7 @@ classes with ImageNet labels; a progress bar per layer shows on a terminal),
 ``dwsep bench --model {mobilenet_v2,mobilenet_v1,FILE.tflite} [--width A] [--resolution R]
 [--config NAME] [--clock-mhz F] [--memory NAME] [--rtl] [--json] [--plot DIR]`` (the ``sim``
 extra for ``--rtl``, see :mod:`dwsep.sim.benchmark`). Errors print one line ``dwsep: error:
-<reason>`` on stderr and exit with status 2.
+<reason>`` on stderr and exit with status 2; ``dwsep --version``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dwsep", description="Run int8 depthwise-separable TFLite models on the "
                                           "dwsep accelerator.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     config = dict(default="tiny", choices=list(CONFIGS), help="accelerator config (default: "
                                                              "%(default)s)")
@@ -233,13 +235,19 @@ def _print_top(y: np.ndarray, n: int, program) -> None:
 def _cmd_run(args) -> None:
     options = {"bitstream": args.bitstream} if args.backend == "pynq" else {}
     photo = args.input.suffix.lower() != ".npy"
-    top = args.top if args.top is not None else (5 if photo else 0)
-    if top < 0:
-        raise ValueError(f"--top must be positive, not {top}")
-    x = _load_input(args)
+    # the model first: a model and an input given the wrong way round fail on the model
     graph = read_tflite(args.model)
+    x = _load_input(args)
     with Accelerator(args.config, args.backend, timeout_s=args.timeout, **options) as acc:
         program = acc.compile(graph)
+        classes = int(np.prod(program.output.shape))
+        if args.top is None:
+            top = min(5, classes) if photo else 0
+        elif not 1 <= args.top <= classes:
+            raise ValueError(f"--top {args.top}: the model's output has {classes} classes, "
+                             f"so --top takes 1..{classes}")
+        else:
+            top = args.top
         bar = _LayerProgress(program) if args.progress or sys.stderr.isatty() else None
         try:
             y = acc.run(graph, x, progress=bar)
@@ -313,14 +321,32 @@ def _cmd_bench(args) -> None:
           else benchmark.format_table(result))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dwsep")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error)."""
+    """Entry point of ``dwsep``; returns the exit status (0, or 2 on an error). Output into a
+    pipe whose reader has gone (``dwsep info | head``) ends the command quietly."""
     args = _parser().parse_args(argv)
     command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
                "quantize": _cmd_quantize, "synth": _cmd_synth,
                "bench": _cmd_bench}[args.command]
     try:
         command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader closed the pipe: nothing more to say, and Python must not complain
+        # about the unflushed buffer at exit either
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DwsepError, UnsupportedModelError, ModelFormatError, ConfigError, OSError,
             ValueError) as e:
         print(f"dwsep: error: {_one_line(e)}", file=sys.stderr)

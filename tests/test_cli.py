@@ -147,3 +147,44 @@ def test_run_npy_prints_no_classes_unless_asked(files, capsys):
     assert main(["run", str(model), "--input", str(d / "in.npy"), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("top 3 of 195 classes") and out.count("\n") == 4
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"dwsep {version('dwsep')}\n"
+
+
+def test_top_is_checked_against_the_classes(files, capsys):
+    d, model, _ = files  # the layer's output has 5 x 3 x 13 = 195 values
+    for bad in ("0", "-1", "196"):
+        assert main(["run", str(model), "--input", str(d / "in.npy"), "--top", bad]) == 2
+        _one_line_error(capsys, f"--top {bad}: the model's output has 195 classes, so --top "
+                                "takes 1..195")
+    assert main(["run", str(model), "--input", str(d / "in.npy"), "--top", "195"]) == 0
+    assert capsys.readouterr().out.startswith("top 195 of 195 classes")
+
+
+def test_model_and_photo_swapped(tmp_path, capsys):
+    """``dwsep run photo.jpg --input photo.jpg``: the model argument is checked first."""
+    photo = imagenet.sample_images()["grace_hopper"]
+    assert main(["run", str(photo), "--input", str(photo)]) == 2
+    _one_line_error(capsys, f"{photo}: not a TFLite flatbuffer (file identifier "
+                            f"{photo.read_bytes()[4:8]!r}, expected b'TFL3')")
+
+
+def test_closed_pipe_ends_quietly():
+    """Output into a pipe whose reader has gone (``dwsep info | head -0``): exit 0, nothing on
+    stderr (no 'Broken pipe', no traceback)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from dwsep.host.cli import main; sys.exit(main(['info']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has printed anything
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b"", err
