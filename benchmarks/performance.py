@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{config.pw_rows}x{config.pw_cols} 1x1 engine shared by expand and project). "
            "Memories: "
            "`ideal` (unlimited bandwidth, 2-cycle latencies: the memory of every earlier RTL "
-           "figure) and `pynq-z2` (the PYNQ-Z2's DDR3 through one HP port, `dwsep.sim.ddr`). "
+           "figure) and `pynq-z2` (the PYNQ-Z2's DDR3 through two HP ports, `dwsep.sim.ddr`). "
            "Cycles from the cycle model (`dwsep bench`), which equals the RTL exactly on the "
            "ideal memory; the RTL rows are Verilated frames on the DDR model.", ""]
     for title in NETWORKS:

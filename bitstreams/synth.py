@@ -246,7 +246,7 @@ _DRIVERS = {
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",
     **{f"{name}_skid": "skid buffer: registered ready (cuts a stall chain)"
-       for name in ("exp", "exp_fifo", "dw", "dw_acc", "pw", "add", "write")},
+       for name in ("exp", "exp_fifo", "dw", "dw_acc", "pw", "add", "res", "write")},
 }
 
 

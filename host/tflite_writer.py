@@ -39,7 +39,6 @@ __all__ = [
     "fully_connected_model", "pool_fc_model", "reshape_model", "quantize_model", "RANDOM_OPS",
     "random_op_model", "BlockSpec", "InvertedResidualSpec", "MobileNetSpec",
     "inverted_residual_model", "mobilenet_like_model", "random_mobilenet_spec",
-    "random_mobilenet_like_model",
 ]
 
 #: Builtin options table and operator-code version written for each supported op (the version
@@ -1032,8 +1031,3 @@ def random_mobilenet_spec(rng: np.random.Generator, *, max_hw: int = 32, max_blo
         pool=str(rng.choice(["AVERAGE_POOL_2D", "MEAN"])), keep_dims=bool(rng.random() < 0.5),
         classes=int(rng.integers(2, 17)), fc_per_channel=bool(rng.random() < 0.5),
         reshape=bool(rng.random() < 0.5), seed=int(rng.integers(0, 2**31)))
-
-
-def random_mobilenet_like_model(rng: np.random.Generator, **limits) -> bytes:
-    """``mobilenet_like_model(random_mobilenet_spec(rng, **limits))``."""
-    return mobilenet_like_model(random_mobilenet_spec(rng, **limits))

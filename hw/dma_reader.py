@@ -7,11 +7,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4ReadSignature, Burst, Resp
+from .config import BEAT_BYTES
 
 __all__ = ["DMAReader", "dma_command_layout", "check_dma_params", "next_burst_beats",
            "issue_bursts"]
 
-BEAT_BYTES = 8  # 64-bit data bus
 PAGE_BEATS = 4096 // BEAT_BYTES  # an AXI burst must not cross a 4 KiB boundary (IHI 0022 A3.4.1)
 AXCACHE = 0b0011  # normal non-cacheable bufferable, what Xilinx DMA IP issues on HP ports
 

@@ -173,6 +173,9 @@ class Accelerator(wiring.Component):
         load_beats_per_word = [P * P // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
                                P * Q // 8, table_beats]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
+        # a table is read through both read ports: its first ceil(n/2) words through `reader`,
+        # the rest through `res_reader` (`m_axi_res`, on a second HP port of the PS)
+        half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
         load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr]
@@ -196,22 +199,37 @@ class Accelerator(wiring.Component):
         products_ok = Signal(len(descriptor_product_checks(self._fields(field), prod, cfg)))
         running = Signal()          # RUN_CMDS or RUN_WAIT: the reader's beats are the input
 
-        # loader: beats shift into `buf` from the top; a word of n beats is the top n*64 bits
+        # loader: two lanes, one per read port; each shifts its port's beats into its `buf`
+        # from the top (a word of n beats is the top n*64 bits) and writes a word as it
+        # completes. One beat a cycle in all: when both ports offer one, the lane that did
+        # not take the last beat takes this one.
         max_word = max(b * 64 for b in load_beats_per_word)
-        buf = Signal(max_word)
-        word_beat = Signal(range(max(load_beats_per_word) + 1))
-        word_addr = Signal(32)
+        lanes = []
+        for n, dma in enumerate((reader, res_reader)):
+            lanes.append(dict(
+                dma=dma, buf=Signal(max_word, name=f"load_buf{n}"),
+                beat=Signal(range(max(load_beats_per_word) + 1), name=f"load_beat{n}"),
+                word=Signal(32, name=f"load_word{n}"),
+                last=Signal(32, name=f"load_last{n}"),      # its last word's index
+                done=Signal(name=f"load_done{n}"),           # every word of its part taken
+                take=Signal(name=f"load_take{n}")))
+        took_first = Signal()    # the last beat came from the first lane
         write_en = Signal()
+        write_lane = Signal()    # the lane whose completed word is written
         write_addr = Signal(32)
-        write_base = Signal(range(max(load_base) + 1))  # LOAD_CMD: the table's first word
+        write_base = Signal(range(max(load_base) + 1))  # LOAD_SPLIT: the table's first word
+        write_data = Mux(write_lane, lanes[1]["buf"], lanes[0]["buf"])
         for port in dict.fromkeys(load_ports):
             index = [i for i, p in enumerate(load_ports) if p is port]
             width = max(load_beats_per_word[i] for i in index) * 64
             m.d.comb += [
-                port.data.eq(buf[max_word - width:]),
+                port.data.eq(write_data[max_word - width:]),
                 port.addr.eq(write_addr),
                 port.en.eq(write_en & _any(load == i for i in index)),
             ]
+        # LOAD_SPLIT: the two commands (first lane: `cmd0_beats` from the table's address;
+        # second lane: the rest)
+        cmd0_beats, cmd1_beats, cmd1_addr = Signal(32), Signal(32), Signal(aw)
 
         def by_load(values):
             """``values[load]`` as a mux chain."""
@@ -220,11 +238,10 @@ class Accelerator(wiring.Component):
                 out = Mux(load == i, values[i], out)
             return out
 
-        # LOAD_CMD registers the current table's last beat and word indices for LOAD_DATA
+        # LOAD_SPLIT registers the current table's last beat and word indices for LOAD_DATA
         last_beat = Signal(range(max(load_beats_per_word)))
-        last_word = Signal(32)
-        cur_beats = by_load(load_beats)
         cur_addr = by_load(load_addr)
+        cmd_sent = Signal(2)
         load_wanted = Signal(len(Load))  # needed and not held: set in CHECK_PRODUCTS
 
         # Tables held on chip: a table whose address and length equal the last load into its
@@ -266,7 +283,6 @@ class Accelerator(wiring.Component):
                     m.next = "FETCH_DATA"
 
             with m.State("FETCH_DATA"):
-                m.d.comb += reader.data.ready.eq(1)
                 with m.If(reader.data.valid):
                     m.d.sync += [desc.eq(Cat(desc[64:], reader.data.payload)),
                                  beat_count.eq(beat_count + 1)]
@@ -308,6 +324,8 @@ class Accelerator(wiring.Component):
                     pixel_beats.eq(scale(field("out_groups"), Q // 8) << raw_shift),
                     *(beats.eq(scale(words, per_word)) for beats, words, per_word
                       in zip(load_beats, load_words, load_beats_per_word, strict=True)),
+                    *(half.eq((words + 1) >> 1)
+                      for half, words in zip(half_words, load_words, strict=True)),
                     load.eq(0),
                     load_wanted.eq(Cat(need & ~h for need, h
                                        in zip(load_needed, held_now, strict=True))),
@@ -327,39 +345,74 @@ class Accelerator(wiring.Component):
                 with m.If(load == len(Load)):
                     m.next = "RUN_START"
                 with m.Elif(load_wanted.bit_select(load, 1)):
-                    m.next = "LOAD_CMD"
+                    m.next = "LOAD_SPLIT"
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
 
+            with m.State("LOAD_SPLIT"):
+                half = by_load(half_words)
+                split = list(zip(half_words, load_beats_per_word, strict=True))
+                m.d.sync += [
+                    last_beat.eq(by_load([Const(b - 1) for b in load_beats_per_word])),
+                    write_base.eq(by_load([Const(b) for b in load_base])),
+                    cmd0_beats.eq(by_load([scale(h, b) for h, b in split])),
+                    cmd1_beats.eq(by_load([scale(w - h, b) for w, (h, b)
+                                           in zip(load_words, split, strict=True)])),
+                    cmd1_addr.eq(cur_addr + by_load([scale(h, 8 * b) for h, b in split])),
+                    lanes[0]["last"].eq(half - 1),
+                    lanes[1]["last"].eq(by_load(load_words) - 1),
+                    cmd_sent.eq(0),
+                ]
+                m.next = "LOAD_CMD"
+
             with m.State("LOAD_CMD"):
-                m.d.comb += [reader.cmd.valid.eq(1),
+                m.d.comb += [reader.cmd.valid.eq(~cmd_sent[0]),
                              reader.cmd.payload.addr.eq(cur_addr),
-                             reader.cmd.payload.beats.eq(cur_beats)]
-                m.d.sync += [last_beat.eq(by_load([Const(b - 1) for b in load_beats_per_word])),
-                             last_word.eq(by_load(load_words) - 1),
-                             write_base.eq(by_load([Const(b) for b in load_base]))]
-                with m.If(reader.cmd.ready):
-                    m.d.sync += [word_beat.eq(0), word_addr.eq(0)]
+                             reader.cmd.payload.beats.eq(cmd0_beats),
+                             res_reader.cmd.valid.eq(~cmd_sent[1] & (cmd1_beats != 0)),
+                             res_reader.cmd.payload.addr.eq(cmd1_addr),
+                             res_reader.cmd.payload.beats.eq(cmd1_beats)]
+                sent = Cat(cmd_sent[0] | reader.cmd.ready,
+                           cmd_sent[1] | res_reader.cmd.ready | (cmd1_beats == 0))
+                m.d.sync += cmd_sent.eq(sent)
+                with m.If(sent.all()):
+                    m.d.sync += [took_first.eq(0),
+                                 lanes[0]["beat"].eq(0), lanes[0]["word"].eq(0),
+                                 lanes[0]["done"].eq(0),
+                                 lanes[1]["beat"].eq(0), lanes[1]["word"].eq(lanes[0]["last"] + 1),
+                                 lanes[1]["done"].eq(cmd1_beats == 0)]
                     for i in range(len(Load)):
                         with m.If(load == i):  # its memory is being overwritten
                             m.d.sync += held[i].eq(0)
                     m.next = "LOAD_DATA"
 
             with m.State("LOAD_DATA"):
-                m.d.comb += reader.data.ready.eq(1)
-                with m.If(reader.data.valid):
-                    m.d.sync += buf.eq(Cat(buf[64:], reader.data.payload))
-                    with m.If(word_beat == last_beat):
-                        m.d.sync += [word_beat.eq(0), word_addr.eq(word_addr + 1),
-                                     write_en.eq(1), write_addr.eq(word_addr + write_base)]
-                        with m.If(word_addr == last_word):
-                            m.next = "LOAD_FLUSH"
-                    with m.Else():
-                        m.d.sync += word_beat.eq(word_beat + 1)
+                first, second = lanes
+                offer = [lane["dma"].data.valid & ~lane["done"] for lane in lanes]
+                m.d.comb += [
+                    second["take"].eq(offer[1] & (~offer[0] | took_first)),
+                    first["take"].eq(offer[0] & ~second["take"]),
+                ]
+                for n, lane in enumerate(lanes):
+                    other_done = lanes[1 - n]["done"]
+                    with m.If(lane["take"]):
+                        m.d.sync += [lane["buf"].eq(Cat(lane["buf"][64:],
+                                                        lane["dma"].data.payload)),
+                                     took_first.eq(n == 0)]
+                        with m.If(lane["beat"] == last_beat):
+                            m.d.sync += [lane["beat"].eq(0), lane["word"].eq(lane["word"] + 1),
+                                         write_en.eq(1), write_lane.eq(n),
+                                         write_addr.eq(lane["word"] + write_base)]
+                            with m.If(lane["word"] == lane["last"]):
+                                m.d.sync += lane["done"].eq(1)
+                                with m.If(other_done):
+                                    m.next = "LOAD_FLUSH"
+                        with m.Else():
+                            m.d.sync += lane["beat"].eq(lane["beat"] + 1)
 
             with m.State("LOAD_FLUSH"):
                 # the last word's write happens in this cycle
-                with m.If(reader.error):
+                with m.If(reader.error | res_reader.error):
                     fail(ErrorCode.AXI_READ)
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
@@ -425,9 +478,20 @@ class Accelerator(wiring.Component):
 
         # While a layer runs, the main reader's beats are the layer input: to the expand
         # stage, or straight into the line buffer.
-        with m.If(running):
-            m.d.comb += reader.data.ready.eq(Mux(expand_on, in_packer.i.ready,
-                                                 lb.fill.ready))
+        # The residual reader's beats are the residual input while a layer runs (table words
+        # in LOAD_DATA).
+        # (`ready` as an OR of terms, each gated by a register or a state: the line buffer's
+        # fill-ready logic reaches the readers through one level)
+        fetching, loading = fsm.ongoing("FETCH_DATA"), fsm.ongoing("LOAD_DATA")
+        m.d.comb += [
+            reader.data.ready.eq(fetching | (loading & lanes[0]["take"])
+                                 | (running & Mux(expand_on, in_packer.i.ready,
+                                                  lb.fill.ready))),
+            res_reader.data.ready.eq((loading & lanes[1]["take"])
+                                     | (running & res_packer.i.ready)),
+        ]
+        m.d.comb += [res_packer.i.valid.eq(res_reader.data.valid & running),
+                     res_packer.i.payload.eq(res_reader.data.payload)]
         m.d.comb += [
             in_packer.i.valid.eq(reader.data.valid & running & expand_on),
             in_packer.i.payload.eq(reader.data.payload),
@@ -524,14 +588,16 @@ class Accelerator(wiring.Component):
             dw_out.ready.eq(engine.j.ready & ~conv_on),
         ]
 
-        # project output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]
-        wiring.connect(m, res_reader.data, res_packer.i)
+        # project output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]; the
+        # residual words reach the ADD through a skid (the ADD's joint a/b handshake stays
+        # off the residual reader's ready)
+        res_out = skid("res_skid", res_packer.o)
         m.d.comb += [
+            add.b.payload.eq(res_out.payload),
+            add.b.valid.eq(res_out.valid),
+            res_out.ready.eq(add.b.ready),
             add.a.payload.eq(pw_out.payload),
             add.a.valid.eq(pw_out.valid & residual_on),
-            add.b.payload.eq(res_packer.o.payload),
-            add.b.valid.eq(res_packer.o.valid),
-            res_packer.o.ready.eq(add.b.ready),
             out_ser.i.valid.eq(Mux(residual_on, add_out.valid, pw_out.valid)),
             out_ser.i.payload.eq(Mux(residual_on, add_out.payload, pw_out.payload)),
             pw_out.ready.eq(Mux(residual_on, add.a.ready, out_ser.i.ready)),

@@ -434,16 +434,23 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     assert "-vendor dwsep.org -library dwsep" in text
     assert "launch_runs impl_1 -to_step write_bitstream -jobs 3" in text
     cells = {c.split()[-1] for c in calls if c.startswith("create_bd_cell")}
-    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem"}
+    bus_kinds = build.buses((out / "dwsep_top.v").read_text())
+    n_masters = sum(1 for kind in bus_kinds.values() if kind == "master")
+    assert n_masters == 2  # m_axi, m_axi_res: one HP port each
+    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem0", "axi_mem1"}
     pins = [c.split()[1] for c in calls if c.split()[0] in ("get_bd_pins", "get_bd_intf_pins")]
     assert {p.split("/")[0] for p in pins} == cells
     shell = (out / "dwsep_accelerator.v").read_text()
     for pin in {p.split("/")[1] for p in pins if p.startswith("dwsep/")}:
         assert re.search(rf"(wire {pin},|XIL_INTERFACENAME {pin},)", shell), pin
     n_buses = len(build.buses((out / "dwsep_top.v").read_text()))
-    assert sum(c.startswith("connect_bd_intf_net") for c in calls) == 2 + n_buses
+    # GP0 -> axi_ctrl, axi_ctrl -> each subordinate, each manager -> its interconnect -> HP
+    assert sum(c.startswith("connect_bd_intf_net") for c in calls) == 1 + n_buses + n_masters
+    assert "get_bd_intf_pins ps7/S_AXI_HP1" in text
+    assert "get_bd_addr_segs ps7/S_AXI_HP1/HP1_DDR_LOWOCM" in text
     assert re.search(r"set_property -dict \{.*CONFIG.PCW_USE_S_AXI_HP0 1 "
-                     r"CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 64", text)
+                     r"CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 64 CONFIG.PCW_USE_S_AXI_HP1 1 "
+                     r"CONFIG.PCW_S_AXI_HP1_DATA_WIDTH 64", text)
     assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 100" in text
     assert "create_project -force dwsep " + str(out / "vivado") + " -part xc7z020clg400-1" \
         in text

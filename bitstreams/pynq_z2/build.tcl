@@ -6,9 +6,9 @@
 # OUT_DIR holds dwsep_top.v (the accelerator), dwsep_accelerator.v (its Vivado shell) and
 # buses.tcl (its AXI subordinate and manager port names) written by build_pynq_z2.py. Steps: package the shell as IP dwsep.org:dwsep:accelerator:1.0
 # (the PYNQ driver binds to this VLNV), build a block design (PS7 with PYNQ-Z2 settings,
-# FCLK_CLK0 100 MHz; registers on M_AXI_GP0 through an AXI interconnect; DDR through an AXI
-# interconnect, which also merges the managers and converts AXI4 to AXI3, to S_AXI_HP0;
-# irq to IRQ_F2P), then
+# FCLK_CLK0 100 MHz; registers on M_AXI_GP0 through an AXI interconnect; DDR through one AXI
+# interconnect per manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in the
+# managers' order (m_axi, m_axi_res); irq to IRQ_F2P), then
 # synthesize, implement, write the bitstream and copy the block design's hardware handoff.
 # Written without access to Vivado: untested (see bitstreams/README.md).
 
@@ -95,17 +95,20 @@ proc build_block_design {bd_name vlnv} {
     create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset:5.0 rst_fclk0
     set ctrl [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_interconnect:2.1 axi_ctrl]
     set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI [llength $dwsep_slaves]] $ctrl
-    set mem [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_interconnect:2.1 axi_mem]
-    set_property -dict [list CONFIG.NUM_SI [llength $dwsep_masters] CONFIG.NUM_MI {1}] $mem
+    set i 0
+    foreach bus $dwsep_masters {
+        set mem [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_interconnect:2.1 axi_mem$i]
+        set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $mem
+        incr i
+    }
 
     # One clock (FCLK_CLK0, 100 MHz) for the PS ports, both interconnects and the accelerator;
     # interconnect port clocks and resets are collected while the buses are connected.
-    set clocks [list [get_bd_pins ps7/M_AXI_GP0_ACLK] [get_bd_pins ps7/S_AXI_HP0_ACLK] \
+    set clocks [list [get_bd_pins ps7/M_AXI_GP0_ACLK] \
         [get_bd_pins dwsep/aclk] [get_bd_pins rst_fclk0/slowest_sync_clk] \
-        [get_bd_pins axi_ctrl/ACLK] [get_bd_pins axi_ctrl/S00_ACLK] \
-        [get_bd_pins axi_mem/ACLK] [get_bd_pins axi_mem/M00_ACLK]]
-    set resets [list [get_bd_pins dwsep/aresetn] [get_bd_pins axi_ctrl/S00_ARESETN] \
-        [get_bd_pins axi_mem/M00_ARESETN]]
+        [get_bd_pins axi_ctrl/ACLK] [get_bd_pins axi_ctrl/S00_ACLK]]
+    set resets [list [get_bd_pins dwsep/aresetn] [get_bd_pins axi_ctrl/S00_ARESETN]]
+    set interconnect_resets [list [get_bd_pins axi_ctrl/ARESETN]]
 
     connect_bd_intf_net [get_bd_intf_pins ps7/M_AXI_GP0] [get_bd_intf_pins axi_ctrl/S00_AXI]
     set i 0
@@ -118,23 +121,24 @@ proc build_block_design {bd_name vlnv} {
     }
     set i 0
     foreach bus $dwsep_masters {
-        set port [format S%02d $i]
-        connect_bd_intf_net [get_bd_intf_pins dwsep/$bus] [get_bd_intf_pins axi_mem/${port}_AXI]
-        lappend clocks [get_bd_pins axi_mem/${port}_ACLK]
-        lappend resets [get_bd_pins axi_mem/${port}_ARESETN]
+        connect_bd_intf_net [get_bd_intf_pins dwsep/$bus] [get_bd_intf_pins axi_mem$i/S00_AXI]
+        connect_bd_intf_net [get_bd_intf_pins axi_mem$i/M00_AXI] \
+            [get_bd_intf_pins ps7/S_AXI_HP$i]
+        lappend clocks [get_bd_pins ps7/S_AXI_HP${i}_ACLK] [get_bd_pins axi_mem$i/ACLK] \
+            [get_bd_pins axi_mem$i/S00_ACLK] [get_bd_pins axi_mem$i/M00_ACLK]
+        lappend resets [get_bd_pins axi_mem$i/S00_ARESETN] [get_bd_pins axi_mem$i/M00_ARESETN]
+        lappend interconnect_resets [get_bd_pins axi_mem$i/ARESETN]
         incr i
     }
-    connect_bd_intf_net [get_bd_intf_pins axi_mem/M00_AXI] [get_bd_intf_pins ps7/S_AXI_HP0]
 
     connect_bd_net [get_bd_pins ps7/FCLK_CLK0] {*}$clocks
     connect_bd_net [get_bd_pins ps7/FCLK_RESET0_N] [get_bd_pins rst_fclk0/ext_reset_in]
-    connect_bd_net [get_bd_pins rst_fclk0/interconnect_aresetn] \
-        [get_bd_pins axi_ctrl/ARESETN] [get_bd_pins axi_mem/ARESETN]
+    connect_bd_net [get_bd_pins rst_fclk0/interconnect_aresetn] {*}$interconnect_resets
     connect_bd_net [get_bd_pins rst_fclk0/peripheral_aresetn] {*}$resets
     connect_bd_net [get_bd_pins dwsep/irq] [get_bd_pins ps7/IRQ_F2P]
 
     # Register windows from the start of the GP0 window, 64 KiB each; every accelerator
-    # manager sees all of DDR through HP0.
+    # manager sees all of DDR through its HP port.
     set offset 0x40000000
     foreach bus $dwsep_slaves {
         assign_bd_address -offset [format 0x%08X $offset] -range 64K \
@@ -142,9 +146,11 @@ proc build_block_design {bd_name vlnv} {
             [get_bd_addr_segs -of_objects [get_bd_intf_pins dwsep/$bus]]
         incr offset 0x10000
     }
+    set i 0
     foreach bus $dwsep_masters {
         assign_bd_address -target_address_space [get_bd_addr_spaces dwsep/$bus] \
-            [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM]
+            [get_bd_addr_segs ps7/S_AXI_HP$i/HP${i}_DDR_LOWOCM]
+        incr i
     }
 
     validate_bd_design
