@@ -282,12 +282,11 @@ class Accelerator(wiring.Component):
                     m.d.sync += beat_count.eq(0)
                     m.next = "FETCH_DATA"
 
-            with m.State("FETCH_DATA"):
-                with m.If(reader.data.valid):
-                    m.d.sync += [desc.eq(Cat(desc[64:], reader.data.payload)),
-                                 beat_count.eq(beat_count + 1)]
-                    with m.If(beat_count == _DESC_BEATS - 1):
-                        m.next = "CHECK"
+            with m.State("FETCH_DATA"), m.If(reader.data.valid):
+                m.d.sync += [desc.eq(Cat(desc[64:], reader.data.payload)),
+                             beat_count.eq(beat_count + 1)]
+                with m.If(beat_count == _DESC_BEATS - 1):
+                    m.next = "CHECK"
 
             with m.State("CHECK"):
                 # each condition into a register; CHECKED combines them
