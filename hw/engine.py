@@ -36,11 +36,12 @@ CHAIN = 4
 
 
 def array_latency(rows: int) -> int:
-    """``Engine.latency`` for ``rows`` input lanes: read 1, pre-add 1, multiply
-    1, the cascade ``CHAIN``, lane split 1, adder tree over the ``rows / CHAIN`` cascades
-    ``ceil(ceil(log2(rows / CHAIN)) / TREE_LEVELS_PER_STAGE)``, accumulate 1."""
+    """``Engine.latency`` for ``rows`` input lanes: read 1, the read data registered 1,
+    pre-add 1, multiply 1, the cascade ``CHAIN``, lane split 1, adder tree over the ``rows /
+    CHAIN`` cascades ``ceil(ceil(log2(rows / CHAIN)) / TREE_LEVELS_PER_STAGE)``, accumulate
+    1."""
     levels = (rows // CHAIN - 1).bit_length()
-    return 5 + CHAIN + -(-levels // TREE_LEVELS_PER_STAGE)
+    return 6 + CHAIN + -(-levels // TREE_LEVELS_PER_STAGE)
 
 
 def _addr_bits(depth: int) -> int:
@@ -447,10 +448,11 @@ def reduction(m: Module, *, adv, start, issued, x, w, rows: int, cols: int, o) -
     goes out) and tag fields, each copied into the field of ``o.payload`` with the same name
     (e.g. ``group``). ``x`` (``int8[rows]``) and ``w`` (``int8[rows][cols]``) are the pixel
     and weight words of that step, read from memories with a registered read enabled by
-    ``adv`` (valid one moving cycle after ``issued``). Every register moves only with
-    ``adv`` (the global stall); ``start`` drops the steps in flight and an untaken ``o``
-    word. ``o.payload.acc[o]`` accumulates ``sum_i x[i] * w[i][o]`` over the steps of one
-    output group (products by :func:`packed_products`, sums by :func:`adder_tree`)."""
+    ``adv`` (valid one moving cycle after ``issued``), registered again before any logic.
+    Every register moves only with ``adv`` (the global stall); ``start`` drops the steps in
+    flight and an untaken ``o`` word. ``o.payload.acc[o]`` accumulates ``sum_i x[i] *
+    w[i][o]`` over the steps of one output group (products by :func:`packed_products`, sums
+    by :func:`adder_tree`)."""
     layout = issued.shape()
     tags = [name for name in layout.members if name not in ("valid", "first", "last")]
 
@@ -464,9 +466,14 @@ def reduction(m: Module, *, adv, start, issued, x, w, rows: int, cols: int, o) -
         return ctrl_out
 
     ctrl = stage(issued)           # the memories' read
+    ctrl = stage(ctrl)             # their data registered
     for _ in range(3 + CHAIN):     # pre-add, multiply, the cascade, lane split
         ctrl = stage(ctrl)
-    totals, stages = adder_tree(m, adv, packed_products(m, adv, x, w, rows, cols))
+    # block RAM outputs drive only registers: the pre-adder and the pixel mux come after
+    x_reg, w_reg = Signal.like(x, name="x_reg"), Signal.like(w, name="w_reg")
+    with m.If(adv):
+        m.d.sync += [x_reg.eq(x), w_reg.eq(w)]
+    totals, stages = adder_tree(m, adv, packed_products(m, adv, x_reg, w_reg, rows, cols))
     for _ in range(stages):
         ctrl = stage(ctrl)
 

@@ -365,7 +365,7 @@ def test_scheduler_timing():
 
 def test_signature_and_latency():
     dut = Engine(TINY)
-    assert dut.latency == 10 and Engine(LANES16).latency == 10
+    assert dut.latency == 11 and Engine(LANES16).latency == 11
     assert (dut.rows, dut.cols, dut.e_credits) == (8, 8, 32)
     assert dut.e.payload.shape() == data.ArrayLayout(signed(8), 8)
     assert dut.j.payload.shape() == data.ArrayLayout(signed(8), 8)
