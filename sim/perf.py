@@ -669,18 +669,8 @@ class _Frozen:
 
     def freeze(self, offered: int, taken: int) -> None:
         if taken > offered:
-            if not self.ends or offered >= self.ends[-1]:
-                self.starts.append(offered)
-                self.ends.append(taken)
-                return
-            # out of order (the engine's jobs, placed as the model reaches them): merge
-            i = bisect.bisect_left(self.ends, offered)
-            j = i
-            while j < len(self.starts) and self.starts[j] <= taken:
-                offered, taken = min(offered, self.starts[j]), max(taken, self.ends[j])
-                j += 1
-            self.starts[i:j] = [offered]
-            self.ends[i:j] = [taken]
+            self.starts.append(offered)
+            self.ends.append(taken)
 
     def active(self, t: int, n: int = 1) -> int:
         """The ``n``-th cycle ``>= t`` in which the block moves (``n >= 1``)."""
@@ -1049,7 +1039,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         return row_end[-1] + 1 if len(row_end) == out_h else None
 
     taps_word = _dw_columns(config, d)
-    lb = _Frozen()    # the line buffer's two-stage pipeline: frozen while a tap waits
+    lb = _Frozen()    # the line buffer's pipeline (LineBuffer.LATENCY stages): frozen while a tap waits
     issue = -math.inf  # cycle the last tap column issued
     first_tap = None
     for oy in range(out_h):
