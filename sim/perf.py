@@ -1039,7 +1039,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         return row_end[-1] + 1 if len(row_end) == out_h else None
 
     taps_word = _dw_columns(config, d)
-    lb = _Frozen()    # the line buffer's pipeline (LineBuffer.LATENCY stages): frozen while a tap waits
+    lb = _Frozen()    # the line buffer's pipeline: frozen while a tap waits
     issue = -math.inf  # cycle the last tap column issued
     first_tap = None
     for oy in range(out_h):
