@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..hw.config import REQUANT_INPUT_BITS, AcceleratorConfig, get_config
-from ..hw.layout import DESCRIPTOR, DescFlag, Opcode
+from ..hw.layout import ADDRESS_FIELDS, DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag, Opcode
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
 from .numerics import (
@@ -84,9 +84,6 @@ __all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
 
 #: alignment of every region of the DDR image (and of the base address), bytes
 ALIGN = 64
-#: descriptor fields holding DDR addresses (relative in :attr:`Program.descriptors`)
-ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
-                  "dw_table", "pw_weights", "pw_table")
 #: the largest weight magnitude of the expand and pointwise arrays: each DSP48E1 computes two
 #: int8 products, the weights of two output channels packed as ``(w_hi << 17) + w_lo`` in its
 #: 25-bit pre-adder and four packed products summed in a DSP cascade before the lanes are
@@ -1539,6 +1536,90 @@ class _Emitter:
         }
 
 
+# ---- the engine's weight memory ----------------------------------------------------------------
+
+def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
+    """Place each descriptor's expand and PW weights in the engine's weight memory
+    (``exp_wbase``, ``pw_wbase``) so that the next descriptor's go where this one's are not,
+    and read them while this one runs (its prefetch segments; the next is flagged
+    ``EXP_LOADED``/``PW_LOADED``).
+
+    A table already in the memory (same blob, not overwritten since) is used where it is
+    (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has no
+    residual (the segments use its port) and a free segment, the words fit beside the
+    previous descriptor's tables and this one's, and the engine's words are the expand
+    words' size (``dw_lanes == pw_cols``); else the controller loads it before the run,
+    anywhere apart from this descriptor's other table. Descriptors alternate between the
+    two ends of the memory (a descriptor near the bottom places the next one's tables
+    from the top down), which leaves the next one the largest gap.
+    """
+    depth = cfg.engine_weight_depth
+    word_sized = cfg.dw_lanes == cfg.pw_cols
+    segments = [(words, base) for _, words, base in PREFETCH_SEGMENTS]
+    for job in jobs:
+        job.fields.update(dict.fromkeys(("exp_wbase", "pw_wbase", *(n for seg in segments
+                                                                      for n in seg)), 0))
+    resident: dict[tuple, int] = {}   # (region key, offset, words) -> first word
+    prev, prev_ranges = None, []
+
+    def fit(words: int, avoid: list[tuple[int, int]], from_top: bool) -> int | None:
+        starts = sorted({0, depth - words} | {b + n for b, n in avoid}
+                        | {b - words for b, _ in avoid}, reverse=from_top)
+        for at in starts:
+            if 0 <= at <= depth - words and all(at + words <= b or b + n <= at
+                                                for b, n in avoid):
+                return at
+        return None
+
+    for job in jobs:
+        f = job.fields
+        tables = [("pw", DescFlag.PW_LOADED, f["mid_groups"] * f["out_groups"])]
+        if f["flags"] & DescFlag.EXPAND:
+            tables.append(("exp", DescFlag.EXP_LOADED, f["exp_groups"] * f["in_groups"]))
+        tables.sort(key=lambda t: -t[2])
+        free = [] if prev is None else [seg for seg in segments if not prev.fields[seg[0]]]
+        prefetch = bool(word_sized and free and not prev.fields["flags"] & DescFlag.RESIDUAL)
+        low = bool(prev_ranges) and min(b for b, _ in prev_ranges) < depth - max(
+            b + n for b, n in prev_ranges)
+        # (a table held where the other one cannot fit beside it is loaded again)
+        for hits in (True, False):
+            mine, plan = [], []   # plan: (name, flag, words, ident, base, how)
+            for name, flag, words in tables:
+                ident = (*job.refs[f"{name}_weights"], words)
+                if hits and ident in resident:
+                    mine.append((resident[ident], words))
+                    plan.append((name, flag, words, ident, resident[ident], "held"))
+            for name, flag, words in tables:
+                ident = (*job.refs[f"{name}_weights"], words)
+                if hits and ident in resident:
+                    continue
+                base = (fit(words, prev_ranges + mine, low)
+                        if prefetch and len(free) > sum(p[-1] == "prefetch" for p in plan)
+                        else None)
+                how = "prefetch"
+                if base is None:
+                    base, how = fit(words, mine, False), "load"
+                if base is None:
+                    break
+                mine.append((base, words))
+                plan.append((name, flag, words, ident, base, how))
+            else:
+                break
+        for name, flag, words, ident, base, how in plan:
+            f[f"{name}_wbase"] = base
+            if how != "load":
+                f["flags"] |= flag
+            if how == "prefetch":
+                seg_words, seg_base = free.pop(0)
+                prev.fields.update({seg_words: words, seg_base: base})
+                prev.refs[seg_words.replace("words", "addr")] = job.refs[f"{name}_weights"]
+            if how != "held":
+                resident = {k: b for k, b in resident.items()
+                            if b + k[-1] <= base or base + words <= b}
+                resident[ident] = base
+        prev, prev_ranges = job, mine
+
+
 # ---- DDR plan ---------------------------------------------------------------------------------
 
 def _plan_buffers(jobs: list[_Job], sizes: dict[object, int], pinned: set) -> dict[object, int]:
@@ -1610,6 +1691,7 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
     reports = emitter.emit()
     jobs = emitter.jobs
     jobs[-1].fields["flags"] |= DescFlag.LAST
+    _plan_engine_weights(jobs, cfg)
 
     out_name = matcher.resolve(graph.outputs[0])
     input_key = emitter.buffer(graph.inputs[0])

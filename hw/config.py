@@ -216,6 +216,14 @@ class AcceleratorConfig:
         return self.mid_groups_max * self.expand_in_groups_max
 
     @property
+    def engine_weight_depth(self) -> int:
+        """Words (``dw_lanes x pw_cols`` bytes) of the 1x1 engine's weight memory: room for
+        the largest expand and PW weight tables together. Each descriptor places its tables
+        (``exp_wbase``, ``pw_wbase``); the rest of the memory takes the next descriptor's
+        weights while it runs (the prefetch segments)."""
+        return self.expand_weight_depth + self.pw_weight_depth
+
+    @property
     def lb_row_capacity_words(self) -> int:
         """Words (``dw_lanes`` bytes) of one line-buffer row: ``W * groups`` may not exceed
         it."""

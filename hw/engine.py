@@ -87,9 +87,9 @@ class Engine(wiring.Component):
     (32-bit two's complement), one ``(og, q)`` step per cycle, ``og`` outer, ``q`` inner.
 
     - **Expand (E, kind 0)**: the pixel is ``e_in_groups`` words from ``e``, ``e_out_groups``
-      output words, weights in the expand region (``base = 0``).
+      output words, weights from ``base = e_wbase``.
     - **Project (J, kind 1)**: ``j_in_groups`` words from ``j``, ``j_out_groups`` output
-      words, weights in the project region (``base = config.expand_weight_depth``).
+      words, weights from ``base = j_wbase``.
 
     Each kind has its own ping-pong pixel buffer (two halves of a power of two >= its
     largest ``in_groups`` words), filled from its stream: a
@@ -167,14 +167,15 @@ class Engine(wiring.Component):
         Pulse before each layer: a synchronous reset of all state (both buffers emptied,
         the job in progress and the words in flight dropped, an untaken ``o`` word
         dropped, ``credit = e_credits``; an ``e_free`` pulse in that cycle is ignored).
-    wr : ``In(WritePortSignature(bits of expand_weight_depth + pw_weight_depth,
-    engine_weight_layout(config)))``
-        The weight memory (write only while the engine is idle): expand weights at address
-        ``og*e_in_groups + q``, element ``[i][o]`` = weight from input lane ``(q, i)`` to
-        expanded lane ``(og, o)``; project weights at ``expand_weight_depth + og*j_in_groups
-        + q``. One port, not one per region: a mux of two weight words onto the memory's
-        write port costs about 2,000 LUTs on pynq-z2, while the controller adds the
-        constant region offset to an address for nothing.
+    e_wbase, j_wbase : ``In(unsigned(bits of config.engine_weight_depth))``
+        First word of the layer's expand and project weights in the weight memory (read
+        through registers, like the group counts).
+    wr : ``In(WritePortSignature(bits of engine_weight_depth, engine_weight_layout(config)))``
+        The weight memory of ``config.engine_weight_depth`` words: expand weights at address
+        ``e_wbase + og*e_in_groups + q``, element ``[i][o]`` = weight from input lane ``(q,
+        i)`` to expanded lane ``(og, o)``; project weights at ``j_wbase + og*j_in_groups +
+        q``. It may be written while a layer runs, at words the layer does not read (the
+        next layer's weights: the controller's prefetch).
     o : ``Out(stream.Signature(engine_out_layout(config)))``
         Per job, ``out_groups`` words ``{acc, group: og, kind}``, ``og`` ascending, jobs in
         issue order.
@@ -215,10 +216,11 @@ class Engine(wiring.Component):
             "j_in_groups": In(unsigned(config.mid_groups_max.bit_length())),
             "j_out_groups": In(unsigned(config.out_groups_max.bit_length())),
             "e_on": In(1),
+            "e_wbase": In(unsigned(_addr_bits(config.engine_weight_depth))),
+            "j_wbase": In(unsigned(_addr_bits(config.engine_weight_depth))),
             "start": In(1),
-            "wr": In(WritePortSignature(
-                _addr_bits(config.expand_weight_depth + config.pw_weight_depth),
-                engine_weight_layout(config))),
+            "wr": In(WritePortSignature(_addr_bits(config.engine_weight_depth),
+                                        engine_weight_layout(config))),
             "o": Out(stream.Signature(engine_out_layout(config))),
             "e_free": In(1),
         })
@@ -232,8 +234,7 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         R, C = self.rows, self.cols
-        e_base, j_base = 0, cfg.expand_weight_depth
-        depth = cfg.expand_weight_depth + cfg.pw_weight_depth
+        depth = cfg.engine_weight_depth
         qw = _addr_bits(max(cfg.expand_in_groups_max, cfg.mid_groups_max))
         ow = _group_bits(cfg)
         m = Module()
@@ -253,8 +254,10 @@ class Engine(wiring.Component):
         _, e_out_m2, e_out_one = counts("e_out", self.e_out_groups, ow)
         _, j_out_m2, j_out_one = counts("j_out", self.j_out_groups, ow)
         e_out = held("e_out", self.e_out_groups, len(self.e_out_groups))
+        e_base = held("e_base", self.e_wbase, len(self.e_wbase))
+        j_base = held("j_base", self.j_wbase, len(self.j_wbase))
 
-        # ---- one weight memory: expand region, then project region -----------------------
+        # ---- one weight memory: each kind's weights from its base -----------------------
         m.submodules.weights = wmem = Memory(shape=engine_weight_layout(cfg), depth=depth, init=[])
         wp = wmem.write_port()
         m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]

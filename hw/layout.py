@@ -15,14 +15,15 @@ from .config import AcceleratorConfig
 
 __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
-    "REGISTERS", "DESCRIPTOR", "ID_MAGIC", "HW_VERSION", "export", "export_json",
+    "REGISTERS", "DESCRIPTOR", "ADDRESS_FIELDS", "PREFETCH_SEGMENTS", "ID_MAGIC", "HW_VERSION",
+    "export", "export_json",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
     "scale",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 2
+HW_VERSION = 3
 
 
 class Opcode(enum.IntEnum):
@@ -39,6 +40,11 @@ class DescFlag(enum.IntFlag):
     CONV = 4       #: the line-buffer taps feed the PW array directly (k x k convolution)
     RESIDUAL = 8   #: ADD a second input (res_addr) to the PW stage's int8 output
     RAW_OUT = 16   #: write the PW stage's int32 accumulators (no requant; host step)
+    #: the expand weights are in the engine's weight memory at ``exp_wbase`` already (loaded
+    #: for an earlier descriptor, or prefetched while the previous one ran): not read again
+    EXP_LOADED = 32
+    #: the PW weights are in the engine's weight memory at ``pw_wbase`` already
+    PW_LOADED = 64
 
 
 class ErrorCode(enum.IntEnum):
@@ -248,7 +254,27 @@ DESCRIPTOR = DescriptorLayout([
     ("dw_table", 32, False, "DW requant table (unused with CONV)"),
     ("pw_weights", 32, False, "PW weight words"),
     ("pw_table", 32, False, "PW requant table (unused with RAW_OUT)"),
+    ("exp_wbase", 16, False, "EXPAND: engine weight-memory word of the expand weights"),
+    ("pw_wbase", 16, False, "engine weight-memory word of the PW weights"),
+    # prefetch: while this layer runs, `pfN_words` engine weight words (dw_lanes x pw_cols
+    # bytes) are read from `pfN_addr` into the engine's weight memory from word `pfN_base`
+    # (segment 0, then 1), through the residual port (so not with RESIDUAL): the next
+    # descriptor's weights, which it then finds loaded (EXP_LOADED, PW_LOADED)
+    ("pf0_addr", 32, False, "prefetch segment 0: DDR address"),
+    ("pf1_addr", 32, False, "prefetch segment 1: DDR address"),
+    ("pf0_words", 16, False, "prefetch segment 0: engine weight words (0: none)"),
+    ("pf0_base", 16, False, "prefetch segment 0: first engine weight-memory word"),
+    ("pf1_words", 16, False, "prefetch segment 1: engine weight words (0: none)"),
+    ("pf1_base", 16, False, "prefetch segment 1: first engine weight-memory word"),
 ])
+
+#: descriptor fields holding DDR addresses (8-byte aligned; relative to the program image in
+#: the compiler's ``Program.descriptors``)
+ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
+                  "dw_table", "pw_weights", "pw_table", "pf0_addr", "pf1_addr")
+#: the prefetch segments' fields: (address, words, first word)
+PREFETCH_SEGMENTS = (("pf0_addr", "pf0_words", "pf0_base"),
+                     ("pf1_addr", "pf1_words", "pf1_base"))
 
 
 #: Products of descriptor fields that the controller needs (transfer sizes, table lengths,
@@ -377,7 +403,31 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
         _implies(raw == 0, d["out_pitch"] >= pixel_beats),
         # the residual is read as one contiguous run
         _implies(residual, d["out_pitch"] == pixel_beats),
+        *_engine_weight_checks(d, p, config),
     ]
+
+
+def _engine_weight_checks(d, p, config: AcceleratorConfig) -> list:
+    """The engine's weight tables and prefetch segments lie inside its weight memory; the
+    segments do not overwrite this layer's tables and are not read beside a residual (they
+    use its port)."""
+    depth = config.engine_weight_depth
+    expand, residual = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.RESIDUAL)
+    tables = [(expand, d["exp_wbase"], p["exp_weight_words"]),
+              (1, d["pw_wbase"], p["pw_weight_words"])]
+
+    def apart(a, a_words, b, b_words):
+        return (a + a_words <= b) | (b + b_words <= a)
+
+    checks = [_implies(used, base + words <= depth) for used, base, words in tables]
+    checks.append(_implies(expand, apart(d["exp_wbase"], p["exp_weight_words"],
+                                         d["pw_wbase"], p["pw_weight_words"])))
+    for _, words, base in PREFETCH_SEGMENTS:
+        seg = (d[base], d[words])
+        checks.append(d[base] + d[words] <= depth)
+        checks.append(_implies(residual, d[words] == 0))
+        checks.extend(_implies(used, apart(*seg, b, n)) for used, b, n in tables)
+    return checks
 
 
 def export(config: AcceleratorConfig | None = None) -> dict:

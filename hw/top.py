@@ -20,7 +20,9 @@ from .dma_writer import DMAWriter
 from .dw_array import DepthwiseArray
 from .engine import EXPAND, PROJECT, Engine
 from .layout import (
+    ADDRESS_FIELDS,
     DESCRIPTOR,
+    PREFETCH_SEGMENTS,
     REGISTERS,
     DescFlag,
     ErrorCode,
@@ -179,9 +181,12 @@ class Accelerator(wiring.Component):
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table")]
         load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr]
-        # the engine's one weight memory: expand region at 0, project region after it
-        load_base = [0, 0, 0, 0, cfg.expand_weight_depth, 0]
-        load_needed = [expand_on, expand_on, ~conv_on, ~conv_on, Const(1), ~raw_on]
+        # the engine's weight tables go where the descriptor places them, unless it finds
+        # them there already (EXP_LOADED, PW_LOADED: an earlier load or the prefetch)
+        load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), 0]
+        engine_loads = (Load.EXP_WEIGHTS, Load.PW_WEIGHTS)
+        load_needed = [expand_on & ~flag(DescFlag.EXP_LOADED), expand_on, ~conv_on, ~conv_on,
+                       ~flag(DescFlag.PW_LOADED), ~raw_on]
 
         # ---- controller ----
         desc_addr = Signal(aw)
@@ -217,7 +222,7 @@ class Accelerator(wiring.Component):
         write_en = Signal()
         write_lane = Signal()    # the lane whose completed word is written
         write_addr = Signal(32)
-        write_base = Signal(range(max(load_base) + 1))  # LOAD_SPLIT: the table's first word
+        write_base = Signal(range(cfg.engine_weight_depth))  # LOAD_SPLIT: its first word
         write_data = Mux(write_lane, lanes[1]["buf"], lanes[0]["buf"])
         for port in dict.fromkeys(load_ports):
             index = [i for i, p in enumerate(load_ports) if p is port]
@@ -225,7 +230,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [
                 port.data.eq(write_data[max_word - width:]),
                 port.addr.eq(write_addr),
-                port.en.eq(write_en & _any(load == i for i in index)),
+                port.en.eq(write_en & (_any(load == i for i in index)
+                                       | (running if port is engine.wr else 0))),
             ]
         # LOAD_SPLIT: the two commands (first lane: `cmd0_beats` from the table's address;
         # second lane: the rest)
@@ -247,11 +253,24 @@ class Accelerator(wiring.Component):
         # Tables held on chip: a table whose address and length equal the last load into its
         # memory (in this run) is not read again, e.g. the DW weights of the output tiles of
         # one layer. A program's tables do not change while it runs; `start` forgets them.
+        # (Not the engine's weights: the descriptor says where they are and whether loaded.)
         held = Signal(len(Load))
         held_addr = [Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in Load]
         held_words = [Signal(32, name=f"held_words_{ld.name.lower()}") for ld in Load]
-        held_now = [held[i] & (held_addr[i] == load_addr[i]) & (held_words[i] == load_words[i])
-                    for i in range(len(Load))]
+        held_now = [Const(0) if ld in engine_loads else
+                    held[ld] & (held_addr[ld] == load_addr[ld])
+                    & (held_words[ld] == load_words[ld]) for ld in Load]
+
+        # Prefetch (while a layer without residual runs): the segments' commands go to
+        # `res_reader` one after the other; the second lane assembles their beats into
+        # engine words written from `pf_dst` on (segment 0's words, then segment 1's)
+        pf_sent = Signal(2)       # segment's command taken (or it has no words)
+        pf_dst = Signal(range(cfg.engine_weight_depth))
+        pf_left = Signal(16)      # words of the current segment still to come
+        (pf0_addr, pf0_words, pf0_base), (pf1_addr, pf1_words, pf1_base) = (
+            [field(name) for name in seg] for seg in PREFETCH_SEGMENTS)
+        engine_word_beats = P * Q // 8
+        prefetching = Signal()    # running, no residual: res_reader's beats are weights
 
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
@@ -290,9 +309,7 @@ class Accelerator(wiring.Component):
 
             with m.State("CHECK"):
                 # each condition into a register; CHECKED combines them
-                addrs = [field(n) for n in ("in_addr", "out_addr", "res_addr", "exp_weights",
-                                            "exp_table", "dw_weights", "dw_table",
-                                            "pw_weights", "pw_table")]
+                addrs = [field(n) for n in ADDRESS_FIELDS]
                 m.d.sync += [
                     opcode_ok.eq(field("opcode") == Opcode.LAYER),
                     params_ok.eq(Cat(*descriptor_param_checks(self._fields(field), cfg))),
@@ -353,7 +370,8 @@ class Accelerator(wiring.Component):
                 split = list(zip(half_words, load_beats_per_word, strict=True))
                 m.d.sync += [
                     last_beat.eq(by_load([Const(b - 1) for b in load_beats_per_word])),
-                    write_base.eq(by_load([Const(b) for b in load_base])),
+                    write_base.eq(by_load([Const(b) if isinstance(b, int) else b
+                                           for b in load_base])),
                     cmd0_beats.eq(by_load([scale(h, b) for h, b in split])),
                     cmd1_beats.eq(by_load([scale(w - h, b) for w, (h, b)
                                            in zip(load_words, split, strict=True)])),
@@ -424,7 +442,11 @@ class Accelerator(wiring.Component):
             with m.State("RUN_START"):
                 m.d.sync += [lb.start.eq(1), engine.start.eq(1), running.eq(1),
                              reader_cmd_sent.eq(0), res_cmd_sent.eq(~residual_on),
-                             out_pixel.eq(0), out_addr.eq(field("out_addr"))]
+                             out_pixel.eq(0), out_addr.eq(field("out_addr")),
+                             pf_sent.eq(Cat(pf0_words == 0, pf1_words == 0)),
+                             pf_dst.eq(Mux(pf0_words != 0, pf0_base, pf1_base)),
+                             pf_left.eq(Mux(pf0_words != 0, pf0_words, pf1_words)),
+                             lanes[1]["beat"].eq(0)]
                 m.next = "RUN_CMDS"
 
             with m.State("RUN_CMDS"):
@@ -433,9 +455,12 @@ class Accelerator(wiring.Component):
                     reader.cmd.valid.eq(~reader_cmd_sent),
                     reader.cmd.payload.addr.eq(field("in_addr")),
                     reader.cmd.payload.beats.eq(in_beats),
-                    res_reader.cmd.valid.eq(~res_cmd_sent),
-                    res_reader.cmd.payload.addr.eq(field("res_addr")),
-                    res_reader.cmd.payload.beats.eq(res_beats),
+                    res_reader.cmd.valid.eq(Mux(residual_on, ~res_cmd_sent, ~pf_sent.all())),
+                    res_reader.cmd.payload.addr.eq(
+                        Mux(residual_on, field("res_addr"), Mux(pf_sent[0], pf1_addr, pf0_addr))),
+                    res_reader.cmd.payload.beats.eq(
+                        Mux(residual_on, res_beats,
+                            scale(Mux(pf_sent[0], pf1_words, pf0_words), engine_word_beats))),
                     writer.cmd.valid.eq(out_pixel != prod.out_pixels),
                     writer.cmd.payload.addr.eq(out_addr),
                     # one command for a contiguous output, else one per pixel
@@ -443,6 +468,11 @@ class Accelerator(wiring.Component):
                 ]
                 r_done = reader_cmd_sent | reader.cmd.ready
                 res_done = res_cmd_sent | res_reader.cmd.ready
+                # the prefetch's commands: segment 0's, then segment 1's
+                pf_now = Cat(pf_sent[0] | res_reader.cmd.ready,
+                             pf_sent[1] | (pf_sent[0] & res_reader.cmd.ready))
+                with m.If(~residual_on):
+                    m.d.sync += pf_sent.eq(pf_now)
                 w_step = writer.cmd.valid & writer.cmd.ready
                 with m.If(w_step):
                     m.d.sync += [out_pixel.eq(Mux(contiguous, prod.out_pixels, out_pixel + 1)),
@@ -450,7 +480,7 @@ class Accelerator(wiring.Component):
                 w_done = (out_pixel == prod.out_pixels) | (
                     w_step & (contiguous | (out_pixel == prod.out_pixels - 1)))
                 m.d.sync += [reader_cmd_sent.eq(r_done), res_cmd_sent.eq(res_done)]
-                with m.If(r_done & res_done & w_done):
+                with m.If(r_done & Mux(residual_on, res_done, pf_now.all()) & w_done):
                     m.d.sync += settle.eq(1)
                     m.next = "RUN_WAIT"
 
@@ -475,6 +505,21 @@ class Accelerator(wiring.Component):
                                  layer.eq(layer + 1)]
                     m.next = "FETCH_CMD"
 
+        # the prefetch: the second lane takes every beat of `res_reader` while a layer
+        # without residual runs, a word each `engine_word_beats` beats
+        pf_lane = lanes[1]
+        m.d.comb += prefetching.eq(running & ~residual_on)
+        with m.If(prefetching & res_reader.data.valid):
+            m.d.sync += pf_lane["buf"].eq(Cat(pf_lane["buf"][64:], res_reader.data.payload))
+            with m.If(pf_lane["beat"] == engine_word_beats - 1):
+                m.d.sync += [pf_lane["beat"].eq(0), write_en.eq(1), write_lane.eq(1),
+                             write_addr.eq(pf_dst), pf_dst.eq(pf_dst + 1),
+                             pf_left.eq(pf_left - 1)]
+                with m.If(pf_left == 1):
+                    m.d.sync += [pf_dst.eq(pf1_base), pf_left.eq(pf1_words)]
+            with m.Else():
+                m.d.sync += pf_lane["beat"].eq(pf_lane["beat"] + 1)
+
         # While a layer runs, the main reader's beats are the layer input: to the expand
         # stage, or straight into the line buffer.
         # The residual reader's beats are the residual input while a layer runs (table words
@@ -486,10 +531,10 @@ class Accelerator(wiring.Component):
             reader.data.ready.eq(fetching | (loading & lanes[0]["take"])
                                  | (running & Mux(expand_on, in_packer.i.ready,
                                                   lb.fill.ready))),
-            res_reader.data.ready.eq((loading & lanes[1]["take"])
+            res_reader.data.ready.eq((loading & lanes[1]["take"]) | prefetching
                                      | (running & res_packer.i.ready)),
         ]
-        m.d.comb += [res_packer.i.valid.eq(res_reader.data.valid & running),
+        m.d.comb += [res_packer.i.valid.eq(res_reader.data.valid & running & residual_on),
                      res_packer.i.payload.eq(res_reader.data.payload)]
         m.d.comb += [
             in_packer.i.valid.eq(reader.data.valid & running & expand_on),
@@ -514,6 +559,7 @@ class Accelerator(wiring.Component):
             engine.e_in_groups.eq(field("in_groups")), engine.e_out_groups.eq(field("exp_groups")),
             engine.j_in_groups.eq(field("mid_groups")),
             engine.j_out_groups.eq(field("out_groups")), engine.e_on.eq(expand_on),
+            engine.e_wbase.eq(field("exp_wbase")), engine.j_wbase.eq(field("pw_wbase")),
         ]
         for rq, prefix in ((expq, "exp"), (dwq, "dw"), (pwq, "pw")):
             m.d.comb += [rq.zp.eq(field(f"{prefix}_zp")), rq.act_min.eq(field(f"{prefix}_min")),

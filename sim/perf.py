@@ -124,7 +124,7 @@ from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.engine import Engine, array_latency
-from dwsep.hw.layout import DESCRIPTOR, DescFlag
+from dwsep.hw.layout import DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
 from dwsep.hw.requant import Requantizer
@@ -284,25 +284,43 @@ def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
 def _table_beats(config: AcceleratorConfig, desc: dict,
                  held: frozenset[str] = frozenset()) -> dict[str, int]:
     """Beats of each table the layer loads: those it needs (:func:`_table_words` x word
-    bytes / 8) but not those in ``held``."""
+    bytes / 8) but not those in ``held`` nor the engine weights it is flagged to find loaded
+    (``EXP_LOADED``, ``PW_LOADED``)."""
+    flags = _flags(desc)
     return {name: words * LOADS[name](config) // BEAT_BYTES
-            for name, words in _table_words(config, desc).items() if name not in held}
+            for name, words in _table_words(config, desc).items()
+            if name not in held and not (name in _LOADED and flags & _LOADED[name])}
 
 
 def held_tables(config: AcceleratorConfig | str, descriptors: list[dict]
                 ) -> list[frozenset[str]]:
     """For each descriptor of a program, the tables it needs that the controller holds on
     chip already (``hw.top``: same address and length as the last load into that table's
-    memory since ``start``), which it does not read again."""
+    memory since ``start``), which it does not read again. The engine's weights are not
+    held by address: their descriptors' flags say whether they are loaded."""
     config = get_config(config)
     last: dict[str, tuple[int, int]] = {}
     out = []
     for desc in descriptors:
         words = _table_words(config, desc)
-        held = frozenset(n for n, w in words.items() if last.get(n) == (desc.get(n, 0), w))
-        last.update({n: (desc.get(n, 0), w) for n, w in words.items() if n not in held})
+        held = frozenset(n for n, w in words.items()
+                         if n not in _LOADED and last.get(n) == (desc.get(n, 0), w))
+        last.update({n: (desc.get(n, 0), w) for n, w in words.items()
+                     if n not in held and n not in _LOADED})
         out.append(held)
     return out
+
+
+#: the engine's weight tables, which the controller does not hold by address: the compiler
+#: places them and flags those it finds in the memory already (``hw.layout.DescFlag``)
+_LOADED = {"exp_weights": DescFlag.EXP_LOADED, "pw_weights": DescFlag.PW_LOADED}
+
+
+def _prefetch(config: AcceleratorConfig, desc: dict) -> list[tuple[int, int]]:
+    """``(address, beats)`` of the descriptor's prefetch segments (those with words)."""
+    word_beats = LOADS["pw_weights"](config) // BEAT_BYTES
+    return [(desc.get(addr, 0), desc[words] * word_beats)
+            for addr, words, _ in PREFETCH_SEGMENTS if desc.get(words, 0)]
 
 
 def _dw_columns(config: AcceleratorConfig, desc: dict) -> int:
@@ -318,13 +336,15 @@ def layer_bytes(config: AcceleratorConfig | str, desc: dict,
     """DDR traffic of one layer: ``({"descriptor", <each loaded table>, "input",
     "residual"}, bytes written)``. Input ``in_h*in_w*in_groups*P``, residual and output
     ``out_h*out_w`` pixels of ``_pixel_beats*8`` bytes; the tables in ``held``
-    (:func:`held_tables`) are not read."""
+    (:func:`held_tables`) are not read; ``"prefetch"``: the next descriptor's weights read
+    while this one runs."""
     config = get_config(config)
     read = {"descriptor": DESCRIPTOR.size}
     read.update({k: v * BEAT_BYTES for k, v in _table_beats(config, desc, held).items()})
     read["input"] = desc["in_h"] * desc["in_w"] * desc["in_groups"] * config.dw_lanes
     out = desc["out_h"] * desc["out_w"] * _pixel_beats(config, desc) * BEAT_BYTES
     read["residual"] = out if _flags(desc) & DescFlag.RESIDUAL else 0
+    read["prefetch"] = sum(beats for _, beats in _prefetch(config, desc)) * BEAT_BYTES
     return read, out
 
 
@@ -587,19 +607,27 @@ class _ReadStream:
     Without a rate limit and with a read latency the four slots cover (see
     :func:`layer_cycles`), this reduces to beat ``k`` being on ``data`` from ``t_cmd +
     CMD_TO_AR + read_latency + R_TO_DATA + k`` and after the previous beat was taken.
+
+    ``more``: commands ``(addr, beats)`` offered after this one, each taken the cycle after
+    the previous one loaded its last AR, so its first AR is ``ar(last) + 2``.
     """
 
     def __init__(self, t_cmd: int, addr: int, beats: int, mem: MemoryCycles,
-                 credits: list[_Credit]):
+                 credits: list[_Credit], more: list[tuple[int, int]] = ()):
         self.t_data = t_cmd + DMAReader.CMD_TO_AR + mem.read_latency + DMAReader.R_TO_DATA
         self.k = 0
         self.taken = -math.inf
-        self.fast = not credits and mem.read_latency <= _READ_LATENCY_LIMIT
+        self.t_cmd = t_cmd
+        self.fast = not credits and mem.read_latency <= _READ_LATENCY_LIMIT and not more
         if self.fast:
             return
         self.credits = credits
-        self.t_cmd, self.latency = t_cmd, mem.read_latency
+        self.latency = mem.read_latency
         self.bursts = _bursts(addr, beats)
+        self.starts = {0}   # bursts that begin a command
+        for a, n in more:
+            self.starts.add(len(self.bursts))
+            self.bursts += _bursts(a, n)
         self.ar: list[int] = []
         self.rlast: list[int] = []
         self.left = 0          # beats of the current burst still to move
@@ -617,7 +645,8 @@ class _ReadStream:
             return self.pending
         if self.left == 0:
             j = len(self.ar)
-            a = self.ar[-1] + 1 if j else self.t_cmd + DMAReader.CMD_TO_AR
+            a = (self.t_cmd + DMAReader.CMD_TO_AR if not j
+                 else self.ar[-1] + (2 if j in self.starts else 1))
             if j >= _READER.max_outstanding:
                 a = max(a, self.rlast[j - _READER.max_outstanding] + 2)
             self.ar.append(a)
@@ -633,6 +662,12 @@ class _ReadStream:
             self.rlast.append(r)
         self.pending = r + DMAReader.R_TO_DATA
         return self.pending
+
+    def last_command(self) -> int:
+        """Cycle the last command was taken (once its first burst's AR is known)."""
+        if self.fast:
+            return self.t_cmd
+        return self.ar[max(self.starts)] - DMAReader.CMD_TO_AR
 
     def take(self, ready: int) -> int:
         """Cycle the next beat is taken from ``data`` by a consumer ready from ``ready``."""
@@ -941,10 +976,15 @@ class _EngineJobs:
 
 
 def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycles,
-               base: int):
+               base: int, pf_seed: list[int] | None = None):
     """Cycles of the run phase; ``t_cmds`` is the ``RUN_CMDS`` cycle, in which the DMAs
-    take their (first) commands. Returns ``(end, first_tap, last_tap)``, ``end`` being the
-    last ``RUN_WAIT`` cycle.
+    take their (first) commands. Returns ``(end, first_tap, last_tap, pf_grants)``, ``end``
+    being the last ``RUN_WAIT`` cycle, ``pf_grants`` the cycles the prefetch's beats moved
+    (with a rate-limited memory; else empty).
+
+    The prefetch is followed after the other streams, so that it sees their beats in the
+    memory's credits; ``pf_seed``, its beats from a first pass, lets them see its beats too
+    (:func:`layer_cycles` makes the two passes).
 
     The blocks are built back to front (writer, serializer, [ADD], PW requantizer, the
     engine's project jobs, spatial stage); then the taps are followed word by word (a word:
@@ -971,7 +1011,9 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     5. ``RUN_WAIT`` is entered the cycle after the last write command (with ``settle``) and
        left in the first cycle the writer (busy until the cycle after its last B) and the
        line buffer (its busy falls two cycles after the last fill beat: ``fill_done``, then
-       ``busy``) are idle; the readers finish earlier.
+       ``busy``) are idle; the input and residual readers finish earlier. The prefetch
+       segments' reader is idle the cycle after its last beat, and ``RUN_WAIT`` is
+       entered no earlier than two cycles after it took the last segment's command.
     """
     P, Q = config.dw_lanes, config.pw_cols
     flags = _flags(d)
@@ -981,8 +1023,12 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     mid, og = d["mid_groups"], d["out_groups"]
     out_h, out_w, in_h, in_w = d["out_h"], d["out_w"], d["in_h"], d["in_w"]
     in_beats = in_h * in_w * d["in_groups"] * P // BEAT_BYTES
-    credits = _port_credits(mem, ("read0", "write0", "read1") if residual
+    prefetch = _prefetch(config, d)
+    credits = _port_credits(mem, ("read0", "write0", "read1") if residual or prefetch
                             else ("read0", "write0"))
+    if pf_seed:
+        for c in credits["read1"]:
+            c.mine.extend(pf_seed)
     reader = _ReadStream(t_cmds, base + d.get("in_addr", 0), in_beats, mem, credits["read0"])
 
     # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- engine (J) ----
@@ -1066,8 +1112,19 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                 dw_frozen.freeze(out, dw_skid.take(out))
     done_cmd, writer_idle = writer.done()
     last_fill = fill.complete(in_h - 1, allow)
-    end = max(done_cmd + 2, writer_idle, last_fill + 2)
-    return end, first_tap, row_end[-1]
+    pf_end, pf_grants = -math.inf, []
+    if prefetch:
+        # the next descriptor's weights through the residual port, taken as they come
+        for c in credits["read1"]:
+            c.mine.clear()      # the seed: the other ports have seen it
+        (addr, beats), *more = ((base + a, n) for a, n in prefetch)
+        pf = _ReadStream(t_cmds, addr, beats, mem, credits["read1"], more)
+        pf_last = pf.take_run(sum(n for _, n in prefetch), -math.inf)
+        pf_end = max(pf_last + 1, pf.last_command() + 2)
+        if credits["read1"]:
+            pf_grants = list(credits["read1"][0].mine)
+    end = max(done_cmd + 2, writer_idle, last_fill + 2, pf_end)
+    return end, first_tap, row_end[-1], pf_grants
 
 
 class _FillFromReader:
@@ -1268,7 +1325,10 @@ def layer_cycles(config: AcceleratorConfig | str, desc: dict, *,
     loads["skipped"] = len(LOADS) - len(table_beats) + 1
     t_run_start = fetch + sum(loads.values())
     t_cmds = t_run_start + 1
-    end, first_tap, last_tap = _run_phase(config, desc, t_cmds, memory, base)
+    end, first_tap, last_tap, pf_grants = _run_phase(config, desc, t_cmds, memory, base)
+    if pf_grants:   # again, the other streams seeing the prefetch's beats
+        end, first_tap, last_tap, _ = _run_phase(config, desc, t_cmds, memory, base,
+                                                 pf_grants)
     total_end = end + 2  # NEXT, then the next layer's FETCH_CMD (or IDLE)
     bytes_read, bytes_written = layer_bytes(config, desc, held)
     stage_cycles = _stage_cycles(config, desc, memory, base, held)
@@ -1303,7 +1363,8 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
         write = max(write, 2 * pixels, -(-slots // _WRITER.max_outstanding))
     # the rate limits: a port moves at most one beat per cycle, ports on one link share its
     # rate, and the DRAM's rate is shared by all (here split as reads and writes use it)
-    in_beats, res_beats = read["input"] // BEAT_BYTES, read["residual"] // BEAT_BYTES
+    in_beats = read["input"] // BEAT_BYTES
+    res_beats = (read["residual"] + read["prefetch"]) // BEAT_BYTES  # the second port's
     rd, wr, ddr = (MemoryCycles.fixed(r) / RATE_ONE if r else math.inf
                    for r in (mem.read_rate, mem.write_rate, mem.ddr_rate))
     on_link = in_beats + res_beats if mem.read_links[0] == mem.read_links[1] \

@@ -397,12 +397,28 @@ def _chain(n: int) -> Graph:
     return Graph(tensors, ops, ["l0/input"], [prev])
 
 
+def _stages(desc: dict) -> DescFlag:
+    """A descriptor's flags but those of the engine's weight plan (``*_LOADED``)."""
+    return DescFlag(desc["flags"]) & ~(DescFlag.EXP_LOADED | DescFlag.PW_LOADED)
+
+
 def test_chain_of_layers():
     prog = compile_model(_chain(3), "tiny")
     assert len(prog.descriptors) == 3
-    assert [d["flags"] for d in prog.descriptors] == [0, 0, DescFlag.LAST]
+    # the first loads its PW weights; each of the others finds them prefetched by the one
+    # before, at the other end of the engine's weight memory
+    assert [d["flags"] for d in prog.descriptors] == [
+        0, DescFlag.PW_LOADED, DescFlag.PW_LOADED | DescFlag.LAST]
+    depth = get_config("tiny").engine_weight_depth
     for a, b in zip(prog.descriptors, prog.descriptors[1:], strict=False):
         assert a["out_addr"] == b["in_addr"]
+        words = b["mid_groups"] * b["out_groups"]
+        assert (a["pf0_addr"], a["pf0_words"], a["pf0_base"]) == (
+            b["pw_weights"], words, b["pw_wbase"])
+        assert a["pf1_words"] == 0
+    assert [d["pw_wbase"] for d in prog.descriptors] == [
+        0, depth - prog.descriptors[1]["mid_groups"] * prog.descriptors[1]["out_groups"], 0]
+    assert prog.descriptors[2]["pf0_words"] == 0
     assert prog.descriptors[0]["in_addr"] == prog.input.offset
     assert prog.descriptors[2]["out_addr"] == prog.output.offset
 
@@ -443,10 +459,10 @@ def test_mobilenet_like_report():
     assert step is prog.output_step and step.kind == "fc_requant" and step.layer == 5
     assert prog.output.offset is None and prog.output.shape == (1, 1, 1, 10)
     d = prog.descriptors
-    assert d[1]["flags"] == DescFlag.RESIDUAL and d[1]["res_addr"] == d[1]["in_addr"]
-    assert d[0]["flags"] == DescFlag.CONV and d[0]["mid_groups"] == 9
-    assert d[2]["flags"] == DescFlag.EXPAND and (d[2]["in_groups"], d[2]["exp_groups"]) == (1, 4)
-    assert d[5]["flags"] == DescFlag.RAW_OUT | DescFlag.LAST and d[5]["out_pitch"] == 8
+    assert _stages(d[1]) == DescFlag.RESIDUAL and d[1]["res_addr"] == d[1]["in_addr"]
+    assert _stages(d[0]) == DescFlag.CONV and d[0]["mid_groups"] == 9
+    assert _stages(d[2]) == DescFlag.EXPAND and (d[2]["in_groups"], d[2]["exp_groups"]) == (1, 4)
+    assert _stages(d[5]) == DescFlag.RAW_OUT | DescFlag.LAST and d[5]["out_pitch"] == 8
     assert step.params["partials"] == [d[5]["out_addr"]]
     summary = prog.summary()
     assert summary.startswith("config 'tiny': 6 layer(s), 6 descriptor(s), ")
@@ -506,7 +522,12 @@ def test_head_pools_once_then_fc():
     assert all(len({p[f] for p in pool_d}) == 1 for f in tables)
     held = held_tables(cfg, d)
     first = pool["descriptors"][0]
-    assert held[first] == set() and held[first + 1:first + 5] == [tables] * 4
+    # the controller holds the DW tables and PW table; the PW weights, prefetched while the
+    # last head tile ran, stay where they are, each tile flagged to find them there
+    assert held[first] == set() and held[first + 1:first + 5] == [tables - {"pw_weights"}] * 4
+    assert d[first - 1]["pf0_addr"] == pool_d[0]["pw_weights"]
+    assert all(p["flags"] & DescFlag.PW_LOADED for p in pool_d)
+    assert len({p["pw_wbase"] for p in pool_d}) == 1
     assert [(f["in_addr"] - pooled, f["in_groups"], f["kernel"], f["out_groups"])
             for f in fc_d] == [(0, 9, 1, 2)] * 2 + [(0, 9, 1, 1)] + [(72, 1, 1, 2)] * 2 + [
                 (72, 1, 1, 1)]

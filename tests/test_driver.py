@@ -124,7 +124,9 @@ def chain(n: int, seed: int) -> Graph:
 def test_chain_of_layers(acc, seed):
     g = chain(3, seed)
     prog = acc.compile(g)
-    assert [d["flags"] for d in prog.descriptors] == [0, 0, 1]
+    # each later descriptor finds its PW weights prefetched while the one before ran
+    assert [d["flags"] for d in prog.descriptors] == [
+        0, DescFlag.PW_LOADED, DescFlag.PW_LOADED | DescFlag.LAST]
     for a, b in zip(prog.descriptors, prog.descriptors[1:], strict=False):
         assert a["out_addr"] == b["in_addr"]
     x = _random_input(np.random.default_rng(seed), g.input.shape)
@@ -199,6 +201,12 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
     (dict(flags=DescFlag.RESIDUAL, out_pitch=lambda d: d["out_groups"] + 1),
      ErrorCode.BAD_PARAMS),
     (dict(mid_groups=lambda d: d["mid_groups"] + 1), ErrorCode.BAD_PARAMS),
+    # the engine's weights: a table past the end of its memory (tiny: 512 words), a
+    # prefetch segment past it, over this layer's PW weights, or beside a residual
+    (dict(pw_wbase=lambda d: 513 - d["mid_groups"] * d["out_groups"]), ErrorCode.BAD_PARAMS),
+    (dict(pf1_words=1, pf1_base=512), ErrorCode.BAD_PARAMS),
+    (dict(pf0_base=lambda d: d["pw_wbase"] + 1), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.RESIDUAL), ErrorCode.BAD_PARAMS),
 ])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_descriptor_errors(fields, code, backend):
@@ -222,6 +230,7 @@ def test_bus_errors():
     assert _tampered_run(g, 0, in_addr=1 << 24).code == ErrorCode.AXI_READ
     assert _tampered_run(g, 0, out_addr=1 << 24).code == ErrorCode.AXI_WRITE
     assert _tampered_run(g, 0, pw_weights=1 << 24).code == ErrorCode.AXI_READ
+    assert _tampered_run(chain(2, 9), 0, pf0_addr=1 << 24).code == ErrorCode.AXI_READ
     # unused addresses are not read: a RESIDUAL flag makes res_addr count
     assert _tampered_run(g, 0, flags=DescFlag.LAST | DescFlag.RESIDUAL,
                          res_addr=1 << 24).code == ErrorCode.AXI_READ

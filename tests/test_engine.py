@@ -54,9 +54,9 @@ def weight_words(w: np.ndarray) -> list[int]:
 
 
 async def load_weights(ctx, dut, layer):
-    """Both regions' weight words through the write port, one word a cycle; the project
-    region starts at ``expand_weight_depth``."""
-    for base, side in ((0, layer.e), (dut.config.expand_weight_depth, layer.j)):
+    """Both kinds' weight words through the write port, one word a cycle, from the layer's
+    bases."""
+    for base, side in ((layer.e_base, layer.e), (layer.j_base, layer.j)):
         for addr, word in enumerate(weight_words(side.w)):
             ctx.set(dut.wr.addr, base + addr)
             ctx.set(dut.wr.data.as_value(), word)
@@ -105,6 +105,15 @@ class Layer:
 
         self.e, self.j, self.e_on = side(*e), side(*j), e_on
         assert e_on or not len(self.e.x)
+        # the two tables apart, anywhere in the weight memory, either one first
+        sizes = [self.e.in_groups * self.e.out_groups, self.j.in_groups * self.j.out_groups]
+        slack = config.engine_weight_depth - sum(sizes)
+        first = int(rng.integers(0, slack + 1))
+        second = first + sizes[0] + int(rng.integers(0, slack - first + 1))
+        if rng.integers(2):
+            self.e_base, self.j_base = first, second
+        else:
+            self.j_base, self.e_base = first, first + sizes[1] + (second - first - sizes[0])
 
 
 async def setup_layer(ctx, dut, layer: Layer) -> None:
@@ -114,6 +123,8 @@ async def setup_layer(ctx, dut, layer: Layer) -> None:
     ctx.set(dut.j_in_groups, layer.j.in_groups)
     ctx.set(dut.j_out_groups, layer.j.out_groups)
     ctx.set(dut.e_on, layer.e_on)
+    ctx.set(dut.e_wbase, layer.e_base)
+    ctx.set(dut.j_wbase, layer.j_base)
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)
@@ -330,6 +341,8 @@ def test_scheduler_timing():
         ctx.set(dut.j_in_groups, 1)
         ctx.set(dut.j_out_groups, 2)
         ctx.set(dut.e_on, 1)
+        ctx.set(dut.e_wbase, layer.e_base)
+        ctx.set(dut.j_wbase, layer.j_base)
         await load_weights(ctx, dut, layer)
         ctx.set(dut.o.ready, 1)
         e_in, j_in = layer.e.inputs, layer.j.inputs

@@ -219,7 +219,11 @@ def test_held_tables_are_not_reloaded(rtl):
     held = held_tables("tiny", program.descriptors)
     assert held == [frozenset(), frozenset({"dw_weights", "dw_table"})]
     alone = program_cycles("tiny", program)[1]
-    assert alone[1].loads.keys() == {"pw_weights", "pw_table", "skipped"}
+    # the second tile's PW weights were prefetched while the first ran
+    assert program.descriptors[1]["flags"] & DescFlag.PW_LOADED
+    second = program.descriptors[1]
+    assert alone[0].bytes_read["prefetch"] == second["mid_groups"] * second["out_groups"] * 64
+    assert alone[1].loads.keys() == {"pw_table", "skipped"}
     _check_program(rtl.device, program, whole=True)
 
 
@@ -359,8 +363,10 @@ def test_bytes():
     # tables: 2 and 3 groups of 8 lanes in records of 4 lanes, 40 bytes each
     assert est.bytes_read == {"descriptor": DESCRIPTOR.size, "dw_weights": 18 * 8,
                               "dw_table": 4 * 40, "pw_weights": 6 * 64, "pw_table": 6 * 40,
-                              "input": 64 * 16, "residual": 64 * 24}
+                              "input": 64 * 16, "residual": 64 * 24, "prefetch": 0}
     assert est.bytes_written == 64 * 24
+    est = layer_cycles(cfg, _desc(pf0_words=3, pf1_words=2))   # engine words of 8 x 8 bytes
+    assert est.bytes_read["prefetch"] == 5 * 64
 
 
 def test_read_rate_terms():

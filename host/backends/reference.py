@@ -14,7 +14,9 @@ import numpy as np
 
 from ...hw.config import AcceleratorConfig
 from ...hw.layout import (
+    ADDRESS_FIELDS,
     DESCRIPTOR,
+    PREFETCH_SEGMENTS,
     REGISTERS,
     DescFlag,
     ErrorCode,
@@ -25,11 +27,10 @@ from ...hw.layout import (
     descriptor_products,
 )
 from .. import numerics, packing
-from ..compiler import ADDRESS_FIELDS
 from ..driver import Buffer, Device
 
-__all__ = ["ReferenceDevice", "ReferenceMemory", "execute_layer", "validate_descriptor",
-           "BusError"]
+__all__ = ["ReferenceDevice", "ReferenceMemory", "EngineWeights", "execute_layer",
+           "validate_descriptor", "BusError"]
 
 #: alignment the DMA engines need for every descriptor address
 ADDR_ALIGN = 8
@@ -102,8 +103,9 @@ class _ReferenceBuffer(Buffer):
 def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCode:
     """The error the hardware raises for descriptor fields ``d`` (``ErrorCode.NONE`` if
     none), checked in this order: opcode, parameters against ``config``
-    (:func:`descriptor_param_checks`), alignment of all nine address fields (used by the
-    descriptor's flags or not), the conditions on products of fields
+    (:func:`descriptor_param_checks`), alignment of every address field
+    (``ADDRESS_FIELDS``, used by the descriptor's flags or not), the conditions on products
+    of fields
     (:func:`descriptor_product_checks`)."""
     if d["opcode"] != Opcode.LAYER:
         return ErrorCode.BAD_OPCODE
@@ -130,9 +132,40 @@ def _table(memory: ReferenceMemory, addr: int, channels: int, lanes: int):
     return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, records, lanes))
 
 
-def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: AcceleratorConfig
-                  ) -> None:
-    """Run one validated ``LAYER`` descriptor ``d`` on ``memory``.
+class EngineWeights:
+    """The 1x1 engine's weight memory (``config.engine_weight_depth`` words of ``dw_lanes x
+    pw_cols`` bytes), which keeps its contents from one descriptor, and one run, to the
+    next, as the hardware's does: a descriptor flagged ``EXP_LOADED`` or ``PW_LOADED`` uses
+    what an earlier one left there."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.word_bytes = config.dw_lanes * config.pw_cols
+        self.words = [bytes(self.word_bytes)] * config.engine_weight_depth
+
+    def load(self, memory: ReferenceMemory, addr: int, base: int, words: int,
+             word_bytes: int | None = None) -> None:
+        """``words`` words from DDR at ``addr`` into words ``base..``; ``word_bytes``: the
+        bytes of a table's word (expand weights: ``dw_lanes**2``) if not a whole one."""
+        n = self.word_bytes if word_bytes is None else word_bytes
+        raw = memory.read(addr, words * n)
+        for i in range(words):
+            self.words[base + i] = raw[i * n:(i + 1) * n]
+
+    def read(self, base: int, words: int) -> np.ndarray:
+        return np.frombuffer(b"".join(self.words[base:base + words]), np.int8)
+
+    def prefetch(self, d: dict[str, int], memory: ReferenceMemory) -> None:
+        """The descriptor's prefetch segments (read while it runs)."""
+        for addr, words, base in PREFETCH_SEGMENTS:
+            if d[words]:
+                self.load(memory, d[addr], d[base], d[words])
+
+
+def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: AcceleratorConfig,
+                  weights: EngineWeights | None = None) -> None:
+    """Run one validated ``LAYER`` descriptor ``d`` on ``memory``; ``weights`` is the
+    engine's weight memory (a fresh one when not given: then the ``*_LOADED`` flags find
+    zeros).
 
     ``P`` lanes, ``Q`` PW columns, ``G = in_groups``, ``E = exp_groups``, ``M = mid_groups``,
     ``O = out_groups``, ``s``/``d``/``k``/``m`` stride, dilation, kernel, depth multiplier;
@@ -173,18 +206,28 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     def read(field: str, count: int) -> np.ndarray:
         return np.frombuffer(memory.read(d[field], count), np.int8)
 
+    if weights is None:
+        weights = EngineWeights(config)
+
+    def engine(field: str, flag: DescFlag, words: int, word_bytes: int) -> np.ndarray:
+        base = d[field.replace("weights", "wbase")]
+        if not flags & flag:
+            weights.load(memory, d[field], base, words, word_bytes)
+        return weights.read(base, words)
+
     # loads in the hardware's order: expand, DW, PW weights and tables
     if flags & DescFlag.EXPAND:
-        ew = read("exp_weights", E * G * P * P).reshape(E, G, P, P)
+        ew = engine("exp_weights", DescFlag.EXP_LOADED, E * G, P * P).reshape(E, G, P, P)
         et = _table(memory, d["exp_table"], E * P, config.requant_lanes)
     if not flags & DescFlag.CONV:
         T = config.dw_taps
         raw = memory.read(d["dw_weights"], MG * config.dw_passes(k) * k * T * P)
         dw_w = packing.unpack_dw_weights(raw, MG, k, P, T).astype(np.int64)
         dt = _table(memory, d["dw_table"], MG * P, config.requant_lanes)
-    pw_w = read("pw_weights", OG * MG * P * Q).reshape(OG, MG, P, Q)
+    pw_w = engine("pw_weights", DescFlag.PW_LOADED, OG * MG, P * Q).reshape(OG, MG, P, Q)
     if not flags & DescFlag.RAW_OUT:
         pt = _table(memory, d["pw_table"], OG * Q, config.requant_lanes)
+    weights.prefetch(d, memory)
 
     u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
     if flags & DescFlag.EXPAND:
@@ -268,6 +311,7 @@ class ReferenceDevice(Device):
         self._ro = {REGISTERS[name].offset: self._encode(name, fields)
                     for name, fields in caps.items()}
         self._regs = {name: 0 for name in ("CTRL", "STATUS", "ERROR", "PROGRAM", "LAYER")}
+        self.weights = EngineWeights(self.config)
 
     @staticmethod
     def _encode(name: str, fields: dict[str, int]) -> int:
@@ -316,7 +360,7 @@ class ReferenceDevice(Device):
                     if code == ErrorCode.NONE:
                         if self.on_descriptor is not None:
                             self.on_descriptor(index)
-                        execute_layer(d, self.memory, self.config)
+                        execute_layer(d, self.memory, self.config, self.weights)
                 except BusError as e:
                     code = ErrorCode.AXI_WRITE if e.write else ErrorCode.AXI_READ
             if code != ErrorCode.NONE:
