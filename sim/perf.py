@@ -33,7 +33,11 @@ those of the blocks' flow control, stated where they are used. The one block tha
 chains share is the 1x1 engine (``hw/engine.py``) of an ``EXPAND`` layer: its expand jobs
 feed the line buffer and its project jobs drain the DW stage, so the model places the jobs
 in the order the engine's scheduler issues them (:class:`_Engine`,
-:meth:`_FillFromExpand.run_until`).
+:meth:`_FillFromExpand.run_until`). Beside the chain, a layer without residual may read the
+next layer's 1x1 weights through the residual port (the prefetch segments, ``PREFETCH_SEGMENTS``):
+a stream taken as it comes, followed after the chain (it sees the chain's beats in the
+memory's credits) and then the chain again seeing its beats; the next layer skips those
+loads (``EXP_LOADED``, ``PW_LOADED``).
 
 Memory: a :class:`dwsep.sim.ddr.MemoryCycles` (a memory model at the accelerator's clock),
 the same numbers the RTL bench's DDR model ``sim/ddr_model.sv`` takes:
