@@ -1562,50 +1562,24 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     resident: dict[tuple, int] = {}   # (region key, offset, words) -> first word
     prev, prev_ranges = None, []
 
-    def fit(words: int, avoid: list[tuple[int, int]], from_top: bool) -> int | None:
-        starts = sorted({0, depth - words} | {b + n for b, n in avoid}
-                        | {b - words for b, _ in avoid}, reverse=from_top)
-        for at in starts:
-            if 0 <= at <= depth - words and all(at + words <= b or b + n <= at
-                                                for b, n in avoid):
-                return at
-        return None
-
     for job in jobs:
         f = job.fields
         tables = [("pw", DescFlag.PW_LOADED, f["mid_groups"] * f["out_groups"])]
         if f["flags"] & DescFlag.EXPAND:
             tables.append(("exp", DescFlag.EXP_LOADED, f["exp_groups"] * f["in_groups"]))
         tables.sort(key=lambda t: -t[2])
-        free = [] if prev is None else [seg for seg in segments if not prev.fields[seg[0]]]
-        prefetch = bool(word_sized and free and not prev.fields["flags"] & DescFlag.RESIDUAL)
+        ident = {name: (*job.refs[f"{name}_weights"], words) for name, _, words in tables}
+        # the previous descriptor's free prefetch segments (none beside a residual)
+        free = ([] if prev is None or not word_sized or prev.fields["flags"] & DescFlag.RESIDUAL
+                else [seg for seg in segments if not prev.fields[seg[0]]])
         low = bool(prev_ranges) and min(b for b, _ in prev_ranges) < depth - max(
             b + n for b, n in prev_ranges)
-        # (a table held where the other one cannot fit beside it is loaded again)
-        for hits in (True, False):
-            mine, plan = [], []   # plan: (name, flag, words, ident, base, how)
-            for name, flag, words in tables:
-                ident = (*job.refs[f"{name}_weights"], words)
-                if hits and ident in resident:
-                    mine.append((resident[ident], words))
-                    plan.append((name, flag, words, ident, resident[ident], "held"))
-            for name, flag, words in tables:
-                ident = (*job.refs[f"{name}_weights"], words)
-                if hits and ident in resident:
-                    continue
-                base = (fit(words, prev_ranges + mine, low)
-                        if prefetch and len(free) > sum(p[-1] == "prefetch" for p in plan)
-                        else None)
-                how = "prefetch"
-                if base is None:
-                    base, how = fit(words, mine, False), "load"
-                if base is None:
-                    break
-                mine.append((base, words))
-                plan.append((name, flag, words, ident, base, how))
-            else:
-                break
-        for name, flag, words, ident, base, how in plan:
+        # a table held where the other one cannot fit beside it is loaded again
+        room = len(free)
+        held = {name: resident[i] for name, i in ident.items() if i in resident}
+        mine, plan = (_place_tables(depth, tables, held, room, prev_ranges, low)
+                      or _place_tables(depth, tables, {}, room, prev_ranges, low))
+        for name, flag, words, base, how in plan:
             f[f"{name}_wbase"] = base
             if how != "load":
                 f["flags"] |= flag
@@ -1616,8 +1590,42 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
             if how != "held":
                 resident = {k: b for k, b in resident.items()
                             if b + k[-1] <= base or base + words <= b}
-                resident[ident] = base
+                resident[ident[name]] = base
         prev, prev_ranges = job, mine
+
+
+def _place_tables(depth: int, tables: list[tuple], held: dict[str, int], room: int,
+                  prev_ranges: list[tuple[int, int]], from_top: bool):
+    """``(ranges, [(name, flag, words, base, how)])`` of one descriptor's engine tables
+    (``how``: "held" at ``held[name]``, "prefetch" apart from ``prev_ranges`` while ``room``
+    segments last, or "load"), or ``None`` if a table to load finds no room."""
+    mine = [(held[name], words) for name, _, words in tables if name in held]
+    plan = [(name, flag, words, held[name], "held")
+            for name, flag, words in tables if name in held]
+    for name, flag, words in tables:
+        if name in held:
+            continue
+        base, how = None, "prefetch"
+        if sum(p[-1] == "prefetch" for p in plan) < room:
+            base = _fit(depth, words, prev_ranges + mine, from_top)
+        if base is None:
+            base, how = _fit(depth, words, mine, False), "load"
+        if base is None:
+            return None
+        mine.append((base, words))
+        plan.append((name, flag, words, base, how))
+    return mine, plan
+
+
+def _fit(depth: int, words: int, avoid: list[tuple[int, int]], from_top: bool) -> int | None:
+    """The lowest (``from_top``: highest) first word of ``words`` words in ``0..depth`` apart
+    from the ranges ``avoid`` (``(first, words)``), or ``None``."""
+    starts = sorted({0, depth - words} | {b + n for b, n in avoid}
+                    | {b - words for b, _ in avoid}, reverse=from_top)
+    for at in starts:
+        if 0 <= at <= depth - words and all(at + words <= b or b + n <= at for b, n in avoid):
+            return at
+    return None
 
 
 # ---- DDR plan ---------------------------------------------------------------------------------

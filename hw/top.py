@@ -254,12 +254,13 @@ class Accelerator(wiring.Component):
         # memory (in this run) is not read again, e.g. the DW weights of the output tiles of
         # one layer. A program's tables do not change while it runs; `start` forgets them.
         # (Not the engine's weights: the descriptor says where they are and whether loaded.)
-        held = Signal(len(Load))
-        held_addr = [Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in Load]
-        held_words = [Signal(32, name=f"held_words_{ld.name.lower()}") for ld in Load]
-        held_now = [Const(0) if ld in engine_loads else
-                    held[ld] & (held_addr[ld] == load_addr[ld])
-                    & (held_words[ld] == load_words[ld]) for ld in Load]
+        holdable = [ld for ld in Load if ld not in engine_loads]
+        held = {ld: Signal(name=f"held_{ld.name.lower()}") for ld in holdable}
+        held_addr = {ld: Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in holdable}
+        held_words = {ld: Signal(32, name=f"held_words_{ld.name.lower()}") for ld in holdable}
+        held_now = [held[ld] & (held_addr[ld] == load_addr[ld])
+                    & (held_words[ld] == load_words[ld]) if ld in held else Const(0)
+                    for ld in Load]
 
         # Prefetch (while a layer without residual runs): the segments' commands go to
         # `res_reader` one after the other; the second lane assembles their beats into
@@ -285,7 +286,8 @@ class Accelerator(wiring.Component):
         with m.FSM(name="ctrl") as fsm:
             m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"), m.If(csr.start):
-                m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0), held.eq(0),
+                m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0),
+                             *(h.eq(0) for h in held.values()),
                              error_code.eq(ErrorCode.NONE), reader.clear.eq(1),
                              writer.clear.eq(1), res_reader.clear.eq(1)]
                 with m.If(csr.prog_addr[:3] != 0):
@@ -398,9 +400,9 @@ class Accelerator(wiring.Component):
                                  lanes[0]["done"].eq(0),
                                  lanes[1]["beat"].eq(0), lanes[1]["word"].eq(lanes[0]["last"] + 1),
                                  lanes[1]["done"].eq(cmd1_beats == 0)]
-                    for i in range(len(Load)):
-                        with m.If(load == i):  # its memory is being overwritten
-                            m.d.sync += held[i].eq(0)
+                    for ld in holdable:
+                        with m.If(load == ld):  # its memory is being overwritten
+                            m.d.sync += held[ld].eq(0)
                     m.next = "LOAD_DATA"
 
             with m.State("LOAD_DATA"):
@@ -433,10 +435,10 @@ class Accelerator(wiring.Component):
                     fail(ErrorCode.AXI_READ)
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
-                    for i in range(len(Load)):
-                        with m.If(load == i):
-                            m.d.sync += [held[i].eq(1), held_addr[i].eq(load_addr[i]),
-                                         held_words[i].eq(load_words[i])]
+                    for ld in holdable:
+                        with m.If(load == ld):
+                            m.d.sync += [held[ld].eq(1), held_addr[ld].eq(load_addr[ld]),
+                                         held_words[ld].eq(load_words[ld])]
                     m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):
