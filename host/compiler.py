@@ -1555,10 +1555,9 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     """
     depth = cfg.engine_weight_depth
     word_sized = cfg.dw_lanes == cfg.pw_cols
-    segments = [(words, base) for _, words, base in PREFETCH_SEGMENTS]
     for job in jobs:
-        job.fields.update(dict.fromkeys(("exp_wbase", "pw_wbase", *(n for seg in segments
-                                                                      for n in seg)), 0))
+        job.fields.update(dict.fromkeys(("exp_wbase", "pw_wbase", *(
+            n for _, words, base in PREFETCH_SEGMENTS for n in (words, base))), 0))
     resident: dict[tuple, int] = {}   # (region key, offset, words) -> first word
     prev, prev_ranges = None, []
 
@@ -1571,7 +1570,7 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
         ident = {name: (*job.refs[f"{name}_weights"], words) for name, _, words in tables}
         # the previous descriptor's free prefetch segments (none beside a residual)
         free = ([] if prev is None or not word_sized or prev.fields["flags"] & DescFlag.RESIDUAL
-                else [seg for seg in segments if not prev.fields[seg[0]]])
+                else [seg for seg in PREFETCH_SEGMENTS if not prev.fields[seg[1]]])
         low = bool(prev_ranges) and min(b for b, _ in prev_ranges) < depth - max(
             b + n for b, n in prev_ranges)
         # a table held where the other one cannot fit beside it is loaded again
@@ -1584,9 +1583,9 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
             if how != "load":
                 f["flags"] |= flag
             if how == "prefetch":
-                seg_words, seg_base = free.pop(0)
+                seg_addr, seg_words, seg_base = free.pop(0)
                 prev.fields.update({seg_words: words, seg_base: base})
-                prev.refs[seg_words.replace("words", "addr")] = job.refs[f"{name}_weights"]
+                prev.refs[seg_addr] = job.refs[f"{name}_weights"]
             if how != "held":
                 resident = {k: b for k, b in resident.items()
                             if b + k[-1] <= base or base + words <= b}
