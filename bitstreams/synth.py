@@ -241,7 +241,7 @@ _DRIVERS = {
     "pw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x out_channels_max",
     "exp_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
     "exp_fifo": "expanded words in front of the line buffer: mid_channels_max bytes",
-    "add": "DSP: 8 per lane x add_lanes (residual ADD)",
+    "add": "LUTRAM: 2 tables x add_lanes (residual ADD by table, no DSP)",
     "reader": "AXI read DMA (fixed)",
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",

@@ -62,6 +62,7 @@ from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
 from .numerics import (
     INT32_MIN,
+    add_table,
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requant_input_extremes,
@@ -589,6 +590,16 @@ class _SpaceToDepth:
     w: np.ndarray
 
 
+def _add(q: dict, a: str, b: str) -> dict:
+    """The ``add_*`` descriptor fields and the packed ADD table of a residual ADD whose
+    ``add_quant_params`` are ``q``; ``a``, ``b``: which TFLite input (``"1"`` or ``"2"``) is
+    the main path (the PW output) and which the residual."""
+    table = add_table(q[f"in{a}_zp"], q[f"mult{a}"], q[f"shift{a}"], q[f"in{b}_zp"],
+                      q[f"mult{b}"], q[f"shift{b}"], q["out_mult"])
+    return dict(add_zp=q["out_zp"], add_min=q["act_min"], add_max=q["act_max"],
+                add_out_shift=q["out_shift"], table=packing.pack_add_table(table))
+
+
 @dataclass
 class _Unit:
     """A matched layer: one or more descriptors (output tiles, input slices)."""
@@ -603,7 +614,7 @@ class _Unit:
     dw: _Stage | None = None
     fc: dict | None = None          # RAW_OUT: the fc_requant host step's parameters
     residual: str | None = None
-    add: dict | None = None
+    add: dict | None = None         # RESIDUAL: the add_* fields and "table" (packed)
     out_shape: tuple[int, ...] = ()
     macs: int = 0
     note: str = ""
@@ -1078,11 +1089,7 @@ class _Matcher:
         q = add_quant_params(self.graph, add)
         a, b = ("1", "2") if add.inputs[0] == pw.outputs[0] else ("2", "1")
         unit.residual = other
-        unit.add = dict(add_a_zp=q[f"in{a}_zp"], add_b_zp=q[f"in{b}_zp"], add_zp=q["out_zp"],
-                        add_min=q["act_min"], add_max=q["act_max"],
-                        add_a_shift=q[f"shift{a}"], add_b_shift=q[f"shift{b}"],
-                        add_out_shift=q["out_shift"], add_a_mult=q[f"mult{a}"],
-                        add_b_mult=q[f"mult{b}"], add_out_mult=q["out_mult"])
+        unit.add = _add(q, a, b)
         unit.ops.append(add)
         unit.output = add.outputs[0]
         self.claim(add)
@@ -1242,11 +1249,7 @@ class _Matcher:
                      _identity_stage(op, np.eye(c, dtype=np.int8), c),
                      dw=_identity_stage(op, np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c),
                      residual=b)
-        unit.add = dict(add_a_zp=q["in1_zp"], add_b_zp=q["in2_zp"], add_zp=q["out_zp"],
-                        add_min=q["act_min"], add_max=q["act_max"], add_a_shift=q["shift1"],
-                        add_b_shift=q["shift2"], add_out_shift=q["out_shift"],
-                        add_a_mult=q["mult1"], add_b_mult=q["mult2"],
-                        add_out_mult=q["out_mult"])
+        unit.add = _add(q, "1", "2")
         self._add_unit(unit)
 
 
@@ -1428,10 +1431,8 @@ class _Emitter:
                 pad_left=geo.pad_left, in_h=geo.h, in_w=geo.w, in_groups=g_in,
                 out_h=geo.out_h, out_w=geo.out_w, lb_zp=geo.lb_zp,
                 **dict.fromkeys(("exp_zp", "exp_min", "exp_max", "dw_zp", "dw_min", "dw_max",
-                                 "pw_zp", "pw_min", "pw_max", "add_a_zp", "add_b_zp",
-                                 "add_zp", "add_min", "add_max", "add_a_shift",
-                                 "add_b_shift", "add_out_shift", "add_a_mult", "add_b_mult",
-                                 "add_out_mult"), 0))
+                                 "pw_zp", "pw_min", "pw_max", "add_zp", "add_min", "add_max",
+                                 "add_out_shift"), 0))
             refs = {"in_addr": in_ref}
             flags = 0
             tag = f"layer{n}" + (f".slice{s}" if u.slices else "")
@@ -1481,7 +1482,9 @@ class _Emitter:
                 out_base = 0
             if u.residual is not None:
                 flags |= DescFlag.RESIDUAL
-                fields.update(u.add)
+                add = dict(u.add)
+                refs["add_table"] = (self.blob(f"{tag}.add_table", add.pop("table")), 0)
+                fields.update(add)
                 refs["res_addr"] = (self.buffer(u.residual), 0)
             if u.fc is None:
                 fields.update(pw_zp=u.pw.zp, pw_min=u.pw.lo, pw_max=u.pw.hi)

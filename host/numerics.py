@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "INT32_MIN", "INT32_MAX", "quantize_multiplier", "srdhm", "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier", "requantize", "activation_range", "wrap_int32",
+    "ADD_LEFT_SHIFT", "add_table", "add_by_table",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -135,3 +136,45 @@ def activation_range(activation: str, scale: float, zero_point: int) -> tuple[in
         raise ValueError(f"unsupported fused activation {activation!r}; "
                          "allowed: NONE, RELU, RELU6, RELU_N1_TO_1")
     return lo, hi
+
+
+#: ``left_shift`` of TFLite's 8-bit ADD: inputs are scaled by ``2**20`` before rescaling.
+ADD_LEFT_SHIFT = 20
+
+
+def add_table(a_zp: int, a_mult: int, a_shift: int, b_zp: int, b_mult: int, b_shift: int,
+              out_mult: int) -> np.ndarray:
+    """The residual ADD's table (``int64[2, 256]``): for input 0 (``a``) and 1 (``b``) and
+    each int8 value ``v`` at index ``v & 255``, the input's rescaled value times the output
+    multiplier, ``MBQM((v - zp) * 2**20, mult, shift) * out_mult``, exactly.
+
+    TFLite's int8 ``ADD`` (``reference_integer_ops::AddElementwise``) computes
+    ``MBQM(sa + sb, out_mult, out_shift)``, whose first step is SRDHM of the 64-bit product
+    ``(sa + sb) * out_mult = T[0][a] + T[1][b]``: with the table the ADD is two lookups and
+    additions (:func:`add_by_table`), no multiplication, and exact for every ``(a, b)`` by
+    construction. ``|T| < 2**59``: ``|sa| <= 255 * 2**20`` and ``|out_mult| <= 2**31``.
+    Shifts must be in ``[-31, 0]`` (TFLite's ``QuantizeMultiplierSmallerThanOneExp``)."""
+    for name, shift in (("a_shift", a_shift), ("b_shift", b_shift)):
+        if not -31 <= shift <= 0:
+            raise ValueError(f"ADD {name} must be in [-31, 0], not {shift}")
+    v = np.arange(256, dtype=np.int64)
+    v = np.where(v > 127, v - 256, v)       # the int8 value at each index
+    return np.stack([
+        multiply_by_quantized_multiplier((v - zp) << ADD_LEFT_SHIFT, mult, shift)
+        * np.int64(out_mult)
+        for zp, mult, shift in ((a_zp, a_mult, a_shift), (b_zp, b_mult, b_shift))])
+
+
+def add_by_table(a, b, table: np.ndarray, out_shift: int, out_zp: int, act_min: int,
+                 act_max: int) -> np.ndarray:
+    """TFLite int8 ``ADD`` of int8 ``a`` and ``b`` with an :func:`add_table`:
+    ``clamp(RDBPOT(floor((T[0][a] + T[1][b] + 2**30) / 2**31), -out_shift) + out_zp)``,
+    the floor being SRDHM's rounding for both signs (see
+    ``dwsep.hw.mbqm.srdhm_high``); never saturates (the sum is not ``INT32_MIN**2``)."""
+    if not -31 <= out_shift <= 0:
+        raise ValueError(f"ADD out_shift must be in [-31, 0], not {out_shift}")
+    ia = np.asarray(a, np.int64) & 255
+    ib = np.asarray(b, np.int64) & 255
+    high = (table[0][ia] + table[1][ib] + (1 << 30)) >> 31
+    out = rounding_divide_by_pot(high, -out_shift) + out_zp
+    return np.clip(out, act_min, act_max).astype(np.int8)

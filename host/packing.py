@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..hw.config import BEAT_BYTES
+from ..hw.layout import ADD_TABLE_ENTRIES
 
 __all__ = [
     "TABLE_RECORD_BYTES_PER_LANE", "table_record_bytes", "IDENTITY_MULT", "IDENTITY_SHIFT",
@@ -26,6 +27,7 @@ __all__ = [
     "mid_channel_map", "to_mid_lanes",
     "fold_bias", "pack_dw_weights", "unpack_dw_weights", "pack_pw_weights",
     "pack_expand_weights", "pack_conv_weights", "pack_table", "unpack_table",
+    "pack_add_table", "unpack_add_table",
 ]
 
 #: bytes of one requant-table lane: bias int32 + mult int32 + shift int8
@@ -289,3 +291,21 @@ def unpack_table(raw: bytes, records: int, lanes: int
     mult = rec[:, 4 * lanes:8 * lanes].copy().view("<i4")
     shift = rec[:, 8 * lanes:9 * lanes].copy().view(np.int8)
     return bias.astype(np.int32), mult.astype(np.int32), shift
+
+
+def pack_add_table(table: np.ndarray) -> bytes:
+    """The residual ADD's table (``dwsep.host.numerics.add_table``, ``int64[2, 256]``) in
+    DDR: :data:`~dwsep.hw.layout.ADD_TABLE_ENTRIES` (512) little-endian int64, input
+    ``a``'s 256 entries then ``b``'s, each entry one beat (the ADD's table memory keeps its
+    low 60 bits: ``|entry| < 2**59``)."""
+    table = np.asarray(table)
+    if table.shape != (2, 256) or np.abs(table).max(initial=0) >= 1 << 59:
+        raise ValueError(f"an ADD table is int64[2, 256] with entries below 2**59 in "
+                         f"magnitude, not {table.dtype}{list(table.shape)}")
+    return table.astype("<i8").tobytes()
+
+
+def unpack_add_table(raw: bytes) -> np.ndarray:
+    """Inverse of :func:`pack_add_table`."""
+    return np.frombuffer(bytes(raw[:ADD_TABLE_ENTRIES * 8]), "<i8").reshape(2, -1).astype(
+        np.int64)

@@ -69,7 +69,8 @@ class AcceleratorConfig:
         Largest input channel count of a fused 1x1 expand stage (its outputs are bounded by
         ``mid_channels_max``); sizes the expand weight memory.
     add_lanes:
-        Values the residual ADD computes per cycle (8 DSP48 each); divides ``pw_cols``.
+        Values the residual ADD computes per cycle (by table: no DSP48; two 256 x 60-bit
+        distributed-RAM tables each); divides ``pw_cols``.
     dw_taps:
         ``T``: kernel rows the depthwise array computes per cycle for each lane (a column of
         ``T`` taps, one from each of ``T`` line-buffer rows); a ``k x k`` kernel takes
@@ -258,8 +259,9 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
     # 16 KiB (dilation 1: MobileNets use none), PW weights 1024 x 160 int8, expand weights
-    # 96 x 1024. Its DSP use (16x16 + 16x16 MACs at two per DSP48E1, 2 per requant lane, 8 per
-    # ADD lane) is still over budget: see bitstreams/README.md and docs/PLAN-pynq-z2.md.
+    # 96 x 1024 (the engine's one weight memory of 1024 words). DSP48E1: the 16x16 engine at
+    # two MACs each (128) and 2 per requant lane (48); the ADD uses none (by table): see
+    # bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,

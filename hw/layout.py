@@ -15,7 +15,8 @@ from .config import AcceleratorConfig
 
 __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
-    "REGISTERS", "DESCRIPTOR", "ADDRESS_FIELDS", "PREFETCH_SEGMENTS", "ID_MAGIC", "HW_VERSION",
+    "REGISTERS", "DESCRIPTOR", "ADDRESS_FIELDS", "PREFETCH_SEGMENTS", "ADD_TABLE_ENTRIES",
+    "ID_MAGIC", "HW_VERSION",
     "export", "export_json",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 3
+HW_VERSION = 4
 
 
 class Opcode(enum.IntEnum):
@@ -239,12 +240,9 @@ DESCRIPTOR = DescriptorLayout([
     ("exp_zp", 8, True), ("exp_min", 8, True), ("exp_max", 8, True),
     ("dw_zp", 8, True), ("dw_min", 8, True), ("dw_max", 8, True),
     ("pw_zp", 8, True), ("pw_min", 8, True), ("pw_max", 8, True),
-    ("add_a_zp", 8, True, "ADD: zero point of the PW output"),
-    ("add_b_zp", 8, True, "ADD: zero point of the residual input"),
     ("add_zp", 8, True, "ADD: output zero point"),
     ("add_min", 8, True), ("add_max", 8, True),
-    ("add_a_shift", 8, True), ("add_b_shift", 8, True), ("add_out_shift", 8, True),
-    ("add_a_mult", 32, True), ("add_b_mult", 32, True), ("add_out_mult", 32, True),
+    ("add_out_shift", 8, True, "ADD: output shift (TFLite's, -31..0); the rest is add_table"),
     ("in_addr", 32, False, "input activations (NHWC, channels padded)"),
     ("out_addr", 32, False, "output activations (NHWC, pixel pitch out_pitch beats)"),
     ("res_addr", 32, False, "RESIDUAL: the second ADD input, laid out as the output"),
@@ -254,6 +252,7 @@ DESCRIPTOR = DescriptorLayout([
     ("dw_table", 32, False, "DW requant table (unused with CONV)"),
     ("pw_weights", 32, False, "PW weight words"),
     ("pw_table", 32, False, "PW requant table (unused with RAW_OUT)"),
+    ("add_table", 32, False, "RESIDUAL: ADD table (512 int64: input a's 256, then b's)"),
     ("exp_wbase", 16, False, "EXPAND: engine weight-memory word of the expand weights"),
     ("pw_wbase", 16, False, "engine weight-memory word of the PW weights"),
     # prefetch: while this layer runs, `pfN_words` engine weight words (dw_lanes x pw_cols
@@ -271,7 +270,10 @@ DESCRIPTOR = DescriptorLayout([
 #: descriptor fields holding DDR addresses (8-byte aligned; relative to the program image in
 #: the compiler's ``Program.descriptors``)
 ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
-                  "dw_table", "pw_weights", "pw_table", "pf0_addr", "pf1_addr")
+                  "dw_table", "pw_weights", "pw_table", "add_table", "pf0_addr", "pf1_addr")
+#: entries of the residual ADD's table (``add_table``): 256 for input ``a`` (the PW output),
+#: then 256 for ``b`` (the residual), each an int64 (one beat) at index ``value & 255``
+ADD_TABLE_ENTRIES = 512
 #: the prefetch segments' fields: (address, words, first word)
 PREFETCH_SEGMENTS = (("pf0_addr", "pf0_words", "pf0_base"),
                      ("pf1_addr", "pf1_words", "pf1_base"))
@@ -366,6 +368,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
         return (value >= lo) & (value <= hi)
 
     expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
+    residual = _flag(d, DescFlag.RESIDUAL)
     row_words = config.lb_row_capacity_words
     pad_limit = config.k_max * config.dilation_max
     return [
@@ -385,6 +388,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
                 & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
         _implies(expand == 0, d["exp_groups"] == d["in_groups"]),
         _implies(conv, d["depth_mult"] == 1),
+        _implies(residual, between(d["add_out_shift"], -31, 0)),
     ]
 
 

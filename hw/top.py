@@ -20,6 +20,7 @@ from .dma_writer import DMAWriter
 from .dw_array import DepthwiseArray
 from .engine import EXPAND, PROJECT, Engine
 from .layout import (
+    ADD_TABLE_ENTRIES,
     ADDRESS_FIELDS,
     DESCRIPTOR,
     PREFETCH_SEGMENTS,
@@ -49,6 +50,7 @@ class Load(enum.IntEnum):
     DW_TABLE = 3
     PW_WEIGHTS = 4
     PW_TABLE = 5
+    ADD_TABLE = 6
 
 
 class Accelerator(wiring.Component):
@@ -171,22 +173,23 @@ class Accelerator(wiring.Component):
         table_beats = -(-9 * cfg.requant_lanes // 8)
         load_words = [prod.exp_weight_words, scale(field("exp_groups"), P // cfg.requant_lanes),
                       prod.dw_weight_words, scale(field("mid_groups"), P // cfg.requant_lanes),
-                      prod.pw_weight_words, scale(field("out_groups"), Q // cfg.requant_lanes)]
+                      prod.pw_weight_words, scale(field("out_groups"), Q // cfg.requant_lanes),
+                      Const(ADD_TABLE_ENTRIES, 16)]
         load_beats_per_word = [P * P // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
-                               P * Q // 8, table_beats]
+                               P * Q // 8, table_beats, 1]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         # a table is read through both read ports: its first ceil(n/2) words through `reader`,
         # the rest through `res_reader` (`m_axi_res`, on a second HP port of the PS)
         half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
-                                        "pw_weights", "pw_table")]
-        load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr]
+                                        "pw_weights", "pw_table", "add_table")]
+        load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr, add.wr]
         # the engine's weight tables go where the descriptor places them, unless it finds
         # them there already (EXP_LOADED, PW_LOADED: an earlier load or the prefetch)
-        load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), 0]
+        load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), 0, 0]
         engine_loads = (Load.EXP_WEIGHTS, Load.PW_WEIGHTS)
         load_needed = [expand_on & ~flag(DescFlag.EXP_LOADED), expand_on, ~conv_on, ~conv_on,
-                       ~flag(DescFlag.PW_LOADED), ~raw_on]
+                       ~flag(DescFlag.PW_LOADED), ~raw_on, residual_on]
 
         # ---- controller ----
         desc_addr = Signal(aw)
@@ -566,10 +569,7 @@ class Accelerator(wiring.Component):
         for rq, prefix in ((expq, "exp"), (dwq, "dw"), (pwq, "pw")):
             m.d.comb += [rq.zp.eq(field(f"{prefix}_zp")), rq.act_min.eq(field(f"{prefix}_min")),
                          rq.act_max.eq(field(f"{prefix}_max"))]
-        add_fields = {"a_zp": "add_a_zp", "b_zp": "add_b_zp", "a_mult": "add_a_mult",
-                      "b_mult": "add_b_mult", "out_mult": "add_out_mult",
-                      "a_shift": "add_a_shift", "b_shift": "add_b_shift",
-                      "out_shift": "add_out_shift", "out_zp": "add_zp", "act_min": "add_min",
+        add_fields = {"out_shift": "add_out_shift", "out_zp": "add_zp", "act_min": "add_min",
                       "act_max": "add_max"}
         for name in add.params.shape().members:
             m.d.comb += getattr(add.params, name).eq(field(add_fields[name]))

@@ -128,7 +128,7 @@ from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.engine import Engine, array_latency
-from dwsep.hw.layout import DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag
+from dwsep.hw.layout import ADD_TABLE_ENTRIES, DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
 from dwsep.hw.requant import Requantizer
@@ -148,6 +148,7 @@ LOADS = {
     "dw_table": lambda c: table_record_bytes(c.requant_lanes),
     "pw_weights": lambda c: c.dw_lanes * c.pw_cols,
     "pw_table": lambda c: table_record_bytes(c.requant_lanes),
+    "add_table": lambda c: BEAT_BYTES,
 }
 
 #: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
@@ -271,7 +272,7 @@ def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
     and ``exp_groups*P/L`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
     ``mid_groups*P/L`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and
     ``out_groups*Q/L`` (unless ``RAW_OUT``), ``L = requant_lanes``: a table has one record
-    per requantizer chunk."""
+    per requantizer chunk; the ADD table's entries (``RESIDUAL``)."""
     flags = _flags(desc)
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
     p_chunks = config.dw_lanes // config.requant_lanes
@@ -281,7 +282,8 @@ def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
              "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
              "dw_table": 0 if conv else desc["mid_groups"] * p_chunks,
              "pw_weights": desc["mid_groups"] * desc["out_groups"],
-             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"] * q_chunks}
+             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"] * q_chunks,
+             "add_table": ADD_TABLE_ENTRIES if flags & DescFlag.RESIDUAL else 0}
     return {name: n for name, n in words.items() if n}
 
 

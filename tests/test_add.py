@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
-"""ResidualAdd (hw/add.py) against its NumPy model (sim/models/add.py), and the model and
-add_params against LiteRT BUILTIN_REF on random single-ADD int8 models."""
+"""ResidualAdd (hw/add.py) against its NumPy model (sim/models/add.py), the model and
+add_params against LiteRT BUILTIN_REF on random single-ADD int8 models, and the ADD by table
+(dwsep.host.numerics.add_table / add_by_table, what the hardware computes) against the model
+on every pair of int8 inputs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from dwsep.host import numerics
 from dwsep.host.tflite_writer import ModelBuilder
 from dwsep.hw.add import ResidualAdd, add_params_layout
+from dwsep.hw.layout import ADD_TABLE_ENTRIES
 from dwsep.sim.models.add import PARAM_FIELDS, add_model, add_params
 from dwsep.sim.streams import recv_n, run_sim, send_all
 
@@ -124,7 +127,8 @@ def test_multipliers_are_double_precision():
 
 def test_add_params_fields_and_errors():
     params = add_params(0.1, 1, 0.2, 2, 0.3, 3, "RELU")
-    assert tuple(params) == PARAM_FIELDS == tuple(add_params_layout().members)
+    assert tuple(params) == PARAM_FIELDS
+    assert set(add_params_layout().members) < set(PARAM_FIELDS)   # the rest: the table
     assert (params["a_zp"], params["b_zp"], params["out_zp"]) == (1, 2, 3)
     assert (params["act_min"], params["act_max"]) == (3, 127)
     with pytest.raises(ValueError, match=r"ADD output multiplier .* must be in \(0, 1\)"):
@@ -152,7 +156,60 @@ def test_model_hand_values():
     assert list(add_model(a, b, params)) == [1, -1, 1, 0, 1, -1, 1, 32]
 
 
+# ---- the ADD by table ---------------------------------------------------------------------
+
+def table_of(params: dict) -> np.ndarray:
+    return numerics.add_table(*(params[k] for k in ("a_zp", "a_mult", "a_shift", "b_zp",
+                                                     "b_mult", "b_shift", "out_mult")))
+
+
+def by_table(a, b, params: dict) -> np.ndarray:
+    return numerics.add_by_table(a, b, table_of(params), params["out_shift"],
+                                 params["out_zp"], params["act_min"], params["act_max"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_table_equals_model_on_every_pair(seed):
+    """The table's sums are exact: on all 65,536 input pairs, for the directed parameters,
+    fully random ones (any int32 multipliers, shifts in [-31, 0]) and converter-like
+    scales, the ADD by table equals TFLite's formula; every entry has |T| < 2**59."""
+    rng = np.random.default_rng(seed)
+    cases = list(_DIRECTED_PARAMS) if seed == 0 else []
+    cases += [random_params(rng) for _ in range(30)]
+    for _ in range(30):
+        q1, q2, q_out, act = random_quant(rng)
+        cases.append(add_params(q1[0], q1[1], q2[0], q2[1], q_out[0], q_out[1], act))
+    a, b = all_pairs()
+    for params in cases:
+        assert np.abs(table_of(params)).max() < 2 ** 59
+        got, want = by_table(a, b, params), add_model(a, b, params)
+        assert np.array_equal(got, want), params
+
+
+def test_table_shift_errors():
+    with pytest.raises(ValueError, match=r"ADD a_shift must be in \[-31, 0\], not 1"):
+        numerics.add_table(0, 1 << 30, 1, 0, 1 << 30, 0, 1 << 30)
+    with pytest.raises(ValueError, match=r"ADD out_shift must be in \[-31, 0\], not -32"):
+        numerics.add_by_table(0, 0, np.zeros((2, 256), np.int64), -32, 0, -128, 127)
+
+
 # ---- hardware ---------------------------------------------------------------------------
+
+def hw_params(params: dict) -> dict:
+    """The hardware's ``params`` port value (the rest is in the table)."""
+    return {name: params[name] for name in add_params_layout().members}
+
+
+async def write_table(ctx, dut: ResidualAdd, params: dict) -> None:
+    """Write the table of ``params`` through ``dut.wr``, one entry a cycle."""
+    entries = table_of(params).reshape(-1)
+    ctx.set(dut.wr.en, 1)
+    for addr in range(ADD_TABLE_ENTRIES):
+        ctx.set(dut.wr.addr, addr)
+        ctx.set(dut.wr.data, int(entries[addr]) & ((1 << 64) - 1))
+        await ctx.tick()
+    ctx.set(dut.wr.en, 0)
+
 
 def simulate(lanes: int, compute_lanes: int, params: dict, a: np.ndarray, b: np.ndarray, *,
              seed: int, p_stall: tuple[float, float, float] = (0.3, 0.3, 0.3)) -> np.ndarray:
@@ -165,7 +222,8 @@ def simulate(lanes: int, compute_lanes: int, params: dict, a: np.ndarray, b: np.
         return [[int(v) for v in w] for w in x]
 
     async def put_a(ctx):
-        ctx.set(dut.params, params)
+        ctx.set(dut.params, hw_params(params))
+        await write_table(ctx, dut, params)
         await send_all(ctx, dut.a, words(a), rng=random.Random(seed), p_stall=p_stall[0])
 
     async def put_b(ctx):
@@ -175,7 +233,8 @@ def simulate(lanes: int, compute_lanes: int, params: dict, a: np.ndarray, b: np.
         out.extend(await recv_n(ctx, dut.o, len(a), rng=random.Random(seed + 2),
                                 p_stall=p_stall[2], convert=lambda w: [w[k] for k in range(lanes)]))
 
-    run_sim(dut, put_a, put_b, get_o, deadline_cycles=40 * len(a) * dut.chunks + 500)
+    run_sim(dut, put_a, put_b, get_o,
+            deadline_cycles=40 * len(a) * dut.chunks + 500 + ADD_TABLE_ENTRIES)
     return np.array(out, np.int64).reshape(len(a), lanes)
 
 
@@ -310,7 +369,8 @@ def test_latency_and_throughput(lanes, compute_lanes):
         return [int(v) for v in x]
 
     async def bench(ctx):
-        ctx.set(dut.params, params)
+        ctx.set(dut.params, hw_params(params))
+        await write_table(ctx, dut, params)
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.a.payload, word(a[0]))
         ctx.set(dut.b.payload, word(b[0]))
@@ -351,7 +411,7 @@ def test_latency_and_throughput(lanes, compute_lanes):
         assert shown == [dut.latency + k * chunks for k in range(n)]
         assert np.array_equal(np.array(outputs), want[1:])
 
-    run_sim(dut, bench, deadline_cycles=2000)
+    run_sim(dut, bench, deadline_cycles=2000 + ADD_TABLE_ENTRIES)
 
 
 def test_join_waits_for_both():
@@ -362,7 +422,8 @@ def test_join_waits_for_both():
     params = add_params(0.1, 0, 0.1, 0, 0.2, 0, "NONE")
 
     async def bench(ctx):
-        ctx.set(dut.params, params)
+        ctx.set(dut.params, hw_params(params))
+        await write_table(ctx, dut, params)
         ctx.set(dut.a.payload, [10] * lanes)
         ctx.set(dut.a.valid, 1)
         for _ in range(5):
@@ -384,7 +445,7 @@ def test_join_waits_for_both():
             assert [ctx.get(dut.o.payload)[k] for k in range(lanes)] == want
             await ctx.tick()
 
-    run_sim(dut, bench, deadline_cycles=200)
+    run_sim(dut, bench, deadline_cycles=200 + ADD_TABLE_ENTRIES)
 
 
 @pytest.mark.parametrize("lanes, compute_lanes, msg", [

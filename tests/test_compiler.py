@@ -333,8 +333,8 @@ def test_descriptor_and_plan():
     assert (d["lb_zp"], d["dw_zp"], d["pw_zp"]) == (zp["input"], zp["dw/out"], zp["pw/out"])
     assert d["pw_min"] == -128 and d["pw_max"] == 127  # NONE
     assert d["dw_min"] == zp["dw/out"]  # RELU6
-    unused = ("res_addr", "exp_weights", "exp_table")
-    assert all(d[f] == 0 for f in unused) and d["add_out_mult"] == d["exp_zp"] == 0
+    unused = ("res_addr", "add_table", "exp_weights", "exp_table")
+    assert all(d[f] == 0 for f in unused) and d["add_out_shift"] == d["exp_zp"] == 0
 
     base = 0x2000_0040
     image = prog.link(base)

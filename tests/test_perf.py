@@ -149,10 +149,11 @@ _E, _C, _RES, _RAW = DescFlag.EXPAND, DescFlag.CONV, DescFlag.RESIDUAL, DescFlag
 #: model must name for each descriptor). On ``tiny`` (P = Q = 8, lb_rows 16, 64 output
 #: channels per descriptor, ADD in 2 chunks).
 KINDS = {
-    # EXPAND + RESIDUAL; with 4 channels the ADD (2 cycles a word) outpaces the 1-step PW
-    "expand_residual": (lambda: _block(8, 8, 8, 3, 8, 1), _E | _RES, False, ["dw"]),
+    # EXPAND + RESIDUAL: on 8x8 pixels the ADD table (512 beats) takes longer than the DW;
+    # with 4 channels the ADD (2 cycles a word) outpaces the 1-step PW
+    "expand_residual": (lambda: _block(8, 8, 8, 3, 8, 1), _E | _RES, False, ["table_load"]),
     "expand_residual_c4": (lambda: _block(9, 7, 4, 2, 4, 1, seed=1), _E | _RES, False,
-                           ["dw"]),
+                           ["table_load"]),
     "expand_s2": (lambda: _block(10, 10, 8, 2, 16, 2, seed=2), _E, False, ["expand"]),
     # 40 rows > lb_rows: the line buffer holds the expand stage back; expand and project
     # jobs of 32 steps each share the engine, which bounds the layer
@@ -310,9 +311,10 @@ def test_breakdown_terms():
     # 9 DW weight words of 1 beat, a DW table of 2 records of 4 lanes (requant_lanes) of 5
     # beats (36 bytes padded to 40), 1 PW word of 8 beats, 2 x 5 beats: LOAD_NEXT +
     # LOAD_SPLIT + LOAD_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + beats - 1) + LOAD_FLUSH
-    # (the two ports' beats, one a cycle); LOAD_NEXT skips the two expand tables, then ends
+    # (the two ports' beats, one a cycle); LOAD_NEXT skips the two expand tables and the ADD
+    # table, then ends
     assert est.loads == {"dw_weights": 8 + 9, "dw_table": 8 + 10, "pw_weights": 8 + 8,
-                         "pw_table": 8 + 10, "skipped": 3}
+                         "pw_table": 8 + 10, "skipped": 4}
     slow = layer_cycles(cfg, _desc(),
                         memory=dataclasses.replace(IDEAL, read_latency=12, write_latency=7))
     assert slow.fetch == est.fetch + 10
@@ -329,10 +331,13 @@ def test_loads_follow_flags():
     # 6 words of 8 beats, 3 groups = 6 records of 5 beats: LOAD_NEXT + LOAD_SPLIT +
     # LOAD_CMD + 5 + beats - 1 + FLUSH
     assert exp.loads["exp_weights"] == 9 + 48 - 1 and exp.loads["exp_table"] == 9 + 30 - 1
-    assert exp.loads["skipped"] == 1
+    assert exp.loads["skipped"] == 2   # the ADD table, and the end
+    res = layer_cycles(cfg, _desc(flags=DescFlag.RESIDUAL))
+    # the ADD table: 512 entries of one beat (half through each port, one beat a cycle)
+    assert res.loads["add_table"] == 8 + 512 and res.loads["skipped"] == 3
     conv = layer_cycles(cfg, _desc(flags=DescFlag.CONV, mid_groups=9))
     assert set(conv.loads) == {"pw_weights", "pw_table", "skipped"}
-    assert conv.loads["skipped"] == 5
+    assert conv.loads["skipped"] == 6   # expand (2), DW (2), ADD tables, and the end
     raw = layer_cycles(cfg, _desc(flags=DescFlag.RAW_OUT, kernel=1, pad_top=0, pad_left=0,
                                   out_pitch=4))
     assert "pw_table" not in raw.loads and raw.bytes_written == 64 * 32
@@ -360,10 +365,12 @@ def test_bytes():
     cfg = get_config("tiny")
     est = layer_cycles(cfg, _desc(flags=DescFlag.RESIDUAL, in_groups=2, exp_groups=2,
                                   mid_groups=2, out_groups=3, out_pitch=3))
-    # tables: 2 and 3 groups of 8 lanes in records of 4 lanes, 40 bytes each
+    # tables: 2 and 3 groups of 8 lanes in records of 4 lanes, 40 bytes each; the ADD
+    # table's 512 int64
     assert est.bytes_read == {"descriptor": DESCRIPTOR.size, "dw_weights": 18 * 8,
                               "dw_table": 4 * 40, "pw_weights": 6 * 64, "pw_table": 6 * 40,
-                              "input": 64 * 16, "residual": 64 * 24, "prefetch": 0}
+                              "add_table": 512 * 8, "input": 64 * 16, "residual": 64 * 24,
+                              "prefetch": 0}
     assert est.bytes_written == 64 * 24
     est = layer_cycles(cfg, _desc(pf0_words=3, pf1_words=2))   # engine words of 8 x 8 bytes
     assert est.bytes_read["prefetch"] == 5 * 64
@@ -379,7 +386,7 @@ def test_read_rate_terms():
     half = layer_cycles(cfg, _desc(), memory=dataclasses.replace(IDEAL, read_rate=0.5))
     assert half.fetch == est.fetch + 16 - 3
     assert half.loads == {"dw_weights": 17 + 9 - 3, "dw_table": 18 + 10 - 3,
-                          "pw_weights": 16 + 8 - 3, "pw_table": 18 + 10 - 3, "skipped": 3}
+                          "pw_weights": 16 + 8 - 3, "pw_table": 18 + 10 - 3, "skipped": 4}
     # a table load reads its first ceil(n/2) words through m_axi, the rest through m_axi_res:
     # on two links of half a beat a cycle each, a table of two or more words moves at one
     # beat a cycle; the one-word PW table all through m_axi, at half

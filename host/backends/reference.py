@@ -14,6 +14,7 @@ import numpy as np
 
 from ...hw.config import AcceleratorConfig
 from ...hw.layout import (
+    ADD_TABLE_ENTRIES,
     ADDRESS_FIELDS,
     DESCRIPTOR,
     PREFETCH_SEGMENTS,
@@ -189,10 +190,10 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         acc[oy, ox, o] = sum_{q, i} mid[oy, ox, q, i] * pw_w[o // Q, q, i, o % Q]
         RAW_OUT: z = wrap32(acc)                     (int32, no bias: pw_table is not read)
         else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max)
-        RESIDUAL: z = clamp(MBQM(MBQM((z - add_a_zp) * 2**20, add_a_mult, add_a_shift)
-                                 + MBQM((r - add_b_zp) * 2**20, add_b_mult, add_b_shift),
-                                 add_out_mult, add_out_shift) + add_zp, add_min, add_max)
+        RESIDUAL: z = clamp(RDBPOT(floor((T[0, z & 255] + T[1, r & 255] + 2**30) / 2**31),
+                                   -add_out_shift) + add_zp, add_min, add_max)
                   with r the int8 tensor at res_addr laid out as the output (contiguous)
+                  and T the ADD table at add_table (int64[2, 256], numerics.add_table)
         pixel p = oy*out_w + ox of z (O*Q int8, or O*Q little-endian int32) is written at
         out_addr + 8*p*out_pitch; the bytes between pixels are left alone.
     """
@@ -227,6 +228,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     pw_w = engine("pw_weights", DescFlag.PW_LOADED, OG * MG, P * Q).reshape(OG, MG, P, Q)
     if not flags & DescFlag.RAW_OUT:
         pt = _table(memory, d["pw_table"], OG * Q, config.requant_lanes)
+    if flags & DescFlag.RESIDUAL:
+        add_table = packing.unpack_add_table(memory.read(d["add_table"],
+                                                                   ADD_TABLE_ENTRIES * 8))
     weights.prefetch(d, memory)
 
     u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
@@ -269,19 +273,10 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
                        d["pw_max"])
         if flags & DescFlag.RESIDUAL:
             r = read("res_addr", pixels * OG * Q).reshape(pixels, OG * Q)
-            z = _residual_add(z, r, d)
+            z = numerics.add_by_table(z, r, add_table, d["add_out_shift"], d["add_zp"],
+                                      d["add_min"], d["add_max"])
         z = z.view(np.uint8)
     memory.write_pixels(d["out_addr"], 8 * d["out_pitch"], z)
-
-
-def _residual_add(a: np.ndarray, b: np.ndarray, d: dict[str, int]) -> np.ndarray:
-    """TFLite int8 ADD of the PW output ``a`` and the residual ``b`` with the descriptor's
-    ``add_*`` parameters (formula in :func:`execute_layer`)."""
-    mbqm = numerics.multiply_by_quantized_multiplier
-    sa = mbqm((a.astype(np.int64) - d["add_a_zp"]) << 20, d["add_a_mult"], d["add_a_shift"])
-    sb = mbqm((b.astype(np.int64) - d["add_b_zp"]) << 20, d["add_b_mult"], d["add_b_shift"])
-    return numerics.requantize(sa + sb, d["add_out_mult"], d["add_out_shift"], d["add_zp"],
-                               d["add_min"], d["add_max"])
 
 
 class ReferenceDevice(Device):

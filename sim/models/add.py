@@ -14,9 +14,11 @@ from dwsep.host import numerics
 __all__ = ["LEFT_SHIFT", "PARAM_FIELDS", "add_params", "add_model"]
 
 #: ``left_shift`` of TFLite's 8-bit ADD: inputs are scaled by ``2**20`` before rescaling.
-LEFT_SHIFT = 20
+LEFT_SHIFT = numerics.ADD_LEFT_SHIFT
 
-#: The keys of :func:`add_params`, equal to the fields of ``dwsep.hw.add.add_params_layout()``.
+#: The keys of :func:`add_params`: the hardware takes ``out_shift``, ``out_zp`` and the clamp
+#: bounds as ``dwsep.hw.add.add_params_layout()``, the rest as its table
+#: (``dwsep.host.numerics.add_table``).
 PARAM_FIELDS = ("a_zp", "b_zp", "a_mult", "b_mult", "out_mult", "a_shift", "b_shift",
                 "out_shift", "out_zp", "act_min", "act_max")
 
