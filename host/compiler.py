@@ -1390,7 +1390,8 @@ class _Emitter:
                                 f"mid_channels_max={cfg.mid_channels_max} of config "
                                 f"{cfg.name!r}, and cannot be stored in slices (it is the "
                                 "model input or output, read twice, or made by an ADD)")
-            u.slices = [(c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+            # the producer's output tiles: sized as its own would be
+            u.slices = self.tiles(src, c, size, step, *self.engine_words(src))
             self.parts[u.input] = u.slices
 
     # -- descriptors --
@@ -1402,11 +1403,53 @@ class _Emitter:
             reports.append(self.report(n, u, first, len(self.jobs) - first, tiles))
         return reports
 
-    def out_tiles(self, u: _Unit, c_out: int, out_parts) -> list[tuple[int, int]]:
+    def out_tiles(self, u: _Unit, c_out: int, out_parts, mid_groups: int,
+                  exp_words: int) -> list[tuple[int, int]]:
+        """Output tiles ``(first, end)`` by channel (:meth:`tiles`): ``out_parts`` if the
+        output is stored in parts, else tiles of at most ``out_channels_max`` channels.
+        Not prefetch-sized for an FC (its tiles are short runs bound by their weights'
+        reads, which a load through both ports does faster than a prefetch through one) nor
+        beside a residual (the ADD reads the residual as one run: one tile)."""
         if out_parts is not None:
             return list(out_parts)
-        size = self.cfg.out_channels_max
-        return [(a, min(a + size, c_out)) for a in range(0, c_out, size)]
+        return self.tiles(u, c_out, self.cfg.out_channels_max, self.cfg.pw_cols,
+                          mid_groups, exp_words,
+                          prefetch=u.fc is None and u.residual is None)
+
+    def tiles(self, u: _Unit, c_out: int, most: int, step: int, mid_groups: int,
+              exp_words: int, *, prefetch: bool = True) -> list[tuple[int, int]]:
+        """``c_out`` output channels of unit ``u`` in tiles ``(first, end)`` of whole
+        ``step``s (a multiple of ``pw_cols``), at most ``most`` channels each: as few as
+        that allows, their sizes within one step of each other (a short last tile would
+        repeat the expand and DW stages for little PW work), and, with ``prefetch`` and
+        while the DW stage keeps up with the engine (a tile has at least as many PW groups
+        as the DW takes cycles a word), more of them if that lets two consecutive tiles' PW
+        weights (``mid_groups`` words a PW group) fit in the engine's weight memory beside
+        ``exp_words`` of expand weights: then each tile's weights are read while the one
+        before runs (:func:`_plan_engine_weights`)."""
+        cfg = self.cfg
+        steps, most_steps, groups = -(-c_out // step), most // step, step // cfg.pw_cols
+        n = -(-steps // most_steps)
+        dw_cycles = 1 if u.conv else cfg.dw_passes(u.geo.k) * u.geo.k
+        while (prefetch and n < steps and steps // (n + 1) * groups >= dw_cycles
+               and exp_words + 2 * mid_groups * groups * -(-steps // n)
+               > cfg.engine_weight_depth):
+            n += 1
+        tiles, a = [], 0
+        for i in range(n):
+            size = (steps // n + (i < steps % n)) * step
+            tiles.append((a, min(a + size, c_out)))
+            a += size
+        return tiles
+
+    def engine_words(self, u: _Unit) -> tuple[int, int]:
+        """``(mid_groups, expand weight words)`` of unit ``u`` unsliced: the PW weight words
+        per PW output group, and the expand weights beside them in the engine."""
+        P = self.cfg.dw_lanes
+        g_in = packing.padded(u.in_c, P) // P
+        g_e = packing.padded(u.expand.w.shape[0], P) // P if u.expand is not None else g_in
+        mid_groups = u.geo.k * u.geo.k * g_e if u.conv else g_e * u.depth_mult
+        return mid_groups, g_e * g_in if u.expand is not None else 0
 
     def emit_unit(self, n: int, u: _Unit) -> int:
         P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
@@ -1488,7 +1531,8 @@ class _Emitter:
                 refs["res_addr"] = (self.buffer(u.residual), 0)
             if u.fc is None:
                 fields.update(pw_zp=u.pw.zp, pw_min=u.pw.lo, pw_max=u.pw.hi)
-            tiles = self.out_tiles(u, c_out, out_parts)
+            tiles = self.out_tiles(u, c_out, out_parts, mid_groups,
+                                   g_e * g_in if u.expand is not None else 0)
             tiles_per_slice = len(tiles)
             conv_w = u.stem.w if u.stem is not None else pw_w
             for t, (a, b) in enumerate(tiles):

@@ -111,7 +111,7 @@ DW cycles) and writer want the DRAM together, and the reader loses cycles to the
 to the cap. Where the error is left, on ``tiny``: a PW- or write-bound 1x1 layer whose writer
 (one beat per cycle) is followed before the reads of the later input rows, which win their
 cycles in the RTL (32x32x8 -> 64 channels: -8.9 % at 100 MHz, -16 % at 150 MHz, -1.2 % at
-200 MHz; ``tiles_write_bound``'s first tile -2.7 %, -5.2 %, -3.0 %).
+200 MHz).
 """
 
 from __future__ import annotations

@@ -426,11 +426,25 @@ def test_chain_of_layers():
 def test_output_tiles():
     prog = compile_model(graph_from_spec(spec(c_out=70)), "tiny")  # out_channels_max 64
     a, b = prog.descriptors
-    assert (a["out_groups"], b["out_groups"]) == (8, 1)
+    # nine groups in two tiles of balanced size (8 + 1 would repeat the DW for one group)
+    assert (a["out_groups"], b["out_groups"]) == (5, 4)
     assert a["out_pitch"] == b["out_pitch"] == 9  # the whole tensor: 72 channels
-    assert b["out_addr"] == a["out_addr"] + 64
+    assert b["out_addr"] == a["out_addr"] + 40
     assert a["in_addr"] == b["in_addr"] and a["dw_weights"] == b["dw_weights"]
     assert a["pw_weights"] != b["pw_weights"] and prog.layers[0]["tiles"] == 2
+
+
+def test_output_tiles_sized_for_the_prefetch():
+    """Tiles are cut smaller when that lets two consecutive ones' PW weights share the
+    engine's weight memory: the second's are then read while the first runs."""
+    layer = graph_from_spec(spec(c=128, depth_multiplier=2, c_out=64))  # 32 mid groups
+    assert len(compile_model(layer, "tiny").descriptors) == 1   # 8 x 32 words: one tile
+    small = dataclasses.replace(get_config("tiny"), expand_channels_max=8)
+    assert small.engine_weight_depth == 288 < 2 * 8 * 32
+    a, b = compile_model(layer, small).descriptors
+    assert (a["out_groups"], b["out_groups"]) == (4, 4)
+    assert b["flags"] & DescFlag.PW_LOADED and a["pf0_words"] == 4 * 32
+    assert a["pf0_base"] == b["pw_wbase"]
 
 
 MOBILENET = MobileNetSpec(h=16, w=16, stem_channels=8,

@@ -146,9 +146,10 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 
 def test_mobilenet_v2_compiles_to(v2_int8):
     """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
-    pynq-z2 the 160-channel blocks split their expand, 960/1280-channel outputs tile, the pool
-    runs once per 160-channel slice and the FC reads the pooled vector in two input slices,
-    each of its weights once."""
+    pynq-z2 the 160-channel blocks split their expand, 320/960/1280-channel outputs tile (the
+    960 -> 320 projection in three tiles, so that two tiles' weights fit in the engine), the
+    pool runs once per 160-channel slice and the FC reads the pooled vector in two input
+    slices, each of its weights once."""
     g = read_tflite(v2_int8)
     big = compile_model(g, "zcu104")
     assert len(big.descriptors) == len(big.layers) == 20
@@ -160,10 +161,11 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 67 and len(prog.layers) == 24
+    assert len(prog.descriptors) == 68 and len(prog.layers) == 24
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
     assert all(r["tiles"] == 6 for r in split)
+    assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 3
     head, pool, fc = prog.layers[-3:]
     assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 8
     assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
@@ -172,13 +174,13 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 7, "fc_requant")
     assert prog.macs == big.macs
     summary = prog.summary()
-    assert "layer 22 [descriptor 45-52]" in summary and "layer 23 [descriptor 53-66]" in summary
+    assert "layer 22 [descriptor 46-53]" in summary and "layer 23 [descriptor 54-67]" in summary
     d = prog.descriptors
-    pooled = d[45]["out_addr"]
-    assert [x["out_addr"] - pooled for x in d[45:53]] == list(range(0, 1280, 160))
-    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[53:67:7]] == [
+    pooled = d[46]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[46:54]] == list(range(0, 1280, 160))
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[54:68:7]] == [
         (0, 64, 1), (1024, 16, 1)]
-    assert len({x["pw_weights"] for x in d[53:67]}) == 14
+    assert len({x["pw_weights"] for x in d[54:68]}) == 14
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
