@@ -28,6 +28,7 @@ import numpy as np
 
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
 from .numerics import (
+    ADD_LEFT_SHIFT,
     INT32_MIN,
     activation_range,
     multiply_by_quantized_multiplier,
@@ -316,7 +317,7 @@ def add_quant_params(graph: Graph, op: Operator) -> dict:
     (s1, zp1), (s2, zp2), (s_out, zp_out) = (
         _int8_quant(op, role, graph.tensor(name)) for role, name in
         (("input 1", op.inputs[0]), ("input 2", op.inputs[1]), ("output", op.outputs[0])))
-    left_shift = 20
+    left_shift = ADD_LEFT_SHIFT
     twice_max = 2.0 * max(s1, s2)
     pairs = []
     for what, real in (("input 1", s1 / twice_max), ("input 2", s2 / twice_max),

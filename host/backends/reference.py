@@ -229,8 +229,8 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     if not flags & DescFlag.RAW_OUT:
         pt = _table(memory, d["pw_table"], OG * Q, config.requant_lanes)
     if flags & DescFlag.RESIDUAL:
-        add_table = packing.unpack_add_table(memory.read(d["add_table"],
-                                                                   ADD_TABLE_ENTRIES * 8))
+        raw = memory.read(d["add_table"], ADD_TABLE_ENTRIES * 8)
+        add_table = packing.unpack_add_table(raw)
     weights.prefetch(d, memory)
 
     u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
