@@ -207,6 +207,9 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
     (dict(pf1_words=1, pf1_base=512), ErrorCode.BAD_PARAMS),
     (dict(pf0_base=lambda d: d["pw_wbase"] + 1), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.RESIDUAL), ErrorCode.BAD_PARAMS),
+    # the ADD's output shift is TFLite's, -31..0
+    (dict(flags=DescFlag.RESIDUAL, pf0_words=0, add_out_shift=1), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.RESIDUAL, pf0_words=0, add_out_shift=-32), ErrorCode.BAD_PARAMS),
 ])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_descriptor_errors(fields, code, backend):
