@@ -1391,7 +1391,9 @@ class _Emitter:
                                 f"{cfg.name!r}, and cannot be stored in slices (it is the "
                                 "model input or output, read twice, or made by an ADD)")
             # the producer's output tiles: sized as its own would be
-            u.slices = self.tiles(src, c, size, step, *self.engine_words(src))
+            _, mid_groups, exp_words = self.engine_words(
+                src, packing.padded(src.in_c, P) // P)
+            u.slices = self.tiles(src, c, size, step, mid_groups, exp_words)
             self.parts[u.input] = u.slices
 
     # -- descriptors --
@@ -1442,14 +1444,14 @@ class _Emitter:
             a += size
         return tiles
 
-    def engine_words(self, u: _Unit) -> tuple[int, int]:
-        """``(mid_groups, expand weight words)`` of unit ``u`` unsliced: the PW weight words
-        per PW output group, and the expand weights beside them in the engine."""
+    def engine_words(self, u: _Unit, g_in: int) -> tuple[int, int, int]:
+        """``(exp_groups, mid_groups, expand weight words)`` of unit ``u`` on ``g_in``
+        input groups: the line buffer's groups, the PW weight words per PW output group,
+        and the expand weights beside them in the engine."""
         P = self.cfg.dw_lanes
-        g_in = packing.padded(u.in_c, P) // P
         g_e = packing.padded(u.expand.w.shape[0], P) // P if u.expand is not None else g_in
         mid_groups = u.geo.k * u.geo.k * g_e if u.conv else g_e * u.depth_mult
-        return mid_groups, g_e * g_in if u.expand is not None else 0
+        return g_e, mid_groups, g_e * g_in if u.expand is not None else 0
 
     def emit_unit(self, n: int, u: _Unit) -> int:
         P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
@@ -1462,6 +1464,7 @@ class _Emitter:
         for s, (c0, c1) in enumerate(slices):
             c = c1 - c0
             g_in = packing.padded(c if u.slices else u.in_c, P) // P
+            g_e, mid_groups, exp_words = self.engine_words(u, g_in)
             if u.slices is None:
                 in_ref = (self.buffer(u.input), 0)
             elif u.input in self.parts:
@@ -1482,20 +1485,15 @@ class _Emitter:
             if u.expand is not None:
                 e = u.expand
                 flags |= DescFlag.EXPAND
-                g_e = packing.padded(e.w.shape[0], P) // P
                 refs["exp_weights"] = (self.blob(f"{tag}.exp_weights",
                                                  packing.pack_expand_weights(e.w, P)), 0)
                 refs["exp_table"] = (self.blob(f"{tag}.exp_table", packing.pack_table(
                     *(_pad_to(a, g_e * P) for a in (e.bias, e.mult, e.shift)),
                     self.cfg.requant_lanes)), 0)
                 fields.update(exp_zp=e.zp, exp_min=e.lo, exp_max=e.hi)
-            else:
-                g_e = g_in
             if u.conv:
                 flags |= DescFlag.CONV
-                mid_groups = geo.k * geo.k * g_e
             else:
-                mid_groups = g_e * m
                 d = u.dw
                 w = d.w[..., c0 * m:c1 * m]
                 refs["dw_weights"] = (self.blob(f"{tag}.dw_weights", packing.pack_dw_weights(
@@ -1531,8 +1529,7 @@ class _Emitter:
                 refs["res_addr"] = (self.buffer(u.residual), 0)
             if u.fc is None:
                 fields.update(pw_zp=u.pw.zp, pw_min=u.pw.lo, pw_max=u.pw.hi)
-            tiles = self.out_tiles(u, c_out, out_parts, mid_groups,
-                                   g_e * g_in if u.expand is not None else 0)
+            tiles = self.out_tiles(u, c_out, out_parts, mid_groups, exp_words)
             tiles_per_slice = len(tiles)
             conv_w = u.stem.w if u.stem is not None else pw_w
             for t, (a, b) in enumerate(tiles):
