@@ -218,9 +218,9 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
          pixel_buffer_words(cfg.mid_groups_max)),
         ("engine expand pixels", "2 * pow2(expand_channels_max/P) words of P bytes", 8 * P,
          pixel_buffer_words(cfg.expand_in_groups_max)),
-        ("engine weights", "(mid_channels_max/P * expand_channels_max/P + "
-         "out_channels_max/Q * mid_channels_max/P) words of P*Q bytes", 8 * P * Q,
-         cfg.expand_weight_depth + cfg.pw_weight_depth),
+        ("engine weights", "engine_weight_words (default mid_channels_max/P * "
+         "expand_channels_max/P + out_channels_max/Q * mid_channels_max/P) words of P*Q "
+         "bytes", 8 * P * Q, cfg.engine_weight_depth),
         ("dw_requant table", "mid_channels_max/L records of 9*L bytes (L = requant_lanes)",
          72 * L, cfg.mid_channels_max // L),
         ("pw_requant table", "out_channels_max/L records of 9*L bytes", 72 * L,
@@ -351,7 +351,8 @@ def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis,
         f"Config: {', '.join(f'{k}={v}' for k, v in cfg.to_dict().items() if k != 'name')}",
         f"Derived: P={cfg.dw_lanes} Q={cfg.pw_cols} lb_rows={cfg.lb_rows} "
         f"lb_row_words={cfg.lb_row_words} dw_weight_depth={cfg.dw_weight_depth} "
-        f"pw_weight_depth={cfg.pw_weight_depth} MACs={cfg.macs}",
+        f"pw_weight_depth={cfg.pw_weight_depth} engine_weight_depth={cfg.engine_weight_depth} "
+        f"MACs={cfg.macs}",
         "",
         "On-chip memories (RAMB36 estimate = best aspect ratio; Yosys may use LUTRAM for "
         "small ones):",

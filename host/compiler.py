@@ -1082,8 +1082,9 @@ class _Matcher:
                                                               add.outputs[0])}
         c_out = unit.out_shape[2]
         if (len(shapes) != 1 or other not in self.stored
-                or packing.padded(c_out, self.cfg.pw_cols) > self.cfg.out_channels_max):
-            return  # an ADD descriptor of its own
+                or packing.padded(c_out, self.cfg.pw_cols) > self.cfg.out_channels_max
+                or not _fits_engine(self.cfg, unit, c_out)):
+            return  # an ADD descriptor of its own (the residual stage cannot be tiled)
         _activation(add)
         _zero_point(add, y)
         q = add_quant_params(self.graph, add)
@@ -1249,8 +1250,33 @@ class _Matcher:
                      _identity_stage(op, np.eye(c, dtype=np.int8), c),
                      dw=_identity_stage(op, np.ones((1, 1, c), np.int8), c), out_shape=(h, w, c),
                      residual=b)
+        if not _fits_engine(self.cfg, unit, c):
+            raise _fail(op, f"residual ADD of {c} channels: its identity weights "
+                            f"({(packing.padded(c, self.cfg.dw_lanes) // self.cfg.dw_lanes)} x "
+                            f"{packing.padded(c, self.cfg.pw_cols) // self.cfg.pw_cols} words) "
+                            f"exceed engine_weight_words={self.cfg.engine_weight_depth} of "
+                            f"config {self.cfg.name!r}, and the residual stage cannot be tiled")
         unit.add = _add(q, "1", "2")
         self._add_unit(unit)
+
+
+def _engine_words(cfg: AcceleratorConfig, u: _Unit, g_in: int) -> tuple[int, int, int]:
+    """``(exp_groups, mid_groups, expand weight words)`` of unit ``u`` on ``g_in`` input
+    groups: the line buffer's groups, the PW weight words per PW output group, and the
+    expand weights beside them in the engine."""
+    P = cfg.dw_lanes
+    g_e = packing.padded(u.expand.w.shape[0], P) // P if u.expand is not None else g_in
+    mid_groups = u.geo.k * u.geo.k * g_e if u.conv else g_e * u.depth_mult
+    return g_e, mid_groups, g_e * g_in if u.expand is not None else 0
+
+
+def _fits_engine(cfg: AcceleratorConfig, u: _Unit, out_channels: int) -> bool:
+    """One descriptor of unit ``u`` with ``out_channels`` outputs has its expand and PW
+    weights in the engine's weight memory together (``engine_weight_depth`` words)."""
+    _, mid_groups, exp_words = _engine_words(
+        cfg, u, packing.padded(u.in_c, cfg.dw_lanes) // cfg.dw_lanes)
+    out_groups = packing.padded(out_channels, cfg.pw_cols) // cfg.pw_cols
+    return exp_words + mid_groups * out_groups <= cfg.engine_weight_depth
 
 
 # ---- emission ----------------------------------------------------------------------------------
@@ -1391,8 +1417,8 @@ class _Emitter:
                                 f"{cfg.name!r}, and cannot be stored in slices (it is the "
                                 "model input or output, read twice, or made by an ADD)")
             # the producer's output tiles: sized as its own would be
-            _, mid_groups, exp_words = self.engine_words(
-                src, packing.padded(src.in_c, P) // P)
+            _, mid_groups, exp_words = _engine_words(cfg, src,
+                                                     packing.padded(src.in_c, P) // P)
             u.slices = self.tiles(src, c, size, step, mid_groups, exp_words)
             self.parts[u.input] = u.slices
 
@@ -1428,10 +1454,19 @@ class _Emitter:
         as the DW takes cycles a word), more of them if that lets two consecutive tiles' PW
         weights (``mid_groups`` words a PW group) fit in the engine's weight memory beside
         ``exp_words`` of expand weights: then each tile's weights are read while the one
-        before runs (:func:`_plan_engine_weights`)."""
+        before runs (:func:`_plan_engine_weights`). Always as many as it takes for one
+        tile's weights and the expand weights to fit the memory (``engine_weight_words``)."""
         cfg = self.cfg
         steps, most_steps, groups = -(-c_out // step), most // step, step // cfg.pw_cols
         n = -(-steps // most_steps)
+        while n < steps and exp_words + mid_groups * groups * -(-steps // n) > (
+                cfg.engine_weight_depth):
+            n += 1      # a tile's weights must fit the engine's memory
+        if exp_words + mid_groups * groups * -(-steps // n) > cfg.engine_weight_depth:
+            raise _fail(u.ops[0], f"{mid_groups} x {groups} PW weight words of one output "
+                                  f"tile and {exp_words} expand words exceed "
+                                  f"engine_weight_words={cfg.engine_weight_depth} of config "
+                                  f"{cfg.name!r}")
         dw_cycles = 1 if u.conv else cfg.dw_passes(u.geo.k) * u.geo.k
         while (prefetch and n < steps and steps // (n + 1) * groups >= dw_cycles
                and exp_words + 2 * mid_groups * groups * -(-steps // n)
@@ -1444,15 +1479,6 @@ class _Emitter:
             a += size
         return tiles
 
-    def engine_words(self, u: _Unit, g_in: int) -> tuple[int, int, int]:
-        """``(exp_groups, mid_groups, expand weight words)`` of unit ``u`` on ``g_in``
-        input groups: the line buffer's groups, the PW weight words per PW output group,
-        and the expand weights beside them in the engine."""
-        P = self.cfg.dw_lanes
-        g_e = packing.padded(u.expand.w.shape[0], P) // P if u.expand is not None else g_in
-        mid_groups = u.geo.k * u.geo.k * g_e if u.conv else g_e * u.depth_mult
-        return g_e, mid_groups, g_e * g_in if u.expand is not None else 0
-
     def emit_unit(self, n: int, u: _Unit) -> int:
         P, Q = self.cfg.dw_lanes, self.cfg.pw_cols
         geo, m = u.geo, u.depth_mult
@@ -1464,7 +1490,7 @@ class _Emitter:
         for s, (c0, c1) in enumerate(slices):
             c = c1 - c0
             g_in = packing.padded(c if u.slices else u.in_c, P) // P
-            g_e, mid_groups, exp_words = self.engine_words(u, g_in)
+            g_e, mid_groups, exp_words = _engine_words(self.cfg, u, g_in)
             if u.slices is None:
                 in_ref = (self.buffer(u.input), 0)
             elif u.input in self.parts:

@@ -83,6 +83,12 @@ class AcceleratorConfig:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
         AXI4 master address width in bits.
+    engine_weight_words:
+        Words (``dw_lanes x pw_cols`` bytes) of the 1x1 engine's weight memory. ``None``:
+        room for the largest expand and PW weight tables together (``expand_weight_depth +
+        pw_weight_depth``). Smaller sizes the memory apart from ``out_channels_max``: the
+        compiler then cuts a layer's output tiles so that its tables fit. At least
+        ``expand_weight_depth + mid_groups_max`` (any fused block, one PW group a tile).
     """
 
     name: str
@@ -102,6 +108,7 @@ class AcceleratorConfig:
     requant_lanes: int = 8
     axi_data_width: int = 64
     axi_addr_width: int = 32
+    engine_weight_words: int | None = None
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -109,7 +116,8 @@ class AcceleratorConfig:
                 raise ConfigError(f"config {self.name!r}: {msg}")
 
         for f in fields(self):
-            if f.name != "name":
+            if f.name != "name" and not (f.name == "engine_weight_words"
+                                         and self.engine_weight_words is None):
                 v = getattr(self, f.name)
                 need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
                      f"{f.name} must be a positive int, not {v!r}")
@@ -153,6 +161,11 @@ class AcceleratorConfig:
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
              f"axi_addr_width must be in 16..64, not {self.axi_addr_width}")
+        least = self.expand_weight_depth + self.mid_groups_max
+        need(self.engine_weight_depth >= least,
+             f"engine_weight_words ({self.engine_weight_words}) must be at least "
+             f"expand_weight_depth + mid_groups_max ({least}): a fused block's expand "
+             "weights and one PW output group's")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -218,10 +231,13 @@ class AcceleratorConfig:
 
     @property
     def engine_weight_depth(self) -> int:
-        """Words (``dw_lanes x pw_cols`` bytes) of the 1x1 engine's weight memory: room for
-        the largest expand and PW weight tables together. Each descriptor places its tables
-        (``exp_wbase``, ``pw_wbase``); the rest of the memory takes the next descriptor's
-        weights while it runs (the prefetch segments)."""
+        """Words (``dw_lanes x pw_cols`` bytes) of the 1x1 engine's weight memory:
+        ``engine_weight_words``, by default room for the largest expand and PW weight tables
+        together. Each descriptor places its tables (``exp_wbase``, ``pw_wbase``); the rest
+        of the memory takes the next descriptor's weights while it runs (the prefetch
+        segments)."""
+        if self.engine_weight_words is not None:
+            return self.engine_weight_words
         return self.expand_weight_depth + self.pw_weight_depth
 
     @property
@@ -258,14 +274,17 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     ),
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
-    # 16 KiB (dilation 1: MobileNets use none), PW weights 1024 x 160 int8, expand weights
-    # 96 x 1024 (the engine's one weight memory of 1024 words). DSP48E1: the 16x16 engine at
+    # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 256 channels, expand
+    # inputs up to 96; the engine's one weight memory of 1024 words (256 bytes each) holds a
+    # descriptor's expand and PW weights and the next one's: the compiler cuts output tiles
+    # to fit it. DSP48E1: the 16x16 engine at
     # two MACs each (128) and 2 per requant lane (48); the ADD uses none (by table): see
     # bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
-        out_channels_max=160, expand_channels_max=96, add_lanes=2,
+        out_channels_max=256, expand_channels_max=96, add_lanes=2,
+        engine_weight_words=1024,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

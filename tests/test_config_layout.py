@@ -27,6 +27,9 @@ def test_unknown_config_names_the_known_ones():
     ({"k_max": 0}, "k_max must be a positive int, not 0"),
     ({"lb_channels": 60}, r"lb_channels \(60\) must be a multiple of dw_lanes"),
     ({"out_channels_max": 60}, r"out_channels_max \(60\) must be a multiple of pw_cols"),
+    ({"engine_weight_words": 287}, r"engine_weight_words \(287\) must be at least "
+                                   r"expand_weight_depth \+ mid_groups_max \(288\)"),
+    ({"engine_weight_words": 0}, "engine_weight_words must be a positive int, not 0"),
 ])
 def test_invalid_configs_fail_at_construction(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -45,6 +48,11 @@ def test_derived_sizes():
     # 32 mid groups x 3 passes of 3 kernel rows (k_max 7) x 7 columns
     assert c.dw_passes(7) == 3 and c.dw_passes(3) == 1 and c.dw_passes(4) == 2
     assert c.dw_weight_depth == (c.mid_channels_max // 8) * 3 * 7
+    # the engine's weight memory: by default both largest tables, else its own parameter
+    assert c.engine_weight_depth == 32 * 8 + 8 * 32
+    assert dataclasses.replace(c, engine_weight_words=300).engine_weight_depth == 300
+    z2 = CONFIGS["pynq-z2"]
+    assert z2.engine_weight_depth == 1024 < z2.expand_weight_depth + z2.pw_weight_depth == 1408
 
 
 def test_descriptor_round_trip_and_range_checks():

@@ -18,8 +18,14 @@ from dwsep.host.compiler import compile_model
 from dwsep.host.driver import Accelerator
 from dwsep.host.reference import run_graph
 from dwsep.host.tflite_reader import read_tflite
-from dwsep.host.tflite_writer import mobilenet_like_model, random_mobilenet_spec
+from dwsep.host.tflite_writer import (
+    BlockSpec,
+    MobileNetSpec,
+    mobilenet_like_model,
+    random_mobilenet_spec,
+)
 from dwsep.hw.config import get_config
+from dwsep.hw.layout import DescFlag
 from dwsep.sim.oracle import litert_run
 
 TINY = get_config("tiny")
@@ -30,6 +36,10 @@ SPLIT = dataclasses.replace(TINY, name="tiny-split", expand_channels_max=16,
 #: the FC adds its partial sums on the host
 SLICED = dataclasses.replace(TINY, name="tiny-sliced", mid_channels_max=72,
                              out_channels_max=16)
+#: tiny with an engine weight memory of 160 words: the compiler cuts output tiles to what
+#: fits beside the expand weights, and a residual whose PW does not fit runs as its own ADD
+SMALL_ENGINE = dataclasses.replace(TINY, name="tiny-engine", expand_channels_max=32,
+                                   engine_weight_words=160)
 PYNQ_Z2 = get_config("pynq-z2")
 
 #: (config, seeds, random_mobilenet_spec limits)
@@ -37,6 +47,7 @@ NETWORKS = [
     (TINY, range(24), {}),
     (SPLIT, range(100, 106), dict(max_channels=32, max_expand=4)),
     (SLICED, range(200, 204), dict(max_channels=16, max_expand=4)),
+    (SMALL_ENGINE, range(300, 304), dict(max_channels=32, max_expand=4)),
 ]
 
 
@@ -85,6 +96,33 @@ def test_random_network(accelerators, config, seed, limits):
     # every operator is accounted for, once
     done = sorted(i for r in prog.layers for i in r["operators"])
     assert done == list(range(len(g.operators))), prog.summary()
+
+
+@pytest.mark.parametrize("words, stages", [
+    (128, ["CONV+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW", "DW+PW+RAW_OUT"]),
+    (127, ["CONV+PW", "EXPAND+DW+PW", "DW+PW+RESIDUAL", "DW+PW", "DW+PW+RAW_OUT"]),
+])
+def test_tiles_and_residual_fit_the_engine_memory(words, stages):
+    """A block of 16 -> 256 -> 16 channels needs 32 x 2 expand and 32 x 2 PW weight words:
+    fused with its residual in an engine of 128 words; in 127 the PW runs in two tiles of
+    one group (each tile's 64 + 32 words fit) and the ADD as its own descriptor. Bit-exact
+    either way."""
+    net = MobileNetSpec(h=8, w=8, stem_channels=16, blocks=(BlockSpec(16, 16, 1),),
+                        head_channels=16, pool="MEAN", keep_dims=False, classes=10,
+                        fc_per_channel=True, reshape=True, seed=3)
+    model = mobilenet_like_model(net)
+    g = read_tflite(model)
+    cfg = dataclasses.replace(TINY, name=f"tiny-{words}", expand_channels_max=16,
+                              engine_weight_words=words)
+    with Accelerator(cfg, "reference") as acc:
+        prog = acc.compile(g)
+        assert ["+".join(r["stages"]) for r in prog.layers] == stages
+        assert prog.layers[1]["tiles"] == 1 + (words < 128)
+        for d in prog.descriptors:
+            exp = d["exp_groups"] * d["in_groups"] if d["flags"] & DescFlag.EXPAND else 0
+            assert exp + d["mid_groups"] * d["out_groups"] <= words
+        x = np.random.default_rng(words).integers(-128, 128, g.input.shape, np.int8)
+        assert np.array_equal(acc.run(g, x), litert_run(model, x))
 
 
 def test_random_networks_cover_every_rule():
@@ -146,10 +184,10 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 
 def test_mobilenet_v2_compiles_to(v2_int8):
     """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
-    pynq-z2 the 160-channel blocks split their expand, 320/960/1280-channel outputs tile (the
-    960 -> 320 projection in three tiles, so that two tiles' weights fit in the engine), the
-    pool runs once per 160-channel slice and the FC reads the pooled vector in two input
-    slices, each of its weights once."""
+    pynq-z2 the 160-channel blocks split their expand, 320/960/1280-channel outputs tile in
+    tiles of at most 256 channels (the 960 -> 320 projection in three, so that two tiles'
+    weights fit in the engine's 1,024 words), the pool runs once per 256-channel slice and
+    the FC reads the pooled vector in two input slices, each of its weights once."""
     g = read_tflite(v2_int8)
     big = compile_model(g, "zcu104")
     assert len(big.descriptors) == len(big.layers) == 20
@@ -161,26 +199,26 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 68 and len(prog.layers) == 24
+    assert len(prog.descriptors) == 50 and len(prog.layers) == 24
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
-    assert all(r["tiles"] == 6 for r in split)
+    assert all(r["tiles"] == 4 for r in split)
     assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 3
     head, pool, fc = prog.layers[-3:]
-    assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 8
+    assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 5
     assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
-    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (8, 1, [1, 1, 1280])
+    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (5, 1, [1, 1, 1280])
     assert fc["ops"] == ["FULLY_CONNECTED"] and fc["input_shape"] == [1, 1, 1280]
-    assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 7, "fc_requant")
+    assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 4, "fc_requant")
     assert prog.macs == big.macs
     summary = prog.summary()
-    assert "layer 22 [descriptor 46-53]" in summary and "layer 23 [descriptor 54-67]" in summary
+    assert "layer 22 [descriptor 37-41]" in summary and "layer 23 [descriptor 42-49]" in summary
     d = prog.descriptors
-    pooled = d[46]["out_addr"]
-    assert [x["out_addr"] - pooled for x in d[46:54]] == list(range(0, 1280, 160))
-    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[54:68:7]] == [
+    pooled = d[37]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[37:42]] == list(range(0, 1280, 256))
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[42:50:4]] == [
         (0, 64, 1), (1024, 16, 1)]
-    assert len({x["pw_weights"] for x in d[54:68]}) == 14
+    assert len({x["pw_weights"] for x in d[42:50]}) == 8
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
