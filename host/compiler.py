@@ -57,7 +57,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..hw.config import REQUANT_INPUT_BITS, AcceleratorConfig, get_config
-from ..hw.layout import ADDRESS_FIELDS, DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag, Opcode
+from ..hw.layout import (
+    ADDRESS_FIELDS,
+    DESCRIPTOR,
+    PREFETCH_SEGMENTS,
+    DescFlag,
+    Opcode,
+    expand_words,
+)
 from . import packing
 from .graph import Graph, Operator, Tensor, UnsupportedModelError
 from .numerics import (
@@ -1267,7 +1274,7 @@ def _engine_words(cfg: AcceleratorConfig, u: _Unit, g_in: int) -> tuple[int, int
     P = cfg.dw_lanes
     g_e = packing.padded(u.expand.w.shape[0], P) // P if u.expand is not None else g_in
     mid_groups = u.geo.k * u.geo.k * g_e if u.conv else g_e * u.depth_mult
-    return g_e, mid_groups, g_e * g_in if u.expand is not None else 0
+    return g_e, mid_groups, expand_words(cfg, g_e) * g_in if u.expand is not None else 0
 
 
 def _fits_engine(cfg: AcceleratorConfig, u: _Unit, out_channels: int) -> bool:
@@ -1512,10 +1519,10 @@ class _Emitter:
                 e = u.expand
                 flags |= DescFlag.EXPAND
                 refs["exp_weights"] = (self.blob(f"{tag}.exp_weights",
-                                                 packing.pack_expand_weights(e.w, P)), 0)
+                                                 packing.pack_expand_weights(e.w, P, Q)), 0)
                 refs["exp_table"] = (self.blob(f"{tag}.exp_table", packing.pack_table(
-                    *(_pad_to(a, g_e * P) for a in (e.bias, e.mult, e.shift)),
-                    self.cfg.requant_lanes)), 0)
+                    *(_pad_to(a, expand_words(self.cfg, g_e) * Q)
+                      for a in (e.bias, e.mult, e.shift)), self.cfg.requant_lanes)), 0)
                 fields.update(exp_zp=e.zp, exp_min=e.lo, exp_max=e.hi)
             if u.conv:
                 flags |= DescFlag.CONV
@@ -1559,7 +1566,12 @@ class _Emitter:
             tiles_per_slice = len(tiles)
             conv_w = u.stem.w if u.stem is not None else pw_w
             for t, (a, b) in enumerate(tiles):
-                og = packing.padded(b - a, Q) // Q
+                # the channels stored: to the next tile, the part's or the tensor's end
+                # padded to P (the engine's last word beyond them is dropped)
+                parted = out_parts is not None and u.slices is None
+                end = b if (b < c_out and not parted) or u.fc is not None else (
+                    a + packing.padded(b - a, P) if parted else packing.padded(c_out, P))
+                og = packing.padded(end - a, Q) // Q
                 packed = (packing.pack_conv_weights(conv_w[a:b], P, Q) if u.conv
                           else packing.pack_pw_weights(pw_w[a:b], m, P, Q))
                 r = dict(refs)
@@ -1568,9 +1580,10 @@ class _Emitter:
                     r["pw_table"] = (self.blob(f"{tag}.pw_table{t}", packing.pack_table(
                         *(_pad_to(arr[a:b], og * Q) for arr in
                           (u.pw.bias, u.pw.mult, u.pw.shift)), self.cfg.requant_lanes)), 0)
-                    if out_parts is not None and u.slices is None:
+                    beats = (end - a) // 8
+                    if parted:
                         r["out_addr"] = (self.buffer(u.output, t), 0)
-                        pitch = og * Q // 8
+                        pitch = beats
                     else:
                         full = packing.padded(self.graph.tensor(u.output).shape[-1], P)
                         r["out_addr"] = (self.buffer(u.output), out_base + a)
@@ -1578,8 +1591,11 @@ class _Emitter:
                 else:
                     r["out_addr"] = (key, 4 * a)
                     pitch = 4 * packing.padded(c_out, Q) // 8
+                    beats = og * Q // 2
                 f = dict(fields, flags=flags, exp_groups=g_e, mid_groups=mid_groups,
-                         out_groups=og, out_pitch=pitch)
+                         out_groups=og, out_pitch=pitch, out_beats=beats,
+                         exp_words=expand_words(self.cfg, g_e) if u.expand is not None
+                         else g_e)
                 reads = [r["in_addr"][0]] + ([r["res_addr"][0]] if "res_addr" in r else [])
                 self.jobs.append(_Job(f, r, reads, [r["out_addr"][0]]))
         if u.fc is not None:
@@ -1617,14 +1633,12 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     A table already in the memory (same blob, not overwritten since) is used where it is
     (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has no
     residual (the segments use its port) and a free segment, the words fit beside the
-    previous descriptor's tables and this one's, and the engine's words are the expand
-    words' size (``dw_lanes == pw_cols``); else the controller loads it before the run,
+    previous descriptor's tables and this one's; else the controller loads it before the run,
     anywhere apart from this descriptor's other table. Descriptors alternate between the
     two ends of the memory (a descriptor near the bottom places the next one's tables
     from the top down), which leaves the next one the largest gap.
     """
     depth = cfg.engine_weight_depth
-    word_sized = cfg.dw_lanes == cfg.pw_cols
     for job in jobs:
         job.fields.update(dict.fromkeys(("exp_wbase", "pw_wbase", *(
             n for _, words, base in PREFETCH_SEGMENTS for n in (words, base))), 0))
@@ -1635,11 +1649,11 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
         f = job.fields
         tables = [("pw", DescFlag.PW_LOADED, f["mid_groups"] * f["out_groups"])]
         if f["flags"] & DescFlag.EXPAND:
-            tables.append(("exp", DescFlag.EXP_LOADED, f["exp_groups"] * f["in_groups"]))
+            tables.append(("exp", DescFlag.EXP_LOADED, f["exp_words"] * f["in_groups"]))
         tables.sort(key=lambda t: -t[2])
         ident = {name: (*job.refs[f"{name}_weights"], words) for name, _, words in tables}
         # the previous descriptor's free prefetch segments (none beside a residual)
-        free = ([] if prev is None or not word_sized or prev.fields["flags"] & DescFlag.RESIDUAL
+        free = ([] if prev is None or prev.fields["flags"] & DescFlag.RESIDUAL
                 else [seg for seg in PREFETCH_SEGMENTS if not prev.fields[seg[1]]])
         low = bool(prev_ranges) and min(b for b, _ in prev_ranges) < depth - max(
             b + n for b, n in prev_ranges)
@@ -1760,7 +1774,7 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
                                     "dwsep runs batch-1 NHWC inputs")
     matcher = _Matcher(graph, cfg)
     units = matcher.run()
-    _check_units(graph, cfg, units)
+    _check_units(cfg, units)
     model_input = _tensor_info(graph, graph.inputs[0], graph.inputs[0], cfg.dw_lanes, None,
                                matcher.input_block)
     emitter = _Emitter(graph, cfg, units, model_input)
@@ -1803,18 +1817,16 @@ def compile_model(graph: Graph, config: str | AcceleratorConfig) -> Program:
     program = Program(
         config=cfg, descriptors=descriptors, blobs=blobs,
         input=replace(model_input, offset=offsets[input_key]),
-        output=_tensor_info(graph, out_name, graph.outputs[0], cfg.pw_cols,
+        output=_tensor_info(graph, out_name, graph.outputs[0], cfg.dw_lanes,
                             None if output_step else offsets[emitter.buffer(out_name)]),
         size=size, layers=reports, host_steps=steps, output_step=output_step)
     program.descriptor_bytes(0)  # every field in range (raises ValueError otherwise)
     return program
 
 
-def _check_units(graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]) -> None:
-    """Limits shared by every descriptor of a layer: sizes, line-buffer rows, channel
-    padding agreement between a PW output and the next layer's input."""
-    P, Q = cfg.dw_lanes, cfg.pw_cols
-    written = {u.output for u in units if u.fc is None}
+def _check_units(cfg: AcceleratorConfig, units: list[_Unit]) -> None:
+    """Limits shared by every descriptor of a layer: sizes and line-buffer rows."""
+    P = cfg.dw_lanes
     for u in units:
         op, geo = u.ops[0], u.geo
         for what, v in (("input height", geo.h), ("input width", geo.w),
@@ -1831,11 +1843,4 @@ def _check_units(graph: Graph, cfg: AcceleratorConfig, units: list[_Unit]) -> No
             raise _fail(op, f"line-buffer row {geo.w}x{packing.padded(c_lb, P)} (width x "
                             f"channels padded to {P}) = {row} bytes exceeds the {cap} bytes "
                             f"(lb_width*lb_channels) of config {cfg.name!r}")
-        for name in (u.input, u.residual):
-            if name in written and name is not None:
-                c = int(graph.tensor(name).shape[-1])
-                if packing.padded(c, P) != packing.padded(c, Q):
-                    raise _fail(op, f"{c} channels pad to {packing.padded(c, Q)} as a PW "
-                                    f"output but {packing.padded(c, P)} as an input in config "
-                                    f"{cfg.name!r}")
 

@@ -220,20 +220,21 @@ def pack_pw_weights(w: np.ndarray, depth_multiplier: int, lanes: int, cols: int)
     return np.ascontiguousarray(words).tobytes()
 
 
-def pack_expand_weights(w: np.ndarray, lanes: int) -> bytes:
-    """Expand (1x1) weights ``int8[C_e, C_in]`` -> ``ceil(C_e/P)*ceil(C_in/P)`` words of
-    ``P*P`` bytes (``P = lanes``).
+def pack_expand_weights(w: np.ndarray, lanes: int, cols: int) -> bytes:
+    """Expand (1x1) weights ``int8[C_e, C_in]`` -> ``exp_words*ceil(C_in/P)`` words of
+    ``P*Q`` bytes (``P = lanes``, ``Q = cols``; ``exp_words = ceil(padded(C_e, P)/Q)``: the
+    engine words that cover the line buffer's ``P``-channel groups).
 
-    Word ``oe*in_groups + gi``, byte ``i*P + o`` = ``w[oe*P + o, gi*P + i]``: the weight from
-    input channel ``gi*P + i`` to expanded channel ``oe*P + o``; 0 for padding channels.
+    Word ``oe*in_groups + gi``, byte ``i*Q + o`` = ``w[oe*Q + o, gi*P + i]``: the weight from
+    input channel ``gi*P + i`` to expanded channel ``oe*Q + o``; 0 for padding channels.
     """
     w = np.asarray(w, np.int8)
     if w.ndim != 2:
         raise ValueError(f"expand weights must be int8[C_e, C_in], not {list(w.shape)}")
     ce, ci = w.shape
-    wp = np.zeros((padded(ce, lanes), padded(ci, lanes)), np.int8)
+    wp = np.zeros((padded(padded(ce, lanes), cols), padded(ci, lanes)), np.int8)
     wp[:ce, :ci] = w
-    words = wp.reshape(-1, lanes, wp.shape[1] // lanes, lanes)  # [oe, o, gi, i]
+    words = wp.reshape(-1, cols, wp.shape[1] // lanes, lanes)  # [oe, o, gi, i]
     return np.ascontiguousarray(words.transpose(0, 2, 3, 1)).tobytes()  # [oe, gi, i, o]
 
 

@@ -20,11 +20,11 @@ __all__ = [
     "export", "export_json",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
-    "scale",
+    "scale", "expand_words",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 4
+HW_VERSION = 5
 
 
 class Opcode(enum.IntEnum):
@@ -232,8 +232,13 @@ DESCRIPTOR = DescriptorLayout([
     ("in_h", 16), ("in_w", 16),
     ("in_groups", 16, False, "input channels / dw_lanes (padded), as stored in DDR"),
     ("exp_groups", 16, False, "line-buffer channel groups: expand output, else in_groups"),
+    ("exp_words", 16, False, "EXPAND: engine output words (pw_cols channels) per pixel, "
+                             "ceil(exp_groups*dw_lanes/pw_cols); else exp_groups"),
     ("mid_groups", 16, False, "PW input words per pixel: exp_groups*m, or k*k*exp_groups"),
     ("out_groups", 16, False, "output channels / pw_cols (padded)"),
+    ("out_beats", 16, False, "beats stored per output pixel: its channels padded to "
+                             "dw_lanes (the last engine word's others are dropped); "
+                             "RAW_OUT: out_groups*pw_cols/2"),
     ("out_h", 16), ("out_w", 16),
     ("out_pitch", 16, False, "beats from one output pixel to the next in DDR"),
     ("lb_zp", 8, True, "line-buffer input zero point: value of padded taps"),
@@ -246,7 +251,7 @@ DESCRIPTOR = DescriptorLayout([
     ("in_addr", 32, False, "input activations (NHWC, channels padded)"),
     ("out_addr", 32, False, "output activations (NHWC, pixel pitch out_pitch beats)"),
     ("res_addr", 32, False, "RESIDUAL: the second ADD input, laid out as the output"),
-    ("exp_weights", 32, False, "EXPAND: PW weight words (P x P)"),
+    ("exp_weights", 32, False, "EXPAND: weight words (dw_lanes x pw_cols)"),
     ("exp_table", 32, False, "EXPAND: requant table"),
     ("dw_weights", 32, False, "DW weight words (unused with CONV)"),
     ("dw_table", 32, False, "DW requant table (unused with CONV)"),
@@ -297,7 +302,7 @@ DESCRIPTOR_PRODUCTS = (
     ("lb_left_words", "exp_groups", "pad_left"),
     ("lb_dil_words", "exp_groups", "dilation"),
     ("dw_groups", "exp_groups", "depth_mult"),
-    ("exp_weight_words", "exp_groups", "in_groups"),
+    ("exp_weight_words", "exp_words", "in_groups"),
     ("dw_weight_words", "mid_groups", "dw_cols"),
     ("pw_weight_words", "mid_groups", "out_groups"),
 )
@@ -355,6 +360,12 @@ def _implies(cond, then):
     return (cond == 0) | then
 
 
+def expand_words(config: AcceleratorConfig, exp_groups: int) -> int:
+    """The engine's output words (``pw_cols`` channels) that cover ``exp_groups`` line-buffer
+    groups (``dw_lanes`` channels) of an expand stage: the descriptor's ``exp_words``."""
+    return -(-exp_groups * config.dw_lanes // config.pw_cols)
+
+
 def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` before any
     product of them is formed (the hardware stops with ``ErrorCode.BAD_PARAMS`` otherwise);
@@ -387,6 +398,9 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
         _implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
                 & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
         _implies(expand == 0, d["exp_groups"] == d["in_groups"]),
+        _implies(expand == 0, d["exp_words"] == d["exp_groups"]),
+        _implies(expand, between(d["exp_words"], 1, config.mid_groups_max)),
+        between(d["out_beats"], 1, config.out_groups_max * config.pw_cols // 2),
         _implies(conv, d["depth_mult"] == 1),
         _implies(residual, between(d["add_out_shift"], -31, 0)),
     ]
@@ -398,15 +412,24 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
     operators rule."""
     conv, residual, raw = (_flag(d, DescFlag.CONV), _flag(d, DescFlag.RESIDUAL),
                            _flag(d, DescFlag.RAW_OUT))
-    pixel_beats = scale(d["out_groups"], config.pw_cols // 8)
+    P, Q = config.dw_lanes, config.pw_cols
+    expand = _flag(d, DescFlag.EXPAND)
+    pixel_beats = scale(d["out_groups"], Q // 8)
+    # a stored pixel ends in the last engine word: whole words when Q == P
+    stored = ((d["out_beats"] == pixel_beats) if P == Q else
+              (d["out_beats"] <= pixel_beats) & (d["out_beats"] + Q // 8 > pixel_beats))
     return [
         p["lb_row_words"] <= config.lb_row_capacity_words,
         _implies(conv, d["mid_groups"] == p["conv_groups"]),
         _implies(conv == 0, d["mid_groups"] == p["dw_groups"]),
-        _implies(raw, (residual == 0) & (d["out_pitch"] >= (pixel_beats << 2))),
-        _implies(raw == 0, d["out_pitch"] >= pixel_beats),
+        # the engine's expand words cover the line buffer's groups, the last one partly
+        _implies(expand, (scale(d["exp_words"], Q) >= scale(d["exp_groups"], P))
+                 & (scale(d["exp_words"], Q) < scale(d["exp_groups"], P) + Q)),
+        _implies(raw, (residual == 0) & (d["out_beats"] == (pixel_beats << 2))
+                 & (d["out_pitch"] >= d["out_beats"])),
+        _implies(raw == 0, stored & (d["out_pitch"] >= d["out_beats"])),
         # the residual is read as one contiguous run
-        _implies(residual, d["out_pitch"] == pixel_beats),
+        _implies(residual, d["out_pitch"] == d["out_beats"]),
         *_engine_weight_checks(d, p, config),
     ]
 

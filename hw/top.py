@@ -95,9 +95,10 @@ class Accelerator(wiring.Component):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         if config.pw_cols != config.dw_lanes:
             raise ValueError(
-                f"config {config.name!r}: the top level runs expand and project on one "
-                f"1x1 engine of dw_lanes x pw_cols MACs and needs pw_cols == dw_lanes, not "
-                f"{config.pw_cols} != {config.dw_lanes}")
+                f"config {config.name!r}: the top level needs pw_cols == dw_lanes, not "
+                f"{config.pw_cols} != {config.dw_lanes} (its serializers do not yet drop "
+                "the channels of an engine word past a tensor's padding; the reference "
+                "backend runs such configs)")
         self.config = config
         aw = config.axi_addr_width
         super().__init__({
@@ -171,11 +172,11 @@ class Accelerator(wiring.Component):
         # table memories hold a record per chunk): 9 bytes a channel, padded to whole beats;
         # the padding, at the top of the word, falls off the narrower record on the port
         table_beats = -(-9 * cfg.requant_lanes // 8)
-        load_words = [prod.exp_weight_words, scale(field("exp_groups"), P // cfg.requant_lanes),
+        load_words = [prod.exp_weight_words, scale(field("exp_words"), Q // cfg.requant_lanes),
                       prod.dw_weight_words, scale(field("mid_groups"), P // cfg.requant_lanes),
                       prod.pw_weight_words, scale(field("out_groups"), Q // cfg.requant_lanes),
                       Const(ADD_TABLE_ENTRIES, 16)]
-        load_beats_per_word = [P * P // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
+        load_beats_per_word = [P * Q // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
                                P * Q // 8, table_beats, 1]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         # a table is read through both read ports: its first ceil(n/2) words through `reader`,
@@ -561,7 +562,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += getattr(lb.params, name).eq(value)
         m.d.comb += lb.params.conv.eq(conv_on)
         m.d.comb += [
-            engine.e_in_groups.eq(field("in_groups")), engine.e_out_groups.eq(field("exp_groups")),
+            engine.e_in_groups.eq(field("in_groups")), engine.e_out_groups.eq(field("exp_words")),
             engine.j_in_groups.eq(field("mid_groups")),
             engine.j_out_groups.eq(field("out_groups")), engine.e_on.eq(expand_on),
             engine.e_wbase.eq(field("exp_wbase")), engine.j_wbase.eq(field("pw_wbase")),

@@ -268,8 +268,8 @@ def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
 
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
-    """Words of each table the layer needs (``CHECK``'s counts): ``exp_groups*in_groups``
-    and ``exp_groups*P/L`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
+    """Words of each table the layer needs (``CHECK``'s counts): ``exp_words*in_groups``
+    and ``exp_words*Q/L`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
     ``mid_groups*P/L`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and
     ``out_groups*Q/L`` (unless ``RAW_OUT``), ``L = requant_lanes``: a table has one record
     per requantizer chunk; the ADD table's entries (``RESIDUAL``)."""
@@ -277,8 +277,8 @@ def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
     p_chunks = config.dw_lanes // config.requant_lanes
     q_chunks = config.pw_cols // config.requant_lanes
-    words = {"exp_weights": desc["exp_groups"] * desc["in_groups"] if expand else 0,
-             "exp_table": desc["exp_groups"] * p_chunks if expand else 0,
+    words = {"exp_weights": desc["exp_words"] * desc["in_groups"] if expand else 0,
+             "exp_table": desc["exp_words"] * q_chunks if expand else 0,
              "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
              "dw_table": 0 if conv else desc["mid_groups"] * p_chunks,
              "pw_weights": desc["mid_groups"] * desc["out_groups"],
@@ -1210,7 +1210,7 @@ class _FillFromExpand:
         self.serializer = _Serializer(self.word_beats, self._fill)
         self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
         requant = _Requant(config, P, _Skid(self._fifo).take)
-        self.expand = _EngineJobs(d["in_groups"], d["exp_groups"], array_latency(P),
+        self.expand = _EngineJobs(d["in_groups"], d["exp_words"], array_latency(P),
                                   requant.take, engine, reduce_now=False)
 
     def _fifo(self, offered: int) -> int:
@@ -1387,7 +1387,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
         "dw": 0 if flags & DescFlag.CONV else taps,
         "engine": pixels * d["mid_groups"] * d["out_groups"]
-        + (in_pixels * d["exp_groups"] * d["in_groups"] if expand else 0),
+        + (in_pixels * d["exp_words"] * d["in_groups"] if expand else 0),
         "add": pixels * d["out_groups"] * add.chunks if flags & DescFlag.RESIDUAL else 0,
         "ddr_write": write,
     }

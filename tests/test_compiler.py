@@ -240,21 +240,24 @@ def test_fold_bias():
         packing.fold_bias([2**31 - 10], [1], -20)
 
 
-@pytest.mark.parametrize("ce,ci,lanes", [(5, 3, 8), (24, 17, 8), (40, 16, 16)])
-def test_expand_weight_words(ce, ci, lanes):
+@pytest.mark.parametrize("ce,ci,lanes,cols", [(5, 3, 8, 8), (24, 17, 8, 8), (40, 16, 16, 16),
+                                             (20, 17, 8, 16), (40, 16, 16, 24)])
+def test_expand_weight_words(ce, ci, lanes, cols):
+    """Words of ``lanes x cols`` bytes; the engine words cover the expanded channels padded
+    to ``lanes`` (40 channels with P = 16, Q = 24: 48 channels, two words)."""
     rng = np.random.default_rng(ce * ci)
     w = _packed_weights(rng, (ce, ci))
-    raw = np.frombuffer(packing.pack_expand_weights(w, lanes), np.int8)
-    g_e, g_i = -(-ce // lanes), -(-ci // lanes)
-    assert raw.size == g_e * g_i * lanes * lanes
+    raw = np.frombuffer(packing.pack_expand_weights(w, lanes, cols), np.int8)
+    g_e, g_i = -(-packing.padded(ce, lanes) // cols), -(-ci // lanes)
+    assert raw.size == g_e * g_i * lanes * cols
     for oe in range(g_e):
         for gi in range(g_i):
-            word = raw[(oe * g_i + gi) * lanes * lanes:][:lanes * lanes]
+            word = raw[(oe * g_i + gi) * lanes * cols:][:lanes * cols]
             for i in range(lanes):
-                for o in range(lanes):
-                    co, cin = oe * lanes + o, gi * lanes + i
+                for o in range(cols):
+                    co, cin = oe * cols + o, gi * lanes + i
                     want = w[co, cin] if co < ce and cin < ci else 0
-                    assert word[i * lanes + o] == want
+                    assert word[i * cols + o] == want
 
 
 @pytest.mark.parametrize("c_out,k,c_in,lanes,cols", [(5, 3, 3, 8, 8), (17, 2, 11, 8, 8),

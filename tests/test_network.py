@@ -40,6 +40,13 @@ SLICED = dataclasses.replace(TINY, name="tiny-sliced", mid_channels_max=72,
 #: fits beside the expand weights, and a residual whose PW does not fit runs as its own ADD
 SMALL_ENGINE = dataclasses.replace(TINY, name="tiny-engine", expand_channels_max=32,
                                    engine_weight_words=160)
+#: engine words wider than the DW lanes (pw_cols != dw_lanes, the 16 x 24 engine's shape):
+#: expand and PW outputs in whole engine words, the channels past a tensor's padding to
+#: dw_lanes dropped; on the reference backend (the top level needs pw_cols == dw_lanes)
+Q16 = dataclasses.replace(TINY, name="tiny-q16", pw_cols=16)
+P16Q24 = dataclasses.replace(TINY, name="p16q24", dw_lanes=16, pw_rows=16, pw_cols=24,
+                             lb_channels=128, out_channels_max=96, requant_lanes=8,
+                             add_lanes=2)
 PYNQ_Z2 = get_config("pynq-z2")
 
 #: (config, seeds, random_mobilenet_spec limits)
@@ -48,6 +55,8 @@ NETWORKS = [
     (SPLIT, range(100, 106), dict(max_channels=32, max_expand=4)),
     (SLICED, range(200, 204), dict(max_channels=16, max_expand=4)),
     (SMALL_ENGINE, range(300, 304), dict(max_channels=32, max_expand=4)),
+    (Q16, range(400, 406), {}),
+    (P16Q24, range(500, 508), {}),
 ]
 
 
@@ -96,6 +105,14 @@ def test_random_network(accelerators, config, seed, limits):
     # every operator is accounted for, once
     done = sorted(i for r in prog.layers for i in r["operators"])
     assert done == list(range(len(g.operators))), prog.summary()
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_top_level_needs_engine_words_of_the_dw_lanes():
+    from dwsep.hw.top import Accelerator as Top
+    with pytest.raises(ValueError, match=r"^config 'tiny-q16': the top level needs pw_cols == "
+                                         r"dw_lanes, not 16 != 8 \(its serializers"):
+        Top(Q16)
 
 
 @pytest.mark.parametrize("words, stages", [

@@ -295,6 +295,7 @@ def _desc(**over):
              in_h=8, in_w=8, in_groups=1, exp_groups=1, mid_groups=1, out_h=8, out_w=8,
              out_groups=1, out_pitch=1)
     d.update(over)
+    d.setdefault("exp_words", d["exp_groups"])   # the engine's words: P == Q here
     return d
 
 

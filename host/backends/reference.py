@@ -176,7 +176,8 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
 
         x[y, x, G*P]       = int8 input at in_addr (pixels contiguous)
         EXPAND:  u[y, x, e] = clamp(MBQM(sum_c x[y, x, c] * ew[c, e] + eb[e], em[e], es[e])
-                                   + exp_zp, exp_min, exp_max)          (E*P channels)
+                                   + exp_zp, exp_min, exp_max)          (E*P channels;
+                 the engine computes exp_words*Q, the line buffer keeps the first E*P)
         else     u = x                                               (E = G)
         t[oy, ox, ky, kx, c] = u[oy*s - pad_top + ky*d, ox*s - pad_left + kx*d, c],
                                lb_zp outside the image (any side)
@@ -189,18 +190,20 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
                  all loaded; the bytes of rows ky >= k are 0 and not used)
         acc[oy, ox, o] = sum_{q, i} mid[oy, ox, q, i] * pw_w[o // Q, q, i, o % Q]
         RAW_OUT: z = wrap32(acc)                     (int32, no bias: pw_table is not read)
-        else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max)
+        else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max), its first
+                 8*out_beats channels (the stored ones: the rest of the last word is dropped)
         RESIDUAL: z = clamp(RDBPOT(floor((T[0, z & 255] + T[1, r & 255] + 2**30) / 2**31),
                                    -add_out_shift) + add_zp, add_min, add_max)
                   with r the int8 tensor at res_addr laid out as the output (contiguous)
                   and T the ADD table at add_table (int64[2, 256], numerics.add_table)
-        pixel p = oy*out_w + ox of z (O*Q int8, or O*Q little-endian int32) is written at
+        pixel p = oy*out_w + ox of z (8*out_beats int8, or O*Q little-endian int32) is written at
         out_addr + 8*p*out_pitch; the bytes between pixels are left alone.
     """
     P, Q = config.dw_lanes, config.pw_cols
     flags = d["flags"]
     k, s, dil, m = d["kernel"], d["stride"], d["dilation"], d["depth_mult"]
     G, E, MG, OG = d["in_groups"], d["exp_groups"], d["mid_groups"], d["out_groups"]
+    EW, stored = d["exp_words"], 8 * d["out_beats"]
     H, W, oh, ow = d["in_h"], d["in_w"], d["out_h"], d["out_w"]
     requantize = numerics.requantize
 
@@ -218,8 +221,8 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
 
     # loads in the hardware's order: expand, DW, PW weights and tables
     if flags & DescFlag.EXPAND:
-        ew = engine("exp_weights", DescFlag.EXP_LOADED, E * G, P * P).reshape(E, G, P, P)
-        et = _table(memory, d["exp_table"], E * P, config.requant_lanes)
+        ew = engine("exp_weights", DescFlag.EXP_LOADED, EW * G, P * Q).reshape(EW, G, P, Q)
+        et = _table(memory, d["exp_table"], EW * Q, config.requant_lanes)
     if not flags & DescFlag.CONV:
         T = config.dw_taps
         raw = memory.read(d["dw_weights"], MG * config.dw_passes(k) * k * T * P)
@@ -236,9 +239,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     u = read("in_addr", H * W * G * P).reshape(H * W, G * P)
     if flags & DescFlag.EXPAND:
         b, mult, shift = et
-        w2 = ew.transpose(1, 2, 0, 3).reshape(G * P, E * P)
+        w2 = ew.transpose(1, 2, 0, 3).reshape(G * P, EW * Q)
         u = requantize(numerics.wrap_int32(_matmul(u, w2) + b), mult, shift, d["exp_zp"],
-                       d["exp_min"], d["exp_max"])
+                       d["exp_min"], d["exp_max"])[:, :E * P]
     u = u.reshape(H, W, E, P)
 
     rows = max((oh - 1) * s + (k - 1) * dil + 1, d["pad_top"] + H)
@@ -270,9 +273,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     else:
         b, mult, shift = pt
         z = requantize(numerics.wrap_int32(acc + b), mult, shift, d["pw_zp"], d["pw_min"],
-                       d["pw_max"])
+                       d["pw_max"])[:, :stored]
         if flags & DescFlag.RESIDUAL:
-            r = read("res_addr", pixels * OG * Q).reshape(pixels, OG * Q)
+            r = read("res_addr", pixels * stored).reshape(pixels, stored)
             z = numerics.add_by_table(z, r, add_table, d["add_out_shift"], d["add_zp"],
                                       d["add_min"], d["add_max"])
         z = z.view(np.uint8)
