@@ -94,6 +94,7 @@ class Accelerator(wiring.Component):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         if config.pw_cols != config.dw_lanes:
+            self._MustUse__silence = True   # never built: no "created but never used"
             raise ValueError(
                 f"config {config.name!r}: the top level needs pw_cols == dw_lanes, not "
                 f"{config.pw_cols} != {config.dw_lanes} (its serializers do not yet drop "

@@ -262,9 +262,15 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
 
 
 def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
-    """Beats of one output pixel: ``out_groups*Q/8``, four times that with ``RAW_OUT``."""
-    raw = 4 if _flags(desc) & DescFlag.RAW_OUT else 1
-    return raw * desc["out_groups"] * config.pw_cols // BEAT_BYTES
+    """Beats stored of one output pixel: ``out_beats`` (``out_groups*Q/8``, four times that
+    with ``RAW_OUT``, less the dropped channels of the last engine word)."""
+    return desc["out_beats"]
+
+
+def _last_word_beats(config: AcceleratorConfig, beats: int, words: int) -> int:
+    """Beats the serializer emits of a pixel's last engine word (of ``Q/8`` beats; the
+    pixel stores ``beats`` in ``words`` words)."""
+    return beats - (words - 1) * config.pw_cols // BEAT_BYTES
 
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
@@ -822,17 +828,21 @@ class _Skid:
 class _Serializer:
     """``BeatSerializer``: takes a word in the cycle it is offered if it holds none, or in
     the cycle its last beat leaves; beat ``i`` is offered from ``a + 1`` (``a`` the take
-    cycle) or the cycle after the previous beat left."""
+    cycle) or the cycle after the previous beat left. Each word is ``beats`` beats, the
+    last of every ``words`` (a pixel's) ``last`` beats: the others are dropped."""
 
-    def __init__(self, beats: int, sink):
+    def __init__(self, beats: int, sink, words: int = 1, last: int | None = None):
         self.beats = beats
         self.sink = sink  # beat offered in cycle t -> cycle it is taken
         self.free = -math.inf
+        self.words, self.last_beats = words, beats if last is None else last
+        self.count = 0
 
     def take(self, offered: int) -> int:
         a = max(offered, self.free)
         t = a
-        for _ in range(self.beats):
+        self.count += 1
+        for _ in range(self.last_beats if self.count % self.words == 0 else self.beats):
             t = self.sink(t + 1)
         self.free = t
         return a
@@ -879,17 +889,22 @@ class _Add:
     ``w-1``, and offers it to the ADD in the same cycle).
     """
 
-    def __init__(self, add: ResidualAdd, residual: _ReadStream, beats: int, take):
+    def __init__(self, add: ResidualAdd, residual: _ReadStream, beats: int, take,
+                 words: int = 1, last: int | None = None):
         self.add = add
         self.frozen = _Frozen()
         self.residual, self.beats = residual, beats
+        self.words, self.last_beats = words, beats if last is None else last
+        self.count = 0
         self.next = take
         self.last = None
         self.packed = -math.inf  # cycle the previous word left the packer (into the skid)
 
     def _b_word(self) -> int:
         """Cycle the next ``b`` word is offered to the ADD."""
-        word = self.residual.take_run(self.beats, self.packed) + 1
+        self.count += 1
+        beats = self.last_beats if self.count % self.words == 0 else self.beats
+        word = self.residual.take_run(beats, self.packed) + 1
         self.packed = word if self.last is None else max(word, self.last + 1)
         return self.packed
 
@@ -1048,7 +1063,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                     for p in range(pixels)]
     writer = _Writer(commands, t_cmds, mem, credits["write0"])
     word_beats = (4 if raw else 1) * Q // BEAT_BYTES
-    serializer = _Serializer(word_beats, _Skid(writer.take).take)
+    last_beats = _last_word_beats(config, pixel_beats, og) if not raw else word_beats
+    serializer = _Serializer(word_beats, _Skid(writer.take).take, og, last_beats)
     if raw:
         take_pw = serializer.take
     else:
@@ -1057,7 +1073,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
             res = _ReadStream(t_cmds, base + d.get("res_addr", 0), pixels * pixel_beats, mem,
                               credits["read1"])
             take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
-                           _Skid(serializer.take).take).take
+                           _Skid(serializer.take).take, og, last_beats).take
         take_pw = _Requant(config, Q, _Skid(take_rq).take).take
     engine = _Engine()
     fill = None if not expand else _FillFromExpand(config, d, reader, engine)
@@ -1188,13 +1204,13 @@ class _FillFromExpand:
 
     def __init__(self, config: AcceleratorConfig, d: dict, reader: _ReadStream,
                  engine: _Engine):
-        P = config.dw_lanes
+        P, Q = config.dw_lanes, config.pw_cols
         self.lb_rows = config.lb_rows
-        self.word_beats = P // BEAT_BYTES
-        self.row_words = d["in_w"] * d["exp_groups"]
-        self.row_beats = self.row_words * self.word_beats
+        self.word_beats = P // BEAT_BYTES           # of an input word
+        self.row_words = d["in_w"] * d["exp_words"]  # engine words of a row
+        self.row_beats = d["in_w"] * d["exp_groups"] * P // BEAT_BYTES
         self.words_pixel = d["in_groups"]
-        self.out_words = d["exp_groups"]
+        self.out_words = d["exp_words"]
         self.pixels = d["in_h"] * d["in_w"]
         self.credits = Engine.default_credits(config)
         self.engine = engine
@@ -1207,9 +1223,10 @@ class _FillFromExpand:
         self.packer_free = -math.inf        # cycle the packer can take a beat
         self.writes: list[int] = []         # cycle each expanded word entered the FIFO
         self.exits: list[int] = []          # cycle each expanded word left the FIFO
-        self.serializer = _Serializer(self.word_beats, self._fill)
+        last = _last_word_beats(config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"])
+        self.serializer = _Serializer(Q // BEAT_BYTES, self._fill, d["exp_words"], last)
         self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
-        requant = _Requant(config, P, _Skid(self._fifo).take)
+        requant = _Requant(config, Q, _Skid(self._fifo).take)
         self.expand = _EngineJobs(d["in_groups"], d["exp_words"], array_latency(P),
                                   requant.take, engine, reduce_now=False)
 
@@ -1380,10 +1397,11 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     write = max(write, math.ceil(written // BEAT_BYTES / min(wr, ddr)))
     add = ResidualAdd(Q, config.add_lanes)
     expand = bool(flags & DescFlag.EXPAND)
-    chunks = Requantizer(P, 1, config.requant_lanes).chunks
+    chunks = Requantizer(Q, 1, config.requant_lanes).chunks   # the expand requantizer's
     return {
         "ddr_read": read_cycles,
-        "expand": in_pixels * d["exp_groups"] * max(chunks, P // BEAT_BYTES) if expand else 0,
+        "expand": in_pixels * max(d["exp_words"] * chunks, d["exp_groups"] * P // BEAT_BYTES)
+        if expand else 0,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
         "dw": 0 if flags & DescFlag.CONV else taps,
         "engine": pixels * d["mid_groups"] * d["out_groups"]

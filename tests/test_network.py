@@ -107,7 +107,6 @@ def test_random_network(accelerators, config, seed, limits):
     assert done == list(range(len(g.operators))), prog.summary()
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_top_level_needs_engine_words_of_the_dw_lanes():
     from dwsep.hw.top import Accelerator as Top
     with pytest.raises(ValueError, match=r"^config 'tiny-q16': the top level needs pw_cols == "

@@ -21,6 +21,7 @@ from dwsep.host.tflite_writer import (
     BlockSpec,
     InvertedResidualSpec,
     LayerSpec,
+    MobileNetSpec,
     average_pool_model,
     dwsep_layer_model,
     inverted_residual_model,
@@ -295,7 +296,10 @@ def _desc(**over):
              in_h=8, in_w=8, in_groups=1, exp_groups=1, mid_groups=1, out_h=8, out_w=8,
              out_groups=1, out_pitch=1)
     d.update(over)
-    d.setdefault("exp_words", d["exp_groups"])   # the engine's words: P == Q here
+    # tiny's P == Q == 8: the engine's expand words are the line buffer's groups, and a
+    # pixel stores whole words of one beat (four with RAW_OUT)
+    d.setdefault("exp_words", d["exp_groups"])
+    d.setdefault("out_beats", d["out_groups"] * (4 if d["flags"] & DescFlag.RAW_OUT else 1))
     return d
 
 
@@ -503,3 +507,32 @@ def test_mobilenet_pynq_memory_matches_rtl(arch):
     worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
     assert abs(errors[worst]) <= RATE_TOLERANCE, (worst, program.descriptors[worst])
     assert abs(total - frame) <= FRAME_TOLERANCE * frame
+
+
+def test_model_follows_engines_wider_than_the_dw_lanes():
+    """With ``pw_cols != dw_lanes`` (16 x 24, not yet in the top level) the model follows
+    the planned hardware: the expand words of 24 channels enter the line buffer as the
+    pixel's 16-channel groups, the last word's other beats dropped, and the output stores
+    ``out_beats`` a pixel. Every descriptor of a MobileNet-like program completes (before,
+    the expand stage's rows never did) and runs at least as long as its busiest stage."""
+    from dwsep.host.compiler import compile_model
+    from dwsep.host.tflite_reader import read_tflite
+
+    cfg = dataclasses.replace(get_config("tiny"), name="p16q24", dw_lanes=16, pw_rows=16,
+                              pw_cols=24, lb_channels=128, out_channels_max=96,
+                              requant_lanes=8, add_lanes=2)
+    spec = MobileNetSpec(h=16, w=16, stem_channels=16,
+                         blocks=(BlockSpec(1, 16, 1), BlockSpec(4, 24, 2),
+                                 BlockSpec(6, 24, 1), BlockSpec(6, 40, 2)),
+                         head_channels=72, pool="MEAN", keep_dims=False, classes=10,
+                         fc_per_channel=True, reshape=True, seed=5)
+    prog = compile_model(read_tflite(mobilenet_like_model(spec)), cfg)
+    descs = prog.descriptors
+    assert any(d["flags"] & DescFlag.EXPAND and d["exp_words"] * 24 > d["exp_groups"] * 16
+               for d in descs)
+    assert any(d["flags"] & DescFlag.RESIDUAL and d["out_beats"] < d["out_groups"] * 3
+               for d in descs)
+    for d in descs:
+        est = layer_cycles(cfg, d)
+        assert est.run >= max(est.stage_cycles.values()), d
+        assert est.bytes_written == d["out_h"] * d["out_w"] * d["out_beats"] * 8
