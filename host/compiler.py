@@ -1464,20 +1464,22 @@ class _Emitter:
         before runs (:func:`_plan_engine_weights`). Always as many as it takes for one
         tile's weights and the expand weights to fit the memory (``engine_weight_words``)."""
         cfg = self.cfg
+        depth = cfg.engine_weight_depth
         steps, most_steps, groups = -(-c_out // step), most // step, step // cfg.pw_cols
+
+        def pw_words(n: int) -> int:    # of the largest of n tiles
+            return mid_groups * groups * -(-steps // n)
+
         n = -(-steps // most_steps)
-        while n < steps and exp_words + mid_groups * groups * -(-steps // n) > (
-                cfg.engine_weight_depth):
+        while n < steps and exp_words + pw_words(n) > depth:
             n += 1      # a tile's weights must fit the engine's memory
-        if exp_words + mid_groups * groups * -(-steps // n) > cfg.engine_weight_depth:
+        if exp_words + pw_words(n) > depth:
             raise _fail(u.ops[0], f"{mid_groups} x {groups} PW weight words of one output "
                                   f"tile and {exp_words} expand words exceed "
-                                  f"engine_weight_words={cfg.engine_weight_depth} of config "
-                                  f"{cfg.name!r}")
+                                  f"engine_weight_words={depth} of config {cfg.name!r}")
         dw_cycles = 1 if u.conv else cfg.dw_passes(u.geo.k) * u.geo.k
         while (prefetch and n < steps and steps // (n + 1) * groups >= dw_cycles
-               and exp_words + 2 * mid_groups * groups * -(-steps // n)
-               > cfg.engine_weight_depth):
+               and exp_words + 2 * pw_words(n) > depth):
             n += 1
         tiles, a = [], 0
         for i in range(n):
@@ -1566,11 +1568,14 @@ class _Emitter:
             tiles_per_slice = len(tiles)
             conv_w = u.stem.w if u.stem is not None else pw_w
             for t, (a, b) in enumerate(tiles):
-                # the channels stored: to the next tile, the part's or the tensor's end
-                # padded to P (the engine's last word beyond them is dropped)
+                # the channels stored (the engine's last word beyond them is dropped)
                 parted = out_parts is not None and u.slices is None
-                end = b if (b < c_out and not parted) or u.fc is not None else (
-                    a + packing.padded(b - a, P) if parted else packing.padded(c_out, P))
+                if u.fc is not None or (b < c_out and not parted):
+                    end = b                                 # to the next tile; RAW_OUT
+                elif parted:
+                    end = a + packing.padded(b - a, P)      # a part: a tensor of its own
+                else:
+                    end = packing.padded(c_out, P)          # to the tensor's padding
                 og = packing.padded(end - a, Q) // Q
                 packed = (packing.pack_conv_weights(conv_w[a:b], P, Q) if u.conv
                           else packing.pack_pw_weights(pw_w[a:b], m, P, Q))
