@@ -21,10 +21,10 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from dwsep.hw.config import AcceleratorConfig
+from dwsep.hw.config import AcceleratorConfig, override
 
 from .timing import Timing, format_timing
 from .tools import Progress, find_tool, run_tool
@@ -440,21 +440,3 @@ def run_yosys(cfg: AcceleratorConfig, part: Part, *, netlist: bool = False,
     return Synthesis(parse_stat(stat), stat, version, script, seconds, t1 - t0,
                      hw_fingerprint(), mapped)
 
-
-def override(cfg: AcceleratorConfig, assignments: list[str]) -> AcceleratorConfig:
-    """``cfg`` with ``FIELD=N`` assignments applied (validated by the config itself), named
-    ``<name>-custom`` when there are any."""
-    if not assignments:
-        return cfg
-    fields = [f for f in cfg.to_dict() if f != "name"]
-    changes = {}
-    for item in assignments:
-        field, sep, value = item.partition("=")
-        if not sep or not field or not value.isdigit():
-            raise ValueError(f"--set takes FIELD=N with N a non-negative integer, "
-                             f"not {item!r}")
-        if field not in fields:
-            raise ValueError(f"--set {item}: no config field {field!r}; fields: "
-                             f"{', '.join(fields)}")
-        changes[field] = int(value)
-    return replace(cfg, name=f"{cfg.name}-custom", **changes)

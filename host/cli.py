@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import CONFIGS, ConfigError, get_config
+from ..hw.config import CONFIGS, ConfigError, get_config, override
 from ..hw.layout import REGISTERS, capability_values, export_json
 from . import imagenet, quantizer
 from .backends import BACKENDS
@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                                                       "(default: 224)")
     bench.add_argument("--config", default="pynq-z2", choices=list(CONFIGS),
                        help="accelerator config (default: %(default)s)")
+    bench.add_argument("--set", action="append", default=[], metavar="FIELD=N",
+                       help="override a config field (repeatable), e.g. --set pw_cols=24")
     bench.add_argument("--clock-mhz", type=float, default=200.0, metavar="F",
                        help="accelerator clock, MHz (default: %(default)s)")
     bench.add_argument("--memory", default="pynq-z2", metavar="{pynq-z2,ideal}",
@@ -307,12 +309,13 @@ def _cmd_bench(args) -> None:
     # Imported here: the cycle model and the RTL bench need the hw/sim extras.
     from ..sim import benchmark
 
+    config = override(get_config(args.config), args.set)
     name, tflite = benchmark.build_model(args.model, width=args.width,
                                          resolution=args.resolution, seed=args.seed)
     if args.rtl:
-        print(f"dwsep: running one {name} frame on the Verilated '{args.config}' design "
+        print(f"dwsep: running one {name} frame on the Verilated '{config.name}' design "
               f"(a first build takes minutes)", file=sys.stderr)
-    result = benchmark.run_benchmark(name, tflite, args.config, args.memory, args.clock_mhz,
+    result = benchmark.run_benchmark(name, tflite, config, args.memory, args.clock_mhz,
                                      rtl=args.rtl, progress_for=_LayerProgress, seed=args.seed)
     if args.plot is not None:
         for path in benchmark.plot(result, args.plot):

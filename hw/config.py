@@ -6,10 +6,10 @@ explicitly. This module imports nothing from Amaranth so the host can use it on 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["AcceleratorConfig", "CONFIGS", "get_config", "ConfigError", "BEAT_BYTES",
-           "REQUANT_INPUT_BITS"]
+__all__ = ["AcceleratorConfig", "CONFIGS", "get_config", "override", "ConfigError",
+           "BEAT_BYTES", "REQUANT_INPUT_BITS"]
 
 BEAT_BYTES = 8  # one AXI beat of the 64-bit data bus
 
@@ -305,3 +305,22 @@ def get_config(config: str | AcceleratorConfig) -> AcceleratorConfig:
         raise ConfigError(
             f"unknown accelerator config {config!r}; known configs: {', '.join(CONFIGS)}"
         ) from None
+
+
+def override(cfg: AcceleratorConfig, assignments: list[str]) -> AcceleratorConfig:
+    """``cfg`` with ``FIELD=N`` assignments applied (validated by the config itself), named
+    ``<name>-custom`` when there are any."""
+    if not assignments:
+        return cfg
+    names = [f for f in cfg.to_dict() if f != "name"]
+    changes = {}
+    for item in assignments:
+        field, sep, value = item.partition("=")
+        if not sep or not field or not value.isdigit():
+            raise ValueError(f"--set takes FIELD=N with N a non-negative integer, "
+                             f"not {item!r}")
+        if field not in names:
+            raise ValueError(f"--set {item}: no config field {field!r}; fields: "
+                             f"{', '.join(names)}")
+        changes[field] = int(value)
+    return replace(cfg, name=f"{cfg.name}-custom", **changes)
