@@ -277,9 +277,8 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 256 channels, expand
     # inputs up to 96; the engine's one weight memory of 1024 words (256 bytes each) holds a
     # descriptor's expand and PW weights and the next one's: the compiler cuts output tiles
-    # to fit it. DSP48E1: the 16x16 engine at
-    # two MACs each (128) and 2 per requant lane (48); the ADD uses none (by table): see
-    # bitstreams/README.md and docs/PLAN-pynq-z2.md.
+    # to fit it. DSP48E1: the 16x16 engine at two MACs each (128) and 2 per requant lane
+    # (48); the ADD uses none (by table): see bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,

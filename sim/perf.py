@@ -261,16 +261,25 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
     return {"expand": expand, "dw": dw, "pw": pixels * mid * desc["out_groups"] * Q}
 
 
-def _pixel_beats(config: AcceleratorConfig, desc: dict) -> int:
-    """Beats stored of one output pixel: ``out_beats`` (``out_groups*Q/8``, four times that
-    with ``RAW_OUT``, less the dropped channels of the last engine word)."""
-    return desc["out_beats"]
+class _WordBeats:
+    """Beats of consecutive words of a pixel: ``beats`` each, ``last`` for the last of
+    every ``words`` (the channels of a pixel's last engine word past those it stores are
+    dropped: ``pw_cols != dw_lanes``)."""
 
+    def __init__(self, beats: int, words: int = 1, last: int | None = None):
+        self.beats, self.words = beats, words
+        self.last = beats if last is None else last
+        self.count = 0
 
-def _last_word_beats(config: AcceleratorConfig, beats: int, words: int) -> int:
-    """Beats the serializer emits of a pixel's last engine word (of ``Q/8`` beats; the
-    pixel stores ``beats`` in ``words`` words)."""
-    return beats - (words - 1) * config.pw_cols // BEAT_BYTES
+    @classmethod
+    def stored(cls, config: AcceleratorConfig, stored: int, words: int) -> _WordBeats:
+        """Engine words (``Q/8`` beats) of which a pixel stores ``stored`` beats."""
+        beats = config.pw_cols // BEAT_BYTES
+        return cls(beats, words, stored - (words - 1) * beats)
+
+    def next(self) -> int:
+        self.count += 1
+        return self.last if self.count % self.words == 0 else self.beats
 
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
@@ -347,14 +356,14 @@ def layer_bytes(config: AcceleratorConfig | str, desc: dict,
                 held: frozenset[str] = frozenset()) -> tuple[dict[str, int], int]:
     """DDR traffic of one layer: ``({"descriptor", <each loaded table>, "input",
     "residual"}, bytes written)``. Input ``in_h*in_w*in_groups*P``, residual and output
-    ``out_h*out_w`` pixels of ``_pixel_beats*8`` bytes; the tables in ``held``
+    ``out_h*out_w`` pixels of ``out_beats*8`` bytes; the tables in ``held``
     (:func:`held_tables`) are not read; ``"prefetch"``: the next descriptor's weights read
     while this one runs."""
     config = get_config(config)
     read = {"descriptor": DESCRIPTOR.size}
     read.update({k: v * BEAT_BYTES for k, v in _table_beats(config, desc, held).items()})
     read["input"] = desc["in_h"] * desc["in_w"] * desc["in_groups"] * config.dw_lanes
-    out = desc["out_h"] * desc["out_w"] * _pixel_beats(config, desc) * BEAT_BYTES
+    out = desc["out_h"] * desc["out_w"] * desc["out_beats"] * BEAT_BYTES
     read["residual"] = out if _flags(desc) & DescFlag.RESIDUAL else 0
     read["prefetch"] = sum(beats for _, beats in _prefetch(config, desc)) * BEAT_BYTES
     return read, out
@@ -828,21 +837,18 @@ class _Skid:
 class _Serializer:
     """``BeatSerializer``: takes a word in the cycle it is offered if it holds none, or in
     the cycle its last beat leaves; beat ``i`` is offered from ``a + 1`` (``a`` the take
-    cycle) or the cycle after the previous beat left. Each word is ``beats`` beats, the
-    last of every ``words`` (a pixel's) ``last`` beats: the others are dropped."""
+    cycle) or the cycle after the previous beat left; a word's beats as ``beats`` gives
+    them (the others are dropped)."""
 
-    def __init__(self, beats: int, sink, words: int = 1, last: int | None = None):
+    def __init__(self, beats: _WordBeats, sink):
         self.beats = beats
         self.sink = sink  # beat offered in cycle t -> cycle it is taken
         self.free = -math.inf
-        self.words, self.last_beats = words, beats if last is None else last
-        self.count = 0
 
     def take(self, offered: int) -> int:
         a = max(offered, self.free)
         t = a
-        self.count += 1
-        for _ in range(self.last_beats if self.count % self.words == 0 else self.beats):
+        for _ in range(self.beats.next()):
             t = self.sink(t + 1)
         self.free = t
         return a
@@ -889,22 +895,17 @@ class _Add:
     ``w-1``, and offers it to the ADD in the same cycle).
     """
 
-    def __init__(self, add: ResidualAdd, residual: _ReadStream, beats: int, take,
-                 words: int = 1, last: int | None = None):
+    def __init__(self, add: ResidualAdd, residual: _ReadStream, beats: _WordBeats, take):
         self.add = add
         self.frozen = _Frozen()
         self.residual, self.beats = residual, beats
-        self.words, self.last_beats = words, beats if last is None else last
-        self.count = 0
         self.next = take
         self.last = None
         self.packed = -math.inf  # cycle the previous word left the packer (into the skid)
 
     def _b_word(self) -> int:
         """Cycle the next ``b`` word is offered to the ADD."""
-        self.count += 1
-        beats = self.last_beats if self.count % self.words == 0 else self.beats
-        word = self.residual.take_run(beats, self.packed) + 1
+        word = self.residual.take_run(self.beats.next(), self.packed) + 1
         self.packed = word if self.last is None else max(word, self.last + 1)
         return self.packed
 
@@ -1053,7 +1054,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     reader = _ReadStream(t_cmds, base + d.get("in_addr", 0), in_beats, mem, credits["read0"])
 
     # ---- back: writer <- serializer <- [ADD <- residual] <- PW requant <- engine (J) ----
-    pixel_beats = _pixel_beats(config, d)
+    pixel_beats = d["out_beats"]
     pixels = out_h * out_w
     out_addr = base + d.get("out_addr", 0)
     if pixel_beats == d["out_pitch"]:
@@ -1062,9 +1063,9 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         commands = [(out_addr + p * d["out_pitch"] * BEAT_BYTES, pixel_beats)
                     for p in range(pixels)]
     writer = _Writer(commands, t_cmds, mem, credits["write0"])
-    word_beats = (4 if raw else 1) * Q // BEAT_BYTES
-    last_beats = _last_word_beats(config, pixel_beats, og) if not raw else word_beats
-    serializer = _Serializer(word_beats, _Skid(writer.take).take, og, last_beats)
+    serializer = _Serializer(_WordBeats(4 * Q // BEAT_BYTES) if raw  # whole int32 words
+                             else _WordBeats.stored(config, pixel_beats, og),
+                             _Skid(writer.take).take)
     if raw:
         take_pw = serializer.take
     else:
@@ -1072,8 +1073,9 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
         if residual:
             res = _ReadStream(t_cmds, base + d.get("res_addr", 0), pixels * pixel_beats, mem,
                               credits["read1"])
-            take_rq = _Add(ResidualAdd(Q, config.add_lanes), res, word_beats,
-                           _Skid(serializer.take).take, og, last_beats).take
+            take_rq = _Add(ResidualAdd(Q, config.add_lanes), res,
+                           _WordBeats.stored(config, pixel_beats, og),
+                           _Skid(serializer.take).take).take
         take_pw = _Requant(config, Q, _Skid(take_rq).take).take
     engine = _Engine()
     fill = None if not expand else _FillFromExpand(config, d, reader, engine)
@@ -1223,8 +1225,8 @@ class _FillFromExpand:
         self.packer_free = -math.inf        # cycle the packer can take a beat
         self.writes: list[int] = []         # cycle each expanded word entered the FIFO
         self.exits: list[int] = []          # cycle each expanded word left the FIFO
-        last = _last_word_beats(config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"])
-        self.serializer = _Serializer(Q // BEAT_BYTES, self._fill, d["exp_words"], last)
+        self.serializer = _Serializer(_WordBeats.stored(
+            config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"]), self._fill)
         self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
         requant = _Requant(config, Q, _Skid(self._fifo).take)
         self.expand = _EngineJobs(d["in_groups"], d["exp_words"], array_latency(P),
@@ -1373,7 +1375,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
     taps = pixels * d["mid_groups"] * _dw_columns(config, d)
     read, written = layer_bytes(config, d, held)
-    pixel_beats = _pixel_beats(config, d)
+    pixel_beats = d["out_beats"]
     write = written // BEAT_BYTES
     if pixel_beats != d["out_pitch"]:
         # per-pixel commands: at most one every two cycles (a command is taken the cycle
