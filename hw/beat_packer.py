@@ -6,6 +6,8 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .beat_serializer import pixel_word_counter
+
 __all__ = ["BeatPacker"]
 
 
@@ -14,10 +16,16 @@ class BeatPacker(wiring.Component):
     significant bits (the little-endian DDR order of the word's bytes); the inverse of
     :class:`~.beat_serializer.BeatSerializer`.
 
+    With ``max_words``, beats come in pixels of ``words`` words, and the last word of each
+    pixel is offered after its first ``last_beats`` beats (its other bits are left from
+    earlier words): a stored pixel whose channels fill only part of the last engine word.
+
     Parameters
     ----------
     shape:
         Shape of the output word; its width must be a multiple of 64.
+    max_words:
+        The most words a pixel has; ``None`` (the default): every word is whole.
 
     Members
     -------
@@ -25,31 +33,49 @@ class BeatPacker(wiring.Component):
     o : ``Out(stream.Signature(shape))``
         A word is offered the cycle after its last beat arrived; the next word's first beat
         is taken in the same cycle the word leaves, so a steady beat stream loses no cycle.
+    words, last_beats :
+        As :class:`~.beat_serializer.BeatSerializer`'s (only with ``max_words``).
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, max_words: int | None = None):
         width = Shape.cast(shape).width
         if width % 64:
             raise TypeError(f"word width must be a multiple of 64, not {width}")
+        if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
+            raise ValueError(f"max_words must be a positive int or None, not {max_words!r}")
         self.beats = width // 64
-        super().__init__({"i": In(stream.Signature(unsigned(64))),
-                          "o": Out(stream.Signature(shape))})
+        self.max_words = max_words
+        members = {"i": In(stream.Signature(unsigned(64))), "o": Out(stream.Signature(shape))}
+        if max_words is not None:
+            members.update(words=In(range(1, max_words + 1)),
+                           last_beats=In(range(1, self.beats + 1)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         word = Signal(self.beats * 64)
         count = Signal(range(self.beats + 1))  # beats collected in `word`
-        full = count == self.beats
         leaving = self.o.valid & self.o.ready
+        taking = self.i.valid & self.i.ready
+        if self.max_words is None:
+            full = count == self.beats
+            new_word = Cat(word[64:], self.i.payload)  # word[64:] is empty for one-beat words
+        else:
+            last = pixel_word_counter(m, self.words, leaving)
+            # never an empty word, whatever `last_beats` holds
+            full = (count != 0) & (count == Mux(last, self.last_beats, self.beats))
+            # beat k of a word into its bits [64k, 64k + 64): a partial word's beats are
+            # its low ones
+            new_word = Signal.like(word)
+            index = Mux(leaving, 0, count)
+            m.d.comb += new_word.eq(word)
+            m.d.comb += new_word.word_select(index, 64).eq(self.i.payload)
 
         m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(word),
                      self.i.ready.eq(~full | self.o.ready)]
-        taking = self.i.valid & self.i.ready
-        new_word = Cat(word[64:], self.i.payload)  # word[64:] is empty for one-beat words
         with m.If(taking):
             m.d.sync += word.eq(new_word)
             m.d.sync += count.eq(Mux(leaving, 1, count + 1))
         with m.Elif(leaving):
             m.d.sync += count.eq(0)
         return m
-

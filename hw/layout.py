@@ -295,7 +295,7 @@ DESCRIPTOR_PRODUCTS = (
     ("in_pixels", "in_h", "in_w"),
     ("out_pixels", "out_h", "out_w"),
     ("in_words", "in_pixels", "in_groups"),
-    ("out_words", "out_pixels", "out_groups"),
+    ("out_total_beats", "out_pixels", "out_beats"),
     ("kernel_taps", "kernel", "kernel"),
     ("lb_row_words", "exp_groups", "in_w"),
     ("conv_groups", "exp_groups", "kernel_taps"),
@@ -317,6 +317,7 @@ def product_operand_bits(config: AcceleratorConfig) -> dict[str, int]:
     return {
         "in_w": bits(config.max_dim), "out_w": bits(config.max_dim),
         "in_groups": bits(row_words), "out_groups": bits(config.out_groups_max),
+        "out_beats": bits(config.out_groups_max * config.pw_cols // 2),
         "kernel": bits(config.k_max), "kernel_taps": bits(config.k_max ** 2),
         "pad_left": bits(config.k_max * config.dilation_max - 1),
         "dilation": bits(config.dilation_max), "depth_mult": bits(config.mid_groups_max),

@@ -30,6 +30,7 @@ from .layout import (
     Opcode,
     descriptor_param_checks,
     descriptor_product_checks,
+    expand_words,
     scale,
 )
 from .line_buffer import PARAM_SOURCES, LineBuffer
@@ -93,13 +94,6 @@ class Accelerator(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        if config.pw_cols != config.dw_lanes:
-            self._MustUse__silence = True   # never built: no "created but never used"
-            raise ValueError(
-                f"config {config.name!r}: the top level needs pw_cols == dw_lanes, not "
-                f"{config.pw_cols} != {config.dw_lanes} (its serializers do not yet drop "
-                "the channels of an engine word past a tensor's padding; the reference "
-                "backend runs such configs)")
         self.config = config
         aw = config.axi_addr_width
         super().__init__({
@@ -122,19 +116,27 @@ class Accelerator(wiring.Component):
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
         m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
         m.submodules.engine = engine = Engine(cfg)
-        m.submodules.exp_requant = expq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
+        # the engine's expand words (Q channels) into the line buffer's groups (P channels):
+        # a pixel's `exp_words` words, of the last of which the serializer keeps the beats
+        # up to `exp_groups` groups
+        exp_words_max = expand_words(cfg, cfg.mid_groups_max)
+        m.submodules.exp_requant = expq = Requantizer(Q, exp_words_max, cfg.requant_lanes)
         # one entry more than the credits: the FIFO never refuses a word (a word written
         # while the output register is being emptied would find the inner memory full)
-        m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * P,
+        m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * Q,
                                                              depth=engine.e_credits + 1)
-        m.submodules.exp_serializer = exp_ser = BeatSerializer(expq.o.payload.shape())
+        m.submodules.exp_serializer = exp_ser = BeatSerializer(expq.o.payload.shape(),
+                                                               max_words=exp_words_max)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
         m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
         m.submodules.pw_requant = pwq = Requantizer(Q, cfg.out_groups_max, cfg.requant_lanes)
-        m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q))
+        # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly
+        m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q),
+                                                          max_words=cfg.out_groups_max)
         m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
-        m.submodules.out_serializer = out_ser = BeatSerializer(pwq.o.payload.shape())
+        m.submodules.out_serializer = out_ser = BeatSerializer(pwq.o.payload.shape(),
+                                                               max_words=cfg.out_groups_max)
         m.submodules.raw_serializer = raw_ser = BeatSerializer(engine.o.payload.acc.shape())
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
@@ -167,8 +169,16 @@ class Accelerator(wiring.Component):
 
         # ---- sizes derived from the descriptor: `products` (hw/products.py) forms the
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
-        in_beats, res_beats, out_beats = Signal(32), Signal(32), Signal(32)
-        pixel_beats = Signal(16)
+        in_beats = Signal(32)
+        # beats of a pixel's last engine word that are stored (the serializers drop the
+        # rest; all of them when Q == P): the expand stage's and the output's
+        exp_last, out_last = (Signal(range(Q // 8 + 1), init=Q // 8, name=name)
+                              for name in ("exp_last", "out_last"))
+        out_beats, pixel_beats = prod.out_total_beats, field("out_beats")
+        m.d.comb += [exp_ser.words.eq(field("exp_words")), exp_ser.last_beats.eq(exp_last),
+                     *(c for unit in (out_ser, res_packer)
+                       for c in (unit.words.eq(field("out_groups")),
+                                 unit.last_beats.eq(out_last)))]
         # a requant-table word is one record of requant_lanes channels (the requantizers'
         # table memories hold a record per chunk): 9 bytes a channel, padded to whole beats;
         # the padding, at the top of the word, falls off the narrower record on the port
@@ -339,12 +349,11 @@ class Accelerator(wiring.Component):
                 m.next = "CHECK_PRODUCTS"
 
             with m.State("CHECK_PRODUCTS"):
-                raw_shift = Mux(raw_on, 2, 0)  # RAW_OUT: four bytes per value
                 m.d.sync += [
                     in_beats.eq(scale(prod.in_words, P // 8)),
-                    res_beats.eq(scale(prod.out_words, Q // 8)),
-                    out_beats.eq(scale(prod.out_words, Q // 8) << raw_shift),
-                    pixel_beats.eq(scale(field("out_groups"), Q // 8) << raw_shift),
+                    exp_last.eq(scale(field("exp_groups"), P // 8) + Q // 8
+                                - scale(field("exp_words"), Q // 8)),
+                    out_last.eq(field("out_beats") + Q // 8 - scale(field("out_groups"), Q // 8)),
                     *(beats.eq(scale(words, per_word)) for beats, words, per_word
                       in zip(load_beats, load_words, load_beats_per_word, strict=True)),
                     *(half.eq((words + 1) >> 1)
@@ -466,7 +475,7 @@ class Accelerator(wiring.Component):
                     res_reader.cmd.payload.addr.eq(
                         Mux(residual_on, field("res_addr"), Mux(pf_sent[0], pf1_addr, pf0_addr))),
                     res_reader.cmd.payload.beats.eq(
-                        Mux(residual_on, res_beats,
+                        Mux(residual_on, out_beats,
                             scale(Mux(pf_sent[0], pf1_words, pf0_words), engine_word_beats))),
                     writer.cmd.valid.eq(out_pixel != prod.out_pixels),
                     writer.cmd.payload.addr.eq(out_addr),

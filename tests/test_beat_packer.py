@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """BeatPacker: 64-bit beats -> words, first beat least significant, under random stalls."""
 
 import random
@@ -48,3 +49,58 @@ def test_no_bubbles_at_full_rate():
 
     run_sim(dut, producer, consumer, deadline_cycles=1000)
     assert all(ready_trace)
+
+
+@pytest.mark.parametrize("beats, words, last, seed", [(3, 1, 2, 4), (3, 2, 1, 5), (2, 3, 2, 6),
+                                                      (1, 2, 1, 7), (4, 3, 3, 8),
+                                                      (2, 1, 1, 9)])
+def test_pixels_end_in_a_partial_word(beats, words, last, seed):
+    """Pixels of ``words`` words: the last word of each is offered after ``last`` beats,
+    which are its low bits (its other bits are don't-care)."""
+    rng = random.Random(seed)
+    dut = BeatPacker(unsigned(64 * beats), max_words=4)
+    pixels = 12
+    sizes = [last if n % words == words - 1 else beats for n in range(pixels * words)]
+    stream = [rng.getrandbits(64) for _ in range(sum(sizes))]
+    expected, at = [], 0
+    for size in sizes:
+        expected.append((size, sum(b << (64 * k) for k, b in enumerate(stream[at:at + size]))))
+        at += size
+    got = []
+
+    async def producer(ctx):
+        ctx.set(dut.words, words)
+        ctx.set(dut.last_beats, last)
+        await ctx.tick()
+        await send_all(ctx, dut.i, stream, rng=random.Random(seed + 100), p_stall=0.4)
+
+    async def consumer(ctx):
+        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
+                                p_stall=0.4))
+
+    run_sim(dut, producer, consumer, deadline_cycles=20_000)
+    assert [w & (2 ** (64 * size) - 1) for w, (size, _) in zip(got, expected, strict=True)] == \
+        [value for _, value in expected]
+
+
+def test_rejects_bad_max_words():
+    with pytest.raises(ValueError, match="max_words must be a positive int or None, not -1"):
+        BeatPacker(unsigned(128), max_words=-1)
+
+
+def test_no_empty_word_while_last_beats_is_zero():
+    """A ``last_beats`` of 0 (a register not yet loaded) must not make the idle packer offer
+    a word: it would pair with the wrong pixel downstream."""
+    dut = BeatPacker(unsigned(128), max_words=2)
+    offered = []
+
+    async def bench(ctx):
+        ctx.set(dut.words, 1)
+        ctx.set(dut.last_beats, 0)
+        ctx.set(dut.o.ready, 1)
+        for _ in range(8):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            offered.append(valid)
+
+    run_sim(dut, bench, deadline_cycles=100)
+    assert offered == [0] * 8

@@ -52,3 +52,35 @@ def test_full_rate_without_stalls():
 def test_rejects_width_not_multiple_of_64():
     with pytest.raises(TypeError, match="multiple of 64, not 72"):
         BeatSerializer(unsigned(72))
+
+
+@pytest.mark.parametrize("beats, words, last, seed", [(3, 1, 2, 4), (3, 2, 1, 5), (2, 3, 2, 6),
+                                                      (1, 2, 1, 7), (4, 3, 3, 8)])
+def test_pixels_drop_the_last_words_other_beats(beats, words, last, seed):
+    """Pixels of ``words`` words: all beats of each word but the last, whose first ``last``
+    beats only leave (a 24-channel engine word of which a pixel stores 16 channels)."""
+    rng = random.Random(seed)
+    dut = BeatSerializer(unsigned(64 * beats), max_words=4)
+    pixels = 12
+    data = [rng.getrandbits(64 * beats) for _ in range(pixels * words)]
+    expected = [(w >> (64 * b)) & (2**64 - 1) for n, w in enumerate(data)
+                for b in range(last if n % words == words - 1 else beats)]
+    got = []
+
+    async def producer(ctx):
+        ctx.set(dut.words, words)
+        ctx.set(dut.last_beats, last)
+        await ctx.tick()
+        await send_all(ctx, dut.i, data, rng=random.Random(seed + 100), p_stall=0.4)
+
+    async def consumer(ctx):
+        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
+                                p_stall=0.4))
+
+    run_sim(dut, producer, consumer, deadline_cycles=20_000)
+    assert got == expected
+
+
+def test_rejects_bad_max_words():
+    with pytest.raises(ValueError, match="max_words must be a positive int or None, not 0"):
+        BeatSerializer(unsigned(128), max_words=0)

@@ -17,6 +17,7 @@ import pytest
 
 from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import Accelerator
+from dwsep.host.tflite_reader import read_tflite
 from dwsep.host.tflite_writer import (
     BlockSpec,
     InvertedResidualSpec,
@@ -33,6 +34,7 @@ from dwsep.host.tflite_writer import (
 from dwsep.hw.config import AcceleratorConfig, get_config
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.sim.ddr import MEMORIES
+from dwsep.sim.oracle import litert_run
 from dwsep.sim.perf import (
     BOUNDS,
     IDEAL,
@@ -289,6 +291,68 @@ def test_wide_lanes_match_rtl(wide_rtl, name):
                    tolerance=EXPAND_TOLERANCE.get(name, TOLERANCE))
 
 
+# ---- an engine wider than the DW lanes (P = 8, C = 16) ----------------------------------------
+
+#: tiny with pw_cols 16: expand words of 16 channels enter the line buffer as 8-channel
+#: groups (the last word's upper beat dropped when the groups are odd), outputs store
+#: ``out_beats`` a pixel (the last word partly), the residual packer fills a partial word
+Q16 = dataclasses.replace(get_config("tiny"), name="tiny-q16", pw_cols=16)
+
+Q16_KINDS = {
+    "expand_residual_odd_groups": lambda: _block(8, 8, 8, 3, 8, 1),
+    # 24 channels: two engine words a pixel, the second half stored; the residual packer
+    # fills a partial word
+    "expand_residual_c24": lambda: _block(8, 8, 24, 2, 24, 1),
+    "expand_s2": lambda: _block(10, 10, 8, 2, 16, 2, seed=2),
+    "expand_tall": lambda: _block(40, 5, 32, 2, 24, 1, seed=3),
+    "conv_stem": lambda: _stem(16, 16, 24, seed=5),
+    "pool_fc": lambda: pool_fc_model(5, 5, 16, 40, seed=7),
+    "tiles": lambda: dwsep_layer_model(layer(20, 20, 16, 3, c_out=100, seed=9)),
+    "depth_multiplier_2": lambda: dwsep_layer_model(layer(9, 11, 8, 7, d=2, m=2, seed=11)),
+}
+
+
+@pytest.fixture(scope="module")
+def q16_rtl():
+    with Accelerator(Q16, "rtl") as acc:
+        yield acc
+
+
+#: The model on expand layers of an engine wider than the DW lanes: the RTL takes 1.0 % (8 of
+#: 797 cycles, expand_s2) to 2.5 % (72 of 2,879, expand_residual_c24) longer. Every other
+#: descriptor kind is exact. Not found yet: the expand requantizer takes a 16-channel word in
+#: two chunks here (one when C = P = 8), so the engine's E words wait on it.
+Q16_EXPAND_TOLERANCE = 0.03
+
+
+@pytest.mark.parametrize("name", Q16_KINDS)
+def test_wider_engine_matches_litert_and_the_model(q16_rtl, name):
+    """Bit-exact against LiteRT on the RTL, and the model (written for this hardware before
+    the top level accepted pw_cols != dw_lanes) to the cycle, or within
+    ``Q16_EXPAND_TOLERANCE`` on expand layers."""
+    model = Q16_KINDS[name]()
+    program = q16_rtl.compile(model)
+    shape = read_tflite(model).input.shape
+    x = np.random.default_rng(len(name)).integers(-128, 128, shape, dtype=np.int8)
+    assert np.array_equal(q16_rtl.run(model, x), litert_run(model, x))
+    expand = any(d["flags"] & _E for d in program.descriptors)
+    _check_program(q16_rtl.device, program, whole=False,
+                   tolerance=Q16_EXPAND_TOLERANCE if expand else TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", [400, 403])
+def test_wider_engine_network(q16_rtl, seed):
+    """A random MobileNet-like network on P = 8, C = 16: bit-exact on the RTL, and the
+    model to the cycle on every descriptor and the whole program."""
+    from test_network import network
+
+    spec = dataclasses.replace(network(Q16, seed, dict(max_hw=12, max_blocks=3)), seed=seed)
+    model = mobilenet_like_model(spec)
+    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
+    assert np.array_equal(q16_rtl.run(model, x), litert_run(model, x)), spec
+    _check_program(q16_rtl.device, q16_rtl.compile(model), whole=True)
+
+
 # ---- the model's terms ---------------------------------------------------------------------
 
 def _desc(**over):
@@ -516,7 +580,6 @@ def test_model_follows_engines_wider_than_the_dw_lanes():
     ``out_beats`` a pixel. Every descriptor of a MobileNet-like program completes (before,
     the expand stage's rows never did) and runs at least as long as its busiest stage."""
     from dwsep.host.compiler import compile_model
-    from dwsep.host.tflite_reader import read_tflite
 
     cfg = dataclasses.replace(get_config("tiny"), name="p16q24", dw_lanes=16, pw_rows=16,
                               pw_cols=24, lb_channels=128, out_channels_max=96,

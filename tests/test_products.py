@@ -28,7 +28,8 @@ def random_fields(rng, cfg):
               "out_w": cfg.max_dim, "in_groups": row_words, "exp_groups": row_words,
               "mid_groups": cfg.mid_groups_max, "out_groups": cfg.out_groups_max,
               "kernel": cfg.k_max, "dilation": cfg.dilation_max,
-              "depth_mult": cfg.mid_groups_max}
+              "depth_mult": cfg.mid_groups_max,
+              "out_beats": cfg.out_groups_max * cfg.pw_cols // 2}
     for name, hi in limits.items():
         # the extremes as often as the middle
         d[name] = rng.choice([1, hi, rng.randint(1, hi)])
