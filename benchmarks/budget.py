@@ -32,9 +32,9 @@ V2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
 #: the shapes compared: (label, C, DW requant lanes, engine requant lanes, LB fill bytes,
 #: DSP48E1 = C * 8 + 2 per requant lane; the ADD by table needs none)
 SHAPES = [
-    (f"{BUILT.pw_rows}x{BUILT.pw_cols} engine, exp/pw requantizers {BUILT.requant_lanes} + "
+    (f"{BUILT.pw_rows}x{BUILT.pw_cols} engine, one engine requantizer of "
      f"{BUILT.requant_lanes} (built: pynq-z2)", BUILT.pw_cols, BUILT.requant_lanes,
-     2 * BUILT.requant_lanes, 8),
+     BUILT.requant_lanes, 8),
     ("16x24, DW 8, exp/pw 8 + 8", 24, 8, 16, 8),
     ("16x24, DW 8, one engine requantizer of 8", 24, 8, 8, 8),
     ("16x24, DW 4, one engine requantizer of 8", 24, 4, 8, 8),

@@ -207,6 +207,7 @@ def bram36_estimate(width: int, depth: int) -> float:
 def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     """On-chip memories of the accelerator: ``(module, sized by, width bits, depth)``."""
     from dwsep.hw.engine import pixel_buffer_words  # Amaranth: only where the design is built
+    from dwsep.hw.layout import expand_words
 
     P, Q, L = cfg.dw_lanes, cfg.pw_cols, cfg.requant_lanes
     return [
@@ -223,8 +224,9 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
          "bytes", 8 * P * Q, cfg.engine_weight_depth),
         ("dw_requant table", "mid_channels_max/L records of 9*L bytes (L = requant_lanes)",
          72 * L, cfg.mid_channels_max // L),
-        ("pw_requant table", "out_channels_max/L records of 9*L bytes", 72 * L,
-         cfg.out_channels_max // L),
+        ("engine_requant table", "(ceil(mid_channels_max/Q) + out_channels_max/Q) * Q/L "
+         "records of 9*L bytes (expand, then project)", 72 * L,
+         (expand_words(cfg, cfg.mid_groups_max) + cfg.out_groups_max) * Q // L),
     ]
 
 
@@ -238,15 +240,15 @@ _DRIVERS = {
     "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
     "dw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
     "engine": "DSP: P*Q/2 (two MACs each); BRAM: expand + project weights, pixels",
-    "pw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x out_channels_max",
-    "exp_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
+    "engine_requant": "DSP: 2 x requant_lanes; table: 9 bytes x (mid + out) channels: "
+                      "the engine's expand and project words",
     "exp_fifo": "expanded words in front of the line buffer: mid_channels_max bytes",
     "add": "LUTRAM: 2 tables x add_lanes (residual ADD by table, no DSP)",
     "reader": "AXI read DMA (fixed)",
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",
     **{f"{name}_skid": "skid buffer: registered ready (cuts a stall chain)"
-       for name in ("exp", "exp_fifo", "dw", "dw_acc", "pw", "add", "res", "write")},
+       for name in ("engine_requant", "exp_fifo", "dw", "dw_acc", "add", "res", "write")},
 }
 
 

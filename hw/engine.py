@@ -61,11 +61,13 @@ def _group_bits(config: AcceleratorConfig) -> int:
     return _addr_bits(max(config.mid_groups_max, config.out_groups_max))
 
 
-def engine_out_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of ``Engine.o``: ``{acc: int32[C], group, kind}`` (kind 0 expand, 1 project)."""
+def engine_out_layout(config: AcceleratorConfig, j_group_base: int = 0) -> data.StructLayout:
+    """Payload of ``Engine.o``: ``{acc: int32[C], group, kind}`` (kind 0 expand, 1 project;
+    ``group`` wide enough for project groups numbered from ``j_group_base``)."""
+    groups = max(config.mid_groups_max, j_group_base + config.out_groups_max)
     return data.StructLayout({
         "acc": data.ArrayLayout(signed(32), config.pw_cols),
-        "group": unsigned(_group_bits(config)),
+        "group": unsigned(_addr_bits(groups)),
         "kind": 1,
     })
 
@@ -176,9 +178,10 @@ class Engine(wiring.Component):
         i)`` to expanded lane ``(og, o)``; project weights at ``j_wbase + og*j_in_groups +
         q``. It may be written while a layer runs, at words the layer does not read (the
         next layer's weights: the controller's prefetch).
-    o : ``Out(stream.Signature(engine_out_layout(config)))``
-        Per job, ``out_groups`` words ``{acc, group: og, kind}``, ``og`` ascending, jobs in
-        issue order.
+    o : ``Out(stream.Signature(engine_out_layout(config, j_group_base)))``
+        Per job, ``out_groups`` words ``{acc, group, kind}``, ``og`` ascending, jobs in
+        issue order; ``group`` is ``og``, plus ``j_group_base`` for project words (so that
+        one requantizer's table holds both kinds' records, ``Requantizer(kinds=2)``).
     e_free : ``In(1)``
         High for one cycle per expand word that has left the consumer's FIFO.
 
@@ -189,7 +192,8 @@ class Engine(wiring.Component):
     rows, cols, e_credits : int
     """
 
-    def __init__(self, config: AcceleratorConfig, *, e_credits: int | None = None):
+    def __init__(self, config: AcceleratorConfig, *, e_credits: int | None = None,
+                 j_group_base: int = 0):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
         R, C = config.dw_lanes, config.pw_cols
@@ -204,8 +208,11 @@ class Engine(wiring.Component):
             raise ValueError(f"e_credits ({e_credits}) must be at least mid_groups_max "
                              f"({config.mid_groups_max}): an expand job of that many output "
                              "groups could never issue")
+        if not isinstance(j_group_base, int) or j_group_base < 0:
+            raise ValueError(f"j_group_base must be a non-negative int, not {j_group_base!r}")
         self.config = config
         self.rows, self.cols, self.e_credits = R, C, e_credits
+        self.j_group_base = j_group_base
         self.latency = array_latency(R)
         word = stream.Signature(data.ArrayLayout(signed(8), R))
         super().__init__({
@@ -221,7 +228,7 @@ class Engine(wiring.Component):
             "start": In(1),
             "wr": In(WritePortSignature(_addr_bits(config.engine_weight_depth),
                                         engine_weight_layout(config))),
-            "o": Out(stream.Signature(engine_out_layout(config))),
+            "o": Out(stream.Signature(engine_out_layout(config, j_group_base))),
             "e_free": In(1),
         })
 
@@ -369,9 +376,11 @@ class Engine(wiring.Component):
         m.d.comb += x.eq(Mux(read_kind, j_x, e_x))
 
         issued = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1,
-                                           "group": unsigned(ow), "kind": 1}))
+                                           "group": self.o.payload.group.shape(), "kind": 1}))
+        group = og if not self.j_group_base else Mux(cur_kind, og + self.j_group_base, og)
         m.d.comb += [issued.valid.eq(issue), issued.first.eq(q == 0),
-                     issued.last.eq(cur_q_last), issued.group.eq(og), issued.kind.eq(cur_kind)]
+                     issued.last.eq(cur_q_last), issued.group.eq(group),
+                     issued.kind.eq(cur_kind)]
         reduction(m, adv=adv, start=self.start, issued=issued, x=x, w=w_rp.data, rows=R,
                   cols=C, o=self.o)
         return m

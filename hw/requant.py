@@ -65,6 +65,11 @@ class Requantizer(wiring.Component):
     all, so each cycle reads exactly the record of the chunk entering the compute lanes: no
     register holds a group's other chunks and no mux picks among them.
 
+    With ``kinds=2`` it serves two streams of words that share its pipeline (the engine's
+    expand and project words): each word carries its ``kind``, which picks its ``zp``,
+    ``act_min`` and ``act_max`` and travels with it to ``o``. The caller gives each kind's
+    words their own table groups (the engine numbers project groups from ``j_group_base``).
+
     Parameters
     ----------
     lanes:
@@ -77,19 +82,25 @@ class Requantizer(wiring.Component):
     input_bits:
         Width of the domain above, 9..25 (default ``REQUANT_INPUT_BITS``); 25 bits is the
         DSP48E1's A port.
+    kinds:
+        1 (default) or 2: the streams of words that share the pipeline.
 
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"acc": int32[lanes], "group": unsigned(...)})))``
         Accumulators and the lane group of their table records (``ceil_log2(depth) or 1``
-        bits). ``i.ready`` does not depend on ``i.valid``.
+        bits); with ``kinds=2`` also ``kind`` (1 bit). ``i.ready`` does not depend on
+        ``i.valid``.
     o : ``Out(stream.Signature(ArrayLayout(signed(8), lanes)))``
+        With ``kinds=2``: ``StructLayout({"value": ArrayLayout(signed(8), lanes), "kind":
+        1})``.
     wr : ``In(WritePortSignature(ceil_log2(depth*chunks) or 1, table_layout(compute_lanes)))``
         Table write port (always ready): record ``group*chunks + c`` holds lanes
         ``c*compute_lanes .. (c+1)*compute_lanes - 1`` of the group. Write the table only
         while no word is in flight.
     zp, act_min, act_max : ``In(signed(8))``
-        Output zero point and clamp bounds, held constant while a layer runs.
+        Output zero point and clamp bounds, held constant while a layer runs; with
+        ``kinds=2``, ``In(ArrayLayout(signed(8), 2))``, one per kind.
     """
 
     #: Cycles from the cycle a word is accepted on ``i`` to the cycle it is offered on ``o``
@@ -100,8 +111,10 @@ class Requantizer(wiring.Component):
     LATENCY = 11
 
     def __init__(self, lanes: int, depth: int, compute_lanes: int | None = None,
-                 input_bits: int = REQUANT_INPUT_BITS):
+                 input_bits: int = REQUANT_INPUT_BITS, *, kinds: int = 1):
         compute_lanes = check_lanes(lanes, compute_lanes)
+        if kinds not in (1, 2):
+            raise ValueError(f"'kinds' must be 1 or 2, not {kinds!r}")
         if not isinstance(depth, int) or depth <= 0:
             raise ValueError(f"'depth' must be a positive int, not {depth!r}")
         if not isinstance(input_bits, int) or not 9 <= input_bits <= 25:
@@ -114,17 +127,23 @@ class Requantizer(wiring.Component):
         self.chunks = lanes // compute_lanes
         #: this instance's latency from acceptance to output
         self.latency = self.LATENCY + self.chunks - 1
+        self.kinds = kinds
+        fields = {"acc": data.ArrayLayout(signed(32), lanes),
+                  "group": unsigned(ceil_log2(depth) or 1)}
+        values = data.ArrayLayout(signed(8), lanes)
+        param = signed(8)
+        if kinds > 1:
+            fields["kind"] = 1
+            values = data.StructLayout({"value": values, "kind": 1})
+            param = data.ArrayLayout(signed(8), kinds)
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "acc": data.ArrayLayout(signed(32), lanes),
-                "group": unsigned(ceil_log2(depth) or 1),
-            }))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "i": In(stream.Signature(data.StructLayout(fields))),
+            "o": Out(stream.Signature(values)),
             "wr": In(WritePortSignature(ceil_log2(depth * self.chunks) or 1,
                                         table_layout(compute_lanes))),
-            "zp": In(signed(8)),
-            "act_min": In(signed(8)),
-            "act_max": In(signed(8)),
+            "zp": In(param),
+            "act_min": In(param),
+            "act_max": In(param),
         })
 
     def elaborate(self, platform):
@@ -168,13 +187,34 @@ class Requantizer(wiring.Component):
         results = []
         with m.If(advance):
             m.d.sync += valid.eq(Cat(split.busy, valid[:-1]))
+        params = self._params(m, advance, load, valid)
+        with m.If(advance):
             for lane in range(L):
                 rec = {name: getattr(rp.data, name)[lane] for name in ("bias", "mult", "shift")}
                 results.append(self._lane(m, lane, acc[32 * lane:32 * lane + 32].as_signed(),
-                                          rec))
-        gather(m, advance, self.chunks, valid[-1], results, self.o.payload.as_value(),
-               self.o.valid)
+                                          rec, *params))
+        out = self.o.payload if self.kinds == 1 else self.o.payload.value
+        gather(m, advance, self.chunks, valid[-1], results, out.as_value(), self.o.valid)
         return m
+
+    def _params(self, m: Module, advance, load, valid):
+        """The zero point for stage 9's sum and the clamp bounds of the word in stage 9:
+        the ports, or with two kinds the kind's, picked from the kind each chunk carries
+        through the stages (the bounds registered with stage 9, so the clamp's path is as
+        with one kind)."""
+        if self.kinds == 1:
+            return self.zp, self.act_min, self.act_max
+        word_kind = Signal(name="word_kind")
+        with m.If(load):
+            m.d.sync += word_kind.eq(self.i.payload.kind)
+        kinds = Signal(9)   # the kind of the chunk in stages 1..9
+        lo, hi = Signal(signed(8), name="act_min_9"), Signal(signed(8), name="act_max_9")
+        with m.If(advance):
+            m.d.sync += [kinds.eq(Cat(word_kind, kinds[:-1])),
+                         lo.eq(self.act_min[kinds[7]]), hi.eq(self.act_max[kinds[7]])]
+            with m.If(valid[-1]):   # each chunk of the word gathered (all of one kind)
+                m.d.sync += self.o.payload.kind.eq(kinds[8])
+        return self.zp[kinds[7]], lo, hi
 
     def _record(self, group, chunk):
         """Table address ``group*chunks + chunk`` (``chunk < chunks``, an int or a value
@@ -185,9 +225,10 @@ class Requantizer(wiring.Component):
             return Cat(C(chunk, bits) if isinstance(chunk, int) else chunk[:bits], group)
         return scale(group, self.chunks) + chunk
 
-    def _lane(self, m: Module, lane: int, acc, rec):
+    def _lane(self, m: Module, lane: int, acc, rec, zp, act_min, act_max):
         """One compute lane, stages 1-9 (one ``m.d.sync`` register each, under the caller's
-        enable); returns the clamped int8 value for the output word."""
+        enable); returns the clamped int8 value for the output word (``zp`` is added in
+        stage 9, ``act_min``/``act_max`` clamp its result)."""
         bits = self.input_bits
 
         def reg(name, shape, value):
@@ -230,6 +271,5 @@ class Requantizer(wiring.Component):
         scaled = reg("scaled", signed(bits + 1), rounded >> right7)
 
         # Stage 9: zero point; the clamp feeds the output word register.
-        biased = reg("biased", signed(bits + 2), scaled + self.zp)
-        return Mux(biased < self.act_min, self.act_min,
-                   Mux(biased > self.act_max, self.act_max, biased))[:8]
+        biased = reg("biased", signed(bits + 2), scaled + zp)
+        return Mux(biased < act_min, act_min, Mux(biased > act_max, act_max, biased))[:8]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -115,27 +115,30 @@ class Accelerator(wiring.Component):
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
         m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
-        m.submodules.engine = engine = Engine(cfg)
+        # one requantizer for the engine's expand and project words (`kinds=2`): its table
+        # holds the expand records (groups 0 ..), then the project ones (from
+        # `exp_words_max`, where the engine numbers project groups from)
+        exp_words_max = expand_words(cfg, cfg.mid_groups_max)
+        m.submodules.engine = engine = Engine(cfg, j_group_base=exp_words_max)
+        m.submodules.engine_requant = erq = Requantizer(
+            Q, exp_words_max + cfg.out_groups_max, cfg.requant_lanes, kinds=2)
         # the engine's expand words (Q channels) into the line buffer's groups (P channels):
         # a pixel's `exp_words` words, of the last of which the serializer keeps the beats
         # up to `exp_groups` groups
-        exp_words_max = expand_words(cfg, cfg.mid_groups_max)
-        m.submodules.exp_requant = expq = Requantizer(Q, exp_words_max, cfg.requant_lanes)
         # one entry more than the credits: the FIFO never refuses a word (a word written
         # while the output register is being emptied would find the inner memory full)
         m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * Q,
                                                              depth=engine.e_credits + 1)
-        m.submodules.exp_serializer = exp_ser = BeatSerializer(expq.o.payload.shape(),
+        m.submodules.exp_serializer = exp_ser = BeatSerializer(erq.o.payload.value.shape(),
                                                                max_words=exp_words_max)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
         m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
-        m.submodules.pw_requant = pwq = Requantizer(Q, cfg.out_groups_max, cfg.requant_lanes)
         # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly
         m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q),
                                                           max_words=cfg.out_groups_max)
         m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
-        m.submodules.out_serializer = out_ser = BeatSerializer(pwq.o.payload.shape(),
+        m.submodules.out_serializer = out_ser = BeatSerializer(erq.o.payload.value.shape(),
                                                                max_words=cfg.out_groups_max)
         m.submodules.raw_serializer = raw_ser = BeatSerializer(engine.o.payload.acc.shape())
 
@@ -164,8 +167,8 @@ class Accelerator(wiring.Component):
         m.d.comb += products.desc.eq(desc)
 
         self._datapath(m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on,
-                       reader, res_reader, writer, in_packer, engine, expq, exp_fifo, exp_ser,
-                       lb, dw, dwq, pwq, res_packer, add, out_ser, raw_ser)
+                       reader, res_reader, writer, in_packer, engine, erq, exp_fifo, exp_ser,
+                       lb, dw, dwq, res_packer, add, out_ser, raw_ser)
 
         # ---- sizes derived from the descriptor: `products` (hw/products.py) forms the
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
@@ -195,10 +198,12 @@ class Accelerator(wiring.Component):
         half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table", "add_table")]
-        load_ports = [engine.wr, expq.wr, dw.wr, dwq.wr, engine.wr, pwq.wr, add.wr]
+        load_ports = [engine.wr, erq.wr, dw.wr, dwq.wr, engine.wr, erq.wr, add.wr]
         # the engine's weight tables go where the descriptor places them, unless it finds
         # them there already (EXP_LOADED, PW_LOADED: an earlier load or the prefetch)
-        load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), 0, 0]
+        # (the PW requant records follow the expand ones in engine_requant's table)
+        pw_records = exp_words_max * erq.chunks
+        load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), pw_records, 0]
         engine_loads = (Load.EXP_WEIGHTS, Load.PW_WEIGHTS)
         load_needed = [expand_on & ~flag(DescFlag.EXP_LOADED), expand_on, ~conv_on, ~conv_on,
                        ~flag(DescFlag.PW_LOADED), ~raw_on, residual_on]
@@ -237,7 +242,8 @@ class Accelerator(wiring.Component):
         write_en = Signal()
         write_lane = Signal()    # the lane whose completed word is written
         write_addr = Signal(32)
-        write_base = Signal(range(cfg.engine_weight_depth))  # LOAD_SPLIT: its first word
+        # LOAD_SPLIT: its first word
+        write_base = Signal(range(max(cfg.engine_weight_depth, pw_records + 1)))
         write_data = Mux(write_lane, lanes[1]["buf"], lanes[0]["buf"])
         for port in dict.fromkeys(load_ports):
             index = [i for i, p in enumerate(load_ports) if p is port]
@@ -560,8 +566,8 @@ class Accelerator(wiring.Component):
         return m
 
     def _datapath(self, m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on, reader,
-                  res_reader, writer, in_packer, engine, expq, exp_fifo, exp_ser, lb, dw, dwq,
-                  pwq, res_packer, add, out_ser, raw_ser):
+                  res_reader, writer, in_packer, engine, erq, exp_fifo, exp_ser, lb, dw, dwq,
+                  res_packer, add, out_ser, raw_ser):
         """Stream connections between the stages, steered by the descriptor's flags."""
         # layer parameters (static while a layer runs)
         for name in lb.params.shape().members:
@@ -577,9 +583,12 @@ class Accelerator(wiring.Component):
             engine.j_out_groups.eq(field("out_groups")), engine.e_on.eq(expand_on),
             engine.e_wbase.eq(field("exp_wbase")), engine.j_wbase.eq(field("pw_wbase")),
         ]
-        for rq, prefix in ((expq, "exp"), (dwq, "dw"), (pwq, "pw")):
-            m.d.comb += [rq.zp.eq(field(f"{prefix}_zp")), rq.act_min.eq(field(f"{prefix}_min")),
-                         rq.act_max.eq(field(f"{prefix}_max"))]
+        m.d.comb += [dwq.zp.eq(field("dw_zp")), dwq.act_min.eq(field("dw_min")),
+                     dwq.act_max.eq(field("dw_max"))]
+        for k, prefix in ((EXPAND, "exp"), (PROJECT, "pw")):
+            m.d.comb += [erq.zp[k].eq(field(f"{prefix}_zp")),
+                         erq.act_min[k].eq(field(f"{prefix}_min")),
+                         erq.act_max[k].eq(field(f"{prefix}_max"))]
         add_fields = {"out_shift": "add_out_shift", "out_zp": "add_zp", "act_min": "add_min",
                       "act_max": "add_max"}
         for name in add.params.shape().members:
@@ -593,24 +602,31 @@ class Accelerator(wiring.Component):
             wiring.connect(m, source, buf.i)
             return buf.o
 
-        exp_out, dw_out, pw_out, add_out = (
+        rq_out, dw_out, add_out = (
             skid(f"{name}_skid", rq.o) for name, rq in
-            (("exp", expq), ("dw", dwq), ("pw", pwq), ("add", add)))
+            (("engine_requant", erq), ("dw", dwq), ("add", add)))
         m.submodules.write_skid = write_skid = SkidBuffer(writer.data.payload.shape())
         wiring.connect(m, write_skid.o, writer.data)
 
-        # the engine's words by kind: expand -> exp_requant, project -> pw_requant or raw
+        # the engine's words: RAW_OUT project words -> raw serializer, the others ->
+        # engine_requant, whose words go by kind: expand -> exp_out, project -> pw_out
         o, kind = engine.o, engine.o.payload.kind
-        for rq in (expq, pwq):
-            for name in rq.i.payload.shape().members:
-                m.d.comb += getattr(rq.i.payload, name).eq(getattr(o.payload, name))
+        raw_word = (kind == PROJECT) & raw_on
+        for name in erq.i.payload.shape().members:
+            m.d.comb += getattr(erq.i.payload, name).eq(getattr(o.payload, name))
         m.d.comb += [
-            expq.i.valid.eq(o.valid & (kind == EXPAND)),
-            pwq.i.valid.eq(o.valid & (kind == PROJECT) & ~raw_on),
-            raw_ser.i.valid.eq(o.valid & (kind == PROJECT) & raw_on),
+            erq.i.valid.eq(o.valid & ~raw_word),
+            raw_ser.i.valid.eq(o.valid & raw_word),
             raw_ser.i.payload.eq(o.payload.acc),
-            o.ready.eq(Mux(kind == EXPAND, expq.i.ready,
-                           Mux(raw_on, raw_ser.i.ready, pwq.i.ready))),
+            o.ready.eq(Mux(raw_word, raw_ser.i.ready, erq.i.ready)),
+        ]
+        words = stream.Signature(rq_out.payload.value.shape())
+        exp_out, pw_out = words.create(path=("exp_out",)), words.create(path=("pw_out",))
+        rq_expand = rq_out.payload.kind == EXPAND
+        m.d.comb += [
+            exp_out.valid.eq(rq_out.valid & rq_expand), pw_out.valid.eq(rq_out.valid & ~rq_expand),
+            exp_out.payload.eq(rq_out.payload.value), pw_out.payload.eq(rq_out.payload.value),
+            rq_out.ready.eq(Mux(rq_expand, exp_out.ready, pw_out.ready)),
         ]
 
         # expand: input words -> engine (E jobs) -> requant -> FIFO => beats -> line buffer;

@@ -18,11 +18,13 @@ constant it comes from, so the model follows the hardware when a latency changes
 
 The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
-``reader -> [in_packer -> engine (E jobs) -> exp_requant => exp_fifo => exp_serializer] ->
-line buffer -> (DW => dw_requant => | conv taps) -> engine (J jobs) -> (pw_requant => [ADD <=
-res_packer <- res_reader =>] out_serializer | raw_serializer) => writer``
+``reader -> [in_packer -> engine (E jobs) -> engine_requant => exp_fifo => exp_serializer] ->
+line buffer -> (DW => dw_requant => | conv taps) -> engine (J jobs) -> (engine_requant => [ADD
+<= res_packer <- res_reader =>] out_serializer | raw_serializer) => writer``
 
-(``=>``: a ``SkidBuffer``, :class:`_Skid`.)
+(``=>``: a ``SkidBuffer``, :class:`_Skid`. ``engine_requant`` and the skid after it are one
+pipeline that both kinds of engine word pass in the order the engine emits them:
+:func:`_engine_requant`.)
 
 Most of these blocks are pipelines with one global enable: they move in every cycle except
 those in which their output register holds a word the next block does not take (the block is
@@ -142,7 +144,7 @@ __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_ma
 #: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR"):
 #: a table word is one record of ``requant_lanes`` channels
 LOADS = {
-    "exp_weights": lambda c: c.dw_lanes * c.dw_lanes,
+    "exp_weights": lambda c: c.dw_lanes * c.pw_cols,
     "exp_table": lambda c: table_record_bytes(c.requant_lanes),
     "dw_weights": lambda c: c.dw_taps * c.dw_lanes,
     "dw_table": lambda c: table_record_bytes(c.requant_lanes),
@@ -822,15 +824,16 @@ class _Skid:
     """``SkidBuffer`` in front of ``take``: takes word ``n`` in the first cycle from its
     offer in which the buffer is empty, i.e. after the cycle word ``n-1`` was taken by the
     sink (the buffer holds a word from the cycle after it came in, unless the sink took it
-    at once, to the cycle the sink takes it), and offers it to the sink in that cycle."""
+    at once, to the cycle the sink takes it), and offers it to the sink in that cycle.
+    ``sink`` overrides ``take`` for one word (a skid whose words go to two consumers)."""
 
-    def __init__(self, take):
+    def __init__(self, take=None):
         self.next = take
         self.taken = -math.inf  # cycle the sink took the previous word
 
-    def take(self, offered: int) -> int:
+    def take(self, offered: int, sink=None) -> int:
         a = max(offered, self.taken + 1)
-        self.taken = self.next(a)
+        self.taken = (sink or self.next)(a)
         return a
 
 
@@ -858,23 +861,37 @@ class _Requant:
     """A ``Requantizer`` of ``lanes`` values (global enable, ``config.requant_lanes``
     compute lanes) feeding ``take``: takes a word in a moving cycle at least ``chunks - 1``
     moving cycles after the previous take (its split stage) and offers it ``latency``
-    moving cycles later."""
+    moving cycles later. ``sink`` overrides ``take`` for one word: the engine's
+    requantizer, whose expand and project words share the pipeline and leave to their
+    own consumers (:func:`_engine_requant`)."""
 
-    def __init__(self, config: AcceleratorConfig, lanes: int, take):
+    def __init__(self, config: AcceleratorConfig, lanes: int, take=None):
         self.rq = Requantizer(lanes, 1, config.requant_lanes)
         self.frozen = _Frozen()
         self.next = take
         self.last = None
 
-    def take(self, offered: int) -> int:
+    def take(self, offered: int, sink=None) -> int:
         t = offered
         if self.last is not None:
             t = max(t, _after_split(self.frozen, self.last, self.rq.chunks))
         a = self.frozen.active(t)
         out = self.frozen.through(a, self.rq.latency)
-        self.frozen.freeze(out, self.next(out))
+        self.frozen.freeze(out, (sink or self.next)(out))
         self.last = a
         return a
+
+
+def _engine_requant(config: AcceleratorConfig):
+    """``engine_requant`` and the skid after it, shared by the engine's expand and project
+    words in the order the engine emits them: returns ``route(sink)``, the take of a word
+    that goes on to ``sink``."""
+    skid = _Skid()
+    requant = _Requant(config, config.pw_cols)
+
+    def route(sink):
+        return lambda offered: requant.take(offered, lambda t: skid.take(t, sink))
+    return route
 
 
 def _after_split(frozen: _Frozen, last: int, chunks: int) -> int:
@@ -1076,9 +1093,11 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
             take_rq = _Add(ResidualAdd(Q, config.add_lanes), res,
                            _WordBeats.stored(config, pixel_beats, og),
                            _Skid(serializer.take).take).take
-        take_pw = _Requant(config, Q, _Skid(take_rq).take).take
+    route = _engine_requant(config)
+    if not raw:
+        take_pw = route(take_rq)
     engine = _Engine()
-    fill = None if not expand else _FillFromExpand(config, d, reader, engine)
+    fill = None if not expand else _FillFromExpand(config, d, reader, engine, route)
     pw = _EngineJobs(mid, og, array_latency(P), take_pw, engine,
                      before=fill.run_until if expand else None)
 
@@ -1182,7 +1201,7 @@ class _FillFromExpand:
     reader -> ``in_packer`` (``P/8`` beats a word, offered the cycle after its last beat;
     it takes the next beat in the cycle its word leaves) -> the engine's E jobs
     (``in_groups`` words in, ``exp_groups`` out per pixel; :class:`_EngineJobs`) ->
-    ``exp_requant`` -> ``exp_fifo`` => ``exp_serializer`` -> the line buffer's fill, which
+    ``engine_requant`` -> ``exp_fifo`` => ``exp_serializer`` -> the line buffer's fill, which
     takes row ``y``'s beats from ``allow(y)`` (see :class:`_FillFromReader`). The packer
     takes the reader's beats (:class:`_ReadStream`) as they come while it is not full.
 
@@ -1205,8 +1224,8 @@ class _FillFromExpand:
     """
 
     def __init__(self, config: AcceleratorConfig, d: dict, reader: _ReadStream,
-                 engine: _Engine):
-        P, Q = config.dw_lanes, config.pw_cols
+                 engine: _Engine, route):
+        P = config.dw_lanes
         self.lb_rows = config.lb_rows
         self.word_beats = P // BEAT_BYTES           # of an input word
         self.row_words = d["in_w"] * d["exp_words"]  # engine words of a row
@@ -1228,9 +1247,8 @@ class _FillFromExpand:
         self.serializer = _Serializer(_WordBeats.stored(
             config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"]), self._fill)
         self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
-        requant = _Requant(config, Q, _Skid(self._fifo).take)
         self.expand = _EngineJobs(d["in_groups"], d["exp_words"], array_latency(P),
-                                  requant.take, engine, reduce_now=False)
+                                  route(self._fifo), engine, reduce_now=False)
 
     def _fifo(self, offered: int) -> int:
         self.writes.append(offered)

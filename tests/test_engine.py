@@ -137,7 +137,7 @@ def word_of(payload, cols: int) -> tuple[int, list[int], int]:
 
 def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float,
                p_out: float, p_drain: float, e_credits: int | None = None,
-               abort: bool = False):
+               abort: bool = False, j_group_base: int = 0):
     """Run ``layers`` back to back. The consumer of ``o`` models the expand FIFO of
     ``e_credits`` words: each expand word taken enters it (it must never overflow), one
     word leaves in a cycle with probability ``p_drain`` and pulses ``e_free``. Returns,
@@ -146,7 +146,7 @@ def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float
     With ``abort``, a layer is first left stuck (an E job of ``mid_groups_max`` groups
     issued, credit used up, J and E halves full, words in flight, an untaken ``o`` word)
     and ``start`` must clear it all."""
-    dut = Engine(config, e_credits=e_credits)
+    dut = Engine(config, e_credits=e_credits, j_group_base=j_group_base)
     cap = dut.e_credits
     rng = random.Random(seed)
     ready: list[Layer] = []   # layers whose weights are loaded
@@ -228,14 +228,15 @@ def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float
     return results, peak[0]
 
 
-def check(got: dict, layer: Layer) -> None:
+def check(got: dict, layer: Layer, j_group_base: int = 0) -> None:
     for kind, side in ((EXPAND, layer.e), (PROJECT, layer.j)):
-        want = side.expected
+        base = j_group_base if kind == PROJECT else 0
+        want = [(acc, og + base) for acc, og in side.expected]
         assert len(got[kind]) == len(want), f"kind {kind}: {len(got[kind])} words, not " \
                                             f"{len(want)}"
         for n, (g, e) in enumerate(zip(got[kind], want, strict=True)):
             assert g == e, (f"kind {kind} word {n} (pixel {n // side.out_groups}, "
-                            f"og {e[1]})")
+                            f"group {e[1]})")
 
 
 @pytest.mark.parametrize(
@@ -256,6 +257,19 @@ def test_random_interleaved(seed, config, e, j, p_e, p_j, p_out, p_drain, e_cred
     (got,), peak = run_layers(config, [layer], seed=seed, p_e=p_e, p_j=p_j, p_out=p_out,
                               p_drain=p_drain, e_credits=e_credits)
     check(got, layer)
+    assert peak > 0
+
+
+def test_project_groups_from_a_base():
+    """``j_group_base``: project words number their groups from it (one requantizer table
+    for both kinds), expand words from 0; the group field widens to hold them."""
+    layer = Layer(TINY, 9, (2, 3, 4), (3, 2, 4))
+    base = 2 * TINY.mid_groups_max
+    assert len(Engine(TINY, j_group_base=base).o.payload.group) == \
+        (base + TINY.out_groups_max - 1).bit_length()
+    (got,), peak = run_layers(TINY, [layer], seed=9, p_e=0.3, p_j=0.3, p_out=0.3,
+                              p_drain=0.5, j_group_base=base)
+    check(got, layer, base)
     assert peak > 0
 
 

@@ -452,3 +452,47 @@ def test_stall_holds_output():
         assert [ctx.get(dut.o.payload)[k] for k in range(lanes)] == list(range(10, 10 + lanes))
 
     run_sim(dut, bench, deadline_cycles=200)
+
+
+@pytest.mark.parametrize("lanes, compute_lanes, seed", [(16, 8, 31), (24, 8, 32), (8, 8, 33)])
+def test_two_kinds_share_the_pipeline(lanes, compute_lanes, seed):
+    """``kinds=2`` (the engine's expand and project words): words of both kinds interleaved
+    at random, each requantized with its kind's zero point and bounds (table groups of its
+    own), under random stalls; each output word carries its kind."""
+    rng = np.random.default_rng(seed)
+    depth = 6
+    table = random_table(rng, depth, lanes)
+    params = [random_act_range(rng), (int(rng.integers(-128, 0)), -128, 127)]
+    n = 150
+    kind = rng.integers(0, 2, n)
+    group = np.where(kind == 0, rng.integers(0, 2, n), rng.integers(2, depth, n))
+    acc = random_acc(rng, table, group)
+    want = np.stack([requant_model(acc[i:i + 1], group[i:i + 1], table, *params[k])[0]
+                     for i, k in enumerate(kind)])
+    dut = Requantizer(lanes, depth, compute_lanes, kinds=2)
+    records = table_records(table["bias"], table["mult"], table["shift"], compute_lanes)
+    words = [{"acc": [int(v) for v in a], "group": int(g), "kind": int(k)}
+             for a, g, k in zip(acc, group, kind, strict=True)]
+    out = []
+
+    async def producer(ctx):
+        for k, (zp, lo, hi) in enumerate(params):
+            ctx.set(dut.zp[k], zp)
+            ctx.set(dut.act_min[k], lo)
+            ctx.set(dut.act_max[k], hi)
+        await load_table(ctx, dut, records)
+        await send_all(ctx, dut.i, words, rng=random.Random(seed), p_stall=0.3)
+
+    async def consumer(ctx):
+        out.extend(await recv_n(ctx, dut.o, n, rng=random.Random(seed + 1), p_stall=0.3,
+                                convert=lambda p: ([p.value[j] for j in range(lanes)],
+                                                   p.kind)))
+
+    run_sim(dut, producer, consumer, deadline_cycles=30 * n + 1000)
+    assert [k for _, k in out] == kind.tolist()
+    assert np.array_equal(np.array([v for v, _ in out]), want)
+
+
+def test_kinds_checked():
+    with pytest.raises(ValueError, match="'kinds' must be 1 or 2, not 3"):
+        Requantizer(8, 2, kinds=3)
