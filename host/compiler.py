@@ -1298,8 +1298,10 @@ class _Job:
 
 
 def _pad_to(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` (a vector, or weights by output channel along axis 0) with zeros up to ``n``
+    entries along its first axis."""
     a = np.asarray(a)
-    return np.pad(a, (0, n - a.size))
+    return np.pad(a, [(0, n - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
 def _check_requantizers(u: _Unit) -> None:
@@ -1577,8 +1579,11 @@ class _Emitter:
                 else:
                     end = packing.padded(c_out, P)          # to the tensor's padding
                 og = packing.padded(end - a, Q) // Q
-                packed = (packing.pack_conv_weights(conv_w[a:b], P, Q) if u.conv
-                          else packing.pack_pw_weights(pw_w[a:b], m, P, Q))
+                # all `og` engine words: the stored channels past `b` (the padding to P)
+                # may need one more word than the tile's channels
+                packed = (packing.pack_conv_weights(_pad_to(conv_w[a:b], og * Q), P, Q)
+                          if u.conv else packing.pack_pw_weights(_pad_to(pw_w[a:b], og * Q),
+                                                                 m, P, Q))
                 r = dict(refs)
                 r["pw_weights"] = (self.blob(f"{tag}.pw_weights{t}", packed), 0)
                 if u.fc is None:

@@ -76,9 +76,13 @@ class AcceleratorConfig:
         ``T`` taps, one from each of ``T`` line-buffer rows); a ``k x k`` kernel takes
         ``dw_passes(k) * k`` cycles per pixel-group. At most ``k_max``.
     requant_lanes:
-        Values each requantizer (expand, DW, PW) computes per cycle (2 DSP48 each); divides
-        ``dw_lanes`` and ``pw_cols``. A word of ``L`` values takes ``L / requant_lanes``
-        cycles.
+        Values each requantizer (the engine's, for its expand and project words, and the
+        DW one) computes per cycle (2 DSP48 each); divides ``dw_lanes`` and ``pw_cols``. A
+        word of ``L`` values takes ``L / requant_lanes`` cycles.
+    dw_requant_dsps:
+        DSP48E1 per compute lane of the DW requantizer: 2 (default), or 1 with its high
+        partial product (25 x 14 bits) in LUTs, about 400 LUTs a lane, the same results
+        and latency.
     axi_data_width:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
@@ -106,6 +110,7 @@ class AcceleratorConfig:
     add_lanes: int = 4
     dw_taps: int = 3
     requant_lanes: int = 8
+    dw_requant_dsps: int = 2
     axi_data_width: int = 64
     axi_addr_width: int = 32
     engine_weight_words: int | None = None
@@ -121,6 +126,8 @@ class AcceleratorConfig:
                 v = getattr(self, f.name)
                 need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
                      f"{f.name} must be a positive int, not {v!r}")
+        need(self.dw_requant_dsps in (1, 2),
+             f"dw_requant_dsps must be 1 or 2, not {self.dw_requant_dsps}")
         need(self.axi_data_width == 64,
              f"axi_data_width must be 64 (PYNQ HP ports), not {self.axi_data_width}")
         need(self.dw_lanes % BEAT_BYTES == 0,
@@ -274,16 +281,18 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     ),
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
-    # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 256 channels, expand
-    # inputs up to 96; the engine's one weight memory of 1024 words (256 bytes each) holds a
-    # descriptor's expand and PW weights and the next one's: the compiler cuts output tiles
-    # to fit it. DSP48E1: the 16x16 engine at two MACs each (128) and 2 per requant lane
-    # (48); the ADD uses none (by table): see bitstreams/README.md and docs/PLAN-pynq-z2.md.
+    # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 264 channels (11 engine
+    # words: a 512-channel layer in two tiles), expand inputs up to 96; the engine's one
+    # weight memory of 512 words (384 bytes each: 43 BRAM36, where 768 or 1,024 words take
+    # 86) holds a descriptor's expand and PW weights and the next one's: the compiler cuts
+    # output tiles to fit it. DSP48E1: the 16x24 engine at two MACs each (192), the engine's
+    # requantizer 2 per lane (16), the DW one 1 per lane (8: its high product in LUTs); the
+    # ADD uses none (by table): see bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
-        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=7, dilation_max=1,
+        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=24, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
-        out_channels_max=256, expand_channels_max=96, add_lanes=2,
-        engine_weight_words=1024,
+        out_channels_max=264, expand_channels_max=96, add_lanes=2, dw_requant_dsps=1,
+        engine_weight_words=512,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

@@ -3,7 +3,7 @@ compute lane."""
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -15,7 +15,7 @@ from .layout import scale
 from .mbqm import rdbpot_nudge, srdhm_high
 from .ports import WritePortSignature
 
-__all__ = ["Requantizer", "table_layout"]
+__all__ = ["Requantizer", "table_layout", "booth_pairs"]
 
 #: the multiplier's low part: an unsigned 17-bit value is an 18-bit signed DSP operand
 _MULT_LO_BITS = 17
@@ -84,6 +84,10 @@ class Requantizer(wiring.Component):
         DSP48E1's A port.
     kinds:
         1 (default) or 2: the streams of words that share the pipeline.
+    lut_high:
+        Form the high product ``v * mult[17:]`` in LUTs (:func:`booth_product`, the same two
+        pipeline stages as the DSP48E1's multiplier and output registers) instead of a
+        DSP48E1: one DSP48E1 per compute lane instead of two, for about 400 LUTs each.
 
     Members
     -------
@@ -111,7 +115,8 @@ class Requantizer(wiring.Component):
     LATENCY = 11
 
     def __init__(self, lanes: int, depth: int, compute_lanes: int | None = None,
-                 input_bits: int = REQUANT_INPUT_BITS, *, kinds: int = 1):
+                 input_bits: int = REQUANT_INPUT_BITS, *, kinds: int = 1,
+                 lut_high: bool = False):
         compute_lanes = check_lanes(lanes, compute_lanes)
         if kinds not in (1, 2):
             raise ValueError(f"'kinds' must be 1 or 2, not {kinds!r}")
@@ -128,6 +133,7 @@ class Requantizer(wiring.Component):
         #: this instance's latency from acceptance to output
         self.latency = self.LATENCY + self.chunks - 1
         self.kinds = kinds
+        self.lut_high = bool(lut_high)
         fields = {"acc": data.ArrayLayout(signed(32), lanes),
                   "group": unsigned(ceil_log2(depth) or 1)}
         values = data.ArrayLayout(signed(8), lanes)
@@ -249,13 +255,19 @@ class Requantizer(wiring.Component):
 
         # Stages 3-4: two DSP products (multiplier and output registers): value times the
         # low 17 and the high 14 bits of the multiplier.
+        hi_shape = signed(bits + 31 - _MULT_LO_BITS + 1)
         lo = reg("lo", signed(bits + _MULT_LO_BITS + 1),
                  value * mult2[:_MULT_LO_BITS].as_unsigned())
-        hi = reg("hi", signed(bits + 31 - _MULT_LO_BITS + 1),
-                 value * mult2[_MULT_LO_BITS:].as_unsigned())
+        if self.lut_high:
+            # stage 3: the partial products summed in pairs; stage 4: their sum
+            pairs = [reg(f"hi_pair{n}", hi_shape, term)
+                     for n, term in enumerate(booth_pairs(value, mult2[_MULT_LO_BITS:]))]
+            hi = reg("hi_p", hi_shape, _sum(pairs))
+        else:
+            hi = reg("hi", hi_shape, value * mult2[_MULT_LO_BITS:].as_unsigned())
+            hi = reg("hi_p", hi.shape(), hi)
         right3 = reg("right3", unsigned(5), right2)
         lo = reg("lo_p", lo.shape(), lo)
-        hi = reg("hi_p", hi.shape(), hi)
         right4 = reg("right4", unsigned(5), right3)
 
         # Stage 5: the product. Stage 6: SRDHM (|high| < 2**(bits-1): no saturation).
@@ -273,3 +285,38 @@ class Requantizer(wiring.Component):
         # Stage 9: zero point; the clamp feeds the output word register.
         biased = reg("biased", signed(bits + 2), scaled + zp)
         return Mux(biased < act_min, act_min, Mux(biased > act_max, act_max, biased))[:8]
+
+
+def booth_pairs(a: Value, b: Value) -> list[Value]:
+    """``a * b`` (``a`` signed, ``b`` unsigned) as radix-4 Booth partial products of ``0,
+    +-a, +-2a``, summed two by two: their sum is the product. In LUTs (no multiplier for
+    synthesis to put on a DSP48E1); each pair is one adder from the operands' bits, so a
+    pipeline register after the pairs and one after their sum give the product in the two
+    stages of a DSP48E1's multiplier and output registers."""
+    b = Cat(b, C(0, 2 - len(b) % 2))   # unsigned: a zero sign bit, whole digits
+    terms, negs = [], []
+    prev = C(0, 1)
+    for k in range(len(b) // 2):
+        b0, b1 = b[2 * k], b[2 * k + 1]
+        one = b0 ^ prev
+        two = (b1 & ~b0 & ~prev) | (~b1 & b0 & prev)
+        mag = Mux(two, a.as_signed() << 1, Mux(one, a.as_signed(), 0))
+        neg = b1 & (one | two)
+        term = Mux(neg, ~mag, mag).as_signed() << (2 * k)
+        # -mag = ~mag + 1: the previous digit's +1 (at bit 2k - 2) goes into this term's
+        # low bits, which are zero
+        if negs:
+            term = term | negs[-1] << (2 * k - 2)
+        terms.append(term)
+        negs.append(neg)
+        prev = b1
+    # the last digit is never negative: b's top bit is the zero sign bit
+    return [terms[n] + terms[n + 1] if n + 1 < len(terms) else terms[n]
+            for n in range(0, len(terms), 2)]
+
+
+def _sum(values: list[Value]) -> Value:
+    while len(values) > 1:
+        values = [values[n] + values[n + 1] if n + 1 < len(values) else values[n]
+                  for n in range(0, len(values), 2)]
+    return values[0]

@@ -133,7 +133,8 @@ class Accelerator(wiring.Component):
                                                                max_words=exp_words_max)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
-        m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes)
+        m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes,
+                                                    lut_high=cfg.dw_requant_dsps == 1)
         # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly
         m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q),
                                                           max_words=cfg.out_groups_max)

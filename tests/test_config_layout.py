@@ -52,7 +52,7 @@ def test_derived_sizes():
     assert c.engine_weight_depth == 32 * 8 + 8 * 32
     assert dataclasses.replace(c, engine_weight_words=300).engine_weight_depth == 300
     z2 = CONFIGS["pynq-z2"]
-    assert z2.engine_weight_depth == 1024 < z2.expand_weight_depth + z2.pw_weight_depth == 1408
+    assert z2.engine_weight_depth == 512 < z2.expand_weight_depth + z2.pw_weight_depth == 1088
 
 
 def test_descriptor_round_trip_and_range_checks():

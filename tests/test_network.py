@@ -193,10 +193,13 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 
 def test_mobilenet_v2_compiles_to(v2_int8):
     """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
-    pynq-z2 the 160-channel blocks split their expand, 320/960/1280-channel outputs tile in
-    tiles of at most 256 channels (the 960 -> 320 projection in three, so that two tiles'
-    weights fit in the engine's 1,024 words), the pool runs once per 256-channel slice and
-    the FC reads the pooled vector in two input slices, each of its weights once."""
+    pynq-z2 (16 x 24 engine, 512 weight words, tiles of at most 264 channels) the
+    160-channel blocks split their expand (960 channels in four tiles), the 960 -> 320
+    projection runs in four tiles (two tiles of 4 words x 60 mid groups fit the 512 words
+    together), the head in six 48-channel-aligned parts of at most 240 channels (P = 16 and
+    C = 24 both divide a part's start), one pool per part, and the FC reads the pooled
+    vector in two input slices: 1,024 channels (tiles of 7 words: 64 x 7 = 448 weight words)
+    and 256 (tiles of at most 11 words), each of its weights once."""
     g = read_tflite(v2_int8)
     big = compile_model(g, "zcu104")
     assert len(big.descriptors) == len(big.layers) == 20
@@ -208,26 +211,27 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 50 and len(prog.layers) == 24
+    assert len(prog.descriptors) == 56 and len(prog.layers) == 24
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
     assert all(r["tiles"] == 4 for r in split)
-    assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 3
+    assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 4
     head, pool, fc = prog.layers[-3:]
-    assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 5
+    assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 6
     assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
-    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (5, 1, [1, 1, 1280])
+    assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (6, 1, [1, 1, 1280])
     assert fc["ops"] == ["FULLY_CONNECTED"] and fc["input_shape"] == [1, 1, 1280]
     assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 4, "fc_requant")
     assert prog.macs == big.macs
     summary = prog.summary()
-    assert "layer 22 [descriptor 37-41]" in summary and "layer 23 [descriptor 42-49]" in summary
+    assert "layer 22 [descriptor 40-45]" in summary and "layer 23 [descriptor 46-55]" in summary
     d = prog.descriptors
-    pooled = d[37]["out_addr"]
-    assert [x["out_addr"] - pooled for x in d[37:42]] == list(range(0, 1280, 256))
-    assert [(x["in_addr"] - pooled, x["in_groups"], x["kernel"]) for x in d[42:50:4]] == [
-        (0, 64, 1), (1024, 16, 1)]
-    assert len({x["pw_weights"] for x in d[42:50]}) == 8
+    pooled = d[40]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[40:46]] == [0, 240, 480, 720, 912, 1104]
+    assert all(x["out_addr"] % 48 == pooled % 48 for x in d[40:46])
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["out_groups"]) for x in d[46:56]] == \
+        [(0, 64, 7)] * 6 + [(1024, 16, 11)] * 2 + [(1024, 16, 10)] * 2
+    assert len({x["pw_weights"] for x in d[46:56]}) == 10
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
