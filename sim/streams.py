@@ -51,6 +51,27 @@ async def recv_n(ctx, stream, n: int, *, rng=None, p_stall=0.0, convert=None) ->
     return out
 
 
+def pass_through(dut, payloads, n: int, *, seed: int, p_stall: float = 0.4,
+                 setup=None, deadline_cycles: int = 20_000) -> list:
+    """Send ``payloads`` into ``dut.i`` and receive ``n`` payloads from ``dut.o``, each side
+    stalling at random with ``p_stall`` (seeds ``seed + 100`` and ``seed + 200``); ``setup``,
+    if given, sets the DUT's other inputs one cycle before the first payload."""
+    got = []
+
+    async def producer(ctx):
+        if setup is not None:
+            setup(ctx)
+            await ctx.tick()
+        await send_all(ctx, dut.i, payloads, rng=random.Random(seed + 100), p_stall=p_stall)
+
+    async def consumer(ctx):
+        got.extend(await recv_n(ctx, dut.o, n, rng=random.Random(seed + 200),
+                                p_stall=p_stall))
+
+    run_sim(dut, producer, consumer, deadline_cycles=deadline_cycles)
+    return got
+
+
 def run_sim(dut, *testbenches, processes=(), vcd: str | None = None,
             deadline_cycles: int = 1_000_000) -> None:
     """Simulate ``dut`` (1 MHz clock) until every testbench returns. A bench still running

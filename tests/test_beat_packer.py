@@ -7,7 +7,7 @@ import pytest
 from amaranth.hdl import unsigned
 
 from dwsep.hw.beat_packer import BeatPacker
-from dwsep.sim.streams import recv_n, run_sim, send_all
+from dwsep.sim.streams import pass_through, run_sim
 
 
 @pytest.mark.parametrize("beats, seed", [(1, 1), (2, 2), (9, 3)])
@@ -17,17 +17,7 @@ def test_beats_become_little_endian_words(beats, seed):
     stream = [rng.getrandbits(64) for _ in range(40 * beats)]
     expected = [sum(b << (64 * k) for k, b in enumerate(stream[w:w + beats]))
                 for w in range(0, len(stream), beats)]
-    got = []
-
-    async def producer(ctx):
-        await send_all(ctx, dut.i, stream, rng=random.Random(seed + 100), p_stall=0.4)
-
-    async def consumer(ctx):
-        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
-                                p_stall=0.4))
-
-    run_sim(dut, producer, consumer, deadline_cycles=20_000)
-    assert got == expected
+    assert pass_through(dut, stream, len(expected), seed=seed) == expected
 
 
 def test_no_bubbles_at_full_rate():
@@ -64,23 +54,13 @@ def test_pixels_end_in_a_partial_word(beats, words, last, seed):
     stream = [rng.getrandbits(64) for _ in range(sum(sizes))]
     expected, at = [], 0
     for size in sizes:
-        expected.append((size, sum(b << (64 * k) for k, b in enumerate(stream[at:at + size]))))
+        expected.append(sum(b << (64 * k) for k, b in enumerate(stream[at:at + size])))
         at += size
-    got = []
-
-    async def producer(ctx):
-        ctx.set(dut.words, words)
-        ctx.set(dut.last_beats, last)
-        await ctx.tick()
-        await send_all(ctx, dut.i, stream, rng=random.Random(seed + 100), p_stall=0.4)
-
-    async def consumer(ctx):
-        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
-                                p_stall=0.4))
-
-    run_sim(dut, producer, consumer, deadline_cycles=20_000)
-    assert [w & (2 ** (64 * size) - 1) for w, (size, _) in zip(got, expected, strict=True)] == \
-        [value for _, value in expected]
+    got = pass_through(dut, stream, len(expected), seed=seed,
+                       setup=lambda ctx: (ctx.set(dut.words, words),
+                                          ctx.set(dut.last_beats, last)))
+    assert [w & (2 ** (64 * size) - 1) for w, size in zip(got, sizes, strict=True)] == \
+        expected
 
 
 def test_rejects_bad_max_words():

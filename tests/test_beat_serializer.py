@@ -7,7 +7,7 @@ import pytest
 from amaranth.hdl import unsigned
 
 from dwsep.hw.beat_serializer import BeatSerializer
-from dwsep.sim.streams import recv_n, run_sim, send_all
+from dwsep.sim.streams import pass_through, run_sim, send_all
 
 
 @pytest.mark.parametrize("beats, seed", [(1, 1), (2, 2), (8, 3)])
@@ -16,17 +16,7 @@ def test_words_come_out_as_little_endian_beats(beats, seed):
     dut = BeatSerializer(unsigned(64 * beats))
     words = [rng.getrandbits(64 * beats) for _ in range(40)]
     expected = [(w >> (64 * b)) & (2**64 - 1) for w in words for b in range(beats)]
-    got = []
-
-    async def producer(ctx):
-        await send_all(ctx, dut.i, words, rng=random.Random(seed + 100), p_stall=0.4)
-
-    async def consumer(ctx):
-        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
-                                p_stall=0.4))
-
-    run_sim(dut, producer, consumer, deadline_cycles=20_000)
-    assert got == expected
+    assert pass_through(dut, words, len(expected), seed=seed) == expected
 
 
 def test_full_rate_without_stalls():
@@ -65,19 +55,9 @@ def test_pixels_drop_the_last_words_other_beats(beats, words, last, seed):
     data = [rng.getrandbits(64 * beats) for _ in range(pixels * words)]
     expected = [(w >> (64 * b)) & (2**64 - 1) for n, w in enumerate(data)
                 for b in range(last if n % words == words - 1 else beats)]
-    got = []
-
-    async def producer(ctx):
-        ctx.set(dut.words, words)
-        ctx.set(dut.last_beats, last)
-        await ctx.tick()
-        await send_all(ctx, dut.i, data, rng=random.Random(seed + 100), p_stall=0.4)
-
-    async def consumer(ctx):
-        got.extend(await recv_n(ctx, dut.o, len(expected), rng=random.Random(seed + 200),
-                                p_stall=0.4))
-
-    run_sim(dut, producer, consumer, deadline_cycles=20_000)
+    got = pass_through(dut, data, len(expected), seed=seed,
+                       setup=lambda ctx: (ctx.set(dut.words, words),
+                                          ctx.set(dut.last_beats, last)))
     assert got == expected
 
 
