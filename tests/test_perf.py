@@ -281,7 +281,12 @@ def wide_rtl():
 #: buffer lets in only at the end of an output row whose taps it has not followed yet after
 #: the project job it is placing (``sim/perf.py``, ``_FillFromExpand``): measured +2.1 %
 #: (1714 model, 1679 RTL); exact on every tiny descriptor, within 0.012 % on MobileNetV2.
-EXPAND_TOLERANCE = {"expand_tall": 0.03}
+EXPAND_TOLERANCE = {"expand_tall": 0.03,
+                    # the engine's one requantizer (session 7 of issue 8): a project word
+                    # held at the skid in front of the ADD holds the expand words behind it;
+                    # the model's order of the two kinds there is 2 cycles of 1,174 off
+                    # (1,176 model, 1,174 RTL), every tiny and P=8/C=16 descriptor exact
+                    "expand_residual_add_bound": 0.002}
 
 
 @pytest.mark.slow
