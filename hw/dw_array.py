@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .booth import booth_digits
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
 
@@ -53,17 +54,8 @@ def lut_multiply(a: Value, b: Value) -> Value:
     """``a * b`` of two signed 8-bit values in LUTs (radix-4 Booth: four partial products of
     ``0, +-a, +-2a``), so synthesis does not put it on a DSP48E1; 16-bit signed result."""
     terms = []
-    prev = Const(0, 1)
-    for k in range(4):
-        b0, b1 = b[2 * k], b[2 * k + 1]
-        one = b0 ^ prev
-        two = (b1 & ~b0 & ~prev) | (~b1 & b0 & prev)
-        mag = Mux(two, a.as_signed() << 1, Mux(one, a.as_signed(), 0))
-        neg = b1 & (one | two)
-        # -mag = ~mag + 1: the +1 joins the sum as its own term
-        terms.append(Mux(neg, ~mag, mag).as_signed() << (2 * k))
-        terms.append(neg << (2 * k))
-        prev = b1
+    for k, (term, neg) in enumerate(booth_digits(a, b)):
+        terms += [term, neg << (2 * k)]   # the negation's +1 as a term of its own
     total = terms[0]
     for term in terms[1:]:
         total = total + term

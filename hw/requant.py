@@ -9,6 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from .booth import booth_digits
 from .chunked import Splitter, check_lanes, gather
 from .config import REQUANT_INPUT_BITS
 from .layout import scale
@@ -288,29 +289,16 @@ class Requantizer(wiring.Component):
 
 
 def booth_pairs(a: Value, b: Value) -> list[Value]:
-    """``a * b`` (``a`` signed, ``b`` unsigned) as radix-4 Booth partial products of ``0,
-    +-a, +-2a``, summed two by two: their sum is the product. In LUTs (no multiplier for
-    synthesis to put on a DSP48E1); each pair is one adder from the operands' bits, so a
-    pipeline register after the pairs and one after their sum give the product in the two
-    stages of a DSP48E1's multiplier and output registers."""
-    b = Cat(b, C(0, 2 - len(b) % 2))   # unsigned: a zero sign bit, whole digits
-    terms, negs = [], []
-    prev = C(0, 1)
-    for k in range(len(b) // 2):
-        b0, b1 = b[2 * k], b[2 * k + 1]
-        one = b0 ^ prev
-        two = (b1 & ~b0 & ~prev) | (~b1 & b0 & prev)
-        mag = Mux(two, a.as_signed() << 1, Mux(one, a.as_signed(), 0))
-        neg = b1 & (one | two)
-        term = Mux(neg, ~mag, mag).as_signed() << (2 * k)
-        # -mag = ~mag + 1: the previous digit's +1 (at bit 2k - 2) goes into this term's
-        # low bits, which are zero
-        if negs:
-            term = term | negs[-1] << (2 * k - 2)
-        terms.append(term)
-        negs.append(neg)
-        prev = b1
-    # the last digit is never negative: b's top bit is the zero sign bit
+    """``a * b`` (``a`` signed, ``b`` unsigned) as radix-4 Booth partial products
+    (:func:`~.booth.booth_digits`), summed two by two: their sum is the product. Each pair
+    is one adder from the operands' bits, so a pipeline register after the pairs and one
+    after their sum give the product in the two stages of a DSP48E1's multiplier and output
+    registers."""
+    digits = booth_digits(a, Cat(b, C(0, 2 - len(b) % 2)))  # a zero sign bit, whole digits
+    # a digit's negation +1 goes into the next term's low bits, which are zero; the last
+    # digit is never negative (b's top bit is the zero sign bit)
+    terms = [term | (digits[k - 1][1] << (2 * k - 2)) if k else term
+             for k, (term, _) in enumerate(digits)]
     return [terms[n] + terms[n + 1] if n + 1 < len(terms) else terms[n]
             for n in range(0, len(terms), 2)]
 
