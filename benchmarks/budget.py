@@ -30,20 +30,30 @@ V2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
              (6, 160, 3, 2), (6, 320, 1, 1)]
 
 #: the shapes compared: (label, C, DW requant lanes, engine requant lanes, LB fill bytes,
-#: DSP48E1 per DW requant lane); DSP48E1 = C * 8 + the DW requantizer's + 2 per engine
-#: requant lane; the ADD by table needs none
+#: DSP48E1 per DW requant lane, engine requant lanes with their high product in LUTs);
+#: DSP48E1 by :func:`dsps`; the ADD by table needs none
 SHAPES = [
     (f"{BUILT.pw_rows}x{BUILT.pw_cols} engine, one engine requantizer of "
-     f"{BUILT.requant_lanes}, DW {BUILT.requant_lanes} at {BUILT.dw_requant_dsps} DSP48E1 a "
-     "lane (built: pynq-z2)", BUILT.pw_cols, BUILT.requant_lanes, BUILT.requant_lanes, 8,
-     BUILT.dw_requant_dsps),
-    ("16x16, one engine requantizer of 8, DW 8 (session 7's first step)", 16, 8, 8, 8, 2),
-    ("16x24, DW 8, exp/pw 8 + 8", 24, 8, 16, 8, 2),
-    ("16x24, DW 8, one engine requantizer of 8", 24, 8, 8, 8, 2),
-    ("16x24, DW 4, one engine requantizer of 8", 24, 4, 8, 8, 2),
-    ("16x24, DW 8, one engine requantizer of 6", 24, 8, 6, 8, 2),
-    ("16x24, DW 8, engine 8, line buffer filled a word a cycle", 24, 8, 8, 16, 2),
+     f"{BUILT.erq_lanes} ({BUILT.engine_requant_lut_lanes} with LUT high products), DW "
+     f"{BUILT.requant_lanes} at {BUILT.dw_requant_dsps} DSP48E1 a lane (built: pynq-z2)",
+     BUILT.pw_cols, BUILT.requant_lanes, BUILT.erq_lanes, 8, BUILT.dw_requant_dsps,
+     BUILT.engine_requant_lut_lanes),
+    ("16x16, one engine requantizer of 8, DW 8 (session 7's first step)", 16, 8, 8, 8, 2, 0),
+    ("16x24, DW 8, exp/pw 8 + 8", 24, 8, 16, 8, 2, 0),
+    ("16x24, DW 8 at 1, one engine requantizer of 8 (session 7)", 24, 8, 8, 8, 1, 0),
+    ("16x24, DW 4, one engine requantizer of 8", 24, 4, 8, 8, 2, 0),
+    ("16x24, DW 8, one engine requantizer of 6", 24, 8, 6, 8, 2, 0),
+    ("16x24, DW 8, engine 8, line buffer filled a word a cycle", 24, 8, 8, 16, 2, 0),
+    ("16x24, DW 8 at 1, engine 12 (4 LUT), line buffer filled a word a cycle", 24, 8, 12,
+     16, 1, 4),
 ]
+
+
+def dsps(cols: int, dw_lanes: int, engine_lanes: int, dw_dsps: int,
+         engine_lut_lanes: int, rows: int = 16) -> int:
+    """DSP48E1 of a shape: two 1x1 MACs each, ``dw_dsps`` per DW requant lane, two per
+    engine requant lane but one for those with their high product in LUTs."""
+    return rows * cols // 2 + dw_dsps * dw_lanes + 2 * engine_lanes - engine_lut_lanes
 
 
 def _ceil(a: int, b: int) -> int:
@@ -84,9 +94,9 @@ def estimate(cols: int, dw_lanes: int, engine_lanes: int, fill: int, rows: int =
 
 
 def main() -> None:
-    for label, cols, dw_lanes, engine_lanes, fill, dw_dsps in SHAPES:
+    for label, cols, dw_lanes, engine_lanes, fill, dw_dsps, lut_lanes in SHAPES:
         total, bounds = estimate(cols, dw_lanes, engine_lanes, fill)
-        dsp = 16 * cols // 2 + dw_dsps * dw_lanes + 2 * engine_lanes
+        dsp = dsps(cols, dw_lanes, engine_lanes, dw_dsps, lut_lanes)
         print(f"{label}: {total:,} cycles, {dsp} DSP48E1")
         print("    " + " ".join(bounds))
 

@@ -209,7 +209,7 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     from dwsep.hw.engine import pixel_buffer_words  # Amaranth: only where the design is built
     from dwsep.hw.layout import expand_words
 
-    P, Q, L = cfg.dw_lanes, cfg.pw_cols, cfg.requant_lanes
+    P, Q, L, E = cfg.dw_lanes, cfg.pw_cols, cfg.requant_lanes, cfg.erq_lanes
     return [
         ("line_buffer", "lb_rows memories of pow2(lb_width*lb_channels/P) words of P bytes",
          8 * P, cfg.lb_depth),
@@ -224,9 +224,9 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
          "bytes", 8 * P * Q, cfg.engine_weight_depth),
         ("dw_requant table", "mid_channels_max/L records of 9*L bytes (L = requant_lanes)",
          72 * L, cfg.mid_channels_max // L),
-        ("engine_requant table", "(ceil(mid_channels_max/Q) + out_channels_max/Q) * Q/L "
-         "records of 9*L bytes (expand, then project)", 72 * L,
-         (expand_words(cfg, cfg.mid_groups_max) + cfg.out_groups_max) * Q // L),
+        ("engine_requant table", "(ceil(mid_channels_max/Q) + out_channels_max/Q) * Q/E "
+         "records of 9*E bytes (expand, then project; E = erq_lanes)", 72 * E,
+         (expand_words(cfg, cfg.mid_groups_max) + cfg.out_groups_max) * Q // E),
     ]
 
 
@@ -238,10 +238,10 @@ _DRIVERS = {
     "csr": "register map (fixed)",
     "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes",
     "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
-    "dw_requant": "DSP: 2 x requant_lanes; table: 9 bytes x mid_channels_max",
+    "dw_requant": "DSP: dw_requant_dsps x requant_lanes; table: 9 bytes x mid_channels_max",
     "engine": "DSP: P*Q/2 (two MACs each); BRAM: expand + project weights, pixels",
-    "engine_requant": "DSP: 2 x requant_lanes; table: 9 bytes x (mid + out) channels: "
-                      "the engine's expand and project words",
+    "engine_requant": "DSP: 2 x erq_lanes - engine_requant_lut_lanes; table: 9 bytes x "
+                      "(mid + out) channels: the engine's expand and project words",
     "exp_fifo": "expanded words in front of the line buffer: mid_channels_max bytes",
     "add": "LUTRAM: 2 tables x add_lanes (residual ADD by table, no DSP)",
     "reader": "AXI read DMA (fixed)",

@@ -1526,7 +1526,7 @@ class _Emitter:
                                                  packing.pack_expand_weights(e.w, P, Q)), 0)
                 refs["exp_table"] = (self.blob(f"{tag}.exp_table", packing.pack_table(
                     *(_pad_to(a, expand_words(self.cfg, g_e) * Q)
-                      for a in (e.bias, e.mult, e.shift)), self.cfg.requant_lanes)), 0)
+                      for a in (e.bias, e.mult, e.shift)), self.cfg.erq_lanes)), 0)
                 fields.update(exp_zp=e.zp, exp_min=e.lo, exp_max=e.hi)
             if u.conv:
                 flags |= DescFlag.CONV
@@ -1589,7 +1589,7 @@ class _Emitter:
                 if u.fc is None:
                     r["pw_table"] = (self.blob(f"{tag}.pw_table{t}", packing.pack_table(
                         *(_pad_to(arr[a:b], og * Q) for arr in
-                          (u.pw.bias, u.pw.mult, u.pw.shift)), self.cfg.requant_lanes)), 0)
+                          (u.pw.bias, u.pw.mult, u.pw.shift)), self.cfg.erq_lanes)), 0)
                     beats = (end - a) // 8
                     if parted:
                         r["out_addr"] = (self.buffer(u.output, t), 0)

@@ -83,6 +83,15 @@ class AcceleratorConfig:
         DSP48E1 per compute lane of the DW requantizer: 2 (default), or 1 with its high
         partial product (25 x 14 bits) in LUTs, about 400 LUTs a lane, the same results
         and latency.
+    engine_requant_lanes:
+        Compute lanes of the engine's requantizer (its expand and project words share it):
+        ``None`` (the default) is ``requant_lanes``. Divides ``pw_cols``; a word takes
+        ``pw_cols / engine_requant_lanes`` cycles (:attr:`erq_lanes`). Its table records
+        (``exp_table``, ``pw_table``) hold this many channels.
+    engine_requant_lut_lanes:
+        Of the engine requantizer's compute lanes, how many form their high partial product
+        in LUTs (one DSP48E1 instead of two, as ``dw_requant_dsps=1``): 0 (the default) to
+        :attr:`erq_lanes`.
     axi_data_width:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
@@ -114,18 +123,23 @@ class AcceleratorConfig:
     axi_data_width: int = 64
     axi_addr_width: int = 32
     engine_weight_words: int | None = None
+    engine_requant_lanes: int | None = None
+    engine_requant_lut_lanes: int = 0
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(f"config {self.name!r}: {msg}")
 
+        optional = {"engine_weight_words", "engine_requant_lanes"}  # None: derived
         for f in fields(self):
-            if f.name != "name" and not (f.name == "engine_weight_words"
-                                         and self.engine_weight_words is None):
-                v = getattr(self, f.name)
-                need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                     f"{f.name} must be a positive int, not {v!r}")
+            v = getattr(self, f.name)
+            if f.name == "name" or (f.name in optional and v is None):
+                continue
+            least = 0 if f.name == "engine_requant_lut_lanes" else 1
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= least,
+                 f"{f.name} must be {'a non-negative' if least == 0 else 'a positive'} int, "
+                 f"not {v!r}")
         need(self.dw_requant_dsps in (1, 2),
              f"dw_requant_dsps must be 1 or 2, not {self.dw_requant_dsps}")
         need(self.axi_data_width == 64,
@@ -164,6 +178,11 @@ class AcceleratorConfig:
             need(getattr(self, name) % self.requant_lanes == 0,
                  f"requant_lanes ({self.requant_lanes}) must divide {name} "
                  f"({getattr(self, name)})")
+        need(self.pw_cols % self.erq_lanes == 0,
+             f"engine_requant_lanes ({self.erq_lanes}) must divide pw_cols ({self.pw_cols})")
+        need(self.engine_requant_lut_lanes <= self.erq_lanes,
+             f"engine_requant_lut_lanes ({self.engine_requant_lut_lanes}) must not exceed "
+             f"the engine requantizer's lanes ({self.erq_lanes})")
         need(self.lb_width <= self.max_dim,
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
@@ -178,6 +197,13 @@ class AcceleratorConfig:
     @property
     def beat_bytes(self) -> int:
         return self.axi_data_width // 8
+
+    @property
+    def erq_lanes(self) -> int:
+        """Compute lanes of the engine's requantizer: ``engine_requant_lanes``, or
+        ``requant_lanes`` when that is ``None``."""
+        return self.requant_lanes if self.engine_requant_lanes is None \
+            else self.engine_requant_lanes
 
     @property
     def window_rows_max(self) -> int:
@@ -286,13 +312,14 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # weight memory of 512 words (384 bytes each: 43 BRAM36, where 768 or 1,024 words take
     # 86) holds a descriptor's expand and PW weights and the next one's: the compiler cuts
     # output tiles to fit it. DSP48E1: the 16x24 engine at two MACs each (192), the engine's
-    # requantizer 2 per lane (16), the DW one 1 per lane (8: its high product in LUTs); the
-    # ADD uses none (by table): see bitstreams/README.md and docs/PLAN-pynq-z2.md.
+    # requantizer of 12 lanes (two cycles a 24-channel word) 2 per lane but 1 for 4 of them
+    # (20: their high product in LUTs), the DW one of 8 lanes 1 per lane (8); the ADD uses
+    # none (by table): 220 in all, see bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=24, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
         out_channels_max=264, expand_channels_max=96, add_lanes=2, dw_requant_dsps=1,
-        engine_weight_words=512,
+        engine_weight_words=512, engine_requant_lanes=12, engine_requant_lut_lanes=4,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

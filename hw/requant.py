@@ -85,10 +85,11 @@ class Requantizer(wiring.Component):
         DSP48E1's A port.
     kinds:
         1 (default) or 2: the streams of words that share the pipeline.
-    lut_high:
-        Form the high product ``v * mult[17:]`` in LUTs (:func:`booth_product`, the same two
-        pipeline stages as the DSP48E1's multiplier and output registers) instead of a
-        DSP48E1: one DSP48E1 per compute lane instead of two, for about 400 LUTs each.
+    lut_lanes:
+        Compute lanes (the last ones, 0 by default) that form the high product ``v *
+        mult[17:]`` in LUTs (:func:`booth_pairs`, in the same two pipeline stages as the
+        DSP48E1's multiplier and output registers) instead of a DSP48E1: one DSP48E1 per
+        such lane instead of two, for about 400 LUTs each.
 
     Members
     -------
@@ -117,7 +118,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, lanes: int, depth: int, compute_lanes: int | None = None,
                  input_bits: int = REQUANT_INPUT_BITS, *, kinds: int = 1,
-                 lut_high: bool = False):
+                 lut_lanes: int = 0):
         compute_lanes = check_lanes(lanes, compute_lanes)
         if kinds not in (1, 2):
             raise ValueError(f"'kinds' must be 1 or 2, not {kinds!r}")
@@ -125,6 +126,9 @@ class Requantizer(wiring.Component):
             raise ValueError(f"'depth' must be a positive int, not {depth!r}")
         if not isinstance(input_bits, int) or not 9 <= input_bits <= 25:
             raise ValueError(f"'input_bits' must be an int in 9..25, not {input_bits!r}")
+        if not isinstance(lut_lanes, int) or not 0 <= lut_lanes <= compute_lanes:
+            raise ValueError(f"'lut_lanes' must be an int in 0..{compute_lanes}, not "
+                             f"{lut_lanes!r}")
         self.lanes = lanes
         self.depth = depth
         self.compute_lanes = compute_lanes
@@ -134,7 +138,7 @@ class Requantizer(wiring.Component):
         #: this instance's latency from acceptance to output
         self.latency = self.LATENCY + self.chunks - 1
         self.kinds = kinds
-        self.lut_high = bool(lut_high)
+        self.lut_lanes = lut_lanes
         fields = {"acc": data.ArrayLayout(signed(32), lanes),
                   "group": unsigned(ceil_log2(depth) or 1)}
         values = data.ArrayLayout(signed(8), lanes)
@@ -259,7 +263,7 @@ class Requantizer(wiring.Component):
         hi_shape = signed(bits + 31 - _MULT_LO_BITS + 1)
         lo = reg("lo", signed(bits + _MULT_LO_BITS + 1),
                  value * mult2[:_MULT_LO_BITS].as_unsigned())
-        if self.lut_high:
+        if lane >= self.compute_lanes - self.lut_lanes:
             # stage 3: the partial products summed in pairs; stage 4: their sum
             pairs = [reg(f"hi_pair{n}", hi_shape, term)
                      for n, term in enumerate(booth_pairs(value, mult2[_MULT_LO_BITS:]))]

@@ -121,7 +121,8 @@ class Accelerator(wiring.Component):
         exp_words_max = expand_words(cfg, cfg.mid_groups_max)
         m.submodules.engine = engine = Engine(cfg, j_group_base=exp_words_max)
         m.submodules.engine_requant = erq = Requantizer(
-            Q, exp_words_max + cfg.out_groups_max, cfg.requant_lanes, kinds=2)
+            Q, exp_words_max + cfg.out_groups_max, cfg.erq_lanes, kinds=2,
+            lut_lanes=cfg.engine_requant_lut_lanes)
         # the engine's expand words (Q channels) into the line buffer's groups (P channels):
         # a pixel's `exp_words` words, of the last of which the serializer keeps the beats
         # up to `exp_groups` groups
@@ -133,8 +134,9 @@ class Accelerator(wiring.Component):
                                                                max_words=exp_words_max)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
-        m.submodules.dw_requant = dwq = Requantizer(P, cfg.mid_groups_max, cfg.requant_lanes,
-                                                    lut_high=cfg.dw_requant_dsps == 1)
+        m.submodules.dw_requant = dwq = Requantizer(
+            P, cfg.mid_groups_max, cfg.requant_lanes,
+            lut_lanes=cfg.requant_lanes if cfg.dw_requant_dsps == 1 else 0)
         # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly
         m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q),
                                                           max_words=cfg.out_groups_max)
@@ -183,16 +185,17 @@ class Accelerator(wiring.Component):
                      *(c for unit in (out_ser, res_packer)
                        for c in (unit.words.eq(field("out_groups")),
                                  unit.last_beats.eq(out_last)))]
-        # a requant-table word is one record of requant_lanes channels (the requantizers'
-        # table memories hold a record per chunk): 9 bytes a channel, padded to whole beats;
-        # the padding, at the top of the word, falls off the narrower record on the port
-        table_beats = -(-9 * cfg.requant_lanes // 8)
-        load_words = [prod.exp_weight_words, scale(field("exp_words"), Q // cfg.requant_lanes),
-                      prod.dw_weight_words, scale(field("mid_groups"), P // cfg.requant_lanes),
-                      prod.pw_weight_words, scale(field("out_groups"), Q // cfg.requant_lanes),
+        # a requant-table word is one record of its requantizer's compute lanes (the
+        # requantizers' table memories hold a record per chunk): 9 bytes a channel, padded
+        # to whole beats; the padding, at the top of the word, falls off the narrower record
+        # on the port
+        erq_beats, dwq_beats = (-(-9 * rq.compute_lanes // 8) for rq in (erq, dwq))
+        load_words = [prod.exp_weight_words, scale(field("exp_words"), erq.chunks),
+                      prod.dw_weight_words, scale(field("mid_groups"), dwq.chunks),
+                      prod.pw_weight_words, scale(field("out_groups"), erq.chunks),
                       Const(ADD_TABLE_ENTRIES, 16)]
-        load_beats_per_word = [P * Q // 8, table_beats, cfg.dw_taps * P // 8, table_beats,
-                               P * Q // 8, table_beats, 1]
+        load_beats_per_word = [P * Q // 8, erq_beats, cfg.dw_taps * P // 8, dwq_beats,
+                               P * Q // 8, erq_beats, 1]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
         # a table is read through both read ports: its first ceil(n/2) words through `reader`,
         # the rest through `res_reader` (`m_axi_res`, on a second HP port of the PS)

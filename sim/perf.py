@@ -142,14 +142,15 @@ __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_ma
 
 #: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
 #: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR"):
-#: a table word is one record of ``requant_lanes`` channels
+#: a table word is one record of its requantizer's compute lanes (``erq_lanes`` for the
+#: engine's expand and project tables, ``requant_lanes`` for the DW one)
 LOADS = {
     "exp_weights": lambda c: c.dw_lanes * c.pw_cols,
-    "exp_table": lambda c: table_record_bytes(c.requant_lanes),
+    "exp_table": lambda c: table_record_bytes(c.erq_lanes),
     "dw_weights": lambda c: c.dw_taps * c.dw_lanes,
     "dw_table": lambda c: table_record_bytes(c.requant_lanes),
     "pw_weights": lambda c: c.dw_lanes * c.pw_cols,
-    "pw_table": lambda c: table_record_bytes(c.requant_lanes),
+    "pw_table": lambda c: table_record_bytes(c.erq_lanes),
     "add_table": lambda c: BEAT_BYTES,
 }
 
@@ -286,14 +287,14 @@ class _WordBeats:
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
     """Words of each table the layer needs (``CHECK``'s counts): ``exp_words*in_groups``
-    and ``exp_words*Q/L`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
+    and ``exp_words*Q/E`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
     ``mid_groups*P/L`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and
-    ``out_groups*Q/L`` (unless ``RAW_OUT``), ``L = requant_lanes``: a table has one record
-    per requantizer chunk; the ADD table's entries (``RESIDUAL``)."""
+    ``out_groups*Q/E`` (unless ``RAW_OUT``), ``L = requant_lanes``, ``E = erq_lanes``: a
+    table has one record per requantizer chunk; the ADD table's entries (``RESIDUAL``)."""
     flags = _flags(desc)
     expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
     p_chunks = config.dw_lanes // config.requant_lanes
-    q_chunks = config.pw_cols // config.requant_lanes
+    q_chunks = config.pw_cols // config.erq_lanes
     words = {"exp_weights": desc["exp_words"] * desc["in_groups"] if expand else 0,
              "exp_table": desc["exp_words"] * q_chunks if expand else 0,
              "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
@@ -858,15 +859,15 @@ class _Serializer:
 
 
 class _Requant:
-    """A ``Requantizer`` of ``lanes`` values (global enable, ``config.requant_lanes``
-    compute lanes) feeding ``take``: takes a word in a moving cycle at least ``chunks - 1``
+    """A ``Requantizer`` of ``lanes`` values (global enable, ``compute_lanes`` compute
+    lanes) feeding ``take``: takes a word in a moving cycle at least ``chunks - 1``
     moving cycles after the previous take (its split stage) and offers it ``latency``
     moving cycles later. ``sink`` overrides ``take`` for one word: the engine's
     requantizer, whose expand and project words share the pipeline and leave to their
     own consumers (:func:`_engine_requant`)."""
 
-    def __init__(self, config: AcceleratorConfig, lanes: int, take=None):
-        self.rq = Requantizer(lanes, 1, config.requant_lanes)
+    def __init__(self, lanes: int, compute_lanes: int, take=None):
+        self.rq = Requantizer(lanes, 1, compute_lanes)
         self.frozen = _Frozen()
         self.next = take
         self.last = None
@@ -887,7 +888,7 @@ def _engine_requant(config: AcceleratorConfig):
     words in the order the engine emits them: returns ``route(sink)``, the take of a word
     that goes on to ``sink``."""
     skid = _Skid()
-    requant = _Requant(config, config.pw_cols)
+    requant = _Requant(config.pw_cols, config.erq_lanes)
 
     def route(sink):
         return lambda offered: requant.take(offered, lambda t: skid.take(t, sink))
@@ -1104,7 +1105,7 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     # ---- spatial stage: taps -> (DW -> requant | conv) -> the engine's project input ----
     if not conv:
         dw_frozen = _Frozen()
-        dwq = _Requant(config, P, _Skid(pw.accept).take)
+        dwq = _Requant(P, config.requant_lanes, _Skid(pw.accept).take)
         dw_skid = _Skid(dwq.take)
 
     # ---- front: the line buffer's fill ----
@@ -1417,7 +1418,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     write = max(write, math.ceil(written // BEAT_BYTES / min(wr, ddr)))
     add = ResidualAdd(Q, config.add_lanes)
     expand = bool(flags & DescFlag.EXPAND)
-    chunks = Requantizer(Q, 1, config.requant_lanes).chunks   # the expand requantizer's
+    chunks = Requantizer(Q, 1, config.erq_lanes).chunks   # the engine requantizer's
     return {
         "ddr_read": read_cycles,
         "expand": in_pixels * max(d["exp_words"] * chunks, d["exp_groups"] * P // BEAT_BYTES)

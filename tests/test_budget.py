@@ -20,11 +20,11 @@ def _budget():
 
 def test_built_row_counts_the_reported_dsp():
     budget = _budget()
-    label, cols, dw_lanes, engine_lanes, _, dw_dsps = budget.SHAPES[0]
+    label, cols, dw_lanes, engine_lanes, _, dw_dsps, lut_lanes = budget.SHAPES[0]
     assert "built" in label
     report = json.loads((ROOT / "bitstreams" / "reports" / "pynq-z2.json").read_text())
-    assert (budget.BUILT.pw_rows * cols // 2 + dw_dsps * dw_lanes + 2 * engine_lanes
-            == report["dsp"])
+    assert budget.dsps(cols, dw_lanes, engine_lanes, dw_dsps, lut_lanes,
+                       budget.BUILT.pw_rows) == report["dsp"]
 
 
 def test_blocks_are_mobilenet_v2():

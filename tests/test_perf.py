@@ -300,8 +300,11 @@ def test_wide_lanes_match_rtl(wide_rtl, name):
 
 #: tiny with pw_cols 16: expand words of 16 channels enter the line buffer as 8-channel
 #: groups (the last word's upper beat dropped when the groups are odd), outputs store
-#: ``out_beats`` a pixel (the last word partly), the residual packer fills a partial word
-Q16 = dataclasses.replace(get_config("tiny"), name="tiny-q16", pw_cols=16)
+#: ``out_beats`` a pixel (the last word partly), the residual packer fills a partial word;
+#: its engine requantizer has 8 lanes (3 with LUT high products) beside the DW one's 4, so
+#: the engine's requant records differ in size from the DW ones
+Q16 = dataclasses.replace(get_config("tiny"), name="tiny-q16", pw_cols=16,
+                          engine_requant_lanes=8, engine_requant_lut_lanes=3)
 
 Q16_KINDS = {
     "expand_residual_odd_groups": lambda: _block(8, 8, 8, 3, 8, 1),

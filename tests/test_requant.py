@@ -96,11 +96,11 @@ async def load_table(ctx, dut: Requantizer, records: list[int]) -> None:
 
 def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: int,
              act_max: int, *, seed: int, p_stall: float = 0.3,
-             compute_lanes: int | None = None, lut_high: bool = False) -> np.ndarray:
+             compute_lanes: int | None = None, lut_lanes: int = 0) -> np.ndarray:
     """Load ``table`` through the write port, stream ``acc``/``group`` through a
     Requantizer under seeded random valid/ready stalls, return the output words."""
     depth, lanes = table["bias"].shape
-    dut = Requantizer(lanes, depth, compute_lanes, lut_high=lut_high)
+    dut = Requantizer(lanes, depth, compute_lanes, lut_lanes=lut_lanes)
     records = table_records(table["bias"], table["mult"], table["shift"], compute_lanes)
     words = [{"acc": [int(v) for v in a], "group": int(g)}
              for a, g in zip(acc, group, strict=True)]
@@ -122,9 +122,9 @@ def simulate(table: dict, acc: np.ndarray, group: np.ndarray, zp: int, act_min: 
 
 
 def check(table, acc, group, zp, act_min, act_max, *, seed, p_stall=0.3,
-          compute_lanes=None, lut_high=False) -> np.ndarray:
+          compute_lanes=None, lut_lanes=0) -> np.ndarray:
     got = simulate(table, acc, group, zp, act_min, act_max, seed=seed, p_stall=p_stall,
-                   compute_lanes=compute_lanes, lut_high=lut_high)
+                   compute_lanes=compute_lanes, lut_lanes=lut_lanes)
     want = requant_model(acc, group, table, zp, act_min, act_max)
     bad = np.argwhere(got != want)
     assert not bad.size, (
@@ -498,20 +498,29 @@ def test_kinds_checked():
         Requantizer(8, 2, kinds=3)
 
 
-@pytest.mark.parametrize("seed", [41, 42, 43])
-def test_high_product_in_luts(seed):
-    """``lut_high``: the 25 x 14-bit high product by Booth partial products in LUTs, the
-    same results over random tables and accumulators (the domain's ends included) and the
-    same latency."""
+@pytest.mark.parametrize("seed, lanes, compute, lut_lanes", [
+    (41, 16, 8, 8), (42, 16, 8, 3), (43, 24, 12, 4)])
+def test_high_product_in_luts(seed, lanes, compute, lut_lanes):
+    """``lut_lanes``: the 25 x 14-bit high product by Booth partial products in LUTs in
+    the last ``lut_lanes`` compute lanes (all, or some beside DSP48E1 lanes as pynq-z2's
+    engine requantizer: 4 of 12), the same results over random tables and accumulators (the
+    domain's ends included) and the same latency."""
     rng = np.random.default_rng(seed)
-    table = random_table(rng, 4, 16)
+    table = random_table(rng, 4, lanes)
     group = rng.integers(0, 4, 300)
     check(table, random_acc(rng, table, group), group, *random_act_range(rng), seed=seed,
-          compute_lanes=8, lut_high=True)
-    assert Requantizer(16, 4, 8, lut_high=True).latency == Requantizer(16, 4, 8).latency
+          compute_lanes=compute, lut_lanes=lut_lanes)
+    assert (Requantizer(lanes, 4, compute, lut_lanes=lut_lanes).latency
+            == Requantizer(lanes, 4, compute).latency)
+
+
+def test_lut_lanes_checked():
+    with pytest.raises(ValueError, match="'lut_lanes' must be an int in 0..8, not 9"):
+        Requantizer(16, 2, 8, lut_lanes=9)
 
 
 @pytest.mark.parametrize("zp, act_min, act_max", [(0, -128, 127), (-5, -5, 127)])
 def test_high_product_in_luts_edges(zp, act_min, act_max):
     table, acc, group = _edge_table_and_words()
-    check(table, acc, group, zp, act_min, act_max, seed=44, lut_high=True)
+    check(table, acc, group, zp, act_min, act_max, seed=44,
+          lut_lanes=table["bias"].shape[1])

@@ -127,7 +127,8 @@ def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _table(memory: ReferenceMemory, addr: int, channels: int, lanes: int):
     """``(bias, mult, shift)`` of ``channels`` channels from the requant table at ``addr``:
-    records of ``lanes`` (``requant_lanes``) channels each."""
+    records of ``lanes`` channels each (the requantizer's compute lanes: ``requant_lanes``
+    for the DW table, ``erq_lanes`` for the engine's)."""
     records = channels // lanes
     raw = memory.read(addr, records * packing.table_record_bytes(lanes))
     return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, records, lanes))
@@ -171,7 +172,7 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     ``P`` lanes, ``Q`` PW columns, ``G = in_groups``, ``E = exp_groups``, ``M = mid_groups``,
     ``O = out_groups``, ``s``/``d``/``k``/``m`` stride, dilation, kernel, depth multiplier;
     every array is read from its packed DDR format (docs/ARCHITECTURE.md; the three requant
-    tables in records of ``requant_lanes`` channels) and every accumulator plus bias wraps
+    tables in records of their requantizer's compute lanes) and every accumulator plus bias wraps
     in int32 as the hardware adders do::
 
         x[y, x, G*P]       = int8 input at in_addr (pixels contiguous)
@@ -222,7 +223,7 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     # loads in the hardware's order: expand, DW, PW weights and tables
     if flags & DescFlag.EXPAND:
         ew = engine("exp_weights", DescFlag.EXP_LOADED, EW * G, P * Q).reshape(EW, G, P, Q)
-        et = _table(memory, d["exp_table"], EW * Q, config.requant_lanes)
+        et = _table(memory, d["exp_table"], EW * Q, config.erq_lanes)
     if not flags & DescFlag.CONV:
         T = config.dw_taps
         raw = memory.read(d["dw_weights"], MG * config.dw_passes(k) * k * T * P)
@@ -230,7 +231,7 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         dt = _table(memory, d["dw_table"], MG * P, config.requant_lanes)
     pw_w = engine("pw_weights", DescFlag.PW_LOADED, OG * MG, P * Q).reshape(OG, MG, P, Q)
     if not flags & DescFlag.RAW_OUT:
-        pt = _table(memory, d["pw_table"], OG * Q, config.requant_lanes)
+        pt = _table(memory, d["pw_table"], OG * Q, config.erq_lanes)
     if flags & DescFlag.RESIDUAL:
         raw = memory.read(d["add_table"], ADD_TABLE_ENTRIES * 8)
         add_table = packing.unpack_add_table(raw)
