@@ -168,7 +168,7 @@ COMMITTED = [
     ("tiny", "tiny", []),
     ("pynq-z2", "pynq-z2", []),
     ("pynq-z2-p8q8", "pynq-z2", ["dw_lanes=8", "pw_rows=8", "pw_cols=8",
-                                  "engine_weight_words=4096"]),
+                                  "engine_weight_words=4096", "engine_requant_lanes=8"]),
 ]
 
 
@@ -211,7 +211,7 @@ def test_override_applies_fields_and_renames():
     base = get_config("pynq-z2")
     assert synth.override(base, []) is base
     cfg = synth.override(base, ["dw_lanes=8", "pw_rows=8", "pw_cols=8",
-                                "engine_weight_words=4096"])
+                                "engine_weight_words=4096", "engine_requant_lanes=8"])
     assert (cfg.name, cfg.dw_lanes, cfg.pw_rows, cfg.pw_cols) == ("pynq-z2-custom", 8, 8, 8)
     assert cfg.lb_width == base.lb_width and cfg.mid_channels_max == base.mid_channels_max
 

@@ -28,7 +28,8 @@ PYNQ_SMALL = dataclasses.replace(PYNQ, name="pynq-small", mid_channels_max=128,
 # a 16 x 16 array with pynq-z2's lanes and small memories (fast to simulate)
 LANES16 = dataclasses.replace(get_config("pynq-z2"), name="lanes16", pw_cols=16,
                               mid_channels_max=128, out_channels_max=64,
-                              expand_channels_max=64, engine_weight_words=None)
+                              expand_channels_max=64, engine_weight_words=None,
+                              engine_requant_lanes=None, engine_requant_lut_lanes=0)
 
 
 def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
