@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
-__all__ = ["BeatSerializer", "pixel_word_counter"]
+__all__ = ["BeatSerializer", "beats_layout", "pixel_word_counter"]
+
+
+def beats_layout(max_beats: int) -> data.StructLayout:
+    """Up to ``max_beats`` consecutive 64-bit beats in one transfer: ``data`` holds them from
+    bit 0 (the first beat lowest), ``beats`` says how many (``1..max_beats``)."""
+    return data.StructLayout({"data": unsigned(64 * max_beats),
+                              "beats": unsigned(max_beats.bit_length())})
 
 
 class BeatSerializer(wiring.Component):
@@ -17,19 +25,30 @@ class BeatSerializer(wiring.Component):
     pixel emits only its first ``last_beats`` beats (the rest of it is dropped): an engine
     word of ``pw_cols`` channels whose last channels lie past what a pixel stores.
 
+    With ``max_beats``, a transfer carries up to ``max_beats`` beats of one word, cut at a
+    grid of ``max_beats`` beats counted over all the beats emitted (the line buffer's words
+    of ``dw_lanes`` bytes): each transfer fills the rest of a grid cell or the rest of the
+    word, whichever is less. A stream's beats must end on the grid (a pixel's stored beats
+    are whole line-buffer words), as the count starts at 0 and never resets.
+
     Parameters
     ----------
     shape:
         Shape of the input word; its width must be a multiple of 64.
     max_words:
         The most words a pixel has; ``None`` (the default): every word is emitted whole.
+    max_beats:
+        A power of two: beats per transfer, at most (``o`` then carries
+        :func:`beats_layout`); ``None`` (the default): one beat a transfer, ``o`` carries
+        ``unsigned(64)``.
 
     Members
     -------
     i : ``In(stream.Signature(shape))``
     o : ``Out(stream.Signature(unsigned(64)))``
-        One beat per cycle while ``o.ready``; a new word is taken in the cycle its last beat
-        leaves, so a stream of words flows without bubbles.
+        One beat (with ``max_beats``: one :func:`beats_layout` transfer) per cycle while
+        ``o.ready``; a new word is taken in the cycle its last transfer leaves, so a stream
+        of words flows without bubbles.
     words : ``In(range(1, max_words + 1))``
         Words per pixel (only with ``max_words``). Held, with ``last_beats``, from at least
         one cycle before a pixel's first word is taken to its last; the pixel count resets
@@ -38,16 +57,21 @@ class BeatSerializer(wiring.Component):
         Beats emitted of a pixel's last word (only with ``max_words``).
     """
 
-    def __init__(self, shape, *, max_words: int | None = None):
+    def __init__(self, shape, *, max_words: int | None = None, max_beats: int | None = None):
         width = Shape.cast(shape).width
         if width % 64:
             raise TypeError(f"word width must be a multiple of 64, not {width}")
         if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
             raise ValueError(f"max_words must be a positive int or None, not {max_words!r}")
+        if max_beats is not None and (not isinstance(max_beats, int) or max_beats < 1
+                                      or max_beats & (max_beats - 1)):
+            raise ValueError(f"max_beats must be a power of two or None, not {max_beats!r}")
         self._shape = shape
         self.beats = width // 64
         self.max_words = max_words
-        members = {"i": In(stream.Signature(shape)), "o": Out(stream.Signature(unsigned(64)))}
+        self.max_beats = max_beats
+        out = unsigned(64) if max_beats is None else beats_layout(max_beats)
+        members = {"i": In(stream.Signature(shape)), "o": Out(stream.Signature(out))}
         if max_words is not None:
             members.update(words=In(range(1, max_words + 1)),
                            last_beats=In(range(1, self.beats + 1)))
@@ -57,18 +81,34 @@ class BeatSerializer(wiring.Component):
         m = Module()
         word = Signal(self.beats * 64)
         left = Signal(range(self.beats + 1))  # beats of `word` not yet sent
+        B = self.max_beats or 1
 
-        m.d.comb += [self.o.payload.eq(word[:64]), self.o.valid.eq(left != 0)]
-        last_leaving = (left == 1) & self.o.ready
+        # n: the beats of the transfer at hand (the rest of the grid cell or of the word)
+        if self.max_beats is None:
+            n = 1
+            m.d.comb += self.o.payload.eq(word[:64])
+        else:
+            phase = Signal(range(B))          # beats emitted, modulo B
+            room = Signal(range(B + 1))
+            n = Signal(range(B + 1))
+            m.d.comb += [room.eq(B - phase), n.eq(Mux(left < room, left, room)),
+                         self.o.payload.data.eq(word[:64 * B]), self.o.payload.beats.eq(n)]
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += phase.eq((phase + n)[:exact_log2(B)])
+        m.d.comb += self.o.valid.eq(left != 0)
+        last_leaving = (left == n) & self.o.ready
         m.d.comb += self.i.ready.eq((left == 0) | last_leaving)
         taking = self.i.valid & self.i.ready
         new_left = self.beats
         if self.max_words is not None:
             new_left = Mux(pixel_word_counter(m, self.words, taking), self.last_beats, self.beats)
+        rest = word >> 64
+        for k in range(2, B + 1):
+            rest = Mux(n == k, word >> (64 * k), rest)
         with m.If(taking):
             m.d.sync += [word.eq(Value.cast(self.i.payload)), left.eq(new_left)]
         with m.Elif(self.o.valid & self.o.ready):
-            m.d.sync += [word.eq(word >> 64), left.eq(left - 1)]
+            m.d.sync += [word.eq(rest), left.eq(left - n)]
         return m
 
 

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .beat_serializer import beats_layout
 from .config import AcceleratorConfig
 from .layout import scale
 
@@ -113,10 +114,11 @@ class LineBuffer(wiring.Component):
     busy : ``Out(1)``
         High from ``start`` until the last tap has been accepted and every fill beat of the
         layer (``in_h * in_w * in_groups * P/8``) has been consumed.
-    fill : ``In(stream.Signature(unsigned(64)))``
+    fill : ``In(stream.Signature(beats_layout(P // 8)))``
         Input tensor beats in DDR order (NHWC, channels padded to ``G*P``, ``P/8`` beats per
-        word, byte ``b`` of a beat = channel ``8*beat + b`` of the group). Not ready outside a
-        layer.
+        word, byte ``b`` of a beat = channel ``8*beat + b`` of the group), up to a word's
+        ``P/8`` beats a transfer, none of which crosses into the next word (the expand
+        stage's serializer cuts its transfers so). Not ready outside a layer.
     taps : ``Out(stream.Signature(line_buffer_tap_layout(config)))``
         The tap columns; ``waddr = ((g*m + j)*R + r)*k + kx`` (``R = dw_passes(k)``, or
         ``k`` with ``conv``), ``group = g*m + j``.
@@ -134,7 +136,7 @@ class LineBuffer(wiring.Component):
             "params": In(line_buffer_params_layout(config)),
             "start": In(1),
             "busy": Out(1),
-            "fill": In(stream.Signature(unsigned(64))),
+            "fill": In(stream.Signature(beats_layout(config.dw_lanes // 8))),
             "taps": Out(stream.Signature(line_buffer_tap_layout(config))),
         })
 
@@ -201,17 +203,26 @@ class LineBuffer(wiring.Component):
         slot_free = (fill_y < cfg.lb_rows) | (fill_y < top + cfg.lb_rows) | gen_done
         m.d.comb += self.fill.ready.eq(busy & ~fill_done & slot_free)
 
-        # ---- fill: write each beat into its 64-bit lane of the word of its row's slot ----
+        # ---- fill: write each transfer's beats into their 64-bit lanes of the word of its
+        # row's slot, from lane fill_b on ----
         fill_slot = fill_y[:rows_log2] if rows_log2 else 0
         take = self.fill.valid & self.fill.ready
+        n_beats = self.fill.payload.beats
+        lanes = self.fill.payload.data
+        for b in range(1, beats_per_word):   # the transfer's first beat to lane fill_b
+            lanes = Mux(fill_b == b, self.fill.payload.data << (64 * b), lanes)
+        mask = Signal(beats_per_word)
+        for k in range(1, beats_per_word + 1):
+            with m.If(n_beats == k):
+                m.d.comb += mask.eq(Const(2 ** k - 1, beats_per_word) << fill_b)
         for n, (wr, _) in enumerate(slots):
-            m.d.comb += [wr.addr.eq(fill_w[:col_log2]),
-                         wr.data.eq(self.fill.payload.replicate(beats_per_word))]
+            m.d.comb += [wr.addr.eq(fill_w[:col_log2]), wr.data.eq(lanes[:8 * P])]
             with m.If(take & (fill_slot == n)):
-                m.d.comb += wr.en.eq(Const(1, beats_per_word) << fill_b)
+                m.d.comb += wr.en.eq(mask)
         with m.If(take):
-            word_end = fill_b == beats_per_word - 1
-            m.d.sync += fill_b.eq(Mux(word_end, 0, fill_b + 1))
+            next_b = fill_b + n_beats
+            word_end = next_b == beats_per_word
+            m.d.sync += fill_b.eq(Mux(word_end, 0, next_b))
             with m.If(word_end):
                 with m.If(fill_w == row_words - 1):
                     m.d.sync += [fill_w.eq(0), fill_y.eq(fill_y + 1)]

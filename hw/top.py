@@ -125,13 +125,13 @@ class Accelerator(wiring.Component):
             lut_lanes=cfg.engine_requant_lut_lanes)
         # the engine's expand words (Q channels) into the line buffer's groups (P channels):
         # a pixel's `exp_words` words, of the last of which the serializer keeps the beats
-        # up to `exp_groups` groups
+        # up to `exp_groups` groups, in transfers of up to a line-buffer word (P/8 beats)
         # one entry more than the credits: the FIFO never refuses a word (a word written
         # while the output register is being emptied would find the inner memory full)
         m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * Q,
                                                              depth=engine.e_credits + 1)
-        m.submodules.exp_serializer = exp_ser = BeatSerializer(erq.o.payload.value.shape(),
-                                                               max_words=exp_words_max)
+        m.submodules.exp_serializer = exp_ser = BeatSerializer(
+            erq.o.payload.value.shape(), max_words=exp_words_max, max_beats=P // 8)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         m.submodules.dw_array = dw = DepthwiseArray(cfg)
         m.submodules.dw_requant = dwq = Requantizer(
@@ -648,7 +648,9 @@ class Accelerator(wiring.Component):
         ]
         m.d.sync += engine.e_free.eq(exp_fifo.r_rdy & fifo_skid.i.ready)
         m.d.comb += [
-            lb.fill.payload.eq(Mux(expand_on, exp_ser.o.payload, reader.data.payload)),
+            lb.fill.payload.data.eq(Mux(expand_on, exp_ser.o.payload.data,
+                                        reader.data.payload)),
+            lb.fill.payload.beats.eq(Mux(expand_on, exp_ser.o.payload.beats, 1)),
             exp_ser.o.ready.eq(lb.fill.ready & expand_on),
         ]
 

@@ -198,9 +198,9 @@ class LayerEstimate:
         requant, ADD, serializer, write responses, ``NEXT``).
     stage_cycles:
         Work of each run-phase stage in cycles at its full rate: ``"ddr_read"`` input beats
-        (and, on its own port, residual beats: the larger), ``"expand"`` expanded words x
-        the larger of their beats and the requantizer's chunks (the path into the line
-        buffer), ``"line_buffer"`` conv-mode taps (straight into the engine), ``"dw"`` DW
+        (and, on its own port, residual beats: the larger), ``"expand"`` a pixel's expanded words
+        x the requantizer's chunks or its fill transfers (up to a line-buffer word each),
+        whichever is more, per input pixel (the path into the line buffer), ``"line_buffer"`` conv-mode taps (straight into the engine), ``"dw"`` DW
         taps, ``"engine"`` the 1x1 engine's ``(og, q)`` steps of both kinds (expand and
         project), ``"add"`` ADD words x chunks,
         ``"ddr_write"`` output beats (or, with a pixel pitch, the per-pixel bursts' time in
@@ -840,22 +840,43 @@ class _Skid:
 
 class _Serializer:
     """``BeatSerializer``: takes a word in the cycle it is offered if it holds none, or in
-    the cycle its last beat leaves; beat ``i`` is offered from ``a + 1`` (``a`` the take
-    cycle) or the cycle after the previous beat left; a word's beats as ``beats`` gives
-    them (the others are dropped)."""
+    the cycle its last transfer leaves; transfer ``i`` is offered from ``a + 1`` (``a`` the
+    take cycle) or the cycle after the previous one left; a word's beats as ``beats`` gives
+    them (the others are dropped), one a transfer, or with ``max_beats`` up to that many,
+    cut at a grid of ``max_beats`` beats over the stream (``sink`` then also gets the
+    transfer's beats)."""
 
-    def __init__(self, beats: _WordBeats, sink):
+    def __init__(self, beats: _WordBeats, sink, max_beats: int | None = None):
         self.beats = beats
-        self.sink = sink  # beat offered in cycle t -> cycle it is taken
+        self.sink = sink  # transfer offered in cycle t (, beats) -> cycle it is taken
+        self.max_beats = max_beats
+        self.phase = 0    # beats emitted, modulo max_beats
         self.free = -math.inf
 
     def take(self, offered: int) -> int:
         a = max(offered, self.free)
         t = a
-        for _ in range(self.beats.next()):
-            t = self.sink(t + 1)
+        beats = self.beats.next()
+        if self.max_beats is None:
+            for _ in range(beats):
+                t = self.sink(t + 1)
+        else:
+            for n in _cut(beats, self.phase, self.max_beats):
+                t = self.sink(t + 1, n)
+            self.phase = (self.phase + beats) % self.max_beats
         self.free = t
         return a
+
+
+def _cut(beats: int, phase: int, grid: int) -> list[int]:
+    """The transfers of a word of ``beats`` beats that starts ``phase`` beats into a cell of
+    a grid of ``grid`` beats: each fills the rest of its cell or of the word."""
+    sizes = []
+    while beats:
+        n = min(beats, grid - phase)
+        sizes.append(n)
+        phase, beats = (phase + n) % grid, beats - n
+    return sizes
 
 
 class _Requant:
@@ -1246,7 +1267,8 @@ class _FillFromExpand:
         self.writes: list[int] = []         # cycle each expanded word entered the FIFO
         self.exits: list[int] = []          # cycle each expanded word left the FIFO
         self.serializer = _Serializer(_WordBeats.stored(
-            config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"]), self._fill)
+            config, d["exp_groups"] * P // BEAT_BYTES, d["exp_words"]), self._fill,
+            max_beats=self.word_beats)
         self.skid = _Skid(self.serializer.take)   # exp_fifo_skid
         self.expand = _EngineJobs(d["in_groups"], d["exp_words"], array_latency(P),
                                   route(self._fifo), engine, reduce_now=False)
@@ -1274,10 +1296,10 @@ class _FillFromExpand:
                 out = max(out, self.exits[-1] + 1)
             self.exits.append(self.skid.take(out))
 
-    def _fill(self, offered: int) -> int:
+    def _fill(self, offered: int, beats: int) -> int:
         t = max(offered, self.last_fill + 1, self.row_allow)
         self.last_fill = t
-        self.beats += 1
+        self.beats += beats
         if self.beats % self.row_beats == 0:
             self.done.append(t)
         return t
@@ -1421,7 +1443,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     chunks = Requantizer(Q, 1, config.erq_lanes).chunks   # the engine requantizer's
     return {
         "ddr_read": read_cycles,
-        "expand": in_pixels * max(d["exp_words"] * chunks, d["exp_groups"] * P // BEAT_BYTES)
+        "expand": in_pixels * max(d["exp_words"] * chunks, _fill_transfers(config, d))
         if expand else 0,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
         "dw": 0 if flags & DescFlag.CONV else taps,
@@ -1430,6 +1452,19 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
         "add": pixels * d["out_groups"] * add.chunks if flags & DescFlag.RESIDUAL else 0,
         "ddr_write": write,
     }
+
+
+def _fill_transfers(config: AcceleratorConfig, d: dict) -> int:
+    """Transfers of one pixel's expanded words into the line buffer (``exp_serializer``:
+    up to a line-buffer word of ``P/8`` beats each, none across a word's end)."""
+    grid = config.dw_lanes // BEAT_BYTES
+    words = _WordBeats.stored(config, d["exp_groups"] * grid, d["exp_words"])
+    phase = count = 0
+    for _ in range(d["exp_words"]):
+        beats = words.next()
+        count += len(_cut(beats, phase, grid))
+        phase = (phase + beats) % grid
+    return count
 
 
 def program_cycles(config: AcceleratorConfig | str, program, *,

@@ -64,3 +64,63 @@ def test_pixels_drop_the_last_words_other_beats(beats, words, last, seed):
 def test_rejects_bad_max_words():
     with pytest.raises(ValueError, match="max_words must be a positive int or None, not 0"):
         BeatSerializer(unsigned(128), max_words=0)
+
+
+def _cut(beats: list[int], grid: int) -> list[tuple[int, int]]:
+    """``(data, beats)`` transfers of a beat stream cut at a grid of ``grid`` beats and at
+    its words' ends (the model of ``max_beats``): built from the expected beats."""
+    out, phase = [], 0
+    for word in beats:
+        i = 0
+        while i < len(word):
+            n = min(len(word) - i, grid - phase)
+            out.append((sum(b << (64 * k) for k, b in enumerate(word[i:i + n])), n))
+            phase, i = (phase + n) % grid, i + n
+    return out
+
+
+@pytest.mark.parametrize("beats, grid, words, last, seed", [
+    (3, 2, 4, 1, 11),   # pynq-z2: 24-channel words into 16-byte line-buffer words
+    (3, 2, 2, 3, 12), (2, 2, 3, 2, 13), (3, 4, 4, 3, 14), (1, 2, 2, 1, 15)])
+def test_transfers_cut_at_the_grid_and_the_words(beats, grid, words, last, seed):
+    """``max_beats``: a word's beats leave in transfers of up to ``grid`` beats, each ending
+    at the grid (counted over the stream) or at the word's end, whichever comes first."""
+    rng = random.Random(seed)
+    dut = BeatSerializer(unsigned(64 * beats), max_words=4, max_beats=grid)
+    pixels = 8
+    data = [rng.getrandbits(64 * beats) for _ in range(pixels * words)]
+    kept = [[(w >> (64 * b)) & (2**64 - 1)
+             for b in range(last if n % words == words - 1 else beats)]
+            for n, w in enumerate(data)]
+    assert sum(map(len, kept)) % grid == 0   # a stream ends on the grid
+    expected = _cut(kept, grid)
+    got = pass_through(dut, data, len(expected), seed=seed,
+                       setup=lambda ctx: (ctx.set(dut.words, words),
+                                          ctx.set(dut.last_beats, last)))
+    mask = [(1 << (64 * n)) - 1 for _, n in expected]
+    assert [(p["data"] & k, p["beats"]) for p, k in zip(got, mask, strict=True)] == expected
+
+
+def test_transfers_full_rate():
+    """Words of 3 beats on a grid of 2: two transfers a word, back to back, no bubbles."""
+    dut = BeatSerializer(unsigned(192), max_beats=2)
+    words = list(range(1, 33))
+    valid_trace = []
+
+    async def producer(ctx):
+        await send_all(ctx, dut.i, words)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        while sum(valid_trace) < 2 * len(words):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            valid_trace.append(valid)
+
+    run_sim(dut, producer, consumer, deadline_cycles=1000)
+    first = valid_trace.index(1)
+    assert valid_trace[first:] == [1] * (2 * len(words))
+
+
+def test_rejects_bad_max_beats():
+    with pytest.raises(ValueError, match="max_beats must be a power of two or None, not 3"):
+        BeatSerializer(unsigned(192), max_beats=3)

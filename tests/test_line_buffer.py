@@ -105,9 +105,25 @@ def decode_taps(cfg, raws):
     return {"data": data, "first": first, "last": last, "waddr": waddr, "group": group}
 
 
-def simulate(cfg, layers, *, seed=0, p_fill=0.0, p_taps=0.0):
+def transfers(beats: list[int], per_word: int, cut: str, rng: random.Random) -> list[dict]:
+    """``fill`` payloads of ``beats``: one beat each (``cut="beats"``), a whole word of
+    ``per_word`` beats each (``"words"``), or each word cut at random into transfers of
+    consecutive beats (``"random"``)."""
+    out = []
+    for w in range(0, len(beats), per_word):
+        word, i = beats[w:w + per_word], 0
+        while i < per_word:
+            n = {"beats": 1, "words": per_word - i}.get(cut) or rng.randint(1, per_word - i)
+            out.append({"data": sum(b << (64 * k) for k, b in enumerate(word[i:i + n])),
+                        "beats": n})
+            i += n
+    return out
+
+
+def simulate(cfg, layers, *, seed=0, p_fill=0.0, p_taps=0.0, cut="beats"):
     """Run ``layers`` back to back on one LineBuffer; return the taps of each layer and the
-    cycles from each start pulse to ``busy`` falling."""
+    cycles from each start pulse to ``busy`` falling. ``cut``: how the fill beats are
+    grouped into transfers (:func:`transfers`)."""
     dut = LineBuffer(cfg)
     rng_fill, rng_taps = random.Random(seed), random.Random(seed + 1)
     taps_per_layer = [n_taps(cfg, layer) for layer in layers]
@@ -129,9 +145,11 @@ def simulate(cfg, layers, *, seed=0, p_fill=0.0, p_taps=0.0):
             assert sent[0] == len(cycles), "busy fell before every fill beat was taken"
 
     async def fill(ctx):
+        rng_cut = random.Random(seed + 2)
         for layer in layers:
-            await send_all(ctx, dut.fill, beats_from_tensor(layer["x"]), rng=rng_fill,
-                           p_stall=p_fill)
+            payloads = transfers(beats_from_tensor(layer["x"]), cfg.dw_lanes // 8, cut,
+                                 rng_cut)
+            await send_all(ctx, dut.fill, payloads, rng=rng_fill, p_stall=p_fill)
             sent[0] += 1
 
     async def taps(ctx):
@@ -183,10 +201,11 @@ STALLS = [(0.3, 0.3),
 def test_random_layers(cfg, seed):
     """Three random layers back to back on one instance (each start resets the counters)."""
     p_fill, p_taps = STALLS[seed % len(STALLS)]
-    print(f"seed={seed} p_fill={p_fill} p_taps={p_taps}")
+    cut = ("beats", "random", "words")[seed % 3]
+    print(f"seed={seed} p_fill={p_fill} p_taps={p_taps} cut={cut}")
     rng = random.Random(seed)
     layers = [random_layer(rng, cfg, max_taps=3000) for _ in range(3)]
-    check(cfg, layers, seed=seed, p_fill=p_fill, p_taps=p_taps)
+    check(cfg, layers, seed=seed, p_fill=p_fill, p_taps=p_taps, cut=cut)
 
 
 DIRECTED = {
@@ -215,21 +234,24 @@ def test_directed(name):
     seed = sorted(DIRECTED).index(name)
     rng = random.Random(seed)
     layer = make_layer(rng, cfg, **shape)
-    check(cfg, [layer], seed=seed, p_fill=0.2, p_taps=0.2)
+    check(cfg, [layer], seed=seed, p_fill=0.2, p_taps=0.2, cut="random")
 
 
-@pytest.mark.parametrize("cfg", [TINY, SMALL], ids=lambda c: c.name)
-def test_cycles_no_stalls(cfg):
-    """k=3 SAME stride 1: tap columns outnumber fill beats, so after the first output row's
-    input rows have arrived the block emits one column per cycle with no bubble at pixel or
-    row boundaries: cycles = columns + (beats of the first 2 input rows) + 5, where the 5 are
-    the start cycle, the fill-write-to-read cycle, the read port's register, the slots' data
-    registers and the output register."""
+@pytest.mark.parametrize("cfg, cut", [(TINY, "beats"), (SMALL, "beats"), (SMALL, "words")],
+                         ids=lambda v: getattr(v, "name", v))
+def test_cycles_no_stalls(cfg, cut):
+    """k=3 SAME stride 1: tap columns outnumber fill transfers, so after the first output
+    row's input rows have arrived the block emits one column per cycle with no bubble at
+    pixel or row boundaries: cycles = columns + (transfers of the first 2 input rows: a beat
+    or a whole word each) + 5, where the 5 are the start cycle, the fill-write-to-read
+    cycle, the read port's register, the slots' data registers and the output register."""
     rng = random.Random(7)
     layer = make_layer(rng, cfg, h=8, w=8, groups=2, m=1, k=3, s=1, d=1)
-    (cycles,) = check(cfg, [layer])
-    first_rows_beats = 2 * layer["in_w"] * layer["in_groups"] * cfg.dw_lanes // 8
-    assert cycles == n_taps(cfg, layer) + first_rows_beats + 5
+    (cycles,) = check(cfg, [layer], cut=cut)
+    first_rows_words = 2 * layer["in_w"] * layer["in_groups"]
+    per_transfer = 1 if cut == "beats" else cfg.dw_lanes // 8
+    assert cycles == (n_taps(cfg, layer) + first_rows_words * cfg.dw_lanes // 8 // per_transfer
+                      + 5)
 
 
 def test_params_layout_matches_descriptor():

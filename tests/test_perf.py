@@ -351,6 +351,58 @@ def test_wider_engine_network(q16_rtl, seed):
     _check_program(q16_rtl.device, q16_rtl.compile(model), whole=True)
 
 
+# ---- pynq-z2's shape (P = 16, C = 24) with small memories ------------------------------------
+
+#: pynq-z2's lanes and arithmetic (16 x 24 engine, a 12-lane engine requantizer of which 4
+#: lanes form their high product in LUTs, the DW requantizer's in LUTs) with small memories:
+#: expanded words of three beats enter the line buffer in transfers of up to a 16-byte
+#: line-buffer word, two a word
+PYNQ_SHAPE = dataclasses.replace(
+    get_config("pynq-z2"), name="pynq-shape", max_dim=32, lb_width=32,
+    lb_channels=64, mid_channels_max=144, out_channels_max=48, expand_channels_max=32,
+    engine_weight_words=None)
+
+PYNQ_SHAPE_KINDS = {
+    # 144 expanded channels: 6 engine words, 9 line-buffer words a pixel
+    "expand_c24_residual": lambda: _block(8, 8, 24, 6, 24, 1, seed=30),
+    "expand_s2": lambda: _block(10, 10, 16, 6, 24, 2, seed=31),
+    # 48 expanded channels: 2 engine words, 3 line-buffer words
+    "expand_c48": lambda: _block(6, 7, 16, 3, 16, 1, seed=32),
+    "stem": lambda: _stem(16, 16, 32, seed=33),
+}
+
+
+@pytest.fixture(scope="module")
+def pynq_shape_rtl():
+    with Accelerator(PYNQ_SHAPE, "rtl") as acc:
+        yield acc
+
+
+@pytest.mark.parametrize("name", PYNQ_SHAPE_KINDS)
+def test_pynq_shape_matches_litert_and_the_model(pynq_shape_rtl, name):
+    """Bit-exact against LiteRT on the RTL, and the model to the cycle."""
+    model = PYNQ_SHAPE_KINDS[name]()
+    program = pynq_shape_rtl.compile(model)
+    shape = read_tflite(model).input.shape
+    x = np.random.default_rng(len(name)).integers(-128, 128, shape, dtype=np.int8)
+    assert np.array_equal(pynq_shape_rtl.run(model, x), litert_run(model, x))
+    _check_program(pynq_shape_rtl.device, program, whole=False)
+
+
+@pytest.mark.parametrize("seed", [410])
+def test_pynq_shape_network(pynq_shape_rtl, seed):
+    """A random MobileNet-like network on pynq-z2's shape: bit-exact on the RTL, and the
+    model to the cycle on every descriptor and the whole program."""
+    from test_network import network
+
+    spec = dataclasses.replace(network(PYNQ_SHAPE, seed, dict(max_hw=12, max_blocks=3)),
+                               seed=seed)
+    model = mobilenet_like_model(spec)
+    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
+    assert np.array_equal(pynq_shape_rtl.run(model, x), litert_run(model, x)), spec
+    _check_program(pynq_shape_rtl.device, pynq_shape_rtl.compile(model), whole=True)
+
+
 # ---- the model's terms ---------------------------------------------------------------------
 
 def _desc(**over):
