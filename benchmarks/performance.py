@@ -32,17 +32,28 @@ MEMORIES = ("ideal", "pynq-z2")
 RTL_POINT = ("pynq-z2", 200)
 
 
-def _memory_floor(b: benchmark.Benchmark, memory: str) -> float:
-    """Seconds the memory needs for a frame's DDR traffic at best: the reads through the
-    port, the writes through the port, and both through the DRAM, whichever takes longest."""
+def _memory_floor(read: int, written: int, memory: str) -> float:
+    """Seconds the memory needs for ``read`` and ``written`` DDR bytes at best: the reads
+    through the read ports' links (both HP ports), the writes through the write port, and
+    both through the DRAM, whichever takes longest."""
     m = get_memory(memory)
+    links = len(set(m.links.values()))
     times = [0.0]
-    for nbytes, rate in ((b.ddr_bytes_read, m.port_read_bytes_per_s),
-                         (b.ddr_bytes_written, m.port_write_bytes_per_s),
-                         (b.ddr_bytes, m.ddr_bytes_per_s)):
+    read_rate = None if m.port_read_bytes_per_s is None else m.port_read_bytes_per_s * links
+    for nbytes, rate in ((read, read_rate), (written, m.port_write_bytes_per_s),
+                         (read + written, m.ddr_bytes_per_s)):
         if rate is not None:
             times.append(nbytes / rate)
     return max(times)
+
+
+def _layer_floor(b: benchmark.Benchmark, memory: str, clock_mhz: float) -> float:
+    """Cycles of a frame whose layers run one after another (as the accelerator runs them),
+    each at least its compute floor (its MACs on every MAC unit) and its memory floor (its
+    own DDR bytes)."""
+    return sum(max(la.macs / b.config.macs,
+                   _memory_floor(la.ddr_bytes_read, la.ddr_bytes_written, memory)
+                   * clock_mhz * 1e6) for la in b.layers)
 
 
 def _resources(config: str) -> list[str]:
@@ -137,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         for clk in CLOCKS:
             line = (f"- {clk} MHz: compute {compute:,.0f} cycles ({clk * 1e6 / compute:.0f} "
                     f"fps) if every MAC unit did useful work every cycle")
-            mem_s = _memory_floor(b, "pynq-z2")
+            mem_s = _memory_floor(b.ddr_bytes_read, b.ddr_bytes_written, "pynq-z2")
             line += (f"; memory (pynq-z2: {b.ddr_bytes_read / 1e6:.2f} MB read and "
                      f"{b.ddr_bytes_written / 1e6:.2f} MB written) {mem_s * 1e3:.2f} ms "
-                     f"({1 / mem_s:.0f} fps, {mem_s * clk * 1e6:,.0f} cycles)")
+                     f"({1 / mem_s:.0f} fps, {mem_s * clk * 1e6:,.0f} cycles); layer by "
+                     f"layer (each at least the larger of its own two floors, one after "
+                     f"another) {_layer_floor(b, 'pynq-z2', clk):,.0f} cycles")
             out.append(line)
         out += ["", "Per layer (pynq-z2 memory, 200 MHz):", "", "```",
                 benchmark.format_table(rtl.get(title) or results[(title, *RTL_POINT)]), "```", ""]

@@ -82,19 +82,23 @@ class BeatSerializer(wiring.Component):
         word = Signal(self.beats * 64)
         left = Signal(range(self.beats + 1))  # beats of `word` not yet sent
         B = self.max_beats or 1
+        transfer = self.o.valid & self.o.ready
 
-        # n: the beats of the transfer at hand (the rest of the grid cell or of the word)
+        # n: the beats of the transfer at hand (the rest of the grid cell or of the word),
+        # a register: the next one is cut as `left` and the grid position change
         if self.max_beats is None:
             n = 1
             m.d.comb += self.o.payload.eq(word[:64])
         else:
             phase = Signal(range(B))          # beats emitted, modulo B
-            room = Signal(range(B + 1))
             n = Signal(range(B + 1))
-            m.d.comb += [room.eq(B - phase), n.eq(Mux(left < room, left, room)),
-                         self.o.payload.data.eq(word[:64 * B]), self.o.payload.beats.eq(n)]
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += phase.eq((phase + n)[:exact_log2(B)])
+            m.d.comb += [self.o.payload.data.eq(word[:64 * B]), self.o.payload.beats.eq(n)]
+            phase_next = Mux(transfer, (phase + n)[:exact_log2(B)], phase)
+            m.d.sync += phase.eq(phase_next)
+
+            def cut(beats):
+                room = B - phase_next
+                return Mux(beats < room, beats, room)
         m.d.comb += self.o.valid.eq(left != 0)
         last_leaving = (left == n) & self.o.ready
         m.d.comb += self.i.ready.eq((left == 0) | last_leaving)
@@ -107,8 +111,12 @@ class BeatSerializer(wiring.Component):
             rest = Mux(n == k, word >> (64 * k), rest)
         with m.If(taking):
             m.d.sync += [word.eq(Value.cast(self.i.payload)), left.eq(new_left)]
-        with m.Elif(self.o.valid & self.o.ready):
+            if self.max_beats is not None:
+                m.d.sync += n.eq(cut(new_left))
+        with m.Elif(transfer):
             m.d.sync += [word.eq(rest), left.eq(left - n)]
+            if self.max_beats is not None:
+                m.d.sync += n.eq(cut(left - n))
         return m
 
 

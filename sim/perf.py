@@ -198,12 +198,12 @@ class LayerEstimate:
         requant, ADD, serializer, write responses, ``NEXT``).
     stage_cycles:
         Work of each run-phase stage in cycles at its full rate: ``"ddr_read"`` input beats
-        (and, on its own port, residual beats: the larger), ``"expand"`` a pixel's expanded words
-        x the requantizer's chunks or its fill transfers (up to a line-buffer word each),
-        whichever is more, per input pixel (the path into the line buffer), ``"line_buffer"`` conv-mode taps (straight into the engine), ``"dw"`` DW
-        taps, ``"engine"`` the 1x1 engine's ``(og, q)`` steps of both kinds (expand and
-        project), ``"add"`` ADD words x chunks,
-        ``"ddr_write"`` output beats (or, with a pixel pitch, the per-pixel bursts' time in
+        (and, on its own port, residual beats: the larger), ``"expand"`` per input pixel its
+        expanded words x the requantizer's chunks or its fill transfers (up to a line-buffer
+        word each), whichever is more (the path into the line buffer), ``"line_buffer"``
+        conv-mode taps (straight into the engine), ``"dw"`` DW taps, ``"engine"`` the 1x1
+        engine's ``(og, q)`` steps of both kinds (expand and project), ``"add"`` ADD words x
+        chunks, ``"ddr_write"`` output beats (or, with a pixel pitch, the per-pixel bursts' time in
         the writer's slots).
     bottleneck:
         The stage with the most work (the first in pipeline order on a tie): it sets the
@@ -1411,7 +1411,7 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
                   base: int, held: frozenset[str]) -> dict[str, int]:
     """Each run-phase stage's work in cycles at its full rate (:attr:`LayerEstimate.
     stage_cycles`), in pipeline order."""
-    P, Q = config.dw_lanes, config.pw_cols
+    Q = config.pw_cols
     flags = _flags(d)
     in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
     taps = pixels * d["mid_groups"] * _dw_columns(config, d)
