@@ -243,6 +243,7 @@ _DRIVERS = {
     "engine_requant": "DSP: 2 x erq_lanes - engine_requant_lut_lanes; table: 9 bytes x "
                       "(mid + out) channels: the engine's expand and project words",
     "exp_fifo": "expanded words in front of the line buffer: mid_channels_max bytes",
+    "engine_fifo": "ENGINE_FIFO_WORDS engine words (Q int32) before the engine requantizer",
     "add": "LUTRAM: 2 tables x add_lanes (residual ADD by table, no DSP)",
     "reader": "AXI read DMA (fixed)",
     "writer": "AXI write DMA (fixed)",

@@ -91,6 +91,11 @@ class Accelerator(wiring.Component):
         Level interrupt.
     """
 
+    #: engine words (both kinds but RAW_OUT ones) queued in front of the engine's
+    #: requantizer (``SyncFIFOBuffered``: one in its output register): the engine runs a
+    #: project job while the requantizer works off the expand job's words before it
+    ENGINE_FIFO_WORDS = 8
+
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
@@ -614,15 +619,22 @@ class Accelerator(wiring.Component):
 
         # the engine's words: RAW_OUT project words -> raw serializer, the others ->
         # engine_requant, whose words go by kind: expand -> exp_out, project -> pw_out
+        # (through `engine_fifo`: the engine goes on with project jobs while the requantizer
+        # works through the expand words of the jobs before, two cycles a word on pynq-z2)
         o, kind = engine.o, engine.o.payload.kind
         raw_word = (kind == PROJECT) & raw_on
+        m.submodules.engine_fifo = fifo = SyncFIFOBuffered(
+            width=erq.i.payload.shape().size, depth=self.ENGINE_FIFO_WORDS)
+        fifo_in = Signal(erq.i.payload.shape())
         for name in erq.i.payload.shape().members:
-            m.d.comb += getattr(erq.i.payload, name).eq(getattr(o.payload, name))
+            m.d.comb += getattr(fifo_in, name).eq(getattr(o.payload, name))
         m.d.comb += [
-            erq.i.valid.eq(o.valid & ~raw_word),
+            fifo.w_data.eq(fifo_in), fifo.w_en.eq(o.valid & ~raw_word),
+            erq.i.payload.eq(fifo.r_data), erq.i.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(erq.i.ready),
             raw_ser.i.valid.eq(o.valid & raw_word),
             raw_ser.i.payload.eq(o.payload.acc),
-            o.ready.eq(Mux(raw_word, raw_ser.i.ready, erq.i.ready)),
+            o.ready.eq(Mux(raw_word, raw_ser.i.ready, fifo.w_rdy)),
         ]
         words = stream.Signature(rq_out.payload.value.shape())
         exp_out, pw_out = words.create(path=("exp_out",)), words.create(path=("pw_out",))

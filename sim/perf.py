@@ -18,13 +18,14 @@ constant it comes from, so the model follows the hardware when a latency changes
 
 The run phase is a chain of streams (docs/ARCHITECTURE.md, "Layer descriptor v2"):
 
-``reader -> [in_packer -> engine (E jobs) -> engine_requant => exp_fifo => exp_serializer] ->
-line buffer -> (DW => dw_requant => | conv taps) -> engine (J jobs) -> (engine_requant => [ADD
+``reader -> [in_packer -> engine (E jobs) -> engine_fifo -> engine_requant => exp_fifo =>
+exp_serializer] -> line buffer -> (DW => dw_requant => | conv taps) -> engine (J jobs) ->
+(engine_fifo -> engine_requant => [ADD
 <= res_packer <- res_reader =>] out_serializer | raw_serializer) => writer``
 
-(``=>``: a ``SkidBuffer``, :class:`_Skid`. ``engine_requant`` and the skid after it are one
-pipeline that both kinds of engine word pass in the order the engine emits them:
-:func:`_engine_requant`.)
+(``=>``: a ``SkidBuffer``, :class:`_Skid`. ``engine_fifo``, ``engine_requant`` and the skid
+after it are one path that both kinds of engine word pass in the order the engine emits
+them: :func:`_engine_requant`.)
 
 Most of these blocks are pipelines with one global enable: they move in every cycle except
 those in which their output register holds a word the next block does not take (the block is
@@ -134,6 +135,7 @@ from dwsep.hw.layout import ADD_TABLE_ENTRIES, DESCRIPTOR, PREFETCH_SEGMENTS, De
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
 from dwsep.hw.requant import Requantizer
+from dwsep.hw.top import Accelerator
 
 from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 
@@ -904,15 +906,37 @@ class _Requant:
         return a
 
 
+class _Fifo:
+    """``SyncFIFOBuffered`` of ``depth`` words between two streams: its memory holds
+    ``depth - 1``, its output register one. Word ``n`` is taken (``w_rdy``, the memory's
+    level) in ``w = max(offered, m[n - depth + 1] + 1)``, moves into the output register in
+    ``m = max(w + 1, e)`` (``e``: the cycle the word before left it, ``r_en``), and is
+    offered from ``m + 1``."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self.moves: list[int] = []
+        self.left = -math.inf
+
+    def take(self, offered: int, consumer) -> int:
+        n = len(self.moves)
+        w = offered if n < self.depth - 1 else max(offered, self.moves[n - self.depth + 1] + 1)
+        self.moves.append(max(w + 1, self.left))
+        self.left = consumer(self.moves[-1] + 1)
+        return w
+
+
 def _engine_requant(config: AcceleratorConfig):
-    """``engine_requant`` and the skid after it, shared by the engine's expand and project
-    words in the order the engine emits them: returns ``route(sink)``, the take of a word
-    that goes on to ``sink``."""
+    """``engine_fifo``, ``engine_requant`` and the skid after it, shared by the engine's
+    expand and project words in the order the engine emits them: returns ``route(sink)``,
+    the take of a word that goes on to ``sink``."""
+    fifo = _Fifo(Accelerator.ENGINE_FIFO_WORDS)
     skid = _Skid()
     requant = _Requant(config.pw_cols, config.erq_lanes)
 
     def route(sink):
-        return lambda offered: requant.take(offered, lambda t: skid.take(t, sink))
+        return lambda offered: fifo.take(
+            offered, lambda t: requant.take(t, lambda u: skid.take(u, sink)))
     return route
 
 
