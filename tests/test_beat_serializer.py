@@ -19,10 +19,9 @@ def test_words_come_out_as_little_endian_beats(beats, seed):
     assert pass_through(dut, words, len(expected), seed=seed) == expected
 
 
-def test_full_rate_without_stalls():
-    """A word of two beats every two cycles: the beats leave back to back, no bubbles."""
-    dut = BeatSerializer(unsigned(128))
-    words = list(range(1, 33))
+def _valid_from_first(dut, words: list[int], transfers: int) -> list[int]:
+    """``o.valid`` from its first high cycle until ``transfers`` transfers have left, the
+    words offered back to back and ``o.ready`` always high."""
     valid_trace = []
 
     async def producer(ctx):
@@ -30,13 +29,19 @@ def test_full_rate_without_stalls():
 
     async def consumer(ctx):
         ctx.set(dut.o.ready, 1)
-        while sum(valid_trace) < 2 * len(words):
+        while sum(valid_trace) < transfers:
             _, _, valid = await ctx.tick().sample(dut.o.valid)
             valid_trace.append(valid)
 
     run_sim(dut, producer, consumer, deadline_cycles=1000)
-    first = valid_trace.index(1)
-    assert valid_trace[first:] == [1] * (2 * len(words))
+    return valid_trace[valid_trace.index(1):]
+
+
+def test_full_rate_without_stalls():
+    """A word of two beats every two cycles: the beats leave back to back, no bubbles."""
+    words = list(range(1, 33))
+    assert _valid_from_first(BeatSerializer(unsigned(128)), words, 2 * len(words)) == \
+        [1] * (2 * len(words))
 
 
 def test_rejects_width_not_multiple_of_64():
@@ -103,22 +108,9 @@ def test_transfers_cut_at_the_grid_and_the_words(beats, grid, words, last, seed)
 
 def test_transfers_full_rate():
     """Words of 3 beats on a grid of 2: two transfers a word, back to back, no bubbles."""
-    dut = BeatSerializer(unsigned(192), max_beats=2)
     words = list(range(1, 33))
-    valid_trace = []
-
-    async def producer(ctx):
-        await send_all(ctx, dut.i, words)
-
-    async def consumer(ctx):
-        ctx.set(dut.o.ready, 1)
-        while sum(valid_trace) < 2 * len(words):
-            _, _, valid = await ctx.tick().sample(dut.o.valid)
-            valid_trace.append(valid)
-
-    run_sim(dut, producer, consumer, deadline_cycles=1000)
-    first = valid_trace.index(1)
-    assert valid_trace[first:] == [1] * (2 * len(words))
+    dut = BeatSerializer(unsigned(192), max_beats=2)
+    assert _valid_from_first(dut, words, 2 * len(words)) == [1] * (2 * len(words))
 
 
 def test_rejects_bad_max_beats():

@@ -326,29 +326,40 @@ def q16_rtl():
         yield acc
 
 
+def _matches_litert_and_the_model(acc, model: bytes, seed: int) -> None:
+    """``model`` on ``acc``'s RTL: bit-exact against LiteRT on a random input, and the
+    model to the cycle on every descriptor."""
+    program = acc.compile(model)
+    shape = read_tflite(model).input.shape
+    x = np.random.default_rng(seed).integers(-128, 128, shape, dtype=np.int8)
+    assert np.array_equal(acc.run(model, x), litert_run(model, x))
+    _check_program(acc.device, program, whole=False)
+
+
+def _network_matches_litert_and_the_model(acc, seed: int) -> None:
+    """A random MobileNet-like network within ``acc``'s config: bit-exact on the RTL, and
+    the model to the cycle on every descriptor and the whole program."""
+    from test_network import network
+
+    spec = dataclasses.replace(network(acc.config, seed, dict(max_hw=12, max_blocks=3)),
+                               seed=seed)
+    model = mobilenet_like_model(spec)
+    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
+    assert np.array_equal(acc.run(model, x), litert_run(model, x)), spec
+    _check_program(acc.device, acc.compile(model), whole=True)
+
+
 @pytest.mark.parametrize("name", Q16_KINDS)
 def test_wider_engine_matches_litert_and_the_model(q16_rtl, name):
     """Bit-exact against LiteRT on the RTL, and the model (written for this hardware before
     the top level accepted pw_cols != dw_lanes) to the cycle."""
-    model = Q16_KINDS[name]()
-    program = q16_rtl.compile(model)
-    shape = read_tflite(model).input.shape
-    x = np.random.default_rng(len(name)).integers(-128, 128, shape, dtype=np.int8)
-    assert np.array_equal(q16_rtl.run(model, x), litert_run(model, x))
-    _check_program(q16_rtl.device, program, whole=False)
+    _matches_litert_and_the_model(q16_rtl, Q16_KINDS[name](), len(name))
 
 
 @pytest.mark.parametrize("seed", [400, 403])
 def test_wider_engine_network(q16_rtl, seed):
-    """A random MobileNet-like network on P = 8, C = 16: bit-exact on the RTL, and the
-    model to the cycle on every descriptor and the whole program."""
-    from test_network import network
-
-    spec = dataclasses.replace(network(Q16, seed, dict(max_hw=12, max_blocks=3)), seed=seed)
-    model = mobilenet_like_model(spec)
-    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
-    assert np.array_equal(q16_rtl.run(model, x), litert_run(model, x)), spec
-    _check_program(q16_rtl.device, q16_rtl.compile(model), whole=True)
+    """A random MobileNet-like network on P = 8, C = 16."""
+    _network_matches_litert_and_the_model(q16_rtl, seed)
 
 
 # ---- pynq-z2's shape (P = 16, C = 24) with small memories ------------------------------------
@@ -381,26 +392,13 @@ def pynq_shape_rtl():
 @pytest.mark.parametrize("name", PYNQ_SHAPE_KINDS)
 def test_pynq_shape_matches_litert_and_the_model(pynq_shape_rtl, name):
     """Bit-exact against LiteRT on the RTL, and the model to the cycle."""
-    model = PYNQ_SHAPE_KINDS[name]()
-    program = pynq_shape_rtl.compile(model)
-    shape = read_tflite(model).input.shape
-    x = np.random.default_rng(len(name)).integers(-128, 128, shape, dtype=np.int8)
-    assert np.array_equal(pynq_shape_rtl.run(model, x), litert_run(model, x))
-    _check_program(pynq_shape_rtl.device, program, whole=False)
+    _matches_litert_and_the_model(pynq_shape_rtl, PYNQ_SHAPE_KINDS[name](), len(name))
 
 
 @pytest.mark.parametrize("seed", [410])
 def test_pynq_shape_network(pynq_shape_rtl, seed):
-    """A random MobileNet-like network on pynq-z2's shape: bit-exact on the RTL, and the
-    model to the cycle on every descriptor and the whole program."""
-    from test_network import network
-
-    spec = dataclasses.replace(network(PYNQ_SHAPE, seed, dict(max_hw=12, max_blocks=3)),
-                               seed=seed)
-    model = mobilenet_like_model(spec)
-    x = np.random.default_rng(seed).integers(-128, 128, (1, spec.h, spec.w, 3), np.int8)
-    assert np.array_equal(pynq_shape_rtl.run(model, x), litert_run(model, x)), spec
-    _check_program(pynq_shape_rtl.device, pynq_shape_rtl.compile(model), whole=True)
+    """A random MobileNet-like network on pynq-z2's shape."""
+    _network_matches_litert_and_the_model(pynq_shape_rtl, seed)
 
 
 # ---- the model's terms ---------------------------------------------------------------------
