@@ -30,6 +30,11 @@ def test_unknown_config_names_the_known_ones():
     ({"engine_weight_words": 287}, r"engine_weight_words \(287\) must be at least "
                                    r"expand_weight_depth \+ mid_groups_max \(288\)"),
     ({"engine_weight_words": 0}, "engine_weight_words must be a positive int, not 0"),
+    ({"engine_requant_lanes": 3}, r"engine_requant_lanes \(3\) must divide pw_cols \(8\)"),
+    ({"engine_requant_lanes": 0}, "engine_requant_lanes must be a positive int, not 0"),
+    ({"engine_requant_lut_lanes": 5}, r"engine_requant_lut_lanes \(5\) must not exceed the "
+                                      r"engine requantizer's lanes \(4\)"),
+    ({"engine_requant_lut_lanes": -1}, "engine_requant_lut_lanes must be a non-negative int"),
 ])
 def test_invalid_configs_fail_at_construction(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -53,6 +58,9 @@ def test_derived_sizes():
     assert dataclasses.replace(c, engine_weight_words=300).engine_weight_depth == 300
     z2 = CONFIGS["pynq-z2"]
     assert z2.engine_weight_depth == 512 < z2.expand_weight_depth + z2.pw_weight_depth == 1088
+    # the engine's requantizer: requant_lanes by default, else its own parameter
+    assert c.erq_lanes == c.requant_lanes == 4
+    assert (z2.erq_lanes, z2.requant_lanes) == (12, 8)
 
 
 def test_descriptor_round_trip_and_range_checks():
