@@ -1578,9 +1578,9 @@ class _Emitter:
                     end = a + packing.padded(b - a, P)      # a part: a tensor of its own
                 else:
                     end = packing.padded(c_out, P)          # to the tensor's padding
-                og = packing.padded(end - a, Q) // Q
-                # all `og` engine words: the stored channels past `b` (the padding to P)
-                # may need one more word than the tile's channels
+                # the engine words of the tile's channels: the stored ones past the last
+                # word (the padding to P) are filler beats
+                og = packing.padded(b - a, Q) // Q
                 packed = (packing.pack_conv_weights(_pad_to(conv_w[a:b], og * Q), P, Q)
                           if u.conv else packing.pack_pw_weights(_pad_to(pw_w[a:b], og * Q),
                                                                  m, P, Q))

@@ -6,7 +6,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .beat_serializer import pixel_word_counter
+from .beat_serializer import check_pixel_words, pixel_members, pixel_word_counter
 
 __all__ = ["BeatPacker"]
 
@@ -17,8 +17,10 @@ class BeatPacker(wiring.Component):
     :class:`~.beat_serializer.BeatSerializer`.
 
     With ``max_words``, beats come in pixels of ``words`` words, and the last word of each
-    pixel is offered after its first ``last_beats`` beats (its other bits are left from
-    earlier words): a stored pixel whose channels fill only part of the last engine word.
+    pixel is offered after ``last_beats`` beats: with fewer than a word's beats, its other
+    bits are left from earlier words (a stored pixel whose channels fill only part of the
+    last engine word); with more (``max_last_beats``), the beats past the word are dropped
+    (the filler a :class:`~.beat_serializer.BeatSerializer` added).
 
     Parameters
     ----------
@@ -26,6 +28,8 @@ class BeatPacker(wiring.Component):
         Shape of the output word; its width must be a multiple of 64.
     max_words:
         The most words a pixel has; ``None`` (the default): every word is whole.
+    max_last_beats:
+        As :class:`~.beat_serializer.BeatSerializer`'s.
 
     Members
     -------
@@ -37,24 +41,24 @@ class BeatPacker(wiring.Component):
         As :class:`~.beat_serializer.BeatSerializer`'s (only with ``max_words``).
     """
 
-    def __init__(self, shape, *, max_words: int | None = None):
+    def __init__(self, shape, *, max_words: int | None = None,
+                 max_last_beats: int | None = None):
         width = Shape.cast(shape).width
         if width % 64:
             raise TypeError(f"word width must be a multiple of 64, not {width}")
-        if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
-            raise ValueError(f"max_words must be a positive int or None, not {max_words!r}")
         self.beats = width // 64
         self.max_words = max_words
+        self.max_last_beats = check_pixel_words(max_words, max_last_beats, self.beats)
         members = {"i": In(stream.Signature(unsigned(64))), "o": Out(stream.Signature(shape))}
         if max_words is not None:
-            members.update(words=In(range(1, max_words + 1)),
-                           last_beats=In(range(1, self.beats + 1)))
+            members.update(pixel_members(max_words, self.max_last_beats))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         word = Signal(self.beats * 64)
-        count = Signal(range(self.beats + 1))  # beats collected in `word`
+        # beats taken for `word` (past its own, the filler's: dropped)
+        count = Signal(range(max(self.beats, self.max_last_beats) + 1))
         leaving = self.o.valid & self.o.ready
         taking = self.i.valid & self.i.ready
         if self.max_words is None:
@@ -65,7 +69,7 @@ class BeatPacker(wiring.Component):
             # never an empty word, whatever `last_beats` holds
             full = (count != 0) & (count == Mux(last, self.last_beats, self.beats))
             # beat k of a word into its bits [64k, 64k + 64): a partial word's beats are
-            # its low ones
+            # its low ones (a filler beat's k is past the word: written nowhere)
             new_word = Signal.like(word)
             index = Mux(leaving, 0, count)
             m.d.comb += new_word.eq(word)

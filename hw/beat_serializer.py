@@ -7,7 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-__all__ = ["BeatSerializer", "beats_layout", "pixel_word_counter"]
+__all__ = ["BeatSerializer", "beats_layout", "check_pixel_words", "pixel_members",
+           "pixel_word_counter"]
 
 
 def beats_layout(max_beats: int) -> data.StructLayout:
@@ -22,8 +23,10 @@ class BeatSerializer(wiring.Component):
     little-endian DDR order of the word's bytes).
 
     With ``max_words``, words come in pixels of ``words`` words, and the last word of each
-    pixel emits only its first ``last_beats`` beats (the rest of it is dropped): an engine
-    word of ``pw_cols`` channels whose last channels lie past what a pixel stores.
+    pixel emits ``last_beats`` beats: its first ones (the rest of it is dropped: an engine
+    word of ``pw_cols`` channels whose last channels lie past what a pixel stores), then,
+    with ``max_last_beats`` above a word's beats, zero beats (filler: a pixel stores its
+    channels padded to ``dw_lanes``, which can end past its last engine word).
 
     With ``max_beats``, a transfer carries up to ``max_beats`` beats of one word, cut at a
     grid of ``max_beats`` beats counted over all the beats emitted (the line buffer's words
@@ -37,6 +40,9 @@ class BeatSerializer(wiring.Component):
         Shape of the input word; its width must be a multiple of 64.
     max_words:
         The most words a pixel has; ``None`` (the default): every word is emitted whole.
+    max_last_beats:
+        The most beats a pixel's last word emits (only with ``max_words``); the default: a
+        word's beats (no filler).
     max_beats:
         A power of two: beats per transfer, at most (``o`` then carries
         :func:`beats_layout`); ``None`` (the default): one beat a transfer, ``o`` carries
@@ -53,16 +59,16 @@ class BeatSerializer(wiring.Component):
         Words per pixel (only with ``max_words``). Held, with ``last_beats``, from at least
         one cycle before a pixel's first word is taken to its last; the pixel count resets
         only at a pixel's end, so a stream must end on one.
-    last_beats : ``In(range(1, width // 64 + 1))``
+    last_beats : ``In(range(1, max_last_beats + 1))``
         Beats emitted of a pixel's last word (only with ``max_words``).
     """
 
-    def __init__(self, shape, *, max_words: int | None = None, max_beats: int | None = None):
+    def __init__(self, shape, *, max_words: int | None = None, max_beats: int | None = None,
+                 max_last_beats: int | None = None):
         width = Shape.cast(shape).width
         if width % 64:
             raise TypeError(f"word width must be a multiple of 64, not {width}")
-        if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
-            raise ValueError(f"max_words must be a positive int or None, not {max_words!r}")
+        self.max_last_beats = check_pixel_words(max_words, max_last_beats, width // 64)
         if max_beats is not None and (not isinstance(max_beats, int) or max_beats < 1
                                       or max_beats & (max_beats - 1)):
             raise ValueError(f"max_beats must be a power of two or None, not {max_beats!r}")
@@ -73,14 +79,14 @@ class BeatSerializer(wiring.Component):
         out = unsigned(64) if max_beats is None else beats_layout(max_beats)
         members = {"i": In(stream.Signature(shape)), "o": Out(stream.Signature(out))}
         if max_words is not None:
-            members.update(words=In(range(1, max_words + 1)),
-                           last_beats=In(range(1, self.beats + 1)))
+            members.update(pixel_members(max_words, self.max_last_beats))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         word = Signal(self.beats * 64)
-        left = Signal(range(self.beats + 1))  # beats of `word` not yet sent
+        # beats of `word` not yet sent (after its own, the filler's: `word` shifts in zeros)
+        left = Signal(range(max(self.beats, self.max_last_beats) + 1))
         B = self.max_beats or 1
         transfer = self.o.valid & self.o.ready
 
@@ -118,6 +124,26 @@ class BeatSerializer(wiring.Component):
             if self.max_beats is not None:
                 m.d.sync += n.eq(cut(left - n))
         return m
+
+
+def check_pixel_words(max_words, max_last_beats, beats: int) -> int:
+    """Check ``max_words`` and ``max_last_beats`` of a serializer or packer of words of
+    ``beats`` beats; return ``max_last_beats`` (default: ``beats``)."""
+    if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
+        raise ValueError(f"max_words must be a positive int or None, not {max_words!r}")
+    if max_last_beats is None:
+        return beats
+    if max_words is None:
+        raise ValueError("max_last_beats needs max_words")
+    if not isinstance(max_last_beats, int) or max_last_beats < 1:
+        raise ValueError(f"max_last_beats must be a positive int, not {max_last_beats!r}")
+    return max_last_beats
+
+
+def pixel_members(max_words: int, max_last_beats: int) -> dict:
+    """The ``words`` and ``last_beats`` members of a serializer or packer of pixels."""
+    return {"words": In(range(1, max_words + 1)),
+            "last_beats": In(range(1, max_last_beats + 1))}
 
 
 def pixel_word_counter(m: Module, words, step) -> Value:

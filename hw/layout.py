@@ -20,11 +20,11 @@ __all__ = [
     "export", "export_json",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
-    "scale", "expand_words",
+    "scale", "expand_words", "out_last_beats_max",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 5
+HW_VERSION = 6
 
 
 class Opcode(enum.IntEnum):
@@ -235,10 +235,11 @@ DESCRIPTOR = DescriptorLayout([
     ("exp_words", 16, False, "EXPAND: engine output words (pw_cols channels) per pixel, "
                              "ceil(exp_groups*dw_lanes/pw_cols); else exp_groups"),
     ("mid_groups", 16, False, "PW input words per pixel: exp_groups*m, or k*k*exp_groups"),
-    ("out_groups", 16, False, "output channels / pw_cols (padded)"),
+    ("out_groups", 16, False, "engine words per output pixel: the tile's channels / "
+                              "pw_cols (padded)"),
     ("out_beats", 16, False, "beats stored per output pixel: its channels padded to "
-                             "dw_lanes (the last engine word's others are dropped); "
-                             "RAW_OUT: out_groups*pw_cols/2"),
+                             "dw_lanes (the last engine word's others are dropped, or zero "
+                             "filler beats follow it); RAW_OUT: out_groups*pw_cols/2"),
     ("out_h", 16), ("out_w", 16),
     ("out_pitch", 16, False, "beats from one output pixel to the next in DDR"),
     ("lb_zp", 8, True, "line-buffer input zero point: value of padded taps"),
@@ -367,6 +368,15 @@ def expand_words(config: AcceleratorConfig, exp_groups: int) -> int:
     return -(-exp_groups * config.dw_lanes // config.pw_cols)
 
 
+def out_last_beats_max(config: AcceleratorConfig) -> int:
+    """The most beats a pixel's last engine word of output stores: its own (``pw_cols/8``)
+    and, as filler, up to a line-buffer word's (``dw_lanes/8``) less one: a tile's
+    channels padded to ``dw_lanes`` can end past its last engine word, never by a whole
+    line-buffer word. Without filler when ``pw_cols == dw_lanes``."""
+    Q, P = config.pw_cols // 8, config.dw_lanes // 8
+    return Q if P == Q else Q + P - 1
+
+
 def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
     """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` before any
     product of them is formed (the hardware stops with ``ErrorCode.BAD_PARAMS`` otherwise);
@@ -416,9 +426,12 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
     P, Q = config.dw_lanes, config.pw_cols
     expand = _flag(d, DescFlag.EXPAND)
     pixel_beats = scale(d["out_groups"], Q // 8)
-    # a stored pixel ends in the last engine word: whole words when Q == P
+    # a stored pixel ends in the last engine word or in the filler after it (whole words
+    # when Q == P)
+    filler = out_last_beats_max(config) - Q // 8
     stored = ((d["out_beats"] == pixel_beats) if P == Q else
-              (d["out_beats"] <= pixel_beats) & (d["out_beats"] + Q // 8 > pixel_beats))
+              (d["out_beats"] <= pixel_beats + filler)
+              & (d["out_beats"] + Q // 8 > pixel_beats))
     return [
         p["lb_row_words"] <= config.lb_row_capacity_words,
         _implies(conv, d["mid_groups"] == p["conv_groups"]),

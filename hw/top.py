@@ -31,6 +31,7 @@ from .layout import (
     descriptor_param_checks,
     descriptor_product_checks,
     expand_words,
+    out_last_beats_max,
     scale,
 )
 from .line_buffer import PARAM_SOURCES, LineBuffer
@@ -142,12 +143,14 @@ class Accelerator(wiring.Component):
         m.submodules.dw_requant = dwq = Requantizer(
             P, cfg.mid_groups_max, cfg.requant_lanes,
             lut_lanes=cfg.requant_lanes if cfg.dw_requant_dsps == 1 else 0)
-        # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly
-        m.submodules.res_packer = res_packer = BeatPacker(_int8_words(Q),
-                                                          max_words=cfg.out_groups_max)
+        # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly, or
+        # followed by filler beats up to the pixel's padding to P channels
+        last_max = out_last_beats_max(cfg)
+        m.submodules.res_packer = res_packer = BeatPacker(
+            _int8_words(Q), max_words=cfg.out_groups_max, max_last_beats=last_max)
         m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
-        m.submodules.out_serializer = out_ser = BeatSerializer(erq.o.payload.value.shape(),
-                                                               max_words=cfg.out_groups_max)
+        m.submodules.out_serializer = out_ser = BeatSerializer(
+            erq.o.payload.value.shape(), max_words=cfg.out_groups_max, max_last_beats=last_max)
         m.submodules.raw_serializer = raw_ser = BeatSerializer(engine.o.payload.acc.shape())
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
@@ -182,9 +185,10 @@ class Accelerator(wiring.Component):
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
         in_beats = Signal(32)
         # beats of a pixel's last engine word that are stored (the serializers drop the
-        # rest; all of them when Q == P): the expand stage's and the output's
-        exp_last, out_last = (Signal(range(Q // 8 + 1), init=Q // 8, name=name)
-                              for name in ("exp_last", "out_last"))
+        # rest; all of them when Q == P; the output's filler beats after them): the
+        # expand stage's and the output's
+        exp_last = Signal(range(Q // 8 + 1), init=Q // 8)
+        out_last = Signal(range(out_last_beats_max(cfg) + 1), init=Q // 8)
         out_beats, pixel_beats = prod.out_total_beats, field("out_beats")
         m.d.comb += [exp_ser.words.eq(field("exp_words")), exp_ser.last_beats.eq(exp_last),
                      *(c for unit in (out_ser, res_packer)

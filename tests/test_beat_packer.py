@@ -63,9 +63,34 @@ def test_pixels_end_in_a_partial_word(beats, words, last, seed):
         expected
 
 
+@pytest.mark.parametrize("beats, words, filler, seed", [(3, 1, 1, 10), (3, 2, 1, 11),
+                                                        (2, 3, 2, 12), (1, 2, 1, 13)])
+def test_pixels_drop_the_filler_after_their_last_word(beats, words, filler, seed):
+    """A pixel's last word followed by ``filler`` beats (``last_beats`` past the word's
+    beats): the word is offered whole after the filler, which is dropped."""
+    rng = random.Random(seed)
+    dut = BeatPacker(unsigned(64 * beats), max_words=4, max_last_beats=beats + 2)
+    pixels = 12
+    sizes = [beats + filler if n % words == words - 1 else beats
+             for n in range(pixels * words)]
+    stream = [rng.getrandbits(64) for _ in range(sum(sizes))]
+    expected, at = [], 0
+    for size in sizes:
+        expected.append(sum(b << (64 * k) for k, b in enumerate(stream[at:at + beats])))
+        at += size
+    got = pass_through(dut, stream, len(expected), seed=seed,
+                       setup=lambda ctx: (ctx.set(dut.words, words),
+                                          ctx.set(dut.last_beats, beats + filler)))
+    assert got == expected
+
+
 def test_rejects_bad_max_words():
     with pytest.raises(ValueError, match="max_words must be a positive int or None, not -1"):
         BeatPacker(unsigned(128), max_words=-1)
+    with pytest.raises(ValueError, match="max_last_beats needs max_words"):
+        BeatPacker(unsigned(128), max_last_beats=3)
+    with pytest.raises(ValueError, match="max_last_beats must be a positive int, not 0"):
+        BeatPacker(unsigned(128), max_words=2, max_last_beats=0)
 
 
 def test_no_empty_word_while_last_beats_is_zero():

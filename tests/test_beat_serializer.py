@@ -50,12 +50,16 @@ def test_rejects_width_not_multiple_of_64():
 
 
 @pytest.mark.parametrize("beats, words, last, seed", [(3, 1, 2, 4), (3, 2, 1, 5), (2, 3, 2, 6),
-                                                      (1, 2, 1, 7), (4, 3, 3, 8)])
+                                                      (1, 2, 1, 7), (4, 3, 3, 8),
+                                                      (3, 1, 4, 16), (3, 2, 4, 17),
+                                                      (2, 2, 3, 18), (1, 3, 2, 19)])
 def test_pixels_drop_the_last_words_other_beats(beats, words, last, seed):
     """Pixels of ``words`` words: all beats of each word but the last, whose first ``last``
-    beats only leave (a 24-channel engine word of which a pixel stores 16 channels)."""
+    beats only leave (a 24-channel engine word of which a pixel stores 16 channels), or,
+    with ``last`` past its beats, all of them and then zero beats (a pixel of 24
+    channels stored padded to 32)."""
     rng = random.Random(seed)
-    dut = BeatSerializer(unsigned(64 * beats), max_words=4)
+    dut = BeatSerializer(unsigned(64 * beats), max_words=4, max_last_beats=max(beats, last))
     pixels = 12
     data = [rng.getrandbits(64 * beats) for _ in range(pixels * words)]
     expected = [(w >> (64 * b)) & (2**64 - 1) for n, w in enumerate(data)
@@ -69,6 +73,8 @@ def test_pixels_drop_the_last_words_other_beats(beats, words, last, seed):
 def test_rejects_bad_max_words():
     with pytest.raises(ValueError, match="max_words must be a positive int or None, not 0"):
         BeatSerializer(unsigned(128), max_words=0)
+    with pytest.raises(ValueError, match="max_last_beats needs max_words"):
+        BeatSerializer(unsigned(128), max_last_beats=3)
 
 
 def _cut(beats: list[int], grid: int) -> list[tuple[int, int]]:
@@ -86,12 +92,14 @@ def _cut(beats: list[int], grid: int) -> list[tuple[int, int]]:
 
 @pytest.mark.parametrize("beats, grid, words, last, seed", [
     (3, 2, 4, 1, 11),   # pynq-z2: 24-channel words into 16-byte line-buffer words
-    (3, 2, 2, 3, 12), (2, 2, 3, 2, 13), (3, 4, 4, 3, 14), (1, 2, 2, 1, 15)])
+    (3, 2, 2, 3, 12), (2, 2, 3, 2, 13), (3, 4, 4, 3, 14), (1, 2, 2, 1, 15),
+    (3, 2, 1, 4, 16)])  # with a filler beat
 def test_transfers_cut_at_the_grid_and_the_words(beats, grid, words, last, seed):
     """``max_beats``: a word's beats leave in transfers of up to ``grid`` beats, each ending
     at the grid (counted over the stream) or at the word's end, whichever comes first."""
     rng = random.Random(seed)
-    dut = BeatSerializer(unsigned(64 * beats), max_words=4, max_beats=grid)
+    dut = BeatSerializer(unsigned(64 * beats), max_words=4, max_beats=grid,
+                         max_last_beats=max(beats, last))
     pixels = 8
     data = [rng.getrandbits(64 * beats) for _ in range(pixels * words)]
     kept = [[(w >> (64 * b)) & (2**64 - 1)

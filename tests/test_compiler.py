@@ -579,11 +579,11 @@ def test_pool_and_fc_over_the_model_input(units, layers, tiles):
 def _accesses(prog):
     """Per descriptor: the byte ranges ``(start, end)`` it reads at ``in_addr`` and writes
     (its output pixels), from the descriptor fields alone."""
-    P, Q = prog.config.dw_lanes, prog.config.pw_cols
+    P = prog.config.dw_lanes
     out = []
     for d in prog.descriptors:
         read = (d["in_addr"], d["in_addr"] + d["in_h"] * d["in_w"] * d["in_groups"] * P)
-        pixel = d["out_groups"] * Q * (4 if d["flags"] & DescFlag.RAW_OUT else 1)
+        pixel = 8 * d["out_beats"]
         writes = [(d["out_addr"] + 8 * p * d["out_pitch"],
                    d["out_addr"] + 8 * p * d["out_pitch"] + pixel)
                   for p in range(d["out_h"] * d["out_w"])]

@@ -192,10 +192,12 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         acc[oy, ox, o] = sum_{q, i} mid[oy, ox, q, i] * pw_w[o // Q, q, i, o % Q]
         RAW_OUT: z = wrap32(acc)                     (int32, no bias: pw_table is not read)
         else:    z = clamp(MBQM(acc + pw_b[o], ...) + pw_zp, pw_min, pw_max), its first
-                 8*out_beats channels (the stored ones: the rest of the last word is dropped)
+                 8*out_beats channels (the stored ones: the rest of the last word is dropped;
+                 past O*Q channels, filler: 0)
         RESIDUAL: z = clamp(RDBPOT(floor((T[0, z & 255] + T[1, r & 255] + 2**30) / 2**31),
                                    -add_out_shift) + add_zp, add_min, add_max)
-                  with r the int8 tensor at res_addr laid out as the output (contiguous)
+                  with r the int8 tensor at res_addr laid out as the output (contiguous),
+                  over the first min(8*out_beats, O*Q) channels (the filler stays 0)
                   and T the ADD table at add_table (int64[2, 256], numerics.add_table)
         pixel p = oy*out_w + ox of z (8*out_beats int8, or O*Q little-endian int32) is written at
         out_addr + 8*p*out_pitch; the bytes between pixels are left alone.
@@ -276,10 +278,11 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         z = requantize(numerics.wrap_int32(acc + b), mult, shift, d["pw_zp"], d["pw_min"],
                        d["pw_max"])[:, :stored]
         if flags & DescFlag.RESIDUAL:
-            r = read("res_addr", pixels * stored).reshape(pixels, stored)
+            r = read("res_addr", pixels * stored).reshape(pixels, stored)[:, :z.shape[1]]
             z = numerics.add_by_table(z, r, add_table, d["add_out_shift"], d["add_zp"],
                                       d["add_min"], d["add_max"])
-        z = z.view(np.uint8)
+        # the filler past the last engine word: zero bytes
+        z = np.pad(z, ((0, 0), (0, stored - z.shape[1]))).view(np.uint8)
     memory.write_pixels(d["out_addr"], 8 * d["out_pitch"], z)
 
 
