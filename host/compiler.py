@@ -1458,13 +1458,16 @@ class _Emitter:
         """``c_out`` output channels of unit ``u`` in tiles ``(first, end)`` of whole
         ``step``s (a multiple of ``pw_cols``), at most ``most`` channels each: as few as
         that allows, their sizes within one step of each other (a short last tile would
-        repeat the expand and DW stages for little PW work), and, with ``prefetch`` and
-        while the DW stage keeps up with the engine (a tile has at least as many PW groups
-        as the DW takes cycles a word), more of them if that lets two consecutive tiles' PW
-        weights (``mid_groups`` words a PW group) fit in the engine's weight memory beside
-        ``exp_words`` of expand weights: then each tile's weights are read while the one
-        before runs (:func:`_plan_engine_weights`). Always as many as it takes for one
-        tile's weights and the expand weights to fit the memory (``engine_weight_words``)."""
+        repeat the expand and DW stages for little PW work), and, with ``prefetch``, for a
+        unit without an expand stage (each tile of an expanding unit repeats its expand on
+        the engine: more engine cycles than the prefetch saves on MobileNetV2's 14x14
+        -> 7x7 block, 15 k of 1.43 M by the cycle model) and while the DW stage keeps up
+        with the engine (a tile has at least as many PW groups as the DW takes cycles a
+        word), more of them if that lets two consecutive tiles' PW weights (``mid_groups``
+        words a PW group) fit in the engine's weight memory beside ``exp_words`` of expand
+        weights: then each tile's weights are read while the one before runs
+        (:func:`_plan_engine_weights`). Always as many as it takes for one tile's weights
+        and the expand weights to fit the memory (``engine_weight_words``)."""
         cfg = self.cfg
         depth = cfg.engine_weight_depth
         steps, most_steps, groups = -(-c_out // step), most // step, step // cfg.pw_cols
@@ -1480,7 +1483,8 @@ class _Emitter:
                                   f"tile and {exp_words} expand words exceed "
                                   f"engine_weight_words={depth} of config {cfg.name!r}")
         dw_cycles = 1 if u.conv else cfg.dw_passes(u.geo.k) * u.geo.k
-        while (prefetch and n < steps and steps // (n + 1) * groups >= dw_cycles
+        while (prefetch and u.expand is None and n < steps
+               and steps // (n + 1) * groups >= dw_cycles
                and exp_words + 2 * pw_words(n) > depth):
             n += 1
         tiles, a = [], 0
@@ -1641,9 +1645,9 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     ``EXP_LOADED``/``PW_LOADED``).
 
     A table already in the memory (same blob, not overwritten since) is used where it is
-    (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has no
-    residual (the segments use its port) and a free segment, the words fit beside the
-    previous descriptor's tables and this one's; else the controller loads it before the run,
+    (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has a
+    free segment and the words fit beside the previous descriptor's tables and this one's;
+    else the controller loads it before the run,
     anywhere apart from this descriptor's other table. Descriptors alternate between the
     two ends of the memory (a descriptor near the bottom places the next one's tables
     from the top down), which leaves the next one the largest gap.
@@ -1662,8 +1666,8 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
             tables.append(("exp", DescFlag.EXP_LOADED, f["exp_words"] * f["in_groups"]))
         tables.sort(key=lambda t: -t[2])
         ident = {name: (*job.refs[f"{name}_weights"], words) for name, _, words in tables}
-        # the previous descriptor's free prefetch segments (none beside a residual)
-        free = ([] if prev is None or prev.fields["flags"] & DescFlag.RESIDUAL
+        # the previous descriptor's free prefetch segments
+        free = ([] if prev is None
                 else [seg for seg in PREFETCH_SEGMENTS if not prev.fields[seg[1]]])
         low = bool(prev_ranges) and min(b for b, _ in prev_ranges) < depth - max(
             b + n for b, n in prev_ranges)

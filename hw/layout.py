@@ -263,8 +263,8 @@ DESCRIPTOR = DescriptorLayout([
     ("pw_wbase", 16, False, "engine weight-memory word of the PW weights"),
     # prefetch: while this layer runs, `pfN_words` engine weight words (dw_lanes x pw_cols
     # bytes) are read from `pfN_addr` into the engine's weight memory from word `pfN_base`
-    # (segment 0, then 1), through the residual port (so not with RESIDUAL): the next
-    # descriptor's weights, which it then finds loaded (EXP_LOADED, PW_LOADED)
+    # (segment 0, then 1), through the prefetch port `m_axi_pf`: the next descriptor's
+    # weights, which it then finds loaded (EXP_LOADED, PW_LOADED)
     ("pf0_addr", 32, False, "prefetch segment 0: DDR address"),
     ("pf1_addr", 32, False, "prefetch segment 1: DDR address"),
     ("pf0_words", 16, False, "prefetch segment 0: engine weight words (0: none)"),
@@ -450,10 +450,9 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
 
 def _engine_weight_checks(d, p, config: AcceleratorConfig) -> list:
     """The engine's weight tables and prefetch segments lie inside its weight memory; the
-    segments do not overwrite this layer's tables and are not read beside a residual (they
-    use its port)."""
+    segments do not overwrite this layer's tables."""
     depth = config.engine_weight_depth
-    expand, residual = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.RESIDUAL)
+    expand = _flag(d, DescFlag.EXPAND)
     tables = [(expand, d["exp_wbase"], p["exp_weight_words"]),
               (1, d["pw_wbase"], p["pw_weight_words"])]
 
@@ -466,7 +465,6 @@ def _engine_weight_checks(d, p, config: AcceleratorConfig) -> list:
     for _, words, base in PREFETCH_SEGMENTS:
         seg = (d[base], d[words])
         checks.append(d[base] + d[words] <= depth)
-        checks.append(_implies(residual, d[words] == 0))
         checks.extend(_implies(used, apart(*seg, b, n)) for used, b, n in tables)
     return checks
 

@@ -86,8 +86,12 @@ class Accelerator(wiring.Component):
         DDR: descriptors, tables, the layer input and the output; 64-bit, bursts of up to
         16 beats (AXI3-compatible lengths).
     m_axi_res : ``Out(AXI4ReadSignature)``
-        DDR reads of the residual input. A port of its own: on a shared read channel a
-        stalled input stream would block the residual data the pipeline waits for.
+        DDR reads of the residual input, and the second half of every table load. A port
+        of its own: on a shared read channel a stalled input stream would block the
+        residual data the pipeline waits for.
+    m_axi_pf : ``Out(AXI4ReadSignature)``
+        DDR reads of the prefetch: the next descriptor's engine weights, read while this
+        one runs (beside a residual too).
     irq : ``Out(1)``
         Level interrupt.
     """
@@ -106,6 +110,7 @@ class Accelerator(wiring.Component):
             "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
             "m_axi": Out(AXI4Signature(addr_width=aw)),
             "m_axi_res": Out(AXI4ReadSignature(addr_width=aw)),
+            "m_axi_pf": Out(AXI4ReadSignature(addr_width=aw)),
             "irq": Out(1),
         })
 
@@ -119,6 +124,7 @@ class Accelerator(wiring.Component):
         m.submodules.sizes = products = DescriptorProducts(cfg)
         m.submodules.reader = reader = DMAReader(addr_width=aw)
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
+        m.submodules.pf_reader = pf_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
         m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
         # one requantizer for the engine's expand and project words (`kinds=2`): its table
@@ -156,7 +162,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         m.d.comb += self.irq.eq(csr.irq)
         for port, dma in ((self.m_axi, reader), (self.m_axi, writer),
-                          (self.m_axi_res, res_reader)):
+                          (self.m_axi_res, res_reader), (self.m_axi_pf, pf_reader)):
             for name, member in dma.axi.signature.members.items():
                 ours, theirs = getattr(port, name), getattr(dma.axi, name)
                 m.d.comb += (ours.eq(theirs) if member.flow == Out else theirs.eq(ours))
@@ -296,22 +302,21 @@ class Accelerator(wiring.Component):
                     & (held_words[ld] == load_words[ld]) if ld in held else Const(0)
                     for ld in Load]
 
-        # Prefetch (while a layer without residual runs): the segments' commands go to
-        # `res_reader` one after the other; the second lane assembles their beats into
-        # engine words written from `pf_dst` on (segment 0's words, then segment 1's)
+        # Prefetch (while a layer runs): the segments' commands go to `pf_reader` one after
+        # the other; the second lane assembles their beats into engine words written from
+        # `pf_dst` on (segment 0's words, then segment 1's)
         pf_sent = Signal(2)       # segment's command taken (or it has no words)
         pf_dst = Signal(range(cfg.engine_weight_depth))
         pf_left = Signal(16)      # words of the current segment still to come
         (pf0_addr, pf0_words, pf0_base), (pf1_addr, pf1_words, pf1_base) = (
             [field(name) for name in seg] for seg in PREFETCH_SEGMENTS)
         engine_word_beats = P * Q // 8
-        prefetching = Signal()    # running, no residual: res_reader's beats are weights
 
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
         m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0),
                      lb.start.eq(0), engine.start.eq(0),
-                     reader.clear.eq(0), writer.clear.eq(0), res_reader.clear.eq(0)]
+                     *(dma.clear.eq(0) for dma in (reader, writer, res_reader, pf_reader))]
 
         def fail(code):
             m.d.sync += [error_code.eq(code), csr.error.eq(1)]
@@ -322,8 +327,9 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"), m.If(csr.start):
                 m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0),
                              *(h.eq(0) for h in held.values()),
-                             error_code.eq(ErrorCode.NONE), reader.clear.eq(1),
-                             writer.clear.eq(1), res_reader.clear.eq(1)]
+                             error_code.eq(ErrorCode.NONE),
+                             *(dma.clear.eq(1)
+                               for dma in (reader, writer, res_reader, pf_reader))]
                 with m.If(csr.prog_addr[:3] != 0):
                     fail(ErrorCode.MISALIGNED)
                 with m.Else():
@@ -490,12 +496,13 @@ class Accelerator(wiring.Component):
                     reader.cmd.valid.eq(~reader_cmd_sent),
                     reader.cmd.payload.addr.eq(field("in_addr")),
                     reader.cmd.payload.beats.eq(in_beats),
-                    res_reader.cmd.valid.eq(Mux(residual_on, ~res_cmd_sent, ~pf_sent.all())),
-                    res_reader.cmd.payload.addr.eq(
-                        Mux(residual_on, field("res_addr"), Mux(pf_sent[0], pf1_addr, pf0_addr))),
-                    res_reader.cmd.payload.beats.eq(
-                        Mux(residual_on, out_beats,
-                            scale(Mux(pf_sent[0], pf1_words, pf0_words), engine_word_beats))),
+                    res_reader.cmd.valid.eq(~res_cmd_sent),
+                    res_reader.cmd.payload.addr.eq(field("res_addr")),
+                    res_reader.cmd.payload.beats.eq(out_beats),
+                    pf_reader.cmd.valid.eq(~pf_sent.all()),
+                    pf_reader.cmd.payload.addr.eq(Mux(pf_sent[0], pf1_addr, pf0_addr)),
+                    pf_reader.cmd.payload.beats.eq(
+                        scale(Mux(pf_sent[0], pf1_words, pf0_words), engine_word_beats)),
                     writer.cmd.valid.eq(out_pixel != prod.out_pixels),
                     writer.cmd.payload.addr.eq(out_addr),
                     # one command for a contiguous output, else one per pixel
@@ -504,10 +511,9 @@ class Accelerator(wiring.Component):
                 r_done = reader_cmd_sent | reader.cmd.ready
                 res_done = res_cmd_sent | res_reader.cmd.ready
                 # the prefetch's commands: segment 0's, then segment 1's
-                pf_now = Cat(pf_sent[0] | res_reader.cmd.ready,
-                             pf_sent[1] | (pf_sent[0] & res_reader.cmd.ready))
-                with m.If(~residual_on):
-                    m.d.sync += pf_sent.eq(pf_now)
+                pf_now = Cat(pf_sent[0] | pf_reader.cmd.ready,
+                             pf_sent[1] | (pf_sent[0] & pf_reader.cmd.ready))
+                m.d.sync += pf_sent.eq(pf_now)
                 w_step = writer.cmd.valid & writer.cmd.ready
                 with m.If(w_step):
                     m.d.sync += [out_pixel.eq(Mux(contiguous, prod.out_pixels, out_pixel + 1)),
@@ -515,16 +521,16 @@ class Accelerator(wiring.Component):
                 w_done = (out_pixel == prod.out_pixels) | (
                     w_step & (contiguous | (out_pixel == prod.out_pixels - 1)))
                 m.d.sync += [reader_cmd_sent.eq(r_done), res_cmd_sent.eq(res_done)]
-                with m.If(r_done & Mux(residual_on, res_done, pf_now.all()) & w_done):
+                with m.If(r_done & res_done & pf_now.all() & w_done):
                     m.d.sync += settle.eq(1)
                     m.next = "RUN_WAIT"
 
             with m.State("RUN_WAIT"):
                 m.d.sync += settle.eq(0)
-                idle = ~(writer.busy | reader.busy | res_reader.busy | lb.busy)
+                idle = ~(writer.busy | reader.busy | res_reader.busy | pf_reader.busy | lb.busy)
                 with m.If(~settle & idle):
                     m.d.sync += running.eq(0)
-                    with m.If(reader.error | res_reader.error):
+                    with m.If(reader.error | res_reader.error | pf_reader.error):
                         fail(ErrorCode.AXI_READ)
                     with m.Elif(writer.error):
                         fail(ErrorCode.AXI_WRITE)
@@ -540,12 +546,11 @@ class Accelerator(wiring.Component):
                                  layer.eq(layer + 1)]
                     m.next = "FETCH_CMD"
 
-        # the prefetch: the second lane takes every beat of `res_reader` while a layer
-        # without residual runs, a word each `engine_word_beats` beats
+        # the prefetch: the second lane takes every beat of `pf_reader` while a layer runs,
+        # a word each `engine_word_beats` beats
         pf_lane = lanes[1]
-        m.d.comb += prefetching.eq(running & ~residual_on)
-        with m.If(prefetching & res_reader.data.valid):
-            m.d.sync += pf_lane["buf"].eq(Cat(pf_lane["buf"][64:], res_reader.data.payload))
+        with m.If(running & pf_reader.data.valid):
+            m.d.sync += pf_lane["buf"].eq(Cat(pf_lane["buf"][64:], pf_reader.data.payload))
             with m.If(pf_lane["beat"] == engine_word_beats - 1):
                 m.d.sync += [pf_lane["beat"].eq(0), write_en.eq(1), write_lane.eq(1),
                              write_addr.eq(pf_dst), pf_dst.eq(pf_dst + 1),
@@ -566,8 +571,9 @@ class Accelerator(wiring.Component):
             reader.data.ready.eq(fetching | (loading & lanes[0]["take"])
                                  | (running & Mux(expand_on, in_packer.i.ready,
                                                   lb.fill.ready))),
-            res_reader.data.ready.eq((loading & lanes[1]["take"]) | prefetching
+            res_reader.data.ready.eq((loading & lanes[1]["take"])
                                      | (running & res_packer.i.ready)),
+            pf_reader.data.ready.eq(running),
         ]
         m.d.comb += [res_packer.i.valid.eq(res_reader.data.valid & running & residual_on),
                      res_packer.i.payload.eq(res_reader.data.payload)]

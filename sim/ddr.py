@@ -24,10 +24,11 @@ Named models (:data:`MEMORIES`):
       the last W beat. These are estimates, not datasheet values: a DDR3-1066 row miss
       (tRP + tRCD + CL, about 40 ns at 7-7-7) plus the controller's queues and arbitration
       and the HP port's clock-crossing FIFOs. Change them with ``dataclasses.replace``.
-    * The design's two AXI managers reach DDR through HP ports of their own, as
+    * The design's three AXI managers reach DDR through HP ports of their own, as
       ``bitstreams/pynq_z2/build.tcl`` wires them: ``m_axi`` (descriptors, tables, input,
       output) through ``S_AXI_HP0``, ``m_axi_res`` (the residual input, and half of every
-      table load) through ``S_AXI_HP1``; they share only the DRAM.
+      table load) through ``S_AXI_HP1``, ``m_axi_pf`` (the prefetch of the next layer's
+      weights) through ``S_AXI_HP2``; they share only the DRAM.
 
 ``ideal``
     Unlimited bandwidth, reads answered 2 cycles after the AR handshake and writes 2 cycles
@@ -52,7 +53,7 @@ MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-resp
 RATE_ONE = 1 << 16    #: the Verilog model's rates are fixed point, beats per cycle * 2**16
 
 #: AXI manager ports of ``hw.top.Accelerator`` in the Verilog model's port order
-READ_PORTS = ("m_axi", "m_axi_res")
+READ_PORTS = ("m_axi", "m_axi_res", "m_axi_pf")
 WRITE_PORTS = ("m_axi",)
 
 BENCH_TOPLEVEL = "dwsep_bench"
@@ -179,11 +180,11 @@ MEMORIES = {
     "pynq-z2": MemoryModel(
         "pynq-z2", ddr_bytes_per_s=1050e6 * 2 * 0.75, port_read_bytes_per_s=1.2e9,
         port_write_bytes_per_s=1.2e9, read_latency_ns=200, write_latency_ns=100,
-        links={"m_axi": 0, "m_axi_res": 1}),
+        links={"m_axi": 0, "m_axi_res": 1, "m_axi_pf": 2}),
     "ideal": MemoryModel(
         "ideal", ddr_bytes_per_s=None, port_read_bytes_per_s=None,
         port_write_bytes_per_s=None, read_latency_ns=0, write_latency_ns=0,
-        links={"m_axi": 0, "m_axi_res": 0}),
+        links={"m_axi": 0, "m_axi_res": 0, "m_axi_pf": 0}),
 }
 
 

@@ -36,8 +36,8 @@ those of the blocks' flow control, stated where they are used. The one block tha
 chains share is the 1x1 engine (``hw/engine.py``) of an ``EXPAND`` layer: its expand jobs
 feed the line buffer and its project jobs drain the DW stage, so the model places the jobs
 in the order the engine's scheduler issues them (:class:`_Engine`,
-:meth:`_FillFromExpand.run_until`). Beside the chain, a layer without residual may read the
-next layer's 1x1 weights through the residual port (the prefetch segments, ``PREFETCH_SEGMENTS``):
+:meth:`_FillFromExpand.run_until`). Beside the chain, a layer may read the next layer's 1x1
+weights through the prefetch port (the prefetch segments, ``PREFETCH_SEGMENTS``):
 a stream taken as it comes, followed after the chain (it sees the chain's beats in the
 memory's credits) and then the chain again seeing its beats; the next layer skips those
 loads (``EXP_LOADED``, ``PW_LOADED``).
@@ -1109,10 +1109,10 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     out_h, out_w, in_h, in_w = d["out_h"], d["out_w"], d["in_h"], d["in_w"]
     in_beats = in_h * in_w * d["in_groups"] * P // BEAT_BYTES
     prefetch = _prefetch(config, d)
-    credits = _port_credits(mem, ("read0", "write0", "read1") if residual or prefetch
-                            else ("read0", "write0"))
+    credits = _port_credits(mem, ("read0", "write0") + ("read1",) * residual
+                            + ("read2",) * bool(prefetch))
     if pf_seed:
-        for c in credits["read1"]:
+        for c in credits["read2"]:
             c.mine.extend(pf_seed)
     reader = _ReadStream(t_cmds, base + d.get("in_addr", 0), in_beats, mem, credits["read0"])
 
@@ -1203,15 +1203,15 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     last_fill = fill.complete(in_h - 1, allow)
     pf_end, pf_grants = -math.inf, []
     if prefetch:
-        # the next descriptor's weights through the residual port, taken as they come
-        for c in credits["read1"]:
+        # the next descriptor's weights through the prefetch port, taken as they come
+        for c in credits["read2"]:
             c.mine.clear()      # the seed: the other ports have seen it
         (addr, beats), *more = ((base + a, n) for a, n in prefetch)
-        pf = _ReadStream(t_cmds, addr, beats, mem, credits["read1"], more)
+        pf = _ReadStream(t_cmds, addr, beats, mem, credits["read2"], more)
         pf_last = pf.take_run(sum(n for _, n in prefetch), -math.inf)
         pf_end = max(pf_last + 1, pf.last_command() + 2)
-        if credits["read1"]:
-            pf_grants = list(credits["read1"][0].mine)
+        if credits["read2"]:
+            pf_grants = list(credits["read2"][0].mine)
     end = max(done_cmd + 2, writer_idle, last_fill + 2, pf_end)
     return end, first_tap, row_end[-1], pf_grants
 
@@ -1453,14 +1453,15 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
         write = max(write, 2 * pixels, -(-slots // _WRITER.max_outstanding))
     # the rate limits: a port moves at most one beat per cycle, ports on one link share its
     # rate, and the DRAM's rate is shared by all (here split as reads and writes use it)
-    in_beats = read["input"] // BEAT_BYTES
-    res_beats = (read["residual"] + read["prefetch"]) // BEAT_BYTES  # the second port's
+    # (each read port's beats, in READ_PORTS order)
+    ports = [read[name] // BEAT_BYTES for name in ("input", "residual", "prefetch")]
     rd, wr, ddr = (MemoryCycles.fixed(r) / RATE_ONE if r else math.inf
                    for r in (mem.read_rate, mem.write_rate, mem.ddr_rate))
-    on_link = in_beats + res_beats if mem.read_links[0] == mem.read_links[1] \
-        else max(in_beats, res_beats)
-    read_cycles = max(in_beats, res_beats, math.ceil(on_link / rd),
-                      math.ceil((in_beats + res_beats) / ddr))
+    on_link: dict[int, int] = {}
+    for beats, link in zip(ports, mem.read_links, strict=True):
+        on_link[link] = on_link.get(link, 0) + beats
+    read_cycles = max(*ports, *(math.ceil(n / rd) for n in on_link.values()),
+                      math.ceil(sum(ports) / ddr))
     write = max(write, math.ceil(written // BEAT_BYTES / min(wr, ddr)))
     add = ResidualAdd(Q, config.add_lanes)
     expand = bool(flags & DescFlag.EXPAND)

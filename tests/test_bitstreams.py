@@ -438,8 +438,9 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     cells = {c.split()[-1] for c in calls if c.startswith("create_bd_cell")}
     bus_kinds = build.buses((out / "dwsep_top.v").read_text())
     n_masters = sum(1 for kind in bus_kinds.values() if kind == "master")
-    assert n_masters == 2  # m_axi, m_axi_res: one HP port each
-    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem0", "axi_mem1"}
+    assert n_masters == 3  # m_axi, m_axi_res, m_axi_pf: one HP port each
+    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem0", "axi_mem1",
+                     "axi_mem2"}
     pins = [c.split()[1] for c in calls if c.split()[0] in ("get_bd_pins", "get_bd_intf_pins")]
     assert {p.split("/")[0] for p in pins} == cells
     shell = (out / "dwsep_accelerator.v").read_text()
@@ -448,11 +449,13 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     n_buses = len(build.buses((out / "dwsep_top.v").read_text()))
     # GP0 -> axi_ctrl, axi_ctrl -> each subordinate, each manager -> its interconnect -> HP
     assert sum(c.startswith("connect_bd_intf_net") for c in calls) == 1 + n_buses + n_masters
-    assert "get_bd_intf_pins ps7/S_AXI_HP1" in text
-    assert "get_bd_addr_segs ps7/S_AXI_HP1/HP1_DDR_LOWOCM" in text
+    for hp in (1, 2):
+        assert f"get_bd_intf_pins ps7/S_AXI_HP{hp}" in text
+        assert f"get_bd_addr_segs ps7/S_AXI_HP{hp}/HP{hp}_DDR_LOWOCM" in text
     assert re.search(r"set_property -dict \{.*CONFIG.PCW_USE_S_AXI_HP0 1 "
                      r"CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 64 CONFIG.PCW_USE_S_AXI_HP1 1 "
-                     r"CONFIG.PCW_S_AXI_HP1_DATA_WIDTH 64", text)
+                     r"CONFIG.PCW_S_AXI_HP1_DATA_WIDTH 64 CONFIG.PCW_USE_S_AXI_HP2 1 "
+                     r"CONFIG.PCW_S_AXI_HP2_DATA_WIDTH 64", text)
     assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 100" in text
     assert "create_project -force dwsep " + str(out / "vivado") + " -part xc7z020clg400-1" \
         in text

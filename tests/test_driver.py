@@ -202,11 +202,10 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
      ErrorCode.BAD_PARAMS),
     (dict(mid_groups=lambda d: d["mid_groups"] + 1), ErrorCode.BAD_PARAMS),
     # the engine's weights: a table past the end of its memory (tiny: 512 words), a
-    # prefetch segment past it, over this layer's PW weights, or beside a residual
+    # prefetch segment past it or over this layer's PW weights
     (dict(pw_wbase=lambda d: 513 - d["mid_groups"] * d["out_groups"]), ErrorCode.BAD_PARAMS),
     (dict(pf1_words=1, pf1_base=512), ErrorCode.BAD_PARAMS),
     (dict(pf0_base=lambda d: d["pw_wbase"] + 1), ErrorCode.BAD_PARAMS),
-    (dict(flags=DescFlag.RESIDUAL), ErrorCode.BAD_PARAMS),
     # the ADD's output shift is TFLite's, -31..0
     (dict(flags=DescFlag.RESIDUAL, pf0_words=0, add_out_shift=1), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.RESIDUAL, pf0_words=0, add_out_shift=-32), ErrorCode.BAD_PARAMS),

@@ -194,6 +194,7 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 def test_mobilenet_v2_compiles_to(v2_int8):
     """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
     pynq-z2 (16 x 24 engine, 512 weight words, tiles of at most 264 channels) the
+    96 -> 576 -> 160 block runs in one tile (a second would repeat its expand), the
     160-channel blocks split their expand (960 channels in four tiles), the 960 -> 320
     projection runs in four tiles (two tiles of 4 words x 60 mid groups fit the 512 words
     together), the head in six 48-channel-aligned parts of at most 240 channels (P = 16 and
@@ -211,7 +212,8 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 56 and len(prog.layers) == 24
+    assert len(prog.descriptors) == 55 and len(prog.layers) == 24
+    assert prog.layers[14]["output_shape"] == [7, 7, 160] and prog.layers[14]["tiles"] == 1
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
     assert all(r["tiles"] == 4 for r in split)
@@ -224,14 +226,14 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 4, "fc_requant")
     assert prog.macs == big.macs
     summary = prog.summary()
-    assert "layer 22 [descriptor 40-45]" in summary and "layer 23 [descriptor 46-55]" in summary
+    assert "layer 22 [descriptor 39-44]" in summary and "layer 23 [descriptor 45-54]" in summary
     d = prog.descriptors
-    pooled = d[40]["out_addr"]
-    assert [x["out_addr"] - pooled for x in d[40:46]] == [0, 240, 480, 720, 912, 1104]
-    assert all(x["out_addr"] % 48 == pooled % 48 for x in d[40:46])
-    assert [(x["in_addr"] - pooled, x["in_groups"], x["out_groups"]) for x in d[46:56]] == \
+    pooled = d[39]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[39:45]] == [0, 240, 480, 720, 912, 1104]
+    assert all(x["out_addr"] % 48 == pooled % 48 for x in d[39:45])
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["out_groups"]) for x in d[45:55]] == \
         [(0, 64, 7)] * 6 + [(1024, 16, 11)] * 2 + [(1024, 16, 10)] * 2
-    assert len({x["pw_weights"] for x in d[46:56]}) == 10
+    assert len({x["pw_weights"] for x in d[45:55]}) == 10
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],

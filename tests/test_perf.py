@@ -502,12 +502,14 @@ def test_read_rate_terms():
     est = layer_cycles(cfg, _desc())
     half = layer_cycles(cfg, _desc(), memory=dataclasses.replace(IDEAL, read_rate=0.5))
     assert half.fetch == est.fetch + 16 - 3
-    assert half.loads == {"dw_weights": 17 + 9 - 3, "dw_table": 18 + 10 - 3,
-                          "pw_weights": 16 + 8 - 3, "pw_table": 18 + 10 - 3, "skipped": 4}
+    # (the two tables of 10 beats read through both ports, which share the link here: one
+    # cycle less than a lone port, as the memory's priority rotates over its four requesters)
+    assert half.loads == {"dw_weights": 17 + 9 - 3, "dw_table": 18 + 10 - 4,
+                          "pw_weights": 16 + 8 - 3, "pw_table": 18 + 10 - 4, "skipped": 4}
     # a table load reads its first ceil(n/2) words through m_axi, the rest through m_axi_res:
     # on two links of half a beat a cycle each, a table of two or more words moves at one
     # beat a cycle; the one-word PW table all through m_axi, at half
-    two = dataclasses.replace(IDEAL, read_rate=0.5, read_links=(0, 1))
+    two = dataclasses.replace(IDEAL, read_rate=0.5, read_links=(0, 1, 2))
     assert layer_cycles(cfg, _desc(), memory=two).loads == {**est.loads,
                                                             "pw_weights": half.loads[
                                                                 "pw_weights"]}
@@ -528,10 +530,13 @@ def test_read_rate_terms():
 #: fraction of the RTL's cycles the model may differ by with a rate-limited memory, per
 #: descriptor and per program. The model follows each port's beats through its own link and
 #: DRAM credit counters exactly; what it leaves out is two ports drawing on one counter in
-#: the same cycles (the input and residual readers share an HP link, all three ports the
-#: DRAM), which the Verilog model arbitrates with a rotating priority. See perf.py's
-#: docstring for the errors measured on whole networks.
-RATE_TOLERANCE = 0.03
+#: the same cycles (the input and residual readers share an HP link, all four ports the
+#: DRAM), which the Verilog model arbitrates with a priority rotating over its requesters.
+#: 0.03 with two read ports; since the third (``m_axi_pf``, four requesters) the table
+#: loads of ``pool_fc_wide`` (both load ports on the DRAM's counter, taken alternately) are
+#: 3.4 % fast at 200 MHz (1,027 model, 1,063 RTL cycles). See perf.py's docstring for the
+#: errors measured on whole networks.
+RATE_TOLERANCE = 0.04
 FRAME_TOLERANCE = 0.01
 
 #: descriptors that move many beats per cycle of work (read, write and table-load bound,

@@ -8,7 +8,7 @@
 # (the PYNQ driver binds to this VLNV), build a block design (PS7 with PYNQ-Z2 settings,
 # FCLK_CLK0 100 MHz; registers on M_AXI_GP0 through an AXI interconnect; DDR through one AXI
 # interconnect per manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in the
-# managers' order (m_axi, m_axi_res); irq to IRQ_F2P), then
+# managers' order (m_axi, m_axi_res, m_axi_pf); irq to IRQ_F2P), then
 # synthesize, implement, write the bitstream and copy the block design's hardware handoff.
 # Written without access to Vivado: untested (see bitstreams/README.md).
 

@@ -1,7 +1,7 @@
 # Zynq PS settings of the TUL PYNQ-Z2 (xc7z020clg400-1), for boards without the board files
 # installed: DDR3 (MT41J256M16 RE-125, 16-bit, 525 MHz, board trace delays), the MIO
 # peripherals the PYNQ image uses, plus what the dwsep overlay needs from the PS:
-# FCLK_CLK0 = 100 MHz, M_AXI_GP0 (registers), S_AXI_HP0 and S_AXI_HP1 64-bit (DDR), IRQ_F2P.
+# FCLK_CLK0 = 100 MHz, M_AXI_GP0 (registers), S_AXI_HP0, S_AXI_HP1 and S_AXI_HP2 64-bit (DDR), IRQ_F2P.
 # Values follow the PYNQ-Z2 board preset. Sourced by build.tcl.
 
 proc ps7_pynq_z2_config {} {
@@ -54,6 +54,8 @@ proc ps7_pynq_z2_config {} {
         CONFIG.PCW_S_AXI_HP0_DATA_WIDTH {64} \
         CONFIG.PCW_USE_S_AXI_HP1 {1} \
         CONFIG.PCW_S_AXI_HP1_DATA_WIDTH {64} \
+        CONFIG.PCW_USE_S_AXI_HP2 {1} \
+        CONFIG.PCW_S_AXI_HP2_DATA_WIDTH {64} \
         CONFIG.PCW_USE_FABRIC_INTERRUPT {1} \
         CONFIG.PCW_IRQ_F2P_INTR {1} \
     ]
