@@ -87,6 +87,7 @@ class BeatSerializer(wiring.Component):
         word = Signal(self.beats * 64)
         # beats of `word` not yet sent (after its own, the filler's: `word` shifts in zeros)
         left = Signal(range(max(self.beats, self.max_last_beats) + 1))
+        full = Signal()   # left != 0, a register: `o.valid` starts no path of logic
         B = self.max_beats or 1
         transfer = self.o.valid & self.o.ready
 
@@ -105,9 +106,9 @@ class BeatSerializer(wiring.Component):
             def cut(beats):
                 room = B - phase_next
                 return Mux(beats < room, beats, room)
-        m.d.comb += self.o.valid.eq(left != 0)
+        m.d.comb += self.o.valid.eq(full)
         last_leaving = (left == n) & self.o.ready
-        m.d.comb += self.i.ready.eq((left == 0) | last_leaving)
+        m.d.comb += self.i.ready.eq(~full | last_leaving)
         taking = self.i.valid & self.i.ready
         new_left = self.beats
         if self.max_words is not None:
@@ -116,11 +117,11 @@ class BeatSerializer(wiring.Component):
         for k in range(2, B + 1):
             rest = Mux(n == k, word >> (64 * k), rest)
         with m.If(taking):
-            m.d.sync += [word.eq(Value.cast(self.i.payload)), left.eq(new_left)]
+            m.d.sync += [word.eq(Value.cast(self.i.payload)), left.eq(new_left), full.eq(1)]
             if self.max_beats is not None:
                 m.d.sync += n.eq(cut(new_left))
         with m.Elif(transfer):
-            m.d.sync += [word.eq(rest), left.eq(left - n)]
+            m.d.sync += [word.eq(rest), left.eq(left - n), full.eq(left != n)]
             if self.max_beats is not None:
                 m.d.sync += n.eq(cut(left - n))
         return m
