@@ -213,8 +213,9 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
     return [
         ("line_buffer", "lb_rows memories of pow2(lb_width*lb_channels/P) words of P bytes",
          8 * P, cfg.lb_depth),
-        ("dw_array weights", "mid_channels_max/P * dw_passes(k_max) * k_max words of "
-         "dw_taps*P bytes", 8 * cfg.dw_taps * P, cfg.dw_weight_depth),
+        ("dw_array weights", "dw_weight_words (default mid_channels_max/P * "
+         "dw_passes(k_max) * k_max) words of dw_taps*P bytes", 8 * cfg.dw_taps * P,
+         cfg.dw_weight_depth),
         ("engine project pixels", "2 * pow2(mid_channels_max/P) words of P bytes", 8 * P,
          pixel_buffer_words(cfg.mid_groups_max)),
         ("engine expand pixels", "2 * pow2(expand_channels_max/P) words of P bytes", 8 * P,
@@ -237,7 +238,7 @@ _DRIVERS = {
     "writer.lengths": "burst-length FIFO (fixed)",
     "csr": "register map (fixed)",
     "line_buffer": "BRAM: lb_rows*lb_width*lb_channels bytes",
-    "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (mid_channels_max, k_max)",
+    "dw_array": "LUT: P*dw_taps Booth MACs; BRAM: DW weights (dw_weight_words)",
     "dw_requant": "DSP: dw_requant_dsps x requant_lanes; table: 9 bytes x mid_channels_max",
     "engine": "DSP: P*Q/2 (two MACs each); BRAM: expand + project weights, pixels",
     "engine_requant": "DSP: 2 x erq_lanes - engine_requant_lut_lanes; table: 9 bytes x "

@@ -29,8 +29,9 @@ Pattern matching, in the model's operator order (docs/ARCHITECTURE.md, "Layer de
 * ``RESHAPE`` keeping the channel count: no operation (the layout is unchanged).
 
 PW outputs wider than ``out_channels_max`` are tiled by output channels (one descriptor per
-tile, ``out_pitch`` the whole tensor). A pool or FC input wider than ``mid_channels_max``,
-and a pool without an FC wider than ``out_channels_max`` whose producer can, is stored as
+tile, ``out_pitch`` the whole tensor). A pool or FC input wider than ``mid_channels_max``
+(or than the DW weight memory holds at the pool's window: ``dw_weight_words``), and a
+pool without an FC wider than ``out_channels_max`` whose producer can, is stored as
 separate channel slices (its producer's tiles) and pooled slice by slice; an FC's one-pixel
 input is read in slices where it lies. The FC reduction is split over the slices: each
 slice writes int32 partial sums that the ``fc_requant`` host step adds before requantizing
@@ -984,13 +985,18 @@ class _Matcher:
             out_shape=(geo.out_h, geo.out_w, c_out),
             macs=geo.out_h * geo.out_w * c_in * c_out, note=note))
 
-    def _check_mid(self, op: Operator, c: int, m: int, what: str) -> None:
+    def _check_mid(self, op: Operator, c: int, m: int, what: str, kernel: int = 1) -> None:
         cfg, P = self.cfg, self.cfg.dw_lanes
         mid = packing.padded(c, P) * m
+        shown = f"{c}x{m}" if m > 1 else f"{c}"
         if mid > cfg.mid_channels_max:
-            shown = f"{c}x{m}" if m > 1 else f"{c}"
             raise _fail(op, f"{what} {shown} (padded to {mid}) exceed mid_channels_max="
                             f"{cfg.mid_channels_max} of config {cfg.name!r}")
+        if mid > cfg.dw_channels_max(kernel):
+            raise _fail(op, f"{what} {shown} (padded to {mid}) of a {kernel}x{kernel} kernel "
+                            f"need {cfg.dw_words(mid // P, kernel)} DW weight words, more than "
+                            f"dw_weight_words={cfg.dw_weight_depth} of config {cfg.name!r} "
+                            f"(at most {cfg.dw_channels_max(kernel)} channels at this kernel)")
 
     def _expand_block(self, e: Operator) -> bool:
         """Match ``e`` as the expand of ``e -> [PAD] -> DW -> 1x1 CONV_2D``; emit the block."""
@@ -1035,7 +1041,7 @@ class _Matcher:
             raise _fail(dw, f"weights {wt.name!r} have shape {list(wt.shape)}; expected "
                             f"[1, k, k, {geo.c}*m]")
         m = int(wt.shape[3]) // geo.c
-        self._check_mid(dw, geo.c, m, "depthwise output channels")
+        self._check_mid(dw, geo.c, m, "depthwise output channels", kh)
         return geo, m
 
     def _block(self, dw: Operator, pw: Operator, e: Operator | None = None) -> None:
@@ -1384,12 +1390,13 @@ class _Emitter:
         """Cut the inputs of pools and FCs into channel slices, each read by its own
         descriptors.
 
-        A pool or FC input wider than ``mid_channels_max`` must be sliced. A pool without an
-        FC wider than ``out_channels_max`` is sliced too when its producer can store the
-        slices: its output tiles then read their own channels, not the whole input each.
-        An FC input of one pixel is sliced where it lies (a slice of it is a contiguous run
-        of bytes), ``mid_channels_max`` channels a slice. Any other input is stored as
-        separate tensors of ``S = min(mid_channels_max, out_channels_max)`` channels rounded
+        A pool or FC input wider than ``M``, ``mid_channels_max`` or fewer where the DW weight
+        memory holds fewer at its window (``AcceleratorConfig.dw_channels_max``), must be
+        sliced. A pool without an FC wider than ``out_channels_max`` is sliced too when its
+        producer can store the slices: its output tiles then read their own channels, not the
+        whole input each. An FC input of one pixel is sliced where it lies (a slice of it is
+        a contiguous run of bytes), ``M`` channels a slice. Any other input is stored as
+        separate tensors of ``S = min(M, out_channels_max)`` channels rounded
         down to ``lcm(P, Q)`` (a pool's output slices then start on a PW output group),
         which its producer writes as its output tiles (``parts``).
         """
@@ -1402,7 +1409,8 @@ class _Emitter:
                     readers.setdefault(name, []).append(u)
         for u in self.units:
             c, op = u.geo.c, u.ops[0]
-            wide = packing.padded(c, P) > cfg.mid_channels_max
+            most = cfg.mid_channels_max if u.conv else cfg.dw_channels_max(u.geo.k)
+            wide = packing.padded(c, P) > most
             if wide and (u.conv or u.expand is not None or u.depth_mult != 1
                          or (u.fc is None and not u.is_pool)):
                 raise _fail(op, f"{c} channels exceed mid_channels_max="
@@ -1410,21 +1418,23 @@ class _Emitter:
             if not wide and not (u.is_pool and u.fc is None and c > cfg.out_channels_max):
                 continue
             if u.fc is not None and u.geo.h * u.geo.w == 1:
-                size = cfg.mid_channels_max
-                u.slices = [(c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+                u.slices = [(c0, min(c0 + most, c)) for c0 in range(0, c, most)]
                 continue
             step = math.lcm(P, Q)
-            size = min(cfg.mid_channels_max, cfg.out_channels_max) // step * step
+            size = min(most, cfg.out_channels_max) // step * step
             src = producers.get(u.input)
             if (src is None or src.residual is not None or src.fc is not None
                     or len(readers.get(u.input, [])) != 1
                     or self.graph.outputs[0] == u.input or src.slices is not None):
                 if not wide:
                     continue    # the pool's output tiles read the whole input
-                raise _fail(op, f"input {u.input!r} has {c} channels, more than "
-                                f"mid_channels_max={cfg.mid_channels_max} of config "
-                                f"{cfg.name!r}, and cannot be stored in slices (it is the "
-                                "model input or output, read twice, or made by an ADD)")
+                limit = (f"mid_channels_max={cfg.mid_channels_max}"
+                         if most == cfg.mid_channels_max else
+                         f"the {most} whose {u.geo.k}x{u.geo.k} DW weights fit "
+                         f"dw_weight_words={cfg.dw_weight_depth}")
+                raise _fail(op, f"input {u.input!r} has {c} channels, more than {limit} "
+                                f"of config {cfg.name!r}, and cannot be stored in slices (it "
+                                "is the model input or output, read twice, or made by an ADD)")
             # the producer's output tiles: sized as its own would be
             _, mid_groups, exp_words = _engine_words(cfg, src,
                                                      packing.padded(src.in_c, P) // P)
@@ -1638,6 +1648,29 @@ class _Emitter:
 
 # ---- the engine's weight memory ----------------------------------------------------------------
 
+#: A prefetch is planned only where the descriptor that reads it has at least one cycle of
+#: work (:func:`_run_work`) for every ``PREFETCH_BEATS_PER_WORK`` beats of it. The prefetch
+#: reads through one HP port while that descriptor runs, a load reads before the run
+#: through two: on the PYNQ-Z2 at 200 MHz one port moves 0.75 beats a cycle and the DRAM
+#: about 1, so prefetching ``n`` beats stretches a run of ``W`` cycles to ``n / 0.75`` where
+#: that is longer, loading them costs ``n`` cycles: the prefetch pays while ``W > n / 3``.
+#: (A short run beside a long prefetch: the FC's tiles, the last expand tile before a
+#: 960 -> 160 projection's 420 weight words.)
+PREFETCH_BEATS_PER_WORK = 3
+
+
+def _run_work(f: dict, cfg: AcceleratorConfig) -> int:
+    """Cycles of work of descriptor fields ``f`` on its busiest array, a lower bound of its
+    run: the engine's steps (expand and project) or the DW array's tap columns."""
+    pixels = f["out_h"] * f["out_w"]
+    engine = pixels * f["mid_groups"] * f["out_groups"]
+    if f["flags"] & DescFlag.EXPAND:
+        engine += f["in_h"] * f["in_w"] * f["exp_words"] * f["in_groups"]
+    dw = 0 if f["flags"] & DescFlag.CONV else (
+        pixels * cfg.dw_words(f["mid_groups"], f["kernel"]))
+    return max(engine, dw)
+
+
 def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     """Place each descriptor's expand and PW weights in the engine's weight memory
     (``exp_wbase``, ``pw_wbase``) so that the next descriptor's go where this one's are not,
@@ -1646,8 +1679,9 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
 
     A table already in the memory (same blob, not overwritten since) is used where it is
     (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has a
-    free segment and the words fit beside the previous descriptor's tables and this one's;
-    else the controller loads it before the run,
+    free segment, runs long enough for it (``PREFETCH_BEATS_PER_WORK``) and the words fit
+    beside the previous descriptor's tables and this one's; else the controller loads it
+    before the run,
     anywhere apart from this descriptor's other table. Descriptors alternate between the
     two ends of the memory (a descriptor near the bottom places the next one's tables
     from the top down), which leaves the next one the largest gap.
@@ -1673,6 +1707,9 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
             b + n for b, n in prev_ranges)
         # a table held where the other one cannot fit beside it is loaded again
         room = len(free)
+        beats = sum(words for _, _, words in tables) * cfg.dw_lanes * cfg.pw_cols // 8
+        if prev is not None and beats > PREFETCH_BEATS_PER_WORK * _run_work(prev.fields, cfg):
+            room = 0
         held = {name: resident[i] for name, i in ident.items() if i in resident}
         mine, plan = (_place_tables(depth, tables, held, room, prev_ranges, low)
                       or _place_tables(depth, tables, {}, room, prev_ranges, low))

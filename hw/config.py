@@ -96,6 +96,13 @@ class AcceleratorConfig:
         AXI4 master data width in bits. Only 64 is supported (PYNQ HP ports).
     axi_addr_width:
         AXI4 master address width in bits.
+    dw_weight_words:
+        Words (``dw_taps x dw_lanes`` bytes) of the DW weight memory, one per (mid group,
+        pass, kernel column) of a layer. ``None``: room for ``mid_channels_max`` channels at
+        ``k_max`` (:attr:`dw_weight_depth`). Smaller bounds a DW stage's channels by its
+        kernel (``dw_passes(k) * k`` words a group): the compiler refuses wider ones and
+        cuts wider pools into channel slices. At least room for a 3x3 depthwise stage of
+        ``mid_channels_max`` channels.
     engine_weight_words:
         Words (``dw_lanes x pw_cols`` bytes) of the 1x1 engine's weight memory. ``None``:
         room for the largest expand and PW weight tables together (``expand_weight_depth +
@@ -122,6 +129,7 @@ class AcceleratorConfig:
     dw_requant_dsps: int = 2
     axi_data_width: int = 64
     axi_addr_width: int = 32
+    dw_weight_words: int | None = None
     engine_weight_words: int | None = None
     engine_requant_lanes: int | None = None
     engine_requant_lut_lanes: int = 0
@@ -131,7 +139,8 @@ class AcceleratorConfig:
             if not cond:
                 raise ConfigError(f"config {self.name!r}: {msg}")
 
-        optional = {"engine_weight_words", "engine_requant_lanes"}  # None: derived
+        # None: derived
+        optional = {"dw_weight_words", "engine_weight_words", "engine_requant_lanes"}
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "name" or (f.name in optional and v is None):
@@ -187,6 +196,11 @@ class AcceleratorConfig:
              f"lb_width ({self.lb_width}) must not exceed max_dim ({self.max_dim})")
         need(16 <= self.axi_addr_width <= 64,
              f"axi_addr_width must be in 16..64, not {self.axi_addr_width}")
+        least = self.dw_words(self.mid_groups_max, min(3, self.k_max))
+        need(self.dw_weight_depth >= least,
+             f"dw_weight_words ({self.dw_weight_words}) must be at least {least}: a "
+             f"{min(3, self.k_max)}x{min(3, self.k_max)} depthwise stage of mid_channels_max "
+             "channels")
         least = self.expand_weight_depth + self.mid_groups_max
         need(self.engine_weight_depth >= least,
              f"engine_weight_words ({self.engine_weight_words}) must be at least "
@@ -241,11 +255,25 @@ class AcceleratorConfig:
         """Passes of ``dw_taps`` kernel rows that cover a ``kernel``-row window."""
         return -(-kernel // self.dw_taps)
 
+    def dw_words(self, groups: int, kernel: int) -> int:
+        """DW weight words of ``groups`` mid groups at a ``kernel x kernel`` window: one per
+        (group, pass, kernel column)."""
+        return groups * self.dw_passes(kernel) * kernel
+
     @property
     def dw_weight_depth(self) -> int:
-        """Words (``dw_taps * dw_lanes`` bytes) of the DW weight memory: one per (mid group,
-        pass, kernel column)."""
-        return self.mid_groups_max * self.dw_passes(self.k_max) * self.k_max
+        """Words (``dw_taps * dw_lanes`` bytes) of the DW weight memory:
+        ``dw_weight_words``, by default :meth:`dw_words` of ``mid_groups_max`` at
+        ``k_max``."""
+        if self.dw_weight_words is not None:
+            return self.dw_weight_words
+        return self.dw_words(self.mid_groups_max, self.k_max)
+
+    def dw_channels_max(self, kernel: int) -> int:
+        """The most DW output channels a ``kernel x kernel`` stage has: ``mid_channels_max``,
+        or fewer where their weights would not fit ``dw_weight_words``."""
+        groups = self.dw_weight_depth // self.dw_words(1, kernel)
+        return min(self.mid_groups_max, groups) * self.dw_lanes
 
     @property
     def pw_weight_depth(self) -> int:
@@ -308,18 +336,22 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
     # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 264 channels (11 engine
-    # words: a 512-channel layer in two tiles), expand inputs up to 96; the engine's one
-    # weight memory of 512 words (384 bytes each: 43 BRAM36, where 768 or 1,024 words take
-    # 86) holds a descriptor's expand and PW weights and the next one's: the compiler cuts
-    # output tiles to fit it. DSP48E1: the 16x24 engine at two MACs each (192), the engine's
-    # requantizer of 12 lanes (two cycles a 24-channel word) 2 per lane but 1 for 4 of them
-    # (20: their high product in LUTs), the DW one of 8 lanes 1 per lane (8); the ADD uses
-    # none (by table): 220 in all, see bitstreams/README.md and docs/PLAN-pynq-z2.md.
+    # words: a 512-channel layer in two tiles), expand inputs up to 96. BRAM36: the engine's
+    # one weight memory of 1,024 words (384 bytes each: 86 BRAM36; 768 words take as many,
+    # 512 take 43) holds a descriptor's expand and PW weights and the next one's (the
+    # compiler cuts output tiles to fit it); the DW weight memory of 512 words (48 bytes
+    # each: 6 BRAM36 instead of 16.5 for 1,344) holds a 3x3 stage of 1,024 channels or a
+    # 7x7 pool of 384 (the compiler slices wider pools). DSP48E1: the 16x24 engine at two
+    # MACs each (192), the engine's requantizer of 12 lanes (two cycles a 24-channel word)
+    # 2 per lane but 1 for 4 of them (20: their high product in LUTs), the DW one of 8
+    # lanes 1 per lane (8); the ADD uses none (by table): 220 in all, see
+    # bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
         name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=24, k_max=7, dilation_max=1,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
         out_channels_max=264, expand_channels_max=96, add_lanes=2, dw_requant_dsps=1,
-        engine_weight_words=512, engine_requant_lanes=12, engine_requant_lut_lanes=4,
+        dw_weight_words=512, engine_weight_words=1024, engine_requant_lanes=12,
+        engine_requant_lut_lanes=4,
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(

@@ -444,6 +444,9 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
         _implies(raw == 0, stored & (d["out_pitch"] >= d["out_beats"])),
         # the residual is read as one contiguous run
         _implies(residual, d["out_pitch"] == d["out_beats"]),
+        # the DW weights fit their memory (by default any k <= k_max at mid_groups_max does)
+        *([] if config.dw_weight_words is None else
+          [_implies(conv == 0, p["dw_weight_words"] <= config.dw_weight_depth)]),
         *_engine_weight_checks(d, p, config),
     ]
 

@@ -450,6 +450,21 @@ def test_output_tiles_sized_for_the_prefetch():
     assert a["pf0_base"] == b["pw_wbase"]
 
 
+def test_prefetch_only_where_the_run_covers_it():
+    """The same two tiles of 4 x 32 weight words (1,024 beats) on a 2x2 input: the first
+    tile's run (4 pixels x 32 x 4 engine steps = 512 cycles of work) covers the second's
+    weights through one port (``PREFETCH_BEATS_PER_WORK``: a cycle of work for 3 beats);
+    on a 1x1 input (128 cycles) it does not, and the second tile loads them through both."""
+    small = dataclasses.replace(get_config("tiny"), expand_channels_max=8)
+    for side, prefetched in ((2, True), (1, False)):
+        layer = graph_from_spec(spec(h=side, w=side, c=128, depth_multiplier=2, c_out=64,
+                                     kernel=1))
+        a, b = compile_model(layer, small).descriptors
+        assert (a["out_groups"], b["out_groups"]) == (4, 4)
+        assert bool(b["flags"] & DescFlag.PW_LOADED) == prefetched
+        assert a["pf0_words"] == 4 * 32 * prefetched
+
+
 MOBILENET = MobileNetSpec(h=16, w=16, stem_channels=8,
                           blocks=(BlockSpec(1, 8, 1), BlockSpec(4, 12, 2), BlockSpec(3, 12, 1)),
                           head_channels=40, pool="MEAN", keep_dims=False, classes=10,
@@ -820,6 +835,44 @@ def test_unsupported_operator(model, message):
     with pytest.raises(UnsupportedModelError) as info:
         compile_model(read_tflite(model), "tiny")
     assert str(info.value).startswith(message)
+
+
+def test_dw_weight_words_bound_a_stage_by_its_kernel():
+    """``dw_weight_words`` (tiny at its least, 96: a 3x3 stage of 256 channels) holds
+    ``dw_passes(k) * k`` words a group: a 5x5 depthwise stage of 104 channels (130 words) is
+    refused, one of 72 (90) runs; a 7x7 pool of 80 channels (21 words a group: 32 channels
+    fit) is cut into three slices of at most 32, bit-exact; the same pool over the model
+    input, which cannot be sliced, is refused."""
+    cfg = dataclasses.replace(TINY, dw_weight_words=96)
+    assert (cfg.dw_channels_max(3), cfg.dw_channels_max(5), cfg.dw_channels_max(7)) == (
+        256, 72, 32)
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(graph_from_spec(spec(c=100, depth_multiplier=1, kernel=5)), cfg)
+    assert str(info.value) == (
+        "operator 0 DEPTHWISE_CONV_2D ('dw/out'): depthwise output channels 100 (padded to "
+        "104) of a 5x5 kernel need 130 DW weight words, more than dw_weight_words=96 of "
+        "config 'tiny' (at most 72 channels at this kernel)")
+    prog = compile_model(graph_from_spec(spec(c=72, depth_multiplier=1, kernel=5)), cfg)
+    assert prog.descriptors[0]["mid_groups"] * cfg.dw_passes(5) * 5 == 90
+
+    model = mobilenet_like_model(dataclasses.replace(MOBILENET, h=28, w=28, head_channels=80))
+    g = read_tflite(model)
+    prog = compile_model(g, cfg)
+    pool = next(r for r in prog.layers if r["ops"][0] == "MEAN")
+    assert pool["input_shape"] == [7, 7, 80] and pool["input_slices"] == 3
+    first, count = pool["descriptors"]
+    assert [d["in_groups"] for d in prog.descriptors[first:first + count]] == [4, 3, 3]
+    assert len(compile_model(g, TINY).layers) == len(prog.layers)  # unsliced there
+    x = np.random.default_rng(3).integers(-128, 128, g.input.shape, np.int8)
+    with Accelerator(cfg, "reference") as acc:
+        assert np.array_equal(acc.run(g, x), litert_run(model, x))
+
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(read_tflite(pool_fc_model(7, 7, 40, 10, seed=1)), cfg)
+    assert str(info.value) == (
+        "operator 0 AVERAGE_POOL_2D ('pooled'): input 'input' has 40 channels, more than the "
+        "32 whose 7x7 DW weights fit dw_weight_words=96 of config 'tiny', and cannot be "
+        "stored in slices (it is the model input or output, read twice, or made by an ADD)")
 
 
 def test_limits_follow_the_config():

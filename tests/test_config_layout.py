@@ -30,6 +30,8 @@ def test_unknown_config_names_the_known_ones():
     ({"engine_weight_words": 287}, r"engine_weight_words \(287\) must be at least "
                                    r"expand_weight_depth \+ mid_groups_max \(288\)"),
     ({"engine_weight_words": 0}, "engine_weight_words must be a positive int, not 0"),
+    ({"dw_weight_words": 95}, r"dw_weight_words \(95\) must be at least 96: a 3x3 depthwise "
+                              "stage of mid_channels_max channels"),
     ({"engine_requant_lanes": 3}, r"engine_requant_lanes \(3\) must divide pw_cols \(8\)"),
     ({"engine_requant_lanes": 0}, "engine_requant_lanes must be a positive int, not 0"),
     ({"engine_requant_lut_lanes": 5}, r"engine_requant_lut_lanes \(5\) must not exceed the "
@@ -56,8 +58,14 @@ def test_derived_sizes():
     # the engine's weight memory: by default both largest tables, else its own parameter
     assert c.engine_weight_depth == 32 * 8 + 8 * 32
     assert dataclasses.replace(c, engine_weight_words=300).engine_weight_depth == 300
+    # the DW weight memory: by default mid_channels_max at k_max, else its own parameter,
+    # which bounds a stage's channels by its kernel
+    assert dataclasses.replace(c, dw_weight_words=200).dw_weight_depth == 200
+    assert [c.dw_channels_max(k) for k in (1, 3, 7)] == [256] * 3
     z2 = CONFIGS["pynq-z2"]
-    assert z2.engine_weight_depth == 512 < z2.expand_weight_depth + z2.pw_weight_depth == 1088
+    assert z2.engine_weight_depth == 1024 < z2.expand_weight_depth + z2.pw_weight_depth == 1088
+    assert z2.dw_weight_depth == 512 and z2.dw_words(64, 3) == 192
+    assert [z2.dw_channels_max(k) for k in (3, 5, 7)] == [1024, 816, 384]
     # the engine's requantizer: requant_lanes by default, else its own parameter
     assert c.erq_lanes == c.requant_lanes == 4
     assert (z2.erq_lanes, z2.requant_lanes) == (12, 8)

@@ -5,6 +5,8 @@ timeouts and input checks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -168,10 +170,10 @@ def test_input_checks(acc):
 BACKENDS = ["reference", pytest.param("rtl", marks=pytest.mark.verilator)]
 
 
-def _tampered_run(g: Graph, layer: int, backend: str = "reference", **fields):
+def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny", **fields):
     """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields (a callable
     value computes the new value from the descriptor)."""
-    a = Accelerator("tiny", backend)
+    a = Accelerator(config, backend)
     d = a.compile(g).descriptors[layer]
     d.update({k: v(d) if callable(v) else v for k, v in fields.items()})
     x = np.zeros(g.input.shape, np.int8)
@@ -215,6 +217,17 @@ def test_descriptor_errors(fields, code, backend):
     err = _tampered_run(chain(2, 7), 0, backend, **fields)
     assert err.code == code and err.layer == 0
     assert str(err) == f"accelerator stopped with {code.name} at descriptor 0"
+
+
+def test_dw_weights_past_their_memory():
+    """With ``dw_weight_words`` set, a descriptor whose DW weights (``mid_groups`` x
+    ``dw_passes(k) * k`` words) would run past that memory stops with BAD_PARAMS."""
+    cfg = dataclasses.replace(get_config("tiny"), dw_weight_words=96)
+    g = chain(1, 7)     # 9 mid groups: 27 words at 3x3, 189 at 7x7
+    mid = Accelerator(cfg, "reference").compile(g).descriptors[0]["mid_groups"]
+    assert (cfg.dw_words(mid, 3), cfg.dw_words(mid, 7)) == (27, 189)
+    err = _tampered_run(g, 0, config=cfg, kernel=7)
+    assert (err.code, err.layer) == (ErrorCode.BAD_PARAMS, 0)
 
 
 @pytest.mark.parametrize("field", ADDRESS_FIELDS)

@@ -423,7 +423,7 @@ def test_signature_and_latency():
         {"acc": data.ArrayLayout(signed(32), 16), "group": unsigned(5), "kind": 1})
     pz = Engine(PYNQ)
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 24, 64)
-    assert pz.wr.addr.shape() == unsigned(9)   # engine_weight_words 512
+    assert pz.wr.addr.shape() == unsigned(10)   # engine_weight_words 1024
     assert pz.o.payload.shape().members["group"] == unsigned(6)   # og < 64
     # the top level's: project groups from 43 (the expand words of 64 mid groups of 16
     # channels in 24-channel words), 11 of them: still below 64

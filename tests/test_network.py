@@ -193,14 +193,14 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
 
 def test_mobilenet_v2_compiles_to(v2_int8):
     """What runs where: all 17 blocks fused on zcu104, the pool + FC in one descriptor; on
-    pynq-z2 (16 x 24 engine, 512 weight words, tiles of at most 264 channels) the
+    pynq-z2 (16 x 24 engine, 1,024 weight words, tiles of at most 264 channels) the
     96 -> 576 -> 160 block runs in one tile (a second would repeat its expand), the
     160-channel blocks split their expand (960 channels in four tiles), the 960 -> 320
-    projection runs in four tiles (two tiles of 4 words x 60 mid groups fit the 512 words
+    projection runs in two tiles (two tiles of 7 words x 60 mid groups fit the 1,024 words
     together), the head in six 48-channel-aligned parts of at most 240 channels (P = 16 and
     C = 24 both divide a part's start), one pool per part, and the FC reads the pooled
-    vector in two input slices: 1,024 channels (tiles of 7 words: 64 x 7 = 448 weight words)
-    and 256 (tiles of at most 11 words), each of its weights once."""
+    vector in two input slices: 1,024 channels (tiles of at most 11 words: 64 x 11 = 704
+    weight words) and 256, each of its weights once."""
     g = read_tflite(v2_int8)
     big = compile_model(g, "zcu104")
     assert len(big.descriptors) == len(big.layers) == 20
@@ -212,12 +212,12 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert big.macs == 300_836_992
 
     prog = compile_model(g, PYNQ_Z2)
-    assert len(prog.descriptors) == 55 and len(prog.layers) == 24
+    assert len(prog.descriptors) == 51 and len(prog.layers) == 24
     assert prog.layers[14]["output_shape"] == [7, 7, 160] and prog.layers[14]["tiles"] == 1
     split = [r for r in prog.layers if "split" in r["note"]]
     assert [r["output_shape"] for r in split] == [[7, 7, 960]] * 3
     assert all(r["tiles"] == 4 for r in split)
-    assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 4
+    assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 2
     head, pool, fc = prog.layers[-3:]
     assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 6
     assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
@@ -226,14 +226,14 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 4, "fc_requant")
     assert prog.macs == big.macs
     summary = prog.summary()
-    assert "layer 22 [descriptor 39-44]" in summary and "layer 23 [descriptor 45-54]" in summary
+    assert "layer 22 [descriptor 37-42]" in summary and "layer 23 [descriptor 43-50]" in summary
     d = prog.descriptors
-    pooled = d[39]["out_addr"]
-    assert [x["out_addr"] - pooled for x in d[39:45]] == [0, 240, 480, 720, 912, 1104]
-    assert all(x["out_addr"] % 48 == pooled % 48 for x in d[39:45])
-    assert [(x["in_addr"] - pooled, x["in_groups"], x["out_groups"]) for x in d[45:55]] == \
-        [(0, 64, 7)] * 6 + [(1024, 16, 11)] * 2 + [(1024, 16, 10)] * 2
-    assert len({x["pw_weights"] for x in d[45:55]}) == 10
+    pooled = d[37]["out_addr"]
+    assert [x["out_addr"] - pooled for x in d[37:43]] == [0, 240, 480, 720, 912, 1104]
+    assert all(x["out_addr"] % 48 == pooled % 48 for x in d[37:43])
+    assert [(x["in_addr"] - pooled, x["in_groups"], x["out_groups"]) for x in d[43:51]] == \
+        [(0, 64, 11)] * 2 + [(0, 64, 10)] * 2 + [(1024, 16, 11)] * 2 + [(1024, 16, 10)] * 2
+    assert len({x["pw_weights"] for x in d[43:51]}) == 8
 
 
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
