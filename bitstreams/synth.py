@@ -233,7 +233,9 @@ def memory_estimates(cfg: AcceleratorConfig) -> list[tuple[str, str, int, int]]:
 
 #: Which config fields size each module, for the breakdown table.
 _DRIVERS = {
-    "dwsep_top": "controller, descriptor checks, stream muxes (P, Q)",
+    "dwsep_top": "the controller and the datapath, joined",
+    "controller": "registers, descriptor fetch and checks, table loads, DMAs, sequencing",
+    "datapath": "the stages between the readers and the writer, stream muxes (P, Q)",
     "sizes": "products of descriptor fields (shift-add, no DSP)",
     "writer.lengths": "burst-length FIFO (fixed)",
     "csr": "register map (fixed)",
@@ -273,6 +275,16 @@ def verdict(total: Resources, part: Part) -> list[tuple[str, float, float]]:
 
 def _short(module: str) -> str:
     return module.removeprefix(f"{TOPLEVEL}.") if module != TOPLEVEL else TOPLEVEL
+
+
+def _driver(short: str) -> str:
+    """What sizes module ``short`` (``_DRIVERS``, by its path or the end of it: a block's
+    note holds wherever in the hierarchy it sits)."""
+    parts = short.split(".")
+    for i in range(len(parts)):
+        if ".".join(parts[i:]) in _DRIVERS:
+            return _DRIVERS[".".join(parts[i:])]
+    return ""
 
 
 def _fmt(v: float) -> str:
@@ -333,21 +345,23 @@ def format_report(cfg: AcceleratorConfig, part: Part, syn: Synthesis,
         own = _RESOURCE[r](module_resources(syn.modules[TOPLEVEL]))
         for n, name in [*users, *([(own, TOPLEVEL)] if own else [])]:
             short = _short(name)
-            lines.append(f"    {short:<14}{_fmt(n):>8}  {_DRIVERS.get(short, '')}")
+            lines.append(f"    {short:<14}{_fmt(n):>8}  {_driver(short)}")
     lines += ["", f"{'resource':<12}{'used':>10}{'available':>11}{'util':>7}"]
     lines += [f"{r:<12}{_fmt(u):>10}{_fmt(a):>11}{u / a:>7.0%}" for r, u, a in rows]
+    breakdown = _breakdown(syn.modules, totals)
+    width = max(16, *(len(short) + 2 for short, _ in breakdown))
     lines += [
         "",
         "LUT = logic LUTs (LUT1-6, INV) + LUTs used as RAM/SRL; BRAM36 = RAMB36 + RAMB18/2.",
         "",
         "Per module (each including its submodules; the top row is the top module's own "
         "logic):",
-        f"{'module':<16}{'LUT':>8}{'LUTRAM':>8}{'FF':>8}{'DSP':>6}{'RAMB36':>8}{'RAMB18':>8}"
-        "  sized by",
+        f"{'module':<{width}}{'LUT':>8}{'LUTRAM':>8}{'FF':>8}{'DSP':>6}{'RAMB36':>8}"
+        f"{'RAMB18':>8}  sized by",
     ]
-    for short, t in _breakdown(syn.modules, totals):
-        lines.append(f"{short:<16}{t.luts:>8}{t.lutram_luts:>8}{t.ffs:>8}{t.dsps:>6}"
-                     f"{t.ramb36:>8}{t.ramb18:>8}  {_DRIVERS.get(short, '')}")
+    for short, t in breakdown:
+        lines.append(f"{short:<{width}}{t.luts:>8}{t.lutram_luts:>8}{t.ffs:>8}{t.dsps:>6}"
+                     f"{t.ramb36:>8}{t.ramb18:>8}  {_driver(short)}")
     if timing is not None:
         lines += ["", *format_timing(timing)]
     lines += [

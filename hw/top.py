@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .add import ResidualAdd
 from .axi import AXI4LiteSignature, AXI4ReadSignature, AXI4Signature
-from .beat_packer import BeatPacker
-from .beat_serializer import BeatSerializer
 from .config import AcceleratorConfig
 from .csr import ControlRegisters
+from .datapath import Datapath, descriptor_field
 from .dma_reader import DMAReader
 from .dma_writer import DMAWriter
-from .dw_array import DepthwiseArray
-from .engine import EXPAND, PROJECT, Engine
 from .layout import (
     ADD_TABLE_ENTRIES,
     ADDRESS_FIELDS,
@@ -30,16 +25,12 @@ from .layout import (
     Opcode,
     descriptor_param_checks,
     descriptor_product_checks,
-    expand_words,
     out_last_beats_max,
     scale,
 )
-from .line_buffer import PARAM_SOURCES, LineBuffer
 from .products import DescriptorProducts
-from .requant import Requantizer
-from .skid import SkidBuffer
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "Controller"]
 
 _DESC_BEATS = DESCRIPTOR.size // 8
 
@@ -67,12 +58,10 @@ class Accelerator(wiring.Component):
     ``[expand 1x1 -> requant -> FIFO] -> line buffer -> (DW -> requant | conv taps) ->
     project 1x1 -> (requant [-> residual ADD] | int32) -> DDR``
 
-    with every intermediate on chip. Both 1x1 stages run on one array, the
-    :class:`~dwsep.hw.engine.Engine`, as jobs of two kinds; the FIFO in front of the line
-    buffer holds ``engine.e_credits`` expanded words and returns a credit per word leaving
-    it, so an expand job issues only when all its words have room (see the engine's
-    docstring: a full line buffer never stalls the engine). ``STATUS.done`` (and ``irq``
-    when enabled) follows the descriptor flagged ``LAST``.
+    with every intermediate on chip. ``STATUS.done`` (and ``irq`` when enabled) follows the
+    descriptor flagged ``LAST``. Two components: the :class:`Controller` (registers,
+    descriptor fetch and checks, table loads, the DMAs, sequencing) and the
+    :class:`~dwsep.hw.datapath.Datapath` (the stages), joined by the datapath's signature.
 
     Parameters
     ----------
@@ -96,29 +85,70 @@ class Accelerator(wiring.Component):
         Level interrupt.
     """
 
-    #: engine words (both kinds but RAW_OUT ones) queued in front of the engine's
-    #: requantizer (``SyncFIFOBuffered``: one in its output register): the engine runs a
-    #: project job while the requantizer works off the expand job's words before it
-    ENGINE_FIFO_WORDS = 8
-
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self.config = config
-        aw = config.axi_addr_width
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
-            "m_axi": Out(AXI4Signature(addr_width=aw)),
-            "m_axi_res": Out(AXI4ReadSignature(addr_width=aw)),
-            "m_axi_pf": Out(AXI4ReadSignature(addr_width=aw)),
-            "irq": Out(1),
-        })
+        super().__init__(_bus_signature(config))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.datapath = datapath = Datapath(self.config)
+        m.submodules.controller = controller = Controller(self.config, datapath)
+        wiring.connect(m, wiring.flipped(self.s_axil), controller.s_axil)
+        for name in ("m_axi", "m_axi_res", "m_axi_pf"):
+            wiring.connect(m, getattr(controller, name), wiring.flipped(getattr(self, name)))
+        m.d.comb += self.irq.eq(controller.irq)
+        wiring.connect(m, controller.datapath, datapath)
+        return m
+
+
+def _bus_signature(config: AcceleratorConfig) -> dict:
+    """The accelerator's ports: its register bank and its AXI managers, and the interrupt."""
+    aw = config.axi_addr_width
+    return {
+        "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
+        "m_axi": Out(AXI4Signature(addr_width=aw)),
+        "m_axi_res": Out(AXI4ReadSignature(addr_width=aw)),
+        "m_axi_pf": Out(AXI4ReadSignature(addr_width=aw)),
+        "irq": Out(1),
+    }
+
+
+class Controller(wiring.Component):
+    """The program controller: the register bank, the descriptor fetch and checks, the
+    products of fields, the table loads (through both read ports), the prefetch, the DMAs
+    and the sequencing of a layer's run on the :class:`~dwsep.hw.datapath.Datapath`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    datapath : Datapath
+        The datapath it drives: its signature, and its tables' record sizes.
+
+    Members
+    -------
+    s_axil, m_axi, m_axi_res, m_axi_pf, irq
+        As :class:`Accelerator`'s.
+    datapath : ``In(datapath.signature)``
+        The datapath's members seen from the controller: the descriptor, its products and
+        the start it drives; the input, residual and table words it feeds; the output it
+        writes to DDR.
+    """
+
+    def __init__(self, config: AcceleratorConfig, datapath: Datapath):
+        self.config = config
+        self._exp_words_max = datapath.exp_words_max
+        self._erq, self._dwq = datapath.engine_requant, datapath.dw_requant
+        super().__init__({**_bus_signature(config), "datapath": In(datapath.signature)})
 
     def elaborate(self, platform):
         cfg = self.config
         P, Q = cfg.dw_lanes, cfg.pw_cols
         aw = cfg.axi_addr_width
         m = Module()
+        dp = self.datapath
+        erq, dwq, exp_words_max = self._erq, self._dwq, self._exp_words_max
 
         m.submodules.csr = csr = ControlRegisters(cfg)
         m.submodules.sizes = products = DescriptorProducts(cfg)
@@ -126,38 +156,6 @@ class Accelerator(wiring.Component):
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.pf_reader = pf_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
-        m.submodules.in_packer = in_packer = BeatPacker(_int8_words(P))
-        # one requantizer for the engine's expand and project words (`kinds=2`): its table
-        # holds the expand records (groups 0 ..), then the project ones (from
-        # `exp_words_max`, where the engine numbers project groups from)
-        exp_words_max = expand_words(cfg, cfg.mid_groups_max)
-        m.submodules.engine = engine = Engine(cfg, j_group_base=exp_words_max)
-        m.submodules.engine_requant = erq = Requantizer(
-            Q, exp_words_max + cfg.out_groups_max, cfg.erq_lanes, kinds=2,
-            lut_lanes=cfg.engine_requant_lut_lanes)
-        # the engine's expand words (Q channels) into the line buffer's groups (P channels):
-        # a pixel's `exp_words` words, of the last of which the serializer keeps the beats
-        # up to `exp_groups` groups, in transfers of up to a line-buffer word (P/8 beats)
-        # one entry more than the credits: the FIFO never refuses a word (a word written
-        # while the output register is being emptied would find the inner memory full)
-        m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * Q,
-                                                             depth=engine.e_credits + 1)
-        m.submodules.exp_serializer = exp_ser = BeatSerializer(
-            erq.o.payload.value.shape(), max_words=exp_words_max, max_beats=P // 8)
-        m.submodules.line_buffer = lb = LineBuffer(cfg)
-        m.submodules.dw_array = dw = DepthwiseArray(cfg)
-        m.submodules.dw_requant = dwq = Requantizer(
-            P, cfg.mid_groups_max, cfg.requant_lanes,
-            lut_lanes=cfg.requant_lanes if cfg.dw_requant_dsps == 1 else 0)
-        # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly, or
-        # followed by filler beats up to the pixel's padding to P channels
-        last_max = out_last_beats_max(cfg)
-        m.submodules.res_packer = res_packer = BeatPacker(
-            _int8_words(Q), max_words=cfg.out_groups_max, max_last_beats=last_max)
-        m.submodules.add = add = ResidualAdd(Q, cfg.add_lanes)
-        m.submodules.out_serializer = out_ser = BeatSerializer(
-            erq.o.payload.value.shape(), max_words=cfg.out_groups_max, max_last_beats=last_max)
-        m.submodules.raw_serializer = raw_ser = BeatSerializer(engine.o.payload.acc.shape())
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         m.d.comb += self.irq.eq(csr.irq)
@@ -171,9 +169,7 @@ class Accelerator(wiring.Component):
         desc = Signal(8 * DESCRIPTOR.size)
 
         def field(name):
-            f = DESCRIPTOR[name]
-            value = desc[f.lsb:f.lsb + f.width]
-            return value.as_signed() if f.signed else value
+            return descriptor_field(desc, name)
 
         def flag(bit):
             return (field("flags") & bit) != 0
@@ -181,11 +177,8 @@ class Accelerator(wiring.Component):
         expand_on, conv_on = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
         residual_on, raw_on = flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
         prod = products.products
-        m.d.comb += products.desc.eq(desc)
-
-        self._datapath(m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on,
-                       reader, res_reader, writer, in_packer, engine, erq, exp_fifo, exp_ser,
-                       lb, dw, dwq, res_packer, add, out_ser, raw_ser)
+        m.d.comb += [products.desc.eq(desc), dp.desc.eq(desc), dp.prod.eq(prod)]
+        wiring.connect(m, wiring.flipped(dp.output), writer.data)
 
         # ---- sizes derived from the descriptor: `products` (hw/products.py) forms the
         # products of fields, CHECK_PRODUCTS scales them by constants into these registers
@@ -196,10 +189,7 @@ class Accelerator(wiring.Component):
         exp_last = Signal(range(Q // 8 + 1), init=Q // 8)
         out_last = Signal(range(out_last_beats_max(cfg) + 1), init=Q // 8)
         out_beats, pixel_beats = prod.out_total_beats, field("out_beats")
-        m.d.comb += [exp_ser.words.eq(field("exp_words")), exp_ser.last_beats.eq(exp_last),
-                     *(c for unit in (out_ser, res_packer)
-                       for c in (unit.words.eq(field("out_groups")),
-                                 unit.last_beats.eq(out_last)))]
+        m.d.comb += [dp.exp_last.eq(exp_last), dp.out_last.eq(out_last)]
         # a requant-table word is one record of its requantizer's compute lanes (the
         # requantizers' table memories hold a record per chunk): 9 bytes a channel, padded
         # to whole beats; the padding, at the top of the word, falls off the narrower record
@@ -217,7 +207,8 @@ class Accelerator(wiring.Component):
         half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Load]
         load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
                                         "pw_weights", "pw_table", "add_table")]
-        load_ports = [engine.wr, erq.wr, dw.wr, dwq.wr, engine.wr, erq.wr, add.wr]
+        load_ports = [dp.engine_wr, dp.engine_requant_wr, dp.dw_wr, dp.dw_requant_wr,
+                      dp.engine_wr, dp.engine_requant_wr, dp.add_wr]
         # the engine's weight tables go where the descriptor places them, unless it finds
         # them there already (EXP_LOADED, PW_LOADED: an earlier load or the prefetch)
         # (the PW requant records follow the expand ones in engine_requant's table)
@@ -271,7 +262,7 @@ class Accelerator(wiring.Component):
                 port.data.eq(write_data[max_word - width:]),
                 port.addr.eq(write_addr),
                 port.en.eq(write_en & (_any(load == i for i in index)
-                                       | (running if port is engine.wr else 0))),
+                                       | (running if port is dp.engine_wr else 0))),
             ]
         # LOAD_SPLIT: the two commands (first lane: `cmd0_beats` from the table's address;
         # second lane: the rest)
@@ -314,8 +305,7 @@ class Accelerator(wiring.Component):
 
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
-        m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0),
-                     lb.start.eq(0), engine.start.eq(0),
+        m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0), dp.start.eq(0),
                      *(dma.clear.eq(0) for dma in (reader, writer, res_reader, pf_reader))]
 
         def fail(code):
@@ -481,7 +471,7 @@ class Accelerator(wiring.Component):
                     m.next = "LOAD_NEXT"
 
             with m.State("RUN_START"):
-                m.d.sync += [lb.start.eq(1), engine.start.eq(1), running.eq(1),
+                m.d.sync += [dp.start.eq(1), running.eq(1),
                              reader_cmd_sent.eq(0), res_cmd_sent.eq(~residual_on),
                              out_pixel.eq(0), out_addr.eq(field("out_addr")),
                              pf_sent.eq(Cat(pf0_words == 0, pf1_words == 0)),
@@ -527,7 +517,7 @@ class Accelerator(wiring.Component):
 
             with m.State("RUN_WAIT"):
                 m.d.sync += settle.eq(0)
-                idle = ~(writer.busy | reader.busy | res_reader.busy | pf_reader.busy | lb.busy)
+                idle = ~(writer.busy | reader.busy | res_reader.busy | pf_reader.busy | dp.busy)
                 with m.If(~settle & idle):
                     m.d.sync += running.eq(0)
                     with m.If(reader.error | res_reader.error | pf_reader.error):
@@ -560,157 +550,23 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += pf_lane["beat"].eq(pf_lane["beat"] + 1)
 
-        # While a layer runs, the main reader's beats are the layer input: to the expand
-        # stage, or straight into the line buffer.
-        # The residual reader's beats are the residual input while a layer runs (table words
-        # in LOAD_DATA).
+        # While a layer runs, the main reader's beats are the datapath's input, the residual
+        # reader's its residual (table words in LOAD_DATA, the descriptor in FETCH_DATA).
         # (`ready` as an OR of terms, each gated by a register or a state: the line buffer's
         # fill-ready logic reaches the readers through one level)
         fetching, loading = fsm.ongoing("FETCH_DATA"), fsm.ongoing("LOAD_DATA")
         m.d.comb += [
             reader.data.ready.eq(fetching | (loading & lanes[0]["take"])
-                                 | (running & Mux(expand_on, in_packer.i.ready,
-                                                  lb.fill.ready))),
+                                 | (running & dp.input.ready)),
             res_reader.data.ready.eq((loading & lanes[1]["take"])
-                                     | (running & res_packer.i.ready)),
+                                     | (running & dp.residual.ready)),
             pf_reader.data.ready.eq(running),
-        ]
-        m.d.comb += [res_packer.i.valid.eq(res_reader.data.valid & running & residual_on),
-                     res_packer.i.payload.eq(res_reader.data.payload)]
-        m.d.comb += [
-            in_packer.i.valid.eq(reader.data.valid & running & expand_on),
-            in_packer.i.payload.eq(reader.data.payload),
-            lb.fill.valid.eq(Mux(expand_on, exp_ser.o.valid, reader.data.valid & running)),
+            dp.input.valid.eq(reader.data.valid & running),
+            dp.input.payload.eq(reader.data.payload),
+            dp.residual.valid.eq(res_reader.data.valid & running),
+            dp.residual.payload.eq(res_reader.data.payload),
         ]
         return m
-
-    def _datapath(self, m, cfg, field, prod, expand_on, conv_on, residual_on, raw_on, reader,
-                  res_reader, writer, in_packer, engine, erq, exp_fifo, exp_ser, lb, dw, dwq,
-                  res_packer, add, out_ser, raw_ser):
-        """Stream connections between the stages, steered by the descriptor's flags."""
-        # layer parameters (static while a layer runs)
-        for name in lb.params.shape().members:
-            if name != "conv":
-                source = PARAM_SOURCES.get(name, name)
-                value = (getattr(prod, source) if source in prod.shape().members
-                         else field(source))
-                m.d.comb += getattr(lb.params, name).eq(value)
-        m.d.comb += lb.params.conv.eq(conv_on)
-        m.d.comb += [
-            engine.e_in_groups.eq(field("in_groups")), engine.e_out_groups.eq(field("exp_words")),
-            engine.j_in_groups.eq(field("mid_groups")),
-            engine.j_out_groups.eq(field("out_groups")), engine.e_on.eq(expand_on),
-            engine.e_wbase.eq(field("exp_wbase")), engine.j_wbase.eq(field("pw_wbase")),
-        ]
-        m.d.comb += [dwq.zp.eq(field("dw_zp")), dwq.act_min.eq(field("dw_min")),
-                     dwq.act_max.eq(field("dw_max"))]
-        for k, prefix in ((EXPAND, "exp"), (PROJECT, "pw")):
-            m.d.comb += [erq.zp[k].eq(field(f"{prefix}_zp")),
-                         erq.act_min[k].eq(field(f"{prefix}_min")),
-                         erq.act_max[k].eq(field(f"{prefix}_max"))]
-        add_fields = {"out_shift": "add_out_shift", "out_zp": "add_zp", "act_min": "add_min",
-                      "act_max": "add_max"}
-        for name in add.params.shape().members:
-            m.d.comb += getattr(add.params, name).eq(field(add_fields[name]))
-
-        # Skid buffers after the requantizers, the ADD and before the writer: each cuts a
-        # chain of combinational `ready` through the pipelines' global enables (the
-        # timing estimate's longest paths ran from the writer to the PW array).
-        def skid(name, source):
-            m.submodules[name] = buf = SkidBuffer(source.payload.shape())
-            wiring.connect(m, source, buf.i)
-            return buf.o
-
-        rq_out, dw_out, add_out = (
-            skid(f"{name}_skid", rq.o) for name, rq in
-            (("engine_requant", erq), ("dw", dwq), ("add", add)))
-        m.submodules.write_skid = write_skid = SkidBuffer(writer.data.payload.shape())
-        wiring.connect(m, write_skid.o, writer.data)
-
-        # the engine's words: RAW_OUT project words -> raw serializer, the others ->
-        # engine_requant, whose words go by kind: expand -> exp_out, project -> pw_out
-        # (through `engine_fifo`: the engine goes on with project jobs while the requantizer
-        # works through the expand words of the jobs before, two cycles a word on pynq-z2)
-        o, kind = engine.o, engine.o.payload.kind
-        raw_word = (kind == PROJECT) & raw_on
-        m.submodules.engine_fifo = fifo = SyncFIFOBuffered(
-            width=erq.i.payload.shape().size, depth=self.ENGINE_FIFO_WORDS)
-        fifo_in = Signal(erq.i.payload.shape())
-        for name in erq.i.payload.shape().members:
-            m.d.comb += getattr(fifo_in, name).eq(getattr(o.payload, name))
-        m.d.comb += [
-            fifo.w_data.eq(fifo_in), fifo.w_en.eq(o.valid & ~raw_word),
-            erq.i.payload.eq(fifo.r_data), erq.i.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(erq.i.ready),
-            raw_ser.i.valid.eq(o.valid & raw_word),
-            raw_ser.i.payload.eq(o.payload.acc),
-            o.ready.eq(Mux(raw_word, raw_ser.i.ready, fifo.w_rdy)),
-        ]
-        words = stream.Signature(rq_out.payload.value.shape())
-        exp_out, pw_out = words.create(path=("exp_out",)), words.create(path=("pw_out",))
-        rq_expand = rq_out.payload.kind == EXPAND
-        m.d.comb += [
-            exp_out.valid.eq(rq_out.valid & rq_expand), pw_out.valid.eq(rq_out.valid & ~rq_expand),
-            exp_out.payload.eq(rq_out.payload.value), pw_out.payload.eq(rq_out.payload.value),
-            rq_out.ready.eq(Mux(rq_expand, exp_out.ready, pw_out.ready)),
-        ]
-
-        # expand: input words -> engine (E jobs) -> requant -> FIFO => beats -> line buffer;
-        # a word leaving the FIFO returns its credit to the engine. The skid after the FIFO
-        # keeps the line buffer's fill-ready logic off the FIFO's read side, the register
-        # on `e_free` off the engine's credit.
-        wiring.connect(m, in_packer.o, engine.e)
-        m.submodules.exp_fifo_skid = fifo_skid = SkidBuffer(exp_ser.i.payload.shape())
-        wiring.connect(m, fifo_skid.o, exp_ser.i)
-        m.d.comb += [
-            exp_fifo.w_en.eq(exp_out.valid), exp_fifo.w_data.eq(exp_out.payload),
-            exp_out.ready.eq(exp_fifo.w_rdy),
-            fifo_skid.i.valid.eq(exp_fifo.r_rdy), fifo_skid.i.payload.eq(exp_fifo.r_data),
-            exp_fifo.r_en.eq(fifo_skid.i.ready),
-        ]
-        m.d.sync += engine.e_free.eq(exp_fifo.r_rdy & fifo_skid.i.ready)
-        m.d.comb += [
-            lb.fill.payload.data.eq(Mux(expand_on, exp_ser.o.payload.data,
-                                        reader.data.payload)),
-            lb.fill.payload.beats.eq(Mux(expand_on, exp_ser.o.payload.beats, 1)),
-            exp_ser.o.ready.eq(lb.fill.ready & expand_on),
-        ]
-
-        # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the engine;
-        # a skid between the DW array and its requantizer keeps the line buffer's tap
-        # counters off the requantizer's stall logic
-        _connect_fields(m, skid("dw_acc_skid", dw.o), dwq.i)
-        for name in dw.taps.payload.shape().members:
-            m.d.comb += getattr(dw.taps.payload, name).eq(getattr(lb.taps.payload, name))
-        m.d.comb += [
-            dw.taps.valid.eq(lb.taps.valid & ~conv_on),
-            lb.taps.ready.eq(Mux(conv_on, engine.j.ready, dw.taps.ready)),
-            engine.j.valid.eq(Mux(conv_on, lb.taps.valid, dw_out.valid)),
-            engine.j.payload.eq(Mux(conv_on, lb.taps.payload.data[0], dw_out.payload)),
-            dw_out.ready.eq(engine.j.ready & ~conv_on),
-        ]
-
-        # project output: int32 accumulators (RAW_OUT), or requant [-> residual ADD]; the
-        # residual words reach the ADD through a skid (the ADD's joint a/b handshake stays
-        # off the residual reader's ready)
-        res_out = skid("res_skid", res_packer.o)
-        m.d.comb += [
-            add.b.payload.eq(res_out.payload),
-            add.b.valid.eq(res_out.valid),
-            res_out.ready.eq(add.b.ready),
-            add.a.payload.eq(pw_out.payload),
-            add.a.valid.eq(pw_out.valid & residual_on),
-            out_ser.i.valid.eq(Mux(residual_on, add_out.valid, pw_out.valid)),
-            out_ser.i.payload.eq(Mux(residual_on, add_out.payload, pw_out.payload)),
-            pw_out.ready.eq(Mux(residual_on, add.a.ready, out_ser.i.ready)),
-            add_out.ready.eq(out_ser.i.ready & residual_on),
-        ]
-        m.d.comb += [
-            write_skid.i.valid.eq(Mux(raw_on, raw_ser.o.valid, out_ser.o.valid)),
-            write_skid.i.payload.eq(Mux(raw_on, raw_ser.o.payload, out_ser.o.payload)),
-            raw_ser.o.ready.eq(write_skid.i.ready & raw_on),
-            out_ser.o.ready.eq(write_skid.i.ready & ~raw_on),
-        ]
 
     @staticmethod
     def _fields(field):
@@ -729,14 +585,3 @@ def _any(conditions):
     for cond in conditions:
         out = out | cond
     return out
-
-
-def _int8_words(lanes: int) -> data.ArrayLayout:
-    return data.ArrayLayout(signed(8), lanes)
-
-
-def _connect_fields(m, src, dst):
-    """Connect streams whose struct payloads carry the same fields (widths may differ)."""
-    m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
-    for name in dst.payload.shape().members:
-        m.d.comb += getattr(dst.payload, name).eq(getattr(src.payload, name))

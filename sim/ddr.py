@@ -245,8 +245,8 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
                  f".NW({len(WRITE_PORTS)}), .DEPTH_LOG2({depth_log2})) ddr (\n        "
                  + ",\n        ".join(ddr_conns) + "\n    );")
     # the controller's descriptor index and the register bank's busy input, by name
-    lines.append("    dwsep_profiler profiler (.clk(clk), .busy(accelerator.csr.busy), "
-                 ".layer(accelerator.layer));")
+    lines.append("    dwsep_profiler profiler (.clk(clk), "
+                 ".busy(accelerator.controller.csr.busy), .layer(accelerator.controller.layer));")
     lines.append("endmodule\n")
     return "\n".join(lines)
 

@@ -127,6 +127,7 @@ from dataclasses import dataclass, field
 from dwsep.host.packing import table_record_bytes
 from dwsep.hw.add import ResidualAdd
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
+from dwsep.hw.datapath import Datapath
 from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
@@ -135,7 +136,6 @@ from dwsep.hw.layout import ADD_TABLE_ENTRIES, DESCRIPTOR, PREFETCH_SEGMENTS, De
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
 from dwsep.hw.requant import Requantizer
-from dwsep.hw.top import Accelerator
 
 from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 
@@ -930,7 +930,7 @@ def _engine_requant(config: AcceleratorConfig):
     """``engine_fifo``, ``engine_requant`` and the skid after it, shared by the engine's
     expand and project words in the order the engine emits them: returns ``route(sink)``,
     the take of a word that goes on to ``sink``."""
-    fifo = _Fifo(Accelerator.ENGINE_FIFO_WORDS)
+    fifo = _Fifo(Datapath.ENGINE_FIFO_WORDS)
     skid = _Skid()
     requant = _Requant(config.pw_cols, config.erq_lanes)
 

@@ -127,7 +127,7 @@ def _check_document(doc: dict, config: str) -> None:
     assert doc["config"] == config
     assert {"part", "dsp", "bram36", "lut", "lutram", "ff", "fits", "modules",
             "timing"} <= set(doc)
-    assert doc["modules"]["engine"]["dsp"] > 0
+    assert doc["modules"]["datapath.engine"]["dsp"] > 0
     t = doc["timing"]
     assert {"lut_levels", "carry4", "start", "end", "start_module", "end_module",
             "paths"} <= set(t)
