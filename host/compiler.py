@@ -1648,29 +1648,6 @@ class _Emitter:
 
 # ---- the engine's weight memory ----------------------------------------------------------------
 
-#: A prefetch is planned only where the descriptor that reads it has at least one cycle of
-#: work (:func:`_run_work`) for every ``PREFETCH_BEATS_PER_WORK`` beats of it. The prefetch
-#: reads through one HP port while that descriptor runs, a load reads before the run
-#: through two: on the PYNQ-Z2 at 200 MHz one port moves 0.75 beats a cycle and the DRAM
-#: about 1, so prefetching ``n`` beats stretches a run of ``W`` cycles to ``n / 0.75`` where
-#: that is longer, loading them costs ``n`` cycles: the prefetch pays while ``W > n / 3``.
-#: (A short run beside a long prefetch: the FC's tiles, the last expand tile before a
-#: 960 -> 160 projection's 420 weight words.)
-PREFETCH_BEATS_PER_WORK = 3
-
-
-def _run_work(f: dict, cfg: AcceleratorConfig) -> int:
-    """Cycles of work of descriptor fields ``f`` on its busiest array, a lower bound of its
-    run: the engine's steps (expand and project) or the DW array's tap columns."""
-    pixels = f["out_h"] * f["out_w"]
-    engine = pixels * f["mid_groups"] * f["out_groups"]
-    if f["flags"] & DescFlag.EXPAND:
-        engine += f["in_h"] * f["in_w"] * f["exp_words"] * f["in_groups"]
-    dw = 0 if f["flags"] & DescFlag.CONV else (
-        pixels * cfg.dw_words(f["mid_groups"], f["kernel"]))
-    return max(engine, dw)
-
-
 def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
     """Place each descriptor's expand and PW weights in the engine's weight memory
     (``exp_wbase``, ``pw_wbase``) so that the next descriptor's go where this one's are not,
@@ -1679,9 +1656,8 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
 
     A table already in the memory (same blob, not overwritten since) is used where it is
     (flagged loaded, no read). Otherwise it is prefetched if the previous descriptor has a
-    free segment, runs long enough for it (``PREFETCH_BEATS_PER_WORK``) and the words fit
-    beside the previous descriptor's tables and this one's; else the controller loads it
-    before the run,
+    free segment and the words fit beside the previous descriptor's tables and this one's;
+    else the controller loads it before the run,
     anywhere apart from this descriptor's other table. Descriptors alternate between the
     two ends of the memory (a descriptor near the bottom places the next one's tables
     from the top down), which leaves the next one the largest gap.
@@ -1707,9 +1683,6 @@ def _plan_engine_weights(jobs: list[_Job], cfg: AcceleratorConfig) -> None:
             b + n for b, n in prev_ranges)
         # a table held where the other one cannot fit beside it is loaded again
         room = len(free)
-        beats = sum(words for _, _, words in tables) * cfg.dw_lanes * cfg.pw_cols // 8
-        if prev is not None and beats > PREFETCH_BEATS_PER_WORK * _run_work(prev.fields, cfg):
-            room = 0
         held = {name: resident[i] for name, i in ident.items() if i in resident}
         mine, plan = (_place_tables(depth, tables, held, room, prev_ranges, low)
                       or _place_tables(depth, tables, {}, room, prev_ranges, low))

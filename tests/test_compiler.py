@@ -450,21 +450,6 @@ def test_output_tiles_sized_for_the_prefetch():
     assert a["pf0_base"] == b["pw_wbase"]
 
 
-def test_prefetch_only_where_the_run_covers_it():
-    """The same two tiles of 4 x 32 weight words (1,024 beats) on a 2x2 input: the first
-    tile's run (4 pixels x 32 x 4 engine steps = 512 cycles of work) covers the second's
-    weights through one port (``PREFETCH_BEATS_PER_WORK``: a cycle of work for 3 beats);
-    on a 1x1 input (128 cycles) it does not, and the second tile loads them through both."""
-    small = dataclasses.replace(get_config("tiny"), expand_channels_max=8)
-    for side, prefetched in ((2, True), (1, False)):
-        layer = graph_from_spec(spec(h=side, w=side, c=128, depth_multiplier=2, c_out=64,
-                                     kernel=1))
-        a, b = compile_model(layer, small).descriptors
-        assert (a["out_groups"], b["out_groups"]) == (4, 4)
-        assert bool(b["flags"] & DescFlag.PW_LOADED) == prefetched
-        assert a["pf0_words"] == 4 * 32 * prefetched
-
-
 MOBILENET = MobileNetSpec(h=16, w=16, stem_channels=8,
                           blocks=(BlockSpec(1, 8, 1), BlockSpec(4, 12, 2), BlockSpec(3, 12, 1)),
                           head_channels=40, pool="MEAN", keep_dims=False, classes=10,

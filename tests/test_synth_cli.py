@@ -45,7 +45,7 @@ def test_unknown_config_lists_the_known_ones(capsys):
                            "lb_channels, mid_channels_max, out_channels_max, "
                            "expand_channels_max, add_lanes, dw_taps, requant_lanes, "
                            "dw_requant_dsps, axi_data_width, axi_addr_width, "
-                           "engine_weight_words, engine_requant_lanes, "
+                           "dw_weight_words, engine_weight_words, engine_requant_lanes, "
                            "engine_requant_lut_lanes"),
     (["--set", "dw_lanes"], "--set takes FIELD=N with N a non-negative integer, not "
                             "'dw_lanes'"),
