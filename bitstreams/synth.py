@@ -249,6 +249,8 @@ _DRIVERS = {
     "engine_fifo": "ENGINE_FIFO_WORDS engine words (Q int32) before the engine requantizer",
     "add": "LUTRAM: 2 tables x add_lanes (residual ADD by table, no DSP)",
     "reader": "AXI read DMA (fixed)",
+    "res_reader": "AXI read DMA (fixed): the residual, half of each table load",
+    "pf_reader": "AXI read DMA (fixed): the prefetch",
     "writer": "AXI write DMA (fixed)",
     "serializer": "Q-byte word -> 8-byte beats",
     **{f"{name}_skid": "skid buffer: registered ready (cuts a stall chain)"

@@ -177,8 +177,12 @@ class DMAReader(wiring.Component):
         with m.Elif(self.data.ready):
             m.d.sync += self.data.valid.eq(0)
 
+        # both next counts formed before the R handshake is known, so that `data.ready`
+        # (from the consumer's stall logic) reaches the counter through one LUT
         burst_done = r_beat & axi.rlast
-        m.d.sync += in_flight.eq(in_flight + issue - burst_done)
+        kept, less = Signal.like(in_flight), Signal.like(in_flight)
+        m.d.comb += [kept.eq(in_flight + issue), less.eq(in_flight + issue - 1)]
+        m.d.sync += in_flight.eq(Mux(burst_done, less, kept))
 
         m.d.comb += self.busy.eq(splitting | (in_flight != 0) | self.data.valid)
         with m.If(misaligned | (r_beat & (axi.rresp != Resp.OKAY))):

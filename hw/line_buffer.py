@@ -183,6 +183,7 @@ class LineBuffer(wiring.Component):
         r = Signal.like(prm.kernel)
         kx = Signal.like(prm.kernel)
         top = Signal(coord)                  # oy*s - pad_top
+        slots_end = Signal((top + cfg.lb_rows).shape())  # max(top, 0) + lb_rows, registered
         left = Signal(coord)                 # ox*s - pad_left
         pix_w = Signal(colw)                 # left*G (word offset of g=0)
         iy = Signal(coord)                   # top + r*T*d: row t = 0 of the column
@@ -200,7 +201,7 @@ class LineBuffer(wiring.Component):
 
         # ---- flow control ----
         row_ok = (fill_y >= prm.in_h) | (fill_y >= top + span)
-        slot_free = (fill_y < cfg.lb_rows) | (fill_y < top + cfg.lb_rows) | gen_done
+        slot_free = (fill_y < slots_end) | gen_done
         m.d.comb += self.fill.ready.eq(busy & ~fill_done & slot_free)
 
         # ---- fill: write each transfer's beats into their 64-bit lanes of the word of its
@@ -316,7 +317,9 @@ class LineBuffer(wiring.Component):
                                      pix_w.eq(left_g), xw.eq(left_g)]
                         with m.If(oy != prm.out_h - 1):
                             m.d.sync += [oy.eq(oy + 1), top.eq(top + prm.stride),
-                                         iy.eq(top + prm.stride)]
+                                         iy.eq(top + prm.stride),
+                                         slots_end.eq(Mux((top + prm.stride) < 0, 0,
+                                                          top + prm.stride) + cfg.lb_rows)]
                         with m.Else():
                             m.d.sync += gen_done.eq(1)
 
@@ -340,6 +343,7 @@ class LineBuffer(wiring.Component):
                 row_words.eq(prm.row_words),
                 oy.eq(0), ox.eq(0), g.eq(0), j.eq(0), r.eq(0), kx.eq(0),
                 top.eq(-prm.pad_top), iy.eq(-prm.pad_top),
+                slots_end.eq(cfg.lb_rows),     # top = -pad_top <= 0
                 left.eq(-prm.pad_left), ix.eq(-prm.pad_left),
                 pix_w.eq(neg_left_g), xw.eq(neg_left_g),
                 waddr.eq(0), group.eq(0), gen_done.eq(0), out_valid.eq(0), s2_valid.eq(0),
