@@ -482,11 +482,11 @@ def test_synthesis_tiny():
     totals = synth.hierarchy_totals(syn.modules)
     # Two 1x1 MACs per DSP48E1, two per requantizer compute lane (25 x 31-bit product on
     # 25x18 slices), none for the DW array (Booth products in LUTs).
-    assert totals["dwsep_top.engine"].dsps == cfg.pw_rows * cfg.pw_cols // 2
-    assert totals["dwsep_top.engine_requant"].dsps == (2 * cfg.erq_lanes
-                                                       - cfg.engine_requant_lut_lanes)
-    assert totals["dwsep_top.dw_array"].dsps == 0
-    assert totals["dwsep_top.line_buffer"].bram36 >= synth.bram36_estimate(
+    assert totals["dwsep_top.datapath.engine"].dsps == cfg.pw_rows * cfg.pw_cols // 2
+    assert totals["dwsep_top.datapath.engine_requant"].dsps == (
+        2 * cfg.erq_lanes - cfg.engine_requant_lut_lanes)
+    assert totals["dwsep_top.datapath.dw_array"].dsps == 0
+    assert totals["dwsep_top.datapath.line_buffer"].bram36 >= synth.bram36_estimate(
         8 * cfg.dw_lanes, cfg.lb_depth)
 
 
