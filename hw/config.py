@@ -340,7 +340,7 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # one weight memory of 1,024 words (384 bytes each: 86 BRAM36; 768 words take as many,
     # 512 take 43) holds a descriptor's expand and PW weights and the next one's (the
     # compiler cuts output tiles to fit it); the DW weight memory of 512 words (48 bytes
-    # each: 6 BRAM36 instead of 16.5 for 1,344) holds a 3x3 stage of 1,024 channels or a
+    # each: 5.5 BRAM36 instead of 16.5 for 1,344) holds a 3x3 stage of 1,024 channels or a
     # 7x7 pool of 384 (the compiler slices wider pools). DSP48E1: the 16x24 engine at two
     # MACs each (192), the engine's requantizer of 12 lanes (two cycles a 24-channel word)
     # 2 per lane but 1 for 4 of them (20: their high product in LUTs), the DW one of 8

@@ -19,18 +19,10 @@ from .products import product_layout
 from .requant import Requantizer
 from .skid import SkidBuffer
 
-__all__ = ["Datapath", "descriptor_field"]
+__all__ = ["Datapath"]
 
 #: a DDR beat: the readers' and the writer's stream payload
 BEAT = unsigned(64)
-
-
-def descriptor_field(desc, name: str):
-    """Field ``name`` of the descriptor bits ``desc`` (``hw.layout.DESCRIPTOR``), signed where
-    the field is."""
-    f = DESCRIPTOR[name]
-    value = desc[f.lsb:f.lsb + f.width]
-    return value.as_signed() if f.signed else value
 
 
 class Datapath(wiring.Component):
@@ -147,7 +139,7 @@ class Datapath(wiring.Component):
                      self.busy.eq(lb.busy)]
 
         def field(name):
-            return descriptor_field(self.desc, name)
+            return DESCRIPTOR.value(self.desc, name)
 
         def flag(bit):
             return (field("flags") & bit) != 0

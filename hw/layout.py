@@ -213,6 +213,13 @@ class DescriptorLayout:
             word |= self._by_name[name].encode(int(value))
         return word.to_bytes(self.size, "little")
 
+    def value(self, bits, name: str):
+        """Field ``name`` of the descriptor ``bits`` (an Amaranth value of ``8 * size``
+        bits), signed where the field is: the gateware's reading of :meth:`pack`."""
+        f = self._by_name[name]
+        value = bits[f.lsb:f.lsb + f.width]
+        return value.as_signed() if f.signed else value
+
     def unpack(self, raw: bytes) -> dict[str, int]:
         if len(raw) != self.size:
             raise ValueError(f"a descriptor is {self.size} bytes, not {len(raw)}")

@@ -84,11 +84,7 @@ class DescriptorProducts(wiring.Component):
         bits = product_operand_bits(cfg)
         b_width = max(bits.values())
 
-        def field(name):
-            f = DESCRIPTOR[name]
-            return self.desc[f.lsb:f.lsb + f.width]
-
-        kernel = field("kernel")
+        kernel = DESCRIPTOR.value(self.desc, "kernel")
         operands = {
             "dw_cols": Array(Const(cfg.dw_passes(k) * k if k else 0, bits["dw_cols"])
                              for k in range(2 ** len(kernel)))[kernel],
@@ -96,7 +92,7 @@ class DescriptorProducts(wiring.Component):
         }
 
         def operand(name, width=None):
-            value = operands[name] if name in operands else field(name)
+            value = operands[name] if name in operands else DESCRIPTOR.value(self.desc, name)
             return value if width is None else value[:width]
 
         n = len(DESCRIPTOR_PRODUCTS)

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import AXI4LiteSignature, AXI4ReadSignature, AXI4Signature
 from .config import AcceleratorConfig
 from .csr import ControlRegisters
-from .datapath import Datapath, descriptor_field
+from .datapath import Datapath
 from .dma_reader import DMAReader
 from .dma_writer import DMAWriter
 from .layout import (
@@ -169,7 +169,7 @@ class Controller(wiring.Component):
         desc = Signal(8 * DESCRIPTOR.size)
 
         def field(name):
-            return descriptor_field(desc, name)
+            return DESCRIPTOR.value(desc, name)
 
         def flag(bit):
             return (field("flags") & bit) != 0
