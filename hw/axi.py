@@ -8,8 +8,9 @@ subordinate port uses ``.flip()``.
 
 from __future__ import annotations
 
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from .ports import ParamSignature
 
 __all__ = ["AXI4Signature", "AXI4ReadSignature", "AXI4WriteSignature", "AXI4LiteSignature",
            "Resp", "Burst"]
@@ -60,8 +61,10 @@ def _check(addr_width: int, data_width: int, id_width: int) -> None:
         raise TypeError(f"AXI ID width must be an int in 1..16, not {id_width!r}")
 
 
-class AXI4ReadSignature(wiring.Signature):
+class AXI4ReadSignature(ParamSignature):
     """Read channels (AR, R) of an AXI4 manager."""
+
+    _params = ("addr_width", "data_width", "id_width")
 
     def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
         _check(addr_width, data_width, id_width)
@@ -69,8 +72,10 @@ class AXI4ReadSignature(wiring.Signature):
         super().__init__(_read_members(addr_width, data_width, id_width))
 
 
-class AXI4WriteSignature(wiring.Signature):
+class AXI4WriteSignature(ParamSignature):
     """Write channels (AW, W, B) of an AXI4 manager."""
+
+    _params = ("addr_width", "data_width", "id_width")
 
     def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
         _check(addr_width, data_width, id_width)
@@ -78,11 +83,13 @@ class AXI4WriteSignature(wiring.Signature):
         super().__init__(_write_members(addr_width, data_width, id_width))
 
 
-class AXI4Signature(wiring.Signature):
+class AXI4Signature(ParamSignature):
     """All five channels of an AXI4 manager (what the top level exposes as ``m_axi``).
 
     Connect the read half of a DMA with ``AXI4ReadSignature`` members and the write half
     with ``AXI4WriteSignature`` members (same names)."""
+
+    _params = ("addr_width", "data_width", "id_width")
 
     def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
         _check(addr_width, data_width, id_width)
@@ -91,8 +98,10 @@ class AXI4Signature(wiring.Signature):
                           **_write_members(addr_width, data_width, id_width)})
 
 
-class AXI4LiteSignature(wiring.Signature):
+class AXI4LiteSignature(ParamSignature):
     """AXI4-Lite manager, 32-bit data. A register bank takes ``AXI4LiteSignature(...).flip()``."""
+
+    _params = ("addr_width",)
 
     def __init__(self, *, addr_width: int):
         if not isinstance(addr_width, int) or not 2 <= addr_width <= 64:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
-from .beat_serializer import check_pixel_words, pixel_members, pixel_word_counter
+from .beat_serializer import WordBeats, pixel_word_counter
 
 __all__ = ["BeatPacker"]
 
 
-class BeatPacker(wiring.Component):
+class BeatPacker(WordBeats):
     """Collect ``width // 64`` beats into one ``o`` word, the first beat in the least
     significant bits (the little-endian DDR order of the word's bytes); the inverse of
     :class:`~.beat_serializer.BeatSerializer`.
@@ -43,16 +43,8 @@ class BeatPacker(wiring.Component):
 
     def __init__(self, shape, *, max_words: int | None = None,
                  max_last_beats: int | None = None):
-        width = Shape.cast(shape).width
-        if width % 64:
-            raise TypeError(f"word width must be a multiple of 64, not {width}")
-        self.beats = width // 64
-        self.max_words = max_words
-        self.max_last_beats = check_pixel_words(max_words, max_last_beats, self.beats)
-        members = {"i": In(stream.Signature(unsigned(64))), "o": Out(stream.Signature(shape))}
-        if max_words is not None:
-            members.update(pixel_members(max_words, self.max_last_beats))
-        super().__init__(members)
+        super().__init__(shape, max_words, max_last_beats,
+                         i=In(stream.Signature(unsigned(64))), o=Out(stream.Signature(shape)))
 
     def elaborate(self, platform):
         m = Module()

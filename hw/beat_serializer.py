@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-__all__ = ["BeatSerializer", "beats_layout", "check_pixel_words", "pixel_members",
+__all__ = ["BeatSerializer", "WordBeats", "beats_layout", "check_pixel_words", "pixel_members",
            "pixel_word_counter"]
 
 
@@ -18,7 +18,26 @@ def beats_layout(max_beats: int) -> data.StructLayout:
                               "beats": unsigned(max_beats.bit_length())})
 
 
-class BeatSerializer(wiring.Component):
+class WordBeats(wiring.Component):
+    """What :class:`BeatSerializer` and ``hw.beat_packer.BeatPacker`` share: words of
+    ``shape`` (a whole number of 64-bit :attr:`beats`) on one side of ``i`` -> ``o``, beats on
+    the other; with ``max_words``, the pixel members ``words`` and ``last_beats``."""
+
+    def __init__(self, shape, max_words: int | None, max_last_beats: int | None, *,
+                 i: wiring.Member, o: wiring.Member):
+        width = Shape.cast(shape).width
+        if width % 64:
+            raise TypeError(f"word width must be a multiple of 64, not {width}")
+        self.beats = width // 64
+        self.max_words = max_words
+        self.max_last_beats = check_pixel_words(max_words, max_last_beats, self.beats)
+        members = {"i": i, "o": o}
+        if max_words is not None:
+            members.update(pixel_members(max_words, self.max_last_beats))
+        super().__init__(members)
+
+
+class BeatSerializer(WordBeats):
     """Emit each ``i`` word as ``width // 64`` beats, least significant beat first (the
     little-endian DDR order of the word's bytes).
 
@@ -65,22 +84,14 @@ class BeatSerializer(wiring.Component):
 
     def __init__(self, shape, *, max_words: int | None = None, max_beats: int | None = None,
                  max_last_beats: int | None = None):
-        width = Shape.cast(shape).width
-        if width % 64:
-            raise TypeError(f"word width must be a multiple of 64, not {width}")
-        self.max_last_beats = check_pixel_words(max_words, max_last_beats, width // 64)
         if max_beats is not None and (not isinstance(max_beats, int) or max_beats < 1
                                       or max_beats & (max_beats - 1)):
             raise ValueError(f"max_beats must be a power of two or None, not {max_beats!r}")
         self._shape = shape
-        self.beats = width // 64
-        self.max_words = max_words
         self.max_beats = max_beats
         out = unsigned(64) if max_beats is None else beats_layout(max_beats)
-        members = {"i": In(stream.Signature(shape)), "o": Out(stream.Signature(out))}
-        if max_words is not None:
-            members.update(pixel_members(max_words, self.max_last_beats))
-        super().__init__(members)
+        super().__init__(shape, max_words, max_last_beats,
+                         i=In(stream.Signature(shape)), o=Out(stream.Signature(out)))
 
     def elaborate(self, platform):
         m = Module()

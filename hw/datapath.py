@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .add import ResidualAdd
 from .beat_packer import BeatPacker
 from .beat_serializer import BeatSerializer
-from .config import AcceleratorConfig
+from .config import BEAT_BYTES, AcceleratorConfig
 from .dw_array import DepthwiseArray
 from .engine import EXPAND, PROJECT, Engine
 from .layout import DESCRIPTOR, DescFlag, expand_words, out_last_beats_max
@@ -76,10 +76,16 @@ class Datapath(wiring.Component):
         # holds the expand records (groups 0 ..), then the project ones (from
         # `exp_words_max`, where the engine numbers project groups from)
         self.exp_words_max = exp_words_max = expand_words(cfg, cfg.mid_groups_max)
-        self.engine = Engine(cfg, j_group_base=exp_words_max)
+        groups = exp_words_max + cfg.out_groups_max
+        self.engine = Engine(cfg, j_group_base=exp_words_max, groups=groups)
         self.engine_requant = Requantizer(
-            Q, exp_words_max + cfg.out_groups_max, cfg.erq_lanes, kinds=2,
+            Q, groups, cfg.erq_lanes, kinds=2,
             lut_lanes=cfg.engine_requant_lut_lanes)
+        # the engine's words reach its requantizer through a FIFO of their bits: one payload
+        if self.engine.o.payload.shape() != self.engine_requant.i.payload.shape():
+            raise ValueError(f"config {cfg.name!r}: the engine's output "
+                             f"{self.engine.o.payload.shape()!r} is not its requantizer's input "
+                             f"{self.engine_requant.i.payload.shape()!r}")
         self.dw_array = DepthwiseArray(cfg)
         self.dw_requant = Requantizer(
             P, cfg.mid_groups_max, cfg.requant_lanes,
@@ -92,8 +98,8 @@ class Datapath(wiring.Component):
         super().__init__({
             "desc": In(unsigned(8 * DESCRIPTOR.size)),
             "prod": In(product_layout()),
-            "exp_last": In(range(Q // 8 + 1), init=Q // 8),
-            "out_last": In(range(out_last_beats_max(cfg) + 1), init=Q // 8),
+            "exp_last": In(range(Q // BEAT_BYTES + 1), init=Q // BEAT_BYTES),
+            "out_last": In(range(out_last_beats_max(cfg) + 1), init=Q // BEAT_BYTES),
             "start": In(1),
             "busy": Out(1),
             "input": In(stream.Signature(BEAT)),
@@ -122,7 +128,7 @@ class Datapath(wiring.Component):
         m.submodules.exp_fifo = exp_fifo = SyncFIFOBuffered(width=8 * Q,
                                                              depth=engine.e_credits + 1)
         m.submodules.exp_serializer = exp_ser = BeatSerializer(
-            erq.o.payload.value.shape(), max_words=self.exp_words_max, max_beats=P // 8)
+            erq.o.payload.value.shape(), max_words=self.exp_words_max, max_beats=P // BEAT_BYTES)
         m.submodules.line_buffer = lb = LineBuffer(cfg)
         # a pixel's stored `out_beats` in `out_groups` engine words, the last one partly, or
         # followed by filler beats up to the pixel's padding to P channels
@@ -199,11 +205,8 @@ class Datapath(wiring.Component):
         raw_word = (kind == PROJECT) & raw_on
         m.submodules.engine_fifo = fifo = SyncFIFOBuffered(
             width=erq.i.payload.shape().size, depth=self.ENGINE_FIFO_WORDS)
-        fifo_in = Signal(erq.i.payload.shape())
-        for name in erq.i.payload.shape().members:
-            m.d.comb += getattr(fifo_in, name).eq(getattr(o.payload, name))
         m.d.comb += [
-            fifo.w_data.eq(fifo_in), fifo.w_en.eq(o.valid & ~raw_word),
+            fifo.w_data.eq(o.payload), fifo.w_en.eq(o.valid & ~raw_word),
             erq.i.payload.eq(fifo.r_data), erq.i.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(erq.i.ready),
             raw_ser.i.valid.eq(o.valid & raw_word),
@@ -248,10 +251,9 @@ class Datapath(wiring.Component):
         # spatial stage: DW (+ requant) or the taps themselves (conv mode) into the engine;
         # a skid between the DW array and its requantizer keeps the line buffer's tap
         # counters off the requantizer's stall logic
-        _connect_fields(m, skid("dw_acc_skid", dw.o), dwq.i)
-        for name in dw.taps.payload.shape().members:
-            m.d.comb += getattr(dw.taps.payload, name).eq(getattr(lb.taps.payload, name))
+        wiring.connect(m, skid("dw_acc_skid", dw.o), dwq.i)
         m.d.comb += [
+            dw.taps.payload.eq(lb.taps.payload),
             dw.taps.valid.eq(lb.taps.valid & ~conv_on),
             lb.taps.ready.eq(Mux(conv_on, engine.j.ready, dw.taps.ready)),
             engine.j.valid.eq(Mux(conv_on, lb.taps.valid, dw_out.valid)),
@@ -289,9 +291,3 @@ class Datapath(wiring.Component):
 def _int8_words(lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(8), lanes)
 
-
-def _connect_fields(m, src, dst):
-    """Connect streams whose struct payloads carry the same fields (widths may differ)."""
-    m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
-    for name in dst.payload.shape().members:
-        m.d.comb += getattr(dst.payload, name).eq(getattr(src.payload, name))

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import AXI4ReadSignature, Burst, Resp
 from .config import BEAT_BYTES
 
-__all__ = ["DMAReader", "dma_command_layout", "check_dma_params", "next_burst_beats",
+__all__ = ["DMAReader", "DMAEngine", "dma_command_layout", "next_burst_beats",
            "issue_bursts"]
 
 PAGE_BEATS = 4096 // BEAT_BYTES  # an AXI burst must not cross a 4 KiB boundary (IHI 0022 A3.4.1)
@@ -21,8 +21,29 @@ def dma_command_layout(addr_width: int, max_beats_width: int) -> data.StructLayo
     return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(max_beats_width)})
 
 
-def check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding) -> None:
-    """Validate the constructor arguments shared by :class:`DMAReader` and ``DMAWriter``."""
+class DMAEngine(wiring.Component):
+    """What :class:`DMAReader` and ``hw.dma_writer.DMAWriter`` share: their parameters,
+    checked, and their members; ``data`` points out of the reader, into the writer, and
+    ``axi`` is the read or the write half of an AXI4 manager (``axi_signature``)."""
+
+    def __init__(self, addr_width: int, max_burst: int, max_beats_width: int,
+                 max_outstanding: int, *, data: wiring.Member, axi_signature: type):
+        _check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding)
+        self.addr_width = addr_width
+        self.max_burst = max_burst
+        self.max_beats_width = max_beats_width
+        self.max_outstanding = max_outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(dma_command_layout(addr_width, max_beats_width))),
+            "data": data,
+            "axi": Out(axi_signature(addr_width=addr_width)),
+            "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
+        })
+
+
+def _check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding) -> None:
     if not isinstance(addr_width, int) or not 12 <= addr_width <= 64:
         raise TypeError(f"'addr_width' must be an int in 12..64, not {addr_width!r}")
     if not isinstance(max_burst, int) or not 1 <= max_burst <= 256:
@@ -88,7 +109,7 @@ def issue_bursts(m: Module, engine, channel: str) -> tuple[Value, Value, Value, 
     return issue, n, misaligned, left != 0, in_flight
 
 
-class DMAReader(wiring.Component):
+class DMAReader(DMAEngine):
     """Read ``cmd.beats`` 64-bit beats from byte address ``cmd.addr`` over AXI4 and emit them
     on ``data`` in address order.
 
@@ -150,19 +171,9 @@ class DMAReader(wiring.Component):
 
     def __init__(self, addr_width: int = 32, max_burst: int = 16, max_beats_width: int = 24,
                  *, max_outstanding: int = 4):
-        check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding)
-        self.addr_width = addr_width
-        self.max_burst = max_burst
-        self.max_beats_width = max_beats_width
-        self.max_outstanding = max_outstanding
-        super().__init__({
-            "cmd": In(stream.Signature(dma_command_layout(addr_width, max_beats_width))),
-            "data": Out(stream.Signature(unsigned(64))),
-            "axi": Out(AXI4ReadSignature(addr_width=addr_width)),
-            "busy": Out(1),
-            "error": Out(1),
-            "clear": In(1),
-        })
+        super().__init__(addr_width, max_burst, max_beats_width, max_outstanding,
+                         data=Out(stream.Signature(unsigned(64))),
+                         axi_signature=AXI4ReadSignature)
 
     def elaborate(self, platform):
         m = Module()

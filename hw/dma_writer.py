@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import stream
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from .axi import AXI4WriteSignature, Resp
-from .dma_reader import check_dma_params, dma_command_layout, issue_bursts
+from .dma_reader import DMAEngine, issue_bursts
 
 __all__ = ["DMAWriter"]
 
 
-class DMAWriter(wiring.Component):
+class DMAWriter(DMAEngine):
     """Write the next ``cmd.beats`` beats of ``data`` to byte address ``cmd.addr`` over AXI4.
 
     A command is split into INCR bursts (``awsize`` = 3, ``wstrb`` all ones, ``wlast`` on each
@@ -81,19 +81,9 @@ class DMAWriter(wiring.Component):
 
     def __init__(self, addr_width: int = 32, max_burst: int = 16, max_beats_width: int = 24,
                  *, max_outstanding: int = 4):
-        check_dma_params(addr_width, max_burst, max_beats_width, max_outstanding)
-        self.addr_width = addr_width
-        self.max_burst = max_burst
-        self.max_beats_width = max_beats_width
-        self.max_outstanding = max_outstanding
-        super().__init__({
-            "cmd": In(stream.Signature(dma_command_layout(addr_width, max_beats_width))),
-            "data": In(stream.Signature(unsigned(64))),
-            "axi": Out(AXI4WriteSignature(addr_width=addr_width)),
-            "busy": Out(1),
-            "error": Out(1),
-            "clear": In(1),
-        })
+        super().__init__(addr_width, max_burst, max_beats_width, max_outstanding,
+                         data=In(stream.Signature(unsigned(64))),
+                         axi_signature=AXI4WriteSignature)
 
     def elaborate(self, platform):
         m = Module()

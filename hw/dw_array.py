@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .booth import booth_digits
 from .config import AcceleratorConfig
+from .line_buffer import tap_layout
 from .ports import WritePortSignature
+from .requant import acc_layout
 
-__all__ = ["DepthwiseArray", "tap_layout", "acc_layout", "dw_weight_layout", "lut_multiply"]
+__all__ = ["DepthwiseArray", "dw_weight_layout", "lut_multiply"]
 
 
 def _addr_bits(depth: int) -> int:
@@ -23,31 +25,6 @@ def dw_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     """One DW weight word: ``int8[T][P]``, row ``t`` the weights of kernel row ``r*T + t``
     (``T = dw_taps``), byte ``t*P + i``."""
     return data.ArrayLayout(data.ArrayLayout(signed(8), config.dw_lanes), config.dw_taps)
-
-
-def tap_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the line buffer -> DW array stream: one tap column of ``T = dw_taps``
-    kernel rows of ``dw_lanes`` channels.
-
-    ``data``: ``T`` rows of ``P`` input bytes; ``first``/``last``: first/last column of a
-    pixel-group; ``waddr``: DW weight word of this column (``(q*R + r)*k + kx``); ``group``:
-    mid group ``q``.
-    """
-    return data.StructLayout({
-        "data": dw_weight_layout(config),
-        "first": 1,
-        "last": 1,
-        "waddr": unsigned(_addr_bits(config.dw_weight_depth)),
-        "group": unsigned(_addr_bits(config.mid_groups_max)),
-    })
-
-
-def acc_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """Payload of the DW array -> requantizer stream (the requantizer's input layout)."""
-    return data.StructLayout({
-        "acc": data.ArrayLayout(signed(32), config.dw_lanes),
-        "group": unsigned(_addr_bits(config.mid_groups_max)),
-    })
 
 
 def lut_multiply(a: Value, b: Value) -> Value:
@@ -83,14 +60,14 @@ class DepthwiseArray(wiring.Component):
 
     Members
     -------
-    taps : ``In(stream.Signature(tap_layout(config)))``
+    taps : ``In(stream.Signature(hw.line_buffer.tap_layout(config)))``
         Tap columns in pixel-group order, ``first`` on the first column and ``last`` on the
         last one of each pixel-group (a single column may carry both).
     wr : ``In(WritePortSignature(wa_bits, dw_weight_layout(config)))``
         Weight memory write port (always ready); word ``waddr`` row ``t`` lane ``i`` is the
         weight of mid lane ``i`` for that column's row ``t``. Write weights only while no
         taps are in flight (the read port is not transparent).
-    o : ``Out(stream.Signature(acc_layout(config)))``
+    o : ``Out(stream.Signature(hw.requant.acc_layout(dw_lanes, mid_groups_max)))``
         One word per pixel-group: ``acc`` (``int32[P]``) and the ``group`` of its last column.
 
     Attributes
@@ -111,7 +88,7 @@ class DepthwiseArray(wiring.Component):
             "taps": In(stream.Signature(tap_layout(config))),
             "wr": In(WritePortSignature(_addr_bits(config.dw_weight_depth),
                                         dw_weight_layout(config))),
-            "o": Out(stream.Signature(acc_layout(config))),
+            "o": Out(stream.Signature(acc_layout(config.dw_lanes, config.mid_groups_max))),
         })
 
     def elaborate(self, platform):

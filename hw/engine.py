@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .ports import WritePortSignature
+from .requant import acc_layout
 
 __all__ = ["Engine", "engine_out_layout", "engine_weight_layout", "pixel_buffer_words",
            "array_latency", "packed_products", "adder_tree", "reduction", "EXPAND", "PROJECT",
@@ -61,15 +62,14 @@ def _group_bits(config: AcceleratorConfig) -> int:
     return _addr_bits(max(config.mid_groups_max, config.out_groups_max))
 
 
-def engine_out_layout(config: AcceleratorConfig, j_group_base: int = 0) -> data.StructLayout:
-    """Payload of ``Engine.o``: ``{acc: int32[C], group, kind}`` (kind 0 expand, 1 project;
-    ``group`` wide enough for project groups numbered from ``j_group_base``)."""
-    groups = max(config.mid_groups_max, j_group_base + config.out_groups_max)
-    return data.StructLayout({
-        "acc": data.ArrayLayout(signed(32), config.pw_cols),
-        "group": unsigned(_addr_bits(groups)),
-        "kind": 1,
-    })
+def engine_out_layout(config: AcceleratorConfig, j_group_base: int = 0,
+                      groups: int | None = None) -> data.StructLayout:
+    """Payload of ``Engine.o``: the engine requantizer's input (``hw.requant.acc_layout``,
+    ``{acc: int32[C], group, kind}``; kind 0 expand, 1 project; ``group`` wide enough for
+    project groups numbered from ``j_group_base``, or for ``groups`` numbers)."""
+    if groups is None:
+        groups = max(config.mid_groups_max, j_group_base + config.out_groups_max)
+    return acc_layout(config.pw_cols, groups, kinds=2)
 
 
 def engine_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
@@ -152,6 +152,13 @@ class Engine(wiring.Component):
         Depth (words) of the FIFO that the expand words go into; default and minimum
         ``config.mid_groups_max`` (an E job of that many output groups must be able to
         issue).
+    j_group_base : int
+        Added to a project word's ``og`` in its ``group`` (default 0).
+    groups : int
+        The ``group`` numbers ``o`` carries, ``0 .. groups-1``: the depth of the
+        requantizer table it feeds (at least ``j_group_base + out_groups_max``; its user
+        keeps the expand jobs' output groups below ``j_group_base``). Default: room for
+        ``mid_groups_max`` expand and ``j_group_base + out_groups_max`` project groups.
 
     Members
     -------
@@ -178,7 +185,7 @@ class Engine(wiring.Component):
         i)`` to expanded lane ``(og, o)``; project weights at ``j_wbase + og*j_in_groups +
         q``. It may be written while a layer runs, at words the layer does not read (the
         next layer's weights: the controller's prefetch).
-    o : ``Out(stream.Signature(engine_out_layout(config, j_group_base)))``
+    o : ``Out(stream.Signature(engine_out_layout(config, j_group_base, groups)))``
         Per job, ``out_groups`` words ``{acc, group, kind}``, ``og`` ascending, jobs in
         issue order; ``group`` is ``og``, plus ``j_group_base`` for project words (so that
         one requantizer's table holds both kinds' records, ``Requantizer(kinds=2)``).
@@ -193,7 +200,7 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, *, e_credits: int | None = None,
-                 j_group_base: int = 0):
+                 j_group_base: int = 0, groups: int | None = None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"'config' must be an AcceleratorConfig, not {config!r}")
         R, C = config.dw_lanes, config.pw_cols
@@ -210,6 +217,11 @@ class Engine(wiring.Component):
                              "groups could never issue")
         if not isinstance(j_group_base, int) or j_group_base < 0:
             raise ValueError(f"j_group_base must be a non-negative int, not {j_group_base!r}")
+        if groups is not None and (not isinstance(groups, int)
+                                   or groups < j_group_base + config.out_groups_max):
+            raise ValueError(f"groups must be an int of at least j_group_base + "
+                             f"out_groups_max = {j_group_base + config.out_groups_max}, not "
+                             f"{groups!r}")
         self.config = config
         self.rows, self.cols, self.e_credits = R, C, e_credits
         self.j_group_base = j_group_base
@@ -228,7 +240,7 @@ class Engine(wiring.Component):
             "start": In(1),
             "wr": In(WritePortSignature(_addr_bits(config.engine_weight_depth),
                                         engine_weight_layout(config))),
-            "o": Out(stream.Signature(engine_out_layout(config, j_group_base))),
+            "o": Out(stream.Signature(engine_out_layout(config, j_group_base, groups))),
             "e_free": In(1),
         })
 

@@ -11,13 +11,15 @@ import enum
 import json
 from dataclasses import dataclass
 
-from .config import AcceleratorConfig
+from .config import BEAT_BYTES, AcceleratorConfig
 
 __all__ = [
     "Opcode", "DescFlag", "ErrorCode", "Field", "Register", "RegisterMap", "DescriptorLayout",
-    "REGISTERS", "DESCRIPTOR", "ADDRESS_FIELDS", "PREFETCH_SEGMENTS", "ADD_TABLE_ENTRIES",
+    "REGISTERS", "DESCRIPTOR", "ADDRESS_FIELDS", "ADDRESS_ALIGN", "PREFETCH_SEGMENTS",
+    "ADD_TABLE_ENTRIES", "Table", "REQUANT_RECORD_FIELDS", "TABLE_RECORD_BYTES_PER_LANE",
+    "table_record_bytes", "table_loads",
     "ID_MAGIC", "HW_VERSION",
-    "export", "export_json",
+    "export", "export_json", "markdown",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
     "scale", "expand_words", "out_last_beats_max",
@@ -55,7 +57,7 @@ class ErrorCode(enum.IntEnum):
     BAD_PARAMS = 2      #: descriptor field outside the limits the hardware was built with
     AXI_READ = 3        #: SLVERR/DECERR on a read (descriptor, weights, activations)
     AXI_WRITE = 4       #: SLVERR/DECERR on a write response
-    MISALIGNED = 5      #: a descriptor address is not 8-byte aligned
+    MISALIGNED = 5      #: a descriptor address is not ADDRESS_ALIGN-byte aligned
 
 
 @dataclass(frozen=True)
@@ -280,13 +282,61 @@ DESCRIPTOR = DescriptorLayout([
     ("pf1_base", 16, False, "prefetch segment 1: first engine weight-memory word"),
 ])
 
-#: descriptor fields holding DDR addresses (8-byte aligned; relative to the program image in
-#: the compiler's ``Program.descriptors``)
+#: descriptor fields holding DDR addresses (:data:`ADDRESS_ALIGN`-byte aligned; relative to
+#: the program image in the compiler's ``Program.descriptors``)
 ADDRESS_FIELDS = ("in_addr", "out_addr", "res_addr", "exp_weights", "exp_table", "dw_weights",
                   "dw_table", "pw_weights", "pw_table", "add_table", "pf0_addr", "pf1_addr")
+#: alignment of every DDR address the accelerator is given (the program address and the
+#: descriptor's :data:`ADDRESS_FIELDS`): one beat of the data bus; a misaligned one ends the
+#: run with ``ErrorCode.MISALIGNED``
+ADDRESS_ALIGN = BEAT_BYTES
 #: entries of the residual ADD's table (``add_table``): 256 for input ``a`` (the PW output),
 #: then 256 for ``b`` (the residual), each an int64 (one beat) at index ``value & 255``
 ADD_TABLE_ENTRIES = 512
+#: one requant-table record of ``L`` channels, field by field from byte 0: ``(name, bits)``,
+#: each field ``L`` little-endian values (``bias int32[L]``, ``mult int32[L]``, ``shift
+#: int8[L]``); the requantizers' table layout (``hw.requant.table_layout``) and the host's
+#: packing (``host.packing.pack_requant_records``) are built from it
+REQUANT_RECORD_FIELDS = (("bias", 32), ("mult", 32), ("shift", 8))
+#: bytes of a requant-table record per channel
+TABLE_RECORD_BYTES_PER_LANE = sum(bits for _, bits in REQUANT_RECORD_FIELDS) // 8
+
+
+def table_record_bytes(lanes: int) -> int:
+    """DDR bytes of one requant-table record of ``lanes`` channels:
+    ``TABLE_RECORD_BYTES_PER_LANE * lanes``, padded with zero bytes to whole beats (the
+    controller loads a record as whole beats; no padding when ``lanes`` is a multiple of 8)."""
+    return -(-TABLE_RECORD_BYTES_PER_LANE * lanes // BEAT_BYTES) * BEAT_BYTES
+
+
+class Table(enum.IntEnum):
+    """The per-layer tables, in the order the controller loads them before a layer runs
+    (those the descriptor's flags need and the controller does not hold). A table's DDR
+    address is the descriptor field :attr:`field`; its words are :meth:`word_bytes` each."""
+    EXP_WEIGHTS = 0     #: expand weights: ``dw_lanes x pw_cols`` int8 per engine word
+    EXP_TABLE = 1       #: expand requant records of the engine requantizer's lanes
+    DW_WEIGHTS = 2      #: DW weights: ``dw_taps x dw_lanes`` int8 per word
+    DW_TABLE = 3        #: DW requant records of the DW requantizer's lanes
+    PW_WEIGHTS = 4      #: PW (project) weights, as the expand ones
+    PW_TABLE = 5        #: PW requant records, as the expand ones
+    ADD_TABLE = 6       #: the residual ADD's :data:`ADD_TABLE_ENTRIES` int64 entries
+
+    @property
+    def field(self) -> str:
+        """The descriptor field holding the table's DDR address."""
+        return self.name.lower()
+
+    def word_bytes(self, config: AcceleratorConfig) -> int:
+        """Bytes of one word of this table (a whole number of beats)."""
+        return {
+            Table.EXP_WEIGHTS: config.dw_lanes * config.pw_cols,
+            Table.EXP_TABLE: table_record_bytes(config.erq_lanes),
+            Table.DW_WEIGHTS: config.dw_taps * config.dw_lanes,
+            Table.DW_TABLE: table_record_bytes(config.requant_lanes),
+            Table.PW_WEIGHTS: config.dw_lanes * config.pw_cols,
+            Table.PW_TABLE: table_record_bytes(config.erq_lanes),
+            Table.ADD_TABLE: BEAT_BYTES,
+        }[self]
 #: the prefetch segments' fields: (address, words, first word)
 PREFETCH_SEGMENTS = (("pf0_addr", "pf0_words", "pf0_base"),
                      ("pf1_addr", "pf1_words", "pf1_base"))
@@ -369,6 +419,32 @@ def _implies(cond, then):
     return (cond == 0) | then
 
 
+def table_loads(d, p, config: AcceleratorConfig) -> list[tuple]:
+    """For each :class:`Table` in load order, ``(needed, words)``: whether the descriptor
+    with fields ``d`` and :data:`DESCRIPTOR_PRODUCTS` ``p`` loads it, and its length in
+    words. Python ints (``d`` a dict of field values, ``p`` :func:`descriptor_products`) or
+    Amaranth values (the controller's fields and products) alike.
+
+    The expand tables with ``EXPAND``, the expand weights unless ``EXP_LOADED``; the DW tables
+    unless ``CONV``; the PW weights unless ``PW_LOADED``; the PW table unless ``RAW_OUT``; the
+    ADD table with ``RESIDUAL``. A requant table has one record per requantizer chunk
+    (``pw_cols / erq_lanes`` of an engine word, ``dw_lanes / requant_lanes`` of a DW one)."""
+    expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
+    q_chunks = config.pw_cols // config.erq_lanes
+    p_chunks = config.dw_lanes // config.requant_lanes
+    loads = {
+        Table.EXP_WEIGHTS: (expand & (_flag(d, DescFlag.EXP_LOADED) == 0),
+                            p["exp_weight_words"]),
+        Table.EXP_TABLE: (expand, scale(d["exp_words"], q_chunks)),
+        Table.DW_WEIGHTS: (conv == 0, p["dw_weight_words"]),
+        Table.DW_TABLE: (conv == 0, scale(d["mid_groups"], p_chunks)),
+        Table.PW_WEIGHTS: (_flag(d, DescFlag.PW_LOADED) == 0, p["pw_weight_words"]),
+        Table.PW_TABLE: (_flag(d, DescFlag.RAW_OUT) == 0, scale(d["out_groups"], q_chunks)),
+        Table.ADD_TABLE: (_flag(d, DescFlag.RESIDUAL), ADD_TABLE_ENTRIES),
+    }
+    return [loads[t] for t in Table]
+
+
 def expand_words(config: AcceleratorConfig, exp_groups: int) -> int:
     """The engine's output words (``pw_cols`` channels) that cover ``exp_groups`` line-buffer
     groups (``dw_lanes`` channels) of an expand stage: the descriptor's ``exp_words``."""
@@ -380,7 +456,7 @@ def out_last_beats_max(config: AcceleratorConfig) -> int:
     and, as filler, up to a line-buffer word's (``dw_lanes/8``) less one: a tile's
     channels padded to ``dw_lanes`` can end past its last engine word, never by a whole
     line-buffer word. Without filler when ``pw_cols == dw_lanes``."""
-    Q, P = config.pw_cols // 8, config.dw_lanes // 8
+    Q, P = config.pw_cols // BEAT_BYTES, config.dw_lanes // BEAT_BYTES
     return Q if P == Q else Q + P - 1
 
 
@@ -432,13 +508,13 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
                            _flag(d, DescFlag.RAW_OUT))
     P, Q = config.dw_lanes, config.pw_cols
     expand = _flag(d, DescFlag.EXPAND)
-    pixel_beats = scale(d["out_groups"], Q // 8)
+    pixel_beats = scale(d["out_groups"], Q // BEAT_BYTES)
     # a stored pixel ends in the last engine word or in the filler after it (whole words
     # when Q == P)
-    filler = out_last_beats_max(config) - Q // 8
+    filler = out_last_beats_max(config) - Q // BEAT_BYTES
     stored = ((d["out_beats"] == pixel_beats) if P == Q else
               (d["out_beats"] <= pixel_beats + filler)
-              & (d["out_beats"] + Q // 8 > pixel_beats))
+              & (d["out_beats"] + Q // BEAT_BYTES > pixel_beats))
     return [
         p["lb_row_words"] <= config.lb_row_capacity_words,
         _implies(conv, d["mid_groups"] == p["conv_groups"]),
@@ -501,3 +577,34 @@ def export(config: AcceleratorConfig | None = None) -> dict:
 
 def export_json(config: AcceleratorConfig | None = None) -> str:
     return json.dumps(export(config), indent=2)
+
+
+def markdown() -> str:
+    """The register map, the descriptor layout and the enums as Markdown tables: the
+    section of docs/ARCHITECTURE.md between its ``layout.markdown()`` markers (a test keeps
+    the two equal; ``dwsep info --markdown`` prints it)."""
+    def bits(f: Field) -> str:
+        return f"[{f.lsb + f.width - 1}:{f.lsb}]" if f.width > 1 else f"[{f.lsb}]"
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    lines = [f"Hardware version {HW_VERSION}; `ID.magic` = `{ID_MAGIC:#x}`.", "",
+             "**Registers** (AXI4-Lite, 32-bit words):", "",
+             "| offset | register | access | fields | |", "|---|---|---|---|---|"]
+    for r in REGISTERS:
+        fields = ", ".join(f"`{f.name}{bits(f)}`" for f in r.fields)
+        lines.append(f"| `{r.offset:#04x}` | `{r.name}` | {r.access} | {fields} | "
+                     f"{cell(r.doc)} |")
+    lines += ["", f"**Layer descriptor** ({DESCRIPTOR.size} bytes, "
+                  f"{DESCRIPTOR.size // BEAT_BYTES} beats, little-endian; bit offsets "
+                  "from byte 0):", "",
+              "| bits | field | signed | |", "|---|---|---|---|"]
+    for f in DESCRIPTOR.fields:
+        lines.append(f"| {bits(f)} | `{f.name}` | {'yes' if f.signed else ''} | "
+                     f"{cell(f.doc)} |")
+    for title, enum_ in (("Opcode", Opcode), ("DescFlag", DescFlag), ("ErrorCode", ErrorCode),
+                         ("Table (load order)", Table)):
+        values = ", ".join(f"`{e.name}` = {int(e)}" for e in enum_)
+        lines += ["", f"**{title}**: {values}."]
+    return "\n".join(lines) + "\n"

@@ -8,10 +8,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beat_serializer import beats_layout
-from .config import AcceleratorConfig
+from .config import BEAT_BYTES, AcceleratorConfig
 from .layout import scale
 
-__all__ = ["LineBuffer", "line_buffer_params_layout", "line_buffer_tap_layout"]
+__all__ = ["LineBuffer", "line_buffer_params_layout", "tap_layout"]
 
 
 def _bits(n: int) -> int:
@@ -52,9 +52,14 @@ def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
-def line_buffer_tap_layout(config: AcceleratorConfig) -> data.StructLayout:
-    """One tap column: ``T = dw_taps`` rows of ``P`` input bytes, the DW weight word and
-    mid group it meets, and the first/last marks of its pixel-group."""
+def tap_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Payload of the line buffer -> DW array stream (and, in conv mode, of its first row
+    into the engine): one tap column of ``T = dw_taps`` kernel rows of ``dw_lanes`` channels.
+
+    ``data``: ``T`` rows of ``P`` input bytes; ``first``/``last``: first/last column of a
+    pixel-group; ``waddr``: DW weight word of this column (``(q*R + r)*k + kx``); ``group``:
+    mid group ``q``.
+    """
     return data.StructLayout({
         "data": data.ArrayLayout(data.ArrayLayout(signed(8), config.dw_lanes),
                                  config.dw_taps),
@@ -114,12 +119,12 @@ class LineBuffer(wiring.Component):
     busy : ``Out(1)``
         High from ``start`` until the last tap has been accepted and every fill beat of the
         layer (``in_h * in_w * in_groups * P/8``) has been consumed.
-    fill : ``In(stream.Signature(beats_layout(P // 8)))``
+    fill : ``In(stream.Signature(beats_layout(P // BEAT_BYTES)))``
         Input tensor beats in DDR order (NHWC, channels padded to ``G*P``, ``P/8`` beats per
         word, byte ``b`` of a beat = channel ``8*beat + b`` of the group), up to a word's
         ``P/8`` beats a transfer, none of which crosses into the next word (the expand
         stage's serializer cuts its transfers so). Not ready outside a layer.
-    taps : ``Out(stream.Signature(line_buffer_tap_layout(config)))``
+    taps : ``Out(stream.Signature(tap_layout(config)))``
         The tap columns; ``waddr = ((g*m + j)*R + r)*k + kx`` (``R = dw_passes(k)``, or
         ``k`` with ``conv``), ``group = g*m + j``.
     """
@@ -136,14 +141,14 @@ class LineBuffer(wiring.Component):
             "params": In(line_buffer_params_layout(config)),
             "start": In(1),
             "busy": Out(1),
-            "fill": In(stream.Signature(beats_layout(config.dw_lanes // 8))),
-            "taps": Out(stream.Signature(line_buffer_tap_layout(config))),
+            "fill": In(stream.Signature(beats_layout(config.dw_lanes // BEAT_BYTES))),
+            "taps": Out(stream.Signature(tap_layout(config))),
         })
 
     def elaborate(self, platform):
         cfg = self.config
         P, T = cfg.dw_lanes, cfg.dw_taps
-        beats_per_word = P // 8
+        beats_per_word = P // BEAT_BYTES
         rows_log2 = (cfg.lb_rows - 1).bit_length()
         col_log2 = (cfg.lb_row_words - 1).bit_length()
         prm = self.params

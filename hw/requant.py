@@ -12,19 +12,30 @@ from amaranth.utils import ceil_log2, exact_log2
 from .booth import booth_digits
 from .chunked import Splitter, check_lanes, gather
 from .config import REQUANT_INPUT_BITS
-from .layout import scale
+from .layout import REQUANT_RECORD_FIELDS, scale
 from .mbqm import rdbpot_nudge, srdhm_high
 from .ports import WritePortSignature
 
-__all__ = ["Requantizer", "table_layout", "booth_pairs"]
+__all__ = ["Requantizer", "acc_layout", "table_layout", "booth_pairs"]
 
 #: the multiplier's low part: an unsigned 17-bit value is an 18-bit signed DSP operand
 _MULT_LO_BITS = 17
 
 
+def acc_layout(lanes: int, depth: int, kinds: int = 1) -> data.StructLayout:
+    """Payload of a :class:`Requantizer`'s input ``i`` (the stream from the DW array or the
+    engine): ``acc int32[lanes]``, the table ``group`` (``0 .. depth-1``) and, with
+    ``kinds=2``, the word's ``kind``."""
+    fields = {"acc": data.ArrayLayout(signed(32), lanes),
+              "group": unsigned(ceil_log2(depth) or 1)}
+    if kinds > 1:
+        fields["kind"] = 1
+    return data.StructLayout(fields)
+
+
 def table_layout(lanes: int) -> data.StructLayout:
-    """One requant-table record: ``bias int32[lanes]``, ``mult int32[lanes]``,
-    ``shift int8[lanes]``, in that order from bit 0.
+    """One requant-table record (``hw.layout.REQUANT_RECORD_FIELDS``): ``bias int32[lanes]``,
+    ``mult int32[lanes]``, ``shift int8[lanes]``, in that order from bit 0.
 
     A :class:`Requantizer` holds records of ``table_layout(compute_lanes)``, one per chunk
     of a word. The bit order equals the DDR record (docs/ARCHITECTURE.md, "Requant tables"):
@@ -33,11 +44,8 @@ def table_layout(lanes: int) -> data.StructLayout:
     zero bytes that pad it to whole beats when ``9*lanes`` is not a multiple of 8 are above
     the layout's bits).
     """
-    return data.StructLayout({
-        "bias": data.ArrayLayout(signed(32), lanes),
-        "mult": data.ArrayLayout(signed(32), lanes),
-        "shift": data.ArrayLayout(signed(8), lanes),
-    })
+    return data.StructLayout({name: data.ArrayLayout(signed(bits), lanes)
+                              for name, bits in REQUANT_RECORD_FIELDS})
 
 
 class Requantizer(wiring.Component):
@@ -93,7 +101,7 @@ class Requantizer(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(StructLayout({"acc": int32[lanes], "group": unsigned(...)})))``
+    i : ``In(stream.Signature(acc_layout(lanes, depth, kinds)))``
         Accumulators and the lane group of their table records (``ceil_log2(depth) or 1``
         bits); with ``kinds=2`` also ``kind`` (1 bit). ``i.ready`` does not depend on
         ``i.valid``.
@@ -139,16 +147,13 @@ class Requantizer(wiring.Component):
         self.latency = self.LATENCY + self.chunks - 1
         self.kinds = kinds
         self.lut_lanes = lut_lanes
-        fields = {"acc": data.ArrayLayout(signed(32), lanes),
-                  "group": unsigned(ceil_log2(depth) or 1)}
         values = data.ArrayLayout(signed(8), lanes)
         param = signed(8)
         if kinds > 1:
-            fields["kind"] = 1
             values = data.StructLayout({"value": values, "kind": 1})
             param = data.ArrayLayout(signed(8), kinds)
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout(fields))),
+            "i": In(stream.Signature(acc_layout(lanes, depth, kinds))),
             "o": Out(stream.Signature(values)),
             "wr": In(WritePortSignature(ceil_log2(depth * self.chunks) or 1,
                                         table_layout(compute_lanes))),

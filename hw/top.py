@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import enum
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, AXI4ReadSignature, AXI4Signature
-from .config import AcceleratorConfig
+from .config import BEAT_BYTES, AcceleratorConfig
 from .csr import ControlRegisters
 from .datapath import Datapath
 from .dma_reader import DMAReader
 from .dma_writer import DMAWriter
 from .layout import (
-    ADD_TABLE_ENTRIES,
+    ADDRESS_ALIGN,
     ADDRESS_FIELDS,
     DESCRIPTOR,
     PREFETCH_SEGMENTS,
@@ -23,30 +21,24 @@ from .layout import (
     DescFlag,
     ErrorCode,
     Opcode,
+    Table,
     descriptor_param_checks,
     descriptor_product_checks,
     out_last_beats_max,
     scale,
+    table_loads,
 )
 from .products import DescriptorProducts
 
-__all__ = ["Accelerator", "Controller"]
+__all__ = ["Top", "Controller"]
 
-_DESC_BEATS = DESCRIPTOR.size // 8
-
-
-class Load(enum.IntEnum):
-    """Per-layer tables, loaded in this order before the layer runs (those its flags need)."""
-    EXP_WEIGHTS = 0
-    EXP_TABLE = 1
-    DW_WEIGHTS = 2
-    DW_TABLE = 3
-    PW_WEIGHTS = 4
-    PW_TABLE = 5
-    ADD_TABLE = 6
+_DESC_BEATS = DESCRIPTOR.size // BEAT_BYTES
+_BEAT_BITS = 8 * BEAT_BYTES
+#: low address bits that must be zero (``ADDRESS_ALIGN``)
+_ALIGN_BITS = (ADDRESS_ALIGN - 1).bit_length()
 
 
-class Accelerator(wiring.Component):
+class Top(wiring.Component):
     """The dwsep accelerator.
 
     Software writes a program address and sets ``CTRL.start``; the controller then walks the
@@ -129,7 +121,7 @@ class Controller(wiring.Component):
     Members
     -------
     s_axil, m_axi, m_axi_res, m_axi_pf, irq
-        As :class:`Accelerator`'s.
+        As :class:`Top`'s.
     datapath : ``In(datapath.signature)``
         The datapath's members seen from the controller: the descriptor, its products and
         the start it drives; the input, residual and table words it feeds; the output it
@@ -148,7 +140,7 @@ class Controller(wiring.Component):
         aw = cfg.axi_addr_width
         m = Module()
         dp = self.datapath
-        erq, dwq, exp_words_max = self._erq, self._dwq, self._exp_words_max
+        erq, exp_words_max = self._erq, self._exp_words_max
 
         m.submodules.csr = csr = ControlRegisters(cfg)
         m.submodules.sizes = products = DescriptorProducts(cfg)
@@ -174,8 +166,7 @@ class Controller(wiring.Component):
         def flag(bit):
             return (field("flags") & bit) != 0
 
-        expand_on, conv_on = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
-        residual_on, raw_on = flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+        residual_on = flag(DescFlag.RESIDUAL)
         prod = products.products
         m.d.comb += [products.desc.eq(desc), dp.desc.eq(desc), dp.prod.eq(prod)]
         wiring.connect(m, wiring.flipped(dp.output), writer.data)
@@ -186,27 +177,16 @@ class Controller(wiring.Component):
         # beats of a pixel's last engine word that are stored (the serializers drop the
         # rest; all of them when Q == P; the output's filler beats after them): the
         # expand stage's and the output's
-        exp_last = Signal(range(Q // 8 + 1), init=Q // 8)
-        out_last = Signal(range(out_last_beats_max(cfg) + 1), init=Q // 8)
+        exp_last = Signal(range(Q // BEAT_BYTES + 1), init=Q // BEAT_BYTES)
+        out_last = Signal(range(out_last_beats_max(cfg) + 1), init=Q // BEAT_BYTES)
         out_beats, pixel_beats = prod.out_total_beats, field("out_beats")
         m.d.comb += [dp.exp_last.eq(exp_last), dp.out_last.eq(out_last)]
-        # a requant-table word is one record of its requantizer's compute lanes (the
-        # requantizers' table memories hold a record per chunk): 9 bytes a channel, padded
-        # to whole beats; the padding, at the top of the word, falls off the narrower record
-        # on the port
-        erq_beats, dwq_beats = (-(-9 * rq.compute_lanes // 8) for rq in (erq, dwq))
-        load_words = [prod.exp_weight_words, scale(field("exp_words"), erq.chunks),
-                      prod.dw_weight_words, scale(field("mid_groups"), dwq.chunks),
-                      prod.pw_weight_words, scale(field("out_groups"), erq.chunks),
-                      Const(ADD_TABLE_ENTRIES, 16)]
-        load_beats_per_word = [P * Q // 8, erq_beats, cfg.dw_taps * P // 8, dwq_beats,
-                               P * Q // 8, erq_beats, 1]
-        load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Load]
+        load_beats_per_word = [t.word_bytes(cfg) // BEAT_BYTES for t in Table]
+        load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Table]
         # a table is read through both read ports: its first ceil(n/2) words through `reader`,
         # the rest through `res_reader` (`m_axi_res`, on a second HP port of the PS)
-        half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Load]
-        load_addr = [field(n) for n in ("exp_weights", "exp_table", "dw_weights", "dw_table",
-                                        "pw_weights", "pw_table", "add_table")]
+        half_words = [Signal(32, name=f"half_{ld.name.lower()}") for ld in Table]
+        load_addr = [field(t.field) for t in Table]
         load_ports = [dp.engine_wr, dp.engine_requant_wr, dp.dw_wr, dp.dw_requant_wr,
                       dp.engine_wr, dp.engine_requant_wr, dp.add_wr]
         # the engine's weight tables go where the descriptor places them, unless it finds
@@ -214,16 +194,15 @@ class Controller(wiring.Component):
         # (the PW requant records follow the expand ones in engine_requant's table)
         pw_records = exp_words_max * erq.chunks
         load_base = [field("exp_wbase"), 0, 0, 0, field("pw_wbase"), pw_records, 0]
-        engine_loads = (Load.EXP_WEIGHTS, Load.PW_WEIGHTS)
-        load_needed = [expand_on & ~flag(DescFlag.EXP_LOADED), expand_on, ~conv_on, ~conv_on,
-                       ~flag(DescFlag.PW_LOADED), ~raw_on, residual_on]
+        engine_loads = (Table.EXP_WEIGHTS, Table.PW_WEIGHTS)
+        load_needed, load_words = zip(*table_loads(self._fields(field), prod, cfg), strict=True)
 
         # ---- controller ----
         desc_addr = Signal(aw)
         layer = Signal(16)
         beat_count = Signal(range(_DESC_BEATS + 1))
         error_code = Signal(8)
-        load = Signal(range(len(Load) + 1))
+        load = Signal(range(len(Table) + 1))
         reader_cmd_sent = Signal()
         res_cmd_sent = Signal()
         out_pixel = Signal(32)      # next pixel whose write command is issued
@@ -238,7 +217,7 @@ class Controller(wiring.Component):
         # from the top (a word of n beats is the top n*64 bits) and writes a word as it
         # completes. One beat a cycle in all: when both ports offer one, the lane that did
         # not take the last beat takes this one.
-        max_word = max(b * 64 for b in load_beats_per_word)
+        max_word = max(b * _BEAT_BITS for b in load_beats_per_word)
         lanes = []
         for n, dma in enumerate((reader, res_reader)):
             lanes.append(dict(
@@ -257,7 +236,7 @@ class Controller(wiring.Component):
         write_data = Mux(write_lane, lanes[1]["buf"], lanes[0]["buf"])
         for port in dict.fromkeys(load_ports):
             index = [i for i, p in enumerate(load_ports) if p is port]
-            width = max(load_beats_per_word[i] for i in index) * 64
+            width = max(load_beats_per_word[i] for i in index) * _BEAT_BITS
             m.d.comb += [
                 port.data.eq(write_data[max_word - width:]),
                 port.addr.eq(write_addr),
@@ -279,19 +258,19 @@ class Controller(wiring.Component):
         last_beat = Signal(range(max(load_beats_per_word)))
         cur_addr = by_load(load_addr)
         cmd_sent = Signal(2)
-        load_wanted = Signal(len(Load))  # needed and not held: set in CHECK_PRODUCTS
+        load_wanted = Signal(len(Table))  # needed and not held: set in CHECK_PRODUCTS
 
         # Tables held on chip: a table whose address and length equal the last load into its
         # memory (in this run) is not read again, e.g. the DW weights of the output tiles of
         # one layer. A program's tables do not change while it runs; `start` forgets them.
         # (Not the engine's weights: the descriptor says where they are and whether loaded.)
-        holdable = [ld for ld in Load if ld not in engine_loads]
+        holdable = [ld for ld in Table if ld not in engine_loads]
         held = {ld: Signal(name=f"held_{ld.name.lower()}") for ld in holdable}
         held_addr = {ld: Signal(aw, name=f"held_addr_{ld.name.lower()}") for ld in holdable}
         held_words = {ld: Signal(32, name=f"held_words_{ld.name.lower()}") for ld in holdable}
         held_now = [held[ld] & (held_addr[ld] == load_addr[ld])
                     & (held_words[ld] == load_words[ld]) if ld in held else Const(0)
-                    for ld in Load]
+                    for ld in Table]
 
         # Prefetch (while a layer runs): the segments' commands go to `pf_reader` one after
         # the other; the second lane assembles their beats into engine words written from
@@ -301,7 +280,7 @@ class Controller(wiring.Component):
         pf_left = Signal(16)      # words of the current segment still to come
         (pf0_addr, pf0_words, pf0_base), (pf1_addr, pf1_words, pf1_base) = (
             [field(name) for name in seg] for seg in PREFETCH_SEGMENTS)
-        engine_word_beats = P * Q // 8
+        engine_word_beats = P * Q // BEAT_BYTES
 
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
                      csr.error_layer.eq(layer)]
@@ -320,7 +299,7 @@ class Controller(wiring.Component):
                              error_code.eq(ErrorCode.NONE),
                              *(dma.clear.eq(1)
                                for dma in (reader, writer, res_reader, pf_reader))]
-                with m.If(csr.prog_addr[:3] != 0):
+                with m.If(csr.prog_addr[:_ALIGN_BITS] != 0):
                     fail(ErrorCode.MISALIGNED)
                 with m.Else():
                     m.next = "FETCH_CMD"
@@ -334,7 +313,7 @@ class Controller(wiring.Component):
                     m.next = "FETCH_DATA"
 
             with m.State("FETCH_DATA"), m.If(reader.data.valid):
-                m.d.sync += [desc.eq(Cat(desc[64:], reader.data.payload)),
+                m.d.sync += [desc.eq(Cat(desc[_BEAT_BITS:], reader.data.payload)),
                              beat_count.eq(beat_count + 1)]
                 with m.If(beat_count == _DESC_BEATS - 1):
                     m.next = "CHECK"
@@ -345,7 +324,7 @@ class Controller(wiring.Component):
                 m.d.sync += [
                     opcode_ok.eq(field("opcode") == Opcode.LAYER),
                     params_ok.eq(Cat(*descriptor_param_checks(self._fields(field), cfg))),
-                    aligned.eq(~Cat(a[:3] for a in addrs).any()),
+                    aligned.eq(~Cat(a[:_ALIGN_BITS] for a in addrs).any()),
                 ]
                 m.next = "CHECKED"
 
@@ -365,10 +344,11 @@ class Controller(wiring.Component):
 
             with m.State("CHECK_PRODUCTS"):
                 m.d.sync += [
-                    in_beats.eq(scale(prod.in_words, P // 8)),
-                    exp_last.eq(scale(field("exp_groups"), P // 8) + Q // 8
-                                - scale(field("exp_words"), Q // 8)),
-                    out_last.eq(field("out_beats") + Q // 8 - scale(field("out_groups"), Q // 8)),
+                    in_beats.eq(scale(prod.in_words, P // BEAT_BYTES)),
+                    exp_last.eq(scale(field("exp_groups"), P // BEAT_BYTES) + Q // BEAT_BYTES
+                                - scale(field("exp_words"), Q // BEAT_BYTES)),
+                    out_last.eq(field("out_beats") + Q // BEAT_BYTES
+                                - scale(field("out_groups"), Q // BEAT_BYTES)),
                     *(beats.eq(scale(words, per_word)) for beats, words, per_word
                       in zip(load_beats, load_words, load_beats_per_word, strict=True)),
                     *(half.eq((words + 1) >> 1)
@@ -389,7 +369,7 @@ class Controller(wiring.Component):
 
             with m.State("LOAD_NEXT"):
                 # skip the tables this layer does not use or that are held already
-                with m.If(load == len(Load)):
+                with m.If(load == len(Table)):
                     m.next = "RUN_START"
                 with m.Elif(load_wanted.bit_select(load, 1)):
                     m.next = "LOAD_SPLIT"
@@ -406,7 +386,7 @@ class Controller(wiring.Component):
                     cmd0_beats.eq(by_load([scale(h, b) for h, b in split])),
                     cmd1_beats.eq(by_load([scale(w - h, b) for w, (h, b)
                                            in zip(load_words, split, strict=True)])),
-                    cmd1_addr.eq(cur_addr + by_load([scale(h, 8 * b) for h, b in split])),
+                    cmd1_addr.eq(cur_addr + by_load([scale(h, BEAT_BYTES * b) for h, b in split])),
                     lanes[0]["last"].eq(half - 1),
                     lanes[1]["last"].eq(by_load(load_words) - 1),
                     cmd_sent.eq(0),
@@ -444,7 +424,7 @@ class Controller(wiring.Component):
                 for n, lane in enumerate(lanes):
                     other_done = lanes[1 - n]["done"]
                     with m.If(lane["take"]):
-                        m.d.sync += [lane["buf"].eq(Cat(lane["buf"][64:],
+                        m.d.sync += [lane["buf"].eq(Cat(lane["buf"][_BEAT_BITS:],
                                                         lane["dma"].data.payload)),
                                      took_first.eq(n == 0)]
                         with m.If(lane["beat"] == last_beat):
@@ -540,7 +520,7 @@ class Controller(wiring.Component):
         # a word each `engine_word_beats` beats
         pf_lane = lanes[1]
         with m.If(running & pf_reader.data.valid):
-            m.d.sync += pf_lane["buf"].eq(Cat(pf_lane["buf"][64:], pf_reader.data.payload))
+            m.d.sync += pf_lane["buf"].eq(Cat(pf_lane["buf"][_BEAT_BITS:], pf_reader.data.payload))
             with m.If(pf_lane["beat"] == engine_word_beats - 1):
                 m.d.sync += [pf_lane["beat"].eq(0), write_en.eq(1), write_lane.eq(1),
                              write_addr.eq(pf_dst), pf_dst.eq(pf_dst + 1),

@@ -52,7 +52,7 @@ __all__ = ["MemoryModel", "MemoryCycles", "MEMORIES", "get_memory", "MIN_LATENCY
 MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-response latency
 RATE_ONE = 1 << 16    #: the Verilog model's rates are fixed point, beats per cycle * 2**16
 
-#: AXI manager ports of ``hw.top.Accelerator`` in the Verilog model's port order
+#: AXI manager ports of ``hw.top.Top`` in the Verilog model's port order
 READ_PORTS = ("m_axi", "m_axi_res", "m_axi_pf")
 WRITE_PORTS = ("m_axi",)
 

@@ -124,7 +124,6 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from dwsep.host.packing import table_record_bytes
 from dwsep.hw.add import ResidualAdd
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 from dwsep.hw.datapath import Datapath
@@ -132,7 +131,14 @@ from dwsep.hw.dma_reader import PAGE_BEATS, DMAReader
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.hw.dw_array import DepthwiseArray
 from dwsep.hw.engine import Engine, array_latency
-from dwsep.hw.layout import ADD_TABLE_ENTRIES, DESCRIPTOR, PREFETCH_SEGMENTS, DescFlag
+from dwsep.hw.layout import (
+    DESCRIPTOR,
+    PREFETCH_SEGMENTS,
+    DescFlag,
+    Table,
+    descriptor_products,
+    table_loads,
+)
 from dwsep.hw.line_buffer import LineBuffer
 from dwsep.hw.products import product_cycles
 from dwsep.hw.requant import Requantizer
@@ -142,19 +148,9 @@ from .ddr import MEMORIES, RATE_ONE, READ_PORTS, WRITE_PORTS, MemoryCycles
 __all__ = ["IDEAL", "LayerEstimate", "layer_cycles", "program_cycles", "layer_macs",
            "layer_bytes", "ideal_cycles", "held_tables", "LOADS", "BOUNDS"]
 
-#: the per-layer tables in the controller's load order (``hw.top.Load``), with their word
-#: sizes in bytes as functions of the config (docs/ARCHITECTURE.md, "Data formats in DDR"):
-#: a table word is one record of its requantizer's compute lanes (``erq_lanes`` for the
-#: engine's expand and project tables, ``requant_lanes`` for the DW one)
-LOADS = {
-    "exp_weights": lambda c: c.dw_lanes * c.pw_cols,
-    "exp_table": lambda c: table_record_bytes(c.erq_lanes),
-    "dw_weights": lambda c: c.dw_taps * c.dw_lanes,
-    "dw_table": lambda c: table_record_bytes(c.requant_lanes),
-    "pw_weights": lambda c: c.dw_lanes * c.pw_cols,
-    "pw_table": lambda c: table_record_bytes(c.erq_lanes),
-    "add_table": lambda c: BEAT_BYTES,
-}
+#: the per-layer tables in the controller's load order (``hw.layout.Table``), by their
+#: descriptor address field, with their word sizes in bytes as functions of the config
+LOADS = {t.field: t.word_bytes for t in Table}
 
 #: what :attr:`LayerEstimate.bound` may name: a run-phase stage (see
 #: :attr:`LayerEstimate.stage_cycles`) or the table loads
@@ -288,23 +284,14 @@ class _WordBeats:
 
 
 def _table_words(config: AcceleratorConfig, desc: dict) -> dict[str, int]:
-    """Words of each table the layer needs (``CHECK``'s counts): ``exp_words*in_groups``
-    and ``exp_words*Q/E`` (``EXPAND``), ``mid_groups*R*k`` (``R = dw_passes(k)``) and
-    ``mid_groups*P/L`` (unless ``CONV``), ``mid_groups*out_groups`` (always) and
-    ``out_groups*Q/E`` (unless ``RAW_OUT``), ``L = requant_lanes``, ``E = erq_lanes``: a
-    table has one record per requantizer chunk; the ADD table's entries (``RESIDUAL``)."""
+    """Words of each table the layer needs (``hw.layout.table_loads``, the controller's
+    ``CHECK_PRODUCTS`` counts), by name as :data:`LOADS`; the engine's weights also when its
+    flags say they are loaded already (:func:`_table_beats` drops them)."""
     flags = _flags(desc)
-    expand, conv = bool(flags & DescFlag.EXPAND), bool(flags & DescFlag.CONV)
-    p_chunks = config.dw_lanes // config.requant_lanes
-    q_chunks = config.pw_cols // config.erq_lanes
-    words = {"exp_weights": desc["exp_words"] * desc["in_groups"] if expand else 0,
-             "exp_table": desc["exp_words"] * q_chunks if expand else 0,
-             "dw_weights": 0 if conv else desc["mid_groups"] * _dw_columns(config, desc),
-             "dw_table": 0 if conv else desc["mid_groups"] * p_chunks,
-             "pw_weights": desc["mid_groups"] * desc["out_groups"],
-             "pw_table": 0 if flags & DescFlag.RAW_OUT else desc["out_groups"] * q_chunks,
-             "add_table": ADD_TABLE_ENTRIES if flags & DescFlag.RESIDUAL else 0}
-    return {name: n for name, n in words.items() if n}
+    plain = dict(desc, flags=flags & ~(DescFlag.EXP_LOADED | DescFlag.PW_LOADED))
+    loads = table_loads(plain, descriptor_products(plain, config), config)
+    return {t.field: words for t, (needed, words) in zip(Table, loads, strict=True)
+            if needed and words}
 
 
 def _table_beats(config: AcceleratorConfig, desc: dict,

@@ -46,7 +46,7 @@ _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
 
 
 def generate_verilog(config: AcceleratorConfig | str) -> str:
-    """Verilog of :class:`dwsep.hw.top.Accelerator` for ``config``."""
+    """Verilog of :class:`dwsep.hw.top.Top` for ``config``."""
     return _convert(get_config(config))[0]
 
 
@@ -60,9 +60,9 @@ def generate_bench_verilog(config: AcceleratorConfig | str) -> str:
 def _convert(config: AcceleratorConfig):
     from amaranth.back import verilog
 
-    from dwsep.hw.top import Accelerator
+    from dwsep.hw.top import Top
 
-    top = Accelerator(config)
+    top = Top(config)
     return verilog.convert(top, name=TOPLEVEL, emit_src=False), top
 
 

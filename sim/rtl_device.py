@@ -12,6 +12,7 @@ polling and its progress display are the same as for the board.
 
 from __future__ import annotations
 
+from dwsep.host.compiler import ALIGN
 from dwsep.host.driver import Buffer, Device, DeviceTimeoutError
 from dwsep.hw.config import AcceleratorConfig
 from dwsep.hw.layout import REGISTERS
@@ -21,7 +22,6 @@ from .rtl import JobResult, Simulation, simulate
 
 __all__ = ["RtlDevice"]
 
-_ALIGN = 64
 _BASE = 0x1000  # leave page 0 unmapped-looking: a null address in a descriptor shows up
 
 
@@ -55,7 +55,8 @@ class RtlDevice(Device):
     ----------
     config:
         The accelerator configuration to build (one Verilator build per config, cached in
-        ``$DWSEP_BUILD_DIR``, default ``./build``).
+        ``dwsep.sim.verilator.build_root()``: ``$DWSEP_BUILD_DIR``, default the user's cache
+        directory).
     backpressure_seed:
         If set, every AXI and AXI-Lite channel of the bench pauses at random (seeded).
     p_pause:
@@ -93,7 +94,7 @@ class RtlDevice(Device):
 
     # ---- memory ----
     def alloc(self, nbytes: int) -> Buffer:
-        addr = -(-len(self.memory) // _ALIGN) * _ALIGN
+        addr = -(-len(self.memory) // ALIGN) * ALIGN
         end = addr + nbytes
         self.memory.extend(bytes(-(-end // 4096) * 4096 - len(self.memory)))
         return _RtlBuffer(self, addr, nbytes)

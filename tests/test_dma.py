@@ -366,9 +366,12 @@ def test_back_to_back_commands_are_gapless(cls):
 def test_zero_beats_and_interface():
     """``beats == 0`` is accepted and completes at once; the signatures are as documented."""
     rd, wr = DMAReader(addr_width=40), DMAWriter(addr_width=40)
-    assert rd.axi.signature.members == AXI4ReadSignature(addr_width=40).members
-    assert wr.axi.signature.members == AXI4WriteSignature(addr_width=40).members
-    assert wr.data.signature.members == stream.Signature(unsigned(64)).flip().members
+    assert rd.axi.signature == AXI4ReadSignature(addr_width=40)
+    assert wr.axi.signature == AXI4WriteSignature(addr_width=40)
+    assert rd.axi.signature != AXI4ReadSignature(addr_width=32)
+    assert rd.axi.signature != AXI4WriteSignature(addr_width=40)
+    assert wr.data.signature == stream.Signature(unsigned(64)).flip()
+    assert repr(rd.axi.signature) == "AXI4ReadSignature(addr_width=40, data_width=64, id_width=1)"
     assert rd.cmd.payload.shape() == dma_command_layout(40, 24)
     for dut in (rd, wr):
         async def tb(ctx, dut=dut):

@@ -12,7 +12,8 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from dwsep.hw.config import get_config
-from dwsep.hw.dw_array import DepthwiseArray, dw_weight_layout, lut_multiply, tap_layout
+from dwsep.hw.dw_array import DepthwiseArray, dw_weight_layout, lut_multiply
+from dwsep.hw.line_buffer import tap_layout
 from dwsep.sim.models.arrays import (
     dw_array_cycles,
     dw_array_model,
@@ -244,11 +245,12 @@ def test_lut_multiply_exhaustive():
 
 @pytest.mark.parametrize("name", ["tiny", "pynq-z2", "zcu104"])
 def test_layouts_match_neighbours(name):
-    """The line buffer emits exactly ``tap_layout``; ``o`` is the DW requantizer's input."""
-    from dwsep.hw.line_buffer import line_buffer_tap_layout
+    """The line buffer's ``taps`` are the DW array's; ``o`` is the DW requantizer's input:
+    the datapath joins them with ``wiring.connect`` (or one payload assignment)."""
+    from dwsep.hw.line_buffer import LineBuffer
     from dwsep.hw.requant import Requantizer
 
     cfg = get_config(name)
-    assert line_buffer_tap_layout(cfg) == tap_layout(cfg)
-    assert (DepthwiseArray(cfg).o.payload.shape()
-            == Requantizer(cfg.dw_lanes, cfg.mid_groups_max).i.payload.shape())
+    assert LineBuffer(cfg).taps.signature == DepthwiseArray(cfg).taps.signature.flip()
+    assert (DepthwiseArray(cfg).o.signature
+            == Requantizer(cfg.dw_lanes, cfg.mid_groups_max).i.signature.flip())

@@ -15,6 +15,7 @@ import numpy as np
 from ...hw.config import AcceleratorConfig
 from ...hw.layout import (
     ADD_TABLE_ENTRIES,
+    ADDRESS_ALIGN,
     ADDRESS_FIELDS,
     DESCRIPTOR,
     PREFETCH_SEGMENTS,
@@ -26,16 +27,13 @@ from ...hw.layout import (
     descriptor_param_checks,
     descriptor_product_checks,
     descriptor_products,
+    table_record_bytes,
 )
 from .. import numerics, packing
 from ..driver import Buffer, Device
 
 __all__ = ["ReferenceDevice", "ReferenceMemory", "EngineWeights", "execute_layer",
            "validate_descriptor", "BusError"]
-
-#: alignment the DMA engines need for every descriptor address
-ADDR_ALIGN = 8
-
 
 class BusError(Exception):
     """An access outside every mapped region (the AXI interconnect's DECERR); ``write``
@@ -112,7 +110,7 @@ def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCo
         return ErrorCode.BAD_OPCODE
     if not all(descriptor_param_checks(d, config)):
         return ErrorCode.BAD_PARAMS
-    if any(d[f] % ADDR_ALIGN for f in ADDRESS_FIELDS):
+    if any(d[f] % ADDRESS_ALIGN for f in ADDRESS_FIELDS):
         return ErrorCode.MISALIGNED
     if not all(descriptor_product_checks(d, descriptor_products(d, config), config)):
         return ErrorCode.BAD_PARAMS
@@ -130,7 +128,7 @@ def _table(memory: ReferenceMemory, addr: int, channels: int, lanes: int):
     records of ``lanes`` channels each (the requantizer's compute lanes: ``requant_lanes``
     for the DW table, ``erq_lanes`` for the engine's)."""
     records = channels // lanes
-    raw = memory.read(addr, records * packing.table_record_bytes(lanes))
+    raw = memory.read(addr, records * table_record_bytes(lanes))
     return (a.reshape(-1).astype(np.int64) for a in packing.unpack_table(raw, records, lanes))
 
 
@@ -353,7 +351,7 @@ class ReferenceDevice(Device):
         index = 0
         while True:
             self._set("LAYER", index=index)
-            code = ErrorCode.MISALIGNED if addr % ADDR_ALIGN else ErrorCode.NONE
+            code = ErrorCode.MISALIGNED if addr % ADDRESS_ALIGN else ErrorCode.NONE
             if code == ErrorCode.NONE:
                 try:
                     d = DESCRIPTOR.unpack(self.memory.read(addr + index * DESCRIPTOR.size,

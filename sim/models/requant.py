@@ -6,6 +6,7 @@ import numpy as np
 
 from dwsep.host import numerics, packing
 from dwsep.hw.chunked import check_lanes
+from dwsep.hw.layout import TABLE_RECORD_BYTES_PER_LANE, table_record_bytes
 
 __all__ = ["requant_model", "pack_table", "table_records"]
 
@@ -64,7 +65,7 @@ def table_records(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
     bias, mult, shift = _check_arrays(bias, mult, shift)
     lanes = check_lanes(bias.shape[1], compute_lanes)
     raw = pack_table(bias, mult, shift, lanes)
-    size = packing.table_record_bytes(lanes)
-    data = packing.TABLE_RECORD_BYTES_PER_LANE * lanes
+    size = table_record_bytes(lanes)
+    data = TABLE_RECORD_BYTES_PER_LANE * lanes
     return [int.from_bytes(raw[k:k + data], "little") for k in range(0, len(raw), size)]
 
