@@ -262,11 +262,15 @@ def test_plan_engine_weights(case):
     assert any(j.fields["flags"] & DescFlag.PW_LOADED for j in jobs)
 
 
+def _planned(cfg: AcceleratorConfig, g: Graph) -> Emitted:
+    """The emitted descriptors with their engine weights placed."""
+    e = _emit(cfg, g)[2]
+    return dataclasses.replace(e, jobs=plan_engine_weights(e.jobs, cfg))
+
+
 def test_planned_jobs_run_bit_exact(case):
     cfg, g = case
-    e = _emit(cfg, g)[2]
-    planned = dataclasses.replace(e, jobs=plan_engine_weights(e.jobs, cfg))
-    check_by_execution(g, finish(g, cfg, emitted=planned, planned=True), 3)
+    check_by_execution(g, finish(g, cfg, emitted=_planned(cfg, g), planned=True), 3)
 
 
 # ---- the DDR plan --------------------------------------------------------------------------
@@ -285,11 +289,10 @@ def _regions(prog: Program, emitted: Emitted) -> dict[object, tuple[int, int]]:
 
 def test_plan_memory(case):
     cfg, g = case
-    e = _emit(cfg, g)[2]
-    planned = dataclasses.replace(e, jobs=plan_engine_weights(e.jobs, cfg))
+    planned = _planned(cfg, g)
     prog = plan_memory(g, cfg, planned)
     n = len(prog.descriptors)
-    assert n == len(e.jobs) and prog.layers == e.layers
+    assert n == len(planned.jobs) and prog.layers == planned.layers
     # descriptors at 0, then the blobs, then the activations: every region aligned, apart
     blobs = sorted((b.offset, b.offset + len(b.data)) for b in prog.blobs)
     assert blobs[0][0] == -(-n * DESCRIPTOR.size // ALIGN) * ALIGN
