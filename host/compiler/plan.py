@@ -21,9 +21,9 @@ from .program import Blob, HostStep, Program, align, tensor_info
 
 
 def plan_engine_weights(jobs: list[Job], cfg: AcceleratorConfig) -> list[Job]:
-    """``jobs`` with each descriptor's expand and PW weights in the engine's weight memory
-    (``exp_wbase``, ``pw_wbase``) placed so that the next descriptor's go where this one's are not,
-    and read them while this one runs (its prefetch segments; the next is flagged
+    """``jobs`` with each descriptor's expand and PW weights placed in the engine's weight
+    memory (``exp_wbase``, ``pw_wbase``) so that the next descriptor's go where this one's
+    are not, and read while this one runs (its prefetch segments; the next is flagged
     ``EXP_LOADED``/``PW_LOADED``).
 
     A table already in the memory (same blob, not overwritten since) is used where it is
