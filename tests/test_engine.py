@@ -13,34 +13,23 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
+from helpers import PYNQ_Z2, TINY, random_int8
 
 from dwsep.hw.config import get_config
 from dwsep.hw.engine import EXPAND, PROJECT, Engine
 from dwsep.sim.streams import run_sim, send_all
 
-TINY = get_config("tiny")                                       # R = C = 8
+# TINY: R = C = 8; PYNQ_Z2: R = 16, C = 24
 WIDE = dataclasses.replace(TINY, name="wide", pw_cols=16)       # R = 8, C = 16
-PYNQ = get_config("pynq-z2")                                    # R = 16, C = 24
 # pynq-z2's 16 x 24 array with small memories (fast to simulate)
-PYNQ_SMALL = dataclasses.replace(PYNQ, name="pynq-small", mid_channels_max=128,
+PYNQ_SMALL = dataclasses.replace(PYNQ_Z2, name="pynq-small", mid_channels_max=128,
                                  out_channels_max=96, expand_channels_max=64,
                                  engine_weight_words=None)
 # a 16 x 16 array with pynq-z2's lanes and small memories (fast to simulate)
-LANES16 = dataclasses.replace(get_config("pynq-z2"), name="lanes16", pw_cols=16,
+LANES16 = dataclasses.replace(PYNQ_Z2, name="lanes16", pw_cols=16,
                               mid_channels_max=128, out_channels_max=64,
                               expand_channels_max=64, engine_weight_words=None,
                               engine_requant_lanes=None, engine_requant_lut_lanes=0)
-
-
-def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
-    """Uniform int8 with both extremes forced into random positions."""
-    a = rng.integers(-128, 128, size=shape, dtype=np.int8)
-    flat = a.reshape(-1)
-    if not flat.size:
-        return a
-    flat[rng.integers(flat.size, size=max(2, flat.size // 16))] = -128
-    flat[rng.integers(flat.size)] = 127
-    return a
 
 
 def random_weights(rng: np.random.Generator, shape) -> np.ndarray:
@@ -421,13 +410,13 @@ def test_signature_and_latency():
     assert wide.wr.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 16), 8)
     assert wide.o.payload.shape() == data.StructLayout(
         {"acc": data.ArrayLayout(signed(32), 16), "group": unsigned(5), "kind": 1})
-    pz = Engine(PYNQ)
+    pz = Engine(PYNQ_Z2)
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 24, 64)
     assert pz.wr.addr.shape() == unsigned(10)   # engine_weight_words 1024
     assert pz.o.payload.shape().members["group"] == unsigned(6)   # og < 64
     # the top level's: project groups from 43 (the expand words of 64 mid groups of 16
     # channels in 24-channel words), 11 of them: still below 64
-    assert Engine(PYNQ, j_group_base=43).o.payload.shape().members["group"] == unsigned(6)
+    assert Engine(PYNQ_Z2, j_group_base=43).o.payload.shape().members["group"] == unsigned(6)
 
 
 @pytest.mark.parametrize("name", ["tiny", "pynq-z2", "zcu104"])
