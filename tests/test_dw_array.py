@@ -14,7 +14,7 @@ from helpers import TINY, random_int8
 
 from dwsep.hw.config import get_config
 from dwsep.hw.dw_array import DepthwiseArray, dw_weight_layout, lut_multiply, tap_layout
-from dwsep.sim.models.arrays import (
+from dwsep.sim.models.dw_array import (
     dw_array_cycles,
     dw_array_model,
     pack_dw_weight_words,
