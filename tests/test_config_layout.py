@@ -4,8 +4,10 @@ import dataclasses
 import json
 
 import pytest
+from helpers import AxiLiteManager
 
 from dwsep.host.backends.reference import ReferenceDevice
+from dwsep.hw.axi import Resp
 from dwsep.hw.config import CONFIGS, AcceleratorConfig, ConfigError, get_config
 from dwsep.hw.csr import ControlRegisters
 from dwsep.hw.layout import (
@@ -118,36 +120,6 @@ def test_register_map_fits_the_csr_bus():
     assert {r["name"]: r["offset"] for r in exported} == offsets
 
 
-async def _axil_write(ctx, bus, addr: int, data: int) -> None:
-    ctx.set(bus.awaddr, addr)
-    ctx.set(bus.wdata, data)
-    ctx.set(bus.wstrb, 0xF)
-    ctx.set(bus.awvalid, 1)
-    ctx.set(bus.wvalid, 1)
-    assert ctx.get(bus.awready) and ctx.get(bus.wready)
-    await ctx.tick()
-    ctx.set(bus.awvalid, 0)
-    ctx.set(bus.wvalid, 0)
-    ctx.set(bus.bready, 1)
-    while not (await ctx.tick().sample(bus.bvalid))[-1]:
-        pass
-    ctx.set(bus.bready, 0)
-
-
-async def _axil_read(ctx, bus, addr: int) -> int:
-    ctx.set(bus.araddr, addr)
-    ctx.set(bus.arvalid, 1)
-    assert ctx.get(bus.arready)
-    await ctx.tick()
-    ctx.set(bus.arvalid, 0)
-    ctx.set(bus.rready, 1)
-    while True:
-        *_, rvalid, rdata = await ctx.tick().sample(bus.rvalid, bus.rdata)
-        if rvalid:
-            ctx.set(bus.rready, 0)
-            return rdata
-
-
 def test_every_register_answers_at_its_offset():
     """The CSR block (``hw/csr.py``, simulated) with a distinct value behind every register:
     each register's offset reads that register's value, and the reference device (the
@@ -167,11 +139,11 @@ def test_every_register_answers_at_its_offset():
     assert want.keys() == {r.name for r in REGISTERS}
     assert len(set(want.values())) == len(want)
     got = {}
+    mgr = AxiLiteManager(dut.s_axil)
 
     async def bench(ctx):
-        bus = dut.s_axil
         for name in ("CTRL", "PROGRAM"):
-            await _axil_write(ctx, bus, REGISTERS[name].offset, want[name])
+            assert await mgr.write(ctx, REGISTERS[name].offset, want[name]) == Resp.OKAY
             ref.write_word(REGISTERS[name].offset, want[name])
         ctx.set(dut.error_code, state["ERROR"]["code"])
         ctx.set(dut.error_layer, state["ERROR"]["layer"])
@@ -181,7 +153,8 @@ def test_every_register_answers_at_its_offset():
         ctx.set(dut.layer, state["LAYER"]["index"])
         ctx.set(dut.cycles, cycles)
         for reg in REGISTERS:  # CYCLES_LO before CYCLES_HI: the LO read latches HI
-            got[reg.name] = await _axil_read(ctx, bus, reg.offset)
+            got[reg.name], resp = await mgr.read(ctx, reg.offset)
+            assert resp == Resp.OKAY
 
     run_sim(dut, bench, deadline_cycles=1_000)
     assert got == want
