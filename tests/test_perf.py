@@ -226,7 +226,7 @@ def test_held_tables_are_not_reloaded(rtl):
 
 def _network(seed: int) -> bytes:
     """A small random MobileNetV2-like network (stem, 1-3 blocks, head, pool, FC) on tiny,
-    as tests/test_network.py draws them for the RTL."""
+    as tests/test_network.py draws them for the RTL (``helpers.network``)."""
     spec = network(TINY, seed, dict(max_hw=12, max_blocks=3))
     return mobilenet_like_model(dataclasses.replace(spec, seed=seed))
 
