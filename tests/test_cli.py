@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from dwsep.host import imagenet, mobilenet, quantizer
-from dwsep.host.checkpoint import load_state_dict
+from dwsep.host import imagenet
 from dwsep.host.cli import main
 from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
 from dwsep.hw.layout import REGISTERS
@@ -114,13 +113,10 @@ def test_usage_errors_are_one_line(capsys):
 
 
 @pytest.fixture(scope="module")
-def v2_model(tmp_path_factory):
-    """The int8 MobileNetV2-224 of torchvision's ImageNet weights (quantized in ~5 s)."""
-    calib = [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
-    model = quantizer.quantize("mobilenet_v2", load_state_dict(
-        mobilenet.torchvision_weights_path()), calib)
+def v2_model(tmp_path_factory, v2_int8):
+    """The int8 MobileNetV2-224 of torchvision's ImageNet weights in a file."""
     path = tmp_path_factory.mktemp("v2") / "mobilenet_v2.tflite"
-    path.write_bytes(model)
+    path.write_bytes(v2_int8)
     return path
 
 

@@ -15,6 +15,7 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
+from helpers import AxiLiteManager
 
 from dwsep.hw import csr
 from dwsep.hw.axi import AXI4LiteSignature, Resp
@@ -25,125 +26,6 @@ from dwsep.sim.streams import run_sim
 
 SEEDS = [1, 2, 3]
 WORD_BYTES = 4
-
-
-class AxiLiteManager:
-    """AXI4-Lite manager for Amaranth testbenches, checking the subordinate as it goes.
-
-    Each :meth:`write`/:meth:`read` runs one transaction cycle by cycle. Before each valid it
-    idles a random number of cycles, and it drops ready at random, both with probability
-    ``p_stall`` per cycle (``rng=None``: no stalls). Writes present AW and W in one of
-    :attr:`ORDERS`. It asserts that B comes only after both AW and W handshakes, R only after
-    AR, and that ``bvalid``/``rvalid`` and their payload hold until accepted. Reads and writes
-    use disjoint channels, so two testbenches may run them concurrently on one manager.
-
-    Attributes
-    ----------
-    latency : dict
-        ``"read"``/``"write"``: clock edges from the (last) address/data handshake to the
-        first edge with ``rvalid``/``bvalid`` high, for the last transaction of each kind.
-    ticks : int
-        Clock edges this manager has waited for, over all transactions.
-    """
-
-    ORDERS = ("aw_first", "w_first", "together", "independent")
-
-    def __init__(self, bus, rng: random.Random | None = None, p_stall: float = 0.0):
-        self.bus, self.rng, self.p_stall = bus, rng, p_stall
-        self.latency: dict[str, int] = {}
-        self.ticks = 0
-
-    def _idle_cycles(self) -> int:
-        n = 0
-        while self.rng is not None and self.rng.random() < self.p_stall:
-            n += 1
-        return n
-
-    def _ready(self) -> bool:
-        return self.rng is None or self.rng.random() >= self.p_stall
-
-    async def write(self, ctx, addr: int, data: int, strb: int = 0xF,
-                    order: str | None = None) -> int:
-        """Write ``data`` under byte strobes ``strb``; returns BRESP."""
-        if order is None:
-            order = self.rng.choice(self.ORDERS) if self.rng else "together"
-        assert order in self.ORDERS, order
-        bus = self.bus
-        ctx.set(bus.awaddr, addr)
-        ctx.set(bus.wdata, data)
-        ctx.set(bus.wstrb, strb)
-        aw_wait = self._idle_cycles()
-        w_wait = aw_wait if order == "together" else self._idle_cycles()
-        aw_done = w_done = False
-        both_at = b_first = held = None
-        while True:
-            aw_allowed = order != "w_first" or w_done
-            w_allowed = order != "aw_first" or aw_done
-            aw_go = not aw_done and aw_allowed and aw_wait == 0
-            w_go = not w_done and w_allowed and w_wait == 0
-            bready = self._ready()
-            ctx.set(bus.awvalid, aw_go)
-            ctx.set(bus.wvalid, w_go)
-            ctx.set(bus.bready, bready)
-            _, _, awready, wready, bvalid, bresp = await ctx.tick().sample(
-                bus.awready, bus.wready, bus.bvalid, bus.bresp)
-            self.ticks += 1
-            if held is not None:
-                assert bvalid and bresp == held, "bvalid/bresp dropped before bready"
-            if bvalid:
-                assert aw_done and w_done, f"B before AW ({aw_done}) and W ({w_done})"
-                if b_first is None:
-                    b_first = self.ticks
-                if bready:
-                    break
-                held = bresp
-            if aw_go and awready:
-                aw_done = True
-            elif not aw_done and aw_allowed and aw_wait:
-                aw_wait -= 1
-            if w_go and wready:
-                w_done = True
-            elif not w_done and w_allowed and w_wait:
-                w_wait -= 1
-            if aw_done and w_done and both_at is None:
-                both_at = self.ticks
-        for sig in (bus.awvalid, bus.wvalid, bus.bready):
-            ctx.set(sig, 0)
-        self.latency["write"] = b_first - both_at
-        return bresp
-
-    async def read(self, ctx, addr: int) -> tuple[int, int]:
-        """Read the word at ``addr``; returns ``(RDATA, RRESP)``."""
-        bus = self.bus
-        ctx.set(bus.araddr, addr)
-        ar_wait = self._idle_cycles()
-        ar_done = False
-        ar_at = r_first = held = None
-        while True:
-            ar_go = not ar_done and ar_wait == 0
-            rready = self._ready()
-            ctx.set(bus.arvalid, ar_go)
-            ctx.set(bus.rready, rready)
-            _, _, arready, rvalid, rdata, rresp = await ctx.tick().sample(
-                bus.arready, bus.rvalid, bus.rdata, bus.rresp)
-            self.ticks += 1
-            if held is not None:
-                assert rvalid and (rdata, rresp) == held, "rvalid/rdata dropped before rready"
-            if rvalid:
-                assert ar_done, "R before AR"
-                if r_first is None:
-                    r_first = self.ticks
-                if rready:
-                    break
-                held = (rdata, rresp)
-            if ar_go and arready:
-                ar_done, ar_at = True, self.ticks
-            elif not ar_done and ar_wait:
-                ar_wait -= 1
-        ctx.set(bus.arvalid, 0)
-        ctx.set(bus.rready, 0)
-        self.latency["read"] = r_first - ar_at
-        return rdata, rresp
 
 
 # ---- register-level helpers, all by name through REGISTERS --------------------------------

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import chain
 
 from dwsep.host.backends import device_class
 from dwsep.host.backends.reference import ReferenceDevice
@@ -21,7 +22,7 @@ from dwsep.host.driver import (
     HardwareError,
     InvalidInputError,
 )
-from dwsep.host.graph import Graph, Operator
+from dwsep.host.graph import Graph
 from dwsep.host.reference import run_graph
 from dwsep.host.tflite_reader import read_tflite
 from dwsep.host.tflite_writer import (
@@ -42,12 +43,6 @@ def _random_input(rng, shape) -> np.ndarray:
     return rng.integers(-128, 128, shape).astype(np.int8)
 
 
-@pytest.fixture(scope="module")
-def acc():
-    with Accelerator("tiny", "reference") as a:
-        yield a
-
-
 def _layer(seed: int) -> LayerSpec:
     """Random layer ``seed``; every fourth has a depth multiplier of 2 or 3 and a channel
     count that is not a multiple of 8, so both are always covered."""
@@ -60,32 +55,32 @@ def _layer(seed: int) -> LayerSpec:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_layer_matches_litert(acc, seed):
+def test_random_layer_matches_litert(reference, seed):
     spec = _layer(seed)
     model = dwsep_layer_model(spec)
     x = _random_input(np.random.default_rng(1000 + seed), (1, spec.h, spec.w, spec.c))
-    y = acc.run(model, x)
+    y = reference.run(model, x)
     expected = litert_run(model, x)
     assert y.dtype == np.int8 and y.shape == expected.shape, spec
     assert np.array_equal(y, expected), (spec, np.argwhere(y != expected)[:5])
     assert np.array_equal(y, run_graph(read_tflite(model), x)), spec
-    stats = acc.last_stats
+    stats = reference.last_stats
     assert stats["cycles"] is None and stats["backend"] == "reference"
     assert stats["config"] == "tiny" and len(stats["layers"]) == 1
 
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("op", ["CONV_2D", "DEPTHWISE_CONV_2D"])
-def test_single_convolution_matches_litert(acc, op, seed):
+def test_single_convolution_matches_litert(reference, op, seed):
     """A k x k CONV_2D alone (conv mode: taps straight into the PW array) and a
     DEPTHWISE_CONV_2D alone (identity PW), with stride, dilation and padding drawn."""
     spec = random_layer_spec(np.random.default_rng(seed), k_choices=(1, 2, 3, 4, 5), max_c=8,
                              max_c_out=80)
     model = single_op_model(spec, op)
     x = _random_input(np.random.default_rng(2000 + seed), (1, spec.h, spec.w, spec.c))
-    assert np.array_equal(acc.run(model, x), litert_run(model, x)), spec
+    assert np.array_equal(reference.run(model, x), litert_run(model, x)), spec
     conv_mode = op == "CONV_2D" and spec.kernel > 1  # a 1x1 CONV_2D gets an identity DW
-    assert acc.last_stats["layers"][0]["stages"] == (["CONV", "PW"] if conv_mode
+    assert reference.last_stats["layers"][0]["stages"] == (["CONV", "PW"] if conv_mode
                                                      else ["DW", "PW"])
 
 
@@ -97,71 +92,46 @@ def test_sample_covers_depth_multiplier_and_odd_channels():
     assert {s.padding for s in specs} == {"SAME", "VALID"}
 
 
-def chain(n: int, seed: int) -> Graph:
-    """``n`` random layers where each PW output feeds the next DW (renamed ``l<i>/...``)."""
-    rng = np.random.default_rng(seed)
-    c, tensors, ops, prev = int(rng.integers(1, 20)), {}, [], None
-    for i in range(n):
-        c_out = int(rng.integers(1, 20))
-        spec = LayerSpec(h=9, w=11, c=c, depth_multiplier=int(rng.integers(1, 4)), kernel=3,
-                         stride=1, dilation=1, padding="SAME", dw_activation="RELU6",
-                         c_out=c_out, pw_activation="NONE", seed=seed * 10 + i)
-        g = read_tflite(dwsep_layer_model(spec))
-        rename = {name: f"l{i}/{name}" for name in g.tensors}
-        if prev is not None:
-            rename["input"] = prev.name
-            # Layer i reads the previous output with that tensor's quantization.
-            g.tensors["input"] = prev
-        for name, t in g.tensors.items():
-            t.name = rename[name]
-            tensors[t.name] = t
-        for op in g.operators:
-            ops.append(Operator(op.opcode, [rename[x] for x in op.inputs],
-                                [rename[x] for x in op.outputs], op.options, len(ops)))
-        prev, c = tensors[rename["pw/out"]], c_out
-    return Graph(tensors, ops, ["l0/input"], [prev.name])
-
-
 @pytest.mark.parametrize("seed", range(3))
-def test_chain_of_layers(acc, seed):
+def test_chain_of_layers(reference, seed):
     g = chain(3, seed)
-    prog = acc.compile(g)
+    prog = reference.compile(g)
     # each later descriptor finds its PW weights prefetched while the one before ran
     assert [d["flags"] for d in prog.descriptors] == [
         0, DescFlag.PW_LOADED, DescFlag.PW_LOADED | DescFlag.LAST]
     for a, b in zip(prog.descriptors, prog.descriptors[1:], strict=False):
         assert a["out_addr"] == b["in_addr"]
     x = _random_input(np.random.default_rng(seed), g.input.shape)
-    assert np.array_equal(acc.run(g, x), run_graph(g, x))
-    assert len(acc.last_stats["layers"]) == 3
+    assert np.array_equal(reference.run(g, x), run_graph(g, x))
+    assert len(reference.last_stats["layers"]) == 3
 
 
-def test_batch_convention_and_cache(acc):
+def test_batch_convention_and_cache(reference):
     spec = _layer(1)
     model = dwsep_layer_model(spec)
     x = _random_input(np.random.default_rng(5), (1, spec.h, spec.w, spec.c))
-    y4 = acc.run(model, x)
-    y3 = acc.run(model, x[0])
+    y4 = reference.run(model, x)
+    y3 = reference.run(model, x[0])
     assert y3.shape == y4.shape[1:] and np.array_equal(y3, y4[0])
-    assert acc.compile(model) is acc.compile(bytes(model))
+    assert reference.compile(model) is reference.compile(bytes(model))
 
 
-def test_model_from_path(acc, tmp_path):
+def test_model_from_path(reference, tmp_path):
     spec = _layer(2)
     path = tmp_path / "layer.tflite"
     path.write_bytes(dwsep_layer_model(spec))
     x = _random_input(np.random.default_rng(6), (1, spec.h, spec.w, spec.c))
-    assert np.array_equal(acc.run(path, x), litert_run(path.read_bytes(), x))
+    assert np.array_equal(reference.run(path, x), litert_run(path.read_bytes(), x))
 
 
-def test_input_checks(acc):
+def test_input_checks(reference):
     spec = _layer(3)
     model = dwsep_layer_model(spec)
     with pytest.raises(InvalidInputError, match="input must be int8, not float32"):
-        acc.run(model, np.zeros((1, spec.h, spec.w, spec.c), np.float32))
+        reference.run(model, np.zeros((1, spec.h, spec.w, spec.c), np.float32))
     with pytest.raises(InvalidInputError, match=r"input has shape \[1, 1, 1, 1\], the model "
                                                 r"takes \[1, "):
-        acc.run(model, np.zeros((1, 1, 1, 1), np.int8))
+        reference.run(model, np.zeros((1, 1, 1, 1), np.int8))
 
 
 # ---- descriptor validation: errors come back through STATUS/ERROR ---------------------------
@@ -277,7 +247,7 @@ def test_dw_weights_read_exactly_their_words():
     assert (info.value.code, info.value.layer) == (ErrorCode.AXI_READ, 0)
 
 
-def test_unused_address_is_not_read(acc):
+def test_unused_address_is_not_read(reference):
     g = chain(1, 9)
     a = Accelerator("tiny", "reference")
     a.compile(g).descriptors[0].update(res_addr=1 << 24, exp_table=1 << 25)
@@ -287,19 +257,19 @@ def test_unused_address_is_not_read(acc):
 
 # ---- progress, host steps, stats ------------------------------------------------------------
 
-def test_progress_and_stats(acc):
+def test_progress_and_stats(reference):
     g = chain(3, 4)
     calls = []
     x = _random_input(np.random.default_rng(4), g.input.shape)
-    acc.run(g, x, progress=lambda i, n: calls.append((i, n)))
+    reference.run(g, x, progress=lambda i, n: calls.append((i, n)))
     assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
-    stats = acc.last_stats
+    stats = reference.last_stats
     assert stats["descriptors"] == 3 and stats["host_steps"] == []
     assert all(r["seconds"] is not None and r["seconds"] >= 0 for r in stats["layers"])
     assert stats["seconds"] >= sum(r["seconds"] for r in stats["layers"]) * 0.99
 
 
-def test_fc_host_step(acc):
+def test_fc_host_step(reference):
     """FULLY_CONNECTED: identity DW + PW with RAW_OUT on the accelerator, then the
     double-precision requantization on the host, equal to LiteRT; per-tensor weights with a
     zero point and a bias."""
@@ -309,14 +279,14 @@ def test_fc_host_step(acc):
         (0.2, 1), w_zp=-9, activation="RELU")
     for seed in range(3):
         x = _random_input(np.random.default_rng(seed), (1, 1, 1, 40))
-        assert np.array_equal(acc.run(model, x), litert_run(model, x))
-    prog = acc.compile(model)
+        assert np.array_equal(reference.run(model, x), litert_run(model, x))
+    prog = reference.compile(model)
     assert prog.descriptors[0]["flags"] == DescFlag.RAW_OUT | DescFlag.LAST
-    (step,) = acc.last_stats["host_steps"]
+    (step,) = reference.last_stats["host_steps"]
     assert step["kind"] == "fc_requant" and step["seconds"] >= 0
 
 
-def test_fc_wider_than_the_mid_memory(acc):
+def test_fc_wider_than_the_mid_memory(reference):
     """A FULLY_CONNECTED over one pixel of 300 channels ('tiny': mid_channels_max 256, here the
     model input, which cannot be stored in slices) reads its input in slices where it lies,
     channels 0-255 and 256-299, and the host adds the two slices' partial sums."""
@@ -324,7 +294,7 @@ def test_fc_wider_than_the_mid_memory(acc):
     model = fully_connected_model((1, 1, 1, 300), rng.integers(-127, 128, (70, 300)).astype(
         np.int8), rng.uniform(0.002, 0.004, 70), rng.integers(-5000, 5000, 70).astype(np.int32),
         (0.05, -3), (0.3, 2))
-    prog = acc.compile(model)
+    prog = reference.compile(model)
     (r,) = prog.layers
     assert (r["input_slices"], r["tiles"]) == (2, 2)
     assert [(d["in_addr"] - prog.input.offset, d["in_groups"]) for d in prog.descriptors] == [
@@ -332,18 +302,18 @@ def test_fc_wider_than_the_mid_memory(acc):
     assert len(prog.output_step.params["partials"]) == 2
     for seed in range(3):
         x = _random_input(np.random.default_rng(seed), (1, 1, 1, 300))
-        assert np.array_equal(acc.run(model, x), litert_run(model, x))
+        assert np.array_equal(reference.run(model, x), litert_run(model, x))
 
 
-def test_mid_tensor_as_model_output(acc):
+def test_mid_tensor_as_model_output(reference):
     """A DW output that is also the model output is not fused away: DW (identity PW) and the
     1x1 CONV_2D run as two layers."""
     g = read_tflite(dwsep_layer_model(_layer(5)))
     g.outputs = ["dw/out"]
-    prog = acc.compile(g)
+    prog = reference.compile(g)
     assert [r["stages"] for r in prog.layers] == [["DW", "PW"], ["DW", "PW"]]
     x = _random_input(np.random.default_rng(5), g.input.shape)
-    assert np.array_equal(acc.run(g, x), run_graph(g, x))
+    assert np.array_equal(reference.run(g, x), run_graph(g, x))
 
 
 def test_default_timeout_is_the_devices():

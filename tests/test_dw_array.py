@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
+from helpers import TINY, random_int8
 
 from dwsep.hw.config import get_config
 from dwsep.hw.dw_array import DepthwiseArray, dw_weight_layout, lut_multiply
 from dwsep.hw.line_buffer import tap_layout
-from dwsep.sim.models.arrays import (
+from dwsep.sim.models.dw_array import (
     dw_array_cycles,
     dw_array_model,
     pack_dw_weight_words,
@@ -22,17 +23,7 @@ from dwsep.sim.models.arrays import (
 )
 from dwsep.sim.streams import recv_n, run_sim, send_all
 
-TINY = get_config("tiny")
 P16 = dataclasses.replace(TINY, name="p16", dw_lanes=16, pw_rows=16)
-
-
-def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
-    """Uniform int8 with both extremes (-128, 127) forced into random positions."""
-    a = rng.integers(-128, 128, size=shape, dtype=np.int8)
-    flat = a.reshape(-1)
-    flat[rng.integers(flat.size, size=max(2, flat.size // 16))] = -128
-    flat[rng.integers(flat.size)] = 127
-    return a
 
 
 def line_buffer_taps(rng, config, k: int, mid_groups: int, pixels: int) -> dict:

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
-"""The 1x1 engine (expand and project jobs on one array) against a NumPy reference written
-here: random interleaved E and J pixels under random valid/ready, a simulated expand FIFO
-returning credits, J-only layers, and the scheduler's timing on a deterministic case."""
+"""The 1x1 engine (expand and project jobs on one array) against its NumPy model
+(``sim/models/engine.py``): random interleaved E and J pixels under random valid/ready, a
+simulated expand FIFO returning credits, J-only layers, and the scheduler's timing on a
+deterministic case."""
 
 from __future__ import annotations
 
@@ -13,34 +14,24 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
+from helpers import PYNQ_Z2, TINY, random_int8
 
 from dwsep.hw.config import get_config
 from dwsep.hw.engine import EXPAND, PROJECT, Engine
+from dwsep.sim.models.engine import engine_model, pack_engine_weights
 from dwsep.sim.streams import run_sim, send_all
 
-TINY = get_config("tiny")                                       # R = C = 8
+# TINY: R = C = 8; PYNQ_Z2: R = 16, C = 24
 WIDE = dataclasses.replace(TINY, name="wide", pw_cols=16)       # R = 8, C = 16
-PYNQ = get_config("pynq-z2")                                    # R = 16, C = 24
 # pynq-z2's 16 x 24 array with small memories (fast to simulate)
-PYNQ_SMALL = dataclasses.replace(PYNQ, name="pynq-small", mid_channels_max=128,
+PYNQ_SMALL = dataclasses.replace(PYNQ_Z2, name="pynq-small", mid_channels_max=128,
                                  out_channels_max=96, expand_channels_max=64,
                                  engine_weight_words=None)
 # a 16 x 16 array with pynq-z2's lanes and small memories (fast to simulate)
-LANES16 = dataclasses.replace(get_config("pynq-z2"), name="lanes16", pw_cols=16,
+LANES16 = dataclasses.replace(PYNQ_Z2, name="lanes16", pw_cols=16,
                               mid_channels_max=128, out_channels_max=64,
                               expand_channels_max=64, engine_weight_words=None,
                               engine_requant_lanes=None, engine_requant_lut_lanes=0)
-
-
-def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
-    """Uniform int8 with both extremes forced into random positions."""
-    a = rng.integers(-128, 128, size=shape, dtype=np.int8)
-    flat = a.reshape(-1)
-    if not flat.size:
-        return a
-    flat[rng.integers(flat.size, size=max(2, flat.size // 16))] = -128
-    flat[rng.integers(flat.size)] = 127
-    return a
 
 
 def random_weights(rng: np.random.Generator, shape) -> np.ndarray:
@@ -52,35 +43,16 @@ def random_weights(rng: np.random.Generator, shape) -> np.ndarray:
     return a
 
 
-def weight_words(w: np.ndarray) -> list[int]:
-    """``int8[out, in, R, C]`` -> memory words: word ``og*in + q`` holds ``w[og, q]``
-    row-major (byte ``i*C + o``), little-endian."""
-    out_g, in_g = w.shape[:2]
-    return [int.from_bytes(w[og, q].tobytes(), "little")
-            for og in range(out_g) for q in range(in_g)]
-
-
 async def load_weights(ctx, dut, layer):
     """Both kinds' weight words through the write port, one word a cycle, from the layer's
     bases."""
     for base, side in ((layer.e_base, layer.e), (layer.j_base, layer.j)):
-        for addr, word in enumerate(weight_words(side.w)):
+        for addr, word in enumerate(pack_engine_weights(side.w)):
             ctx.set(dut.wr.addr, base + addr)
             ctx.set(dut.wr.data.as_value(), word)
             ctx.set(dut.wr.en, 1)
             await ctx.tick()
     ctx.set(dut.wr.en, 0)
-
-
-def reference(x: np.ndarray, w: np.ndarray) -> list[tuple[list[int], int]]:
-    """``x`` int8[pixels, in, R], ``w`` int8[out, in, R, C] -> per pixel, per og:
-    ``(acc[C], og)`` by an int64 matmul."""
-    pixels, in_g, R = x.shape
-    out_g, C = w.shape[0], w.shape[3]
-    a = x.astype(np.int64).reshape(pixels, in_g * R)
-    b = w.astype(np.int64).transpose(1, 2, 0, 3).reshape(in_g * R, out_g * C)
-    acc = (a @ b).reshape(pixels, out_g, C)
-    return [(acc[p, og].tolist(), og) for p in range(pixels) for og in range(out_g)]
 
 
 @dataclasses.dataclass
@@ -97,7 +69,7 @@ class Side:
 
     @property
     def expected(self) -> list[tuple[list[int], int]]:
-        return reference(self.x, self.w) if len(self.x) else []
+        return engine_model(self.x, self.w) if len(self.x) else []
 
 
 class Layer:
@@ -227,7 +199,7 @@ def run_layers(config, layers: list[Layer], *, seed: int, p_e: float, p_j: float
             ctx.set(dut.e_free, 0)
             results.append(got)
 
-    cycles = sum(len(weight_words(ly.e.w)) + len(weight_words(ly.j.w))
+    cycles = sum(len(pack_engine_weights(ly.e.w)) + len(pack_engine_weights(ly.j.w))
                  + 30 * (len(ly.e.expected) + len(ly.j.expected))
                  + 10 * (len(ly.e.inputs) + len(ly.j.inputs)) for ly in layers)
     # Amaranth's Python simulator compiles the 3,072-bit weight word of a 16 x 24 array into
@@ -421,13 +393,13 @@ def test_signature_and_latency():
     assert wide.wr.data.shape() == data.ArrayLayout(data.ArrayLayout(signed(8), 16), 8)
     assert wide.o.payload.shape() == data.StructLayout(
         {"acc": data.ArrayLayout(signed(32), 16), "group": unsigned(5), "kind": 1})
-    pz = Engine(PYNQ)
+    pz = Engine(PYNQ_Z2)
     assert (pz.rows, pz.cols, pz.e_credits) == (16, 24, 64)
     assert pz.wr.addr.shape() == unsigned(10)   # engine_weight_words 1024
     assert pz.o.payload.shape().members["group"] == unsigned(6)   # og < 64
     # the top level's: project groups from 43 (the expand words of 64 mid groups of 16
     # channels in 24-channel words), 11 of them: still below 64
-    assert Engine(PYNQ, j_group_base=43).o.payload.shape().members["group"] == unsigned(6)
+    assert Engine(PYNQ_Z2, j_group_base=43).o.payload.shape().members["group"] == unsigned(6)
 
 
 @pytest.mark.parametrize("name", ["tiny", "pynq-z2", "zcu104"])

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import P16Q24, PYNQ_Z2, SLICED, TINY, calibration_photos, network
 
-from dwsep.host import imagenet, mobilenet, quantizer
-from dwsep.host.checkpoint import load_state_dict
+from dwsep.host import imagenet, quantizer
 from dwsep.host.compiler import compile_model
 from dwsep.host.driver import Accelerator
 from dwsep.host.reference import run_graph
@@ -22,20 +22,14 @@ from dwsep.host.tflite_writer import (
     BlockSpec,
     MobileNetSpec,
     mobilenet_like_model,
-    random_mobilenet_spec,
 )
 from dwsep.hw.config import get_config
 from dwsep.hw.layout import DescFlag
 from dwsep.sim.oracle import litert_run
 
-TINY = get_config("tiny")
 #: tiny with a small expand memory and PW output: blocks split their expand, outputs tile
 SPLIT = dataclasses.replace(TINY, name="tiny-split", expand_channels_max=16,
                             out_channels_max=32)
-#: tiny with a small mid memory: a wide head is stored in slices, pooled slice by slice, and
-#: the FC adds its partial sums on the host
-SLICED = dataclasses.replace(TINY, name="tiny-sliced", mid_channels_max=72,
-                             out_channels_max=16)
 #: tiny with an engine weight memory of 160 words: the compiler cuts output tiles to what
 #: fits beside the expand weights, and a residual whose PW does not fit runs as its own ADD
 SMALL_ENGINE = dataclasses.replace(TINY, name="tiny-engine", expand_channels_max=32,
@@ -44,10 +38,6 @@ SMALL_ENGINE = dataclasses.replace(TINY, name="tiny-engine", expand_channels_max
 #: expand and PW outputs in whole engine words, the channels past a tensor's padding to
 #: dw_lanes dropped (on the RTL: tests/test_perf.py's Q16 benches)
 Q16 = dataclasses.replace(TINY, name="tiny-q16", pw_cols=16)
-P16Q24 = dataclasses.replace(TINY, name="p16q24", dw_lanes=16, pw_rows=16, pw_cols=24,
-                             lb_channels=128, out_channels_max=96, requant_lanes=8,
-                             add_lanes=2)
-PYNQ_Z2 = get_config("pynq-z2")
 
 #: (config, seeds, random_mobilenet_spec limits)
 NETWORKS = [
@@ -58,33 +48,6 @@ NETWORKS = [
     (Q16, range(400, 406), {}),
     (P16Q24, range(500, 508), {}),
 ]
-
-
-def network(config, seed: int, limits: dict):
-    """A random MobileNet-like spec whose last feature map fits the pooling kernel (the stem
-    and each stride-2 block halve it, rounding up); on ``SLICED`` the head is wider than
-    the mid memory; on ``SPLIT`` and ``SLICED`` odd seeds have more classes than
-    ``out_channels_max``."""
-    rng = np.random.default_rng(seed)
-    spec = random_mobilenet_spec(rng, **limits)
-    n2 = 1 + sum(b.stride == 2 for b in spec.blocks)
-    limit = config.k_max << n2
-    spec = dataclasses.replace(spec, h=min(spec.h, limit), w=min(spec.w, limit))
-    if config is SLICED:
-        spec = dataclasses.replace(spec, head_channels=int(rng.integers(73, 120)))
-    if config is not TINY and seed % 2:
-        # more classes than an output tile: the pool runs alone, the FC reads its vector
-        spec = dataclasses.replace(spec, classes=int(rng.integers(
-            config.out_channels_max + 1, 3 * config.out_channels_max)))
-    return spec
-
-
-@pytest.fixture(scope="module")
-def accelerators():
-    accs = {}
-    yield lambda cfg: accs.setdefault(cfg.name, Accelerator(cfg, "reference"))
-    for a in accs.values():
-        a.close()
 
 
 @pytest.mark.parametrize("config,seed,limits",
@@ -159,22 +122,6 @@ def test_random_networks_cover_every_rule():
 
 # ---- real networks --------------------------------------------------------------------------
 
-def _calibration_photos() -> list:
-    return [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
-
-
-@pytest.fixture(scope="module")
-def v2_int8():
-    """MobileNetV2-1.0-224 from torchvision's ImageNet weights, quantized (about 5 s)."""
-    state_dict = load_state_dict(mobilenet.torchvision_weights_path())
-    return quantizer.quantize("mobilenet_v2", state_dict, _calibration_photos())
-
-
-@pytest.fixture(scope="module")
-def grace_hopper():
-    return imagenet.sample_images()["grace_hopper"]
-
-
 @pytest.mark.parametrize("config", [PYNQ_Z2, get_config("zcu104")],
                          ids=["pynq-z2", "zcu104"])
 def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
@@ -239,7 +186,7 @@ def test_mobilenet_v2_compiles_to(v2_int8):
 @pytest.mark.parametrize("width,config", [(0.5, "pynq-z2"), (1.0, PYNQ_Z2)],
                          ids=["0.5-pynq-z2", "1.0-pynq-z2"])
 def test_mobilenet_v1_bit_exact(grace_hopper, width, config):
-    model = quantizer.quantize("mobilenet_v1", None, _calibration_photos()[:2], width=width,
+    model = quantizer.quantize("mobilenet_v1", None, calibration_photos()[:2], width=width,
                                seed=5)
     x = imagenet.image_to_input(grace_hopper, model)
     with Accelerator(config, "reference") as acc:
@@ -289,7 +236,7 @@ def test_mobilenet_v2_rtl(v2_int8, grace_hopper):
 @pytest.mark.verilator
 def test_mobilenet_v1_rtl(grace_hopper):
     """MobileNetV1 (width 0.5, random weights) on the pynq-z2 RTL equals LiteRT."""
-    model = quantizer.quantize("mobilenet_v1", None, _calibration_photos()[:2], width=0.5,
+    model = quantizer.quantize("mobilenet_v1", None, calibration_photos()[:2], width=0.5,
                                seed=5)
     x = imagenet.image_to_input(grace_hopper, model)
     with Accelerator(PYNQ_Z2, "rtl") as acc:

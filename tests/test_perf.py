@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import P16Q24, PYNQ_Z2, TINY, calibration_photos, chain, network
 
 from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import Accelerator
@@ -31,7 +32,7 @@ from dwsep.host.tflite_writer import (
     pool_fc_model,
     single_op_model,
 )
-from dwsep.hw.config import AcceleratorConfig, get_config
+from dwsep.hw.config import AcceleratorConfig
 from dwsep.hw.layout import DESCRIPTOR, DescFlag
 from dwsep.sim.ddr import MEMORIES
 from dwsep.sim.oracle import litert_run
@@ -70,12 +71,6 @@ LAYERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def rtl():
-    with Accelerator("tiny", "rtl") as acc:
-        yield acc
-
-
 @pytest.mark.parametrize("name", LAYERS)
 def test_layer_cycles_match_rtl(rtl, name):
     spec, bottleneck = LAYERS[name]
@@ -92,8 +87,6 @@ def test_layer_cycles_match_rtl(rtl, name):
 
 def test_program_of_three_layers(rtl):
     """Layers follow each other through NEXT -> FETCH_CMD: the program is the sum."""
-    from test_driver import chain
-
     g = chain(3, 7)
     x = np.random.default_rng(7).integers(-128, 128, g.input.shape, dtype=np.int8)
     rtl.run(g, x)
@@ -233,11 +226,7 @@ def test_held_tables_are_not_reloaded(rtl):
 
 def _network(seed: int) -> bytes:
     """A small random MobileNetV2-like network (stem, 1-3 blocks, head, pool, FC) on tiny,
-    as tests/test_network.py draws them for the RTL."""
-    import dataclasses
-
-    from test_network import TINY, network
-
+    as tests/test_network.py draws them for the RTL (``helpers.network``)."""
     spec = network(TINY, seed, dict(max_hw=12, max_blocks=3))
     return mobilenet_like_model(dataclasses.replace(spec, seed=seed))
 
@@ -303,7 +292,7 @@ def test_wide_lanes_match_rtl(wide_rtl, name):
 #: ``out_beats`` a pixel (the last word partly), the residual packer fills a partial word;
 #: its engine requantizer has 8 lanes (3 with LUT high products) beside the DW one's 4, so
 #: the engine's requant records differ in size from the DW ones
-Q16 = dataclasses.replace(get_config("tiny"), name="tiny-q16", pw_cols=16,
+Q16 = dataclasses.replace(TINY, name="tiny-q16", pw_cols=16,
                           engine_requant_lanes=8, engine_requant_lut_lanes=3)
 
 Q16_KINDS = {
@@ -339,8 +328,6 @@ def _matches_litert_and_the_model(acc, model: bytes, seed: int) -> None:
 def _network_matches_litert_and_the_model(acc, seed: int) -> None:
     """A random MobileNet-like network within ``acc``'s config: bit-exact on the RTL, and
     the model to the cycle on every descriptor and the whole program."""
-    from test_network import network
-
     spec = dataclasses.replace(network(acc.config, seed, dict(max_hw=12, max_blocks=3)),
                                seed=seed)
     model = mobilenet_like_model(spec)
@@ -369,7 +356,7 @@ def test_wider_engine_network(q16_rtl, seed):
 #: expanded words of three beats enter the line buffer in transfers of up to a 16-byte
 #: line-buffer word, two a word
 PYNQ_SHAPE = dataclasses.replace(
-    get_config("pynq-z2"), name="pynq-shape", max_dim=32, lb_width=32,
+    PYNQ_Z2, name="pynq-shape", max_dim=32, lb_width=32,
     lb_channels=64, mid_channels_max=144, out_channels_max=48, expand_channels_max=32,
     engine_weight_words=None)
 
@@ -418,7 +405,7 @@ def _desc(**over):
 def test_breakdown_terms():
     """Fetch and loads follow the documented DMA and memory latencies; a slower memory
     costs its extra latency once per read command and once at the last write response."""
-    cfg = get_config("tiny")
+    cfg = TINY
     est = layer_cycles(cfg, _desc())
     # FETCH_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + 16 beats - 1) + CHECK + CHECKED +
     # SIZES + CHECK_PRODUCTS + PRODUCTS_CHECKED; SIZES: two multiplier bits a cycle (in_w 8,
@@ -442,7 +429,7 @@ def test_breakdown_terms():
 def test_loads_follow_flags():
     """EXPAND adds the expand weights (P*P bytes a word) and table; CONV drops the DW
     tables; RAW_OUT drops the PW table."""
-    cfg = get_config("tiny")
+    cfg = TINY
     exp = layer_cycles(cfg, _desc(flags=DescFlag.EXPAND, in_groups=2, exp_groups=3,
                                   mid_groups=3))
     # 6 words of 8 beats, 3 groups = 6 records of 5 beats: LOAD_NEXT + LOAD_SPLIT +
@@ -461,7 +448,7 @@ def test_loads_follow_flags():
 
 
 def test_bottleneck_bound_and_ideal():
-    cfg = get_config("tiny")
+    cfg = TINY
     pw_bound = layer_cycles(cfg, _desc(kernel=1, pad_top=0, pad_left=0, out_groups=8,
                                        out_pitch=8))
     assert pw_bound.bottleneck == pw_bound.bound == "engine"
@@ -479,7 +466,7 @@ def test_bottleneck_bound_and_ideal():
 
 
 def test_bytes():
-    cfg = get_config("tiny")
+    cfg = TINY
     est = layer_cycles(cfg, _desc(flags=DescFlag.RESIDUAL, in_groups=2, exp_groups=2,
                                   mid_groups=2, out_groups=3, out_pitch=3))
     # tables: 2 and 3 groups of 8 lanes in records of 4 lanes, 40 bytes each; the ADD
@@ -498,7 +485,7 @@ def test_read_rate_terms():
     full counter (two beats) at half a beat per cycle, beat ``k`` moves ``max(k, 2(k-1))``
     cycles after the first, so ``n`` beats take ``n - 3`` cycles more than at one per cycle;
     a lone port at one beat per cycle or more is not held back."""
-    cfg = get_config("tiny")
+    cfg = TINY
     est = layer_cycles(cfg, _desc())
     half = layer_cycles(cfg, _desc(), memory=dataclasses.replace(IDEAL, read_rate=0.5))
     assert half.fetch == est.fetch + 16 - 3
@@ -582,10 +569,9 @@ def test_pynq_memory_network_matches_rtl(pynq_memory_rtl):
 
 def _mobilenet(arch: str) -> bytes:
     """``arch``-1.0-224 with random weights (cycles do not depend on them)."""
-    from dwsep.host import imagenet, quantizer
+    from dwsep.host import quantizer
 
-    photos = [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
-    return quantizer.quantize(arch, None, photos[:2], width=1.0, seed=5)
+    return quantizer.quantize(arch, None, calibration_photos()[:2], width=1.0, seed=5)
 
 
 @pytest.mark.slow
@@ -634,9 +620,7 @@ def test_model_follows_engines_wider_than_the_dw_lanes():
     the expand stage's rows never did) and runs at least as long as its busiest stage."""
     from dwsep.host.compiler import compile_model
 
-    cfg = dataclasses.replace(get_config("tiny"), name="p16q24", dw_lanes=16, pw_rows=16,
-                              pw_cols=24, lb_channels=128, out_channels_max=96,
-                              requant_lanes=8, add_lanes=2)
+    cfg = P16Q24
     spec = MobileNetSpec(h=16, w=16, stem_channels=16,
                          blocks=(BlockSpec(1, 16, 1), BlockSpec(4, 24, 2),
                                  BlockSpec(6, 24, 1), BlockSpec(6, 40, 2)),

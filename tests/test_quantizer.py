@@ -216,11 +216,6 @@ def test_checkpoint_errors(tmp_path, fake_torch):
 # The real checkpoint and the float networks
 
 
-@pytest.fixture(scope="module")
-def v2_state_dict():
-    return load_state_dict(mobilenet.torchvision_weights_path())
-
-
 def test_real_checkpoint_is_torchvision_mobilenet_v2(v2_state_dict):
     sd = v2_state_dict
     assert len(sd) == 314  # 52 conv + 52 x 5 batch norm + classifier weight and bias
@@ -282,18 +277,6 @@ def test_architecture_channels():
 
 # --------------------------------------------------------------------------------------------
 # Quantized models
-
-
-def _calibration_photos() -> list:
-    """The offline sample photos except ``grace_hopper``, which stays held out for top-1."""
-    return [p for name, p in imagenet.sample_images().items() if name != "grace_hopper"]
-
-
-@pytest.fixture(scope="module")
-def v2_int8(v2_state_dict):
-    calib = _calibration_photos()
-    assert len(calib) == 7, "scikit-image's sample photos are missing: install dwsep[models]"
-    return quantizer.quantize("mobilenet_v2", v2_state_dict, calib)
 
 
 def _check_structure(model: bytes, n_stride2: int) -> None:

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import chain
 
 from dwsep.host.driver import Accelerator
 from dwsep.host.tflite_writer import (
@@ -35,18 +36,6 @@ def issue_layer(seed: int, *, small: bool) -> LayerSpec:
                              max_c_out=max_c, max_depth_multiplier=2, extreme_fraction=0.1)
     lo = spec.effective_kernel if spec.padding == "VALID" else 4
     return dataclasses.replace(spec, h=max(spec.h, lo, 4), w=max(spec.w, lo, 4))
-
-
-@pytest.fixture(scope="module")
-def rtl():
-    with Accelerator("tiny", "rtl") as acc:
-        yield acc
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with Accelerator("tiny", "reference") as acc:
-        yield acc
 
 
 @pytest.mark.parametrize("seed", range(N_LAYERS))
@@ -86,8 +75,6 @@ def test_space_to_depth_stem_bit_exact(rtl, h, w, k, padding):
 @pytest.mark.parametrize("seed", range(2))
 def test_program_of_three_layers(rtl, seed):
     """A three-descriptor program: layer outputs go through DDR into the next layer."""
-    from test_driver import chain
-
     from dwsep.host.reference import run_graph
 
     g = chain(3, 100 + seed)

@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import PYNQ_Z2
 
 from dwsep.host import packing, quantizer
 from dwsep.host.compiler import TensorInfo, compile_model, space_to_depth_conv
-from dwsep.host.driver import Accelerator
 from dwsep.host.graph import Operator, Tensor, UnsupportedModelError
 from dwsep.host.reference import run_graph
 from dwsep.host.tflite_reader import read_tflite
@@ -25,20 +25,8 @@ from dwsep.host.tflite_writer import (
     random_layer_spec,
     single_op_model,
 )
-from dwsep.hw.config import get_config
 from dwsep.hw.layout import DescFlag
 from dwsep.sim.oracle import litert_run
-
-PYNQ_Z2 = get_config("pynq-z2")
-
-
-@pytest.fixture(scope="module")
-def accelerators():
-    accs = {}
-    yield lambda name: accs.setdefault(name, Accelerator(name, "reference"))
-    for a in accs.values():
-        a.close()
-
 
 # ---- the input layout ------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""NumPy model of the depthwise PE array, its cycle count, and the DDR byte format of its
-weight memory (the 1x1 engine's reference is in ``tests/test_engine.py``).
+"""NumPy model of :class:`dwsep.hw.dw_array.DepthwiseArray`, its cycle count, and the DDR
+byte format of its weight memory (the 1x1 engine's model: ``engine.py``).
 
 Notation as in docs/ARCHITECTURE.md: ``P`` = ``dw_lanes`` = ``pw_rows``, ``Q`` = ``pw_cols``.
 The weight packers here take weights already in hardware order (mid groups and lanes as the
