@@ -20,12 +20,11 @@ import numpy as np
 from ..hw.layout import (
     ADD_TABLE_ENTRIES,
     REQUANT_RECORD_FIELDS,
-    TABLE_RECORD_BYTES_PER_LANE,
     table_record_bytes,
 )
 
 __all__ = [
-    "TABLE_RECORD_BYTES_PER_LANE", "table_record_bytes", "IDENTITY_MULT", "IDENTITY_SHIFT",
+    "IDENTITY_MULT", "IDENTITY_SHIFT",
     "padded",
     "pack_activations", "unpack_activations", "space_to_depth", "depth_to_space", "unpack_raw",
     "mid_channel_map", "to_mid_lanes",

@@ -40,7 +40,7 @@ from dwsep.host.tflite_writer import (
     single_op_model,
 )
 from dwsep.hw.config import REQUANT_INPUT_BITS, get_config
-from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode
+from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode, table_record_bytes
 from dwsep.sim.oracle import litert_run
 from dwsep.sim.perf import held_tables
 
@@ -102,7 +102,7 @@ def test_table_records_of_four_lanes_are_padded():
     mult = rng.integers(0, 2**31, records * lanes)
     shift = rng.integers(-31, 8, records * lanes)
     raw = packing.pack_table(bias, mult, shift, lanes)
-    assert packing.table_record_bytes(lanes) == 40 and packing.table_record_bytes(8) == 72
+    assert table_record_bytes(lanes) == 40 and table_record_bytes(8) == 72
     assert len(raw) == records * 40
     # record 3, lane 1 (channel 13): bias at 120 + 4, mult at 120 + 16 + 4, shift at 120 + 33
     assert int.from_bytes(raw[124:128], "little", signed=True) == bias[13]

@@ -13,7 +13,6 @@ from helpers import chain
 
 from dwsep.host.backends import device_class
 from dwsep.host.backends.reference import ReferenceDevice
-from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import (
     Accelerator,
     BackendUnavailableError,
@@ -33,7 +32,7 @@ from dwsep.host.tflite_writer import (
     single_op_model,
 )
 from dwsep.hw.config import get_config
-from dwsep.hw.layout import REGISTERS, DescFlag, ErrorCode
+from dwsep.hw.layout import ADDRESS_FIELDS, REGISTERS, DescFlag, ErrorCode
 from dwsep.sim.oracle import litert_run
 
 SEEDS = range(32)

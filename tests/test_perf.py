@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from helpers import P16Q24, PYNQ_Z2, TINY, calibration_photos, chain, network
 
-from dwsep.host.compiler import ADDRESS_FIELDS
 from dwsep.host.driver import Accelerator
 from dwsep.host.tflite_reader import read_tflite
 from dwsep.host.tflite_writer import (
@@ -33,7 +32,7 @@ from dwsep.host.tflite_writer import (
     single_op_model,
 )
 from dwsep.hw.config import AcceleratorConfig
-from dwsep.hw.layout import DESCRIPTOR, DescFlag
+from dwsep.hw.layout import ADDRESS_FIELDS, DESCRIPTOR, DescFlag
 from dwsep.sim.ddr import MEMORIES
 from dwsep.sim.oracle import litert_run
 from dwsep.sim.perf import (

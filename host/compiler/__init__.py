@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...hw.config import AcceleratorConfig, get_config
-from ...hw.layout import ADDRESS_FIELDS
 from ..graph import Graph, UnsupportedModelError
 from .checks import PACKED_WEIGHT_MAX, check_packed_weights, check_requant_inputs
 from .emit import Emitted, emit_descriptors
@@ -41,7 +40,7 @@ from .program import ALIGN, Blob, HostStep, Program, TensorInfo
 from .tile import Sliced, plan_slices
 
 __all__ = ["compile_model", "Program", "TensorInfo", "Blob", "HostStep",
-           "UnsupportedModelError", "ADDRESS_FIELDS", "ALIGN", "exact_division_multiplier",
+           "UnsupportedModelError", "ALIGN", "exact_division_multiplier",
            "check_requant_inputs", "check_packed_weights", "PACKED_WEIGHT_MAX",
            "space_to_depth_conv", "match_units", "Matched", "plan_slices", "Sliced",
            "emit_descriptors", "Emitted", "plan_engine_weights", "plan_memory"]
