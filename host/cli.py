@@ -1,14 +1,16 @@
 """The ``dwsep`` command.
 
 ``dwsep run MODEL.tflite --input {IN.npy,PHOTO} [--output OUT.npy] [--top N] [--backend B]
-[--config NAME] [--stats STATS.json] [--progress]`` (a photo is preprocessed as the model's
+[--config NAME] [--stats STATS.json] [--progress]`` (one summary line on stderr; ``--config``
+defaults to ``pynq-z2`` here and below, the board's; a photo is preprocessed as the model's
 description says, see :func:`dwsep.host.imagenet.image_to_input`; ``--top`` prints the best
 classes with ImageNet labels, 1..the output's size, default 5 for a photo; a progress bar per
 layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
 ``dwsep info [--config NAME] [--json | --markdown]``;
-``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth]
---calib DIR_OR_IMAGES... -o MODEL.tflite`` (needs the ``models`` extra);
+``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth |
+--random-weights] [--calib DIR_OR_IMAGES...] -o MODEL.tflite`` (needs the ``models`` extra;
+default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample photos);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
 [--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`);
 ``dwsep bench --model {mobilenet_v2,mobilenet_v1,FILE.tflite} [--width A] [--resolution R]
@@ -31,15 +33,17 @@ from ..hw.layout import DESCRIPTOR, REGISTERS, capability_values, export_json, m
 from . import imagenet, quantizer
 from .backends import BACKENDS
 from .checkpoint import load_state_dict
-from .compiler import compile_model
-from .driver import Accelerator, DwsepError
+from .driver import DEFAULT_CONFIG, Accelerator, DwsepError, compile_for
 from .graph import UnsupportedModelError
-from .mobilenet import ARCHS
+from .mobilenet import ARCHS, torchvision_weights_path
 from .tflite_reader import ModelFormatError, read_tflite
 
 __all__ = ["main"]
 
 EXIT_ERROR = 2
+#: Fewer calibration images than this get a warning: the activation ranges then fit those
+#: photos only, and other photos saturate (measured: one photo ties two classes at 127)
+MIN_CALIBRATION_IMAGES = 8
 #: Files ``--calib DIR`` takes from a directory (Pillow reads them all).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -56,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "dwsep accelerator.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    config = dict(default="tiny", choices=list(CONFIGS), help="accelerator config (default: "
-                                                             "%(default)s)")
+    config = dict(default=DEFAULT_CONFIG, choices=list(CONFIGS),
+                  help="accelerator config (default: %(default)s, the PYNQ-Z2's)")
 
     run = sub.add_parser("run", help="run a model on one input")
     run.add_argument("model", type=Path, help=".tflite file")
@@ -95,10 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--arch", required=True, choices=ARCHS, help="network architecture")
     quant.add_argument("--width", type=float, default=1.0,
                        help="width multiplier (default: %(default)s)")
-    quant.add_argument("--weights", type=Path,
-                       help="torchvision state dict (.pth); random weights without it")
-    quant.add_argument("--calib", type=Path, nargs="+", required=True,
-                       help="calibration photos, or directories of them")
+    weights = quant.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=Path,
+                         help="torchvision state dict (.pth); default: torchvision's ImageNet "
+                              "MobileNetV2 checkpoint as installed by the README's set-up, "
+                              "for --arch mobilenet_v2 --width 1")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="random weights (--seed): for cycle counts and tests only")
+    quant.add_argument("--calib", type=Path, nargs="+",
+                       help="calibration photos, or directories of them (at least "
+                            f"{MIN_CALIBRATION_IMAGES}; default: the {MIN_CALIBRATION_IMAGES} "
+                            "sample photos of matplotlib and scikit-image)")
     quant.add_argument("--input-size", type=int, default=224,
                        help="input height and width (default: %(default)s)")
     quant.add_argument("--seed", type=int, default=0,
@@ -170,13 +181,33 @@ def _calibration_files(paths: list[Path]) -> list[Path]:
 def _cmd_quantize(args) -> None:
     from tqdm import tqdm
 
-    files = _calibration_files(args.calib)
-    if args.weights is None:
-        print(f"dwsep: warning: no --weights: {args.arch} gets random weights (seed "
+    weights = args.weights
+    if weights is None and not args.random_weights:
+        if args.arch != "mobilenet_v2" or args.width != 1.0:
+            raise ValueError(f"no ImageNet weights are installed for {args.arch} width "
+                             f"{args.width:g}: give --weights FILE.pth, or --random-weights")
+        weights = torchvision_weights_path()  # one-line error if not installed
+        print(f"dwsep: weights {weights} (torchvision's ImageNet MobileNetV2)",
+              file=sys.stderr)
+    if weights is None:
+        print(f"dwsep: warning: --random-weights: {args.arch} gets random weights (seed "
               f"{args.seed}); its predictions mean nothing", file=sys.stderr)
         state_dict = None
     else:
-        state_dict = load_state_dict(args.weights)
+        state_dict = load_state_dict(weights)
+    if args.calib is None:
+        files = sorted(imagenet.sample_images().values())
+        if not files:
+            raise ValueError("no --calib photos given and no sample photos installed (the "
+                             "'models' extra: matplotlib, scikit-image)")
+        print(f"dwsep: calibrating with the {len(files)} bundled sample photos",
+              file=sys.stderr)
+    else:
+        files = _calibration_files(args.calib)
+    if len(files) < MIN_CALIBRATION_IMAGES:
+        print(f"dwsep: warning: {len(files)} calibration image(s): with fewer than "
+              f"{MIN_CALIBRATION_IMAGES} the activation ranges fit these photos only and other "
+              f"photos saturate", file=sys.stderr)
     images = tqdm(files, desc="calibrating", unit="image", file=sys.stderr)
     model = quantizer.quantize(args.arch, state_dict, images, width=args.width,
                                input_size=args.input_size, seed=args.seed)
@@ -263,17 +294,28 @@ def _cmd_run(args) -> None:
         stats = acc.last_stats
     if args.output is not None:
         np.save(args.output, y)
-    if top:
-        _print_top(y, top, program)
     if args.stats is not None:
         args.stats.write_text(json.dumps(stats, indent=2) + "\n")
+    print(_run_summary(args, y, stats), file=sys.stderr)
+    if top:
+        _print_top(y, top, program)
+
+
+def _run_summary(args, y: np.ndarray, stats: dict) -> str:
+    """One line: what ran where, the output, the time (and cycles), where it went."""
+    cycles = f", {stats['cycles']:,} cycles" if stats.get("cycles") is not None else ""
+    wrote = [str(p) for p in (args.output, args.stats) if p is not None]
+    return (f"dwsep: ran {args.model.name} on {stats['backend']} (config "
+            f"{stats['config']!r}): output {list(y.shape)} {y.dtype} in "
+            f"{stats['seconds']:.2f} s{cycles}"
+            + (f"; wrote {' and '.join(wrote)}" if wrote else ""))
 
 
 def _cmd_compile(args) -> None:
-    program = compile_model(read_tflite(args.model), args.config)
+    program = compile_for(read_tflite(args.model), args.config)
     if args.json:
         print(json.dumps({"config": program.config.name, "macs": program.macs,
-                          "descriptors": len(program.descriptors),
+                          "descriptor_count": len(program.descriptors),
                           "image_bytes": program.size, "layers": program.layers,
                           "host_steps": [{"kind": s.kind, "tensor": s.tensor, "layer": s.layer}
                                          for s in program.host_steps]}, indent=2))

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig, get_config
+from ..hw.config import CONFIGS, AcceleratorConfig, get_config
 from ..hw.layout import REGISTERS, ErrorCode, capability_values
 from .compiler import Program, compile_model
-from .graph import Graph
+from .graph import Graph, UnsupportedModelError
 from .tflite_reader import read_tflite
 
 __all__ = [
     "DwsepError", "DeviceTimeoutError", "HardwareError", "CapabilityMismatchError",
     "InvalidInputError", "BackendUnavailableError", "Buffer", "Device", "Accelerator",
-    "check_capabilities",
+    "check_capabilities", "compile_for", "DEFAULT_CONFIG",
 ]
 
 
@@ -187,6 +187,31 @@ def check_capabilities(device: Device, config: AcceleratorConfig) -> None:
                     f"{config.name!r} expects {want:#x}")
 
 
+#: the config a model is compiled for unless another is named: the PYNQ-Z2 board's
+DEFAULT_CONFIG = "pynq-z2"
+
+
+def compile_for(graph: Graph, config: str | AcceleratorConfig) -> Program:
+    """:func:`compile_model`, whose :class:`UnsupportedModelError` also names the configs
+    (:data:`~dwsep.hw.config.CONFIGS`) that the model compiles for, if any."""
+    config = get_config(config)
+    try:
+        return compile_model(graph, config)
+    except UnsupportedModelError as e:
+        fits = []
+        for name, other in CONFIGS.items():
+            if other.name == config.name:
+                continue
+            try:
+                compile_model(graph, other)
+            except UnsupportedModelError:
+                continue
+            fits.append(repr(name))
+        hint = (f"it fits config {' and '.join(fits)}" if fits else
+                f"no config of {', '.join(map(repr, CONFIGS))} runs it")
+        raise UnsupportedModelError(f"{e}; {hint}") from None
+
+
 def _load_graph(model: str | os.PathLike | bytes | Graph) -> tuple[object, Graph | None]:
     """Cache key of ``model`` and, for a Graph, the graph itself."""
     if isinstance(model, Graph):
@@ -213,8 +238,9 @@ class Accelerator:
     Parameters
     ----------
     config:
-        Name of an :data:`~dwsep.hw.config.CONFIGS` entry or an ``AcceleratorConfig``; must
-        match the hardware (checked against its capability registers).
+        Name of an :data:`~dwsep.hw.config.CONFIGS` entry or an ``AcceleratorConfig``
+        (default :data:`DEFAULT_CONFIG`, the PYNQ-Z2's); must match the hardware (checked
+        against its capability registers).
     backend:
         ``"reference"`` (NumPy), ``"rtl"`` (Verilator), ``"pynq"`` (board), or a
         :class:`Device` instance.
@@ -227,14 +253,14 @@ class Accelerator:
     ----------
     last_stats:
         After :meth:`run`: ``{"backend", "config", "cycles" (int, or None without timing),
-        "macs", "descriptors", "seconds", "layers": [per-layer report dicts, each with
+        "macs", "descriptor_count", "seconds", "layers": [per-layer report dicts, each with
         "cycles" (where the device reports descriptor start cycles: the simulated RTL, exact),
         "seconds" (wall time from its first descriptor's start to the next layer's, where
         the device reported progress, else None)], "host_steps": [{"kind", "tensor",
         "seconds"}]}``.
     """
 
-    def __init__(self, config: str | AcceleratorConfig = "tiny",
+    def __init__(self, config: str | AcceleratorConfig = DEFAULT_CONFIG,
                  backend: str | Device = "reference", *, timeout_s: float | None = None,
                  **backend_options):
         self.config = get_config(config)
@@ -257,7 +283,7 @@ class Accelerator:
         if key not in self._cache:
             if graph is None:
                 graph = read_tflite(model)
-            self._cache[key] = _Loaded(graph, compile_model(graph, self.config))
+            self._cache[key] = _Loaded(graph, compile_for(graph, self.config))
         return self._cache[key]
 
     def run(self, model: str | os.PathLike | bytes | Graph, x: np.ndarray, *,
@@ -338,7 +364,7 @@ class Accelerator:
         cycle_starts = dev.descriptor_cycles()
         self.last_stats = {
             "backend": dev.name, "config": self.config.name, "cycles": cycles,
-            "macs": prog.macs, "descriptors": count, "seconds": t_end - t0,
+            "macs": prog.macs, "descriptor_count": count, "seconds": t_end - t0,
             "layers": [dict(r, seconds=_layer_seconds(r, starts, t_end),
                             cycles=_layer_cycles(r, cycle_starts, cycles))
                        for r in prog.layers],

@@ -61,41 +61,39 @@ def _check(addr_width: int, data_width: int, id_width: int) -> None:
         raise TypeError(f"AXI ID width must be an int in 1..16, not {id_width!r}")
 
 
-class AXI4ReadSignature(ParamSignature):
+class _AXI4(ParamSignature):
+    """An AXI4 manager's channels of :meth:`_members`, by address, data and ID widths."""
+
+    _params = ("addr_width", "data_width", "id_width")
+
+    def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
+        _check(addr_width, data_width, id_width)
+        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
+        super().__init__(self._members(addr_width, data_width, id_width))
+
+
+class AXI4ReadSignature(_AXI4):
     """Read channels (AR, R) of an AXI4 manager."""
 
-    _params = ("addr_width", "data_width", "id_width")
-
-    def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
-        _check(addr_width, data_width, id_width)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        super().__init__(_read_members(addr_width, data_width, id_width))
+    _members = staticmethod(_read_members)
 
 
-class AXI4WriteSignature(ParamSignature):
+class AXI4WriteSignature(_AXI4):
     """Write channels (AW, W, B) of an AXI4 manager."""
 
-    _params = ("addr_width", "data_width", "id_width")
-
-    def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
-        _check(addr_width, data_width, id_width)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        super().__init__(_write_members(addr_width, data_width, id_width))
+    _members = staticmethod(_write_members)
 
 
-class AXI4Signature(ParamSignature):
+class AXI4Signature(_AXI4):
     """All five channels of an AXI4 manager (what the top level exposes as ``m_axi``).
 
     Connect the read half of a DMA with ``AXI4ReadSignature`` members and the write half
     with ``AXI4WriteSignature`` members (same names)."""
 
-    _params = ("addr_width", "data_width", "id_width")
-
-    def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 1):
-        _check(addr_width, data_width, id_width)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        super().__init__({**_read_members(addr_width, data_width, id_width),
-                          **_write_members(addr_width, data_width, id_width)})
+    @staticmethod
+    def _members(addr_width: int, data_width: int, id_width: int) -> dict:
+        return {**_read_members(addr_width, data_width, id_width),
+                **_write_members(addr_width, data_width, id_width)}
 
 
 class AXI4LiteSignature(ParamSignature):

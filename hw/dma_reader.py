@@ -24,7 +24,19 @@ def dma_command_layout(addr_width: int, max_beats_width: int) -> data.StructLayo
 class DMAEngine(wiring.Component):
     """What :class:`DMAReader` and ``hw.dma_writer.DMAWriter`` share: their parameters,
     checked, and their members; ``data`` points out of the reader, into the writer, and
-    ``axi`` is the read or the write half of an AXI4 manager (``axi_signature``)."""
+    ``axi`` is the read or the write half of an AXI4 manager (``axi_signature``).
+
+    Parameters
+    ----------
+    addr_width : int
+        AXI address width, 12..64.
+    max_burst : int
+        Longest burst in beats, 1..256 (16 for AXI3 ports such as Zynq-7000 HP).
+    max_beats_width : int
+        Width of ``cmd.beats``.
+    max_outstanding : int
+        Bursts in flight at most, 1..16.
+    """
 
     def __init__(self, addr_width: int, max_burst: int, max_beats_width: int,
                  max_outstanding: int, *, data: wiring.Member, axi_signature: type):
@@ -142,14 +154,8 @@ class DMAReader(DMAEngine):
 
     Parameters
     ----------
-    addr_width : int
-        AXI address width, 12..64.
-    max_burst : int
-        Longest burst in beats, 1..256 (16 for AXI3 ports such as Zynq-7000 HP).
-    max_beats_width : int
-        Width of ``cmd.beats``.
-    max_outstanding : int
-        Bursts in flight at most, 1..16.
+    addr_width, max_burst, max_beats_width, max_outstanding :
+        As :class:`~dwsep.hw.dma_reader.DMAEngine`'s.
 
     Members
     -------

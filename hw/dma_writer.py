@@ -49,14 +49,8 @@ class DMAWriter(DMAEngine):
 
     Parameters
     ----------
-    addr_width : int
-        AXI address width, 12..64.
-    max_burst : int
-        Longest burst in beats, 1..256 (16 for AXI3 ports such as Zynq-7000 HP).
-    max_beats_width : int
-        Width of ``cmd.beats``.
-    max_outstanding : int
-        Bursts in flight at most, 1..16.
+    addr_width, max_burst, max_beats_width, max_outstanding :
+        As :class:`~dwsep.hw.dma_reader.DMAEngine`'s.
 
     Members
     -------

@@ -553,13 +553,6 @@ class Controller(wiring.Component):
         return {f.name: field(f.name) for f in DESCRIPTOR}
 
 
-def _all(conditions):
-    ok = Const(1)
-    for cond in conditions:
-        ok = ok & cond
-    return ok
-
-
 def _any(conditions):
     out = Const(0)
     for cond in conditions:

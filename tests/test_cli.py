@@ -11,7 +11,7 @@ import pytest
 from dwsep.host import imagenet
 from dwsep.host.cli import main
 from dwsep.host.tflite_writer import LayerSpec, dwsep_layer_model
-from dwsep.hw.layout import REGISTERS
+from dwsep.hw.layout import REGISTERS, markdown
 from dwsep.sim.oracle import litert_run
 
 SPEC = LayerSpec(h=9, w=6, c=11, depth_multiplier=2, kernel=3, stride=2, dilation=1,
@@ -42,7 +42,11 @@ def test_run_writes_output_and_stats(files, capsys):
     stats = json.loads((d / "stats.json").read_text())
     assert stats["cycles"] is None and stats["backend"] == "reference"
     assert stats["layers"][0]["output_shape"] == [5, 3, 13]
-    assert capsys.readouterr().err == ""
+    assert stats["config"] == "pynq-z2"  # the default: the board's
+    err = capsys.readouterr().err
+    assert err.startswith("dwsep: ran layer.tflite on reference (config 'pynq-z2'): output "
+                          "[1, 5, 3, 13] int8 in ") and err.count("\n") == 1, err
+    assert err.endswith(f" s; wrote {d / 'out.npy'} and {d / 'stats.json'}\n"), err
 
 
 def test_compile_report(files, capsys):
@@ -54,8 +58,8 @@ def test_compile_report(files, capsys):
             "-> 5x3x13, k3 s2 d1 m2") in out
     assert main(["compile", str(model), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["config"] == "tiny" and report["layers"][0]["depth_multiplier"] == 2
-    assert report["descriptors"] == 1 and report["host_steps"] == []
+    assert report["config"] == "pynq-z2" and report["layers"][0]["depth_multiplier"] == 2
+    assert report["descriptor_count"] == 1 and report["host_steps"] == []
 
 
 def test_info(capsys):
@@ -65,7 +69,12 @@ def test_info(capsys):
     assert main(["info", "--json"]) == 0
     export = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in export["registers"]] == [r.name for r in REGISTERS]
-    assert export["config"]["name"] == "tiny"
+    assert export["config"]["name"] == "pynq-z2"
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "descriptor (128 bytes; bit offsets):" in out and "] pf1_base" in out
+    assert main(["info", "--markdown"]) == 0
+    assert capsys.readouterr().out == markdown()
 
 
 def _run(d, model, inp, **extra):
@@ -96,7 +105,14 @@ def test_errors(files, capsys, monkeypatch):
     big.write_bytes(dwsep_layer_model(LayerSpec(**{**SPEC.__dict__, "kernel": 9, "h": 12})))
     assert _run(d, big, d / "in.npy") == 2
     _one_line_error(capsys, "operator 0 DEPTHWISE_CONV_2D ('dw/out'): kernel 9x9 exceeds "
-                            "k_max=7 of config 'tiny'")
+                            "k_max=7 of config 'pynq-z2'; no config of 'tiny', 'pynq-z2', "
+                            "'zcu104' runs it")
+    wide = d / "wide.tflite"  # 20 * 16 = 320 DW channels: more than tiny's 256
+    wide.write_bytes(dwsep_layer_model(LayerSpec(**{**SPEC.__dict__, "c": 20,
+                                                     "depth_multiplier": 16})))
+    assert main(["compile", str(wide), "--config", "tiny"]) == 2
+    _one_line_error(capsys, "exceed mid_channels_max=256 of config 'tiny'; it fits config "
+                            "'pynq-z2' and 'zcu104'")
     monkeypatch.setitem(__import__("sys").modules, "pynq", None)
     assert _run(d, model, d / "in.npy", backend="pynq") == 2
     _one_line_error(capsys, "the pynq backend needs the 'pynq' package")

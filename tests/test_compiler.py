@@ -12,7 +12,6 @@ import pytest
 
 from dwsep.host import numerics, packing
 from dwsep.host.compiler import (
-    ADDRESS_FIELDS,
     ALIGN,
     PACKED_WEIGHT_MAX,
     check_packed_weights,
@@ -40,7 +39,7 @@ from dwsep.host.tflite_writer import (
     single_op_model,
 )
 from dwsep.hw.config import REQUANT_INPUT_BITS, get_config
-from dwsep.hw.layout import DESCRIPTOR, DescFlag, Opcode, table_record_bytes
+from dwsep.hw.layout import ADDRESS_FIELDS, DESCRIPTOR, DescFlag, Opcode, table_record_bytes
 from dwsep.sim.oracle import litert_run
 from dwsep.sim.perf import held_tables
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """docs/ARCHITECTURE.md against the declarations it describes: the generated tables equal
 ``hw.layout.markdown()``, and each number or name the prose states about the descriptor,
 the controller and the top level's ports is the one in ``hw.layout`` and ``hw.top``."""

@@ -263,7 +263,7 @@ def test_progress_and_stats(reference):
     reference.run(g, x, progress=lambda i, n: calls.append((i, n)))
     assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
     stats = reference.last_stats
-    assert stats["descriptors"] == 3 and stats["host_steps"] == []
+    assert stats["descriptor_count"] == 3 and stats["host_steps"] == []
     assert all(r["seconds"] is not None and r["seconds"] >= 0 for r in stats["layers"])
     assert stats["seconds"] >= sum(r["seconds"] for r in stats["layers"]) * 0.99
 

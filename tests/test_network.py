@@ -131,7 +131,7 @@ def test_mobilenet_v2_bit_exact(v2_int8, grace_hopper, config):
         start = time.perf_counter()
         y = acc.run(v2_int8, x)
         print(f"MobileNetV2-224 on the reference device ({config.name}, "
-              f"{acc.last_stats['descriptors']} descriptors): "
+              f"{acc.last_stats['descriptor_count']} descriptors): "
               f"{time.perf_counter() - start:.2f} s")
     assert y.shape == (1, 1000) and np.array_equal(y, expected)
     # the float model's top-1 (torchvision's, with the centre crop) and the classic label

@@ -391,10 +391,17 @@ def test_cli_quantize(tmp_path, capsys):
     for i, photo in enumerate(_random_photos(rng, 2)):
         Image.fromarray(photo).save(calib / f"{i}.png")
     out = tmp_path / "v1.tflite"
-    assert main(["quantize", "--arch", "mobilenet_v1", "--width", "0.25", "--input-size", "48",
-                 "--calib", str(calib), "-o", str(out)]) == 0
+    argv = ["quantize", "--arch", "mobilenet_v1", "--width", "0.25", "--input-size", "48",
+            "--calib", str(calib), "-o", str(out)]
+    assert main(argv) == 2  # no ImageNet weights are installed for this one
+    err = capsys.readouterr().err
+    assert err == ("dwsep: error: no ImageNet weights are installed for mobilenet_v1 width "
+                   "0.25: give --weights FILE.pth, or --random-weights\n")
+    assert main([*argv, "--random-weights"]) == 0
     captured = capsys.readouterr()
-    assert "warning: no --weights: mobilenet_v1 gets random weights" in captured.err
+    assert "warning: --random-weights: mobilenet_v1 gets random weights" in captured.err
+    assert ("warning: 2 calibration image(s): with fewer than 8 the activation ranges fit "
+            "these photos only") in captured.err
     assert "calibrating" in captured.err and "2 calibration images" in captured.out
     x = np.zeros((1, 48, 48, 3), np.int8)
     assert litert_run(out.read_bytes(), x).shape == (1, 1000)
@@ -403,6 +410,20 @@ def test_cli_quantize(tmp_path, capsys):
     assert main(["quantize", "--arch", "mobilenet_v2", "--calib", str(empty), "-o",
                  str(out)]) == 2
     assert "no .jpg/.jpeg/.png" in capsys.readouterr().err
+
+
+def test_cli_quantize_defaults(tmp_path, capsys, grace_hopper):
+    """``dwsep quantize --arch mobilenet_v2 -o M``: the installed ImageNet weights and the 8
+    bundled sample photos, no warning; the model classifies grace_hopper as torchvision
+    does (its top-1, and class 652 in its top 5)."""
+    out = tmp_path / "mnv2.tflite"
+    assert main(["quantize", "--arch", "mobilenet_v2", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "calibrating with the 8 bundled sample photos" in captured.err
+    assert f"weights {mobilenet.torchvision_weights_path()}" in captured.err
+    assert "warning" not in captured.err and "8 calibration images" in captured.out
+    y = litert_run(out.read_bytes(), imagenet.image_to_input(grace_hopper, out.read_bytes()))
+    assert imagenet.top_k(y, 1) == [TORCHVISION_TOP5[0]] and 652 in imagenet.top_k(y, 5)
 
 
 def test_float_and_int8_agree_on_sample_photos(v2_state_dict, v2_int8):
