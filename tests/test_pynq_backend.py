@@ -152,7 +152,7 @@ def test_whole_network_with_host_step(board):
     with Accelerator("tiny", "pynq", bitstream="dwsep.bit") as acc:
         y = acc.run(model, x)
         assert acc.last_stats["host_steps"][0]["kind"] == "fc_requant"
-        assert acc.last_stats["descriptors"] == 5
+        assert acc.last_stats["descriptor_count"] == 5
     assert np.array_equal(y, litert_run(model, x))
 
 

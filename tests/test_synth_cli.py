@@ -49,7 +49,8 @@ def test_unknown_config_lists_the_known_ones(capsys):
                            "engine_requant_lut_lanes"),
     (["--set", "dw_lanes"], "--set takes FIELD=N with N a non-negative integer, not "
                             "'dw_lanes'"),
-    (["--set", "dw_lanes=16"], "config 'tiny-custom': pw_rows (8) must equal dw_lanes (16)"),
+    (["--config", "tiny", "--set", "dw_lanes=16"],
+     "config 'tiny-custom': pw_rows (8) must equal dw_lanes (16)"),
     (["--paths", "0"], "--paths must be at least 1, not 0"),
     (["--timeout", "0"], "--timeout must be positive, not 0"),
 ])
