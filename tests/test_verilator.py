@@ -29,22 +29,32 @@ def test_build_root(monkeypatch, tmp_path):
 
 @pytest.mark.verilator
 def test_build_announces_itself_once(monkeypatch, tmp_path, capfd):
-    """A build prints what it builds, where and how long to expect, then its duration; the
-    same design again is found built and says nothing; another working directory finds it
-    too."""
+    """A build prints what it builds, where and how long to expect (the last build of the
+    design under another key, if any), then its duration; the same design again, from
+    another working directory, is found built and says nothing."""
     monkeypatch.setenv("DWSEP_BUILD_DIR", str(tmp_path / "builds"))
+    earlier = tmp_path / "builds" / "counter-0123456789ab"  # an older version's build
+    earlier.mkdir(parents=True)
+    (earlier / "BUILD_OK").write_text("42.00")
     monkeypatch.chdir(tmp_path)
     design = build_design(COUNTER, "counter", tag="counter")
     err = capfd.readouterr().err
     assert (f"dwsep: building the Verilator simulation of counter (counter) in "
-            f"{design.build_dir} once: a first build takes one to several minutes") in err
+            f"{design.build_dir} once: the last build of this design took 42 s") in err
     assert "dwsep: built in " in err
-    assert design.build_dir.parent == tmp_path / "builds"
+    assert design.build_dir.parent == tmp_path / "builds" and design.build_dir != earlier
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     again = build_design(COUNTER, "counter", tag="counter")
     assert again.build_dir == design.build_dir and "dwsep:" not in capfd.readouterr().err
-    other = build_design(COUNTER.replace("8'd1", "8'd2"), "counter", tag="counter")
-    err = capfd.readouterr().err
-    assert other.build_dir != design.build_dir
-    assert f"the last build of this design took {design.build_seconds:.0f} s" in err
+
+
+def test_first_build_estimate(monkeypatch, tmp_path, capfd):
+    """Without an earlier build of the design the announcement gives the general range."""
+    from dwsep.sim.verilator import _BuildProgress
+
+    progress = _BuildProgress("counter", "counter", tmp_path / "counter-0123")
+    progress.close(ok=False)
+    assert capfd.readouterr().err == (
+        f"dwsep: building the Verilator simulation of counter (counter) in "
+        f"{tmp_path / 'counter-0123'} once: a first build takes one to several minutes\n")
