@@ -200,3 +200,14 @@ def test_closed_pipe_ends_quietly():
     proc.stdout.close()  # before the command has printed anything
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and err == b"", err
+
+
+def test_samples(capsys):
+    photos = imagenet.sample_images()
+    assert main(["samples"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(photos)
+    assert main(["samples", "grace_hopper"]) == 0
+    assert capsys.readouterr().out == f"{photos['grace_hopper']}\n"
+    assert main(["samples", "nope"]) == 2
+    _one_line_error(capsys, f"no sample photo 'nope'; there are {', '.join(photos)}")
