@@ -131,7 +131,7 @@ class Controller(wiring.Component):
     def __init__(self, config: AcceleratorConfig, datapath: Datapath):
         self.config = config
         self._exp_words_max = datapath.exp_words_max
-        self._erq, self._dwq = datapath.engine_requant, datapath.dw_requant
+        self._erq = datapath.engine_requant
         super().__init__({**_bus_signature(config), "datapath": In(datapath.signature)})
 
     def elaborate(self, platform):
@@ -181,6 +181,9 @@ class Controller(wiring.Component):
         out_last = Signal(range(out_last_beats_max(cfg) + 1), init=Q // BEAT_BYTES)
         out_beats, pixel_beats = prod.out_total_beats, field("out_beats")
         m.d.comb += [dp.exp_last.eq(exp_last), dp.out_last.eq(out_last)]
+        # a requant-table word is one record of its requantizer's compute lanes, padded to
+        # whole beats (`Table.word_bytes`); the padding, at the top of the word, falls off
+        # the narrower record on the table's write port
         load_beats_per_word = [t.word_bytes(cfg) // BEAT_BYTES for t in Table]
         load_beats = [Signal(32, name=f"beats_{ld.name.lower()}") for ld in Table]
         # a table is read through both read ports: its first ceil(n/2) words through `reader`,
