@@ -70,3 +70,21 @@ def test_top_level_ports(doc):
     named = set(re.findall(r"`(\w+)` \(", m[1])) | set(re.findall(r", `(\w+)`$", m[1]))
     top = Top(get_config("tiny"))
     assert named == set(top.signature.members)
+
+
+@pytest.mark.parametrize("name", ["README.md", "docs/ARCHITECTURE.md", "docs/STATUS.md",
+                                  "bitstreams/README.md"])
+def test_cited_files_exist(name):
+    """Every repository path a document cites in backticks exists (``docs/PLAN-*.md`` are
+    histories: they cite files since removed)."""
+    root = ARCHITECTURE.parents[1]
+    doc = root / name
+    missing = []
+    for path in re.findall(r"`((?:hw|host|sim|tests|docs|bitstreams|benchmarks|\.ci)/[\w./-]+)",
+                           doc.read_text()):
+        path = path.rstrip(".")
+        if path.endswith("_"):  # a pattern such as tests/test_<block>.py
+            continue
+        if not (root / path).exists() and not (doc.parent / path).exists():
+            missing.append(path)
+    assert not missing, f"{name} cites files that are not in the repository: {missing}"
