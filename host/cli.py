@@ -201,10 +201,7 @@ def _cmd_quantize(args) -> None:
     else:
         state_dict = load_state_dict(weights)
     if args.calib is None:
-        files = sorted(imagenet.sample_images().values())
-        if not files:
-            raise ValueError("no --calib photos given and no sample photos installed (the "
-                             "'models' extra: matplotlib, scikit-image)")
+        files = sorted(_sample_photos().values())
         print(f"dwsep: calibrating with the {len(files)} bundled sample photos",
               file=sys.stderr)
     else:
@@ -328,11 +325,17 @@ def _cmd_compile(args) -> None:
         print(program.summary())
 
 
-def _cmd_samples(args) -> None:
+def _sample_photos() -> dict:
+    """``imagenet.sample_images()``; a one-line error when none is installed."""
     photos = imagenet.sample_images()
     if not photos:
         raise ValueError("no sample photos are installed (the 'models' extra: matplotlib, "
                          "scikit-image)")
+    return photos
+
+
+def _cmd_samples(args) -> None:
+    photos = _sample_photos()
     if args.name is None:
         for name, path in photos.items():
             print(f"{name:20} {path}")
