@@ -12,7 +12,7 @@ polling and its progress display are the same as for the board.
 
 from __future__ import annotations
 
-from dwsep.host.compiler import ALIGN
+from dwsep.host.compiler.program import align
 from dwsep.host.driver import Buffer, Device, DeviceTimeoutError
 from dwsep.hw.config import AcceleratorConfig
 from dwsep.hw.layout import REGISTERS
@@ -94,7 +94,7 @@ class RtlDevice(Device):
 
     # ---- memory ----
     def alloc(self, nbytes: int) -> Buffer:
-        addr = -(-len(self.memory) // ALIGN) * ALIGN
+        addr = align(len(self.memory))
         end = addr + nbytes
         self.memory.extend(bytes(-(-end // 4096) * 4096 - len(self.memory)))
         return _RtlBuffer(self, addr, nbytes)
