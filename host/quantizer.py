@@ -49,19 +49,72 @@ _BIAS_LIMIT = 2**31 - 2**16
 
 
 class Ranges:
-    """Running min/max of every observed tensor (an observer for ``Network.forward``)."""
+    """Running min/max of every observed tensor (an observer for ``Network.forward``, called
+    once per tensor per calibration image), and how well the images agree on them: see
+    ``held_out_saturation``."""
 
     def __init__(self):
         self.bounds: dict[str, tuple[float, float]] = {}
+        self._high: dict[str, _HeldOutMax] = {}
+        self._low: dict[str, _HeldOutMax] = {}
+        self._values = 0
 
     def __call__(self, name: str, y: np.ndarray) -> None:
         lo, hi = float(y.min()), float(y.max())
         if name in self.bounds:
             lo, hi = min(lo, self.bounds[name][0]), max(hi, self.bounds[name][1])
         self.bounds[name] = (lo, hi)
+        flat = np.asarray(y, np.float32).ravel()
+        self._high.setdefault(name, _HeldOutMax()).add(flat)
+        self._low.setdefault(name, _HeldOutMax()).add(-flat)
+        self._values += flat.size
 
     def quant(self, name: str) -> tuple[float, int]:
         return activation_quant(*self.bounds[name])
+
+    def held_out_saturation(self) -> tuple[float, str, float] | None:
+        """Leave one out: the share of all calibration activation values that lie outside
+        the range (widened to include 0, as ``activation_quant`` does) calibrated on the
+        *other* images, so that a model calibrated without that image would saturate them;
+        with the tensor where the share is largest and its share. ``None`` below two images.
+
+        An estimate of how often a new photo saturates: near 0 when the images agree
+        (measured on MobileNetV2 with the 8 sample photos: 0.0066 %), large when one image
+        is unlike the rest. Exact, in one pass: only the image holding a tensor's maximum
+        can exceed the other images' maximum, so only its values above the runner-up are
+        kept (``_HeldOutMax``), and likewise for the minimum."""
+        if not self._high or min(t.images for t in self._high.values()) < 2:
+            return None
+        outside = {name: self._high[name].outside() + self._low[name].outside()
+                   for name in self._high}
+        worst = max(outside, key=lambda n: outside[n] / self._high[n].values)
+        return (sum(outside.values()) / self._values, worst,
+                outside[worst] / self._high[worst].values)
+
+
+class _HeldOutMax:
+    """One tensor's maximum over the images seen, the largest maximum of the *other* images
+    (``runner``), and the values of the image holding the maximum above ``runner``."""
+
+    def __init__(self):
+        self.best = self.runner = -np.inf
+        self.kept = np.empty(0, np.float32)
+        self.images = self.values = 0
+
+    def add(self, y: np.ndarray) -> None:
+        m = float(y.max())
+        if m > self.best:
+            self.runner, self.best = self.best, m
+            self.kept = y[y > self.runner]
+        elif m > self.runner:
+            self.runner = m
+            self.kept = self.kept[self.kept > m]
+        self.images += 1
+        self.values += y.size
+
+    def outside(self) -> int:
+        """Values of the holder above ``max(runner, 0)``: the range widened to 0."""
+        return int(np.count_nonzero(self.kept > max(self.runner, 0.0)))
 
 
 def activation_quant(lo: float, hi: float) -> tuple[float, int]:
@@ -99,7 +152,7 @@ def weight_quant(w: np.ndarray, bias: np.ndarray, s_in: float,
 
 def quantize(arch: str, state_dict: dict[str, np.ndarray] | None,
              calibration_images: Iterable, *, width: float = 1.0, input_size: int = 224,
-             seed: int = 0) -> bytes:
+             seed: int = 0, ranges: Ranges | None = None) -> bytes:
     """Quantize ``arch`` (``"mobilenet_v2"`` / ``"mobilenet_v1"``) to the bytes of an int8
     ``.tflite``.
 
@@ -108,12 +161,14 @@ def quantize(arch: str, state_dict: dict[str, np.ndarray] | None,
     weights drawn from ``seed``. ``calibration_images``: an iterable of photos (paths, or
     uint8 RGB ``[H, W, 3]`` arrays), each preprocessed as ``host.imagenet.preprocess`` does
     at ``input_size``; it is consumed once (wrap it in a progress bar to show progress).
+    ``ranges``: the observer to fill (pass one to read ``held_out_saturation`` after), or a
+    new one.
     """
     if state_dict is None:
         state_dict = mobilenet.random_state_dict(arch, width, seed)
     net = mobilenet.build(arch, state_dict, width)
     pre = Preprocessing.for_size(input_size)
-    ranges = Ranges()
+    ranges = Ranges() if ranges is None else ranges
     count = 0
     for image in calibration_images:
         x = preprocess(image, pre)

@@ -443,3 +443,56 @@ def test_float_and_int8_agree_on_sample_photos(v2_state_dict, v2_int8):
               f"({names[int8_top[0]]}) top-5 overlap {overlap}/5")
         assert overlap >= 3, name
     assert agree >= 7
+
+
+@pytest.mark.parametrize("images", [1, 2, 3, 9])
+def test_held_out_saturation_is_leave_one_out(images):
+    """``Ranges.held_out_saturation`` (one pass) equals the brute-force leave-one-out count:
+    each image's values outside ``[min(lo, 0), max(hi, 0)]`` of the *other* images; ties at
+    the maximum count nothing."""
+    rng = np.random.default_rng(images)
+    data = [{"a": rng.normal(0.5 * i, 1 + i % 3, (4, 5)).astype(np.float32),
+             "b": rng.uniform(0.5, 2 + i, 7).astype(np.float32)} for i in range(images)]
+    data[-1]["a"][0, 0] = max(d["a"].max() for d in data)   # a tied maximum
+    ranges = quantizer.Ranges()
+    for image in data:
+        for name, y in image.items():
+            ranges(name, y)
+    got = ranges.held_out_saturation()
+    if images == 1:
+        assert got is None
+        return
+    outside = {}
+    for name in ("a", "b"):
+        count = 0
+        for i, image in enumerate(data):
+            others = [d[name] for j, d in enumerate(data) if j != i]
+            lo = min(0.0, min(float(y.min()) for y in others))
+            hi = max(0.0, max(float(y.max()) for y in others))
+            count += int(((image[name] < lo) | (image[name] > hi)).sum())
+        outside[name] = count / (images * data[0][name].size)
+    total = sum(outside[n] * data[0][n].size for n in outside) / (20 + 7)
+    worst = max(outside, key=outside.get)
+    assert got == (pytest.approx(total), worst, pytest.approx(outside[worst]))
+    assert outside[worst] > 0   # the case is not vacuous
+
+
+def test_cli_quantize_warns_when_calibration_images_disagree(tmp_path, capsys):
+    """Seven black images and one photo: 4.3 % of the input's calibration values lie outside
+    the range the other images give it, more than 1 %, so ``dwsep quantize`` warns (the 8
+    sample photos stay below: ``test_cli_quantize_defaults``)."""
+    from PIL import Image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(7):
+        Image.new("RGB", (224, 224)).save(calib / f"black{i}.png")
+    photo = sorted(imagenet.sample_images().values())[0]
+    (calib / photo.name).write_bytes(photo.read_bytes())
+    assert main(["quantize", "--arch", "mobilenet_v2", "--calib", str(calib),
+                 "-o", str(tmp_path / "m.tflite")]) == 0
+    err = capsys.readouterr().err
+    assert ("dwsep: warning: 4.3% of tensor 'input''s calibration values lie outside the "
+            "range the other images give it (more than 1%): photos unlike these saturate; "
+            "calibrate with more, and more typical, photos\n") in err
+    assert "fewer than 8" not in err
