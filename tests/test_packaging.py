@@ -1,10 +1,18 @@
 """Packaging: the host side (compiler, driver, command line, backends) imports and runs on
-a board image without the ``hw`` and ``sim`` extras (no Amaranth, no cocotb)."""
+a board image without the ``hw`` and ``sim`` extras (no Amaranth, no cocotb); the README's
+board install (a wheel with the ``pynq`` extra) works."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: top-level packages the host must not import
 BLOCKED = ("amaranth", "cocotb", "cocotbext")
@@ -57,3 +65,39 @@ def test_host_runs_without_amaranth_and_cocotb():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_board_install_from_a_wheel(tmp_path):
+    """The README's board route, in a fresh venv: ``pip wheel --no-deps . -w dist``, then
+    ``pip install 'dwsep-VERSION-py3-none-any.whl[pynq]'``. The real ``pynq`` 4.0 comes in
+    and with it NumPy 1.x, as on a PYNQ image; Amaranth and cocotb do not. The host runs
+    there (the script above) and ``dwsep --version`` names the wheel's version."""
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    readme = (REPO / "README.md").read_text()
+    wheel_name = f"dwsep-{version}-py3-none-any.whl"
+    assert "pip wheel --no-deps . -w dist" in readme and f"'{wheel_name}[pynq]'" in readme
+
+    def run(*argv, cwd=tmp_path):
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{argv}: {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return proc.stdout
+
+    # from a copy: setuptools leaves build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, tmp_path / "src", ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache"))
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", ".", "-w",
+        str(tmp_path / "dist"), cwd=tmp_path / "src")
+    assert (tmp_path / "dist" / wheel_name).is_file()
+    run(sys.executable, "-m", "venv", "board")
+    board = tmp_path / "board" / "bin"
+    run(str(board / "pip"), "install", "-q", f"dist/{wheel_name}[pynq]")
+    listed = run(str(board / "python"), "-c", "import importlib.metadata as m, sys; "
+                 "print(m.version('pynq'), m.version('numpy')); "
+                 "print(*[p for p in ('amaranth', 'cocotb') if p in "
+                 "{d.metadata['Name'] for d in m.distributions()}])").split("\n")
+    pynq_version, numpy_version = listed[0].split()
+    assert pynq_version == "4.0.0" and numpy_version.startswith("1."), listed
+    assert listed[1] == "", f"installed on the board: {listed[1]}"
+    run(str(board / "python"), "-c", SCRIPT)
+    assert run(str(board / "dwsep"), "--version") == f"dwsep {version}\n"
