@@ -49,6 +49,23 @@ def test_run_writes_output_and_stats(files, capsys):
     assert err.endswith(f" s; wrote {d / 'out.npy'} and {d / 'stats.json'}\n"), err
 
 
+@pytest.mark.verilator
+def test_run_on_rtl_reports_cycles(files, capsys):
+    """On the ``rtl`` backend the summary line carries the run's cycle count, as the stats
+    file does."""
+    d, model, x = files
+    assert main(["run", str(model), "--input", str(d / "in.npy"), "--backend", "rtl",
+                 "--config", "tiny", "--output", str(d / "out.npy"), "--stats",
+                 str(d / "stats.json")]) == 0
+    assert np.array_equal(np.load(d / "out.npy"), litert_run(model.read_bytes(), x))
+    cycles = json.loads((d / "stats.json").read_text())["cycles"]
+    assert isinstance(cycles, int) and cycles > 0
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("dwsep: ran layer.tflite on rtl (config 'tiny'): output "
+                          "[1, 5, 3, 13] int8 in "), err
+    assert f" s, {cycles:,} cycles; wrote {d / 'out.npy'} and " in err, err
+
+
 def test_compile_report(files, capsys):
     _, model, _ = files
     assert main(["compile", str(model), "--config", "pynq-z2"]) == 0

@@ -88,3 +88,26 @@ def test_cited_files_exist(name):
         if not (root / path).exists() and not (doc.parent / path).exists():
             missing.append(path)
     assert not missing, f"{name} cites files that are not in the repository: {missing}"
+
+
+def test_readme_status_states_the_measured_figures():
+    """README's Status section comes before the set-up, points to docs/STATUS.md, and its
+    figures are the committed ones: the pynq-z2 synthesis report (DSP48E1, BRAM36, LUT, LUT
+    levels) and the RTL frame of docs/PERFORMANCE.md (cycles, fps at 200 MHz)."""
+    import json
+
+    root = ARCHITECTURE.parents[1]
+    readme = (root / "README.md").read_text()
+    status = re.search(r"\n## Status\n(.*?)\n## ", readme, re.S)
+    assert status and readme.index("## Status") < readme.index("## Set up"), "no Status first"
+    status = " ".join(status[1].split())
+    assert "`docs/STATUS.md`" in status
+    report = json.loads((root / "bitstreams/reports/pynq-z2.json").read_text())
+    avail = report["available"]
+    assert (f"{report['dsp']} of {avail['dsp']} DSP48E1, {report['bram36']:g} of "
+            f"{avail['bram36']} BRAM36, {report['lut']:,} LUT, at most "
+            f"{report['timing']['lut_levels']} LUT levels") in status, status
+    cycles = int(re.search(r"\*\*([\d,]+) cycles per frame\*\* \(([\d.]+) fps",
+                           (root / "docs/PERFORMANCE.md").read_text())[1].replace(",", ""))
+    assert (f"MobileNetV2-224 takes {cycles:,} cycles a frame: {200e6 / cycles:.1f} fps if it "
+            f"closes 200 MHz") in status, status

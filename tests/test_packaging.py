@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tomllib
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,7 @@ def test_board_install_from_a_wheel(tmp_path):
     ``pip install 'dwsep-VERSION-py3-none-any.whl[pynq]'``. The real ``pynq`` 4.0 comes in
     and with it NumPy 1.x, as on a PYNQ image; Amaranth and cocotb do not. The host runs
     there (the script above) and ``dwsep --version`` names the wheel's version."""
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    version = installed_version("dwsep")
     readme = (REPO / "README.md").read_text()
     wheel_name = f"dwsep-{version}-py3-none-any.whl"
     assert "pip wheel --no-deps . -w dist" in readme and f"'{wheel_name}[pynq]'" in readme
