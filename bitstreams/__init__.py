@@ -5,7 +5,7 @@
   chains), the timing estimate without Vivado.
 * :mod:`.fmax_ecp5`: place and route on a Lattice ECP5 with nextpnr, an Fmax proxy.
 * :mod:`.command`: the ``dwsep synth`` command built from the three.
-* :mod:`.build_pynq_z2`: the sources of the PYNQ-Z2 Vivado build.
+* :mod:`.build`: ``dwsep build``, the sources and Vivado scripts of a board's overlay.
 
 Imports :mod:`dwsep.hw` (Amaranth), never :mod:`dwsep.host`.
 """

