@@ -7,7 +7,8 @@ writes into ``DIR`` (default ``bitstreams/<board>/`` under the working directory
 
 * ``dwsep_top.v``: the accelerator (:func:`dwsep.sim.rtl.generate_verilog` of the config);
 * ``dwsep_accelerator.v``: its Vivado shell (below);
-* ``settings.tcl``: the config, the fabric clock and the AXI subordinate and manager ports;
+* ``settings.tcl``: the config, the fabric clock, the AXI subordinate and manager ports and
+  the block design's cell names, VLNVs and address windows (the constants below);
 * ``build.tcl`` and the board's PS settings (``ps7_pynq_z2.tcl``), copied from
   ``bitstreams/pynq_z2/``, so the folder is complete on its own;
 * with ``--check``: ``lint.txt`` (Verilator ``--lint-only -Wall`` of shell and accelerator)
@@ -23,6 +24,10 @@ The shell exists because Vivado's IP packager infers AXI interfaces from
 ``s_axil__awaddr`` and resets active high. It renames the ports, inverts ``aresetn`` into
 ``rst``, widens the register address to :data:`REG_ADDR_BITS` and declares the clock, reset,
 every AXI bus and the level interrupt.
+
+The block design's facts (cell names, VLNVs, address windows) are declared here once:
+``settings.tcl`` hands them to ``build.tcl``, and :mod:`.hwh` describes the same design for
+simulation.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from pathlib import Path
 
 from dwsep.hw.config import get_config
 
-__all__ = ["BOARDS", "Board", "HP_ORDER", "SHELL", "REG_ADDR_BITS", "VLNV", "buses",
-           "shell_verilog", "plan", "write", "lint", "lint_summary", "vivado_command",
-           "build_command"]
+__all__ = ["BOARDS", "Board", "HP_ORDER", "SHELL", "REG_ADDR_BITS", "VLNV", "BLOCK_DESIGN",
+           "PS_CELL", "PS_VLNV", "ACCELERATOR_CELL", "REG_BUS", "REG_BLOCK", "REG_BASE",
+           "REG_RANGE", "INTC_CELL", "INTC_VLNV", "INTC_BUS", "INTC_BASE", "INTC_RANGE",
+           "buses", "shell_verilog", "settings_tcl", "plan", "write", "lint", "lint_summary",
+           "vivado_command", "build_command"]
 
 SHELL = "dwsep_accelerator"
 #: Register window seen by the PS: 64 KiB, Vivado's usual AXI-Lite segment (the accelerator
@@ -51,6 +58,30 @@ HERE = Path(__file__).resolve().parent
 #: ports, one each (S_AXI_HP0, HP1, HP2), as the PYNQ-Z2 memory model has them
 #: (``dwsep.sim.ddr``): they share only the DRAM.
 HP_ORDER = ("m_axi", "m_axi_res", "m_axi_pf")
+
+# The block design (build.tcl reads these from settings.tcl).
+#: its name, which Vivado also gives the hardware handoff (``dwsep.hwh``)
+BLOCK_DESIGN = "dwsep"
+PS_CELL = "ps7"
+PS_VLNV = "xilinx.com:ip:processing_system7:5.5"
+#: the accelerator's cell: the key of ``pynq.Overlay.ip_dict``
+ACCELERATOR_CELL = "dwsep"
+#: the accelerator's one AXI4-Lite subordinate bus, and the name of its address block (the
+#: packager's default, which build.tcl also gives the block when it adds one)
+REG_BUS = "s_axil"
+REG_BLOCK = "reg0"
+#: the registers on M_AXI_GP0: the start of the PS7's GP0 window
+REG_BASE = 0x4000_0000
+REG_RANGE = 1 << REG_ADDR_BITS
+#: The AXI interrupt controller between the accelerator's ``irq`` and IRQ_F2P: pynq 4.0's
+#: ``Interrupt`` finds interrupt pins only as inputs of an ``axi_intc`` (wired straight to
+#: IRQ_F2P, ``irq`` is not an interrupt PYNQ knows). Its AXI4-Lite bus is ``s_axi``.
+INTC_CELL = "axi_intc_0"
+INTC_VLNV = "xilinx.com:ip:axi_intc:4.1"
+INTC_BUS = "s_axi"
+#: PYNQ's usual address for it (its base overlays put ``axi_intc_0`` there)
+INTC_BASE = 0x4180_0000
+INTC_RANGE = 0x1_0000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +97,22 @@ class Board:
     #: the fabric clock range the PS can give (MHz)
     clock_range: tuple[float, float]
     default_clock_mhz: float
+    #: the PS7 PLL that FCLK_CLK0 is divided from (MHz)
+    io_pll_mhz: float
+
+    def check_clock(self, clock_mhz: float) -> None:
+        """Raise ``ValueError`` unless the PS can give the fabric ``clock_mhz``."""
+        lo, hi = self.clock_range
+        if not lo <= clock_mhz <= hi:
+            raise ValueError(f"--clock-mhz {clock_mhz:g}: the {self.name}'s fabric clock takes "
+                             f"{lo:g}..{hi:g} MHz")
 
 
-#: The PS7 derives FCLK_CLK0 from its 1,000 MHz IO PLL by two dividers; 250 MHz is the
+#: The PS7 derives FCLK_CLK0 from its IO PLL (1,000 MHz) by two dividers; 250 MHz is the
 #: fabric clock's limit (UG585), 100 MHz a safe first build, 200 MHz the target
 #: (docs/PERFORMANCE.md).
 BOARDS = {"pynq-z2": Board("pynq-z2", "xc7z020clg400-1", "pynq-z2", HERE / "pynq_z2",
-                           "xc7z020", (10.0, 250.0), 100.0)}
+                           "xc7z020", (10.0, 250.0), 100.0, 1000.0)}
 
 
 _PORT = re.compile(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+?)__(\w+);", re.M)
@@ -183,7 +223,8 @@ def plan(board: Board, check: bool) -> list[_Output]:
     """The files :func:`write` writes into the output folder, in order."""
     files = [_Output("dwsep_top.v", "the accelerator's Verilog"),
              _Output(f"{SHELL}.v", "its Vivado shell (AXI interface names, active-low reset)"),
-             _Output("settings.tcl", "config, fabric clock, AXI ports (sourced by build.tcl)")]
+             _Output("settings.tcl",
+                     "config, fabric clock, AXI ports, block design (sourced by build.tcl)")]
     files += [_Output(p.name, "Vivado script, copied") for p in sorted(board.scripts.glob("*.tcl"))]
     if check:
         files += [_Output("lint.txt", "Verilator lint of shell + accelerator"),
@@ -203,24 +244,40 @@ def write(board: Board, config_name: str, clock_mhz: float, out: Path) -> list[P
     core.write_text(verilog)
     shell = out / f"{SHELL}.v"
     shell.write_text(shell_verilog(verilog, cfg.name))
-    kinds = buses(verilog)
-    masters = [b for b, k in kinds.items() if k == "master"]
-    if sorted(masters) != sorted(HP_ORDER):
-        raise ValueError(f"the accelerator's AXI managers {masters} are not the HP ports' "
-                         f"{list(HP_ORDER)}")
     settings = out / "settings.tcl"
-    settings.write_text(
-        f"# Written by dwsep build for board {board.name}; do not edit (rerun dwsep build).\n"
-        f"set dwsep_config {cfg.name}\n"
-        f"set dwsep_part {board.part}\n"
-        f"set dwsep_fclk_mhz {clock_mhz:g}\n"
-        f"set dwsep_slaves {{{' '.join(b for b, k in kinds.items() if k == 'slave')}}}\n"
-        f"set dwsep_masters {{{' '.join(HP_ORDER)}}}\n")
+    settings.write_text(settings_tcl(board, cfg.name, clock_mhz, buses(verilog)))
     scripts = []
     for tcl in sorted(board.scripts.glob("*.tcl")):
         scripts.append(out / tcl.name)
         shutil.copyfile(tcl, scripts[-1])
     return [core, shell, settings, *scripts]
+
+
+def settings_tcl(board: Board, config_name: str, clock_mhz: float,
+                 kinds: dict[str, str]) -> str:
+    """Text of ``settings.tcl``: the variables build.tcl takes from ``dwsep build``, for the
+    accelerator whose AXI buses are ``kinds`` (:func:`buses`). Its buses must be
+    :data:`REG_BUS` and the managers of :data:`HP_ORDER`: the block design has no place for
+    others."""
+    slaves = [b for b, k in kinds.items() if k == "slave"]
+    masters = [b for b, k in kinds.items() if k == "master"]
+    if slaves != [REG_BUS]:
+        raise ValueError(f"the accelerator's AXI subordinates {slaves} are not the one "
+                         f"register bus {REG_BUS!r}")
+    if sorted(masters) != sorted(HP_ORDER):
+        raise ValueError(f"the accelerator's AXI managers {masters} are not the HP ports' "
+                         f"{list(HP_ORDER)}")
+    variables = [
+        ("config", config_name), ("part", board.part), ("fclk_mhz", f"{clock_mhz:g}"),
+        ("slaves", f"{{{' '.join(slaves)}}}"), ("masters", f"{{{' '.join(HP_ORDER)}}}"),
+        ("bd_name", BLOCK_DESIGN), ("ps_cell", PS_CELL), ("ps_vlnv", PS_VLNV),
+        ("cell", ACCELERATOR_CELL), ("reg_block", REG_BLOCK), ("reg_base", f"{REG_BASE:#010x}"),
+        ("reg_range", f"{REG_RANGE:#010x}"), ("intc_cell", INTC_CELL),
+        ("intc_vlnv", INTC_VLNV), ("intc_bus", INTC_BUS),
+        ("intc_base", f"{INTC_BASE:#010x}"), ("intc_range", f"{INTC_RANGE:#010x}"),
+    ]
+    return (f"# Written by dwsep build for board {board.name}; do not edit (rerun dwsep build).\n"
+            + "".join(f"set dwsep_{name} {value}\n" for name, value in variables))
 
 
 def lint(out: Path) -> str:
@@ -258,11 +315,8 @@ def build_command(args) -> None:
     """Run ``dwsep build`` for the parsed arguments ``args`` (see :mod:`dwsep.host.cli`)."""
     board = BOARDS[args.board]
     config_name = get_config(args.config or board.config).name
-    lo, hi = board.clock_range
     clock = board.default_clock_mhz if args.clock_mhz is None else args.clock_mhz
-    if not lo <= clock <= hi:
-        raise ValueError(f"--clock-mhz {clock:g}: the {board.name}'s fabric clock takes "
-                         f"{lo:g}..{hi:g} MHz")
+    board.check_clock(clock)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
     out = Path(f"bitstreams/{board.name}") if args.out is None else args.out

@@ -1,5 +1,5 @@
 """dwsep.bitstreams: Yosys report parsing and verdict, the committed reports, the ECP5 report,
-the Vivado shell and sources, TCL syntax.
+the Vivado shell and sources, TCL syntax, the block design and its simulated hardware handoff.
 
 Fast tests only; the real synthesis runs are behind ``-m slow`` (tests/test_synth_cli.py has
 the command line).
@@ -11,11 +11,12 @@ import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from dwsep.bitstreams import build, synth
+from dwsep.bitstreams import build, hwh, synth
 from dwsep.bitstreams import fmax_ecp5 as fmax
 from dwsep.hw.config import get_config
 
@@ -278,6 +279,12 @@ def tiny_sources(tmp_path_factory):
     return out, paths
 
 
+def _settings(folder: Path) -> dict[str, str]:
+    """The variables of ``folder/settings.tcl``, without their ``dwsep_`` prefix."""
+    return dict(re.findall(r"^set dwsep_(\w+) (.*)$", (folder / "settings.tcl").read_text(),
+                           re.M))
+
+
 def test_write_tiny(tiny_sources):
     out, paths = tiny_sources
     assert [p.name for p in paths] == ["dwsep_top.v", "dwsep_accelerator.v", "settings.tcl",
@@ -289,6 +296,17 @@ def test_write_tiny(tiny_sources):
     for line in ("set dwsep_config tiny", "set dwsep_part xc7z020clg400-1",
                  "set dwsep_fclk_mhz 142.5"):
         assert f"\n{line}\n" in settings
+    # the block design's facts, as build.py declares them
+    facts = _settings(out)
+    assert {name: facts[name] for name in ("bd_name", "ps_cell", "ps_vlnv", "cell", "reg_block",
+                                           "intc_cell", "intc_vlnv", "intc_bus")} == {
+        "bd_name": build.BLOCK_DESIGN, "ps_cell": build.PS_CELL, "ps_vlnv": build.PS_VLNV,
+        "cell": build.ACCELERATOR_CELL, "reg_block": build.REG_BLOCK,
+        "intc_cell": build.INTC_CELL, "intc_vlnv": build.INTC_VLNV, "intc_bus": build.INTC_BUS}
+    assert [int(facts[name], 16) for name in ("reg_base", "reg_range", "intc_base",
+                                              "intc_range")] == [
+        0x4000_0000, 64 * 1024, 0x4180_0000, 64 * 1024]
+    assert build.REG_RANGE == 1 << build.REG_ADDR_BITS
     assert (out / "build.tcl").read_bytes() == (BITSTREAMS / "pynq_z2" / "build.tcl").read_bytes()
     assert build.vivado_command(out, 4) == f"vivado -mode batch -source {out / 'build.tcl'} " \
                                            "-tclargs 4"
@@ -397,7 +415,9 @@ def test_tcl_checker_catches_an_unbalanced_brace(tmp_path):
 
 
 # Runs build.tcl with every Vivado command replaced by a recorder, so the Tcl logic (argument
-# handling, procs, the order of the flow) runs for real. Vivado getters return a placeholder,
+# handling, procs, the order of the flow) runs for real. Block design cells, pins and address
+# spaces stand for themselves by name (so the log shows what each connection connects),
+# address segments are `segs(<interface pin>)`, other Vivado getters return a placeholder;
 # get_property PROGRESS returns 100% so the flow goes on to the reports; it stops at the copy
 # of the (missing) bitstream.
 _TCL_DRY_RUN = r"""
@@ -411,6 +431,10 @@ proc unknown {args} {
         }
         ipx::get_memory_maps - ipx::get_address_blocks { return {} }
         make_wrapper { return /tmp/wrapper.v }
+        create_bd_cell - get_bd_pins - get_bd_intf_pins - get_bd_addr_spaces {
+            return [lindex $args end]
+        }
+        get_bd_addr_segs { return "segs([lindex $args end])" }
     }
     return stub
 }
@@ -423,14 +447,38 @@ close $log
 """
 
 
-def test_build_tcl_dry_run(tmp_path, tiny_sources):
-    out, _ = tiny_sources
+def _dry_run(tmp_path: Path, folder: Path, *args: str) -> list[str]:
+    """The Vivado commands ``folder/build.tcl`` runs under :data:`_TCL_DRY_RUN`, one per line,
+    the last the script's ``RESULT``."""
     harness = tmp_path / "dry.tcl"
     harness.write_text(_TCL_DRY_RUN)
     log = tmp_path / "calls.log"
-    subprocess.run(["tclsh", str(harness), str(log), str(out / "build.tcl"), "3"],
+    subprocess.run(["tclsh", str(harness), str(log), str(folder / "build.tcl"), *args],
                    capture_output=True, text=True, timeout=30, check=True)
-    calls = log.read_text().splitlines()
+    return log.read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def dry_run_calls(tiny_sources, tmp_path_factory):
+    out, _ = tiny_sources
+    return _dry_run(tmp_path_factory.mktemp("dry_run"), out, "3")
+
+
+def _nets(calls: list[str], command: str) -> list[list[str]]:
+    """The objects each ``command`` (``connect_bd_net``, ``connect_bd_intf_net``) connects."""
+    return [c.split()[1:] for c in calls if c.split()[0] == command]
+
+
+def _addresses(calls: list[str]) -> dict[str, tuple[int, int]]:
+    """``{segment: (offset, range)}`` of the PS's ``assign_bd_address`` calls."""
+    return {seg: (int(offset, 16), int(size, 16)) for offset, size, space, seg in re.findall(
+        r"^assign_bd_address -offset (\S+) -range (\S+) -target_address_space (\S+) (\S+)$",
+        "\n".join(calls), re.M)}
+
+
+def test_build_tcl_dry_run(tiny_sources, dry_run_calls):
+    out, _ = tiny_sources
+    calls = dry_run_calls
     names = [c.split()[0] for c in calls]
     assert calls[-1].startswith("RESULT 1 error copying"), calls[-1]
     order = ["create_project", "ipx::package_project", "ipx::save_core", "close_project",
@@ -448,16 +496,18 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     bus_kinds = build.buses((out / "dwsep_top.v").read_text())
     n_masters = sum(1 for kind in bus_kinds.values() if kind == "master")
     assert n_masters == 3  # m_axi, m_axi_res, m_axi_pf: one HP port each
-    assert cells == {"ps7", "dwsep", "rst_fclk0", "axi_ctrl", "axi_mem0", "axi_mem1",
-                     "axi_mem2"}
+    assert cells == {"ps7", "dwsep", "axi_intc_0", "rst_fclk0", "axi_ctrl", "axi_mem0",
+                     "axi_mem1", "axi_mem2"}
     pins = [c.split()[1] for c in calls if c.split()[0] in ("get_bd_pins", "get_bd_intf_pins")]
     assert {p.split("/")[0] for p in pins} == cells
     shell = (out / "dwsep_accelerator.v").read_text()
     for pin in {p.split("/")[1] for p in pins if p.startswith("dwsep/")}:
         assert re.search(rf"(wire {pin},|XIL_INTERFACENAME {pin},)", shell), pin
     n_buses = len(build.buses((out / "dwsep_top.v").read_text()))
-    # GP0 -> axi_ctrl, axi_ctrl -> each subordinate, each manager -> its interconnect -> HP
-    assert sum(c.startswith("connect_bd_intf_net") for c in calls) == 1 + n_buses + n_masters
+    # GP0 -> axi_ctrl, axi_ctrl -> each subordinate and the interrupt controller, each
+    # manager -> its interconnect -> HP
+    assert sum(c.startswith("connect_bd_intf_net") for c in calls) == \
+        1 + n_buses + 1 + n_masters
     for hp in (1, 2):
         assert f"get_bd_intf_pins ps7/S_AXI_HP{hp}" in text
         assert f"get_bd_addr_segs ps7/S_AXI_HP{hp}/HP{hp}_DDR_LOWOCM" in text
@@ -468,6 +518,60 @@ def test_build_tcl_dry_run(tmp_path, tiny_sources):
     assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 142.5" in text
     assert "create_project -force dwsep " + str(out / "vivado") + " -part xc7z020clg400-1" \
         in text
+
+
+def test_build_tcl_interrupt_controller(tiny_sources, dry_run_calls):
+    """dwsep/irq -> axi_intc_0/intr, axi_intc_0/irq -> ps7/IRQ_F2P; the controller on the
+    last manager port of axi_ctrl, clocked and reset like the rest, at the address
+    settings.tcl gives it."""
+    out, _ = tiny_sources
+    calls, facts = dry_run_calls, _settings(out)
+    n_slaves = len(facts["slaves"].strip("{}").split())
+    at = calls.index("create_bd_cell -type ip -vlnv xilinx.com:ip:axi_intc:4.1 axi_intc_0")
+    assert calls[at + 1] == ("set_property -dict {CONFIG.C_IRQ_CONNECTION 1 "
+                             "CONFIG.C_IRQ_IS_LEVEL 1} axi_intc_0")
+    assert f"set_property -dict {{CONFIG.NUM_SI 1 CONFIG.NUM_MI {n_slaves + 1}}} axi_ctrl" \
+        in calls
+    assert [f"axi_ctrl/M{n_slaves:02d}_AXI", "axi_intc_0/s_axi"] in _nets(
+        calls, "connect_bd_intf_net")
+    nets = {net[0]: net[1:] for net in _nets(calls, "connect_bd_net")}
+    assert nets["dwsep/irq"] == ["axi_intc_0/intr"]
+    assert nets["axi_intc_0/irq"] == ["ps7/IRQ_F2P"]
+    assert sum(net.count("ps7/IRQ_F2P") for net in nets.values()) == 1
+    assert {"axi_intc_0/s_axi_aclk", f"axi_ctrl/M{n_slaves:02d}_ACLK"} <= set(
+        nets["ps7/FCLK_CLK0"])
+    assert {"axi_intc_0/s_axi_aresetn", f"axi_ctrl/M{n_slaves:02d}_ARESETN"} <= set(
+        nets["rst_fclk0/peripheral_aresetn"])
+    assert _addresses(calls) == {
+        "segs(dwsep/s_axil)": (int(facts["reg_base"], 16), int(facts["reg_range"], 16)),
+        "segs(axi_intc_0/s_axi)": (int(facts["intc_base"], 16), int(facts["intc_range"], 16))}
+    assert "ps7/Data" in {c.split()[-2] for c in calls if c.startswith("assign_bd_address -off")}
+
+
+def test_build_tcl_takes_the_block_design_from_settings(tmp_path, tiny_sources):
+    """No cell name, VLNV or address of the block design is spelled in build.tcl: other
+    values in settings.tcl give another design."""
+    out, _ = tiny_sources
+    folder = tmp_path / "other"
+    shutil.copytree(out, folder)
+    other = {"bd_name": "bd2", "ps_cell": "zynq", "ps_vlnv": "v:l:ps:9.9", "cell": "acc",
+             "intc_cell": "intc", "intc_vlnv": "v:l:intc:9.9", "reg_base": "0x43c00000",
+             "intc_base": "0x41200000", "intc_range": "0x00001000"}
+    settings = (folder / "settings.tcl").read_text()
+    for name, value in other.items():
+        settings = re.sub(rf"^set dwsep_{name} .*$", f"set dwsep_{name} {value}", settings,
+                          flags=re.M)
+    (folder / "settings.tcl").write_text(settings)
+    calls = _dry_run(tmp_path, folder)
+    design = calls[calls.index("create_bd_design bd2"):calls.index("validate_bd_design")]
+    cells = {c.split()[-1]: c.split()[-2] for c in design if c.startswith("create_bd_cell")}
+    assert {cells["zynq"], cells["acc"], cells["intc"]} == {"v:l:ps:9.9", build.VLNV,
+                                                            "v:l:intc:9.9"}
+    assert not [c for c in design if re.search(r"\bps7\b|axi_intc_0|\bdwsep/", c)]
+    assert _addresses(design) == {"segs(acc/s_axil)": (0x43C0_0000, build.REG_RANGE),
+                                  "segs(intc/s_axi)": (0x4120_0000, 0x1000)}
+    assert "make_wrapper -files stub -top" in calls
+    assert "set_property top bd2_wrapper stub" in calls
 
 
 def test_build_tcl_requires_the_sources(tmp_path):
@@ -611,3 +715,174 @@ def test_build_check_tiny(tmp_path, capsys):
     verdict = re.search(r"^VERDICT: (FITS|DOES NOT FIT) in xc7z020$", resources, re.M)
     assert verdict and f"wrote {out / 'resources.txt'} ({verdict[0]})" in printed
     assert f"vivado -mode batch -source {out / 'build.tcl'} -tclargs 2" in printed
+
+
+def test_settings_tcl_rejects_buses_the_block_design_lacks():
+    kinds = {"s_axil": "slave", "s_dbg": "slave", **dict.fromkeys(build.HP_ORDER, "master")}
+    with pytest.raises(ValueError, match=r"^the accelerator's AXI subordinates \['s_axil', "
+                                         r"'s_dbg'\] are not the one register bus 's_axil'$"):
+        build.settings_tcl(build.BOARDS["pynq-z2"], "tiny", 100, kinds)
+
+
+# ---- simulated hardware handoff -------------------------------------------------------------
+
+PYNQ_Z2 = build.BOARDS["pynq-z2"]
+
+
+def _modules(root: ET.Element) -> dict[str, ET.Element]:
+    return {m.get("INSTANCE"): m for m in root.iter("MODULE")}
+
+
+def _parameters(module: ET.Element) -> dict[str, str]:
+    return {p.get("NAME"): p.get("VALUE") for p in module.iter("PARAMETER")}
+
+
+def _properties(element: ET.Element) -> dict[str, str]:
+    return {p.get("NAME"): p.get("VALUE") for p in element.findall("PROPERTY")}
+
+
+def test_hwh_agrees_with_build_tcl(tiny_sources, dry_run_calls):
+    """The hwh's cells, VLNVs, GP0 windows, HP ports and interrupt path are those build.tcl
+    creates from settings.tcl (the dry run's log)."""
+    out, _ = tiny_sources
+    facts, calls = _settings(out), dry_run_calls
+    root = ET.fromstring(hwh.block_design_hwh(PYNQ_Z2, facts["config"],
+                                              float(facts["fclk_mhz"])))
+    assert root.tag == "EDKSYSTEM" and root.find("EXTERNALPORTS") is not None
+    assert root.find("SYSTEMINFO").attrib == {"ARCH": "zynq", "DEVICE": "7z020",
+                                              "NAME": facts["bd_name"], "PACKAGE": "clg400",
+                                              "SPEEDGRADE": "-1"}
+    assert f"create_bd_design {facts['bd_name']}" in calls
+    modules = _modules(root)
+    assert list(modules) == [facts["ps_cell"], facts["cell"], facts["intc_cell"]]
+    created = {c.split()[-1]: c.split()[-2] for c in calls if c.startswith("create_bd_cell")}
+    assert {name: m.get("VLNV") for name, m in modules.items()} == {
+        name: created[name] for name in modules}
+    assert created[facts["cell"]] == build.VLNV
+    # the rest is what PYNQ does not read
+    assert set(created) - set(modules) == {"rst_fclk0", "axi_ctrl", "axi_mem0", "axi_mem1",
+                                           "axi_mem2"}
+
+    # GP0: [base, high] of each subordinate, as assigned
+    ps = modules[facts["ps_cell"]]
+    gp0 = {f"segs({r.get('INSTANCE')}/{r.get('SLAVEBUSINTERFACE')})":
+           (int(r.get("BASEVALUE"), 16), int(r.get("HIGHVALUE"), 16))
+           for r in ps.iter("MEMRANGE") if r.get("MASTERBUSINTERFACE") == "M_AXI_GP0"}
+    assert gp0 == {seg: (base, base + size - 1) for seg, (base, size) in _addresses(calls).items()}
+    assert gp0 == {"segs(dwsep/s_axil)": (0x4000_0000, 0x4000_FFFF),
+                   "segs(axi_intc_0/s_axi)": (0x4180_0000, 0x4180_FFFF)}
+    assert [r.get("MEMTYPE") for r in ps.iter("MEMRANGE")] == ["REGISTER", "REGISTER"]
+    reg = next(r for r in ps.iter("MEMRANGE") if r.get("INSTANCE") == facts["cell"])
+    assert reg.get("ADDRESSBLOCK") == facts["reg_block"]
+
+    # HP: each manager through its interconnect to its HP port, in HP_ORDER
+    intf = _nets(calls, "connect_bd_intf_net")
+    via = {a.split("/")[1]: b.split("/")[0] for a, b in intf
+           if a.startswith(f"{facts['cell']}/") and b.startswith("axi_mem")}
+    to_hp = {a.split("/")[0]: b.split("/")[1] for a, b in intf
+             if a.startswith("axi_mem") and b.startswith(f"{facts['ps_cell']}/")}
+    segments = {space.split("/")[1]: seg for space, seg in re.findall(
+        r"^assign_bd_address -target_address_space (\S+) segs\((\S+)\)$", "\n".join(calls), re.M)}
+    hp = [(r.get("MASTERBUSINTERFACE"), r.get("INSTANCE"), r.get("SLAVEBUSINTERFACE"),
+           r.get("ADDRESSBLOCK"), r.get("MEMTYPE"))
+          for r in modules[facts["cell"]].iter("MEMRANGE")]
+    assert hp == [(bus, facts["ps_cell"], to_hp[via[bus]], segments[bus].split("/")[2],
+                   "MEMORY") for bus in build.HP_ORDER]
+    assert [h[2] for h in hp] == ["S_AXI_HP0", "S_AXI_HP1", "S_AXI_HP2"]
+
+    # every MEMRANGE names a manager of its module and a subordinate of its target
+    buses = {(name, b.get("NAME")): b.get("TYPE")
+             for name, m in modules.items() for b in m.iter("BUSINTERFACE")}
+    for module in modules.values():
+        for r in module.iter("MEMRANGE"):
+            assert buses[(module.get("INSTANCE"), r.get("MASTERBUSINTERFACE"))] == "MASTER"
+            assert buses[(r.get("INSTANCE"), r.get("SLAVEBUSINTERFACE"))] == "SLAVE"
+
+    # irq: the same nets, each listed on both ends, level high
+    wires = {frozenset({f"{name}/{p.get('NAME')}", f"{c.get('INSTANCE')}/{c.get('PORT')}"})
+             for name, m in modules.items() for p in m.iter("PORT") for c in p.iter("CONNECTION")}
+    assert wires == {frozenset(net) for net in _nets(calls, "connect_bd_net")
+                     if f"{facts['cell']}/irq" in net or f"{facts['intc_cell']}/irq" in net}
+    assert wires == {frozenset({"dwsep/irq", "axi_intc_0/intr"}),
+                     frozenset({"axi_intc_0/irq", "ps7/IRQ_F2P"})}
+    ports = {(name, p.get("NAME")): (p.get("DIR"), p.get("SIGIS"), p.get("SENSITIVITY"))
+             for name, m in modules.items() for p in m.iter("PORT")}
+    assert ports == {("ps7", "IRQ_F2P"): ("I", "INTERRUPT", "LEVEL_HIGH"),
+                     ("dwsep", "irq"): ("O", "INTERRUPT", "LEVEL_HIGH"),
+                     ("axi_intc_0", "intr"): ("I", "INTERRUPT", "LEVEL_HIGH"),
+                     ("axi_intc_0", "irq"): ("O", "INTERRUPT", "LEVEL_HIGH")}
+    assert modules["axi_intc_0"].get("VLNV").split(":")[2] == "axi_intc"  # what PYNQ looks for
+    assert _parameters(modules["axi_intc_0"]) == {"C_NUM_INTR_INPUTS": "1",
+                                                  "C_IRQ_CONNECTION": "1", "C_IRQ_IS_LEVEL": "1"}
+
+
+@pytest.mark.parametrize("clock, actual", [
+    (100, "100.000000"),
+    (200, "200.000000"),
+    (142.5, "142.857143"),  # 1000/7: no product of two dividers is 7.0175
+    (10, "10.000000"),
+])
+def test_hwh_fclk0_gives_the_clock(clock, actual):
+    ps = _modules(ET.fromstring(hwh.block_design_hwh(PYNQ_Z2, "tiny", clock)))["ps7"]
+    p = _parameters(ps)
+    d0, d1 = int(p["PCW_FCLK0_PERIPHERAL_DIVISOR0"]), int(p["PCW_FCLK0_PERIPHERAL_DIVISOR1"])
+    assert 1 <= d1 <= d0 <= 63
+    assert p["PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ"] == actual == f"{1000 / (d0 * d1):.6f}"
+    ratio = 1000 / clock
+    assert all(abs(d0 * d1 - ratio) <= abs(a * b - ratio)
+               for a in range(1, 64) for b in range(1, 64))
+    assert p["PCW_FPGA0_PERIPHERAL_FREQMHZ"] == f"{clock:g}"  # what ps7_pynq_z2.tcl asks for
+    assert (p["PCW_FPGA_FCLK0_ENABLE"], p["PCW_FCLK0_PERIPHERAL_CLKSRC"]) == ("1", "IO PLL")
+    for i in (1, 2, 3):
+        assert (p[f"PCW_FPGA_FCLK{i}_ENABLE"], p[f"PCW_FCLK{i}_PERIPHERAL_CLKSRC"],
+                p[f"PCW_FCLK{i}_PERIPHERAL_DIVISOR0"],
+                p[f"PCW_FCLK{i}_PERIPHERAL_DIVISOR1"]) == ("0", "IO PLL", "1", "1")
+
+
+def test_fclk_divisors():
+    assert hwh.fclk_divisors(1000, 100) == (10, 1)
+    assert hwh.fclk_divisors(1000, 10) == (50, 2)
+    # 67 is prime: 66 and 68 are as close; the tie goes to the slower clock
+    assert hwh.fclk_divisors(1000, 1000 / 67) == (34, 2)
+    with pytest.raises(ValueError, match=r"^'clock_mhz' must be positive, not 0$"):
+        hwh.fclk_divisors(1000, 0)
+
+
+def test_hwh_register_map_is_the_layout():
+    """Every register of ``hw.layout.REGISTERS`` with its offset and access, every field
+    with its bits."""
+    from dwsep.hw.layout import REGISTERS
+
+    root = ET.fromstring(hwh.block_design_hwh(PYNQ_Z2, "pynq-z2", 100))
+    (block,) = _modules(root)["dwsep"].iter("ADDRESSBLOCK")
+    assert (block.get("INTERFACE"), block.get("NAME"), block.get("RANGE"),
+            block.get("USAGE")) == ("s_axil", "reg0", "65536", "register")
+    registers = {r.get("NAME"): r for r in block.iter("REGISTER")}
+    assert list(registers) == [r.name for r in REGISTERS]
+    for reg in REGISTERS:
+        props = _properties(registers[reg.name])
+        access = "read-only" if reg.access == "ro" else "read-write"
+        assert (int(props["ADDRESS_OFFSET"], 16), props["SIZE"], props["ACCESS"],
+                props["IS_ENABLED"], props["DESCRIPTION"]) == (reg.offset, "32", access,
+                                                               "true", reg.doc)
+        fields = {f.get("NAME"): _properties(f) for f in registers[reg.name].iter("FIELD")}
+        assert {name: (int(f["BIT_OFFSET"]), int(f["BIT_WIDTH"]), f["ACCESS"])
+                for name, f in fields.items()} == {
+            f.name: (f.lsb, f.width, access) for f in reg.fields}, reg.name
+
+
+def test_hwh_says_what_it_is():
+    text = hwh.block_design_hwh(PYNQ_Z2, "tiny", 142.5)
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n'
+                           "<!-- Not written by Vivado: dwsep.bitstreams.hwh's stand-in for "
+                           "dwsep.hwh (board pynq-z2, config 'tiny', fabric clock 142.5 MHz) "
+                           "-->\n<EDKSYSTEM ")
+
+
+@pytest.mark.parametrize("config, clock, message", [
+    ("tiny", 300, "--clock-mhz 300: the pynq-z2's fabric clock takes 10..250 MHz"),
+    ("nope", 100, "unknown accelerator config 'nope'; known configs: "),
+])
+def test_hwh_errors(config, clock, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hwh.block_design_hwh(PYNQ_Z2, config, clock)

@@ -6,20 +6,22 @@
 #
 # `dwsep build` writes this script's folder: dwsep_top.v (the accelerator),
 # dwsep_accelerator.v (its Vivado shell), settings.tcl (config, part, fabric clock, the AXI
-# subordinate and manager port names) and a copy of this script and ps7_pynq_z2.tcl. Steps:
-# package the shell as IP dwsep.org:dwsep:accelerator:1.0 (the PYNQ driver binds to this
-# VLNV), build a block design (PS7 with PYNQ-Z2 settings, FCLK_CLK0 at the chosen clock;
-# registers on M_AXI_GP0 through an AXI interconnect; DDR through one AXI interconnect per
-# manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in the managers' order
-# in settings.tcl: m_axi, m_axi_res, m_axi_pf); irq to IRQ_F2P), then synthesize, implement,
-# write the bitstream and copy the block design's hardware handoff.
+# subordinate and manager port names, and the block design's cell names, VLNVs and address
+# windows, declared in bitstreams/build.py) and a copy of this script and ps7_pynq_z2.tcl.
+# Steps: package the shell as IP dwsep.org:dwsep:accelerator:1.0 (the PYNQ driver binds to
+# this VLNV), build a block design (PS7 with PYNQ-Z2 settings, FCLK_CLK0 at the chosen
+# clock; on M_AXI_GP0 through an AXI interconnect the accelerator's registers at
+# $dwsep_reg_base and an AXI interrupt controller at $dwsep_intc_base; DDR through one AXI
+# interconnect per manager, which converts AXI4 to AXI3, to S_AXI_HP0, S_AXI_HP1, ... in
+# the managers' order in settings.tcl: m_axi, m_axi_res, m_axi_pf; the accelerator's irq
+# through the interrupt controller to IRQ_F2P, as pynq.Interrupt needs), then synthesize,
+# implement, write the bitstream and copy the block design's hardware handoff.
 # Written without access to Vivado: untested (see bitstreams/README.md).
 
 set ip_vendor dwsep.org
 set ip_library dwsep
 set ip_name accelerator
 set ip_version 1.0
-set bd_name dwsep
 set out [file dirname [file normalize [info script]]]
 
 if {$argc > 1} {
@@ -36,11 +38,13 @@ foreach f [concat $sources [list [file join $out settings.tcl]]] {
 }
 source [file join $out settings.tcl]
 set part $dwsep_part
+set bd_name $dwsep_bd_name
 source [file join $out ps7_pynq_z2.tcl]
 
 # ---- 1. package the accelerator as IP ------------------------------------------------------
 proc package_ip {out sources} {
-    global part ip_vendor ip_library ip_name ip_version dwsep_slaves dwsep_masters
+    global part ip_vendor ip_library ip_name ip_version dwsep_slaves dwsep_masters \
+        dwsep_reg_block dwsep_reg_range
     set ip_dir [file join $out ip]
     file delete -force $ip_dir [file join $out ip_project]
     create_project -force ip_project [file join $out ip_project] -part $part
@@ -60,8 +64,8 @@ proc package_ip {out sources} {
     foreach bus [concat $dwsep_slaves $dwsep_masters] {
         ipx::associate_bus_interfaces -busif $bus -clock aclk $core
     }
-    # Each register window: 64 KiB, one address block (the packager infers it from the
-    # AXI4-Lite address width on most versions; make sure it exists).
+    # Each register window: $dwsep_reg_range bytes, one address block (the packager infers
+    # it from the AXI4-Lite address width on most versions; make sure it exists).
     foreach bus $dwsep_slaves {
         set busif [ipx::get_bus_interfaces $bus -of_objects $core]
         if {[llength [ipx::get_memory_maps $bus -of_objects $core]] == 0} {
@@ -70,9 +74,10 @@ proc package_ip {out sources} {
         }
         set mmap [ipx::get_memory_maps $bus -of_objects $core]
         if {[llength [ipx::get_address_blocks -of_objects $mmap]] == 0} {
-            ipx::add_address_block reg0 $mmap
+            ipx::add_address_block $dwsep_reg_block $mmap
         }
-        set_property range 65536 [lindex [ipx::get_address_blocks -of_objects $mmap] 0]
+        set_property range [expr {$dwsep_reg_range}] \
+            [lindex [ipx::get_address_blocks -of_objects $mmap] 0]
     }
     ipx::create_xgui_files $core
     ipx::update_checksums $core
@@ -84,19 +89,31 @@ proc package_ip {out sources} {
 
 # ---- 2. block design ------------------------------------------------------------------------
 proc build_block_design {bd_name vlnv} {
-    global dwsep_slaves dwsep_masters
+    global dwsep_slaves dwsep_masters dwsep_fclk_mhz dwsep_ps_cell dwsep_ps_vlnv dwsep_cell \
+        dwsep_reg_base dwsep_reg_range dwsep_intc_cell dwsep_intc_vlnv dwsep_intc_bus \
+        dwsep_intc_base dwsep_intc_range
+    set ps $dwsep_ps_cell
+    set acc $dwsep_cell
+    set intc $dwsep_intc_cell
     create_bd_design $bd_name
 
-    set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:processing_system7:5.5 ps7]
-    set_property -dict [ps7_pynq_z2_config $::dwsep_fclk_mhz] $ps
+    set ps_cell [create_bd_cell -type ip -vlnv $dwsep_ps_vlnv $ps]
+    set_property -dict [ps7_pynq_z2_config $dwsep_fclk_mhz] $ps_cell
     apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
         -config {make_external "FIXED_IO, DDR" apply_board_preset "0" Master "Disable" Slave "Disable"} \
-        $ps
+        $ps_cell
 
-    create_bd_cell -type ip -vlnv $vlnv dwsep
+    create_bd_cell -type ip -vlnv $vlnv $acc
+    # The interrupt controller drives IRQ_F2P with one level `irq` wire (C_IRQ_CONNECTION 1,
+    # not the MicroBlaze interrupt bus); its one input `intr` takes its width and kind from
+    # the net that drives it (the shell declares irq SENSITIVITY LEVEL_HIGH).
+    set intc_cell [create_bd_cell -type ip -vlnv $dwsep_intc_vlnv $intc]
+    set_property -dict [list CONFIG.C_IRQ_CONNECTION {1} CONFIG.C_IRQ_IS_LEVEL {1}] $intc_cell
     create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset:5.0 rst_fclk0
+    # One manager port per register bus, and one for the interrupt controller (the last).
     set ctrl [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_interconnect:2.1 axi_ctrl]
-    set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI [llength $dwsep_slaves]] $ctrl
+    set_property -dict [list CONFIG.NUM_SI {1} \
+        CONFIG.NUM_MI [expr {[llength $dwsep_slaves] + 1}]] $ctrl
     set i 0
     foreach bus $dwsep_masters {
         set mem [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_interconnect:2.1 axi_mem$i]
@@ -104,54 +121,66 @@ proc build_block_design {bd_name vlnv} {
         incr i
     }
 
-    # One clock (FCLK_CLK0) for the PS ports, both interconnects and the accelerator;
-    # interconnect port clocks and resets are collected while the buses are connected.
-    set clocks [list [get_bd_pins ps7/M_AXI_GP0_ACLK] \
-        [get_bd_pins dwsep/aclk] [get_bd_pins rst_fclk0/slowest_sync_clk] \
+    # One clock (FCLK_CLK0) for the PS ports, the interconnects, the accelerator and the
+    # interrupt controller; interconnect port clocks and resets are collected while the buses
+    # are connected.
+    set clocks [list [get_bd_pins $ps/M_AXI_GP0_ACLK] \
+        [get_bd_pins $acc/aclk] [get_bd_pins $intc/s_axi_aclk] \
+        [get_bd_pins rst_fclk0/slowest_sync_clk] \
         [get_bd_pins axi_ctrl/ACLK] [get_bd_pins axi_ctrl/S00_ACLK]]
-    set resets [list [get_bd_pins dwsep/aresetn] [get_bd_pins axi_ctrl/S00_ARESETN]]
+    set resets [list [get_bd_pins $acc/aresetn] [get_bd_pins $intc/s_axi_aresetn] \
+        [get_bd_pins axi_ctrl/S00_ARESETN]]
     set interconnect_resets [list [get_bd_pins axi_ctrl/ARESETN]]
 
-    connect_bd_intf_net [get_bd_intf_pins ps7/M_AXI_GP0] [get_bd_intf_pins axi_ctrl/S00_AXI]
-    set i 0
+    connect_bd_intf_net [get_bd_intf_pins $ps/M_AXI_GP0] [get_bd_intf_pins axi_ctrl/S00_AXI]
+    set targets {}
     foreach bus $dwsep_slaves {
+        lappend targets $acc/$bus
+    }
+    lappend targets $intc/$dwsep_intc_bus
+    set i 0
+    foreach target $targets {
         set port [format M%02d $i]
-        connect_bd_intf_net [get_bd_intf_pins axi_ctrl/${port}_AXI] [get_bd_intf_pins dwsep/$bus]
+        connect_bd_intf_net [get_bd_intf_pins axi_ctrl/${port}_AXI] [get_bd_intf_pins $target]
         lappend clocks [get_bd_pins axi_ctrl/${port}_ACLK]
         lappend resets [get_bd_pins axi_ctrl/${port}_ARESETN]
         incr i
     }
     set i 0
     foreach bus $dwsep_masters {
-        connect_bd_intf_net [get_bd_intf_pins dwsep/$bus] [get_bd_intf_pins axi_mem$i/S00_AXI]
+        connect_bd_intf_net [get_bd_intf_pins $acc/$bus] [get_bd_intf_pins axi_mem$i/S00_AXI]
         connect_bd_intf_net [get_bd_intf_pins axi_mem$i/M00_AXI] \
-            [get_bd_intf_pins ps7/S_AXI_HP$i]
-        lappend clocks [get_bd_pins ps7/S_AXI_HP${i}_ACLK] [get_bd_pins axi_mem$i/ACLK] \
+            [get_bd_intf_pins $ps/S_AXI_HP$i]
+        lappend clocks [get_bd_pins $ps/S_AXI_HP${i}_ACLK] [get_bd_pins axi_mem$i/ACLK] \
             [get_bd_pins axi_mem$i/S00_ACLK] [get_bd_pins axi_mem$i/M00_ACLK]
         lappend resets [get_bd_pins axi_mem$i/S00_ARESETN] [get_bd_pins axi_mem$i/M00_ARESETN]
         lappend interconnect_resets [get_bd_pins axi_mem$i/ARESETN]
         incr i
     }
 
-    connect_bd_net [get_bd_pins ps7/FCLK_CLK0] {*}$clocks
-    connect_bd_net [get_bd_pins ps7/FCLK_RESET0_N] [get_bd_pins rst_fclk0/ext_reset_in]
+    connect_bd_net [get_bd_pins $ps/FCLK_CLK0] {*}$clocks
+    connect_bd_net [get_bd_pins $ps/FCLK_RESET0_N] [get_bd_pins rst_fclk0/ext_reset_in]
     connect_bd_net [get_bd_pins rst_fclk0/interconnect_aresetn] {*}$interconnect_resets
     connect_bd_net [get_bd_pins rst_fclk0/peripheral_aresetn] {*}$resets
-    connect_bd_net [get_bd_pins dwsep/irq] [get_bd_pins ps7/IRQ_F2P]
+    connect_bd_net [get_bd_pins $acc/irq] [get_bd_pins $intc/intr]
+    connect_bd_net [get_bd_pins $intc/irq] [get_bd_pins $ps/IRQ_F2P]
 
-    # Register windows from the start of the GP0 window, 64 KiB each; every accelerator
-    # manager sees all of DDR through its HP port.
-    set offset 0x40000000
+    # Register windows from $dwsep_reg_base, one after the other; the interrupt controller at
+    # $dwsep_intc_base; every accelerator manager sees all of DDR through its HP port.
+    set offset $dwsep_reg_base
     foreach bus $dwsep_slaves {
-        assign_bd_address -offset [format 0x%08X $offset] -range 64K \
-            -target_address_space [get_bd_addr_spaces ps7/Data] \
-            [get_bd_addr_segs -of_objects [get_bd_intf_pins dwsep/$bus]]
-        incr offset 0x10000
+        assign_bd_address -offset [format 0x%08X $offset] -range $dwsep_reg_range \
+            -target_address_space [get_bd_addr_spaces $ps/Data] \
+            [get_bd_addr_segs -of_objects [get_bd_intf_pins $acc/$bus]]
+        incr offset $dwsep_reg_range
     }
+    assign_bd_address -offset $dwsep_intc_base -range $dwsep_intc_range \
+        -target_address_space [get_bd_addr_spaces $ps/Data] \
+        [get_bd_addr_segs -of_objects [get_bd_intf_pins $intc/$dwsep_intc_bus]]
     set i 0
     foreach bus $dwsep_masters {
-        assign_bd_address -target_address_space [get_bd_addr_spaces dwsep/$bus] \
-            [get_bd_addr_segs ps7/S_AXI_HP$i/HP${i}_DDR_LOWOCM]
+        assign_bd_address -target_address_space [get_bd_addr_spaces $acc/$bus] \
+            [get_bd_addr_segs $ps/S_AXI_HP$i/HP${i}_DDR_LOWOCM]
         incr i
     }
 
