@@ -91,7 +91,8 @@ class Device(ABC):
     Backends implement :meth:`read_word`, :meth:`write_word` and :meth:`alloc`; callers use
     the name-based :meth:`read_register`, :meth:`read_field`, :meth:`write_register`.
     ``counts_cycles`` is False for devices without timing (their cycle count is ``None``).
-    ``default_timeout_s`` is the wait a run gets unless the caller sets one.
+    ``default_timeout_s`` is the wait a run gets unless the caller sets one; ``uses_irq``
+    says whether a run enables the interrupt.
     ``on_descriptor``, when set, is called with a descriptor's index as the device starts
     it: devices that execute a program synchronously inside the ``CTRL.start`` write (the
     reference model) report progress this way; the others through ``LAYER.index``, which
@@ -101,6 +102,9 @@ class Device(ABC):
     name = "device"
     counts_cycles = True
     default_timeout_s = 10.0
+    #: True for devices whose :meth:`wait_done` waits on the interrupt: runs start with
+    #: ``CTRL.irq_enable`` set.
+    uses_irq = False
 
     def __init__(self, config: str | AcceleratorConfig):
         self.config = get_config(config)
@@ -158,7 +162,12 @@ class Device(ABC):
                 raise DeviceTimeoutError(
                     f"{self.name}: no done after {timeout_s} s (STATUS busy={status['busy']}, "
                     f"LAYER.index={self.read_field('LAYER', 'index')})")
-            time.sleep(poll_s)
+            self.pause(poll_s, deadline)
+
+    def pause(self, poll_s: float, deadline: float) -> None:
+        """Between two looks at ``STATUS`` in :meth:`wait_done`: sleep ``poll_s`` (devices
+        with an interrupt wait on it instead, until ``deadline`` at most)."""
+        time.sleep(poll_s)
 
     def descriptor_cycles(self) -> dict[int, int] | None:
         """Cycle (from start) at which each descriptor of the last run began, for devices
@@ -332,7 +341,7 @@ class Accelerator:
         t0 = time.monotonic()
         dev.on_descriptor = reached
         try:
-            dev.write_register("CTRL", start=1)
+            dev.write_register("CTRL", start=1, irq_enable=int(dev.uses_irq))
             status = dev.wait_done(self.timeout_s, on_layer=reached)
         finally:
             dev.on_descriptor = None

@@ -4,7 +4,12 @@ PYNQ conventions: ``pynq.Overlay`` loads the bitstream (with its ``.hwh`` beside
 gets a :class:`pynq.DefaultIP` subclass bound by VLNV (:data:`VLNV`), registers are reached
 through the IP's ``read``/``write`` (offsets from :data:`dwsep.hw.layout.REGISTERS`), and
 DDR buffers come from ``pynq.allocate`` (flushed after the CPU writes them, invalidated before
-it reads what the accelerator wrote).
+it reads what the accelerator wrote). A run waits on the IP's interrupt (``pynq.Interrupt``
+on its ``irq`` pin, through the block design's AXI interrupt controller) where the overlay
+has one and no event loop is already running (in Jupyter one is), else it polls ``STATUS``;
+both with the run's timeout.
+
+Tested with the real ``pynq`` 4.0 on a simulated board (:mod:`dwsep.sim.pynq_board`).
 
 ``pynq`` pins ``numpy<2`` and only makes sense on a board, so it is imported when a
 :class:`PynqDevice` is made, not with this module.
@@ -12,14 +17,17 @@ it reads what the accelerator wrote).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import time
 import weakref
 
 import numpy as np
 
 from ..driver import BackendUnavailableError, Buffer, Device
 
-__all__ = ["PynqDevice", "VLNV", "ip_driver_class"]
+__all__ = ["PynqDevice", "VLNV", "ip_driver_class", "fix_zynq7000_clocks"]
 
 #: IP-XACT identifier of the packaged accelerator IP (vendor:library:name:version)
 VLNV = "dwsep.org:dwsep:accelerator:1.0"
@@ -52,6 +60,28 @@ def ip_driver_class(pynq) -> type:
 
         _driver_classes[pynq] = DwsepIP
     return _driver_classes[pynq]
+
+
+def fix_zynq7000_clocks() -> None:
+    """Work around PYNQ 4.0.0 with pynqmetadata 0.2.0 on Zynq-7000: ``Overlay.download``
+    sets every enabled fabric clock to the frequency pynqmetadata reads from the ``.hwh``
+    under the Zynq UltraScale+ parameter name, which a ``processing_system7`` does not have,
+    so the frequency is ``None`` and the download raises ``TypeError`` (``pynq/ps.py``).
+    Point the Zynq-7000 model at the parameter Vivado writes for it,
+    ``PCW_ACT_FPGA<i>_PERIPHERAL_FREQMHZ``; nothing changes where pynqmetadata is absent or
+    already reads a Zynq-7000 name."""
+    try:
+        from pynqmetadata.models.zynq_proc_sys_core import ZynqProcSysCore
+    except ImportError:
+        return
+    probe = ZynqProcSysCore.__new__(ZynqProcSysCore)
+    try:
+        name = ZynqProcSysCore.clk_freq_param_name(probe, 0)
+    except Exception:
+        name = None
+    if name is None or name.startswith("PSU__"):
+        ZynqProcSysCore.clk_freq_param_name = (
+            lambda self, clk_id: f"PCW_ACT_FPGA{clk_id}_PERIPHERAL_FREQMHZ")
 
 
 class _PynqBuffer(Buffer):
@@ -107,6 +137,7 @@ class PynqDevice(Device):
                 raise BackendUnavailableError(
                     "the pynq backend needs bitstream='dwsep.bit' (with its .hwh beside it) "
                     "or overlay=<a loaded pynq.Overlay>")
+            fix_zynq7000_clocks()
             overlay = self._pynq.Overlay(str(bitstream))
         ours = [n for n, d in overlay.ip_dict.items() if d.get("type") == VLNV]
         if ip_name is None:
@@ -118,7 +149,26 @@ class PynqDevice(Device):
                                               f"({', '.join(ours)}); pass ip_name= to choose")
             ip_name = ours[0]
         self.overlay = overlay
+        self.ip_name = ip_name
         self.ip = getattr(overlay, ip_name)
+        #: ``pynq.Interrupt`` of the IP's ``irq`` pin, or None (no interrupt controller)
+        self.irq = getattr(self.ip, "irq", None)
+        self.uses_irq = self.irq is not None
+
+    def pause(self, poll_s: float, deadline: float) -> None:
+        """Wait on the interrupt for up to 0.1 s (so :meth:`wait_done` still reports
+        ``LAYER.index`` and sees the deadline), or sleep ``poll_s`` where there is no
+        interrupt or an event loop is already running (Jupyter's)."""
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            loop = None
+        if self.irq is None or loop is None or loop.is_running():
+            time.sleep(poll_s)
+            return
+        left = max(0.0, min(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(asyncio.TimeoutError):
+            loop.run_until_complete(asyncio.wait_for(self.irq.wait(), left))
 
     def read_word(self, offset: int) -> int:
         return int(self.ip.read(offset))

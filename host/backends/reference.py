@@ -292,8 +292,8 @@ class ReferenceDevice(Device):
     config:
         The config the modelled hardware was built with (its capability registers).
     memory:
-        Address space to run on; a private one by default (tests share one with a fake
-        board).
+        Address space to run on; a private one by default (the simulated PYNQ board gives its
+        DDR, ``dwsep.sim.pynq_board``).
     base_address:
         Where :meth:`alloc` starts placing buffers.
     """
