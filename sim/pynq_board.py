@@ -568,13 +568,71 @@ class AcceleratorModel:
         self.board.set_irq(self.pin, bool((status["done"] or status["error"]) and enabled))
 
 
-def simulated_board(folder: str | os.PathLike, config: str, *, clock_mhz: float = 100.0,
-                    ddr_base: int = 0x1800_0000, ddr_size: int = 64 << 20) -> tuple[SimDevice,
-                                                                                      Path]:
+class RtlAcceleratorModel:
+    """The dwsep IP of the simulated board as the Verilated RTL (``dwsep.sim.rtl_device``):
+    a start copies the simulated DDR into the simulation's memory and runs the program in
+    the background; when it ends, a watcher thread copies the memory back and raises ``irq``
+    (if ``CTRL.irq_enable``), as the hardware would, whether or not the host is reading
+    registers meanwhile. The DDR must start at a small address: the simulation's memory
+    image spans from address 0 to the end of DDR."""
+
+    def __init__(self, board: SimDevice, ip_name: str, description: dict, config: str, *,
+                 memory: str = "pynq-z2", clock_mhz: float = 100.0):
+        from dwsep.sim.rtl_device import RtlDevice
+
+        self.board, self.pin = board, f"{ip_name}/irq"
+        self.device = RtlDevice(config, memory=memory, clock_mhz=clock_mhz)
+        self.device.memory = bytearray(board.ddr.base + board.ddr.size)
+        self._pending = False
+
+    def read(self, offset: int) -> int:
+        with self.board.lock:
+            self._sync()
+            return self.device.read_word(offset)
+
+    def write(self, offset: int, value: int) -> None:
+        with self.board.lock:
+            self._sync()
+            ddr = self.board.ddr
+            self.device.memory[ddr.base:ddr.base + ddr.size] = ddr.data.tobytes()
+            self.device.write_word(offset, value)
+            if self.device.running():
+                self._pending = True
+                threading.Thread(target=self._watch, daemon=True,
+                                 name="dwsep-board-irq").start()
+            else:
+                self._update_irq()
+
+    def _watch(self) -> None:
+        self.device.join()
+        with self.board.lock:
+            self._sync()
+
+    def _sync(self) -> None:
+        """After a run ends: its memory back into the simulated DDR, then the interrupt."""
+        if not self._pending or self.device.running():
+            return
+        self._pending = False
+        self.device.read_field("STATUS", "busy")  # collects the run (RtlDevice._finish)
+        ddr = self.board.ddr
+        ddr.data[:] = np.frombuffer(self.device.memory, np.uint8)[ddr.base:ddr.base + ddr.size]
+        self._update_irq()
+
+    def _update_irq(self) -> None:
+        status = self.device.read_register("STATUS")
+        enabled = self.device.read_field("CTRL", "irq_enable")
+        self.board.set_irq(self.pin, bool((status["done"] or status["error"]) and enabled))
+
+
+def simulated_board(folder: str | os.PathLike, config: str, *, model: str = "reference",
+                    clock_mhz: float = 100.0) -> tuple[SimDevice, Path]:
     """Activate a simulated PYNQ-Z2 running the dwsep overlay of ``config`` and write its
     ``dwsep.bit`` stand-in and ``dwsep.hwh`` (the block design of ``dwsep build``) into
     ``folder``; return the device and the ``.bit`` path for ``pynq.Overlay`` or
-    ``Accelerator(config, "pynq", bitstream=...)``."""
+    ``Accelerator(config, "pynq", bitstream=...)``. ``model``: ``"reference"`` (the NumPy
+    model: 64 MiB of DDR at 0x1800_0000, where PYNQ-Z2 images keep their buffers) or
+    ``"rtl"`` (the Verilated accelerator with the PYNQ-Z2 memory model at ``clock_mhz``;
+    16 MiB of DDR at 0x10_0000, since each run copies the memory image)."""
     from dwsep.bitstreams.build import BOARDS, VLNV
     from dwsep.bitstreams.hwh import block_design_hwh
 
@@ -583,7 +641,15 @@ def simulated_board(folder: str | os.PathLike, config: str, *, clock_mhz: float 
     bit = folder / "dwsep.bit"
     write_dummy_bit(bit)
     bit.with_suffix(".hwh").write_text(block_design_hwh(BOARDS["pynq-z2"], config, clock_mhz))
-    device = SimDevice({VLNV: lambda board, name, desc: AcceleratorModel(board, name, desc,
-                                                                          config)},
-                       ddr_base=ddr_base, ddr_size=ddr_size)
+    if model == "reference":
+        def factory(board, name, desc):
+            return AcceleratorModel(board, name, desc, config)
+        ddr_base, ddr_size = 0x1800_0000, 64 << 20
+    elif model == "rtl":
+        def factory(board, name, desc):
+            return RtlAcceleratorModel(board, name, desc, config, clock_mhz=clock_mhz)
+        ddr_base, ddr_size = 0x10_0000, 16 << 20
+    else:
+        raise ValueError(f"model {model!r}: 'reference' or 'rtl'")
+    device = SimDevice({VLNV: factory}, ddr_base=ddr_base, ddr_size=ddr_size)
     return device.activate(), bit

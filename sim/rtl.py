@@ -192,6 +192,10 @@ class Simulation:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def join(self) -> None:
+        """Wait for the simulation to end."""
+        self._thread.join()
+
     def progress(self) -> dict:
         """The bench's last progress report (empty before the first)."""
         try:
@@ -201,7 +205,7 @@ class Simulation:
 
     def result(self) -> JobResult:
         """Wait for the simulation and return its result (or raise its error)."""
-        self._thread.join()
+        self.join()
         shutil.rmtree(self._dir, ignore_errors=True)
         if self._error is not None:
             raise self._error

@@ -119,6 +119,17 @@ class RtlDevice(Device):
                                  **self._options()))
         return self._snapshot[reg.name]
 
+    def running(self) -> bool:
+        """Whether a started program is still being simulated."""
+        return self._running is not None and self._running.running()
+
+    def join(self) -> None:
+        """Wait until the simulation of a started program ends (the next register access
+        collects its result)."""
+        running = self._running
+        if running is not None:
+            running.join()
+
     def wait_done(self, timeout_s: float, poll_s: float = 1e-4,
                   on_layer=None) -> dict[str, int]:
         # a simulation advances slowly: poll the progress file, not the CPU

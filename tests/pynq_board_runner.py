@@ -5,9 +5,10 @@ unchanged ``Accelerator(backend="pynq")`` path.
     python pynq_board_runner.py WORKDIR
 
 ``WORKDIR/job.json``: ``{"config": NAME, "board_config": NAME (the overlay's; default
-config), "runs": [{"model": FILE, "input": FILE.npy}, ...], "drop": null | "flush" |
-"invalidate" (make PynqBuffer's call a no-op), "wait": "irq" | "poll", "hang": bool (the IP
-never finishes), "timeout_s": null | seconds, "bitstream": true (false: pass none)}``. Writes
+config), "model": "reference" | "rtl" (the accelerator behind the board), "runs":
+[{"model": FILE, "input": FILE.npy}, ...], "drop": null | "flush" | "invalidate" (make
+PynqBuffer's call a no-op), "wait": "irq" | "poll", "hang": bool (the IP never finishes),
+"timeout_s": null | seconds, "bitstream": true (false: pass none)}``. Writes
 ``out<i>.npy`` per run and ``report.json``: the device and driver class, what the run did on
 the board (counts of each logged event, flush before the start, invalidate after it, device
 reads of unflushed bytes, interrupts raised), and the error, if any, as type and message.
@@ -32,7 +33,8 @@ from dwsep.sim.pynq_board import AcceleratorModel, simulated_board
 def main(workdir: Path) -> None:
     job = json.loads((workdir / "job.json").read_text())
     config = job["config"]
-    board, bit = simulated_board(workdir / "overlay", job.get("board_config") or config)
+    board, bit = simulated_board(workdir / "overlay", job.get("board_config") or config,
+                                 model=job.get("model", "reference"))
     if job.get("drop"):
         setattr(board, job["drop"], lambda *args: None)
     if job.get("hang"):

@@ -1,9 +1,10 @@
 """The environment the real ``pynq`` package runs in for the tests: ``pynq`` 4.0 pins NumPy
-1.x, so it gets a venv of its own, made on first use (about 30 s; needs the package index)
+1.x, so it gets a venv of its own, made on first use (about a minute; needs the package index)
 and kept in the build cache (``dwsep.sim.verilator.build_root()``) under a name that changes
 with ``pyproject.toml`` and the Python version. dwsep is installed there editable with its
-``pynq`` extra, so the environment runs the working tree's code (the host part only: no
-Amaranth, no cocotb), as a board image would.
+``pynq`` and ``sim`` extras (:data:`EXTRAS`), so the environment runs the working tree's code,
+and the simulated board's accelerator can be the Verilated RTL (``tests/test_packaging.py``
+checks the board's own install: host only, no Amaranth).
 
 ``run_on_board(script_args, ...)`` runs ``tests/pynq_board_runner.py`` in it."""
 
@@ -23,10 +24,11 @@ from dwsep.sim.verilator import build_root
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().parent / "pynq_board_runner.py"
+EXTRAS = "pynq,sim"
 
 
 def _key() -> str:
-    text = (REPO / "pyproject.toml").read_text() + sys.version + platform.platform()
+    text = (REPO / "pyproject.toml").read_text() + sys.version + platform.platform() + EXTRAS
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -38,14 +40,14 @@ def pynq_python() -> Path:
     with FileLock(f"{root}.lock"):
         if not (root / "ready").is_file():
             shutil.rmtree(root, ignore_errors=True)
-            print(f"creating the pynq test environment in {root} (about 30 s)",
+            print(f"creating the pynq test environment in {root} (about a minute)",
                   file=sys.stderr)
             subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
             proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e",
-                                   f"{REPO}[pynq]"], capture_output=True, text=True,
+                                   f"{REPO}[{EXTRAS}]"], capture_output=True, text=True,
                                   timeout=900)
             if proc.returncode != 0:
-                raise RuntimeError(f"pip install -e '{REPO}[pynq]' into {root} failed:\n"
+                raise RuntimeError(f"pip install -e '{REPO}[{EXTRAS}]' into {root} failed:\n"
                                    f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
             (root / "ready").write_text("")
     return python

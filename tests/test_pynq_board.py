@@ -147,3 +147,16 @@ def test_pynq_missing(monkeypatch):
         Accelerator("tiny", "pynq", bitstream="dwsep.bit")
     assert str(info.value) == ("the pynq backend needs the 'pynq' package (a PYNQ board image "
                                "has it): pip install 'dwsep[pynq]'")
+
+
+@pytest.mark.verilator
+def test_rtl_behind_the_simulated_board(tmp_path):
+    """The same path with the Verilated accelerator behind the board (the PYNQ-Z2 memory
+    model at 100 MHz): bit-exact, and each run ends with the interrupt the RTL raises."""
+    runs, expected = _cases(tmp_path, [*_layers(1, seed=11), mobilenet_like_model(NETWORK)])
+    report = run_on_board({"config": "tiny", "model": "rtl", "runs": runs}, tmp_path,
+                          timeout=1800)
+    assert report["error"] is None, report["error"]
+    assert all(np.array_equal(g, w) for g, w in zip(_outputs(tmp_path, report), expected,
+                                                    strict=True))
+    assert report["irq_enabled_at_start"] == [True, True] and report["irq_raised"] >= 2
