@@ -2,11 +2,13 @@
 1.x, so it gets a venv of its own, made on first use (about a minute; needs the package index)
 and kept in the build cache (``dwsep.sim.verilator.build_root()``) under a name that changes
 with ``pyproject.toml`` and the Python version. dwsep is installed there editable with its
-``pynq`` and ``sim`` extras (:data:`EXTRAS`), so the environment runs the working tree's code,
-and the simulated board's accelerator can be the Verilated RTL (``tests/test_packaging.py``
-checks the board's own install: host only, no Amaranth).
+``pynq``, ``sim`` and ``notebook`` extras (:data:`EXTRAS`), so the environment runs the
+working tree's code, the simulated board's accelerator can be the Verilated RTL and the
+notebook executes (``tests/test_packaging.py`` checks the board's own install: host only,
+no Amaranth).
 
-``run_on_board(script_args, ...)`` runs ``tests/pynq_board_runner.py`` in it."""
+``run_on_board(job, ...)`` runs ``tests/pynq_board_runner.py`` in it; ``run_notebook(...)``
+executes a notebook there."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from dwsep.sim.verilator import build_root
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().parent / "pynq_board_runner.py"
-EXTRAS = "pynq,sim"
+EXTRAS = "pynq,sim,notebook"
 
 
 def _key() -> str:
@@ -62,3 +64,24 @@ def run_on_board(job: dict, workdir: Path, timeout: float = 600) -> dict:
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads((workdir / "report.json").read_text())
+
+
+def run_notebook(notebook: Path, workdir: Path, env: dict[str, str], timeout: float = 900,
+                 python: str | None = None) -> dict:
+    """Execute ``notebook`` with ``nbclient`` in the ``pynq`` environment (or with
+    ``python``: a board's own), whose Python is the kernel, in ``workdir``, with ``env`` added
+    to the environment; return the executed notebook (JSON)."""
+    import os
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / notebook.name
+    script = ("import sys, nbformat, nbclient\n"
+              "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+              "nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',\n"
+              "    resources={'metadata': {'path': sys.argv[3]}}).execute()\n"
+              "nbformat.write(nb, sys.argv[2])\n")
+    proc = subprocess.run([python or str(pynq_python()), "-c", script, str(notebook), str(out),
+                           str(workdir)], cwd=workdir, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(out.read_text())

@@ -9,11 +9,13 @@ environment."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pynq_env import run_on_board
+from pynq_env import REPO, run_notebook, run_on_board
 
+from dwsep.host import imagenet
 from dwsep.host.backends.pynq import VLNV
 from dwsep.host.driver import Accelerator, BackendUnavailableError
 from dwsep.host.tflite_writer import (
@@ -160,3 +162,42 @@ def test_rtl_behind_the_simulated_board(tmp_path):
     assert all(np.array_equal(g, w) for g, w in zip(_outputs(tmp_path, report), expected,
                                                     strict=True))
     assert report["irq_enabled_at_start"] == [True, True] and report["irq_raised"] >= 2
+
+
+def _notebook_text(nb: dict) -> str:
+    return "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                   for o in c["outputs"])
+
+
+def test_notebook_on_the_simulated_board(tmp_path, v2_int8, grace_hopper):
+    """notebooks/mobilenet_v2_pynq.ipynb, executed as on a board, classifies the photo as
+    LiteRT does (the same 5 classes in order) and draws the per-layer plot."""
+    (tmp_path / "mnv2.tflite").write_bytes(v2_int8)
+    nb = run_notebook(REPO / "notebooks" / "mobilenet_v2_pynq.ipynb", tmp_path,
+                      {"DWSEP_SIMULATED_BOARD": str(tmp_path / "board"),
+                       "DWSEP_MODEL": str(tmp_path / "mnv2.tflite"),
+                       "DWSEP_PHOTO": str(grace_hopper)})
+    text = _notebook_text(nb)
+    y = litert_run(v2_int8, imagenet.image_to_input(grace_hopper, v2_int8))
+    names = imagenet.labels()
+    for rank, c in enumerate(imagenet.top_k(y, 5), 1):
+        assert f"{rank}. class {c} {names[c]}: {int(y.reshape(-1)[c])} (" in text, text
+    assert "IPs in the overlay: dwsep, axi_intc_0, ps7\naccelerator at 0x40000000 | " \
+           "interrupt: yes\n" in text
+    images = [o for c in nb["cells"] for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 1
+
+
+@pytest.mark.board
+def test_notebook_on_the_board(tmp_path):
+    """On a PYNQ-Z2 with dwsep.bit, dwsep.hwh, mnv2.tflite and photo.jpg in
+    ``$DWSEP_BOARD_DIR`` (run on the board: ``pytest -m board``)."""
+    import os
+
+    folder = Path(os.environ["DWSEP_BOARD_DIR"])
+    nb = run_notebook(REPO / "notebooks" / "mobilenet_v2_pynq.ipynb", tmp_path,
+                      {"DWSEP_BITSTREAM": str(folder / "dwsep.bit"),
+                       "DWSEP_MODEL": str(folder / "mnv2.tflite"),
+                       "DWSEP_PHOTO": str(folder / "photo.jpg")}, python=sys.executable)
+    assert "1. class " in _notebook_text(nb)

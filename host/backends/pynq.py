@@ -153,6 +153,8 @@ class PynqDevice(Device):
         self.ip = getattr(overlay, ip_name)
         #: ``pynq.Interrupt`` of the IP's ``irq`` pin, or None (no interrupt controller)
         self.irq = getattr(self.ip, "irq", None)
+        #: runs wait on ``irq`` (where there is one); set False to poll, which also reports
+        #: each layer's progress (``Accelerator.last_stats["layers"]``)
         self.uses_irq = self.irq is not None
 
     def pause(self, poll_s: float, deadline: float) -> None:
@@ -163,7 +165,7 @@ class PynqDevice(Device):
             loop = asyncio.get_event_loop()
         except RuntimeError:
             loop = None
-        if self.irq is None or loop is None or loop.is_running():
+        if not self.uses_irq or self.irq is None or loop is None or loop.is_running():
             time.sleep(poll_s)
             return
         left = max(0.0, min(0.1, deadline - time.monotonic()))
