@@ -6,10 +6,11 @@ paths and write into ``bitstreams/``).
 
 A block's tier is the ``<!-- readme-test: TIER -->`` comment on the line before its fence:
 none (the default run), ``slow`` or ``ecp5`` (behind those markers; each tier's test runs
-the blocks of the tiers below it first, since later blocks use earlier ones' files). Two
+the blocks of the tiers below it first, since later blocks use earlier ones' files). Three
 tiers are not run here: ``setup``, the set-up and test commands, which CI runs itself
-(running them here would reinstall the venv and run pytest inside pytest), and ``vivado``,
-which needs Vivado (not on these machines)."""
+(running them here would reinstall the venv and run pytest inside pytest), ``vivado``,
+which needs Vivado, and ``board``, which needs a PYNQ-Z2 (neither is on these
+machines)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: each document and whether its blocks run in a copy of the repository
 DOCUMENTS = {"README.md": False, "bitstreams/README.md": True}
 TIERS = ("default", "slow", "ecp5")
-NOT_RUN = ("setup", "vivado")
+NOT_RUN = ("setup", "vivado", "board")
 _BLOCK = re.compile(r"(?:<!-- readme-test: (\w+)[^>]*-->\n)?```(sh|python)\n(.*?)```", re.S)
 
 
