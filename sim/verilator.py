@@ -17,6 +17,8 @@ Workarounds, measured on these machines:
   run configure's precompiled-header probe), so designs big enough for Verilator to use a
   precompiled header fail with "Vtop__pch.h.fast: linker input file not found". ``MAKEFLAGS``
   supplies the missing ``-include``.
+* cocotb's runner takes its environment from ``os.environ``; ``_runner`` hands it
+  :func:`tool_environment` instead, so no thread's environment changes under another's.
 * Only the per-cycle ("fast") C++ is optimized (``OPT_FAST=-O2``). The "slow" files keep
   Verilator's default -O0: cocotb's ``--public-flat-rw`` makes the symbol-table constructor
   one huge function that GCC needs more than 20 minutes to compile at -O2 (measured).
@@ -30,7 +32,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,16 +112,55 @@ class _BuildProgress:
                   flush=True)
 
 
-@contextmanager
-def _tools_on_path():
-    """The cocotb runner reads PATH from ``os.environ``: set it for the call only."""
-    saved = dict(os.environ)
-    os.environ.update(tool_environment())
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+#: Wall-clock limits of a Verilator build and of one bench run: a backstop behind the
+#: benches' own cycle limits, so a stuck simulator ends with an error instead of hanging
+#: (the pynq-z2 build takes about 8 minutes here, a MobileNetV2 frame about 4).
+BUILD_TIMEOUT_S = 3600.0
+RUN_TIMEOUT_S = 3600.0
+
+
+def _runner(timeout_s: float):
+    """cocotb's Verilator runner with :func:`tool_environment` given to its subprocesses
+    (cocotb reads PATH and the rest from ``os.environ``, which this process's other threads
+    share: an RTL run goes on in the background while the driver polls), and a time limit on
+    each of its commands. Overrides three methods of cocotb 2.1's ``Verilator`` runner."""
+    import shutil
+    import subprocess
+
+    import cocotb_tools.config
+    from cocotb_tools.runner import Verilator
+
+    tools = tool_environment()
+
+    class ToolRunner(Verilator):
+        def _set_env_common(self) -> None:
+            super()._set_env_common()  # os.environ, then cocotb's own entries
+            self.env.update({k: v for k, v in tools.items() if k != "PATH"})
+            self.env.pop("VERILATOR_ROOT", None)
+            self.env["PATH"] = os.pathsep.join([tools["PATH"],
+                                                str(cocotb_tools.config.libs_dir)])
+
+        def _simulator_in_path_build_only(self) -> None:
+            executable = shutil.which("verilator", path=tools["PATH"])
+            if executable is None:
+                raise SystemExit("ERROR: verilator executable not found!")
+            self.executable = executable
+
+        def _execute_cmds(self, cmds, cwd, stdout=None) -> None:
+            for cmd in cmds:
+                try:
+                    result = subprocess.run(
+                        cmd, cwd=cwd, env=self.env, check=False, stdout=stdout,
+                        stderr=None if stdout is None else subprocess.STDOUT,
+                        timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise SimulationFailed(f"{cmd[0]} did not finish in {timeout_s:g} s "
+                                           f"(in {cwd}); stopped") from None
+                if result.returncode != 0:
+                    raise RuntimeError(f"Command failed with return code: "
+                                       f"{result.returncode}")
+
+    return ToolRunner()
 
 
 def _log_tail(log: Path, lines: int = 30) -> str:
@@ -138,23 +178,22 @@ class VerilatedDesign:
 
     def run(self, test_module: str, *, extra_env: dict[str, str] | None = None,
             test_dir: Path | None = None, testcase: str | None = None,
-            seed: int | None = None, plusargs: list[str] | None = None) -> None:
+            seed: int | None = None, plusargs: list[str] | None = None,
+            timeout_s: float = RUN_TIMEOUT_S) -> None:
         """Run the cocotb tests in ``test_module`` against this build, the simulator's output
         going to ``sim.log`` in ``test_dir``; raise :class:`SimulationFailed` (with the end of
-        that log) if any test fails."""
+        that log) if any test fails, or if the simulator runs longer than ``timeout_s``."""
         from cocotb_tools.check_results import get_results
-        from cocotb_tools.runner import get_runner
 
         test_dir = Path(test_dir or self.build_dir)
         results = test_dir / f"results-{os.getpid()}-{time.monotonic_ns()}.xml"
         log = test_dir / "sim.log"
-        with _tools_on_path():
-            get_runner("verilator").test(
-                test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
-                build_dir=self.build_dir, test_dir=test_dir, results_xml=str(results),
-                extra_env=extra_env or {}, testcase=testcase, seed=seed, log_file=log,
-                plusargs=list(plusargs or []),
-            )
+        _runner(timeout_s).test(
+            test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
+            build_dir=self.build_dir, test_dir=test_dir, results_xml=str(results),
+            extra_env=extra_env or {}, testcase=testcase, seed=seed, log_file=log,
+            plusargs=list(plusargs or []),
+        )
         if not results.exists():
             raise SimulationFailed(f"cocotb wrote no results for {test_module} "
                                    f"({self.toplevel}):\n{_log_tail(log)}")
@@ -176,8 +215,6 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
     ``key`` the hash of the source text is used. ``extra_sources`` are files compiled with
     it (their text is part of the key).
     """
-    from cocotb_tools.runner import get_runner
-
     if key is None:
         verilog = verilog() if callable(verilog) else verilog
         key = hashlib.sha256(verilog.encode()).hexdigest()[:12]
@@ -199,13 +236,11 @@ def build_design(verilog: str | Callable[[], str], toplevel: str, *, tag: str,
         progress = _BuildProgress(toplevel, tag, build_dir)
         ok = False
         try:
-            with _tools_on_path():
-                get_runner("verilator").build(
-                    sources=[source, *extra_sources], hdl_toplevel=toplevel, build_dir=build_dir,
-                    build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial",
-                                "fast"],
-                    always=True, log_file=log,
-                )
+            _runner(BUILD_TIMEOUT_S).build(
+                sources=[source, *extra_sources], hdl_toplevel=toplevel, build_dir=build_dir,
+                build_args=["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"],
+                always=True, log_file=log,
+            )
             ok = True
         except (SystemExit, RuntimeError) as e:  # the runner exits or raises on errors
             raise SimulationFailed(f"Verilator build of {toplevel} failed ({e}):\n"

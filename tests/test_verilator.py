@@ -1,12 +1,15 @@
-"""``sim/verilator.py``: where builds go, and that a build says what it is doing."""
+"""``sim/verilator.py``: where builds go, that a build says what it is doing, that builds
+and runs leave the process environment alone, and that a stuck simulator is stopped."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import pytest
 
-from dwsep.sim.verilator import build_design, build_root
+from dwsep.sim.verilator import SimulationFailed, _runner, build_design, build_root
 
 COUNTER = """
 module counter(input clk, input rst, output reg [7:0] count);
@@ -58,3 +61,33 @@ def test_first_build_estimate(monkeypatch, tmp_path, capfd):
     assert capfd.readouterr().err == (
         f"dwsep: building the Verilator simulation of counter (counter) in "
         f"{tmp_path / 'counter-0123'} once: a first build takes one to several minutes\n")
+
+
+class _ReadOnlyEnviron(dict):
+    """``os.environ`` for a test: any change fails it."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("os.environ changed during a Verilator build or run")
+
+    __setitem__ = __delitem__ = clear = update = pop = popitem = setdefault = _refuse
+
+
+@pytest.mark.verilator
+def test_build_and_run_leave_os_environ_alone(monkeypatch, tmp_path):
+    """An RTL run goes on in a background thread while the driver's thread runs, so neither
+    a build nor a run may change the process environment (the runner gets its own)."""
+    monkeypatch.setenv("DWSEP_BUILD_DIR", str(tmp_path / "builds"))
+    environ = os.environ
+    os.environ = _ReadOnlyEnviron(environ)  # noqa: B003 (pytest writes it between phases)
+    try:
+        design = build_design(COUNTER, "counter", tag="counter")
+        design.run("bench_counter", test_dir=tmp_path)
+    finally:
+        os.environ = environ  # noqa: B003
+
+
+def test_a_stuck_simulator_is_stopped(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(SimulationFailed, match=r"^sleep did not finish in 0.5 s \(in "):
+        _runner(0.5)._execute_cmds([["sleep", "30"]], tmp_path)
+    assert time.monotonic() - t0 < 10
