@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -282,6 +283,7 @@ class Accelerator:
         check_capabilities(self.device, self.config)
         self._cache: dict[object, _Loaded] = {}
         self.last_stats: dict | None = None
+        self._running = threading.Lock()
 
     def compile(self, model: str | os.PathLike | bytes | Graph) -> Program:
         """Compile ``model`` (a ``.tflite`` path, its bytes or a Graph), cached."""
@@ -304,10 +306,23 @@ class Accelerator:
         (in increasing order, each once) and with ``(count, count)`` when the run is done;
         ``Program.layer_of_descriptor`` names the layer.
 
+        Runs on one Accelerator go one at a time: a run started while another is going on
+        (from another thread) raises :class:`DwsepError` at once.
+
         Raises
         ------
-        UnsupportedModelError, InvalidInputError, HardwareError, DeviceTimeoutError
+        UnsupportedModelError, InvalidInputError, HardwareError, DeviceTimeoutError,
+        DwsepError
         """
+        if not self._running.acquire(blocking=False):
+            raise DwsepError(f"{self.device.name}: a run is already going on on this "
+                             f"accelerator (from another thread); runs go one at a time")
+        try:
+            return self._run(model, x, progress)
+        finally:
+            self._running.release()
+
+    def _run(self, model, x, progress) -> np.ndarray:
         loaded = self._load(model)
         prog = loaded.program
         x = np.asarray(x)
@@ -335,7 +350,8 @@ class Accelerator:
 
         dev = self.device
         if dev.read_field("STATUS", "busy"):
-            raise DwsepError(f"{dev.name}: the accelerator is busy")
+            raise DwsepError(f"{dev.name}: the accelerator is busy with a run this program "
+                             f"did not start (another process, or a run left over)")
         dev.write_register("STATUS", done=1, error=1)
         dev.write_register("PROGRAM", addr=buf.physical_address)
         t0 = time.monotonic()

@@ -700,7 +700,11 @@ LIMITS = [
     (spec(), _opt(1, activation="SIGN_BIT"),
      "operator 1 CONV_2D ('pw/out'): fused activation SIGN_BIT is not supported"),
     (spec(), _set("input", dtype="float32"),
-     "dwsep runs fully int8 models; tensor 'input' is float32"),
+     "dwsep runs fully int8 models; the model input 'input' is float32: quantize the model "
+     "to int8 with int8 input and output ('dwsep quantize' for MobileNet V1/V2, or TFLite's "
+     "converter with inference_input_type and inference_output_type tf.int8)"),
+    (spec(), _set("pw/out", dtype="float32"),
+     "dwsep runs fully int8 models; the model output 'pw/out' is float32: quantize"),
     (spec(), _set("dw/out", dtype="int16"),
      "dwsep runs fully int8 models; tensor 'dw/out' is int16"),
     (spec(), _set("dw/weights", dtype="float32"),

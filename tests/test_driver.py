@@ -18,6 +18,7 @@ from dwsep.host.driver import (
     BackendUnavailableError,
     CapabilityMismatchError,
     DeviceTimeoutError,
+    DwsepError,
     HardwareError,
     InvalidInputError,
 )
@@ -357,6 +358,40 @@ def test_timeout():
     a = Accelerator("tiny", _StuckDevice("tiny"), timeout_s=0.05)
     with pytest.raises(DeviceTimeoutError, match=r"no done after 0\.05 s \(STATUS busy=1"):
         a.run(g, np.zeros(g.input.shape, np.int8))
+
+
+def test_busy_device_and_concurrent_runs():
+    """A run left busy (here: one that timed out) makes the next run's error say so; two
+    runs at once on one Accelerator: the second is refused at once, the first completes."""
+    import threading
+
+    g = chain(1, 3)
+    x = np.zeros(g.input.shape, np.int8)
+    stuck = Accelerator("tiny", _StuckDevice("tiny"), timeout_s=0.05)
+    with pytest.raises(DeviceTimeoutError):
+        stuck.run(g, x)
+    with pytest.raises(DwsepError, match=r"^reference: the accelerator is busy with a run "
+                                         r"this program did not start"):
+        stuck.run(g, x)
+
+    acc = Accelerator("tiny", "reference")
+    inside, release, results = threading.Event(), threading.Event(), []
+
+    def slow_progress(i, count):
+        inside.set()
+        release.wait(10)
+
+    first = threading.Thread(target=lambda: results.append(acc.run(g, x,
+                                                                   progress=slow_progress)))
+    first.start()
+    assert inside.wait(10)
+    with pytest.raises(DwsepError, match=r"^reference: a run is already going on on this "
+                                         r"accelerator \(from another thread\)"):
+        acc.run(g, x)
+    release.set()
+    first.join(10)
+    assert len(results) == 1 and np.array_equal(results[0], run_graph(g, x))
+    assert np.array_equal(acc.run(g, x), results[0])  # and the next run goes
 
 
 def test_backend_registry():

@@ -39,7 +39,7 @@ import numpy as np
 from ...hw.config import AcceleratorConfig
 from .. import packing
 from ..graph import Graph, Operator, UnsupportedModelError
-from .checks import check_int8_activation, fail
+from .checks import fail
 from .match_conv import match_conv, match_depthwise
 from .match_pool import match_add, match_fc, match_pool
 from .program import pixel_count
@@ -106,8 +106,13 @@ def _check_model_io(graph: Graph) -> None:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise UnsupportedModelError(f"dwsep runs models with one input and one output, not "
                                     f"{len(graph.inputs)} and {len(graph.outputs)}")
-    for name in (*graph.inputs, *graph.outputs):
-        check_int8_activation(graph, name)
+    for role, name in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
+        if graph.tensor(name).dtype != "int8":
+            raise UnsupportedModelError(
+                f"dwsep runs fully int8 models; the model {role} {name!r} is "
+                f"{graph.tensor(name).dtype}: quantize the model to int8 with int8 input and "
+                f"output ('dwsep quantize' for MobileNet V1/V2, or TFLite's converter with "
+                f"inference_input_type and inference_output_type tf.int8)")
     x = graph.input
     if len(x.shape) != 4 or x.shape[0] != 1:
         raise UnsupportedModelError(f"the model input {x.name!r} has shape {list(x.shape)}; "
