@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Timer
+from cocotb.triggers import ClockCycles, SimTimeoutError, Timer, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from dwsep.hw.layout import REGISTERS
@@ -33,6 +33,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbex
 CLOCK_NS = 10  # the bench's clock period; cycles, not nanoseconds, are what it reports
 POLL_CYCLES = 2048  # cycles between STATUS polls (per-descriptor cycles come from sim/profiler.sv)
 PROGRESS_POLLS = 8  # polls between progress reports (LAYER.index to the progress file)
+#: One AXI-Lite transfer's limit: it takes a few cycles, tens with random pauses; an
+#: accelerator that never answers fails the run instead of hanging it.
+AXIL_TIMEOUT_CYCLES = 10_000
 
 
 def _pauses(rng: random.Random, p_pause: float):
@@ -47,6 +50,23 @@ def _apply_backpressure(axil: AxiLiteMaster, seed: int, p_pause: float) -> None:
                 axil.read_if.ar_channel, axil.read_if.r_channel]
     for ch in channels:
         ch.set_pause_generator(_pauses(random.Random(rng.getrandbits(32)), p_pause))
+
+
+async def within_limit(transfer, what: str):
+    """Await one AXI-Lite ``transfer``; fail if it takes over ``AXIL_TIMEOUT_CYCLES``."""
+    try:
+        return await with_timeout(transfer, AXIL_TIMEOUT_CYCLES * CLOCK_NS, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"AXI-Lite {what}: no response in {AXIL_TIMEOUT_CYCLES:,} "
+                             f"cycles") from None
+
+
+async def _write(axil: AxiLiteMaster, name: str, value: int) -> None:
+    await within_limit(axil.write_dword(REGISTERS[name].offset, value), f"write of {name}")
+
+
+async def _read(axil: AxiLiteMaster, name: str) -> int:
+    return await within_limit(axil.read_dword(REGISTERS[name].offset), f"read of {name}")
 
 
 def _report(path: Path, values: dict) -> None:
@@ -77,23 +97,23 @@ async def run_job(dut):
     busy = REGISTERS["STATUS"].field("busy")
     cycles_run = 0
     for name, value in job["writes"]:
-        await axil.write_dword(REGISTERS[name].offset, value)
+        await _write(axil, name, value)
     if job["wait"]:
         polls = 0
         while cycles_run < job["max_cycles"]:
             # one timer, not POLL_CYCLES clock-edge triggers: Python sleeps meanwhile
             await Timer(POLL_CYCLES * CLOCK_NS, unit="ns")
             cycles_run += POLL_CYCLES
-            if not busy.decode(await axil.read_dword(REGISTERS["STATUS"].offset)):
+            if not busy.decode(await _read(axil, "STATUS")):
                 break
             polls += 1
             if job.get("progress") and polls % PROGRESS_POLLS == 0:
-                layer = await axil.read_dword(REGISTERS["LAYER"].offset)
+                layer = await _read(axil, "LAYER")
                 _report(Path(job["progress"]), {"LAYER": layer, "sim_cycles": cycles_run})
 
     registers = {}
     for reg in REGISTERS:  # in map order: CYCLES_LO is read before CYCLES_HI (latch)
-        registers[reg.name] = await axil.read_dword(reg.offset)
+        registers[reg.name] = await _read(axil, reg.name)
     dut.ddr_dump.value = 1  # the model writes its image on this edge
     await ClockCycles(dut.clk, 2)
     Path(job["result"]).write_text(json.dumps({

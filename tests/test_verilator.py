@@ -75,7 +75,8 @@ class _ReadOnlyEnviron(dict):
 @pytest.mark.verilator
 def test_build_and_run_leave_os_environ_alone(monkeypatch, tmp_path):
     """An RTL run goes on in a background thread while the driver's thread runs, so neither
-    a build nor a run may change the process environment (the runner gets its own)."""
+    a build nor a run may change the process environment (the runner gets its own). The
+    run's second bench checks the top-level bench's AXI-Lite transfer limit."""
     monkeypatch.setenv("DWSEP_BUILD_DIR", str(tmp_path / "builds"))
     environ = os.environ
     os.environ = _ReadOnlyEnviron(environ)  # noqa: B003 (pytest writes it between phases)
