@@ -490,14 +490,6 @@ class SimDevice(pynq.Device):
             bo.synced[offset:offset + size] = bo.host[offset:offset + size]
             self.log.append(("invalidate", bo.phys + offset, size))
 
-    def device_read(self, addr: int, nbytes: int) -> bytes:
-        """What a bus manager of the PL reads; records reads of bytes the CPU changed but did
-        not flush (the CPU view of a live buffer differs from DDR)."""
-        with self.lock:
-            data = self.ddr.read(addr, nbytes)
-            self.note_device_read(addr, nbytes)
-            return data
-
     def note_device_read(self, addr: int, nbytes: int) -> None:
         """Record (in ``stale_reads``) the parts of [addr, addr+nbytes) the device reads
         while the CPU has written them and not flushed: bytes of a live buffer's CPU view
@@ -512,11 +504,6 @@ class SimDevice(pynq.Device):
                     cpu != self.ddr.view(lo, hi - lo))
                 if dirty.any():
                     self.stale_reads.append((lo, hi - lo))
-
-    def device_write(self, addr: int, data) -> None:
-        with self.lock:
-            self.ddr.write(addr, data)
-
 
 
 # --------------------------------------------------------------------------------------------

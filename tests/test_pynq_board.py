@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from pynq_env import REPO, run_notebook, run_on_board
 
+from dwsep.bitstreams.build import REG_BASE
 from dwsep.host import imagenet
 from dwsep.host.backends.pynq import VLNV
 from dwsep.host.driver import Accelerator, BackendUnavailableError
@@ -182,8 +183,8 @@ def test_notebook_on_the_simulated_board(tmp_path, v2_int8, grace_hopper):
     names = imagenet.labels()
     for rank, c in enumerate(imagenet.top_k(y, 5), 1):
         assert f"{rank}. class {c} {names[c]}: {int(y.reshape(-1)[c])} (" in text, text
-    assert "IPs in the overlay: dwsep, axi_intc_0, ps7\naccelerator at 0x40000000 | " \
-           "interrupt: yes\n" in text
+    assert (f"IPs in the overlay: dwsep, axi_intc_0, ps7\naccelerator at {REG_BASE:#x} | "
+            "interrupt: yes\n") in text
     images = [o for c in nb["cells"] for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) == 1
