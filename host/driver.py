@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import CONFIGS, AcceleratorConfig, get_config
-from ..hw.layout import REGISTERS, ErrorCode, capability_values
+from ..hw.layout import ADDRESS_FIELDS, DESCRIPTOR, REGISTERS, ErrorCode, capability_values
 from .compiler import Program, compile_model
 from .graph import Graph, UnsupportedModelError
 from .tflite_reader import read_tflite
 
 __all__ = [
-    "DwsepError", "DeviceTimeoutError", "HardwareError", "CapabilityMismatchError",
+    "DwsepError", "DeviceTimeoutError", "AcceleratorTimeout", "HardwareError",
+    "CapabilityMismatchError",
     "InvalidInputError", "BackendUnavailableError", "Buffer", "Device", "Accelerator",
     "check_capabilities", "compile_for", "DEFAULT_CONFIG",
 ]
@@ -41,16 +42,35 @@ class DeviceTimeoutError(DwsepError):
     """A wait for the device ran out of time."""
 
 
+class AcceleratorTimeout(DeviceTimeoutError):
+    """A run did not end within its timeout. The driver then aborted it (``CTRL.abort``):
+    ``layer`` is the descriptor it was at, ``cycles`` the cycles it had run (``None`` on
+    devices without timing), ``stopped`` whether the abort brought the accelerator back to
+    idle (if not, only reloading the bitstream resets it)."""
+
+    def __init__(self, message: str, layer: int, cycles: int | None, stopped: bool):
+        super().__init__(message)
+        self.layer = layer
+        self.cycles = cycles
+        self.stopped = stopped
+
+
 class HardwareError(DwsepError):
     """The accelerator stopped with ``STATUS.error``; ``code`` is the :class:`ErrorCode` (or
     the raw value if the hardware reports one this host does not know), ``layer`` the
-    descriptor index it stopped at."""
+    descriptor index it stopped at, ``addr`` its ``ERROR_ADDR`` (the failing burst's address
+    for a bus error), ``detail`` what the host found wrong with the descriptor (or ``""``)."""
 
-    def __init__(self, code: ErrorCode | int, layer: int):
+    def __init__(self, code: ErrorCode | int, layer: int, addr: int = 0, detail: str = ""):
         self.code = code
         self.layer = layer
+        self.addr = addr
+        self.detail = detail
         name = code.name if isinstance(code, ErrorCode) else f"unknown error code {code}"
-        super().__init__(f"accelerator stopped with {name} at descriptor {layer}")
+        where = (f" at address {addr:#010x}"
+                 if code in (ErrorCode.AXI_READ, ErrorCode.AXI_WRITE) else "")
+        super().__init__(f"accelerator stopped with {name} at descriptor {layer}{where}"
+                         + (f": {detail}" if detail else ""))
 
 
 class CapabilityMismatchError(DwsepError):
@@ -103,6 +123,8 @@ class Device(ABC):
     name = "device"
     counts_cycles = True
     default_timeout_s = 10.0
+    #: how long an abort may take to drain and reset (microseconds on the board)
+    abort_timeout_s = 1.0
     #: True for devices whose :meth:`wait_done` waits on the interrupt: runs start with
     #: ``CTRL.irq_enable`` set.
     uses_irq = False
@@ -270,6 +292,11 @@ class Accelerator:
         "seconds"}]}``.
     """
 
+    #: Before each run, set the DDR window (``WINDOW_LO``, ``WINDOW_HI``) to the program's
+    #: own buffer, so that no descriptor reaches memory outside it (tests switch it off to
+    #: put a bad address on the bus).
+    restrict_window = True
+
     def __init__(self, config: str | AcceleratorConfig = DEFAULT_CONFIG,
                  backend: str | Device = "reference", *, timeout_s: float | None = None,
                  **backend_options):
@@ -354,28 +381,25 @@ class Accelerator:
                              f"did not start (another process, or a run left over)")
         dev.write_register("STATUS", done=1, error=1)
         dev.write_register("PROGRAM", addr=buf.physical_address)
+        if self.restrict_window:  # the program reaches its own buffer and nothing else
+            dev.write_register("WINDOW_LO", addr=buf.physical_address)
+            dev.write_register("WINDOW_HI", addr=buf.physical_address + prog.size - 1)
         t0 = time.monotonic()
         dev.on_descriptor = reached
         try:
             dev.write_register("CTRL", start=1, irq_enable=int(dev.uses_irq))
             status = dev.wait_done(self.timeout_s, on_layer=reached)
+        except DeviceTimeoutError as e:
+            raise self._abort_after_timeout(e, prog) from None
         finally:
             dev.on_descriptor = None
         t_end = time.monotonic()
         if status["error"]:
-            err = dev.read_register("ERROR")
-            try:
-                code = ErrorCode(err["code"])
-            except ValueError:
-                code = err["code"]
-            raise HardwareError(code, err["layer"])
+            raise self._hardware_error(prog, buf)
         reached(count - 1)
         if progress is not None:
             progress(count, count)
-        cycles = None
-        if dev.counts_cycles:
-            lo = dev.read_field("CYCLES_LO", "value")  # latches CYCLES_HI
-            cycles = dev.read_field("CYCLES_HI", "value") << 32 | lo
+        cycles = self._cycles()
         results, steps = {}, []
         for step in prog.host_steps:
             t = time.monotonic()
@@ -396,6 +420,63 @@ class Accelerator:
             "host_steps": steps}
         return out if batched or out.shape[0] != 1 else out[0]
 
+    def _cycles(self) -> int | None:
+        dev = self.device
+        if not dev.counts_cycles:
+            return None
+        lo = dev.read_field("CYCLES_LO", "value")  # latches CYCLES_HI
+        return dev.read_field("CYCLES_HI", "value") << 32 | lo
+
+    def _abort_after_timeout(self, timeout: DeviceTimeoutError,
+                             prog: Program) -> AcceleratorTimeout:
+        """After a run's timeout: abort it (if still busy) and say where it was."""
+        dev = self.device
+        layer, cycles = dev.read_field("LAYER", "index"), self._cycles()
+        stopped = True
+        if dev.read_field("STATUS", "busy"):
+            dev.write_register("CTRL", abort=1)
+            try:
+                dev.wait_done(dev.abort_timeout_s)
+            except DeviceTimeoutError:
+                stopped = False
+        where = _descriptor_name(prog, layer)
+        after = (f"{cycles:,} cycles" if cycles is not None else f"{self.timeout_s} s")
+        outcome = ("the run was aborted; the accelerator is ready for the next" if stopped else
+                   "the abort did not stop it either: reload the bitstream to reset it")
+        return AcceleratorTimeout(f"{timeout}; stopped at {where} after {after}: {outcome}",
+                                  layer, cycles, stopped)
+
+    def _hardware_error(self, prog: Program, buf: Buffer) -> HardwareError:
+        """The error the accelerator reports, with what is wrong with its descriptor (read
+        back from DDR as the accelerator saw it, and checked as the hardware checks it)."""
+        from .backends.reference import check_descriptor
+
+        dev = self.device
+        err = dev.read_register("ERROR")
+        addr = dev.read_field("ERROR_ADDR", "addr")
+        try:
+            code = ErrorCode(err["code"])
+        except ValueError:
+            code = err["code"]
+        layer, detail = err["layer"], ""
+        if code in (ErrorCode.BAD_OPCODE, ErrorCode.BAD_PARAMS, ErrorCode.MISALIGNED,
+                    ErrorCode.OUT_OF_WINDOW):
+            window = (dev.read_field("WINDOW_LO", "addr"), dev.read_field("WINDOW_HI", "addr"))
+            offset = addr - buf.physical_address
+            if addr % DESCRIPTOR.size == buf.physical_address % DESCRIPTOR.size and \
+                    0 <= offset <= buf.nbytes - DESCRIPTOR.size:
+                d = DESCRIPTOR.unpack(buf.read(offset, DESCRIPTOR.size))
+                found, rule = check_descriptor(d, self.config, window)
+                if found == code:
+                    values = "" if code == ErrorCode.OUT_OF_WINDOW else _values(d, rule)
+                    detail = f"{_descriptor_name(prog, layer)} needs {rule}{values}"
+            if not detail:
+                detail = (f"the descriptor at {addr:#010x} lies outside the DDR window "
+                          f"{window[0]:#010x}..{window[1]:#010x}")
+        elif code == ErrorCode.ABORTED:
+            detail = "CTRL.abort stopped it"
+        return HardwareError(code, layer, addr, detail)
+
     def close(self) -> None:
         """Free the buffers and the device."""
         for loaded in self._cache.values():
@@ -409,6 +490,24 @@ class Accelerator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _descriptor_name(prog: Program, index: int) -> str:
+    """``descriptor N (layer NAME)`` where the program names it."""
+    try:
+        r = prog.layer_of_descriptor(index)
+    except IndexError:
+        return f"descriptor {index}"
+    return f"descriptor {index} (layer {r['layer']}: {' + '.join(r['ops'])} -> {r['output']})"
+
+
+def _values(d: dict[str, int], rule: str) -> str:
+    """``"; it has kernel = 9"``: the values of the descriptor fields ``rule`` names."""
+    import re
+
+    named = [w for w in dict.fromkeys(re.findall(r"[a-z][a-z0-9_]*", rule)) if w in d]
+    shown = [f"{n} = {d[n]:#x}" if n in ADDRESS_FIELDS else f"{n} = {d[n]}" for n in named]
+    return f"; it has {', '.join(shown)}" if named else ""
 
 
 def _layer_cycles(report: dict, starts: dict[int, int] | None, total: int | None) -> int | None:

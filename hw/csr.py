@@ -29,12 +29,16 @@ _WORD_SHIFT = (_DATA_BITS // 8 - 1).bit_length()  # byte-address bits inside one
 _FIELD_KINDS = {
     ("CTRL", "start"): "action",
     ("CTRL", "irq_enable"): "stored",
+    ("CTRL", "abort"): "action",
     ("STATUS", "busy"): "live",
     ("STATUS", "done"): "sticky",
     ("STATUS", "error"): "sticky",
     ("ERROR", "code"): "live",
     ("ERROR", "layer"): "live",
+    ("ERROR_ADDR", "addr"): "live",
     ("PROGRAM", "addr"): "stored",
+    ("WINDOW_LO", "addr"): "stored",
+    ("WINDOW_HI", "addr"): "stored",
     ("LAYER", "index"): "live",
     ("CYCLES_LO", "value"): "live",
     ("CYCLES_HI", "value"): "live",
@@ -65,11 +69,14 @@ class ControlRegisters(wiring.Component):
       (in the cycle ``bvalid`` of that write rises), clears ``STATUS.done``,
       ``STATUS.error`` and the cycle counter. Writing 1 while ``busy`` is high is ignored
       (the write itself completes with OKAY); reads 0.
+    * ``CTRL.abort``: writing 1 while ``busy`` is high makes ``abort`` pulse for one cycle;
+      ignored while idle; reads 0.
     * ``STATUS.done``/``STATUS.error``: set by the ``done``/``error`` pulses, cleared by
       writing 1 or by an accepted start; a pulse in the same cycle as a clear wins, so no
       event is lost.
-    * ``ERROR``: ``error_code``/``error_layer`` captured on the ``error`` pulse; kept until
-      the next error.
+    * ``ERROR``, ``ERROR_ADDR``: ``error_code``/``error_layer``/``error_addr`` captured on
+      the ``error`` pulse; kept until the next error.
+    * ``PROGRAM``, ``WINDOW_LO``, ``WINDOW_HI``: stored, from their fields' reset values.
     * ``CYCLES_LO``/``CYCLES_HI``: a 64-bit counter, cleared by an accepted start and
       incremented in every cycle ``busy`` is high. Reading ``CYCLES_LO`` returns the low
       word and latches the high word, which ``CYCLES_HI`` returns until the next
@@ -87,8 +94,12 @@ class ControlRegisters(wiring.Component):
         The register bus (subordinate side).
     start : ``Out(1)``
         One-cycle pulse: run the program at ``prog_addr``.
+    abort : ``Out(1)``
+        One-cycle pulse: stop the running program.
     prog_addr : ``Out(32)``
         ``PROGRAM.addr``.
+    window_lo, window_hi : ``Out(32)``
+        ``WINDOW_LO.addr``, ``WINDOW_HI.addr``: the DDR bytes a program may reach.
     irq : ``Out(1)``
         Level interrupt: ``CTRL.irq_enable & (STATUS.done | STATUS.error)``.
     busy : ``In(1)``
@@ -101,6 +112,8 @@ class ControlRegisters(wiring.Component):
         An :class:`~.layout.ErrorCode`, valid with ``error``.
     error_layer : ``In(16)``
         Descriptor index of the error, valid with ``error``.
+    error_addr : ``In(32)``
+        ``ERROR_ADDR.addr``, valid with ``error``.
     layer : ``In(16)``
         Descriptor being executed, shown live in ``LAYER``.
 
@@ -125,13 +138,19 @@ class ControlRegisters(wiring.Component):
         super().__init__({
             "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
             "start": Out(1),
+            "abort": Out(1),
             "prog_addr": Out(_width("PROGRAM", "addr")),
+            "window_lo": Out(_width("WINDOW_LO", "addr"),
+                             init=REGISTERS["WINDOW_LO"].field("addr").reset),
+            "window_hi": Out(_width("WINDOW_HI", "addr"),
+                             init=REGISTERS["WINDOW_HI"].field("addr").reset),
             "irq": Out(1),
             "busy": In(1),
             "done": In(1),
             "error": In(1),
             "error_code": In(_width("ERROR", "code")),
             "error_layer": In(_width("ERROR", "layer")),
+            "error_addr": In(_width("ERROR_ADDR", "addr")),
             "layer": In(_width("LAYER", "index")),
         })
 
@@ -192,21 +211,27 @@ class ControlRegisters(wiring.Component):
         written = w_data & bit_mask  # the ones software wrote, under the byte strobes
 
         # ---- the state behind the fields
-        irq_enable = Signal(_width("CTRL", "irq_enable"))
+        irq_enable = Signal(_width("CTRL", "irq_enable"),
+                            init=REGISTERS["CTRL"].field("irq_enable").reset)
         done_flag, error_flag = Signal(), Signal()
         err_code, err_layer = Signal.like(self.error_code), Signal.like(self.error_layer)
+        err_addr = Signal.like(self.error_addr)
         lo_bits = _width("CYCLES_LO", "value")
         cycles_hi = Signal(_width("CYCLES_HI", "value"))
-        start_req = Signal()
+        start_req, abort_req = Signal(), Signal()
         signals = {
             ("CTRL", "start"): start_req,
             ("CTRL", "irq_enable"): irq_enable,
+            ("CTRL", "abort"): abort_req,
             ("STATUS", "busy"): self.busy,
             ("STATUS", "done"): done_flag,
             ("STATUS", "error"): error_flag,
             ("ERROR", "code"): err_code,
             ("ERROR", "layer"): err_layer,
+            ("ERROR_ADDR", "addr"): err_addr,
             ("PROGRAM", "addr"): self.prog_addr,
+            ("WINDOW_LO", "addr"): self.window_lo,
+            ("WINDOW_HI", "addr"): self.window_hi,
             ("LAYER", "index"): self.layer,
             ("CYCLES_LO", "value"): self.cycles[:lo_bits],
             ("CYCLES_HI", "value"): cycles_hi,
@@ -239,7 +264,7 @@ class ControlRegisters(wiring.Component):
 
         # ---- start, sticky flags, error capture, cycle counter, irq
         start_accept = start_req & ~self.busy
-        m.d.sync += self.start.eq(start_accept)
+        m.d.sync += [self.start.eq(start_accept), self.abort.eq(abort_req & self.busy)]
         for key, flag, event in ((("STATUS", "done"), done_flag, self.done),
                                  (("STATUS", "error"), error_flag, self.error)):
             with m.If(clears[key] | start_accept):
@@ -247,7 +272,8 @@ class ControlRegisters(wiring.Component):
             with m.If(event):
                 m.d.sync += flag.eq(1)
         with m.If(self.error):
-            m.d.sync += [err_code.eq(self.error_code), err_layer.eq(self.error_layer)]
+            m.d.sync += [err_code.eq(self.error_code), err_layer.eq(self.error_layer),
+                         err_addr.eq(self.error_addr)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(start_accept):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,7 +10,7 @@ from .axi import AXI4ReadSignature, Burst, Resp
 from .config import BEAT_BYTES
 
 __all__ = ["DMAReader", "DMAEngine", "dma_command_layout", "next_burst_beats",
-           "issue_bursts"]
+           "issue_bursts", "burst_addresses"]
 
 PAGE_BEATS = 4096 // BEAT_BYTES  # an AXI burst must not cross a 4 KiB boundary (IHI 0022 A3.4.1)
 AXCACHE = 0b0011  # normal non-cacheable bufferable, what Xilinx DMA IP issues on HP ports
@@ -51,7 +51,9 @@ class DMAEngine(wiring.Component):
             "axi": Out(axi_signature(addr_width=addr_width)),
             "busy": Out(1),
             "error": Out(1),
+            "fault_addr": Out(addr_width),
             "clear": In(1),
+            "drain": In(1),
         })
 
 
@@ -105,8 +107,8 @@ def issue_bursts(m: Module, engine, channel: str) -> tuple[Value, Value, Value, 
     in_flight = Signal(range(engine.max_outstanding + 1), name="in_flight")
 
     m.d.comb += cmd.ready.eq(left == 0)
-    misaligned = cmd.valid & cmd.ready & (cmd.payload.addr[:3] != 0)
-    with m.If(cmd.valid & cmd.ready & ~misaligned):
+    misaligned = cmd.valid & cmd.ready & (cmd.payload.addr[:3] != 0) & ~engine.drain
+    with m.If(cmd.valid & cmd.ready & ~misaligned & ~engine.drain):
         m.d.sync += [addr.eq(cmd.payload.addr), left.eq(cmd.payload.beats)]
 
     m.d.comb += [ax("id").eq(0), ax("size").eq(3), ax("burst").eq(Burst.INCR),
@@ -118,7 +120,45 @@ def issue_bursts(m: Module, engine, channel: str) -> tuple[Value, Value, Value, 
                      addr.eq(addr + n * BEAT_BYTES), left.eq(left - n)]
     with m.Elif(ax("ready")):
         m.d.sync += ax("valid").eq(0)
+    with m.If(engine.drain):  # no burst after this one: a burst on the channel stays there
+        m.d.sync += left.eq(0)
     return issue, n, misaligned, left != 0, in_flight
+
+
+def burst_addresses(m: Module, engine, issue: Value, complete: Value) -> Value:
+    """The first address of the oldest burst in flight (responses come in issue order: one
+    ID): a ring of ``engine.max_outstanding`` addresses, written from ``engine.axi``'s
+    address channel register as ``issue`` loads it, read at the burst whose completion
+    ``complete`` marks."""
+    n = engine.max_outstanding
+    ring = Array(Signal(engine.addr_width, name=f"burst_addr{i}") for i in range(n))
+    wp, rp = Signal(range(n), name="burst_wp"), Signal(range(n), name="burst_rp")
+
+    def step(p):
+        return Mux(p == n - 1, 0, p + 1)
+
+    channel_addr = getattr(engine.axi, "araddr" if hasattr(engine.axi, "araddr") else "awaddr")
+    # the burst's address is the channel's register after the issue cycle: store it then
+    stored = Signal(name="burst_issued")
+    m.d.sync += stored.eq(issue)
+    with m.If(stored):
+        m.d.sync += [ring[wp].eq(channel_addr), wp.eq(step(wp))]
+    with m.If(complete):
+        m.d.sync += rp.eq(step(rp))
+    return ring[rp]
+
+
+def _record_fault(m: Module, engine, misaligned: Value, bad_response: Value,
+                  burst_addr: Value) -> None:
+    """``error`` (sticky until ``clear``) and ``fault_addr``: the first fault's address (the
+    command's for a misaligned one, the burst's for an error response)."""
+    with m.If(misaligned | bad_response):
+        m.d.sync += engine.error.eq(1)
+        with m.If(~engine.error):
+            m.d.sync += engine.fault_addr.eq(Mux(misaligned, engine.cmd.payload.addr,
+                                                 burst_addr))
+    with m.Elif(engine.clear):
+        m.d.sync += engine.error.eq(0)
 
 
 class DMAReader(DMAEngine):
@@ -135,11 +175,16 @@ class DMAReader(DMAEngine):
     Error behaviour: a command whose ``addr`` is not 8-byte aligned is accepted and dropped
     (no AXI traffic, no ``data`` beats) and sets ``error``. An R beat with ``rresp != OKAY`` is
     still delivered on ``data`` (its contents are whatever the subordinate returned) and sets
-    ``error``. ``error`` stays high until ``clear`` is high in a cycle with no new error event
+    ``error``; ``fault_addr`` holds the first fault's address (the command's, or the first
+    address of the burst whose beat was answered with an error). ``error`` stays high until ``clear`` is high in a cycle with no new error event
     (a new error in the same cycle as ``clear`` wins). A command with ``beats == 0`` is accepted
     and completes at once. Addresses wrap modulo ``2**addr_width``.
 
     Performance (for the cycle model; cycle 0 is the handshake cycle of the event named first):
+
+    Draining (``drain`` high, held until ``busy`` falls): commands are taken and dropped, no
+    new burst is issued (one already on AR stays there until accepted), every R beat of the
+    bursts in flight is taken and dropped, and ``data`` shows no beat.
 
     * ``CMD_TO_AR`` = 2: ``arvalid`` rises in cycle 2 after the ``cmd`` handshake.
     * ``R_TO_DATA`` = 1: an R beat accepted in cycle ``t`` is on ``data`` in cycle ``t + 1``.
@@ -187,11 +232,12 @@ class DMAReader(DMAEngine):
         # in_flight: bursts on AR whose last R beat is still to come
         issue, _, misaligned, splitting, in_flight = issue_bursts(m, self, "ar")
 
-        m.d.comb += axi.rready.eq(~self.data.valid | self.data.ready)
+        # draining: R beats are taken and dropped
+        m.d.comb += axi.rready.eq(~self.data.valid | self.data.ready | self.drain)
         r_beat = axi.rvalid & axi.rready
-        with m.If(r_beat):
+        with m.If(r_beat & ~self.drain):
             m.d.sync += [self.data.valid.eq(1), self.data.payload.eq(axi.rdata)]
-        with m.Elif(self.data.ready):
+        with m.Elif(self.data.ready | self.drain):
             m.d.sync += self.data.valid.eq(0)
 
         # both next counts formed before the R handshake is known, so that `data.ready`
@@ -202,8 +248,6 @@ class DMAReader(DMAEngine):
         m.d.sync += in_flight.eq(Mux(burst_done, less, kept))
 
         m.d.comb += self.busy.eq(splitting | (in_flight != 0) | self.data.valid)
-        with m.If(misaligned | (r_beat & (axi.rresp != Resp.OKAY))):
-            m.d.sync += self.error.eq(1)
-        with m.Elif(self.clear):
-            m.d.sync += self.error.eq(0)
+        burst_addr = burst_addresses(m, self, issue, burst_done)
+        _record_fault(m, self, misaligned, r_beat & (axi.rresp != Resp.OKAY), burst_addr)
         return m

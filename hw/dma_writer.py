@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In
 
 from .axi import AXI4WriteSignature, Resp
-from .dma_reader import DMAEngine, issue_bursts
+from .dma_reader import DMAEngine, _record_fault, burst_addresses, issue_bursts
 
 __all__ = ["DMAWriter"]
 
@@ -29,7 +29,14 @@ class DMAWriter(DMAEngine):
     Error behaviour: a command whose ``addr`` is not 8-byte aligned is accepted and dropped (no
     AXI traffic, no ``data`` beats consumed: the producer must not send its beats) and sets
     ``error``. A B response with ``bresp != OKAY`` sets ``error``. ``error`` stays high until
-    ``clear`` is high in a cycle with no new error event. ``beats == 0`` completes at once.
+    ``clear`` is high in a cycle with no new error event; ``fault_addr`` holds the first
+    fault's address (the command's, or the first address of the burst answered with an
+    error). ``beats == 0`` completes at once.
+
+    Draining (``drain`` high, held until ``busy`` falls): commands are taken and dropped, no
+    new burst is issued (one already on AW stays there until accepted), ``data`` is not taken,
+    and the bursts on AW are completed with beats whose ``wstrb`` is 0 (they write nothing);
+    then their B responses are awaited.
     Addresses wrap modulo ``2**addr_width``.
 
     Performance (for the cycle model; cycle 0 is the handshake cycle of the event named first):
@@ -93,11 +100,14 @@ class DMAWriter(DMAEngine):
 
         sent = Signal(8)  # W beats already loaded of the burst at the head of `lengths`
         w_free = ~axi.wvalid | axi.wready
-        m.d.comb += [axi.wstrb.eq(~0), self.data.ready.eq(lengths.r_rdy & w_free)]
-        with m.If(self.data.valid & self.data.ready):
+        # draining: the bursts on AW get beats with no byte strobe (they write nothing)
+        fill = self.drain & lengths.r_rdy & w_free
+        m.d.comb += self.data.ready.eq(lengths.r_rdy & w_free & ~self.drain)
+        with m.If((self.data.valid & self.data.ready) | fill):
             last = sent == lengths.r_data
-            m.d.sync += [axi.wvalid.eq(1), axi.wdata.eq(self.data.payload), axi.wlast.eq(last),
-                         sent.eq(sent + 1)]
+            m.d.sync += [axi.wvalid.eq(1), axi.wlast.eq(last), sent.eq(sent + 1),
+                         axi.wdata.eq(Mux(self.drain, 0, self.data.payload)),
+                         axi.wstrb.eq(Mux(self.drain, 0, ~0))]
             with m.If(last):
                 m.d.sync += sent.eq(0)
                 m.d.comb += lengths.r_en.eq(1)
@@ -109,8 +119,6 @@ class DMAWriter(DMAEngine):
         m.d.sync += in_flight.eq(in_flight + issue - b_beat)
 
         m.d.comb += self.busy.eq(splitting | (in_flight != 0))
-        with m.If(misaligned | (b_beat & (axi.bresp != Resp.OKAY))):
-            m.d.sync += self.error.eq(1)
-        with m.Elif(self.clear):
-            m.d.sync += self.error.eq(0)
+        burst_addr = burst_addresses(m, self, issue, b_beat)
+        _record_fault(m, self, misaligned, b_beat & (axi.bresp != Resp.OKAY), burst_addr)
         return m

@@ -21,12 +21,13 @@ __all__ = [
     "ID_MAGIC", "HW_VERSION",
     "export", "export_json", "markdown",
     "capability_values", "descriptor_param_checks", "descriptor_product_checks",
+    "descriptor_extents", "window_checks",
     "DESCRIPTOR_PRODUCTS", "descriptor_products", "product_operands", "product_operand_bits",
     "scale", "expand_words", "out_last_beats_max",
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 6
+HW_VERSION = 7
 
 
 class Opcode(enum.IntEnum):
@@ -58,6 +59,10 @@ class ErrorCode(enum.IntEnum):
     AXI_READ = 3        #: SLVERR/DECERR on a read (descriptor, weights, activations)
     AXI_WRITE = 4       #: SLVERR/DECERR on a write response
     MISALIGNED = 5      #: a descriptor address is not ADDRESS_ALIGN-byte aligned
+    ABORTED = 6         #: ``CTRL.abort`` stopped the run (its bursts drained, stages reset)
+    #: a DDR region the descriptor reads or writes (or the descriptor itself) is not inside
+    #: the window ``WINDOW_LO``..``WINDOW_HI`` the host programmed
+    OUT_OF_WINDOW = 7
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Field:
     width: int
     signed: bool = False
     doc: str = ""
+    reset: int = 0  #: value after reset (registers)
 
     @property
     def mask(self) -> int:
@@ -89,15 +95,16 @@ class Field:
 
 def _place(spec: list[tuple], word_bits: int) -> tuple[Field, ...]:
     """Place fields in order, none crossing a ``word_bits`` boundary. ``spec`` items are
-    ``(name, width)``, ``(name, width, signed)`` or ``(name, width, signed, doc)``; a name of
-    ``None`` is reserved padding."""
+    ``(name, width)``, ``(name, width, signed)``, ``(name, width, signed, doc)`` or
+    ``(name, width, signed, doc, reset)``; a name of ``None`` is reserved padding."""
     out, pos = [], 0
     for item in spec:
-        name, width, signed, doc = (*item, False, "")[:4] if len(item) == 2 else (*item, "")[:4]
+        name, width, signed, doc, reset = (*item, False, "", 0)[:5] if len(item) == 2 \
+            else (*item, "", 0)[:5] if len(item) == 3 else (*item, 0)[:5]
         if pos // word_bits != (pos + width - 1) // word_bits:
             pos = (pos // word_bits + 1) * word_bits
         if name is not None:
-            out.append(Field(name, pos, width, signed, doc))
+            out.append(Field(name, pos, width, signed, doc, reset))
         pos += width
     return tuple(out)
 
@@ -140,7 +147,9 @@ class RegisterMap:
 
 REGISTERS = RegisterMap([
     ("CTRL", "rw", [("start", 1, False, "write 1: start the program at PROGRAM (reads 0)"),
-                    ("irq_enable", 1, False, "drive irq while STATUS.done or .error is set")],
+                    ("irq_enable", 1, False, "drive irq while STATUS.done or .error is set"),
+                    ("abort", 1, False, "write 1 while busy: stop the run, drain its AXI "
+                     "bursts, reset every stage; it ends with ErrorCode.ABORTED (reads 0)")],
      "Control"),
     ("STATUS", "rw1c", [("busy", 1, False, "a program is running"),
                         ("done", 1, False, "program finished (w1c; also cleared by start)"),
@@ -150,8 +159,15 @@ REGISTERS = RegisterMap([
                      (None, 8),
                      ("layer", 16, False, "descriptor index where it happened")],
      "Error code"),
+    ("ERROR_ADDR", "ro", [("addr", 32, False, "AXI_READ/AXI_WRITE: first address of the "
+                           "burst answered with SLVERR or DECERR; other errors: the address "
+                           "of the descriptor")], "Error address"),
     ("PROGRAM", "rw", [("addr", 32, False, "DDR address of the first descriptor (8-aligned)")],
      "Program address"),
+    ("WINDOW_LO", "rw", [("addr", 32, False, "first DDR byte a program may reach")],
+     "DDR window"),
+    ("WINDOW_HI", "rw", [("addr", 32, False, "last DDR byte a program may reach (reset: "
+                          "the whole address space)", 0xFFFF_FFFF)], "DDR window"),
     ("LAYER", "ro", [("index", 16, False, "descriptor being executed (progress)")],
      "Progress"),
     ("CYCLES_LO", "ro", [("value", 32, False, "cycles from start to done, low word; reading"
@@ -354,6 +370,7 @@ DESCRIPTOR_PRODUCTS = (
     ("out_pixels", "out_h", "out_w"),
     ("in_words", "in_pixels", "in_groups"),
     ("out_total_beats", "out_pixels", "out_beats"),
+    ("out_span_beats", "out_pixels", "out_pitch"),
     ("kernel_taps", "kernel", "kernel"),
     ("lb_row_words", "exp_groups", "in_w"),
     ("conv_groups", "exp_groups", "kernel_taps"),
@@ -376,6 +393,7 @@ def product_operand_bits(config: AcceleratorConfig) -> dict[str, int]:
         "in_w": bits(config.max_dim), "out_w": bits(config.max_dim),
         "in_groups": bits(row_words), "out_groups": bits(config.out_groups_max),
         "out_beats": bits(config.out_groups_max * config.pw_cols // 2),
+        "out_pitch": DESCRIPTOR["out_pitch"].width,
         "kernel": bits(config.k_max), "kernel_taps": bits(config.k_max ** 2),
         "pad_left": bits(config.k_max * config.dilation_max - 1),
         "dilation": bits(config.dilation_max), "depth_mult": bits(config.mid_groups_max),
@@ -460,50 +478,59 @@ def out_last_beats_max(config: AcceleratorConfig) -> int:
     return Q if P == Q else Q + P - 1
 
 
-def descriptor_param_checks(d, config: AcceleratorConfig) -> list:
+def descriptor_param_checks(d, config: AcceleratorConfig) -> list[tuple[str, object]]:
     """Conditions a ``LAYER`` descriptor's fields ``d`` must meet on ``config`` before any
     product of them is formed (the hardware stops with ``ErrorCode.BAD_PARAMS`` otherwise);
-    :func:`descriptor_product_checks` follows.
+    :func:`descriptor_product_checks` follows. Each is ``(rule, condition)``: ``rule`` says
+    in words what is allowed (the driver names the first one a descriptor breaks).
 
     Written only with operators that mean the same on Python ints and on Amaranth values
     (``&``, ``|``, comparisons), so the gateware checker (``hw/top.py``) and the host's
     reference device evaluate these very rules.
     """
-    def between(value, lo, hi):
-        return (value >= lo) & (value <= hi)
+    def between(name, lo, hi):
+        return f"{name} in {lo}..{hi}", (d[name] >= lo) & (d[name] <= hi)
 
     expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
     residual = _flag(d, DescFlag.RESIDUAL)
     row_words = config.lb_row_capacity_words
     pad_limit = config.k_max * config.dilation_max
+    beats_max = config.out_groups_max * config.pw_cols // 2
     return [
-        d["flags"] < 2 * max(DescFlag),  # no unknown flag bits
-        between(d["kernel"], 1, config.k_max),
-        between(d["stride"], 1, 2),
-        between(d["dilation"], 1, config.dilation_max),
-        between(d["depth_mult"], 1, config.mid_groups_max),
-        between(d["in_groups"], 1, row_words),
-        between(d["exp_groups"], 1, row_words),
-        between(d["mid_groups"], 1, config.mid_groups_max),
-        between(d["out_groups"], 1, config.out_groups_max),
-        *(between(d[name], 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
-        d["pad_top"] < pad_limit,
-        d["pad_left"] < pad_limit,
-        _implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
-                & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0)),
-        _implies(expand == 0, d["exp_groups"] == d["in_groups"]),
-        _implies(expand == 0, d["exp_words"] == d["exp_groups"]),
-        _implies(expand, between(d["exp_words"], 1, config.mid_groups_max)),
-        between(d["out_beats"], 1, config.out_groups_max * config.pw_cols // 2),
-        _implies(conv, d["depth_mult"] == 1),
-        _implies(residual, between(d["add_out_shift"], -31, 0)),
+        (f"flags below {2 * max(DescFlag)} (no unknown flag bits)",
+         d["flags"] < 2 * max(DescFlag)),
+        between("kernel", 1, config.k_max),
+        between("stride", 1, 2),
+        between("dilation", 1, config.dilation_max),
+        between("depth_mult", 1, config.mid_groups_max),
+        between("in_groups", 1, row_words),
+        between("exp_groups", 1, row_words),
+        between("mid_groups", 1, config.mid_groups_max),
+        between("out_groups", 1, config.out_groups_max),
+        *(between(name, 1, config.max_dim) for name in ("in_h", "in_w", "out_h", "out_w")),
+        (f"pad_top below {pad_limit}", d["pad_top"] < pad_limit),
+        (f"pad_left below {pad_limit}", d["pad_left"] < pad_limit),
+        (f"with EXPAND: in_groups at most {config.expand_in_groups_max}, exp_groups at most "
+         f"{config.mid_groups_max}, no CONV",
+         _implies(expand, (d["in_groups"] <= config.expand_in_groups_max)
+                  & (d["exp_groups"] <= config.mid_groups_max) & (conv == 0))),
+        ("without EXPAND: exp_groups equal to in_groups",
+         _implies(expand == 0, d["exp_groups"] == d["in_groups"])),
+        ("without EXPAND: exp_words equal to exp_groups",
+         _implies(expand == 0, d["exp_words"] == d["exp_groups"])),
+        (f"with EXPAND: exp_words in 1..{config.mid_groups_max}",
+         _implies(expand, (d["exp_words"] >= 1) & (d["exp_words"] <= config.mid_groups_max))),
+        between("out_beats", 1, beats_max),
+        ("with CONV: depth_mult 1", _implies(conv, d["depth_mult"] == 1)),
+        ("with RESIDUAL: add_out_shift in -31..0",
+         _implies(residual, (d["add_out_shift"] >= -31) & (d["add_out_shift"] <= 0))),
     ]
 
 
-def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
+def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list[tuple[str, object]]:
     """Conditions on a descriptor's fields ``d`` and their products ``p``
     (:data:`DESCRIPTOR_PRODUCTS`) that complete :func:`descriptor_param_checks`; the same
-    operators rule."""
+    operators rule, and the same ``(rule, condition)`` pairs."""
     conv, residual, raw = (_flag(d, DescFlag.CONV), _flag(d, DescFlag.RESIDUAL),
                            _flag(d, DescFlag.RAW_OUT))
     P, Q = config.dw_lanes, config.pw_cols
@@ -516,43 +543,85 @@ def descriptor_product_checks(d, p, config: AcceleratorConfig) -> list:
               (d["out_beats"] <= pixel_beats + filler)
               & (d["out_beats"] + Q // BEAT_BYTES > pixel_beats))
     return [
-        p["lb_row_words"] <= config.lb_row_capacity_words,
-        _implies(conv, d["mid_groups"] == p["conv_groups"]),
-        _implies(conv == 0, d["mid_groups"] == p["dw_groups"]),
+        (f"exp_groups * in_w at most {config.lb_row_capacity_words} (a line-buffer row)",
+         p["lb_row_words"] <= config.lb_row_capacity_words),
+        ("with CONV: mid_groups equal to exp_groups * kernel**2",
+         _implies(conv, d["mid_groups"] == p["conv_groups"])),
+        ("without CONV: mid_groups equal to exp_groups * depth_mult",
+         _implies(conv == 0, d["mid_groups"] == p["dw_groups"])),
         # the engine's expand words cover the line buffer's groups, the last one partly
-        _implies(expand, (scale(d["exp_words"], Q) >= scale(d["exp_groups"], P))
-                 & (scale(d["exp_words"], Q) < scale(d["exp_groups"], P) + Q)),
-        _implies(raw, (residual == 0) & (d["out_beats"] == (pixel_beats << 2))
-                 & (d["out_pitch"] >= d["out_beats"])),
-        _implies(raw == 0, stored & (d["out_pitch"] >= d["out_beats"])),
+        (f"with EXPAND: exp_words * {Q} covers exp_groups * {P} channels, by less than a word",
+         _implies(expand, (scale(d["exp_words"], Q) >= scale(d["exp_groups"], P))
+                  & (scale(d["exp_words"], Q) < scale(d["exp_groups"], P) + Q))),
+        (f"with RAW_OUT: no RESIDUAL, out_beats equal to out_groups * {Q // 2}, out_pitch at "
+         "least out_beats",
+         _implies(raw, (residual == 0) & (d["out_beats"] == (pixel_beats << 2))
+                  & (d["out_pitch"] >= d["out_beats"]))),
+        ("out_beats covering the last engine word of out_groups, out_pitch at least "
+         "out_beats",
+         _implies(raw == 0, stored & (d["out_pitch"] >= d["out_beats"]))),
         # the residual is read as one contiguous run
-        _implies(residual, d["out_pitch"] == d["out_beats"]),
+        ("with RESIDUAL: out_pitch equal to out_beats",
+         _implies(residual, d["out_pitch"] == d["out_beats"])),
         # the DW weights fit their memory (by default any k <= k_max at mid_groups_max does)
         *([] if config.dw_weight_words is None else
-          [_implies(conv == 0, p["dw_weight_words"] <= config.dw_weight_depth)]),
+          [(f"DW weight words at most {config.dw_weight_depth}",
+            _implies(conv == 0, p["dw_weight_words"] <= config.dw_weight_depth))]),
         *_engine_weight_checks(d, p, config),
     ]
 
 
-def _engine_weight_checks(d, p, config: AcceleratorConfig) -> list:
+def _engine_weight_checks(d, p, config: AcceleratorConfig) -> list[tuple[str, object]]:
     """The engine's weight tables and prefetch segments lie inside its weight memory; the
     segments do not overwrite this layer's tables."""
     depth = config.engine_weight_depth
     expand = _flag(d, DescFlag.EXPAND)
-    tables = [(expand, d["exp_wbase"], p["exp_weight_words"]),
-              (1, d["pw_wbase"], p["pw_weight_words"])]
+    tables = [("exp_wbase", "exp_words * in_groups", expand, d["exp_wbase"],
+               p["exp_weight_words"]),
+              ("pw_wbase", "mid_groups * out_groups", 1, d["pw_wbase"], p["pw_weight_words"])]
 
     def apart(a, a_words, b, b_words):
         return (a + a_words <= b) | (b + b_words <= a)
 
-    checks = [_implies(used, base + words <= depth) for used, base, words in tables]
-    checks.append(_implies(expand, apart(d["exp_wbase"], p["exp_weight_words"],
-                                         d["pw_wbase"], p["pw_weight_words"])))
+    checks = [(f"{field} + {words} at most {depth} (the engine's weight words)",
+               _implies(used, base + n <= depth)) for field, words, used, base, n in tables]
+    checks.append(("the expand weights (from exp_wbase) and the PW weights (from pw_wbase) "
+                   "apart in the engine's weight memory",
+                   _implies(expand, apart(d["exp_wbase"], p["exp_weight_words"],
+                                          d["pw_wbase"], p["pw_weight_words"]))))
     for _, words, base in PREFETCH_SEGMENTS:
         seg = (d[base], d[words])
-        checks.append(d[base] + d[words] <= depth)
-        checks.extend(_implies(used, apart(*seg, b, n)) for used, b, n in tables)
+        checks.append((f"{base} + {words} at most {depth}", d[base] + d[words] <= depth))
+        checks.extend((f"the prefetch's {base} + {words} words apart from the weights at "
+                       f"{field}", _implies(used, apart(*seg, b, n)))
+                      for field, _, used, b, n in tables)
     return checks
+
+
+def descriptor_extents(d, p, config: AcceleratorConfig) -> list[tuple[str, object, object]]:
+    """The DDR regions a descriptor with fields ``d`` and products ``p`` reads or writes:
+    ``(address field, used, bytes)`` for each of :data:`ADDRESS_FIELDS`, ``used`` whether its
+    flags make the accelerator touch it. Python ints or Amaranth values alike. The output's
+    region runs from ``out_addr`` to the end of its last pixel (``out_pitch`` beats apart)."""
+    P, Q = config.dw_lanes, config.pw_cols
+    tables = {t.field: (needed, scale(words, t.word_bytes(config)))
+              for t, (needed, words) in zip(Table, table_loads(d, p, config), strict=True)}
+    regions = {
+        "in_addr": (1, scale(p["in_words"], P)),
+        "out_addr": (1, (p["out_span_beats"] - d["out_pitch"] + d["out_beats"]) << 3),
+        "res_addr": (_flag(d, DescFlag.RESIDUAL), p["out_total_beats"] << 3),
+        **tables,
+        **{addr: (d[words] != 0, scale(d[words], P * Q)) for addr, words, _ in PREFETCH_SEGMENTS},
+    }
+    assert tuple(regions) == ADDRESS_FIELDS, tuple(regions)
+    return [(name, *regions[name]) for name in ADDRESS_FIELDS]
+
+
+def window_checks(d, p, config: AcceleratorConfig, lo, hi) -> list[tuple[str, object]]:
+    """Each region of :func:`descriptor_extents` the descriptor uses lies in the DDR window
+    of bytes ``lo..hi`` (``WINDOW_LO``, ``WINDOW_HI``): ``(address field, condition)``."""
+    return [(name, _implies(used, (d[name] >= lo) & (d[name] + nbytes - 1 <= hi)))
+            for name, used, nbytes in descriptor_extents(d, p, config)]
 
 
 def export(config: AcceleratorConfig | None = None) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,6 +22,7 @@ from .layout import (
     ErrorCode,
     Opcode,
     Table,
+    descriptor_extents,
     descriptor_param_checks,
     descriptor_product_checks,
     out_last_beats_max,
@@ -85,32 +86,72 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.datapath = datapath = Datapath(self.config)
-        m.submodules.controller = controller = Controller(self.config, datapath)
-        wiring.connect(m, wiring.flipped(self.s_axil), controller.s_axil)
+        # CTRL.abort: the controller's DMAs drain their bursts, then one cycle of
+        # `soft_reset` returns the controller and the datapath to their reset state (the
+        # register bank keeps its values) and ends the run with ErrorCode.ABORTED
+        aborting, soft_reset = Signal(), Signal()
+        datapath = Datapath(self.config)
+        controller = Controller(self.config, datapath)
+        m.submodules.datapath = ResetInserter(soft_reset)(datapath)
+        m.submodules.controller = ResetInserter(soft_reset)(controller)
+        m.submodules.csr = csr = ControlRegisters(self.config)
+        wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         for name in ("m_axi", "m_axi_res", "m_axi_pf"):
             wiring.connect(m, getattr(controller, name), wiring.flipped(getattr(self, name)))
-        m.d.comb += self.irq.eq(controller.irq)
+        m.d.comb += self.irq.eq(csr.irq)
         wiring.connect(m, controller.datapath, datapath)
+
+        with m.If(csr.abort):
+            m.d.sync += aborting.eq(1)
+        m.d.sync += soft_reset.eq(0)
+        with m.If(aborting & ~controller.dma_busy):
+            m.d.sync += [aborting.eq(0), soft_reset.eq(1)]
+        run = controller.run
+        m.d.comb += [
+            run.start.eq(csr.start), run.prog_addr.eq(csr.prog_addr),
+            run.window_lo.eq(csr.window_lo), run.window_hi.eq(csr.window_hi),
+            controller.drain.eq(aborting),
+            csr.busy.eq(run.busy | aborting | soft_reset),
+            csr.layer.eq(run.layer),
+            csr.done.eq(run.done & ~aborting),
+            csr.error.eq((run.error & ~aborting) | soft_reset),
+            csr.error_code.eq(Mux(soft_reset, ErrorCode.ABORTED, run.error_code)),
+            csr.error_layer.eq(run.layer),
+            csr.error_addr.eq(Mux(soft_reset, run.desc_addr, run.error_addr)),
+        ]
         return m
 
 
 def _bus_signature(config: AcceleratorConfig) -> dict:
     """The accelerator's ports: its register bank and its AXI managers, and the interrupt."""
+    return {"s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
+            **_manager_signature(config), "irq": Out(1)}
+
+
+def _manager_signature(config: AcceleratorConfig) -> dict:
+    """The AXI managers: DDR reads and writes, the residual's and the prefetch's reads."""
     aw = config.axi_addr_width
     return {
-        "s_axil": In(AXI4LiteSignature(addr_width=REGISTERS.addr_width)),
         "m_axi": Out(AXI4Signature(addr_width=aw)),
         "m_axi_res": Out(AXI4ReadSignature(addr_width=aw)),
         "m_axi_pf": Out(AXI4ReadSignature(addr_width=aw)),
-        "irq": Out(1),
     }
 
 
+#: What the controller exchanges with the register bank: a run's start and address and the
+#: DDR window in; its progress and its end (``done``, or ``error`` with a code and an
+#: address, one-cycle pulses) out.
+RunSignature = wiring.Signature({
+    "start": In(1), "prog_addr": In(32), "window_lo": In(32), "window_hi": In(32),
+    "busy": Out(1), "layer": Out(16), "desc_addr": Out(32),
+    "done": Out(1), "error": Out(1), "error_code": Out(8), "error_addr": Out(32),
+})
+
+
 class Controller(wiring.Component):
-    """The program controller: the register bank, the descriptor fetch and checks, the
-    products of fields, the table loads (through both read ports), the prefetch, the DMAs
-    and the sequencing of a layer's run on the :class:`~dwsep.hw.datapath.Datapath`.
+    """The program controller: the descriptor fetch and checks, the products of fields, the
+    table loads (through both read ports), the prefetch, the DMAs and the sequencing of a
+    layer's run on the :class:`~dwsep.hw.datapath.Datapath`.
 
     Parameters
     ----------
@@ -120,8 +161,15 @@ class Controller(wiring.Component):
 
     Members
     -------
-    s_axil, m_axi, m_axi_res, m_axi_pf, irq
+    m_axi, m_axi_res, m_axi_pf
         As :class:`Top`'s.
+    run : ``Out(RunSignature)``
+        To and from the register bank (:class:`~dwsep.hw.csr.ControlRegisters`).
+    drain : ``In(1)``
+        Abort: every DMA drains its bursts (:class:`~dwsep.hw.dma_reader.DMAEngine`), held
+        until ``dma_busy`` falls; then :class:`Top` resets the controller.
+    dma_busy : ``Out(1)``
+        A DMA has a command or a burst in flight.
     datapath : ``In(datapath.signature)``
         The datapath's members seen from the controller: the descriptor, its products and
         the start it drives; the input, residual and table words it feeds; the output it
@@ -132,7 +180,9 @@ class Controller(wiring.Component):
         self.config = config
         self._exp_words_max = datapath.exp_words_max
         self._erq = datapath.engine_requant
-        super().__init__({**_bus_signature(config), "datapath": In(datapath.signature)})
+        super().__init__({**_manager_signature(config), "run": Out(RunSignature),
+                          "drain": In(1), "dma_busy": Out(1),
+                          "datapath": In(datapath.signature)})
 
     def elaborate(self, platform):
         cfg = self.config
@@ -142,15 +192,16 @@ class Controller(wiring.Component):
         dp = self.datapath
         erq, exp_words_max = self._erq, self._exp_words_max
 
-        m.submodules.csr = csr = ControlRegisters(cfg)
+        csr = self.run
         m.submodules.sizes = products = DescriptorProducts(cfg)
         m.submodules.reader = reader = DMAReader(addr_width=aw)
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
         m.submodules.pf_reader = pf_reader = DMAReader(addr_width=aw)
         m.submodules.writer = writer = DMAWriter(addr_width=aw)
 
-        wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
-        m.d.comb += self.irq.eq(csr.irq)
+        dmas = (reader, writer, res_reader, pf_reader)
+        m.d.comb += [*(dma.drain.eq(self.drain) for dma in dmas),
+                     self.dma_busy.eq(_any(dma.busy for dma in dmas))]
         for port, dma in ((self.m_axi, reader), (self.m_axi, writer),
                           (self.m_axi_res, res_reader), (self.m_axi_pf, pf_reader)):
             for name, member in dma.axi.signature.members.items():
@@ -285,14 +336,33 @@ class Controller(wiring.Component):
             [field(name) for name in seg] for seg in PREFETCH_SEGMENTS)
         engine_word_beats = P * Q // BEAT_BYTES
 
+        error_addr = Signal(32)
         m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
-                     csr.error_layer.eq(layer)]
+                     csr.error_addr.eq(error_addr), csr.desc_addr.eq(desc_addr)]
         m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0), dp.start.eq(0),
                      *(dma.clear.eq(0) for dma in (reader, writer, res_reader, pf_reader))]
 
-        def fail(code):
-            m.d.sync += [error_code.eq(code), csr.error.eq(1)]
+        def fail(code, addr=desc_addr):
+            m.d.sync += [error_code.eq(code), error_addr.eq(addr), csr.error.eq(1)]
             m.next = "IDLE"
+
+        def fault_addr(*dmas):
+            """The fault address of the first of ``dmas`` with an error."""
+            out = dmas[-1].fault_addr
+            for dma in reversed(dmas[:-1]):
+                out = Mux(dma.error, dma.fault_addr, out)
+            return out
+
+        # the DDR window: a descriptor's regions (`descriptor_extents`) end at `region_last`
+        # (registered in CHECK_PRODUCTS), compared in PRODUCTS_CHECKED into `in_window`,
+        # which LOAD_NEXT checks before any table or data moves; the next descriptor's
+        # place is compared in CHECK, for NEXT
+        lo, hi = csr.window_lo, csr.window_hi
+        extents = descriptor_extents(self._fields(field), prod, cfg)
+        region_last = [Signal(aw + 8, name=f"last_{name}") for name, _, _ in extents]
+        in_window = Signal(len(extents))
+        next_desc_in_window = Signal()
+        prog_last = csr.prog_addr + (DESCRIPTOR.size - 1)
 
         with m.FSM(name="ctrl") as fsm:
             m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
@@ -303,7 +373,9 @@ class Controller(wiring.Component):
                              *(dma.clear.eq(1)
                                for dma in (reader, writer, res_reader, pf_reader))]
                 with m.If(csr.prog_addr[:_ALIGN_BITS] != 0):
-                    fail(ErrorCode.MISALIGNED)
+                    fail(ErrorCode.MISALIGNED, csr.prog_addr)
+                with m.Elif((csr.prog_addr < lo) | (prog_last > hi)):
+                    fail(ErrorCode.OUT_OF_WINDOW, csr.prog_addr)
                 with m.Else():
                     m.next = "FETCH_CMD"
 
@@ -326,13 +398,17 @@ class Controller(wiring.Component):
                 addrs = [field(n) for n in ADDRESS_FIELDS]
                 m.d.sync += [
                     opcode_ok.eq(field("opcode") == Opcode.LAYER),
-                    params_ok.eq(Cat(*descriptor_param_checks(self._fields(field), cfg))),
+                    params_ok.eq(Cat(ok for _, ok
+                                     in descriptor_param_checks(self._fields(field), cfg))),
                     aligned.eq(~Cat(a[:_ALIGN_BITS] for a in addrs).any()),
+                    next_desc_in_window.eq(desc_addr + (2 * DESCRIPTOR.size - 1) <= hi),
                 ]
                 m.next = "CHECKED"
 
             with m.State("CHECKED"):
-                with m.If(~opcode_ok):
+                with m.If(reader.error):  # the descriptor's own read
+                    fail(ErrorCode.AXI_READ, reader.fault_addr)
+                with m.Elif(~opcode_ok):
                     fail(ErrorCode.BAD_OPCODE)
                 with m.Elif(~params_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)
@@ -360,11 +436,16 @@ class Controller(wiring.Component):
                     load_wanted.eq(Cat(need & ~h for need, h
                                        in zip(load_needed, held_now, strict=True))),
                 ]
-                m.d.sync += products_ok.eq(
-                    Cat(*descriptor_product_checks(self._fields(field), prod, cfg)))
+                m.d.sync += products_ok.eq(Cat(
+                    ok for _, ok in descriptor_product_checks(self._fields(field), prod, cfg)))
+                m.d.sync += [last.eq(field(name) + nbytes - 1)
+                             for last, (name, _, nbytes) in zip(region_last, extents, strict=True)]
                 m.next = "PRODUCTS_CHECKED"
 
             with m.State("PRODUCTS_CHECKED"):
+                m.d.sync += in_window.eq(Cat(
+                    ~used | ((field(name) >= lo) & (last <= hi))
+                    for last, (name, used, _) in zip(region_last, extents, strict=True)))
                 with m.If(~products_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)
                 with m.Else():
@@ -372,7 +453,9 @@ class Controller(wiring.Component):
 
             with m.State("LOAD_NEXT"):
                 # skip the tables this layer does not use or that are held already
-                with m.If(load == len(Table)):
+                with m.If(~in_window.all()):
+                    fail(ErrorCode.OUT_OF_WINDOW)
+                with m.Elif(load == len(Table)):
                     m.next = "RUN_START"
                 with m.Elif(load_wanted.bit_select(load, 1)):
                     m.next = "LOAD_SPLIT"
@@ -444,7 +527,7 @@ class Controller(wiring.Component):
             with m.State("LOAD_FLUSH"):
                 # the last word's write happens in this cycle
                 with m.If(reader.error | res_reader.error):
-                    fail(ErrorCode.AXI_READ)
+                    fail(ErrorCode.AXI_READ, fault_addr(reader, res_reader))
                 with m.Else():
                     m.d.sync += load.eq(load + 1)
                     for ld in holdable:
@@ -504,9 +587,9 @@ class Controller(wiring.Component):
                 with m.If(~settle & idle):
                     m.d.sync += running.eq(0)
                     with m.If(reader.error | res_reader.error | pf_reader.error):
-                        fail(ErrorCode.AXI_READ)
+                        fail(ErrorCode.AXI_READ, fault_addr(reader, res_reader, pf_reader))
                     with m.Elif(writer.error):
-                        fail(ErrorCode.AXI_WRITE)
+                        fail(ErrorCode.AXI_WRITE, writer.fault_addr)
                     with m.Else():
                         m.next = "NEXT"
 
@@ -518,6 +601,8 @@ class Controller(wiring.Component):
                     m.d.sync += [desc_addr.eq(desc_addr + DESCRIPTOR.size),
                                  layer.eq(layer + 1)]
                     m.next = "FETCH_CMD"
+                    with m.If(~next_desc_in_window):
+                        fail(ErrorCode.OUT_OF_WINDOW, desc_addr + DESCRIPTOR.size)
 
         # the prefetch: the second lane takes every beat of `pf_reader` while a layer runs,
         # a word each `engine_word_beats` beats

@@ -131,7 +131,9 @@ def test_every_register_answers_at_its_offset():
     cycles = 0x0000_0123_89AB_CDEF
     state = {"CTRL": {"irq_enable": 1}, "STATUS": {"busy": 0, "done": 0, "error": 1},
              "ERROR": {"code": ErrorCode.MISALIGNED, "layer": 0x1234},
-             "PROGRAM": {"addr": 0x4567_89A8}, "LAYER": {"index": 0x0BCD},
+             "ERROR_ADDR": {"addr": 0x89AB_CDE0}, "PROGRAM": {"addr": 0x4567_89A8},
+             "WINDOW_LO": {"addr": 0x1357_9BD8}, "WINDOW_HI": {"addr": 0x2468_ACE7},
+             "LAYER": {"index": 0x0BCD},
              "CYCLES_LO": {"value": cycles & 0xFFFF_FFFF}, "CYCLES_HI": {"value": cycles >> 32},
              **capability_values(cfg)}
     want = {name: sum(REGISTERS[name].field(f).encode(v) for f, v in fields.items())
@@ -142,11 +144,12 @@ def test_every_register_answers_at_its_offset():
     mgr = AxiLiteManager(dut.s_axil)
 
     async def bench(ctx):
-        for name in ("CTRL", "PROGRAM"):
+        for name in ("CTRL", "PROGRAM", "WINDOW_LO", "WINDOW_HI"):
             assert await mgr.write(ctx, REGISTERS[name].offset, want[name]) == Resp.OKAY
             ref.write_word(REGISTERS[name].offset, want[name])
         ctx.set(dut.error_code, state["ERROR"]["code"])
         ctx.set(dut.error_layer, state["ERROR"]["layer"])
+        ctx.set(dut.error_addr, state["ERROR_ADDR"]["addr"])
         ctx.set(dut.error, 1)
         await ctx.tick()
         ctx.set(dut.error, 0)
@@ -158,7 +161,7 @@ def test_every_register_answers_at_its_offset():
 
     run_sim(dut, bench, deadline_cycles=1_000)
     assert got == want
-    for name in ("CTRL", "PROGRAM", *capability_values(cfg)):
+    for name in ("CTRL", "PROGRAM", "WINDOW_LO", "WINDOW_HI", *capability_values(cfg)):
         assert ref.read_word(REGISTERS[name].offset) == want[name], name
 
 

@@ -63,11 +63,12 @@ def byte_mask(strb: int) -> int:
     return sum(0xFF << (8 * i) for i in range(WORD_BYTES) if strb >> i & 1)
 
 
-def start_monitor(dut, pulses: list[int]):
-    """Background process: appends the cycle number of every cycle with ``start`` high."""
+def start_monitor(dut, pulses: list[int], signal=None):
+    """Background process: appends the cycle number of every cycle with ``start`` (or
+    ``signal``) high."""
     async def process(ctx):
         cycle = 0
-        async for _, _, start in ctx.tick().sample(dut.start):
+        async for _, _, start in ctx.tick().sample(dut.start if signal is None else signal):
             cycle += 1
             if start:
                 pulses.append(cycle)
@@ -185,7 +186,9 @@ def test_capabilities_and_reset_values(config, seed):
         for name in consts:
             assert words[name] == encode(name, **consts[name])
         for name in set(words) - set(consts):
-            assert words[name] == 0, name  # nothing written, started or counted yet
+            # nothing written, started or counted yet: the reset values (0 but WINDOW_HI's)
+            reset = encode(name, **{f.name: f.reset for f in REGISTERS[name].fields})
+            assert words[name] == reset == (0xFFFF_FFFF if name == "WINDOW_HI" else 0), name
         # A byte address inside a word reads that word.
         data, _ = await mgr.read(ctx, REGISTERS["ID"].offset + 3)
         assert data == ID_MAGIC
@@ -257,7 +260,8 @@ def test_start_pulses_once_and_only_when_idle(seed):
         assert len(pulses) == 1
         assert decode("STATUS", await read_reg(ctx, mgr, "STATUS"))["busy"] == 1
         # the ignored start still wrote irq_enable, and start reads 0
-        assert decode("CTRL", await read_reg(ctx, mgr, "CTRL")) == {"start": 0, "irq_enable": 1}
+        assert decode("CTRL", await read_reg(ctx, mgr, "CTRL")) == {"start": 0, "irq_enable": 1,
+                                                                    "abort": 0}
         ctx.set(dut.busy, 0)
         await write_reg(ctx, mgr, "CTRL", strb=0b1110, start=1)  # strobe off: no start
         await ctx.tick().repeat(3)
@@ -268,6 +272,34 @@ def test_start_pulses_once_and_only_when_idle(seed):
         assert decode("STATUS", await read_reg(ctx, mgr, "STATUS"))["busy"] == 0
 
     run_sim(dut, bench, processes=[start_monitor(dut, pulses)], deadline_cycles=5_000)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_abort_pulses_only_while_busy(seed):
+    """``CTRL.abort`` pulses ``abort`` once per write of 1 while ``busy``; idle, it is
+    ignored; it reads 0 and does not start a run."""
+    dut, mgr = make(seed)
+    aborts: list[int] = []
+    starts: list[int] = []
+
+    async def bench(ctx):
+        await write_reg(ctx, mgr, "CTRL", abort=1)  # idle: nothing to stop
+        await ctx.tick().repeat(3)
+        assert aborts == []
+        ctx.set(dut.busy, 1)
+        await write_reg(ctx, mgr, "CTRL", abort=1, irq_enable=1)
+        await ctx.tick().repeat(3)
+        assert len(aborts) == 1
+        await write_reg(ctx, mgr, "CTRL", abort=0, irq_enable=1)
+        await ctx.tick().repeat(3)
+        assert len(aborts) == 1
+        assert decode("CTRL", await read_reg(ctx, mgr, "CTRL"))["abort"] == 0
+        await write_reg(ctx, mgr, "CTRL", abort=1)
+        await ctx.tick().repeat(3)
+        assert len(aborts) == 2 and starts == []
+
+    run_sim(dut, bench, processes=[start_monitor(dut, aborts, dut.abort),
+                                   start_monitor(dut, starts)], deadline_cycles=5_000)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -131,6 +131,9 @@ def test_reader_errors():
         assert ctx.get(dut.error) == 0
         await read(BASE + PAGE, 20)  # covers the SLVERR beat
         assert ctx.get(dut.error) == 1
+        assert ctx.get(dut.fault_addr) == BASE + PAGE  # the burst answered with SLVERR
+        await read(BASE + PAGE + 64, 1)  # a second fault keeps the first one's address
+        assert ctx.get(dut.fault_addr) == BASE + PAGE
         await ctx.tick().repeat(3)
         assert ctx.get(dut.error) == 1  # sticky
         await clear()
@@ -138,13 +141,93 @@ def test_reader_errors():
         await read(BASE + 4, 3)  # misaligned: no data, no AR
         await ctx.tick().repeat(10)
         assert ctx.get(dut.error) == 1 and not ctx.get(dut.data.valid)
+        assert ctx.get(dut.fault_addr) == BASE + 4
         assert len(ram.reads) == n_reads
         await clear()
         assert await read(BASE + 2 * PAGE, 5) == beats_at(ram.mem, BASE + 2 * PAGE, 5)
         assert ctx.get(dut.error) == 0
 
     run_sim(dut, tb, processes=[ram.read_process(dut.axi)], deadline_cycles=5_000)
-    assert [r.resp for r in ram.reads] == [Resp.OKAY] * 2 + [Resp.SLVERR] + [Resp.OKAY] * 2
+    assert [r.resp for r in ram.reads] == [Resp.OKAY] * 2 + [Resp.SLVERR, Resp.OKAY,
+                                                             Resp.SLVERR, Resp.OKAY]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reader_drain(seed):
+    """``drain`` in the middle of a long read whose consumer has stalled: the bursts in
+    flight are taken and dropped (the model checks every AXI rule), no beat shows on
+    ``data``, ``busy`` falls; commands offered meanwhile are dropped. Then a read works."""
+    rng = random.Random(seed)
+    print(f"seed={seed}")
+    dut = DMAReader()
+    ram = AXI4Memory(8 * PAGE, base=BASE, rng=rng, p_stall=0.3, read_latency=(1, 8))
+    ram.mem[:] = rng.randbytes(len(ram.mem))
+
+    async def tb(ctx):
+        await send_all(ctx, dut.cmd, [cmd(BASE, 300)])
+        got = await recv_n(ctx, dut.data, rng.randint(0, 40), rng=rng, p_stall=0.3)
+        await ctx.tick().repeat(rng.randint(0, 30))  # the consumer stalls; bursts pile up
+        ctx.set(dut.drain, 1)
+        ctx.set(dut.cmd.valid, 1)  # a command offered while draining is dropped
+        ctx.set(dut.cmd.payload, {"addr": BASE + PAGE, "beats": 50})
+        for cycle in range(400):
+            await ctx.tick()
+            assert not ctx.get(dut.data.valid) or cycle == 0
+            if not ctx.get(dut.busy):
+                break
+        assert not ctx.get(dut.busy), "the drain did not end"
+        ctx.set(dut.cmd.valid, 0)
+        ctx.set(dut.drain, 0)
+        await ctx.tick()
+        assert got == beats_at(ram.mem, BASE, len(got))
+        assert ctx.get(dut.error) == 0
+        await send_all(ctx, dut.cmd, [cmd(BASE + 2 * PAGE, 40)])
+        assert await recv_n(ctx, dut.data, 40) == beats_at(ram.mem, BASE + 2 * PAGE, 40)
+        await wait_idle(ctx, dut)
+
+    run_sim(dut, tb, processes=[ram.read_process(dut.axi)], deadline_cycles=10_000)
+    assert all(r.addr < BASE + PAGE or r.addr >= BASE + 2 * PAGE for r in ram.reads)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_writer_drain(seed):
+    """``drain`` in the middle of a long write whose data has stopped coming: the bursts on
+    AW get beats with no byte strobe, their B responses come back, ``busy`` falls, and
+    memory holds exactly the beats sent before. Then a write works."""
+    rng = random.Random(seed)
+    print(f"seed={seed}")
+    dut = DMAWriter()
+    ram = AXI4Memory(8 * PAGE, base=BASE, rng=rng, p_stall=0.3, write_latency=(1, 8))
+    ram.mem[:] = rng.randbytes(len(ram.mem))
+    expected = bytearray(ram.mem)
+
+    async def tb(ctx):
+        await send_all(ctx, dut.cmd, [cmd(BASE, 300)])
+        sent = rng.randint(0, 40)
+        await send_all(ctx, dut.data, [0x0101_0101_0101_0101 * (1 + i % 200)
+                                       for i in range(sent)], rng=rng, p_stall=0.3)
+        for i in range(sent):
+            expected[8 * i:8 * i + 8] = bytes([1 + i % 200]) * 8
+        await ctx.tick().repeat(rng.randint(0, 30))
+        ctx.set(dut.drain, 1)
+        ctx.set(dut.data.valid, 1)  # data offered while draining is not taken
+        for _ in range(400):
+            assert not ctx.get(dut.data.ready)
+            await ctx.tick()
+            if not ctx.get(dut.busy):
+                break
+        assert not ctx.get(dut.busy), "the drain did not end"
+        ctx.set(dut.data.valid, 0)
+        ctx.set(dut.drain, 0)
+        await ctx.tick()
+        assert ram.mem == expected
+        await send_all(ctx, dut.cmd, [cmd(BASE + 4 * PAGE, 20)])
+        await send_all(ctx, dut.data, [0x5A5A_5A5A_5A5A_5A5A] * 20)
+        expected[4 * PAGE:4 * PAGE + 160] = b"\x5a" * 160
+        await wait_idle(ctx, dut)
+        assert ram.mem == expected and ctx.get(dut.error) == 0
+
+    run_sim(dut, tb, processes=[ram.write_process(dut.axi)], deadline_cycles=10_000)
 
 
 def stream_span(beats: int, burst: int, slots: int, slot_cycles: int) -> int:
@@ -273,6 +356,7 @@ def test_writer_errors():
         await write(BASE + PAGE + 32, 20, 0x22)  # covers the SLVERR beat, which is not written
         expected[bad[0] - BASE:bad[1] - BASE] = ram.mem[bad[0] - BASE:bad[1] - BASE]
         assert ctx.get(dut.error) == 1 and ram.mem == expected
+        assert ctx.get(dut.fault_addr) == BASE + PAGE + 32  # the burst answered with SLVERR
         await ctx.tick().repeat(3)
         assert ctx.get(dut.error) == 1
         await clear()
@@ -284,6 +368,7 @@ def test_writer_errors():
             await ctx.tick()
         ctx.set(dut.data.valid, 0)
         assert ctx.get(dut.error) == 1 and len(ram.writes) == n_writes
+        assert ctx.get(dut.fault_addr) == BASE + 2 * PAGE + 4
         await clear()
         await write(BASE + 2 * PAGE, 5, 0x44)
         assert ctx.get(dut.error) == 0 and ram.mem == expected

@@ -6,6 +6,7 @@ timeouts and input checks."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from dwsep.host.tflite_writer import (
     single_op_model,
 )
 from dwsep.hw.config import get_config
-from dwsep.hw.layout import ADDRESS_FIELDS, REGISTERS, DescFlag, ErrorCode
+from dwsep.hw.layout import ADDRESS_FIELDS, DESCRIPTOR, REGISTERS, DescFlag, ErrorCode
 from dwsep.sim.oracle import litert_run
 
 SEEDS = range(32)
@@ -140,15 +141,19 @@ def test_input_checks(reference):
 BACKENDS = ["reference", pytest.param("rtl", marks=pytest.mark.verilator)]
 
 
-def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny", **fields):
+def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny", *,
+                  window: bool = True, **fields):
     """Run ``g`` on a fresh device after changing descriptor ``layer``'s fields (a callable
-    value computes the new value from the descriptor)."""
+    value computes the new value from the descriptor). ``window=False``: the DDR window is
+    left open (the bus sees what the descriptor names)."""
     a = Accelerator(config, backend)
+    a.restrict_window = window
     d = a.compile(g).descriptors[layer]
     d.update({k: v(d) if callable(v) else v for k, v in fields.items()})
     x = np.zeros(g.input.shape, np.int8)
     with pytest.raises(HardwareError) as info:
         a.run(g, x)
+    info.value.base = a._load(g).buffer.physical_address  # where the program was linked
     return info.value
 
 
@@ -186,7 +191,11 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny
 def test_descriptor_errors(fields, code, backend):
     err = _tampered_run(chain(2, 7), 0, backend, **fields)
     assert err.code == code and err.layer == 0
-    assert str(err) == f"accelerator stopped with {code.name} at descriptor 0"
+    # the message names the layer, the rule the descriptor breaks and the fields' values
+    assert str(err).startswith(f"accelerator stopped with {code.name} at descriptor 0: "
+                               "descriptor 0 (layer 0: DEPTHWISE_CONV_2D + CONV_2D -> "
+                               "l0/pw/out) needs "), str(err)
+    assert "; it has " in str(err), str(err)
 
 
 def test_dw_weights_past_their_memory():
@@ -210,21 +219,100 @@ def test_misaligned_address(field, backend):
     assert (err.code, err.layer) == (ErrorCode.MISALIGNED, 1)
 
 
-def test_bus_errors():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bus_errors(backend):
+    """With the DDR window open, an address with no memory behind it gets DECERR from the
+    bus: the run stops with AXI_READ/AXI_WRITE and ERROR_ADDR names the failing access."""
+    def bus(g, **fields):
+        err = _tampered_run(g, 0, backend, window=False, **fields)
+        return err.code, err.addr - err.base  # descriptor addresses are program-relative
+
     g = chain(1, 9)
-    assert _tampered_run(g, 0, in_addr=1 << 24).code == ErrorCode.AXI_READ
-    assert _tampered_run(g, 0, out_addr=1 << 24).code == ErrorCode.AXI_WRITE
-    assert _tampered_run(g, 0, pw_weights=1 << 24).code == ErrorCode.AXI_READ
-    assert _tampered_run(chain(2, 9), 0, pf0_addr=1 << 24).code == ErrorCode.AXI_READ
+    far = 1 << 24
+    assert bus(g, in_addr=far) == (ErrorCode.AXI_READ, far)
+    assert bus(g, out_addr=far) == (ErrorCode.AXI_WRITE, far)
+    assert bus(g, pw_weights=far) == (ErrorCode.AXI_READ, far)
+    assert bus(chain(2, 9), pf0_addr=far) == (ErrorCode.AXI_READ, far)
     # unused addresses are not read: a RESIDUAL flag makes res_addr count
-    assert _tampered_run(g, 0, flags=DescFlag.LAST | DescFlag.RESIDUAL,
-                         res_addr=1 << 24).code == ErrorCode.AXI_READ
+    assert bus(g, flags=DescFlag.LAST | DescFlag.RESIDUAL, res_addr=far) == \
+        (ErrorCode.AXI_READ, far)
+    err = _tampered_run(g, 0, backend, window=False, in_addr=far)
+    assert str(err).startswith(f"accelerator stopped with AXI_READ at descriptor 0 at address "
+                               f"{err.base + far:#010x}"), str(err)
 
 
-def _run_with_dw_weights_at_end(g: Graph, offset_from_end: int) -> None:
-    """Run ``g`` (one layer) with its ``dw_weights`` this many bytes before the end of the
-    DDR image, the last mapped byte."""
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("field,flags", [
+    ("in_addr", 0), ("out_addr", 0), ("pw_weights", 0), ("dw_table", 0),
+    ("res_addr", DescFlag.RESIDUAL), ("pf0_addr", 0)])
+def test_window_keeps_a_program_in_its_buffer(field, flags, backend):
+    """The driver sets the DDR window to the program's buffer: a descriptor naming memory
+    past it (here 16 bytes past the end, or far away) stops with OUT_OF_WINDOW before any
+    byte moves, and the message names the field, its region and the window."""
+    g = chain(2, 9)
     a = Accelerator("tiny", "reference")
+    prog = a.compile(g)
+    d = prog.descriptors[0]
+    extra = {"flags": d["flags"] | flags} if flags else {}
+    if field == "pf0_addr":
+        extra["pf0_words"] = max(d["pf0_words"], 1)
+    err = _tampered_run(g, 0, backend, **{field: prog.size - 16 if field != "in_addr"
+                                           else 1 << 24}, **extra)
+    assert (err.code, err.layer) == (ErrorCode.OUT_OF_WINDOW, 0), str(err)
+    assert re.search(rf"needs {field} region 0x[0-9a-f]+\.\.0x[0-9a-f]+ inside the DDR window "
+                     r"0x[0-9a-f]+\.\.0x[0-9a-f]+$", str(err)), str(err)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_window_checks_the_descriptors_themselves(backend):
+    """The descriptors must lie in the window too: a program starting below it, one whose
+    first descriptor crosses its end, and one whose next descriptor (no LAST flag) would
+    be read past its end stop with OUT_OF_WINDOW, ERROR_ADDR naming that descriptor."""
+    g = chain(1, 3)
+    prog = Accelerator("tiny", "reference").compile(g)
+    assert len(prog.descriptors) == 1
+    dev = device_class(backend)("tiny")
+    buf = dev.alloc(prog.size + DESCRIPTOR.size)
+    base, end = buf.physical_address, buf.physical_address + prog.size
+    image = bytearray(prog.link(base))
+    last = end - DESCRIPTOR.size  # the descriptor again, at the window's end, without LAST
+    d = dict(prog.descriptors[0])
+    d["flags"] &= ~DescFlag.LAST
+    image[prog.size - DESCRIPTOR.size:] = DESCRIPTOR.pack(**_linked(prog, d, base))
+    buf.write(0, bytes(image))
+
+    def run(program: int) -> tuple[int, int, int]:
+        dev.write_register("STATUS", done=1, error=1)
+        dev.write_register("WINDOW_LO", addr=base)
+        dev.write_register("WINDOW_HI", addr=end - 1)
+        dev.write_register("PROGRAM", addr=program)
+        dev.write_register("CTRL", start=1)
+        status = dev.wait_done(dev.default_timeout_s)
+        err = dev.read_register("ERROR")
+        return status["error"], ErrorCode(err["code"]), err["layer"], \
+            dev.read_field("ERROR_ADDR", "addr")
+
+    try:
+        assert run(base - DESCRIPTOR.size) == (1, ErrorCode.OUT_OF_WINDOW, 0,
+                                               base - DESCRIPTOR.size)
+        assert run(end - 64) == (1, ErrorCode.OUT_OF_WINDOW, 0, end - 64)
+        assert run(last) == (1, ErrorCode.OUT_OF_WINDOW, 1, end)
+    finally:
+        dev.close()
+
+
+def _linked(prog, d: dict, base: int) -> dict:
+    """Descriptor fields ``d`` (relative addresses, as in ``Program.descriptors``) with the
+    program image linked at ``base``."""
+    linked = DESCRIPTOR.unpack(prog.link(base)[:DESCRIPTOR.size])
+    return dict(linked, flags=d["flags"])
+
+
+def _run_with_dw_weights_at_end(g: Graph, offset_from_end: int, window: bool) -> None:
+    """Run ``g`` (one layer) with its ``dw_weights`` this many bytes before the end of the
+    DDR image, the last mapped byte (and, with ``window``, the DDR window's last byte)."""
+    a = Accelerator("tiny", "reference")
+    a.restrict_window = window
     prog = a.compile(g)
     prog.descriptors[0]["dw_weights"] = prog.size - offset_from_end
     a.run(g, np.zeros(g.input.shape, np.int8))
@@ -232,7 +320,8 @@ def _run_with_dw_weights_at_end(g: Graph, offset_from_end: int) -> None:
 
 def test_dw_weights_read_exactly_their_words():
     """A 5x5 layer's DW weights are M*R*k words of T*P bytes (R = 2 passes of T = 3 kernel
-    rows, the second with a zero row): the device reads all of them and nothing past them."""
+    rows, the second with a zero row): the device reads all of them and nothing past them,
+    and the DDR window check counts exactly those bytes."""
     cfg = get_config("tiny")
     spec = LayerSpec(h=6, w=7, c=10, depth_multiplier=2, kernel=5, stride=1, dilation=1,
                      padding="SAME", dw_activation="RELU6", c_out=9, pw_activation="NONE",
@@ -241,10 +330,11 @@ def test_dw_weights_read_exactly_their_words():
     d = Accelerator(cfg, "reference").compile(g).descriptors[0]
     n = d["mid_groups"] * cfg.dw_passes(5) * 5 * cfg.dw_taps * cfg.dw_lanes
     assert (d["mid_groups"], n) == (4, 4 * 2 * 5 * 3 * 8)
-    _run_with_dw_weights_at_end(g, n)
-    with pytest.raises(HardwareError) as info:
-        _run_with_dw_weights_at_end(g, n - 8)
-    assert (info.value.code, info.value.layer) == (ErrorCode.AXI_READ, 0)
+    for window, code in ((False, ErrorCode.AXI_READ), (True, ErrorCode.OUT_OF_WINDOW)):
+        _run_with_dw_weights_at_end(g, n, window)
+        with pytest.raises(HardwareError) as info:
+            _run_with_dw_weights_at_end(g, n - 8, window)
+        assert (info.value.code, info.value.layer) == (code, 0)
 
 
 def test_unused_address_is_not_read(reference):

@@ -24,24 +24,32 @@ from ...hw.layout import (
     ErrorCode,
     Opcode,
     capability_values,
+    descriptor_extents,
     descriptor_param_checks,
     descriptor_product_checks,
     descriptor_products,
     table_record_bytes,
+    window_checks,
 )
 from .. import numerics, packing
 from ..driver import Buffer, Device
 
 __all__ = ["ReferenceDevice", "ReferenceMemory", "EngineWeights", "execute_layer",
-           "validate_descriptor", "BusError"]
+           "validate_descriptor", "check_descriptor", "BusError", "FULL_WINDOW"]
+
+#: ``(WINDOW_LO, WINDOW_HI)`` after reset: the whole 32-bit address space
+FULL_WINDOW = (REGISTERS["WINDOW_LO"].field("addr").reset,
+               REGISTERS["WINDOW_HI"].field("addr").reset)
+
 
 class BusError(Exception):
     """An access outside every mapped region (the AXI interconnect's DECERR); ``write``
-    tells a write from a read."""
+    tells a write from a read, ``addr`` is the access's first byte."""
 
-    def __init__(self, message: str, write: bool):
+    def __init__(self, message: str, write: bool, addr: int = 0):
         super().__init__(message)
         self.write = write
+        self.addr = addr
 
 
 class ReferenceMemory:
@@ -64,7 +72,7 @@ class ReferenceMemory:
         for base, view in self._regions.items():
             if base <= addr and addr + nbytes <= base + len(view):
                 return view[addr - base:addr - base + nbytes]
-        raise BusError(f"no memory at {addr:#x}..{addr + nbytes:#x}", write)
+        raise BusError(f"no memory at {addr:#x}..{addr + nbytes:#x}", write, addr)
 
     def read(self, addr: int, nbytes: int) -> bytes:
         return bytes(self._view(addr, nbytes, False))
@@ -99,22 +107,40 @@ class _ReferenceBuffer(Buffer):
         self._memory.unmap(self.physical_address)
 
 
-def validate_descriptor(d: dict[str, int], config: AcceleratorConfig) -> ErrorCode:
-    """The error the hardware raises for descriptor fields ``d`` (``ErrorCode.NONE`` if
-    none), checked in this order: opcode, parameters against ``config``
-    (:func:`descriptor_param_checks`), alignment of every address field
-    (``ADDRESS_FIELDS``, used by the descriptor's flags or not), the conditions on products
-    of fields
-    (:func:`descriptor_product_checks`)."""
+def check_descriptor(d: dict[str, int], config: AcceleratorConfig,
+                     window: tuple[int, int] = FULL_WINDOW) -> tuple[ErrorCode, str]:
+    """The error the hardware raises for descriptor fields ``d`` in the DDR ``window``
+    (``WINDOW_LO``, ``WINDOW_HI``), with the rule it breaks in words (``ErrorCode.NONE`` and
+    ``""`` if none). Checked in the hardware's order: opcode, parameters against ``config``
+    (:func:`descriptor_param_checks`), alignment of every address field (``ADDRESS_FIELDS``,
+    used by the descriptor's flags or not), the conditions on products of fields
+    (:func:`descriptor_product_checks`), then every region the descriptor reads or writes
+    inside the window (:func:`window_checks`)."""
     if d["opcode"] != Opcode.LAYER:
-        return ErrorCode.BAD_OPCODE
-    if not all(descriptor_param_checks(d, config)):
-        return ErrorCode.BAD_PARAMS
-    if any(d[f] % ADDRESS_ALIGN for f in ADDRESS_FIELDS):
-        return ErrorCode.MISALIGNED
-    if not all(descriptor_product_checks(d, descriptor_products(d, config), config)):
-        return ErrorCode.BAD_PARAMS
-    return ErrorCode.NONE
+        return ErrorCode.BAD_OPCODE, f"opcode {int(Opcode.LAYER)} (LAYER)"
+    for rule, ok in descriptor_param_checks(d, config):
+        if not ok:
+            return ErrorCode.BAD_PARAMS, rule
+    for f in ADDRESS_FIELDS:
+        if d[f] % ADDRESS_ALIGN:
+            return ErrorCode.MISALIGNED, f"{f} a multiple of {ADDRESS_ALIGN}"
+    products = descriptor_products(d, config)
+    for rule, ok in descriptor_product_checks(d, products, config):
+        if not ok:
+            return ErrorCode.BAD_PARAMS, rule
+    for (name, ok), (_, _, nbytes) in zip(window_checks(d, products, config, *window),
+                                          descriptor_extents(d, products, config), strict=True):
+        if not ok:
+            return ErrorCode.OUT_OF_WINDOW, (
+                f"{name} region {d[name]:#x}..{d[name] + nbytes - 1:#x} inside the DDR window "
+                f"{window[0]:#x}..{window[1]:#x}")
+    return ErrorCode.NONE, ""
+
+
+def validate_descriptor(d: dict[str, int], config: AcceleratorConfig,
+                        window: tuple[int, int] = FULL_WINDOW) -> ErrorCode:
+    """The error code of :func:`check_descriptor`."""
+    return check_descriptor(d, config, window)[0]
 
 
 def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -310,7 +336,9 @@ class ReferenceDevice(Device):
         caps = capability_values(self.config)
         self._ro = {REGISTERS[name].offset: self._encode(name, fields)
                     for name, fields in caps.items()}
-        self._regs = {name: 0 for name in ("CTRL", "STATUS", "ERROR", "PROGRAM", "LAYER")}
+        self._regs = {reg.name: self._encode(reg.name, {f.name: f.reset for f in reg.fields})
+                      for reg in REGISTERS if REGISTERS[reg.name].offset not in self._ro
+                      and not reg.name.startswith("CYCLES")}
         self.weights = EngineWeights(self.config)
 
     @staticmethod
@@ -321,6 +349,9 @@ class ReferenceDevice(Device):
             word |= reg.field(field).encode(value)
         return word
 
+    def _field(self, name: str, field: str) -> int:
+        return REGISTERS[name].field(field).decode(self._regs[name])
+
     def read_word(self, offset: int) -> int:
         if offset in self._ro:
             return self._ro[offset]
@@ -330,41 +361,52 @@ class ReferenceDevice(Device):
         return 0  # CYCLES_* (no timing) and unmapped offsets
 
     def write_word(self, offset: int, value: int) -> None:
-        if offset == REGISTERS["CTRL"].offset:
-            ctrl = REGISTERS["CTRL"]
-            self._regs["CTRL"] = value & ctrl.field("irq_enable").mask
-            if ctrl.field("start").decode(value):
+        """As the hardware's bank: ``CTRL.start`` runs the program at once (so the device is
+        never busy, and ``CTRL.abort`` has nothing to stop), ``STATUS`` clears on 1s, the
+        other ``rw`` registers store, the rest ignore writes."""
+        reg = next((r for r in REGISTERS if r.offset == offset), None)
+        if reg is None or reg.name not in self._regs:
+            return
+        if reg.name == "CTRL":
+            self._regs["CTRL"] = value & reg.field("irq_enable").mask
+            if reg.field("start").decode(value):
                 self._run()
-        elif offset == REGISTERS["STATUS"].offset:
-            status = REGISTERS["STATUS"]
-            w1c = status.field("done").mask | status.field("error").mask
+        elif reg.name == "STATUS":
+            w1c = reg.field("done").mask | reg.field("error").mask
             self._regs["STATUS"] &= ~(value & w1c)
-        elif offset == REGISTERS["PROGRAM"].offset:
-            self._regs["PROGRAM"] = value & 0xFFFF_FFFF
+        elif reg.access == "rw":
+            self._regs[reg.name] = value & 0xFFFF_FFFF
 
     def _set(self, name: str, **fields: int) -> None:
         self._regs[name] = self._encode(name, fields)
 
     def _run(self) -> None:
         """Execute the program at ``PROGRAM.addr`` to its LAST descriptor or an error."""
-        addr = self._regs["PROGRAM"]
+        addr = self._field("PROGRAM", "addr")
+        window = (self._field("WINDOW_LO", "addr"), self._field("WINDOW_HI", "addr"))
         index = 0
         while True:
             self._set("LAYER", index=index)
-            code = ErrorCode.MISALIGNED if addr % ADDRESS_ALIGN else ErrorCode.NONE
-            if code == ErrorCode.NONE:
+            here = addr + index * DESCRIPTOR.size
+            fault = here
+            if here % ADDRESS_ALIGN:
+                code = ErrorCode.MISALIGNED
+            elif not window[0] <= here <= here + DESCRIPTOR.size - 1 <= window[1]:
+                code = ErrorCode.OUT_OF_WINDOW
+            else:
                 try:
-                    d = DESCRIPTOR.unpack(self.memory.read(addr + index * DESCRIPTOR.size,
-                                                           DESCRIPTOR.size))
-                    code = validate_descriptor(d, self.config)
+                    d = DESCRIPTOR.unpack(self.memory.read(here, DESCRIPTOR.size))
+                    code = validate_descriptor(d, self.config, window)
                     if code == ErrorCode.NONE:
                         if self.on_descriptor is not None:
                             self.on_descriptor(index)
                         execute_layer(d, self.memory, self.config, self.weights)
                 except BusError as e:
                     code = ErrorCode.AXI_WRITE if e.write else ErrorCode.AXI_READ
+                    fault = e.addr
             if code != ErrorCode.NONE:
                 self._set("ERROR", code=code, layer=index)
+                self._set("ERROR_ADDR", addr=fault)
                 self._set("STATUS", error=1)
                 return
             if d["flags"] & DescFlag.LAST:
