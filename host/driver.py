@@ -439,6 +439,9 @@ class Accelerator:
                 dev.wait_done(dev.abort_timeout_s)
             except DeviceTimeoutError:
                 stopped = False
+        err = dev.read_register("ERROR")
+        if stopped and dev.read_field("STATUS", "error") and err["code"] == ErrorCode.ABORTED:
+            layer = err["layer"]  # where the abort found it (LAYER is back at 0)
         where = _descriptor_name(prog, layer)
         after = (f"{cycles:,} cycles" if cycles is not None else f"{self.timeout_s} s")
         outcome = ("the run was aborted; the accelerator is ready for the next" if stopped else

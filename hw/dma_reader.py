@@ -176,8 +176,9 @@ class DMAReader(DMAEngine):
     (no AXI traffic, no ``data`` beats) and sets ``error``. An R beat with ``rresp != OKAY`` is
     still delivered on ``data`` (its contents are whatever the subordinate returned) and sets
     ``error``; ``fault_addr`` holds the first fault's address (the command's, or the first
-    address of the burst whose beat was answered with an error). ``error`` stays high until ``clear`` is high in a cycle with no new error event
-    (a new error in the same cycle as ``clear`` wins). A command with ``beats == 0`` is accepted
+    address of the burst whose beat was answered with an error). ``error`` stays high until
+    ``clear`` is high in a cycle with no new error event (a new error in the same cycle as
+    ``clear`` wins). A command with ``beats == 0`` is accepted
     and completes at once. Addresses wrap modulo ``2**addr_width``.
 
     Performance (for the cycle model; cycle 0 is the handshake cycle of the event named first):

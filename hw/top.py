@@ -444,7 +444,7 @@ class Controller(wiring.Component):
 
             with m.State("PRODUCTS_CHECKED"):
                 m.d.sync += in_window.eq(Cat(
-                    ~used | ((field(name) >= lo) & (last <= hi))
+                    (used == 0) | ((field(name) >= lo) & (last <= hi))
                     for last, (name, used, _) in zip(region_last, extents, strict=True)))
                 with m.If(~products_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)

@@ -76,11 +76,41 @@ def _report(path: Path, values: dict) -> None:
     tmp.replace(path)
 
 
+#: cycles an abort may take after a run's cycle limit: the drain of a few bursts
+ABORT_CYCLES = 100_000
+
+
+async def _wait_idle(dut, axil: AxiLiteMaster, limit: int, progress: str | None) -> int:
+    """Poll ``STATUS`` every ``POLL_CYCLES`` until ``busy`` falls or ``limit`` cycles pass;
+    returns the cycles waited."""
+    busy = REGISTERS["STATUS"].field("busy")
+    waited = polls = 0
+    while waited < limit:
+        # one timer, not POLL_CYCLES clock-edge triggers: Python sleeps meanwhile
+        step = min(POLL_CYCLES, limit - waited)
+        await Timer(step * CLOCK_NS, unit="ns")
+        waited += step
+        if not busy.decode(await _read(axil, "STATUS")):
+            break
+        polls += 1
+        if progress and polls % PROGRESS_POLLS == 0:
+            layer = await _read(axil, "LAYER")
+            _report(Path(progress), {"LAYER": layer, "sim_cycles": waited})
+    return waited
+
+
 @cocotb.test()
 async def run_job(dut):
+    """The job's ``steps``, in order: ``["write", register, value]``, ``["cycles", n]`` (let
+    ``n`` cycles pass), ``["wait_idle", limit]`` (until ``STATUS.busy`` falls; past ``limit``
+    cycles the run counts as timed out: the bench writes ``CTRL.abort`` and waits up to
+    ``ABORT_CYCLES`` for it), ``["read", register]`` (kept in the result's ``reads``),
+    ``["fault", address or None]`` (the DDR model's fault injection on that word, or off)."""
     job = json.loads(Path(os.environ["DWSEP_JOB"]).read_text())
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.ddr_dump.value = 0
+    dut.ddr_fault_on.value = 0
+    dut.ddr_fault_addr.value = 0
 
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
     if job.get("backpressure_seed") is not None:
@@ -95,21 +125,26 @@ async def run_job(dut):
     await ClockCycles(dut.clk, 4)
 
     busy = REGISTERS["STATUS"].field("busy")
-    cycles_run = 0
-    for name, value in job["writes"]:
-        await _write(axil, name, value)
-    if job["wait"]:
-        polls = 0
-        while cycles_run < job["max_cycles"]:
-            # one timer, not POLL_CYCLES clock-edge triggers: Python sleeps meanwhile
-            await Timer(POLL_CYCLES * CLOCK_NS, unit="ns")
-            cycles_run += POLL_CYCLES
-            if not busy.decode(await _read(axil, "STATUS")):
-                break
-            polls += 1
-            if job.get("progress") and polls % PROGRESS_POLLS == 0:
-                layer = await _read(axil, "LAYER")
-                _report(Path(job["progress"]), {"LAYER": layer, "sim_cycles": cycles_run})
+    cycles_run, reads, timed_out = 0, [], False
+    for op, *args in job["steps"]:
+        if op == "write":
+            await _write(axil, *args)
+        elif op == "cycles":
+            await ClockCycles(dut.clk, args[0])
+            cycles_run += args[0]
+        elif op == "wait_idle":
+            cycles_run += await _wait_idle(dut, axil, args[0], job.get("progress"))
+            if busy.decode(await _read(axil, "STATUS")):
+                timed_out = True
+                await _write(axil, "CTRL", REGISTERS["CTRL"].field("abort").encode(1))
+                cycles_run += await _wait_idle(dut, axil, ABORT_CYCLES, None)
+        elif op == "read":
+            reads.append([args[0], await _read(axil, args[0])])
+        elif op == "fault":
+            dut.ddr_fault_on.value = args[0] is not None
+            dut.ddr_fault_addr.value = args[0] or 0
+        else:
+            raise ValueError(f"unknown job step {op!r}")
 
     registers = {}
     for reg in REGISTERS:  # in map order: CYCLES_LO is read before CYCLES_HI (latch)
@@ -117,6 +152,7 @@ async def run_job(dut):
     dut.ddr_dump.value = 1  # the model writes its image on this edge
     await ClockCycles(dut.clk, 2)
     Path(job["result"]).write_text(json.dumps({
-        "registers": registers, "sim_cycles": cycles_run,
+        "registers": registers, "sim_cycles": cycles_run, "reads": reads,
+        "timed_out": timed_out,
         "ddr_beats_read": int(dut.ddr_beats_read.value),
         "ddr_beats_written": int(dut.ddr_beats_written.value)}))

@@ -205,8 +205,9 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
     """Verilog of ``dwsep_bench``: the accelerator ``top_name`` (an instance of ``component``'s
     generated Verilog) with its AXI managers on ``dwsep_ddr`` and a ``dwsep_profiler``
     (``sim/profiler.sv``). The bench's ports are the accelerator's others (clock, reset,
-    ``s_axil``, ``irq``) plus ``ddr_dump`` (a rising edge writes the image out) and the
-    model's beat counters."""
+    ``s_axil``, ``irq``) plus ``ddr_dump`` (a rising edge writes the image out),
+    ``ddr_fault_on``/``ddr_fault_addr`` (the model's fault injection) and the model's beat
+    counters."""
     from amaranth.hdl import Shape
     from amaranth.lib.wiring import In
 
@@ -221,7 +222,8 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
         rng = f"[{width - 1}:0] " if width > 1 else ""
         (inner if path[0] in READ_PORTS + WRITE_PORTS else outer).append((name, member, rng))
 
-    ports = ["input clk", "input rst", "input ddr_dump",
+    ports = ["input clk", "input rst", "input ddr_dump", "input ddr_fault_on",
+             f"input [{aw - 1}:0] ddr_fault_addr",
              "output [63:0] ddr_beats_read", "output [63:0] ddr_beats_written"]
     ports += [f"{'input' if m.flow == In else 'output'} {rng}{n}" for n, m, rng in outer]
     lines = [f"module {BENCH_TOPLEVEL} (", ",\n".join(f"    {p}" for p in ports), ");"]
@@ -237,7 +239,8 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
           "rresp", "rlast", "rvalid", "rready"]
     wr = ["awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "awready", "wdata",
           "wstrb", "wlast", "wvalid", "wready", "bid", "bresp", "bvalid", "bready"]
-    ddr_conns = [".clk(clk)", ".rst(rst)", ".dump(ddr_dump)",
+    ddr_conns = [".clk(clk)", ".rst(rst)", ".dump(ddr_dump)", ".fault_on(ddr_fault_on)",
+                 ".fault_addr(ddr_fault_addr)",
                  ".beats_read(ddr_beats_read)", ".beats_written(ddr_beats_written)"]
     ddr_conns += [f".{s}({cat(READ_PORTS, s)})" for s in rd]
     ddr_conns += [f".{s}({cat(WRITE_PORTS, s)})" for s in wr]
@@ -246,7 +249,7 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
                  + ",\n        ".join(ddr_conns) + "\n    );")
     # the controller's descriptor index and the register bank's busy input, by name
     lines.append("    dwsep_profiler profiler (.clk(clk), "
-                 ".busy(accelerator.controller.csr.busy), .layer(accelerator.controller.layer));")
+                 ".busy(accelerator.csr.busy), .layer(accelerator.controller.layer));")
     lines.append("endmodule\n")
     return "\n".join(lines)
 

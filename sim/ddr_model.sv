@@ -24,6 +24,10 @@
 //
 // AXI checks (a violation stops the simulation with $fatal): INCR bursts of 64-bit beats,
 // at most 16 beats (AXI3, as the HP ports), never across 4 KiB.
+//
+// Fault injection (from the bench, at run time): while ``fault_on`` is high, an R beat of
+// the 8-byte word at byte address ``fault_addr`` answers SLVERR with zero data, and a write
+// burst covering it leaves that word unwritten and answers SLVERR.
 
 module dwsep_ddr #(
     parameter int AW = 32,          // address width
@@ -36,6 +40,8 @@ module dwsep_ddr #(
     input  logic clk,
     input  logic rst,
     input  logic dump,              // rising: $writememh the image to +ddr_dump
+    input  logic fault_on,          // fault injection: the word at fault_addr answers SLVERR
+    input  logic [AW-1:0] fault_addr,
     // read ports
     input  logic [NR-1:0][IDW-1:0] arid,
     input  logic [NR-1:0][AW-1:0]  araddr,
@@ -74,7 +80,7 @@ module dwsep_ddr #(
     localparam int ONE = 65536;     // one beat of credit
     localparam int NP = NR + NW;    // requesters of DRAM credit
     localparam int QW = $clog2(QDEPTH);
-    localparam logic [1:0] OKAY = 2'b00, DECERR = 2'b11;
+    localparam logic [1:0] OKAY = 2'b00, SLVERR = 2'b10, DECERR = 2'b11;
 
     logic [63:0] mem [0:(1 << DEPTH_LOG2) - 1];
 
@@ -182,6 +188,7 @@ module dwsep_ddr #(
     logic [QW:0] b_wp [NW], b_rp [NW];
     logic [QW:0] b_out [NW];  // B entries answered (bvalid handshakes)
     logic [NW-1:0] aw_err;    // the head write burst lies outside the image
+    logic [NW-1:0] w_fault;   // a beat of the head write burst hit the injected fault
 
     logic [$clog2(NP + 1)-1:0] first;  // rotating priority
     always_comb begin
@@ -245,6 +252,11 @@ module dwsep_ddr #(
         end
     end
 
+    // beat `beat` of the burst at `addr` is the word with the injected fault
+    function automatic logic faulty(logic [AW-1:0] addr, logic [7:0] beat);
+        return fault_on && (64'(addr) >> 3) + 64'(beat) == (64'(fault_addr) >> 3);
+    endfunction
+
     function automatic logic in_image(logic [AW-1:0] addr, logic [7:0] len);
         return (64'(addr) >> 3) + 64'(len) < words;
     endfunction
@@ -285,7 +297,10 @@ module dwsep_ddr #(
                     rvalid[i] <= 1;
                     rid[i] <= ar_id[i][head];
                     rlast[i] <= r_beat[i] == ar_len[i][head];
-                    if (in_image(ar_addr[i][head], ar_len[i][head])) begin
+                    if (faulty(ar_addr[i][head], r_beat[i])) begin
+                        rdata[i] <= '0;
+                        rresp[i] <= SLVERR;
+                    end else if (in_image(ar_addr[i][head], ar_len[i][head])) begin
                         rdata[i] <= mem[(DEPTH_LOG2)'((64'(ar_addr[i][head]) >> 3)
                                                      + 64'(r_beat[i]))];
                         rresp[i] <= OKAY;
@@ -313,7 +328,7 @@ module dwsep_ddr #(
         assign aw_err[i] = !in_image(aw_addr[i][head], aw_len[i][head]);
         always_ff @(posedge clk) begin
             if (rst) begin
-                aw_wp[i] <= 0; aw_rp[i] <= 0; w_beat[i] <= 0;
+                aw_wp[i] <= 0; aw_rp[i] <= 0; w_beat[i] <= 0; w_fault[i] <= 0;
                 b_wp[i] <= 0; b_rp[i] <= 0; b_out[i] <= 0; bvalid[i] <= 0;
             end else begin
                 if (awvalid[i] && awready[i]) begin
@@ -327,7 +342,8 @@ module dwsep_ddr #(
                     if (wlast[i] != (w_beat[i] == aw_len[i][head]))
                         $fatal(1, "dwsep_ddr: write port %0d: WLAST %0d on beat %0d of %0d",
                                i, wlast[i], w_beat[i] + 1, aw_len[i][head] + 1);
-                    if (!aw_err[i])
+                    if (faulty(aw_addr[i][head], w_beat[i])) w_fault[i] <= 1;
+                    if (!aw_err[i] && !faulty(aw_addr[i][head], w_beat[i]))
                         for (int b = 0; b < 8; b++)
                             if (wstrb[i][b])
                                 mem[(DEPTH_LOG2)'((64'(aw_addr[i][head]) >> 3)
@@ -336,7 +352,9 @@ module dwsep_ddr #(
                     if (wlast[i]) begin
                         w_beat[i] <= 0;
                         aw_rp[i] <= aw_rp[i] + 1;
-                        b_resp[i][b_wp[i][QW-1:0]] <= aw_err[i] ? DECERR : OKAY;
+                        b_resp[i][b_wp[i][QW-1:0]] <= aw_err[i] ? DECERR
+                            : (w_fault[i] || faulty(aw_addr[i][head], w_beat[i])) ? SLVERR : OKAY;
+                        w_fault[i] <= 0;
                         b_id[i][b_wp[i][QW-1:0]] <= aw_id[i][head];
                         b_due[i][b_wp[i][QW-1:0]] <= now + 64'(wr_latency - 1);
                         b_wp[i] <= b_wp[i] + 1;

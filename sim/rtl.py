@@ -101,6 +101,10 @@ class JobResult:
     #: beats the DDR model moved, all ports together (8 bytes each)
     ddr_beats_read: int = 0
     ddr_beats_written: int = 0
+    #: the ``read`` steps' values, in order: ``[(register name, word), ...]``
+    reads: list = None
+    #: a ``wait_idle`` step ran out of cycles (the bench then aborted the run)
+    timed_out: bool = False
 
     @property
     def layer_starts(self) -> dict[int, int]:
@@ -112,8 +116,8 @@ class JobResult:
         return starts
 
 
-def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list,
-             *, wait: bool = True, max_cycles: int = 50_000_000,
+def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes: list = (),
+             *, steps: list | None = None, wait: bool = True, max_cycles: int = 50_000_000,
              backpressure_seed: int | None = None, p_pause: float = 0.3,
              progress: Path | None = None, memory_model: MemoryModel | str = "ideal",
              clock_mhz: float = 100.0) -> JobResult:
@@ -126,7 +130,12 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
     writes:
         ``[(register_name, value), ...]`` written in order through AXI4-Lite.
     wait:
-        Run until ``STATUS.busy`` clears (or ``max_cycles`` pass) before reading registers.
+        Run until ``STATUS.busy`` clears (or ``max_cycles`` pass, then the run is aborted
+        and ``timed_out`` set) before reading registers.
+    steps:
+        Instead of ``writes`` and ``wait``: the bench's steps (``dwsep.sim.bench_top.run_job``:
+        writes, waits, register reads, fault injection), e.g. an abort in the middle of a
+        run and a second run after it.
     backpressure_seed:
         If given, random pauses (probability ``p_pause`` per cycle) on every AXI channel.
     progress:
@@ -150,9 +159,11 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
                     f"+ddr_words={-(-len(memory) // BEAT_BYTES)}", *timing.plusargs()]
         if backpressure_seed is not None:
             plusargs += pause_plusargs(backpressure_seed, p_pause)
+        if steps is None:
+            steps = [["write", *w] for w in writes] + ([["wait_idle", max_cycles]]
+                                                      if wait else [])
         job = {
-            "result": str(tmp / "result.json"), "writes": [list(w) for w in writes],
-            "wait": wait, "max_cycles": max_cycles,
+            "result": str(tmp / "result.json"), "steps": [list(s) for s in steps],
             "backpressure_seed": backpressure_seed, "p_pause": p_pause,
             "progress": str(progress) if progress else None,
         }
@@ -167,7 +178,8 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
     return JobResult(mem_out, result["registers"], result["sim_cycles"],
                      time.monotonic() - t0,
                      [(int(a), int(b)) for a, b in zip(profile[::2], profile[1::2], strict=True)],
-                     result["ddr_beats_read"], result["ddr_beats_written"])
+                     result["ddr_beats_read"], result["ddr_beats_written"],
+                     [tuple(r) for r in result["reads"]], result["timed_out"])
 
 
 class Simulation:

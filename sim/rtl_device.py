@@ -149,11 +149,10 @@ class RtlDevice(Device):
             return
         job, self._running = self._running.result(), None
         self._apply(job)
-        status = REGISTERS["STATUS"]
-        if status.field("busy").decode(job.registers["STATUS"]):
+        if job.timed_out:
             raise DeviceTimeoutError(
-                f"rtl: still busy after {self.max_cycles} simulated cycles "
-                f"(LAYER.index={job.registers['LAYER']})")
+                f"rtl: still busy after {self.max_cycles} simulated cycles (the bench then "
+                f"wrote CTRL.abort; LAYER.index={job.registers['LAYER']})")
 
     def descriptor_cycles(self) -> dict[int, int] | None:
         """Cycle at which each descriptor of the last run started (exact)."""
