@@ -154,5 +154,9 @@ async def run_job(dut):
     Path(job["result"]).write_text(json.dumps({
         "registers": registers, "sim_cycles": cycles_run, "reads": reads,
         "timed_out": timed_out,
+        "axi_monitor": {"violations": int(dut.axi_violations.value),
+                        "rule": int(dut.axi_first_rule.value),
+                        "check": int(dut.axi_first_check.value),
+                        "cycle": int(dut.axi_first_cycle.value)},
         "ddr_beats_read": int(dut.ddr_beats_read.value),
         "ddr_beats_written": int(dut.ddr_beats_written.value)}))

@@ -46,7 +46,8 @@ from dwsep.hw.config import BEAT_BYTES
 
 __all__ = ["MemoryModel", "MemoryCycles", "MEMORIES", "get_memory", "MIN_LATENCY",
            "RATE_ONE", "bench_verilog", "DDR_MODEL_SV", "READ_PORTS", "WRITE_PORTS",
-           "BENCH_TOPLEVEL", "PROFILER_SV", "image_to_hex", "hex_to_image", "pause_plusargs",
+           "BENCH_TOPLEVEL", "PROFILER_SV", "AXI_MONITOR_SV", "MONITOR_RULES",
+           "monitor_checks", "image_to_hex", "hex_to_image", "pause_plusargs",
            "MemoryModelError"]
 
 MIN_LATENCY = 2       #: cycles: the Verilog model's shortest read or write-response latency
@@ -59,6 +60,98 @@ WRITE_PORTS = ("m_axi",)
 BENCH_TOPLEVEL = "dwsep_bench"
 DDR_MODEL_SV = Path(__file__).with_name("ddr_model.sv")
 PROFILER_SV = Path(__file__).with_name("profiler.sv")
+AXI_MONITOR_SV = Path(__file__).with_name("axi_monitor.sv")
+
+#: The protocol rules ``sim/axi_monitor.sv`` checks, by number.
+MONITOR_RULES = {
+    1: "VALID dropped before READY",
+    2: "payload changed while VALID waited for READY",
+    3: "more requests outstanding than the limit",
+    4: "a response with no request for it",
+}
+#: Payload signals of each channel the monitors hold stable: (channel, VALID, READY, payload)
+_AXI4_READ = [("AR", "arvalid", "arready", ["arid", "araddr", "arlen", "arsize", "arburst"]),
+              ("R", "rvalid", "rready", ["rid", "rdata", "rresp", "rlast"])]
+_AXI4_WRITE = [("AW", "awvalid", "awready", ["awid", "awaddr", "awlen", "awsize", "awburst"]),
+               ("W", "wvalid", "wready", ["wdata", "wstrb", "wlast"]),
+               ("B", "bvalid", "bready", ["bid", "bresp"])]
+_AXI4_LITE = [("AW", "awvalid", "awready", ["awaddr", "awprot"]),
+              ("W", "wvalid", "wready", ["wdata", "wstrb"]),
+              ("B", "bvalid", "bready", ["bresp"]),
+              ("AR", "arvalid", "arready", ["araddr", "arprot"]),
+              ("R", "rvalid", "rready", ["rdata", "rresp"])]
+#: requests in flight a manager port may have (the DMA engines' ``max_outstanding``), and
+#: an AXI4-Lite port
+OUTSTANDING_LIMIT = 4
+
+
+def monitor_checks() -> list[tuple[str, int]]:
+    """The monitors' checks in the order of their bits: ``(what, rule)``."""
+    out = []
+
+    def hold(port, channels):
+        for ch, *_ in channels:
+            out.extend([(f"{port} {ch}", 1), (f"{port} {ch}", 2)])
+
+    for port in READ_PORTS:
+        hold(port, _AXI4_READ)
+        out.extend([(f"{port} reads", 3), (f"{port} reads", 4)])
+    for port in WRITE_PORTS:
+        hold(port, _AXI4_WRITE)
+        out.extend([(f"{port} writes", 3), (f"{port} writes", 4)])
+    hold("s_axil", _AXI4_LITE)
+    out.extend([("s_axil writes", 3), ("s_axil writes", 4), ("s_axil reads", 3),
+                ("s_axil reads", 4)])
+    return out
+
+
+def _monitor_verilog() -> list[str]:
+    """The monitor instances of ``dwsep_bench`` (bits in :func:`monitor_checks` order)."""
+    lines, bits = [], []
+
+    def hs(p, ch):
+        return f"({p}__{ch}valid && {p}__{ch}ready)"
+
+    def hold(port, channels):
+        for ch, valid, ready, payload in channels:
+            n = len(bits)
+            cat = "{" + ", ".join(f"{port}__{sig}" for sig in payload) + "}"
+            lines.append(f"    wire mon{n}, mon{n + 1};")
+            lines.append(f"    dwsep_hold_check #(.W($bits({cat}))) hold{n} (.clk(clk), "
+                         f".rst(rst), .valid({port}__{valid}), .ready({port}__{ready}), "
+                         f".payload({cat}), .bad_drop(mon{n}), .bad_change(mon{n + 1}));")
+            bits.extend([n, n + 1])
+
+    def outstanding(name, req_a, req_b, resp_valid, resp_done):
+        n = len(bits)
+        lines.append(f"    wire mon{n}, mon{n + 1};")
+        lines.append(f"    dwsep_outstanding_check #(.LIMIT({OUTSTANDING_LIMIT})) {name} "
+                     f"(.clk(clk), .rst(rst), .req_a({req_a}), .req_b({req_b}), "
+                     f".resp_valid({resp_valid}), .resp_done({resp_done}), "
+                     f".bad_limit(mon{n}), .bad_orphan(mon{n + 1}));")
+        bits.extend([n, n + 1])
+
+    for p in READ_PORTS:
+        hold(p, _AXI4_READ)
+        outstanding(f"{p}_reads", hs(p, "ar"), hs(p, "ar"), f"{p}__rvalid",
+                    f"({hs(p, 'r')} && {p}__rlast)")
+    for p in WRITE_PORTS:
+        hold(p, _AXI4_WRITE)
+        outstanding(f"{p}_writes", hs(p, "aw"), f"({hs(p, 'w')} && {p}__wlast)",
+                    f"{p}__bvalid", hs(p, "b"))
+    hold("s_axil", _AXI4_LITE)
+    outstanding("s_axil_writes", hs("s_axil", "aw"), hs("s_axil", "w"), "s_axil__bvalid",
+                hs("s_axil", "b"))
+    outstanding("s_axil_reads", hs("s_axil", "ar"), hs("s_axil", "ar"), "s_axil__rvalid",
+                hs("s_axil", "r"))
+    checks = monitor_checks()
+    assert len(bits) == len(checks)
+    rules = "{" + ", ".join(f"8'd{rule}" for _, rule in reversed(checks)) + "}"
+    lines.append(f"    dwsep_violations #(.N({len(bits)})) monitors (.clk(clk), .rst(rst), "
+                 f".bad({{{', '.join(f'mon{i}' for i in reversed(bits))}}}), "
+                 f".rule({rules}), .violations(axi_violations), .first(axi_first_rule), "
+                 f".first_check(axi_first_check), .first_cycle(axi_first_cycle));")
+    return lines
 
 
 class MemoryModelError(ValueError):
@@ -223,7 +316,9 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
         (inner if path[0] in READ_PORTS + WRITE_PORTS else outer).append((name, member, rng))
 
     ports = ["input clk", "input rst", "input ddr_dump", "input ddr_fault_on",
-             f"input [{aw - 1}:0] ddr_fault_addr",
+             f"input [{aw - 1}:0] ddr_fault_addr", "output [31:0] axi_violations",
+             "output [7:0] axi_first_rule", "output [7:0] axi_first_check",
+             "output [63:0] axi_first_cycle",
              "output [63:0] ddr_beats_read", "output [63:0] ddr_beats_written"]
     ports += [f"{'input' if m.flow == In else 'output'} {rng}{n}" for n, m, rng in outer]
     lines = [f"module {BENCH_TOPLEVEL} (", ",\n".join(f"    {p}" for p in ports), ");"]
@@ -250,6 +345,7 @@ def bench_verilog(component, top_name: str, *, depth_log2: int) -> str:
     # the controller's descriptor index and the register bank's busy input, by name
     lines.append("    dwsep_profiler profiler (.clk(clk), "
                  ".busy(accelerator.csr.busy), .layer(accelerator.controller.layer));")
+    lines += _monitor_verilog()
     lines.append("endmodule\n")
     return "\n".join(lines)
 

@@ -24,25 +24,33 @@ from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 
 from .ddr import (
     BENCH_TOPLEVEL,
+    AXI_MONITOR_SV,
     DDR_MODEL_SV,
+    MONITOR_RULES,
     PROFILER_SV,
     MemoryModel,
     bench_verilog,
     get_memory,
     hex_to_image,
     image_to_hex,
+    monitor_checks,
     pause_plusargs,
 )
 from .verilator import VerilatedDesign, build_design
 
 __all__ = ["build_accelerator", "generate_verilog", "simulate", "Simulation", "JobResult",
-           "TOPLEVEL"]
+           "TOPLEVEL", "AXIProtocolViolation"]
 
 TOPLEVEL = "dwsep_top"
 #: the DDR model holds 2**DDR_DEPTH_LOG2 words of 8 bytes (32 MiB)
 DDR_DEPTH_LOG2 = 22
 DDR_CAPACITY = 8 << DDR_DEPTH_LOG2
 _HW_DIR = Path(__file__).resolve().parent.parent / "hw"
+
+
+class AXIProtocolViolation(Exception):
+    """The bench's monitors (``sim/axi_monitor.sv``) saw the accelerator, or the DDR model,
+    break an AXI rule."""
 
 
 def generate_verilog(config: AcceleratorConfig | str) -> str:
@@ -85,7 +93,7 @@ def build_accelerator(config: AcceleratorConfig | str) -> VerilatedDesign:
     if key not in _built:
         _built[key] = build_design(lambda: generate_bench_verilog(config), BENCH_TOPLEVEL,
                                    tag=f"{config.name}", key=key,
-                                   extra_sources=(DDR_MODEL_SV, PROFILER_SV))
+                                   extra_sources=(DDR_MODEL_SV, PROFILER_SV, AXI_MONITOR_SV))
     return _built[key]
 
 
@@ -172,6 +180,13 @@ def simulate(config: AcceleratorConfig | str, memory: bytes | bytearray, writes:
                    extra_env={"DWSEP_JOB": str(tmp / "job.json"),
                               "COCOTB_LOG_LEVEL": "WARNING"})
         result = json.loads((tmp / "result.json").read_text())
+        monitor = result["axi_monitor"]
+        if monitor["violations"]:
+            what, rule = monitor_checks()[monitor["check"]]
+            raise AXIProtocolViolation(
+                f"{monitor['violations']} AXI protocol violation(s); the first at cycle "
+                f"{monitor['cycle']:,} on {what}: {MONITOR_RULES[rule]} (sim/axi_monitor.sv "
+                f"rule {rule})")
         mem_out = hex_to_image((tmp / "mem_out.hex").read_text(), len(memory))
         profile = (tmp / "profile.txt").read_text().split() \
             if (tmp / "profile.txt").exists() else []
