@@ -432,7 +432,7 @@ class Accelerator:
         """After a run's timeout: abort it (if still busy) and say where it was."""
         dev = self.device
         layer, cycles = dev.read_field("LAYER", "index"), self._cycles()
-        stopped = True
+        stopped, aborted = True, False
         if dev.read_field("STATUS", "busy"):
             dev.write_register("CTRL", abort=1)
             try:
@@ -441,11 +441,16 @@ class Accelerator:
                 stopped = False
         err = dev.read_register("ERROR")
         if stopped and dev.read_field("STATUS", "error") and err["code"] == ErrorCode.ABORTED:
-            layer = err["layer"]  # where the abort found it (LAYER is back at 0)
+            layer, aborted = err["layer"], True  # where the abort found it (LAYER is back at 0)
         where = _descriptor_name(prog, layer)
         after = (f"{cycles:,} cycles" if cycles is not None else f"{self.timeout_s} s")
-        outcome = ("the run was aborted; the accelerator is ready for the next" if stopped else
-                   "the abort did not stop it either: reload the bitstream to reset it")
+        if not stopped:
+            outcome = "the abort did not stop it either: reload the bitstream to reset it"
+        elif aborted:
+            outcome = "the run was aborted; the accelerator is ready for the next"
+        else:
+            outcome = ("the accelerator is idle but reported neither done nor an error: the "
+                       "start did not reach it, or something reset it")
         return AcceleratorTimeout(f"{timeout}; stopped at {where} after {after}: {outcome}",
                                   layer, cycles, stopped)
 

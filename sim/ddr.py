@@ -113,7 +113,7 @@ def _monitor_verilog() -> list[str]:
         return f"({p}__{ch}valid && {p}__{ch}ready)"
 
     def hold(port, channels):
-        for ch, valid, ready, payload in channels:
+        for _, valid, ready, payload in channels:
             n = len(bits)
             cat = "{" + ", ".join(f"{port}__{sig}" for sig in payload) + "}"
             lines.append(f"    wire mon{n}, mon{n + 1};")

@@ -23,8 +23,8 @@ from pathlib import Path
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 
 from .ddr import (
-    BENCH_TOPLEVEL,
     AXI_MONITOR_SV,
+    BENCH_TOPLEVEL,
     DDR_MODEL_SV,
     MONITOR_RULES,
     PROFILER_SV,

@@ -408,9 +408,11 @@ def test_breakdown_terms():
     est = layer_cycles(cfg, _desc())
     # FETCH_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + 16 beats - 1) + CHECK + CHECKED +
     # SIZES + CHECK_PRODUCTS + PRODUCTS_CHECKED; SIZES: two multiplier bits a cycle (in_w 8,
-    # out_w 8, in_groups 1, out_groups 1, kernel 3, in_w 8, kernel_taps 9, pad_left 1,
-    # dilation 1, depth_mult 1, in_groups 1, dw_cols 3, out_groups 1), then `done`
-    assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1) + 2
+    # out_w 8, in_groups 1, out_beats 1, out_pitch 1, kernel 3, in_w 8, kernel_taps 9,
+    # pad_left 1, dilation 1, depth_mult 1, in_groups 1, dw_cols 3, out_groups 1), then
+    # `done`
+    assert est.fetch == 1 + 20 + 2 + (2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1
+                                      + 1) + 2
     # 9 DW weight words of 1 beat, a DW table of 2 records of 4 lanes (requant_lanes) of 5
     # beats (36 bytes padded to 40), 1 PW word of 8 beats, 2 x 5 beats: LOAD_NEXT +
     # LOAD_SPLIT + LOAD_CMD + (CMD_TO_AR 2 + read 2 + R_TO_DATA 1 + beats - 1) + LOAD_FLUSH
