@@ -174,7 +174,8 @@ class _Harness(Elaboratable):
 
     RULES: frozenset = frozenset()
 
-    def __init__(self, dut, assumptions: Iterable[str] | None):
+    def __init__(self, dut, assumptions: Iterable[str] | None, drain: bool = False):
+        self.drain = drain
         assumptions = self.RULES if assumptions is None else frozenset(assumptions)
         if not assumptions <= self.RULES:
             raise ValueError(f"{type(self).__name__} has no rules "
@@ -196,6 +197,19 @@ class _Harness(Elaboratable):
         m.d.sync += was_calm.eq(calm)
         m.d.comb += Assume(~was_calm | calm)
         return calm
+
+    def _drain(self, m: Module) -> tuple[Value, Value, Value]:
+        """With ``drain=True``: the DMA's ``drain`` is free but, once high, stays high (as
+        :class:`~dwsep.hw.top.Top` holds it until the engine is idle). Returns ``(drain,
+        after1, after2)``: high now, high one cycle ago or before, two cycles ago or before
+        (all 0 without ``drain``)."""
+        drain, after1, after2 = Signal(name="drain"), Signal(name="drained1"), \
+            Signal(name="drained2")
+        if self.drain:
+            m.d.comb += [drain.eq(AnySeq(1)), self.dut.drain.eq(drain)]
+            m.d.comb += Assume(~after1 | drain)
+            m.d.sync += [after1.eq(after1 | drain), after2.eq(after1)]
+        return drain, after1, after2
 
     def _assume(self, m: Module, rule: str, *conditions: Value) -> None:
         if rule in self.assumptions:
@@ -351,6 +365,13 @@ class ReaderHarness(_Harness):
       ``data.ready`` high, an R beat in every cycle a requested burst has beats due), a
       ``busy`` reader delivers a beat on ``data`` at least every ``PROGRESS`` cycles, so it
       is idle within ``PROGRESS`` x (beats owed) cycles.
+
+    With ``drain=True`` the abort's ``drain`` rises at any cycle and stays high. The AR rules,
+    the outstanding limit and the burst accounting hold throughout; the beat accounting
+    (beats owed, ``busy``, ``data``'s stream rule) until then. From the drain on: R is always
+    accepted, ``data`` shows no beat from the next cycle, no new burst is presented from the
+    second cycle, and when calm an AR or R handshake comes at least every ``PROGRESS``
+    cycles, so the reader is idle once the bursts in flight have their beats.
     """
 
     RULES = frozenset({"cmd_held", "r_for_request", "r_last", "r_held"})
@@ -358,12 +379,15 @@ class ReaderHarness(_Harness):
     #: accepted, its first R beat, on ``data`` (3 do not suffice: a counterexample exists)
     PROGRESS = 4
 
-    def __init__(self, dut: DMAReader, *, assumptions: Iterable[str] | None = None):
-        super().__init__(dut, assumptions)
+    def __init__(self, dut: DMAReader, *, assumptions: Iterable[str] | None = None,
+                 drain: bool = False):
+        super().__init__(dut, assumptions, drain)
 
     def elaborate(self, platform):
         m, frag = self._start(platform)
         dut, axi, out = self.dut, self.dut.axi, self.dut.data
+        drain, drained1, drained2 = self._drain(m)
+        normal = ~(drain | drained1)  # the beat accounting holds until the drain
         new_beats = _command_stream(self, m, dut.cmd)
         _free(m, out.ready, dut.clear, axi.arready, axi.rvalid, axi.rdata, axi.rresp,
               axi.rlast, axi.rid)
@@ -380,7 +404,8 @@ class ReaderHarness(_Harness):
         m.d.comb += Assume(axi.rid == 0)
         self._hold(m, "r_held", axi.rvalid, axi.rready,
                    Cat(axi.rdata, axi.rresp, axi.rlast, axi.rid), "R")
-        self._hold(m, None, out.valid, out.ready, out.payload, "data")
+        with m.If(normal):
+            self._hold(m, None, out.valid, out.ready, out.payload, "data")
 
         owed = _counter(m, "owed", dut.max_beats_width + 2, new_beats, out.valid & out.ready)
         presented = Mux(axi.arvalid, axi.arlen + 1, 0)
@@ -391,23 +416,41 @@ class ReaderHarness(_Harness):
                                    & (open_bursts < dut.max_outstanding))
         m.d.comb += [
             Assert(open_bursts <= dut.max_outstanding, "outstanding bursts"),
-            Assert(unrequested >= 0, "no beat delivered that was not commanded"),
-            Assert(dut.busy == (owed != 0), "busy exactly while beats are owed"),
             Assert(~(~out.valid | out.ready) | axi.rready, "R accepted when data can take it"),
-            Assert(~could_issue | axi.arvalid, "AR presented when it could be"),
-            Assert((unrequested != 0) | dut.cmd.ready, "cmd ready once requested"),
             # induction: the design's counters are the harness's
             Assert(internal(frag, "in_flight") == open_bursts),
-            Assert(internal(frag, "left") == unrequested),
             Assert(internal(frag, "addr")[:_AXSIZE] == 0),
             *bursts.invariants(beat, dut.max_burst),
+        ]
+        with m.If(normal):
+            m.d.comb += [
+                Assert(unrequested >= 0, "no beat delivered that was not commanded"),
+                Assert(dut.busy == (owed != 0), "busy exactly while beats are owed"),
+                Assert(~could_issue | axi.arvalid, "AR presented when it could be"),
+                Assert((unrequested != 0) | dut.cmd.ready, "cmd ready once requested"),
+                Assert(internal(frag, "left") == unrequested),
+            ]
+        ar_waited = Signal()
+        m.d.sync += ar_waited.eq(axi.arvalid & ~axi.arready)
+        m.d.comb += [
+            Assert(~drain | axi.rready, "draining: R always accepted"),
+            Assert(~drained1 | ~out.valid, "draining: no beat on data"),
+            Assert(~drained2 | ~(axi.arvalid & ~ar_waited), "draining: no new burst"),
+            Assert(~drained1 | (internal(frag, "left") == 0)),
+            Assert(dut.busy == ((internal(frag, "left") != 0) | (open_bursts != 0)
+                                | out.valid)),
         ]
         calm = self._calm(m)
         with m.If(calm):
             m.d.comb += [Assume(~dut.cmd.valid), Assume(axi.arready), Assume(out.ready),
                          Assume(axi.rvalid == (bursts.count != 0))]
-        m.d.comb += _latency(m, calm & dut.busy, out.valid & out.ready, self.PROGRESS,
-                             "data beat when calm")
+        m.d.comb += _latency(m, calm & normal & dut.busy, out.valid & out.ready,
+                             self.PROGRESS, "data beat when calm")
+        m.d.comb += _latency(m, calm & drained1 & dut.busy, ar_beat | r_beat, self.PROGRESS,
+                             "AR or R beat when calm and draining")
+        if self.drain:
+            m.d.comb += Cover(drained2 & _was(m, drain & (bursts.count == dut.max_outstanding))
+                              & ~dut.busy)
         m.d.comb += [
             Cover(bursts.count == dut.max_outstanding),
             Cover(ar_beat & (axi.araddr[_AXSIZE:12] + axi.arlen == PAGE_BEATS - 1)
@@ -446,6 +489,14 @@ class WriterHarness(_Harness):
       in every cycle a complete burst has none yet), a ``busy`` writer has a W or a B
       handshake at least every ``PROGRESS`` cycles, so it is idle within ``PROGRESS`` x
       (W beats and B responses still due) cycles.
+
+    With ``drain=True`` the abort's ``drain`` rises at any cycle and stays high. The AW and
+    W rules (W only for a presented burst, WLAST on its AWLEN + 1-th beat), the outstanding
+    limit and the burst accounting hold throughout; the beat accounting until then. From the
+    drain on: ``data`` is not taken, every W beat presented from the next cycle has WSTRB 0
+    (it writes nothing), no new burst is presented from the second cycle, and when calm a W
+    or B handshake comes at least every ``PROGRESS`` cycles, so the writer is idle once its
+    presented bursts are complete and answered.
     """
 
     RULES = frozenset({"cmd_held", "data_held", "b_for_burst", "b_held"})
@@ -453,12 +504,15 @@ class WriterHarness(_Harness):
     #: its length queued, a data beat into W, W accepted (2 do not suffice)
     PROGRESS = 3
 
-    def __init__(self, dut: DMAWriter, *, assumptions: Iterable[str] | None = None):
-        super().__init__(dut, assumptions)
+    def __init__(self, dut: DMAWriter, *, assumptions: Iterable[str] | None = None,
+                 drain: bool = False):
+        super().__init__(dut, assumptions, drain)
 
     def elaborate(self, platform):
         m, frag = self._start(platform)
         dut, axi, inp = self.dut, self.dut.axi, self.dut.data
+        drain, drained1, drained2 = self._drain(m)
+        normal = ~(drain | drained1)  # the beat accounting holds until the drain
         new_beats = _command_stream(self, m, dut.cmd)
         _free(m, inp.valid, inp.payload, dut.clear, axi.awready, axi.wready, axi.bvalid,
               axi.bresp, axi.bid)
@@ -490,33 +544,46 @@ class WriterHarness(_Harness):
         could_issue = Signal()
         m.d.sync += could_issue.eq((unpresented != 0) & (~axi.awvalid | axi.awready)
                                    & (open_bursts < dut.max_outstanding))
+        w_waited = Signal()
+        m.d.sync += w_waited.eq(axi.wvalid & ~axi.wready)
+        all_ones = (1 << len(axi.wstrb)) - 1
         with m.If(axi.wvalid):
             m.d.comb += [
                 Assert(bursts.count != 0, "W only for a presented burst"),
                 Assert(axi.wlast == (beat == bursts.items[0]), "WLAST on the AWLEN+1-th beat"),
-                Assert(axi.wstrb == (1 << len(axi.wstrb)) - 1),
+                Assert((axi.wstrb == all_ones) | (drained1 & (axi.wstrb == 0))),
             ]
         m.d.comb += [
             Assert(axi.bready),
             Assert(open_bursts <= dut.max_outstanding, "outstanding bursts"),
-            Assert(unpresented >= 0, "no beat written that was not commanded"),
-            Assert(dut.busy == ((unwritten != 0) | (open_bursts != 0)),
-                   "busy exactly while beats or responses are due"),
-            Assert(~((to_write - axi.wvalid != 0) & (~axi.wvalid | axi.wready)) | inp.ready,
-                   "data taken when W can take it"),
-            Assert(~could_issue | axi.awvalid, "AW presented when it could be"),
-            Assert((unpresented != 0) | dut.cmd.ready, "cmd ready once presented"),
+            Assert(~drain | ~inp.ready, "draining: data not taken"),
+            Assert(~(drained1 & axi.wvalid & ~w_waited) | (axi.wstrb == 0),
+                   "draining: a new W beat writes nothing"),
+            Assert(~drained2 | ~new_aw, "draining: no new burst"),
+            Assert(~drained1 | (internal(frag, "left") == 0)),
+            Assert(dut.busy == ((internal(frag, "left") != 0) | (open_bursts != 0))),
         ]
+        with m.If(normal):
+            m.d.comb += [
+                Assert(unpresented >= 0, "no beat written that was not commanded"),
+                Assert(dut.busy == ((unwritten != 0) | (open_bursts != 0)),
+                       "busy exactly while beats or responses are due"),
+                Assert(~((to_write - axi.wvalid != 0) & (~axi.wvalid | axi.wready))
+                       | inp.ready, "data taken when W can take it"),
+                Assert(~could_issue | axi.awvalid, "AW presented when it could be"),
+                Assert((unpresented != 0) | dut.cmd.ready, "cmd ready once presented"),
+            ]
 
         # induction: the design's counters and its FIFO of burst lengths are the harness's
         popped = axi.wvalid & axi.wlast  # its length has already left the design's FIFO
         queued = [Mux(j < bursts.count, item, axi.awlen)  # the harness's, then a fresh one
                   for j, item in enumerate([*bursts.items, axi.awlen])]
         level = internal(frag, "level")
+        with m.If(normal):
+            m.d.comb += Assert(internal(frag, "left") == unpresented)
         m.d.comb += [
             Assert(internal(frag, "in_flight") == open_bursts),
             Assert(open_bursts == bursts.count + new_aw + w_done),
-            Assert(internal(frag, "left") == unpresented),
             Assert(internal(frag, "addr")[:_AXSIZE] == 0),
             Assert(internal(frag, "sent") == Mux(popped, 0, beat + axi.wvalid)),
             Assert(level == bursts.count + new_aw - popped),
@@ -531,6 +598,9 @@ class WriterHarness(_Harness):
                          Assume(axi.bvalid == ((aw_open != 0) & (w_done != 0)))]
         m.d.comb += _latency(m, calm & dut.busy, w_beat | b_beat, self.PROGRESS,
                              "W or B beat when calm")
+        if self.drain:
+            m.d.comb += Cover(drained2 & _was(m, drain & (open_bursts == dut.max_outstanding))
+                              & ~dut.busy)
         m.d.comb += [
             Cover(open_bursts == dut.max_outstanding),
             Cover(aw_beat & (axi.awaddr[_AXSIZE:12] + axi.awlen == PAGE_BEATS - 1)

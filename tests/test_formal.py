@@ -30,6 +30,13 @@ parameters, where 2 does not close for the reader.
   Needs: B only for a burst whose AW and last W were accepted.
 * The same for ``DMAReader``/``DMAWriter`` with the parameters ``hw/top.py`` uses (32-bit
   addresses, 16-beat bursts, 24-bit lengths, 4 outstanding); the reader's is marked slow.
+* The abort's ``drain`` (``reader-drain``, ``writer-drain``: the small parameters, ``drain``
+  rising at any cycle and held, as ``Top`` holds it): the AXI rules, the outstanding limit
+  and WLAST hold throughout; from the drain on R is always accepted and ``data`` shows no
+  beat (reader), ``data`` is not taken and every new W beat has WSTRB 0 (writer), no new
+  burst is presented from the second cycle, and when calm an AR/R (W/B) handshake comes at
+  least every 4 (3) cycles: both return to idle. A writer whose filler beats carry byte
+  strobes, or a reader or writer that keeps issuing bursts, fails (checked by hand).
 
 Non-vacuity: every ``Cover`` (outstanding limit reached; a burst ending exactly at a 4 KiB
 boundary inside a longer command; idle again after a multi-burst command, and for the
@@ -75,10 +82,14 @@ DESIGNS = {
     "csr": lambda **kw: CSRHarness(ControlRegisters(CONFIGS["tiny"]), **kw),
     "reader": lambda **kw: ReaderHarness(DMAReader(**SMALL_DMA), **kw),
     "writer": lambda **kw: WriterHarness(DMAWriter(**SMALL_DMA), **kw),
+    # the same with the abort's drain rising at any cycle
+    "reader-drain": lambda **kw: ReaderHarness(DMAReader(**SMALL_DMA), drain=True, **kw),
+    "writer-drain": lambda **kw: WriterHarness(DMAWriter(**SMALL_DMA), drain=True, **kw),
 }
 # The environment rules each proof needs; the others (valid and payload held by the other
 # side) it does not, since each design samples a payload only at its handshake.
 NEEDED = {"csr": set(), "reader": {"r_for_request", "r_last"}, "writer": {"b_for_burst"}}
+NEEDED.update({"reader-drain": NEEDED["reader"], "writer-drain": NEEDED["writer"]})
 
 
 def check(harness, tmp_path, mode: str, depth: int) -> SbyResult:
