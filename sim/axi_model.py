@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 from dwsep.hw.axi import Burst, Resp
 
+from .streams import LongStalls, stall_cycles
+
 __all__ = ["AXI4Memory", "AXIProtocolError", "BurstRecord", "split_bursts"]
 
 
@@ -139,8 +141,9 @@ class AXI4Memory:
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 1 <= min <= max, "
                                  f"not {(lo, hi)!r}")
-        if not 0.0 <= p_stall < 1.0:
-            raise ValueError(f"p_stall must be in [0, 1), not {p_stall!r}")
+        if not isinstance(p_stall, LongStalls) and not 0.0 <= p_stall < 1.0:
+            raise ValueError(f"p_stall must be in [0, 1) or a LongStalls, not {p_stall!r}")
+        self._stalls: dict[int, int] = {}  # long stalls under way, by channel generator
         self.mem = bytearray(size)
         self.base = base
         self.rng = rng
@@ -165,7 +168,20 @@ class AXI4Memory:
         return None if self.rng is None else random.Random(self.rng.getrandbits(64))
 
     def _stall(self, rng) -> bool:
-        return rng is not None and rng.random() < self.p_stall
+        """Whether the channel whose generator is ``rng`` stalls this cycle: with
+        probability ``p_stall``, or, for a :class:`~dwsep.sim.streams.LongStalls` pattern,
+        through each long stall it starts."""
+        if rng is None:
+            return False
+        if not isinstance(self.p_stall, LongStalls):
+            return rng.random() < self.p_stall
+        left = self._stalls.get(id(rng), 0)
+        if left == 0:
+            left = stall_cycles(rng, self.p_stall)
+            if left == 0:
+                return False
+        self._stalls[id(rng)] = left - 1
+        return True
 
     @staticmethod
     def _latency(rng, bounds) -> int:

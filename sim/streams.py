@@ -1,7 +1,9 @@
 """Amaranth-simulator testbench helpers for ``amaranth.lib.stream`` interfaces.
 
-Every helper takes an optional ``random.Random`` and a probability of stalling, so unit
-benches run under random valid/ready patterns (print the seed you used).
+Every helper takes an optional ``random.Random`` and a stall pattern, so unit benches run
+under random valid/ready patterns (print the seed you used). A pattern is a probability
+``p_stall`` (each cycle, stall one more cycle with that probability: short random stalls)
+or a :class:`LongStalls` (now and then a stall of tens of cycles).
 """
 
 from __future__ import annotations
@@ -10,12 +12,37 @@ import random
 
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "send_all", "recv_n", "run_sim"]
+__all__ = ["stream_put", "stream_get", "send_all", "recv_n", "run_sim", "LongStalls",
+           "stall_cycles"]
 
 
-async def _stall(ctx, rng: random.Random | None, p_stall: float) -> None:
-    while rng is not None and rng.random() < p_stall:
-        await ctx.tick()
+class LongStalls:
+    """A stall pattern of rare long stalls: before a transfer (or in a cycle, for a memory
+    model's channel), with probability ``p`` a stall of ``cycles[0]..cycles[1]`` cycles."""
+
+    def __init__(self, p: float = 0.03, cycles: tuple[int, int] = (20, 120)):
+        self.p, self.cycles = p, cycles
+
+    def __repr__(self) -> str:
+        return f"LongStalls(p={self.p}, cycles={self.cycles})"
+
+
+def stall_cycles(rng: random.Random | None, pattern: float | LongStalls) -> int:
+    """Cycles to stall before the next transfer under ``pattern``."""
+    if rng is None:
+        return 0
+    if isinstance(pattern, LongStalls):
+        return rng.randint(*pattern.cycles) if rng.random() < pattern.p else 0
+    n = 0
+    while rng.random() < pattern:
+        n += 1
+    return n
+
+
+async def _stall(ctx, rng: random.Random | None, p_stall: float | LongStalls) -> None:
+    n = stall_cycles(rng, p_stall)
+    if n:
+        await ctx.tick().repeat(n)
 
 
 async def stream_put(ctx, stream, payload, *, rng=None, p_stall=0.0) -> None:

@@ -16,7 +16,7 @@ from dwsep.hw.axi import AXI4ReadSignature, AXI4WriteSignature, Resp
 from dwsep.hw.dma_reader import DMAReader, dma_command_layout
 from dwsep.hw.dma_writer import DMAWriter
 from dwsep.sim.axi_model import AXI4Memory, AXIProtocolError, split_bursts
-from dwsep.sim.streams import recv_n, run_sim, send_all
+from dwsep.sim.streams import LongStalls, recv_n, run_sim, send_all
 
 BASE = 0x4000_0000
 PAGE = 4096
@@ -69,23 +69,41 @@ def busy_monitor(dut, done_valid, done_ready, units):
 
 # -- reader ----------------------------------------------------------------------------------
 
+#: Stall patterns of the idle x backpressure grid (as cocotbext-axi's own tests combine an
+#: idle inserter on the sources with a backpressure inserter on the sinks): none, or rare
+#: long stalls of tens of cycles
+PATTERNS = {"none": 0.0, "long": LongStalls()}
+GRID = [(idle, bp) for idle in PATTERNS for bp in PATTERNS]
+
+
 @pytest.mark.parametrize("seed", range(1, 7))
 def test_reader_random(seed):
-    print(f"seed={seed}")
+    _reader_random(seed, idle=0.3, backpressure=0.3)
+
+
+@pytest.mark.parametrize("idle,backpressure", GRID)
+def test_reader_idle_and_backpressure(idle, backpressure):
+    """Sources (commands) idle, sinks (memory channels, data consumer) push back: each
+    combination of no stalls and long stalls."""
+    _reader_random(7, idle=PATTERNS[idle], backpressure=PATTERNS[backpressure])
+
+
+def _reader_random(seed, *, idle, backpressure):
+    print(f"seed={seed} idle={idle} backpressure={backpressure}")
     rng = random.Random(seed)
     max_burst = rng.choice([4, 16])
     dut = DMAReader(max_burst=max_burst, max_outstanding=rng.choice([1, 2, 4]))
     cmds = random_commands(rng, 8)
-    ram = AXI4Memory(mem_size(8), base=BASE, rng=rng, p_stall=0.3, read_latency=(1, 8),
-                     max_burst=max_burst)
+    ram = AXI4Memory(mem_size(8), base=BASE, rng=rng, p_stall=backpressure,
+                     read_latency=(1, 8), max_burst=max_burst)
     ram.mem[:] = rng.randbytes(len(ram.mem))
     expected = [b for a, n in cmds for b in beats_at(ram.mem, a, n)]
 
     async def commands(ctx):
-        await send_all(ctx, dut.cmd, [cmd(*c) for c in cmds], rng=rng, p_stall=0.3)
+        await send_all(ctx, dut.cmd, [cmd(*c) for c in cmds], rng=rng, p_stall=idle)
 
     async def consumer(ctx):
-        got = await recv_n(ctx, dut.data, len(expected), rng=rng, p_stall=0.3)
+        got = await recv_n(ctx, dut.data, len(expected), rng=rng, p_stall=backpressure)
         assert got == expected
         await wait_idle(ctx, dut)
         for _ in range(5):  # nothing more comes out
@@ -95,7 +113,7 @@ def test_reader_random(seed):
 
     monitor = busy_monitor(dut, dut.data.valid, dut.data.ready, lambda a, n: n)
     run_sim(dut, commands, consumer, processes=[ram.read_process(dut.axi), monitor],
-            deadline_cycles=30_000)
+            deadline_cycles=60_000)
     assert [(r.addr, r.beats) for r in ram.reads] == [
         b for c in cmds for b in split_bursts(*c, max_burst)]
     assert ram.max_reads_in_flight == dut.max_outstanding
@@ -283,13 +301,24 @@ def test_reader_timing(max_outstanding, latency):
                          [(seed, order) for seed, order in enumerate(["any", "aw_first",
                                                                        "w_first"] * 3, 1)])
 def test_writer_random(seed, write_order):
-    print(f"seed={seed} write_order={write_order}")
+    _writer_random(seed, write_order, idle=0.3, backpressure=0.3)
+
+
+@pytest.mark.parametrize("idle,backpressure", GRID)
+def test_writer_idle_and_backpressure(idle, backpressure):
+    """Sources (commands, data) idle, the memory's channels push back: each combination of
+    no stalls and long stalls."""
+    _writer_random(7, "any", idle=PATTERNS[idle], backpressure=PATTERNS[backpressure])
+
+
+def _writer_random(seed, write_order, *, idle, backpressure):
+    print(f"seed={seed} write_order={write_order} idle={idle} backpressure={backpressure}")
     rng = random.Random(seed)
     max_burst = rng.choice([4, 16])
     dut = DMAWriter(max_burst=max_burst, max_outstanding=rng.choice([1, 2, 4]))
     cmds = random_commands(rng, 8)
-    ram = AXI4Memory(mem_size(8), base=BASE, rng=rng, p_stall=0.3, write_latency=(1, 8),
-                     max_burst=max_burst, write_order=write_order)
+    ram = AXI4Memory(mem_size(8), base=BASE, rng=rng, p_stall=backpressure,
+                     write_latency=(1, 8), max_burst=max_burst, write_order=write_order)
     ram.mem[:] = rng.randbytes(len(ram.mem))  # every byte outside the targets is a guard
     expected = bytearray(ram.mem)
     words = []
@@ -301,10 +330,10 @@ def test_writer_random(seed, write_order):
     bursts = [b for c in cmds for b in split_bursts(*c, max_burst)]
 
     async def commands(ctx):
-        await send_all(ctx, dut.cmd, [cmd(*c) for c in cmds], rng=rng, p_stall=0.3)
+        await send_all(ctx, dut.cmd, [cmd(*c) for c in cmds], rng=rng, p_stall=idle)
 
     async def producer(ctx):
-        await send_all(ctx, dut.data, words, rng=rng, p_stall=0.3)
+        await send_all(ctx, dut.data, words, rng=rng, p_stall=idle)
         await wait_idle(ctx, dut)
         # busy falls only after the last B: everything is in memory now
         assert ram.writes_acked == len(bursts)
@@ -314,7 +343,7 @@ def test_writer_random(seed, write_order):
     monitor = busy_monitor(dut, dut.axi.bvalid, dut.axi.bready,
                            lambda a, n: len(split_bursts(a, n, max_burst)))
     run_sim(dut, commands, producer, processes=[ram.write_process(dut.axi), monitor],
-            deadline_cycles=30_000)
+            deadline_cycles=60_000)
     assert [(w.addr, w.beats) for w in ram.writes] == bursts
     # A "w_first" subordinate holds each AW until its data is in: fewer bursts reach it.
     assert (ram.max_writes_in_flight == dut.max_outstanding if write_order != "w_first"
