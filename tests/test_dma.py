@@ -170,6 +170,22 @@ def test_reader_errors():
                                                              Resp.SLVERR, Resp.OKAY]
 
 
+async def drain(ctx, dut, holds, offered) -> None:
+    """Raise ``drain`` until ``busy`` falls (within 400 cycles), checking ``holds(cycle)``
+    in every cycle of it (cycle 1 is the first after a clock edge with ``drain`` high);
+    then withdraw the ``offered`` stream's valid and lower ``drain``."""
+    ctx.set(dut.drain, 1)
+    for cycle in range(400):
+        assert holds(cycle), f"cycle {cycle} of the drain"
+        await ctx.tick()
+        if not ctx.get(dut.busy):
+            break
+    assert not ctx.get(dut.busy), "the drain did not end"
+    ctx.set(offered.valid, 0)
+    ctx.set(dut.drain, 0)
+    await ctx.tick()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_reader_drain(seed):
     """``drain`` in the middle of a long read whose consumer has stalled: the bursts in
@@ -185,18 +201,10 @@ def test_reader_drain(seed):
         await send_all(ctx, dut.cmd, [cmd(BASE, 300)])
         got = await recv_n(ctx, dut.data, rng.randint(0, 40), rng=rng, p_stall=0.3)
         await ctx.tick().repeat(rng.randint(0, 30))  # the consumer stalls; bursts pile up
-        ctx.set(dut.drain, 1)
         ctx.set(dut.cmd.valid, 1)  # a command offered while draining is dropped
         ctx.set(dut.cmd.payload, {"addr": BASE + PAGE, "beats": 50})
-        for cycle in range(400):
-            await ctx.tick()
-            assert not ctx.get(dut.data.valid) or cycle == 0
-            if not ctx.get(dut.busy):
-                break
-        assert not ctx.get(dut.busy), "the drain did not end"
-        ctx.set(dut.cmd.valid, 0)
-        ctx.set(dut.drain, 0)
-        await ctx.tick()
+        await drain(ctx, dut, lambda cycle: not ctx.get(dut.data.valid) or cycle == 0,
+                    dut.cmd)
         assert got == beats_at(ram.mem, BASE, len(got))
         assert ctx.get(dut.error) == 0
         await send_all(ctx, dut.cmd, [cmd(BASE + 2 * PAGE, 40)])
@@ -227,17 +235,8 @@ def test_writer_drain(seed):
         for i in range(sent):
             expected[8 * i:8 * i + 8] = bytes([1 + i % 200]) * 8
         await ctx.tick().repeat(rng.randint(0, 30))
-        ctx.set(dut.drain, 1)
         ctx.set(dut.data.valid, 1)  # data offered while draining is not taken
-        for _ in range(400):
-            assert not ctx.get(dut.data.ready)
-            await ctx.tick()
-            if not ctx.get(dut.busy):
-                break
-        assert not ctx.get(dut.busy), "the drain did not end"
-        ctx.set(dut.data.valid, 0)
-        ctx.set(dut.drain, 0)
-        await ctx.tick()
+        await drain(ctx, dut, lambda cycle: not ctx.get(dut.data.ready), dut.data)
         assert ram.mem == expected
         await send_all(ctx, dut.cmd, [cmd(BASE + 4 * PAGE, 20)])
         await send_all(ctx, dut.data, [0x5A5A_5A5A_5A5A_5A5A] * 20)
