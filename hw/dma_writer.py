@@ -105,9 +105,9 @@ class DMAWriter(DMAEngine):
         m.d.comb += self.data.ready.eq(lengths.r_rdy & w_free & ~self.drain)
         with m.If((self.data.valid & self.data.ready) | fill):
             last = sent == lengths.r_data
+            # (a filler beat's data is whatever the data stream shows: no byte is written)
             m.d.sync += [axi.wvalid.eq(1), axi.wlast.eq(last), sent.eq(sent + 1),
-                         axi.wdata.eq(Mux(self.drain, 0, self.data.payload)),
-                         axi.wstrb.eq(Mux(self.drain, 0, ~0))]
+                         axi.wdata.eq(self.data.payload), axi.wstrb.eq(Mux(self.drain, 0, ~0))]
             with m.If(last):
                 m.d.sync += sent.eq(0)
                 m.d.comb += lengths.r_en.eq(1)

@@ -619,8 +619,9 @@ def descriptor_extents(d, p, config: AcceleratorConfig) -> list[tuple[str, objec
 
 def window_checks(d, p, config: AcceleratorConfig, lo, hi) -> list[tuple[str, object]]:
     """Each region of :func:`descriptor_extents` the descriptor uses lies in the DDR window
-    of bytes ``lo..hi`` (``WINDOW_LO``, ``WINDOW_HI``): ``(address field, condition)``."""
-    return [(name, _implies(used, (d[name] >= lo) & (d[name] + nbytes - 1 <= hi)))
+    of bytes ``lo..hi`` (``WINDOW_LO``, ``WINDOW_HI``): ``(address field, condition)``. (Its
+    end, exclusive, at most ``hi + 1``: every used region has a byte at least.)"""
+    return [(name, _implies(used, (d[name] >= lo) & (d[name] + nbytes <= hi + 1)))
             for name, used, nbytes in descriptor_extents(d, p, config)]
 
 

@@ -353,16 +353,20 @@ class Controller(wiring.Component):
                 out = Mux(dma.error, dma.fault_addr, out)
             return out
 
-        # the DDR window: a descriptor's regions (`descriptor_extents`) end at `region_last`
-        # (registered in CHECK_PRODUCTS), compared in PRODUCTS_CHECKED into `in_window`,
-        # which LOAD_NEXT checks before any table or data moves; the next descriptor's
-        # place is compared in CHECK, for NEXT
-        lo, hi = csr.window_lo, csr.window_hi
+        # the DDR window: a descriptor's regions (`descriptor_extents`) end (exclusive) at
+        # `region_end` (registered in CHECK_PRODUCTS), compared with the window's end in
+        # PRODUCTS_CHECKED into `in_window`, which LOAD_NEXT checks before any table or data
+        # moves; the next descriptor's place is compared in CHECK, for NEXT. Exclusive ends
+        # against `hi_end` = WINDOW_HI + 1 (a register: the window does not change while a
+        # run goes on) keep each end a sum of two terms.
+        lo = csr.window_lo
+        hi_end = Signal(33, init=REGISTERS["WINDOW_HI"].field("addr").reset + 1)
+        m.d.sync += hi_end.eq(csr.window_hi + 1)
         extents = descriptor_extents(self._fields(field), prod, cfg)
-        region_last = [Signal(aw + 8, name=f"last_{name}") for name, _, _ in extents]
+        region_end = [Signal(aw + 8, name=f"end_{name}") for name, _, _ in extents]
         in_window = Signal(len(extents))
         next_desc_in_window = Signal()
-        prog_last = csr.prog_addr + (DESCRIPTOR.size - 1)
+        prog_end = csr.prog_addr + DESCRIPTOR.size
 
         with m.FSM(name="ctrl") as fsm:
             m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
@@ -374,7 +378,7 @@ class Controller(wiring.Component):
                                for dma in (reader, writer, res_reader, pf_reader))]
                 with m.If(csr.prog_addr[:_ALIGN_BITS] != 0):
                     fail(ErrorCode.MISALIGNED, csr.prog_addr)
-                with m.Elif((csr.prog_addr < lo) | (prog_last > hi)):
+                with m.Elif((csr.prog_addr < lo) | (prog_end > hi_end)):
                     fail(ErrorCode.OUT_OF_WINDOW, csr.prog_addr)
                 with m.Else():
                     m.next = "FETCH_CMD"
@@ -401,7 +405,7 @@ class Controller(wiring.Component):
                     params_ok.eq(Cat(ok for _, ok
                                      in descriptor_param_checks(self._fields(field), cfg))),
                     aligned.eq(~Cat(a[:_ALIGN_BITS] for a in addrs).any()),
-                    next_desc_in_window.eq(desc_addr + (2 * DESCRIPTOR.size - 1) <= hi),
+                    next_desc_in_window.eq(desc_addr + 2 * DESCRIPTOR.size <= hi_end),
                 ]
                 m.next = "CHECKED"
 
@@ -438,14 +442,14 @@ class Controller(wiring.Component):
                 ]
                 m.d.sync += products_ok.eq(Cat(
                     ok for _, ok in descriptor_product_checks(self._fields(field), prod, cfg)))
-                m.d.sync += [last.eq(field(name) + nbytes - 1)
-                             for last, (name, _, nbytes) in zip(region_last, extents, strict=True)]
+                m.d.sync += [end.eq(field(name) + nbytes)
+                             for end, (name, _, nbytes) in zip(region_end, extents, strict=True)]
                 m.next = "PRODUCTS_CHECKED"
 
             with m.State("PRODUCTS_CHECKED"):
                 m.d.sync += in_window.eq(Cat(
-                    (used == 0) | ((field(name) >= lo) & (last <= hi))
-                    for last, (name, used, _) in zip(region_last, extents, strict=True)))
+                    (used == 0) | ((field(name) >= lo) & (end <= hi_end))
+                    for end, (name, used, _) in zip(region_end, extents, strict=True)))
                 with m.If(~products_ok.all()):
                     fail(ErrorCode.BAD_PARAMS)
                 with m.Else():
