@@ -164,7 +164,7 @@ class Controller(wiring.Component):
     m_axi, m_axi_res, m_axi_pf
         As :class:`Top`'s.
     run : ``Out(RunSignature)``
-        To and from the register bank (:class:`~dwsep.hw.csr.ControlRegisters`).
+        To and from the register bank (:class:`~dwsep.hw.run.ControlRegisters`).
     drain : ``In(1)``
         Abort: every DMA drains its bursts (:class:`~dwsep.hw.dma_reader.DMAEngine`), held
         until ``dma_busy`` falls; then :class:`Top` resets the controller.
@@ -192,7 +192,7 @@ class Controller(wiring.Component):
         dp = self.datapath
         erq, exp_words_max = self._erq, self._exp_words_max
 
-        csr = self.run
+        run = self.run
         m.submodules.sizes = products = DescriptorProducts(cfg)
         m.submodules.reader = reader = DMAReader(addr_width=aw)
         m.submodules.res_reader = res_reader = DMAReader(addr_width=aw)
@@ -337,13 +337,13 @@ class Controller(wiring.Component):
         engine_word_beats = P * Q // BEAT_BYTES
 
         error_addr = Signal(32)
-        m.d.comb += [csr.layer.eq(layer), csr.error_code.eq(error_code),
-                     csr.error_addr.eq(error_addr), csr.desc_addr.eq(desc_addr)]
-        m.d.sync += [csr.done.eq(0), csr.error.eq(0), write_en.eq(0), dp.start.eq(0),
+        m.d.comb += [run.layer.eq(layer), run.error_code.eq(error_code),
+                     run.error_addr.eq(error_addr), run.desc_addr.eq(desc_addr)]
+        m.d.sync += [run.done.eq(0), run.error.eq(0), write_en.eq(0), dp.start.eq(0),
                      *(dma.clear.eq(0) for dma in (reader, writer, res_reader, pf_reader))]
 
         def fail(code, addr=desc_addr):
-            m.d.sync += [error_code.eq(code), error_addr.eq(addr), csr.error.eq(1)]
+            m.d.sync += [error_code.eq(code), error_addr.eq(addr), run.error.eq(1)]
             m.next = "IDLE"
 
         def fault_addr(*dmas):
@@ -359,27 +359,27 @@ class Controller(wiring.Component):
         # moves; the next descriptor's place is compared in CHECK, for NEXT. Exclusive ends
         # against `hi_end` = WINDOW_HI + 1 (a register: the window does not change while a
         # run goes on) keep each end a sum of two terms.
-        lo = csr.window_lo
+        lo = run.window_lo
         hi_end = Signal(33, init=REGISTERS["WINDOW_HI"].field("addr").reset + 1)
-        m.d.sync += hi_end.eq(csr.window_hi + 1)
+        m.d.sync += hi_end.eq(run.window_hi + 1)
         extents = descriptor_extents(self._fields(field), prod, cfg)
         region_end = [Signal(aw + 8, name=f"end_{name}") for name, _, _ in extents]
         in_window = Signal(len(extents))
         next_desc_in_window = Signal()
-        prog_end = csr.prog_addr + DESCRIPTOR.size
+        prog_end = run.prog_addr + DESCRIPTOR.size
 
         with m.FSM(name="ctrl") as fsm:
-            m.d.comb += csr.busy.eq(~fsm.ongoing("IDLE"))
-            with m.State("IDLE"), m.If(csr.start):
-                m.d.sync += [desc_addr.eq(csr.prog_addr), layer.eq(0),
+            m.d.comb += run.busy.eq(~fsm.ongoing("IDLE"))
+            with m.State("IDLE"), m.If(run.start):
+                m.d.sync += [desc_addr.eq(run.prog_addr), layer.eq(0),
                              *(h.eq(0) for h in held.values()),
                              error_code.eq(ErrorCode.NONE),
                              *(dma.clear.eq(1)
                                for dma in (reader, writer, res_reader, pf_reader))]
-                with m.If(csr.prog_addr[:_ALIGN_BITS] != 0):
-                    fail(ErrorCode.MISALIGNED, csr.prog_addr)
-                with m.Elif((csr.prog_addr < lo) | (prog_end > hi_end)):
-                    fail(ErrorCode.OUT_OF_WINDOW, csr.prog_addr)
+                with m.If(run.prog_addr[:_ALIGN_BITS] != 0):
+                    fail(ErrorCode.MISALIGNED, run.prog_addr)
+                with m.Elif((run.prog_addr < lo) | (prog_end > hi_end)):
+                    fail(ErrorCode.OUT_OF_WINDOW, run.prog_addr)
                 with m.Else():
                     m.next = "FETCH_CMD"
 
@@ -599,7 +599,7 @@ class Controller(wiring.Component):
 
             with m.State("NEXT"):
                 with m.If(flag(DescFlag.LAST)):
-                    m.d.sync += csr.done.eq(1)
+                    m.d.sync += run.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [desc_addr.eq(desc_addr + DESCRIPTOR.size),
