@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -511,8 +512,6 @@ def _descriptor_name(prog: Program, index: int) -> str:
 
 def _values(d: dict[str, int], rule: str) -> str:
     """``"; it has kernel = 9"``: the values of the descriptor fields ``rule`` names."""
-    import re
-
     named = [w for w in dict.fromkeys(re.findall(r"[a-z][a-z0-9_]*", rule)) if w in d]
     shown = [f"{n} = {d[n]:#x}" if n in ADDRESS_FIELDS else f"{n} = {d[n]}" for n in named]
     return f"; it has {', '.join(shown)}" if named else ""

@@ -125,10 +125,11 @@ def issue_bursts(m: Module, engine, channel: str) -> tuple[Value, Value, Value, 
     return issue, n, misaligned, left != 0, in_flight
 
 
-def burst_addresses(m: Module, engine, issue: Value, complete: Value) -> Value:
+def burst_addresses(m: Module, engine, channel: str, issue: Value, complete: Value) -> Value:
     """The first address of the oldest burst in flight (responses come in issue order: one
-    ID): a ring of ``engine.max_outstanding`` addresses, written from ``engine.axi``'s
-    address channel register as ``issue`` loads it, read at the burst whose completion
+    ID): a ring of ``engine.max_outstanding`` addresses, written from the address register
+    of ``engine.axi``'s channel ``channel`` (``"ar"`` or ``"aw"``, as for
+    :func:`issue_bursts`) as ``issue`` loads it, read at the burst whose completion
     ``complete`` marks."""
     n = engine.max_outstanding
     ring = Array(Signal(engine.addr_width, name=f"burst_addr{i}") for i in range(n))
@@ -137,7 +138,7 @@ def burst_addresses(m: Module, engine, issue: Value, complete: Value) -> Value:
     def step(p):
         return Mux(p == n - 1, 0, p + 1)
 
-    channel_addr = getattr(engine.axi, "araddr" if hasattr(engine.axi, "araddr") else "awaddr")
+    channel_addr = getattr(engine.axi, channel + "addr")
     # the burst's address is the channel's register after the issue cycle: store it then
     stored = Signal(name="burst_issued")
     m.d.sync += stored.eq(issue)
@@ -249,6 +250,6 @@ class DMAReader(DMAEngine):
         m.d.sync += in_flight.eq(Mux(burst_done, less, kept))
 
         m.d.comb += self.busy.eq(splitting | (in_flight != 0) | self.data.valid)
-        burst_addr = burst_addresses(m, self, issue, burst_done)
+        burst_addr = burst_addresses(m, self, "ar", issue, burst_done)
         _record_fault(m, self, misaligned, r_beat & (axi.rresp != Resp.OKAY), burst_addr)
         return m

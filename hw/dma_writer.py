@@ -119,6 +119,6 @@ class DMAWriter(DMAEngine):
         m.d.sync += in_flight.eq(in_flight + issue - b_beat)
 
         m.d.comb += self.busy.eq(splitting | (in_flight != 0))
-        burst_addr = burst_addresses(m, self, issue, b_beat)
+        burst_addr = burst_addresses(m, self, "aw", issue, b_beat)
         _record_fault(m, self, misaligned, b_beat & (axi.bresp != Resp.OKAY), burst_addr)
         return m
