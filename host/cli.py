@@ -9,15 +9,17 @@ layer shows on a terminal),
 ``dwsep compile MODEL.tflite [--config NAME] [--json]`` and
 ``dwsep info [--config NAME] [--json | --markdown]``; ``dwsep samples [NAME]`` (the sample
 photos' names and paths, or one photo's path);
-``dwsep quantize --arch {mobilenet_v2,mobilenet_v1} [--width W] [--weights FILE.pth |
---random-weights] [--calib DIR_OR_IMAGES...] -o MODEL.tflite`` (needs the ``models`` extra;
+``dwsep quantize --arch {mobilenet_v2,mobilenet_v1,mobilenet_v2_os16} [--width W]
+[--weights FILE.pth | --random-weights] [--calib DIR_OR_IMAGES...] -o MODEL.tflite`` (needs
+the ``models`` extra;
 default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample photos);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
 [--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`);
 ``dwsep build [--board pynq-z2] [--config NAME] [--clock-mhz F] [--out DIR] [--check]
 [--dry-run]`` (the Verilog and Vivado scripts of a board's overlay, see
 :mod:`dwsep.bitstreams.build`);
-``dwsep bench --model {mobilenet_v2,mobilenet_v1,FILE.tflite} [--width A] [--resolution R]
+``dwsep bench --model {mobilenet_v2,mobilenet_v1,mobilenet_v2_os16,FILE.tflite} [--width A]
+[--resolution R]
 [--config NAME] [--clock-mhz F] [--memory NAME] [--rtl] [--json] [--plot DIR]`` (the ``sim``
 extra for ``--rtl``, see :mod:`dwsep.sim.benchmark`). Errors print one line ``dwsep: error:
 <reason>`` on stderr and exit with status 2; ``dwsep --version``.
@@ -39,7 +41,7 @@ from .backends import BACKENDS
 from .checkpoint import load_state_dict
 from .driver import DEFAULT_CONFIG, Accelerator, DwsepError, compile_for
 from .graph import UnsupportedModelError
-from .mobilenet import ARCHS, torchvision_weights_path
+from .mobilenet import ARCHS, TORCHVISION_V2_ARCHS, torchvision_weights_path
 from .tflite_reader import ModelFormatError, read_tflite
 
 __all__ = ["main"]
@@ -111,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     weights.add_argument("--weights", type=Path,
                          help="torchvision state dict (.pth); default: torchvision's ImageNet "
                               "MobileNetV2 checkpoint as installed by the README's set-up, "
-                              "for --arch mobilenet_v2 --width 1")
+                              "for --arch mobilenet_v2 or mobilenet_v2_os16 (its first 18 "
+                              "blocks) at --width 1")
     weights.add_argument("--random-weights", action="store_true",
                          help="random weights (--seed): for cycle counts and tests only")
     quant.add_argument("--calib", type=Path, nargs="+",
@@ -166,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="cycles, MAC utilization, DDR traffic and fps of a "
                                          "network, from the cycle model (and the RTL)")
-    bench.add_argument("--model", required=True, metavar="{mobilenet_v2,mobilenet_v1,FILE}",
+    bench.add_argument("--model", required=True, metavar="{" + ",".join(ARCHS) + ",FILE}",
                        help="a named model (random weights: cycles do not depend on them) or "
                             "a .tflite file")
     bench.add_argument("--width", type=float, help="width multiplier of a named model "
@@ -213,7 +216,7 @@ def _cmd_quantize(args) -> None:
 
     weights = args.weights
     if weights is None and not args.random_weights:
-        if args.arch != "mobilenet_v2" or args.width != 1.0:
+        if args.arch not in TORCHVISION_V2_ARCHS or args.width != 1.0:
             raise ValueError(f"no ImageNet weights are installed for {args.arch} width "
                              f"{args.width:g}: give --weights FILE.pth, or --random-weights")
         weights = torchvision_weights_path()  # one-line error if not installed

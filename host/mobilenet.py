@@ -16,8 +16,16 @@ them, named here ``conv0``, ``conv1_dw``, ``conv1_pw``, ..., ``conv13_pw``, ``fc
 ``<name>.weight`` (torch layout ``[O, I/groups, kh, kw]``, no bias) and
 ``<name>.bn.{weight,bias,running_mean,running_var}``.
 
-Padding is PyTorch's: a ``k x k`` convolution pads ``k // 2`` on every side, whatever its
-stride (TFLite's SAME would pad a stride-2 3x3 layer (0, 1)).
+``mobilenet_v2_os16`` is MobileNetV2 as the backbone of DeepLabV3 at output stride 16
+(TF-slim's ``output_stride``, as DeepLab's ``mobilenet_v2`` feature extractor): the blocks
+after the features reach stride 16 keep it, the first of them at stride 1 instead of 2 and
+the depthwise layers after it at dilation 2 (atrous convolution); the network ends with the
+last block's features (``[N, H/16, W/16, 320]``, DeepLab's ``layer_18``): no 1280-channel
+head, pool or classifier. Its state dict is MobileNetV2's without those (torchvision's
+ImageNet checkpoint loads).
+
+Padding is PyTorch's: a ``k x k`` convolution at dilation ``d`` pads ``d * (k // 2)`` on
+every side, whatever its stride (TFLite's SAME would pad a stride-2 3x3 layer (0, 1)).
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ import numpy as np
 __all__ = [
     "ARCHS", "BN_EPS", "BatchNorm", "Conv", "Residual", "GlobalAvgPool", "Linear", "Network",
     "build", "random_state_dict", "make_divisible", "torchvision_weights_path",
+    "TORCHVISION_V2_ARCHS",
 ]
 
-ARCHS = ("mobilenet_v2", "mobilenet_v1")
+ARCHS = ("mobilenet_v2", "mobilenet_v1", "mobilenet_v2_os16")
+#: Architectures whose state dict is torchvision's MobileNetV2 (all or part of it).
+TORCHVISION_V2_ARCHS = ("mobilenet_v2", "mobilenet_v2_os16")
 BN_EPS = 1e-5
 NUM_CLASSES = 1000
 
@@ -91,11 +102,12 @@ class BatchNorm:
 
 @dataclass(frozen=True)
 class Conv:
-    """``y = act(bn(conv(x, weight, stride, pad=k//2) + bias))``; ``act`` is ReLU6
-    (``clip(y, 0, 6)``) when ``relu6``, ``bn`` the identity when ``None`` (folded).
+    """``y = act(bn(conv(x, weight, stride, dilation, pad=dilation*(k//2)) + bias))``; ``act``
+    is ReLU6 (``clip(y, 0, 6)``) when ``relu6``, ``bn`` the identity when ``None`` (folded).
 
     ``weight`` is float32 OHWI ``[O, k, k, I]``, or ``[C, k, k, 1]`` when ``depthwise``
-    (one filter per channel: ``y[..., c] = sum_ij xpad[.., s*y+i, s*x+j, c] * w[c, i, j, 0]``).
+    (one filter per channel: ``y[..., c] = sum_ij xpad[.., s*y+d*i, s*x+d*j, c] *
+    w[c, i, j, 0]``).
     """
     name: str
     weight: np.ndarray
@@ -104,6 +116,7 @@ class Conv:
     depthwise: bool
     relu6: bool
     bn: BatchNorm | None = None
+    dilation: int = 1
 
     @property
     def kernel(self) -> int:
@@ -111,21 +124,22 @@ class Conv:
 
     @property
     def padding(self) -> int:
-        return self.kernel // 2
+        return self.dilation * (self.kernel // 2)
 
     @property
     def out_channels(self) -> int:
         return self.weight.shape[0]
 
     def out_size(self, n: int) -> int:
-        return (n + 2 * self.padding - self.kernel) // self.stride + 1
+        span = self.dilation * (self.kernel - 1) + 1
+        return (n + 2 * self.padding - span) // self.stride + 1
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n, h, w, _ = x.shape
-        k, s, p = self.kernel, self.stride, self.padding
+        k, s, p, d = self.kernel, self.stride, self.padding, self.dilation
         oh, ow = self.out_size(h), self.out_size(w)
         xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-        taps = [xp[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :]
+        taps = [xp[:, d * i:d * i + s * (oh - 1) + 1:s, d * j:d * j + s * (ow - 1) + 1:s, :]
                 for i in range(k) for j in range(k)]
         if self.depthwise:
             w_taps = self.weight[:, :, :, 0].reshape(self.out_channels, k * k).T
@@ -174,7 +188,7 @@ Observer = Callable[[str, np.ndarray], None]
 @dataclass(frozen=True)
 class Network:
     """A float MobileNet: ``layers`` in order, from a ``[N, S, S, 3]`` normalized image to
-    ``[N, classes]`` logits."""
+    ``[N, classes]`` logits (a backbone: to its last layer's features)."""
     arch: str
     width: float
     layers: tuple
@@ -224,25 +238,35 @@ class _ConvSpec:
     stride: int
     depthwise: bool
     relu6: bool
+    dilation: int = 1
 
 
 @dataclass(frozen=True)
 class _Plan:
     items: tuple           # _ConvSpec, or ("residual" | "block", name, tuple[_ConvSpec])
-    classifier_key: str
+    classifier_key: str | None  # None: a backbone, no head
     features: int
 
 
-def _v2_plan(width: float) -> _Plan:
+def _v2_plan(width: float, output_stride: int | None = None) -> _Plan:
+    """MobileNetV2; with ``output_stride`` its backbone at that stride (TF-slim's rule: once
+    the stride reached it, a layer keeps it and multiplies the dilation of the layers after
+    it instead), without the 1280-channel head and classifier."""
     c_in = make_divisible(32 * width)
     last = make_divisible(1280 * max(1.0, width))
     items = [_ConvSpec("features.0", "features.0.0", "features.0.1", 3, c_in, 3, 2, False,
                        True)]
-    index = 1
+    index, current, rate = 1, 2, 1
     for t, c, n, s in _V2_SETTING:
         c_out = make_divisible(c * width)
         for i in range(n):
             stride = s if i == 0 else 1
+            dilation = rate
+            if output_stride is not None and current == output_stride:
+                rate *= stride
+                stride = 1
+            else:
+                current *= stride
             hidden = int(round(c_in * t))
             p = f"features.{index}.conv"
             body, m = [], 0
@@ -251,12 +275,14 @@ def _v2_plan(width: float) -> _Plan:
                                       False, True))
                 m = 1
             body.append(_ConvSpec(f"{p}.{m}", f"{p}.{m}.0", f"{p}.{m}.1", hidden, hidden, 3,
-                                  stride, True, True))
+                                  stride, True, True, dilation))
             body.append(_ConvSpec(f"{p}.{m + 1}", f"{p}.{m + 1}", f"{p}.{m + 2}", hidden, c_out,
                                   1, 1, False, False))
             kind = "residual" if stride == 1 and c_in == c_out else "block"
             items.append((kind, f"features.{index}", tuple(body)))
             c_in, index = c_out, index + 1
+    if output_stride is not None:
+        return _Plan(tuple(items), None, c_in)
     items.append(_ConvSpec(f"features.{index}", f"features.{index}.0", f"features.{index}.1",
                            c_in, last, 1, 1, False, True))
     return _Plan(tuple(items), "classifier.1", last)
@@ -284,7 +310,9 @@ def _plan(arch: str, width: float) -> _Plan:
         raise ValueError(f"'arch' must be one of {', '.join(ARCHS)}, not {arch!r}")
     if not (isinstance(width, (int, float)) and 0 < width <= 4):
         raise ValueError(f"'width' must be a multiplier in (0, 4], not {width!r}")
-    return _v2_plan(width) if arch == "mobilenet_v2" else _v1_plan(width)
+    if arch == "mobilenet_v1":
+        return _v1_plan(width)
+    return _v2_plan(width, 16 if arch == "mobilenet_v2_os16" else None)
 
 
 def _conv_specs(plan: _Plan) -> list[_ConvSpec]:
@@ -307,7 +335,8 @@ def random_state_dict(arch: str, width: float = 1.0, seed: int = 0) -> dict[str,
 
     Convolutions He-normal (``std = sqrt(2 / fan_in)``), batch norms near identity (weight
     U(0.5, 1.5), bias and running mean N(0, 0.1), running variance U(0.5, 1.5)), classifier
-    N(0, 1 / sqrt(features)) with zero bias: activations keep a similar spread layer to layer.
+    N(0, 1 / sqrt(features)) with zero bias (none for a backbone): activations keep a
+    similar spread layer to layer.
     """
     plan = _plan(arch, width)
     rng = np.random.default_rng(seed)
@@ -321,6 +350,8 @@ def random_state_dict(arch: str, width: float = 1.0, seed: int = 0) -> dict[str,
         sd[f"{spec.bn_key}.bias"] = rng.normal(0, 0.1, c).astype(np.float32)
         sd[f"{spec.bn_key}.running_mean"] = rng.normal(0, 0.1, c).astype(np.float32)
         sd[f"{spec.bn_key}.running_var"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    if plan.classifier_key is None:
+        return sd
     sd[f"{plan.classifier_key}.weight"] = rng.normal(
         0, 1 / np.sqrt(plan.features), (NUM_CLASSES, plan.features)).astype(np.float32)
     sd[f"{plan.classifier_key}.bias"] = np.zeros(NUM_CLASSES, np.float32)
@@ -329,8 +360,8 @@ def random_state_dict(arch: str, width: float = 1.0, seed: int = 0) -> dict[str,
 
 def build(arch: str, state_dict: dict[str, np.ndarray], width: float = 1.0, *,
           fold_bn: bool = True) -> Network:
-    """The float network ``arch`` (``"mobilenet_v2"`` or ``"mobilenet_v1"``) at ``width``
-    with the weights of ``state_dict``.
+    """The float network ``arch`` (one of :data:`ARCHS`) at ``width`` with the weights of
+    ``state_dict``.
 
     Every expected key must be present with its exact shape (the ``ValueError`` names the
     key: a checkpoint of another width fails on its first layer); other keys
@@ -351,7 +382,7 @@ def build(arch: str, state_dict: dict[str, np.ndarray], width: float = 1.0, *,
             a, b = bn.folded()
             w, bias, bn = w * a[:, None, None, None], bias * a + b, None
         return Conv(spec.name, np.ascontiguousarray(w, np.float32), bias.astype(np.float32),
-                    spec.stride, spec.depthwise, spec.relu6, bn)
+                    spec.stride, spec.depthwise, spec.relu6, bn, spec.dilation)
 
     layers = []
     for item in plan.items:
@@ -361,6 +392,8 @@ def build(arch: str, state_dict: dict[str, np.ndarray], width: float = 1.0, *,
             layers.append(Residual(item[1], tuple(conv(s) for s in item[2])))
         else:
             layers.extend(conv(s) for s in item[2])
+    if plan.classifier_key is None:
+        return Network(arch, float(width), tuple(layers))
     layers.append(GlobalAvgPool("pool"))
     layers.append(Linear(plan.classifier_key,
                          _get(state_dict, f"{plan.classifier_key}.weight",

@@ -153,7 +153,7 @@ def weight_quant(w: np.ndarray, bias: np.ndarray, s_in: float,
 def quantize(arch: str, state_dict: dict[str, np.ndarray] | None,
              calibration_images: Iterable, *, width: float = 1.0, input_size: int = 224,
              seed: int = 0, ranges: Ranges | None = None) -> bytes:
-    """Quantize ``arch`` (``"mobilenet_v2"`` / ``"mobilenet_v1"``) to the bytes of an int8
+    """Quantize ``arch`` (one of ``host.mobilenet.ARCHS``) to the bytes of an int8
     ``.tflite``.
 
     ``state_dict``: float weights named as ``host.mobilenet.build`` expects (a torchvision
@@ -227,7 +227,7 @@ class _TfliteEmitter:
             self.mb.add_operator("PAD", [x, paddings], [padded])
             x, padding = padded, "VALID"
         else:
-            # Stride 1, odd kernel: SAME pads k // 2 on each side, as PyTorch does.
+            # Stride 1, odd kernel: SAME pads d * (k // 2) on each side, as PyTorch does.
             padding = "SAME" if p else "VALID"
         if conv.depthwise:
             opcode, axis = "DEPTHWISE_CONV_2D", 3
@@ -242,6 +242,8 @@ class _TfliteEmitter:
         out_hw = conv.out_size(h), conv.out_size(w)
         y = self._activation(conv.name, (1, *out_hw, conv.out_channels),
                              self.ranges.quant(conv.name))
+        if conv.dilation > 1:
+            options.update(dilation_h=conv.dilation, dilation_w=conv.dilation)
         self.mb.add_operator(opcode, [x, w_t, b_t], [y], padding=padding, stride_h=conv.stride,
                              stride_w=conv.stride,
                              activation="RELU6" if conv.relu6 else "NONE", **options)

@@ -52,8 +52,11 @@ class AcceleratorConfig:
         pw_cols`` MAC units. Multiple of 8.
     k_max:
         Largest depthwise kernel side (odd or even, 1..k_max at run time).
-    dilation_max:
-        Largest depthwise dilation.
+    lb_window:
+        Input rows one output row's window may span: a ``k x k`` kernel at dilation ``d``
+        spans ``(k - 1) * d + 1`` rows, any ``k <= k_max`` and ``d`` within this, chosen per
+        layer (the line buffer trades kernel size for dilation at run time; 7: 3x3 at
+        dilation up to 3, 5x5 and 7x7 at dilation 1). At least ``k_max``, at most 15.
     max_dim:
         Largest input or output height/width (sizes the counters).
     lb_width, lb_channels:
@@ -116,7 +119,7 @@ class AcceleratorConfig:
     pw_rows: int
     pw_cols: int
     k_max: int
-    dilation_max: int
+    lb_window: int
     max_dim: int
     lb_width: int
     lb_channels: int
@@ -166,7 +169,8 @@ class AcceleratorConfig:
             need(getattr(self, name) <= 65535,
                  f"{name} must be <= 65535, not {getattr(self, name)}")
         need(self.k_max <= 15, f"k_max must be <= 15, not {self.k_max}")
-        need(self.dilation_max <= 15, f"dilation_max must be <= 15, not {self.dilation_max}")
+        need(self.k_max <= self.lb_window <= 15,
+             f"lb_window must be in k_max..15 ({self.k_max}..15), not {self.lb_window}")
         need(self.lb_channels % self.dw_lanes == 0,
              f"lb_channels ({self.lb_channels}) must be a multiple of dw_lanes "
              f"({self.dw_lanes})")
@@ -219,16 +223,28 @@ class AcceleratorConfig:
         return self.requant_lanes if self.engine_requant_lanes is None \
             else self.engine_requant_lanes
 
+    def window_rows(self, kernel: int, dilation: int) -> int:
+        """Input rows a ``kernel x kernel`` window at ``dilation`` spans: ``(kernel - 1) *
+        dilation + 1``."""
+        return (kernel - 1) * dilation + 1
+
+    def dilation_limit(self, kernel: int) -> int:
+        """Largest dilation of a ``kernel x kernel`` window within :attr:`lb_window` rows
+        (a 1x1 kernel spans one row at any dilation: :attr:`dilation_max`)."""
+        if kernel <= 1:
+            return self.dilation_max
+        return (self.lb_window - 1) // (kernel - 1)
+
     @property
-    def window_rows_max(self) -> int:
-        """Input rows one output row can need: ``(k_max - 1) * dilation_max + 1``."""
-        return (self.k_max - 1) * self.dilation_max + 1
+    def dilation_max(self) -> int:
+        """Largest dilation of any kernel: a 2x2 one's, ``lb_window - 1`` (at least 1)."""
+        return max(1, self.lb_window - 1)
 
     @property
     def lb_rows(self) -> int:
         """Row slots in the line buffer: the window rounded up to a power of two, so the slot
         of input row ``y`` is ``y mod lb_rows`` (its low bits)."""
-        return _pow2_ceil(self.window_rows_max)
+        return _pow2_ceil(self.lb_window)
 
     @property
     def lb_row_words(self) -> int:
@@ -327,15 +343,17 @@ def _named(*configs: AcceleratorConfig) -> dict[str, AcceleratorConfig]:
 
 CONFIGS: dict[str, AcceleratorConfig] = _named(
     # Small arrays, full-size windows: fast Verilator builds, covers every layer parameter
-    # the tests draw (k <= 7, dilation <= 2, H, W <= 32, C, C_out <= 64).
+    # the tests draw (k <= 7, windows of 13 rows: 7x7 at dilation 2, 3x3 at 6, H, W <= 32,
+    # C, C_out <= 64).
     AcceleratorConfig(
-        name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, dilation_max=2,
+        name="tiny", dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7, lb_window=13,
         max_dim=64, lb_width=64, lb_channels=64, mid_channels_max=256, out_channels_max=64,
         expand_channels_max=64, requant_lanes=4,
     ),
     # Aimed at xc7z020 (PYNQ-Z2: 140 BRAM36, 220 DSP48E1), sized for MobileNet V1/V2-224:
     # 960-channel depthwise layers, residual blocks up to 160 channels. Line buffer 8 rows x
-    # 16 KiB (dilation 1: MobileNets use none), PW output tiles up to 264 channels (11 engine
+    # 16 KiB, windows of 7 rows (7x7 and 5x5 at dilation 1, 3x3 at up to 3: atrous
+    # backbones), PW output tiles up to 264 channels (11 engine
     # words: a 512-channel layer in two tiles), expand inputs up to 96. BRAM36: the engine's
     # one weight memory of 1,024 words (384 bytes each: 86 BRAM36; 768 words take as many,
     # 512 take 43) holds a descriptor's expand and PW weights and the next one's (the
@@ -347,7 +365,7 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     # lanes 1 per lane (8); the ADD uses none (by table): 220 in all, see
     # bitstreams/README.md and docs/PLAN-pynq-z2.md.
     AcceleratorConfig(
-        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=24, k_max=7, dilation_max=1,
+        name="pynq-z2", dw_lanes=16, pw_rows=16, pw_cols=24, k_max=7, lb_window=7,
         max_dim=256, lb_width=128, lb_channels=128, mid_channels_max=1024,
         out_channels_max=264, expand_channels_max=96, add_lanes=2, dw_requant_dsps=1,
         dw_weight_words=512, engine_weight_words=1024, engine_requant_lanes=12,
@@ -355,7 +373,7 @@ CONFIGS: dict[str, AcceleratorConfig] = _named(
     ),
     # ZCU104-class (xczu7ev): wider arrays.
     AcceleratorConfig(
-        name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, dilation_max=2,
+        name="zcu104", dw_lanes=32, pw_rows=32, pw_cols=32, k_max=7, lb_window=13,
         max_dim=512, lb_width=128, lb_channels=256, mid_channels_max=2048,
         out_channels_max=2048, expand_channels_max=320,
     ),

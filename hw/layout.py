@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 ID_MAGIC = 0x44575350  # "DWSP"
-HW_VERSION = 7
+HW_VERSION = 8
 
 
 class Opcode(enum.IntEnum):
@@ -177,7 +177,7 @@ REGISTERS = RegisterMap([
     ("ID", "ro", [("magic", 32, False, "identifies a dwsep accelerator")], "Identification"),
     ("VERSION", "ro", [("hw", 16, False, "register/descriptor layout version")], "Version"),
     ("CAP_ARRAY", "ro", [("dw_lanes", 8), ("pw_rows", 8), ("pw_cols", 8), ("k_max", 4),
-                         ("dilation_max", 4)], "Capabilities: arrays"),
+                         ("lb_window", 4)], "Capabilities: arrays"),
     ("CAP_LB", "ro", [("lb_width", 16), ("lb_channels", 16)], "Capabilities: line buffer"),
     ("CAP_CHANNELS", "ro", [("mid_channels_max", 16), ("out_channels_max", 16)],
      "Capabilities: channel limits"),
@@ -193,7 +193,7 @@ def capability_values(config: AcceleratorConfig) -> dict[str, dict[str, int]]:
         "VERSION": {"hw": HW_VERSION},
         "CAP_ARRAY": {"dw_lanes": config.dw_lanes, "pw_rows": config.pw_rows,
                       "pw_cols": config.pw_cols, "k_max": config.k_max,
-                      "dilation_max": config.dilation_max},
+                      "lb_window": config.lb_window},
         "CAP_LB": {"lb_width": config.lb_width, "lb_channels": config.lb_channels},
         "CAP_CHANNELS": {"mid_channels_max": config.mid_channels_max,
                          "out_channels_max": config.out_channels_max},
@@ -250,7 +250,7 @@ DESCRIPTOR = DescriptorLayout([
     ("flags", 8, False, "DescFlag"),
     ("kernel", 4, False, "line-buffer kernel side k (1..k_max)"),
     ("stride", 4, False, "stride (1 or 2)"),
-    ("dilation", 4, False, "dilation (1..dilation_max)"),
+    ("dilation", 4, False, "dilation d: the window's (k-1)*d+1 rows within lb_window"),
     ("depth_mult", 8, False, "depthwise channel multiplier m (>= 1; 1 with CONV)"),
     ("pad_top", 8, False, "rows of zero-point padding above the input"),
     ("pad_left", 8, False, "columns of zero-point padding left of the input"),
@@ -395,7 +395,7 @@ def product_operand_bits(config: AcceleratorConfig) -> dict[str, int]:
         "out_beats": bits(config.out_groups_max * config.pw_cols // 2),
         "out_pitch": DESCRIPTOR["out_pitch"].width,
         "kernel": bits(config.k_max), "kernel_taps": bits(config.k_max ** 2),
-        "pad_left": bits(config.k_max * config.dilation_max - 1),
+        "pad_left": bits(config.lb_window - 1),
         "dilation": bits(config.dilation_max), "depth_mult": bits(config.mid_groups_max),
         "dw_cols": bits(max(config.dw_passes(k) * k for k in range(1, config.k_max + 1))),
     }
@@ -435,6 +435,14 @@ def _flag(d, bit):
 
 def _implies(cond, then):
     return (cond == 0) | then
+
+
+def _all(conds):
+    """Every one of ``conds`` (Python bools or Amaranth values); true when there are none."""
+    result = True
+    for cond in conds:
+        result = result & cond
+    return result
 
 
 def table_loads(d, p, config: AcceleratorConfig) -> list[tuple]:
@@ -494,7 +502,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list[tuple[str, obj
     expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
     residual = _flag(d, DescFlag.RESIDUAL)
     row_words = config.lb_row_capacity_words
-    pad_limit = config.k_max * config.dilation_max
+    pad_limit = config.lb_window
     beats_max = config.out_groups_max * config.pw_cols // 2
     return [
         (f"flags below {2 * max(DescFlag)} (no unknown flag bits)",
@@ -502,6 +510,10 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list[tuple[str, obj
         between("kernel", 1, config.k_max),
         between("stride", 1, 2),
         between("dilation", 1, config.dilation_max),
+        (f"window (kernel-1)*dilation+1 at most lb_window = {config.lb_window} rows",
+         _all(_implies(d["kernel"] == k, d["dilation"] <= config.dilation_limit(k))
+              for k in range(2, config.k_max + 1)
+              if config.dilation_limit(k) < config.dilation_max)),
         between("depth_mult", 1, config.mid_groups_max),
         between("in_groups", 1, row_words),
         between("exp_groups", 1, row_words),

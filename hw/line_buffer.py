@@ -29,7 +29,7 @@ PARAM_SOURCES = {"in_groups": "exp_groups", "in_zp": "lb_zp", "row_words": "lb_r
 def line_buffer_params_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Per-layer parameters of :class:`LineBuffer`, named as the ``hw.layout.DESCRIPTOR``
     fields they come from (``conv``: the ``CONV`` flag), sized by ``config``."""
-    pad_max = config.k_max * config.dilation_max - 1
+    pad_max = config.lb_window - 1
     return data.StructLayout({
         "in_h": unsigned(config.dim_bits),
         "in_w": unsigned(config.dim_bits),
@@ -162,7 +162,7 @@ class LineBuffer(wiring.Component):
 
         # Row/column coordinates may be negative (padding) or past the image (bottom/right
         # padding, stride leftovers): signed, wide enough for 2*max_dim + a window.
-        coord = signed(max(cfg.dim_bits, cfg.window_rows_max.bit_length()) + 3)
+        coord = signed(max(cfg.dim_bits, cfg.lb_window.bit_length()) + 3)
         # Word offsets inside a row slot: only needed modulo lb_row_words (in-image taps are
         # < lb_row_words), so they wrap freely and negative starts are fine.
         colw = unsigned(max(1, col_log2))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dwsep.host.compiler import Program, compile_model
+from dwsep.host.mobilenet import ARCHS
 from dwsep.host.tflite_reader import read_tflite
 from dwsep.hw.config import BEAT_BYTES, AcceleratorConfig, get_config
 
@@ -31,7 +32,8 @@ from .ddr import MemoryCycles, MemoryModel, get_memory
 __all__ = ["NAMED_MODELS", "build_model", "Benchmark", "LayerFigures", "run_benchmark",
            "format_table", "to_json", "plot"]
 
-NAMED_MODELS = ("mobilenet_v2", "mobilenet_v1")
+#: The networks ``dwsep quantize --arch`` builds, by name.
+NAMED_MODELS = ARCHS
 
 
 def build_model(model: str | Path, *, width: float | None = None,
@@ -54,10 +56,10 @@ def build_model(model: str | Path, *, width: float | None = None,
         return f"{model}-{width:g}-{resolution}", tflite
     path = Path(model)
     if path.suffix.lower() != ".tflite":
-        raise ValueError(f"unknown model {str(model)!r}: give {' or '.join(NAMED_MODELS)}, or "
+        raise ValueError(f"unknown model {str(model)!r}: give {', '.join(NAMED_MODELS)}, or "
                          f"a .tflite file")
     if width is not None or resolution is not None:
-        raise ValueError(f"--width and --resolution apply to {' and '.join(NAMED_MODELS)}, "
+        raise ValueError(f"--width and --resolution apply to {', '.join(NAMED_MODELS)}, "
                          f"not to a .tflite file ({path})")
     return path.stem, path.read_bytes()
 

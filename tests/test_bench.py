@@ -101,15 +101,16 @@ def test_set_overrides_config_fields(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "resnet50"], "unknown model 'resnet50': give mobilenet_v2 or mobilenet_v1, "
-                              "or a .tflite file"),
+    (["--model", "resnet50"], "unknown model 'resnet50': give mobilenet_v2, mobilenet_v1, "
+                              "mobilenet_v2_os16, or a .tflite file"),
     (["--model", "mobilenet_v2", "--clock-mhz", "0"],
      "clock must be a positive number of MHz, not 0.0"),
     (["--model", "mobilenet_v2", "--memory", "ddr5"],
      "unknown memory model 'ddr5'; known: pynq-z2, ideal"),
     (["--model", "mobilenet_v2", "--width", "0"], "--width must be > 0, not 0.0"),
     (["--model", "x.tflite", "--width", "0.5"],
-     "--width and --resolution apply to mobilenet_v2 and mobilenet_v1, not to a .tflite file"),
+     "--width and --resolution apply to mobilenet_v2, mobilenet_v1, mobilenet_v2_os16, not to "
+     "a .tflite file"),
     (["--model", "missing.tflite"], "No such file or directory: missing.tflite"),
     (["--model", "mobilenet_v2", "--config", "big"], "argument --config: invalid choice: 'big'"),
     (["--model", "mobilenet_v2", "--set", "lanes=3"], "--set lanes=3: no config field 'lanes'"),

@@ -680,9 +680,9 @@ LIMITS = [
      "operator 0 DEPTHWISE_CONV_2D ('dw/out'): stride 3 is not supported (1 or 2)"),
     (spec(), _opt(0, stride_w=2),
      "operator 0 DEPTHWISE_CONV_2D ('dw/out'): stride 1x2 differs in height and width"),
-    (spec(), _opt(0, dilation_h=3, dilation_w=3),
-     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): dilation 3 exceeds dilation_max=2 of config "
-     "'tiny'"),
+    (spec(), _opt(0, dilation_h=7, dilation_w=7),
+     "operator 0 DEPTHWISE_CONV_2D ('dw/out'): dilation 7 of a 3x3 kernel spans 15 input "
+     "rows, more than lb_window=13 of config 'tiny' (at most dilation 6 at this kernel)"),
     (spec(), _opt(0, dilation_h=2),
      "operator 0 DEPTHWISE_CONV_2D ('dw/out'): dilation 2x1 differs in height and width"),
     (spec(h=65), None,
@@ -777,7 +777,7 @@ NETWORK_LIMITS = [
      "channel dimension; dwsep folds only height/width padding"),
     (MOBILENET, _pad_rows,
      "operator 1 CONV_2D ('conv_2d2/out'): padding top 15 reaches the line buffer's limit "
-     "k_max*dilation_max=14 of config 'tiny'"),
+     "lb_window=13 of config 'tiny'"),
     (MOBILENET, _fc_feeds_add,
      "operator 15 FULLY_CONNECTED ('fully_connected16/out'): its output feeds other operators; "
      "FULLY_CONNECTED requantizes on the host after the hardware run"),

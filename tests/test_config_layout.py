@@ -62,7 +62,10 @@ def test_config_is_frozen():
 
 def test_derived_sizes():
     c = CONFIGS["tiny"]
-    assert c.window_rows_max == 13 and c.lb_rows == 16
+    assert c.lb_window == 13 and c.lb_rows == 16
+    assert [c.dilation_limit(k) for k in range(1, 8)] == [12, 12, 6, 4, 3, 2, 2]
+    p = CONFIGS["pynq-z2"]
+    assert (p.lb_rows, [p.dilation_limit(k) for k in range(2, 8)]) == (8, [6, 3, 2, 1, 1, 1])
     assert c.lb_row_words == c.lb_width * c.lb_channels // c.dw_lanes
     # 32 mid groups x 3 passes of 3 kernel rows (k_max 7) x 7 columns
     assert c.dw_passes(7) == 3 and c.dw_passes(3) == 1 and c.dw_passes(4) == 2

@@ -162,13 +162,14 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny
     (dict(opcode=9), ErrorCode.BAD_OPCODE),
     (dict(kernel=8), ErrorCode.BAD_PARAMS),
     (dict(stride=3), ErrorCode.BAD_PARAMS),
-    (dict(dilation=3), ErrorCode.BAD_PARAMS),
+    (dict(dilation=13), ErrorCode.BAD_PARAMS),
+    (dict(kernel=3, dilation=7), ErrorCode.BAD_PARAMS),  # 15 rows: beyond the window of 13
     (dict(in_w=65), ErrorCode.BAD_PARAMS),
     (dict(out_groups=9), ErrorCode.BAD_PARAMS),
     (dict(mid_groups=33), ErrorCode.BAD_PARAMS),
     (dict(depth_mult=0), ErrorCode.BAD_PARAMS),
-    (dict(pad_top=14), ErrorCode.BAD_PARAMS),
-    (dict(pad_left=14), ErrorCode.BAD_PARAMS),
+    (dict(pad_top=13), ErrorCode.BAD_PARAMS),
+    (dict(pad_left=13), ErrorCode.BAD_PARAMS),
     (dict(exp_groups=lambda d: d["in_groups"] + 1), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.CONV), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.EXPAND | DescFlag.CONV), ErrorCode.BAD_PARAMS),
@@ -416,7 +417,7 @@ def test_default_timeout_is_the_devices():
 def test_reference_registers():
     dev = ReferenceDevice("tiny")
     assert dev.read_register("CAP_ARRAY") == dict(dw_lanes=8, pw_rows=8, pw_cols=8, k_max=7,
-                                                  dilation_max=2)
+                                                  lb_window=13)
     dev.write_register("PROGRAM", addr=0x1234_5670)
     assert dev.read_field("PROGRAM", "addr") == 0x1234_5670
     dev.write_register("CTRL", start=1)  # nothing mapped there: read error on descriptor 0

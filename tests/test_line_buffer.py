@@ -16,11 +16,11 @@ from dwsep.sim.models.line_buffer import beats_from_tensor, tap_stream_model
 from dwsep.sim.streams import run_sim, send_all
 
 TINY = CONFIGS["tiny"]
-# Two beats per word, 8 row slots (k_max=3, dilation_max=2: 5-row window) and 16-word rows:
+# Two beats per word, 8 row slots (k_max=3, lb_window=5: 3x3 at dilation 2) and 16-word rows:
 # slot reuse and beat packing at a fraction of tiny's cost.
 # Columns of 2 rows: a 3x3 kernel takes two passes, the second with a row past the kernel.
 SMALL = AcceleratorConfig(
-    name="lb-small", dw_lanes=16, pw_rows=16, pw_cols=8, k_max=3, dilation_max=2,
+    name="lb-small", dw_lanes=16, pw_rows=16, pw_cols=8, k_max=3, lb_window=5,
     max_dim=16, lb_width=8, lb_channels=32, mid_channels_max=96, out_channels_max=8,
     expand_channels_max=16, dw_taps=2,
 )
@@ -63,7 +63,7 @@ def random_layer(rng, cfg, max_taps):
     """A random valid layer within ``cfg``'s limits and a tap budget (rejection sampling)."""
     while True:
         k = rng.randint(1, min(7, cfg.k_max))
-        d = rng.randint(1, min(2, cfg.dilation_max))
+        d = rng.randint(1, min(3, cfg.dilation_limit(k)))
         s = rng.choice([1, 2])
         groups = rng.randint(1, min(3, cfg.in_groups_max))
         m = rng.randint(1, min(3, cfg.mid_groups_max // groups))
@@ -72,7 +72,7 @@ def random_layer(rng, cfg, max_taps):
         style = rng.choice(["same", "valid", "any"])
         pads = None
         if style == "any":
-            pads = tuple(rng.randint(0, k * d - 1) for _ in range(4))
+            pads = tuple(rng.randint(0, min(k * d, cfg.lb_window) - 1) for _ in range(4))
         eff = (k - 1) * d + 1
         if style == "valid" and (h < eff or w < eff):
             continue

@@ -199,6 +199,28 @@ def test_mobilenet_v1_bit_exact(grace_hopper, width, config):
                                                ["FULLY_CONNECTED"]]
 
 
+@pytest.fixture(scope="module")
+def v2_os16_int8() -> bytes:
+    """MobileNetV2's DeepLabV3 backbone at output stride 16 (random weights, calibrated on
+    two sample photos): three 3x3 depthwise layers at dilation 2 on 14x14 maps."""
+    return quantizer.quantize("mobilenet_v2_os16", None, calibration_photos()[:2], seed=3)
+
+
+def test_mobilenet_v2_os16_bit_exact(v2_os16_int8, grace_hopper):
+    """The atrous backbone on pynq-z2: its dilated layers run in the line buffer's window of 7
+    rows (a 3x3 kernel at dilation 2 spans 5), fused with their 1x1 like any other block."""
+    x = imagenet.image_to_input(grace_hopper, v2_os16_int8)
+    with Accelerator(PYNQ_Z2, "reference") as acc:
+        y = acc.run(v2_os16_int8, x)
+        layers = acc.last_stats["layers"]
+    assert y.shape == (1, 14, 14, 320) and np.array_equal(y, litert_run(v2_os16_int8, x))
+    dilated = [r for r in layers if r["dilation"] == 2]
+    assert [(r["stages"], r["output_shape"]) for r in dilated] == [
+        (["DW", "PW", "RESIDUAL"], [14, 14, 160]), (["DW", "PW", "RESIDUAL"], [14, 14, 160]),
+        (["DW", "PW"], [14, 14, 320])]
+    assert not any(r["host_step"] for r in layers)
+
+
 # ---- the same on the Verilated RTL (run before resolving; the RTL is built per config) -------
 
 @pytest.mark.verilator
@@ -230,6 +252,20 @@ def test_mobilenet_v2_rtl(v2_int8, grace_hopper):
     assert np.array_equal(y, litert_run(v2_int8, x))
     assert imagenet.top_k(y, 1) == [457]
     assert sum(r["cycles"] for r in stats["layers"]) == stats["cycles"]
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_mobilenet_v2_os16_rtl(v2_os16_int8, grace_hopper):
+    """The atrous MobileNetV2 backbone (output stride 16) on the pynq-z2 RTL equals LiteRT."""
+    x = imagenet.image_to_input(grace_hopper, v2_os16_int8)
+    with Accelerator(PYNQ_Z2, "rtl") as acc:
+        start = time.perf_counter()
+        y = acc.run(v2_os16_int8, x)
+        cycles = acc.last_stats["cycles"]
+    print(f"MobileNetV2-OS16 backbone on the RTL: {cycles} cycles, "
+          f"{time.perf_counter() - start:.0f} s wall")
+    assert np.array_equal(y, litert_run(v2_os16_int8, x))
 
 
 @pytest.mark.slow

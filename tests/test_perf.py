@@ -243,7 +243,7 @@ def test_network_matches_rtl(rtl, seed):
 #: P = Q = 16 (pynq-z2's lanes) with small memories: two-beat words in the packer and the
 #: serializers, eight-beat RAW_OUT words, the ADD in four chunks
 WIDE = AcceleratorConfig(name="wide16", dw_lanes=16, pw_rows=16, pw_cols=16, k_max=3,
-                         dilation_max=1, max_dim=32, lb_width=32, lb_channels=64,
+                         lb_window=3, max_dim=32, lb_width=32, lb_channels=64,
                          mid_channels_max=128, out_channels_max=64, expand_channels_max=64)
 
 WIDE_KINDS = {

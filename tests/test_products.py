@@ -33,7 +33,8 @@ def random_fields(rng, cfg):
     for name, hi in limits.items():
         # the extremes as often as the middle
         d[name] = rng.choice([1, hi, rng.randint(1, hi)])
-    d["pad_left"] = rng.randrange(cfg.k_max * cfg.dilation_max)
+    d["pad_left"] = rng.randrange(cfg.lb_window)
+    d["dilation"] = min(d["dilation"], cfg.dilation_limit(d["kernel"]))
     return d
 
 

@@ -5,7 +5,7 @@ Within the limits: random depthwise-separable layers (``layers``: a ``LayerSpec`
 kernel, dilation, stride, padding, size, channel count, depth multiplier, output channels,
 fused activations and quantization, extreme scales included) and small MobileNetV2-like
 networks (``networks``: a ``MobileNetSpec``), each within every limit of the config (``k_max``,
-``dilation_max``, ``max_dim``, ``C*m`` within ``mid_channels_max`` and the DW weight memory,
+``lb_window``, ``max_dim``, ``C*m`` within ``mid_channels_max`` and the DW weight memory,
 the line-buffer row ``lb_width*lb_channels``), run on ``Accelerator(config, "reference")``:
 bit-exact with LiteRT ``BUILTIN_REF``. Just outside them (``BEYOND``): a layer valid but for
 one field pushed past one limit (kernel, dilation, stride 3 or 4, height or width, ``C*m``,
@@ -94,13 +94,14 @@ def _activations_and_weights(draw) -> dict:
 @st.composite
 def layers(draw, cfg: AcceleratorConfig, macs: int = LAYER_MACS) -> LayerSpec:
     """A depthwise-separable layer within every limit of ``cfg``: square kernel up to
-    ``k_max``, dilation up to ``dilation_max``, stride 1 or 2, SAME or VALID; ``C*m``
-    (channels padded to the DW lanes) up to what the DW weight memory holds at that kernel
-    (``dw_channels_max``, at most ``mid_channels_max``); input width up to ``max_dim`` and the
-    line-buffer row (``W * C_pad <= lb_width*lb_channels``); output channels up to two PW
-    tiles and a bit; height up to ``max_dim`` within ``macs`` multiply-accumulates."""
+    ``k_max``, dilation up to what the window allows (``lb_window``), stride 1 or 2, SAME or
+    VALID; ``C*m`` (channels padded to the DW lanes) up to what the DW weight memory holds at
+    that kernel (``dw_channels_max``, at most ``mid_channels_max``); input width up to
+    ``max_dim`` and the line-buffer row (``W * C_pad <= lb_width*lb_channels``); output
+    channels up to two PW tiles and a bit; height up to ``max_dim`` within ``macs``
+    multiply-accumulates."""
     k = draw(st.integers(1, cfg.k_max))
-    d = draw(st.integers(1, cfg.dilation_max))
+    d = draw(st.integers(1, cfg.dilation_limit(k)))
     padding = draw(st.sampled_from(("SAME", "VALID")))
     stride = draw(st.sampled_from((1, 2)))
     min_hw = (k - 1) * d + 1 if padding == "VALID" else 1
@@ -199,10 +200,13 @@ def beyond_k_max(draw, cfg: AcceleratorConfig) -> tuple[LayerSpec, str]:
 
 
 @st.composite
-def beyond_dilation_max(draw, cfg: AcceleratorConfig) -> tuple[LayerSpec, str]:
-    d = draw(st.integers(cfg.dilation_max + 1, cfg.dilation_max + 2))
-    return (_small_layer(draw, cfg, kernel=draw(st.integers(2, cfg.k_max)), dilation=d),
-            f"dilation {d} exceeds dilation_max={cfg.dilation_max} of config {cfg.name!r}")
+def beyond_lb_window(draw, cfg: AcceleratorConfig) -> tuple[LayerSpec, str]:
+    k = draw(st.integers(2, cfg.k_max))
+    d = draw(st.integers(cfg.dilation_limit(k) + 1, cfg.dilation_limit(k) + 2))
+    return (_small_layer(draw, cfg, kernel=k, dilation=d),
+            f"dilation {d} of a {k}x{k} kernel spans {(k - 1) * d + 1} input rows, more than "
+            f"lb_window={cfg.lb_window} of config {cfg.name!r} (at most dilation "
+            f"{cfg.dilation_limit(k)} at this kernel)")
 
 
 @st.composite
@@ -280,7 +284,7 @@ def beyond_line_buffer(draw, cfg: AcceleratorConfig) -> tuple[LayerSpec, str]:
 #: one, and the text the compiler's refusal must contain.
 BEYOND = {
     "k_max": beyond_k_max,
-    "dilation_max": beyond_dilation_max,
+    "lb_window": beyond_lb_window,
     "stride": beyond_stride,
     "max_dim": beyond_max_dim,
     "mid_channels_max": beyond_mid_channels_max,

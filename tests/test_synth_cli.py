@@ -41,7 +41,7 @@ def test_unknown_config_lists_the_known_ones(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--part", "xc7a35t"], "unknown part 'xc7a35t'; known parts: xc7z020, xczu7ev"),
     (["--set", "lanes=8"], "--set lanes=8: no config field 'lanes'; fields: dw_lanes, "
-                           "pw_rows, pw_cols, k_max, dilation_max, max_dim, lb_width, "
+                           "pw_rows, pw_cols, k_max, lb_window, max_dim, lb_width, "
                            "lb_channels, mid_channels_max, out_channels_max, "
                            "expand_channels_max, add_lanes, dw_taps, requant_lanes, "
                            "dw_requant_dsps, axi_data_width, axi_addr_width, "

@@ -156,11 +156,17 @@ class Walk:
         if geo.k > cfg.k_max:
             raise fail(op, f"kernel {geo.k}x{geo.k}{form} exceeds k_max={cfg.k_max} of config "
                            f"{cfg.name!r}")
-        limit = cfg.k_max * cfg.dilation_max
+        if geo.dilation > cfg.dilation_limit(geo.k):
+            rows = cfg.window_rows(geo.k, geo.dilation)
+            raise fail(op, f"dilation {geo.dilation} of a {geo.k}x{geo.k} kernel{form} spans "
+                           f"{rows} input rows, more than lb_window={cfg.lb_window} of config "
+                           f"{cfg.name!r} (at most dilation {cfg.dilation_limit(geo.k)} at "
+                           "this kernel)")
+        limit = cfg.lb_window
         for what, v in (("top", geo.pad_top), ("left", geo.pad_left)):
             if v >= limit:
                 raise fail(op, f"padding {what} {v}{form} reaches the line buffer's limit "
-                               f"k_max*dilation_max={limit} of config {cfg.name!r}")
+                               f"lb_window={limit} of config {cfg.name!r}")
         y = self.graph.tensor(op.outputs[0])
         shape = [1, geo.out_h, geo.out_w, int(y.shape[-1])]
         if list(y.shape) != shape:
@@ -169,7 +175,6 @@ class Walk:
 
     def window(self, op: Operator, k: int) -> Geometry:
         """:meth:`geometry` without :meth:`check_window`."""
-        cfg = self.cfg
         x_name = op.inputs[0]
         pad_op = self.producer.get(x_name)
         if pad_op is not None and pad_op.opcode not in PADS:
@@ -184,9 +189,8 @@ class Walk:
         if dh != dwl:
             raise fail(op, f"dilation {dh}x{dwl} differs in height and width; dwsep needs "
                            "equal dilations")
-        if dh > cfg.dilation_max:
-            raise fail(op, f"dilation {dh} exceeds dilation_max={cfg.dilation_max} of config "
-                           f"{cfg.name!r}")
+        if k == 1:
+            dh = 1  # one tap: the dilation changes nothing
         padding = op.options.get("padding", "VALID")
         if padding not in ("SAME", "VALID"):
             raise fail(op, f"padding {padding} is not SAME or VALID")
