@@ -19,7 +19,7 @@ default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample p
 [--dry-run]`` (the Verilog and Vivado scripts of a board's overlay, see
 :mod:`dwsep.bitstreams.build`);
 ``dwsep bench --model {mobilenet_v2,mobilenet_v1,mobilenet_v2_os16,FILE.tflite} [--width A]
-[--resolution R]
+[--resolution N|HxW]
 [--config NAME] [--clock-mhz F] [--memory NAME] [--rtl] [--json] [--plot DIR]`` (the ``sim``
 extra for ``--rtl``, see :mod:`dwsep.sim.benchmark`). Errors print one line ``dwsep: error:
 <reason>`` on stderr and exit with status 2; ``dwsep --version``.
@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="calibration photos, or directories of them (at least "
                             f"{MIN_CALIBRATION_IMAGES}; default: the {MIN_CALIBRATION_IMAGES} "
                             "sample photos of matplotlib and scikit-image)")
-    quant.add_argument("--input-size", type=int, default=224,
-                       help="input height and width (default: %(default)s)")
+    quant.add_argument("--input-size", type=_image_size, default=(224, 224), metavar="N|HxW",
+                       help="input height and width: one side (square) or HxW, e.g. 256x192 "
+                            "(default: 224)")
     quant.add_argument("--seed", type=int, default=0,
                        help="seed of the random weights (default: %(default)s)")
     quant.add_argument("-o", "--output", type=Path, required=True, help=".tflite file to write")
@@ -174,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
                             "a .tflite file")
     bench.add_argument("--width", type=float, help="width multiplier of a named model "
                                                    "(default: 1.0)")
-    bench.add_argument("--resolution", type=int, help="input size of a named model "
-                                                      "(default: 224)")
+    bench.add_argument("--resolution", type=_image_size, metavar="N|HxW",
+                       help="input size of a named model: one side or HxW (default: 224)")
     bench.add_argument("--config", default="pynq-z2", choices=list(CONFIGS),
                        help="accelerator config (default: %(default)s)")
     bench.add_argument("--set", action="append", default=[], metavar="FIELD=N",
@@ -209,6 +210,17 @@ def _calibration_files(paths: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(2, "No such file or directory", str(path))
     return files
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """``N`` or ``HxW`` -> ``(H, W)`` (argparse type of ``--input-size`` and
+    ``--resolution``)."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.isdigit() and int(p) > 0 for p in parts):
+        h, w = int(parts[0]), int(parts[-1])
+        return h, w
+    raise argparse.ArgumentTypeError(f"an image size is N or HxW with positive integers, "
+                                     f"e.g. 224 or 256x192; not {text!r}")
 
 
 def _cmd_quantize(args) -> None:
@@ -251,7 +263,7 @@ def _cmd_quantize(args) -> None:
               f"more, and more typical, photos", file=sys.stderr)
     args.output.write_bytes(model)
     print(f"wrote {args.output} ({len(model)} bytes, {args.arch} width {args.width:g}, "
-          f"input {args.input_size}x{args.input_size}, {len(files)} calibration images)")
+          f"input {args.input_size[0]}x{args.input_size[1]}, {len(files)} calibration images)")
 
 
 def _load_input(args) -> np.ndarray:

@@ -40,9 +40,10 @@ _SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_fi
 @dataclass(frozen=True)
 class Preprocessing:
     """How a photo becomes the model input: shorter side resized to ``resize`` (bilinear),
-    centre ``input_size`` crop, ``x = (pixel / 255 - mean[c]) / std[c]``, then
-    ``q = clamp(round(x / scale) + zero_point, -128, 127)`` (``scale``/``zero_point`` the
-    input tensor's; ``None`` before quantization)."""
+    centre crop of ``input_size`` rows by ``input_width`` columns (``None``: square), ``x =
+    (pixel / 255 - mean[c]) / std[c]``, then ``q = clamp(round(x / scale) + zero_point,
+    -128, 127)`` (``scale``/``zero_point`` the input tensor's; ``None`` before
+    quantization)."""
     input_size: int = 224
     resize: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -50,18 +51,29 @@ class Preprocessing:
     interpolation: str = "bilinear"
     scale: float | None = None
     zero_point: int | None = None
+    input_width: int | None = None
 
     def __post_init__(self):
-        if self.input_size < 1 or self.resize < self.input_size:
+        h, w = self.input_hw
+        if min(h, w) < 1 or self.resize < max(h, w):
             raise ValueError(f"'resize' ({self.resize}) must be at least 'input_size' "
-                             f"({self.input_size}), which must be positive")
+                             f"({h}) and 'input_width' ({w}), which must be positive")
         if self.interpolation != "bilinear":
             raise ValueError(f"'interpolation' must be 'bilinear', not {self.interpolation!r}")
 
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """The crop's ``(height, width)``."""
+        return self.input_size, self.input_size if self.input_width is None else \
+            self.input_width
+
     @classmethod
-    def for_size(cls, input_size: int) -> Preprocessing:
-        """torchvision's ratio for other sizes: resize to ``round(input_size * 256 / 224)``."""
-        return cls(input_size=input_size, resize=round(input_size * 256 / 224))
+    def for_size(cls, input_size: int, input_width: int | None = None) -> Preprocessing:
+        """torchvision's ratio for other sizes: resize to ``round(side * 256 / 224)`` of the
+        crop's longer side (``input_width``: a crop of other width than height)."""
+        width = None if input_width == input_size else input_width
+        side = max(input_size, input_size if width is None else width)
+        return cls(input_size=input_size, resize=round(side * 256 / 224), input_width=width)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -97,9 +109,10 @@ def preprocess(image: np.ndarray | str | os.PathLike,
     new_long = int(pre.resize * long / short)
     size = (pre.resize, new_long) if w <= h else (new_long, pre.resize)  # PIL: (width, height)
     resized = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-    top = int(round((resized.shape[0] - pre.input_size) / 2.0))
-    left = int(round((resized.shape[1] - pre.input_size) / 2.0))
-    crop = resized[top:top + pre.input_size, left:left + pre.input_size]
+    ch, cw = pre.input_hw
+    top = int(round((resized.shape[0] - ch) / 2.0))
+    left = int(round((resized.shape[1] - cw) / 2.0))
+    crop = resized[top:top + ch, left:left + cw]
     x = crop.astype(np.float32) / np.float32(255)
     x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     return x[None].astype(np.float32)
@@ -119,7 +132,7 @@ def _model_bytes(model: bytes | str | os.PathLike) -> bytes:
 
 def model_preprocessing(model: bytes | str | os.PathLike) -> Preprocessing:
     """The ``Preprocessing`` recorded in a model's description by ``dwsep quantize``, checked
-    against the model's int8 ``[1, S, S, 3]`` input tensor. ``ValueError`` if there is none
+    against the model's int8 ``[1, H, W, 3]`` input tensor. ``ValueError`` if there is none
     (give such a model an int8 ``.npy`` input instead)."""
     label = "model" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
     m = tflite.Model.GetRootAs(_model_bytes(model), 0)
@@ -132,9 +145,10 @@ def model_preprocessing(model: bytes | str | os.PathLike) -> Preprocessing:
     t = sub.Tensors(sub.Inputs(0))
     shape = tuple(int(d) for d in t.ShapeAsNumpy())
     q = t.Quantization()
-    if shape != (1, pre.input_size, pre.input_size, 3) or q is None or q.ScaleLength() != 1:
+    h, w = pre.input_hw
+    if shape != (1, h, w, 3) or q is None or q.ScaleLength() != 1:
         raise ValueError(f"{label}: input tensor {list(shape)} is not the per-tensor quantized "
-                         f"[1, {pre.input_size}, {pre.input_size}, 3] its preprocessing expects")
+                         f"[1, {h}, {w}, 3] its preprocessing expects")
     scale, zp = float(np.float32(q.Scale(0))), int(q.ZeroPoint(0))
     if pre.scale != scale or pre.zero_point != zp:
         raise ValueError(f"{label}: preprocessing says input scale {pre.scale} zero point "

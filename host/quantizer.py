@@ -151,7 +151,8 @@ def weight_quant(w: np.ndarray, bias: np.ndarray, s_in: float,
 
 
 def quantize(arch: str, state_dict: dict[str, np.ndarray] | None,
-             calibration_images: Iterable, *, width: float = 1.0, input_size: int = 224,
+             calibration_images: Iterable, *, width: float = 1.0,
+             input_size: int | tuple[int, int] = 224,
              seed: int = 0, ranges: Ranges | None = None) -> bytes:
     """Quantize ``arch`` (one of ``host.mobilenet.ARCHS``) to the bytes of an int8
     ``.tflite``.
@@ -160,14 +161,16 @@ def quantize(arch: str, state_dict: dict[str, np.ndarray] | None,
     checkpoint read by ``host.checkpoint.load_state_dict`` for V2), or ``None`` for random
     weights drawn from ``seed``. ``calibration_images``: an iterable of photos (paths, or
     uint8 RGB ``[H, W, 3]`` arrays), each preprocessed as ``host.imagenet.preprocess`` does
-    at ``input_size``; it is consumed once (wrap it in a progress bar to show progress).
+    at ``input_size`` (a side, or ``(height, width)``); it is consumed once (wrap it in a
+    progress bar to show progress).
     ``ranges``: the observer to fill (pass one to read ``held_out_saturation`` after), or a
     new one.
     """
     if state_dict is None:
         state_dict = mobilenet.random_state_dict(arch, width, seed)
     net = mobilenet.build(arch, state_dict, width)
-    pre = Preprocessing.for_size(input_size)
+    pre = Preprocessing.for_size(*((input_size,) if isinstance(input_size, int)
+                                   else input_size))
     ranges = Ranges() if ranges is None else ranges
     count = 0
     for image in calibration_images:
@@ -191,9 +194,9 @@ class _TfliteEmitter:
         description = dict(generator="dwsep quantize", arch=net.arch, width=net.width,
                            calibration_images=count, preprocessing=pre.to_dict())
         self.mb = ModelBuilder(json.dumps(description))
-        size = pre.input_size
-        self.x = self.mb.add_tensor("input", (1, size, size, 3), "int8", scale, zp)
-        self.shape = (1, size, size, 3)
+        h, w = pre.input_hw
+        self.x = self.mb.add_tensor("input", (1, h, w, 3), "int8", scale, zp)
+        self.shape = (1, h, w, 3)
         self.quant = (scale, zp)
         self.mb.inputs = [self.x]
 

@@ -11,7 +11,7 @@ from .add import ResidualAdd
 from .beat_packer import BeatPacker
 from .beat_serializer import BeatSerializer
 from .config import BEAT_BYTES, AcceleratorConfig
-from .dw_array import DepthwiseArray
+from .dw_array import DepthwiseArray, dw_acc_bits
 from .engine import EXPAND, PROJECT, Engine
 from .layout import DESCRIPTOR, DescFlag, expand_words, out_last_beats_max
 from .line_buffer import PARAM_SOURCES, LineBuffer
@@ -87,9 +87,11 @@ class Datapath(wiring.Component):
                              f"{self.engine.o.payload.shape()!r} is not its requantizer's input "
                              f"{self.engine_requant.i.payload.shape()!r}")
         self.dw_array = DepthwiseArray(cfg)
+        # it sums a global pool's pixels (`DescFlag.POOL`) before requantizing them
         self.dw_requant = Requantizer(
             P, cfg.mid_groups_max, cfg.requant_lanes,
-            lut_lanes=cfg.requant_lanes if cfg.dw_requant_dsps == 1 else 0)
+            lut_lanes=cfg.requant_lanes if cfg.dw_requant_dsps == 1 else 0,
+            max_pool_pixels=cfg.max_dim ** 2, acc_bits=dw_acc_bits(cfg))
         self.add = ResidualAdd(Q, cfg.add_lanes)
         # the write ports of the stages' memories, as the stages take them
         self._tables = {"engine_wr": self.engine, "engine_requant_wr": self.engine_requant,
@@ -152,14 +154,19 @@ class Datapath(wiring.Component):
 
         expand_on, conv_on = flag(DescFlag.EXPAND), flag(DescFlag.CONV)
         residual_on, raw_on = flag(DescFlag.RESIDUAL), flag(DescFlag.RAW_OUT)
+        pool_on = flag(DescFlag.POOL)
         prod = self.prod
 
-        # layer parameters (static while a layer runs)
+        # layer parameters (static while a layer runs); a global pool's line buffer emits
+        # every input pixel (its output is the input's size)
+        pool_sources = {"out_h": "in_h", "out_w": "in_w"}
         for name in lb.params.shape().members:
             if name != "conv":
                 source = PARAM_SOURCES.get(name, name)
                 value = (getattr(prod, source) if source in prod.shape().members
                          else field(source))
+                if name in pool_sources:
+                    value = Mux(pool_on, field(pool_sources[name]), value)
                 m.d.comb += getattr(lb.params, name).eq(value)
         m.d.comb += lb.params.conv.eq(conv_on)
         m.d.comb += [
@@ -169,7 +176,8 @@ class Datapath(wiring.Component):
             engine.e_wbase.eq(field("exp_wbase")), engine.j_wbase.eq(field("pw_wbase")),
         ]
         m.d.comb += [dwq.zp.eq(field("dw_zp")), dwq.act_min.eq(field("dw_min")),
-                     dwq.act_max.eq(field("dw_max"))]
+                     dwq.act_max.eq(field("dw_max")), dwq.pool_on.eq(pool_on),
+                     dwq.pool_pixels.eq(prod.in_pixels), dwq.pool_groups.eq(field("mid_groups"))]
         for k, prefix in ((EXPAND, "exp"), (PROJECT, "pw")):
             m.d.comb += [erq.zp[k].eq(field(f"{prefix}_zp")),
                          erq.act_min[k].eq(field(f"{prefix}_min")),

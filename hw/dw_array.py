@@ -13,7 +13,7 @@ from .line_buffer import tap_layout
 from .ports import WritePortSignature
 from .requant import acc_layout
 
-__all__ = ["DepthwiseArray", "dw_weight_layout", "lut_multiply"]
+__all__ = ["DepthwiseArray", "dw_weight_layout", "lut_multiply", "dw_acc_bits"]
 
 
 def _addr_bits(depth: int) -> int:
@@ -25,6 +25,12 @@ def dw_weight_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     """One DW weight word: ``int8[T][P]``, row ``t`` the weights of kernel row ``r*T + t``
     (``T = dw_taps``), byte ``t*P + i``."""
     return data.ArrayLayout(data.ArrayLayout(signed(8), config.dw_lanes), config.dw_taps)
+
+
+def dw_acc_bits(config: AcceleratorConfig) -> int:
+    """Width of the DW array's signed accumulators: a ``k_max x k_max`` window's sum of int8
+    x int8 products, at most ``k_max**2 * 128 * 128`` in magnitude (21 bits for k_max 7)."""
+    return (config.k_max ** 2 * 128 * 128).bit_length() + 1
 
 
 def lut_multiply(a: Value, b: Value) -> Value:
@@ -43,9 +49,10 @@ class DepthwiseArray(wiring.Component):
     """Depthwise multiply-accumulate over the tap columns of each pixel-group.
 
     For every column, lane ``i`` computes ``acc[i] = (first ? 0 : acc[i]) + sum_t
-    data[t][i] * w[waddr][t][i]`` (``T`` int8 x int8 products in LUTs, 32-bit two's-complement
-    accumulation); the column with ``last`` emits ``{acc, group}``. Pipeline: accept the
-    column and read the weight memory (block RAM, registered read) -> products -> their
+    data[t][i] * w[waddr][t][i]`` (``T`` int8 x int8 products in LUTs, accumulated in
+    :func:`dw_acc_bits` bits, which hold any ``k_max x k_max`` window's sum); the column
+    with ``last`` emits ``{acc, group}``. Pipeline: accept the column and read the weight
+    memory (block RAM, registered read) -> products -> their
     sum -> accumulate into the output register, with the weight word registered once more
     at the block RAM's output. The whole pipeline stalls while ``o`` holds
     a word that is not taken (global stall: ``taps.ready`` follows ``o.ready``
@@ -67,8 +74,9 @@ class DepthwiseArray(wiring.Component):
         Weight memory write port (always ready); word ``waddr`` row ``t`` lane ``i`` is the
         weight of mid lane ``i`` for that column's row ``t``. Write weights only while no
         taps are in flight (the read port is not transparent).
-    o : ``Out(stream.Signature(hw.requant.acc_layout(dw_lanes, mid_groups_max)))``
-        One word per pixel-group: ``acc`` (``int32[P]``) and the ``group`` of its last column.
+    o : ``Out(stream.Signature(acc_layout(dw_lanes, mid_groups_max, acc_bits=...)))``
+        One word per pixel-group: ``acc`` (``P`` signed ``dw_acc_bits`` values) and the
+        ``group`` of its last column.
 
     Attributes
     ----------
@@ -88,7 +96,8 @@ class DepthwiseArray(wiring.Component):
             "taps": In(stream.Signature(tap_layout(config))),
             "wr": In(WritePortSignature(_addr_bits(config.dw_weight_depth),
                                         dw_weight_layout(config))),
-            "o": Out(stream.Signature(acc_layout(config.dw_lanes, config.mid_groups_max))),
+            "o": Out(stream.Signature(acc_layout(config.dw_lanes, config.mid_groups_max,
+                                                 acc_bits=dw_acc_bits(config)))),
         })
 
     def elaborate(self, platform):

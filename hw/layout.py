@@ -49,6 +49,10 @@ class DescFlag(enum.IntFlag):
     EXP_LOADED = 32
     #: the PW weights are in the engine's weight memory at ``pw_wbase`` already
     PW_LOADED = 64
+    #: global pool: the line buffer streams every input pixel (kernel 1, stride 1) and the DW
+    #: requantizer sums the DW outputs of all ``in_h * in_w`` pixels per channel before it
+    #: requantizes them: one output pixel
+    POOL = 128
 
 
 class ErrorCode(enum.IntEnum):
@@ -500,7 +504,7 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list[tuple[str, obj
         return f"{name} in {lo}..{hi}", (d[name] >= lo) & (d[name] <= hi)
 
     expand, conv = _flag(d, DescFlag.EXPAND), _flag(d, DescFlag.CONV)
-    residual = _flag(d, DescFlag.RESIDUAL)
+    residual, pool = _flag(d, DescFlag.RESIDUAL), _flag(d, DescFlag.POOL)
     row_words = config.lb_row_capacity_words
     pad_limit = config.lb_window
     beats_max = config.out_groups_max * config.pw_cols // 2
@@ -534,6 +538,12 @@ def descriptor_param_checks(d, config: AcceleratorConfig) -> list[tuple[str, obj
          _implies(expand, (d["exp_words"] >= 1) & (d["exp_words"] <= config.mid_groups_max))),
         between("out_beats", 1, beats_max),
         ("with CONV: depth_mult 1", _implies(conv, d["depth_mult"] == 1)),
+        ("with POOL: kernel, stride, dilation and depth_mult 1, no padding, out_h and out_w 1, "
+         "no EXPAND, CONV or RESIDUAL",
+         _implies(pool, (d["kernel"] == 1) & (d["stride"] == 1) & (d["dilation"] == 1)
+                  & (d["depth_mult"] == 1) & (d["pad_top"] == 0) & (d["pad_left"] == 0)
+                  & (d["out_h"] == 1) & (d["out_w"] == 1) & (expand == 0) & (conv == 0)
+                  & (residual == 0))),
         ("with RESIDUAL: add_out_shift in -31..0",
          _implies(residual, (d["add_out_shift"] >= -31) & (d["add_out_shift"] <= 0))),
     ]
@@ -614,12 +624,14 @@ def descriptor_extents(d, p, config: AcceleratorConfig) -> list[tuple[str, objec
     """The DDR regions a descriptor with fields ``d`` and products ``p`` reads or writes:
     ``(address field, used, bytes)`` for each of :data:`ADDRESS_FIELDS`, ``used`` whether its
     flags make the accelerator touch it. Python ints or Amaranth values alike. The output's
-    region runs from ``out_addr`` to the end of its last pixel (``out_pitch`` beats apart)."""
+    region runs from ``out_addr`` to the end of its last pixel (``out_pitch`` beats apart).
+    Sizes are beats times 8, the beats written as the controller counts its transfers (the
+    same shift-adds, which the gateware then shares)."""
     P, Q = config.dw_lanes, config.pw_cols
-    tables = {t.field: (needed, scale(words, t.word_bytes(config)))
+    tables = {t.field: (needed, scale(words, t.word_bytes(config) // BEAT_BYTES) << 3)
               for t, (needed, words) in zip(Table, table_loads(d, p, config), strict=True)}
     regions = {
-        "in_addr": (1, scale(p["in_words"], P)),
+        "in_addr": (1, scale(p["in_words"], P // BEAT_BYTES) << 3),
         "out_addr": (1, (p["out_span_beats"] - d["out_pitch"] + d["out_beats"]) << 3),
         "res_addr": (_flag(d, DescFlag.RESIDUAL), p["out_total_beats"] << 3),
         **tables,

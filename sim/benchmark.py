@@ -37,23 +37,25 @@ NAMED_MODELS = ARCHS
 
 
 def build_model(model: str | Path, *, width: float | None = None,
-                resolution: int | None = None, seed: int = 0) -> tuple[str, bytes]:
+                resolution: int | tuple[int, int] | None = None,
+                seed: int = 0) -> tuple[str, bytes]:
     """``(name, .tflite bytes)`` of a named model (random weights, calibrated on one random
     image) or of a ``.tflite`` file."""
     if str(model) in NAMED_MODELS:
         from dwsep.host import quantizer
 
         width = 1.0 if width is None else width
-        resolution = 224 if resolution is None else resolution
+        h, w = ((224, 224) if resolution is None else (resolution, resolution)
+                if isinstance(resolution, int) else resolution)
         if not width > 0:
             raise ValueError(f"--width must be > 0, not {width}")
-        if not 32 <= resolution <= 1024:
-            raise ValueError(f"--resolution must be in 32..1024, not {resolution}")
-        image = np.random.default_rng(seed).integers(0, 256, (resolution, resolution, 3),
+        if not (32 <= h <= 1024 and 32 <= w <= 1024):
+            raise ValueError(f"--resolution must be in 32..1024, not {h}x{w}")
+        image = np.random.default_rng(seed).integers(0, 256, (h, w, 3),
                                                      dtype=np.uint8)
         tflite = quantizer.quantize(str(model), None, [image], width=width,
-                                    input_size=resolution, seed=seed)
-        return f"{model}-{width:g}-{resolution}", tflite
+                                    input_size=(h, w), seed=seed)
+        return f"{model}-{width:g}-{h if h == w else f'{h}x{w}'}", tflite
     path = Path(model)
     if path.suffix.lower() != ".tflite":
         raise ValueError(f"unknown model {str(model)!r}: give {', '.join(NAMED_MODELS)}, or "

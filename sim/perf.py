@@ -248,8 +248,8 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
     """MACs the arrays perform for one layer, padded lanes included (the compiler's
     ``Program.layers[i]["macs"]`` counts the model's true channels):
     ``expand = in_h*in_w * in_groups*P * exp_groups*P`` (``EXPAND``), ``dw = out_h*out_w *
-    mid_groups*P * k*k`` (0 with ``CONV``: the taps go to the engine) and ``pw = out_h*out_w
-    * mid_groups*P * out_groups*Q``."""
+    mid_groups*P * k*k`` (0 with ``CONV``: the taps go to the engine; ``in_h*in_w`` pixels
+    with ``POOL``) and ``pw = out_h*out_w * mid_groups*P * out_groups*Q``."""
     config = get_config(config)
     P, Q = config.dw_lanes, config.pw_cols
     flags = _flags(desc)
@@ -258,7 +258,8 @@ def layer_macs(config: AcceleratorConfig | str, desc: dict) -> dict[str, int]:
     expand = 0
     if flags & DescFlag.EXPAND:
         expand = desc["in_h"] * desc["in_w"] * desc["in_groups"] * P * desc["exp_groups"] * P
-    dw = 0 if flags & DescFlag.CONV else pixels * mid * desc["kernel"] ** 2
+    dw_pixels = desc["in_h"] * desc["in_w"] if flags & DescFlag.POOL else pixels
+    dw = 0 if flags & DescFlag.CONV else dw_pixels * mid * desc["kernel"] ** 2
     return {"expand": expand, "dw": dw, "pw": pixels * mid * desc["out_groups"] * Q}
 
 
@@ -874,22 +875,39 @@ class _Requant:
     moving cycles after the previous take (its split stage) and offers it ``latency``
     moving cycles later. ``sink`` overrides ``take`` for one word: the engine's
     requantizer, whose expand and project words share the pipeline and leave to their
-    own consumers (:func:`_engine_requant`)."""
+    own consumers (:func:`_engine_requant`).
 
-    def __init__(self, lanes: int, compute_lanes: int, take=None):
-        self.rq = Requantizer(lanes, 1, compute_lanes)
+    ``pooling``: the DW requantizer, built to sum global pools (one stage more); ``pool``:
+    ``(pixels, groups)`` of the layer's pool: the words come a pixel's groups at a time,
+    only the last pixel's go on, and with ``(groups - 1) * chunks < 3`` a word is taken
+    only after the previous one left stage 1p (``chunks + 2`` moving cycles after its
+    take)."""
+
+    def __init__(self, lanes: int, compute_lanes: int, take=None, *, pooling: bool = False,
+                 pool: tuple[int, int] | None = None):
+        self.rq = Requantizer(lanes, 1, compute_lanes, max_pool_pixels=int(pooling))
         self.frozen = _Frozen()
         self.next = take
         self.last = None
+        self.pool = pool
+        self.words = 0
 
     def take(self, offered: int, sink=None) -> int:
         t = offered
         if self.last is not None:
             t = max(t, _after_split(self.frozen, self.last, self.rq.chunks))
+        if self.pool is not None:
+            pixels, groups = self.pool
+            pixel = self.words // groups
+            self.words += 1
+            if (groups - 1) * self.rq.chunks < 3 and self.last is not None:
+                t = max(t, self.frozen.active(self.last + 1, self.rq.chunks + 2) + 1)
         a = self.frozen.active(t)
+        self.last = a
+        if self.pool is not None and pixel < pixels - 1:
+            return a        # summed: only the last pixel's words go on
         out = self.frozen.through(a, self.rq.latency)
         self.frozen.freeze(out, (sink or self.next)(out))
-        self.last = a
         return a
 
 
@@ -1094,6 +1112,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     k, s, dil = d["kernel"], d["stride"], d["dilation"]
     mid, og = d["mid_groups"], d["out_groups"]
     out_h, out_w, in_h, in_w = d["out_h"], d["out_w"], d["in_h"], d["in_w"]
+    pool = bool(flags & DescFlag.POOL)
+    lb_h, lb_w = (in_h, in_w) if pool else (out_h, out_w)   # the line buffer's output
     in_beats = in_h * in_w * d["in_groups"] * P // BEAT_BYTES
     prefetch = _prefetch(config, d)
     credits = _port_credits(mem, ("read0", "write0") + ("read1",) * residual
@@ -1137,7 +1157,8 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     # ---- spatial stage: taps -> (DW -> requant | conv) -> the engine's project input ----
     if not conv:
         dw_frozen = _Frozen()
-        dwq = _Requant(P, config.requant_lanes, _Skid(pw.accept).take)
+        dwq = _Requant(P, config.requant_lanes, _Skid(pw.accept).take, pooling=True,
+                       pool=(in_h * in_w, mid) if pool else None)
         dw_skid = _Skid(dwq.take)
 
     # ---- front: the line buffer's fill ----
@@ -1146,30 +1167,30 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
                                config.lb_rows)
 
     span = (k - 1) * dil + 1
-    tops = [oy * s - d["pad_top"] for oy in range(out_h)]
+    tops = [oy * s - d["pad_top"] for oy in range(lb_h)]
     row_end: list[int] = []
 
     def allow(y: int) -> int | None:
         # first output row whose top lets row y in: its top is live the cycle after the
         # previous row's last tap issued (None: that row's taps are not followed yet)
-        for oy in range(out_h):
+        for oy in range(lb_h):
             if tops[oy] + config.lb_rows > y:
                 if not oy:
                     return -math.inf
                 return row_end[oy - 1] + 1 if len(row_end) >= oy else None
         # after the last tap (gen_done)
-        return row_end[-1] + 1 if len(row_end) == out_h else None
+        return row_end[-1] + 1 if len(row_end) == lb_h else None
 
     taps_word = _dw_columns(config, d)
     lb = _Frozen()    # the line buffer's pipeline: frozen while a tap waits
     issue = -math.inf  # cycle the last tap column issued
     first_tap = None
-    for oy in range(out_h):
+    for oy in range(lb_h):
         need = min(tops[oy] + span, in_h)
         gate = t_cmds
         if need > 0:
             gate = max(gate, fill.complete(need - 1, allow) + 1)
-        words = out_w * mid
+        words = lb_w * mid
         for word in range(words):
             for column in range(taps_word):
                 t = max(gate, issue + 1) if word == 0 and column == 0 else issue + 1
@@ -1425,7 +1446,8 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
     Q = config.pw_cols
     flags = _flags(d)
     in_pixels, pixels = d["in_h"] * d["in_w"], d["out_h"] * d["out_w"]
-    taps = pixels * d["mid_groups"] * _dw_columns(config, d)
+    pool = bool(flags & DescFlag.POOL)
+    taps = (in_pixels if pool else pixels) * d["mid_groups"] * _dw_columns(config, d)
     read, written = layer_bytes(config, d, held)
     pixel_beats = d["out_beats"]
     write = written // BEAT_BYTES
@@ -1458,7 +1480,9 @@ def _stage_cycles(config: AcceleratorConfig, d: dict, mem: MemoryCycles,
         "expand": in_pixels * max(d["exp_words"] * chunks, _fill_transfers(config, d))
         if expand else 0,
         "line_buffer": taps if flags & DescFlag.CONV else 0,
-        "dw": 0 if flags & DescFlag.CONV else taps,
+        # a pool's words take the DW requantizer's chunks each
+        "dw": 0 if flags & DescFlag.CONV else
+        taps * (Requantizer(config.dw_lanes, 1, config.requant_lanes).chunks if pool else 1),
         "engine": pixels * d["mid_groups"] * d["out_groups"]
         + (in_pixels * d["exp_words"] * d["in_groups"] if expand else 0),
         "add": pixels * d["out_groups"] * add.chunks if flags & DescFlag.RESIDUAL else 0,

@@ -166,7 +166,7 @@ def test_run_photo_top5(v2_model, tmp_path, capsys):
     x = imagenet.image_to_input(photo, v2_model.read_bytes())
     assert np.array_equal(y, litert_run(v2_model.read_bytes(), x))
     # the bar goes to stderr, one step per descriptor, named after the layer
-    assert "20/20" in captured.err and "layer 20/20 DW+PW+RAW_OUT" in captured.err
+    assert "20/20" in captured.err and "layer 20/20 POOL+PW+RAW_OUT" in captured.err
 
 
 def test_run_npy_prints_no_classes_unless_asked(files, capsys):

@@ -461,7 +461,7 @@ def test_mobilenet_like_report():
     r = prog.layers
     assert [x["stages"] for x in r] == [
         ["CONV", "PW"], ["DW", "PW", "RESIDUAL"], ["EXPAND", "DW", "PW"],
-        ["EXPAND", "DW", "PW", "RESIDUAL"], ["DW", "PW"], ["DW", "PW", "RAW_OUT"]]
+        ["EXPAND", "DW", "PW", "RESIDUAL"], ["DW", "PW"], ["POOL", "PW", "RAW_OUT"]]
     assert [x["ops"] for x in r] == [
         ["CONV_2D", "PAD"], ["DEPTHWISE_CONV_2D", "CONV_2D", "ADD"],
         ["CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "CONV_2D"],
@@ -478,12 +478,13 @@ def test_mobilenet_like_report():
     assert _stages(d[1]) == DescFlag.RESIDUAL and d[1]["res_addr"] == d[1]["in_addr"]
     assert _stages(d[0]) == DescFlag.CONV and d[0]["mid_groups"] == 9
     assert _stages(d[2]) == DescFlag.EXPAND and (d[2]["in_groups"], d[2]["exp_groups"]) == (1, 4)
-    assert _stages(d[5]) == DescFlag.RAW_OUT | DescFlag.LAST and d[5]["out_pitch"] == 8
+    assert _stages(d[5]) == DescFlag.POOL | DescFlag.RAW_OUT | DescFlag.LAST
+    assert d[5]["out_pitch"] == 8 and (d[5]["in_h"], d[5]["out_h"], d[5]["kernel"]) == (4, 1, 1)
     assert step.params["partials"] == [d[5]["out_addr"]]
     summary = prog.summary()
     assert summary.startswith("config 'tiny': 6 layer(s), 6 descriptor(s), ")
     assert ("layer 5 [descriptor 5] operators 14,15,16 MEAN+FULLY_CONNECTED+RESHAPE -> "
-            "DW+PW+RAW_OUT: 4x4x40 -> 1x1x10, k4 s1 d1 m1") in summary
+            "POOL+PW+RAW_OUT: 4x4x40 -> 1x1x10, k1 s1 d1 m1") in summary
     assert summary.endswith("then fc_requant on the host")
 
 
@@ -522,7 +523,7 @@ def test_head_pools_once_then_fc():
     prog = compile_model(g, cfg)
     head, pool, fc = prog.layers[-3:]
     assert head["tiles"] == 5
-    assert pool["ops"] == ["MEAN"] and pool["stages"] == ["DW", "PW"]
+    assert pool["ops"] == ["MEAN"] and pool["stages"] == ["POOL", "PW"]
     assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (5, 1, [1, 1, 80])
     assert fc["ops"] == ["FULLY_CONNECTED", "RESHAPE"] and fc["input_shape"] == [1, 1, 80]
     assert fc["stages"] == ["DW", "PW", "RAW_OUT"]
@@ -569,7 +570,8 @@ def test_pool_and_fc_over_the_model_input(units, layers, tiles):
     assert [r["tiles"] for r in prog.layers] == tiles
     assert all(r["input_slices"] == 1 for r in prog.layers)
     d = prog.descriptors[:tiles[0]]
-    assert all(x["in_addr"] == prog.input.offset and x["kernel"] == 3 for x in d)
+    assert all(x["in_addr"] == prog.input.offset and x["kernel"] == 1
+               and x["flags"] & DescFlag.POOL for x in d)
     x = np.random.default_rng(2).integers(-128, 128, g.input.shape, np.int8)
     with Accelerator(TINY, "reference") as acc:
         assert np.array_equal(acc.run(g, x), litert_run(model, x))
@@ -622,7 +624,7 @@ def test_single_operator_layers():
         "dw": (single_op_model(s, "DEPTHWISE_CONV_2D"), ["DW", "PW"]),
         "conv": (single_op_model(s, "CONV_2D"), ["CONV", "PW"]),
         "avg": (average_pool_model((1, 9, 9, 13), (3, 3), (2, 2), "VALID", q), ["DW", "PW"]),
-        "mean": (mean_model((1, 6, 3, 20), [1, 2], True, q, (0.02, -7)), ["DW", "PW"]),
+        "mean": (mean_model((1, 6, 3, 20), [1, 2], True, q, (0.02, -7)), ["POOL", "PW"]),
         "fc": (fully_connected_model((1, 1, 1, 30), rng.integers(-100, 100, (12, 30)).astype(
             np.int8), [0.01], None, q, (0.2, 1), w_zp=7), ["DW", "PW", "RAW_OUT"]),
         "add": (add_model((1, 5, 6, 11), q, rng.integers(-128, 128, (1, 5, 6, 11)).astype(
@@ -781,9 +783,6 @@ NETWORK_LIMITS = [
     (MOBILENET, _fc_feeds_add,
      "operator 15 FULLY_CONNECTED ('fully_connected16/out'): its output feeds other operators; "
      "FULLY_CONNECTED requantizes on the host after the hardware run"),
-    (dataclasses.replace(MOBILENET, h=32, w=32), None,
-     "operator 14 MEAN ('mean15/out'): pooling window 8x8 needs a 8x8 kernel, more than "
-     "k_max=7 of config 'tiny'"),
     (dataclasses.replace(MOBILENET, stem_channels=72, blocks=(BlockSpec(1, 72, 1),)), None,
      "operator 4 ADD ('add5/out'): residual ADD of 72 channels: the residual stage cannot be "
      "tiled and out_channels_max=64 of config 'tiny' is smaller"),
@@ -828,9 +827,10 @@ def test_unsupported_operator(model, message):
 def test_dw_weight_words_bound_a_stage_by_its_kernel():
     """``dw_weight_words`` (tiny at its least, 96: a 3x3 stage of 256 channels) holds
     ``dw_passes(k) * k`` words a group: a 5x5 depthwise stage of 104 channels (130 words) is
-    refused, one of 72 (90) runs; a 7x7 pool of 80 channels (21 words a group: 32 channels
-    fit) is cut into three slices of at most 32, bit-exact; the same pool over the model
-    input, which cannot be sliced, is refused."""
+    refused, one of 72 (90) runs; a 7x7 pooling window over 80 channels of the model input
+    (21 words a group: 32 channels fit; the input cannot be sliced) is refused. A global
+    pool streams its pixels through a 1x1 DW (one word a group): 80 channels in one
+    descriptor, bit-exact."""
     cfg = dataclasses.replace(TINY, dw_weight_words=96)
     assert (cfg.dw_channels_max(3), cfg.dw_channels_max(5), cfg.dw_channels_max(7)) == (
         256, 72, 32)
@@ -847,20 +847,46 @@ def test_dw_weight_words_bound_a_stage_by_its_kernel():
     g = read_tflite(model)
     prog = compile_model(g, cfg)
     pool = next(r for r in prog.layers if r["ops"][0] == "MEAN")
-    assert pool["input_shape"] == [7, 7, 80] and pool["input_slices"] == 3
-    first, count = pool["descriptors"]
-    assert [d["in_groups"] for d in prog.descriptors[first:first + count]] == [4, 3, 3]
-    assert len(compile_model(g, TINY).layers) == len(prog.layers)  # unsliced there
+    assert pool["input_shape"] == [7, 7, 80] and pool["input_slices"] == 1
+    assert pool["stages"][0] == "POOL"
     x = np.random.default_rng(3).integers(-128, 128, g.input.shape, np.int8)
     with Accelerator(cfg, "reference") as acc:
         assert np.array_equal(acc.run(g, x), litert_run(model, x))
 
+    q = (0.05, 3)
+    model = average_pool_model((1, 9, 9, 80), (7, 7), (1, 1), "VALID", q)
     with pytest.raises(UnsupportedModelError) as info:
-        compile_model(read_tflite(pool_fc_model(7, 7, 40, 10, seed=1)), cfg)
+        compile_model(read_tflite(model), cfg)
     assert str(info.value) == (
-        "operator 0 AVERAGE_POOL_2D ('pooled'): input 'input' has 40 channels, more than the "
+        "operator 0 AVERAGE_POOL_2D ('output'): input 'input' has 80 channels, more than the "
         "32 whose 7x7 DW weights fit dw_weight_words=96 of config 'tiny', and cannot be "
         "stored in slices (it is the model input or output, read twice, or made by an ADD)")
+
+
+@pytest.mark.parametrize("shape, kind", [((1, 64, 50, 8), "mean"), ((1, 40, 24, 20), "avg"),
+                                         ((1, 1, 64, 12), "avg"), ((1, 9, 9, 70), "mean")])
+def test_global_pools_of_any_size(shape, kind):
+    """A global AVERAGE_POOL_2D or MEAN over any H x W up to max_dim (square or not, one
+    row, wider than a tile) streams every pixel through one POOL descriptor (per output
+    tile), bit-exact: the DW requantizer sums the pixels, then divides as TFLite rounds."""
+    q = (0.05, 3)
+    model = (mean_model(shape, [1, 2], True, q, (0.03, -5)) if kind == "mean" else
+             average_pool_model(shape, shape[1:3], (1, 1), "VALID", q))
+    prog = compile_model(read_tflite(model), TINY)
+    assert [r["stages"] for r in prog.layers] == [["POOL", "PW"]]
+    assert all(d["flags"] & DescFlag.POOL and (d["in_h"], d["in_w"]) == shape[1:3]
+               and (d["kernel"], d["out_h"], d["out_w"]) == (1, 1, 1) for d in prog.descriptors)
+    x = np.random.default_rng(sum(shape)).integers(-128, 128, shape, np.int8)
+    with Accelerator(TINY, "reference") as acc:
+        assert np.array_equal(acc.run(model, x), litert_run(model, x))
+
+
+def test_pooling_window_limit():
+    q = (0.05, 3)
+    with pytest.raises(UnsupportedModelError, match=r"^operator 0 AVERAGE_POOL_2D \('output'\): "
+                       r"pooling window 9x9 exceeds k_max=7 of config 'tiny'$"):
+        compile_model(read_tflite(average_pool_model((1, 12, 12, 8), (9, 9), (1, 1), "VALID",
+                                                     q)), TINY)
 
 
 def test_limits_follow_the_config():

@@ -111,10 +111,10 @@ def test_match_units(case):
                           ["EXPAND", "DW", "PW", "RESIDUAL"]]
     assert ops[:5] == [[1, 0], [2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13]]
     if cfg is SLICED:   # the FC's 40 outputs are more than one tile: the pool runs alone
-        assert stages[4:] == [["DW", "PW"], ["DW", "PW"], ["DW", "PW", "RAW_OUT"]]
+        assert stages[4:] == [["DW", "PW"], ["POOL", "PW"], ["DW", "PW", "RAW_OUT"]]
         assert ops[5:] == [[14], [15, 16]]
     else:
-        assert stages[4:] == [["DW", "PW"], ["DW", "PW", "RAW_OUT"]]
+        assert stages[4:] == [["DW", "PW"], ["POOL", "PW", "RAW_OUT"]]
         assert ops[5:] == [[14, 15, 16]]
     # every operator in one unit, in order of the units' inputs being made
     assert sorted(i for o in ops for i in o) == list(range(len(g.operators)))

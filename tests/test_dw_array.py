@@ -179,8 +179,9 @@ def test_signature_matches_contract():
         "group": unsigned(5),   # groups 0..31
     })
     assert dut.taps.payload.shape() == tap_layout(TINY)
+    # accumulators of 21 bits: a 7x7 window of int8 products, 49 * 128 * 128 < 2**20
     assert dut.o.payload.shape() == data.StructLayout(
-        {"acc": data.ArrayLayout(signed(32), 8), "group": unsigned(5)})
+        {"acc": data.ArrayLayout(signed(21), 8), "group": unsigned(5)})
     assert dut.wr.addr.shape() == unsigned(10)
     assert dut.wr.data.shape() == word
 
@@ -238,10 +239,11 @@ def test_lut_multiply_exhaustive():
 def test_layouts_match_neighbours(name):
     """The line buffer's ``taps`` are the DW array's; ``o`` is the DW requantizer's input:
     the datapath joins them with ``wiring.connect`` (or one payload assignment)."""
+    from dwsep.hw.dw_array import dw_acc_bits
     from dwsep.hw.line_buffer import LineBuffer
     from dwsep.hw.requant import Requantizer
 
     cfg = get_config(name)
     assert LineBuffer(cfg).taps.signature == DepthwiseArray(cfg).taps.signature.flip()
-    assert (DepthwiseArray(cfg).o.signature
-            == Requantizer(cfg.dw_lanes, cfg.mid_groups_max).i.signature.flip())
+    requant = Requantizer(cfg.dw_lanes, cfg.mid_groups_max, acc_bits=dw_acc_bits(cfg))
+    assert DepthwiseArray(cfg).o.signature == requant.i.signature.flip()

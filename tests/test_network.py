@@ -71,8 +71,8 @@ def test_random_network(accelerators, config, seed, limits):
 
 
 @pytest.mark.parametrize("words, stages", [
-    (128, ["CONV+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW", "DW+PW+RAW_OUT"]),
-    (127, ["CONV+PW", "EXPAND+DW+PW", "DW+PW+RESIDUAL", "DW+PW", "DW+PW+RAW_OUT"]),
+    (128, ["CONV+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW", "POOL+PW+RAW_OUT"]),
+    (127, ["CONV+PW", "EXPAND+DW+PW", "DW+PW+RESIDUAL", "DW+PW", "POOL+PW+RAW_OUT"]),
 ])
 def test_tiles_and_residual_fit_the_engine_memory(words, stages):
     """A block of 16 -> 256 -> 16 channels needs 32 x 2 expand and 32 x 2 PW weight words:
@@ -115,7 +115,8 @@ def test_random_networks_cover_every_rule():
                 for key in keys:
                     seen[key] = seen.get(key, 0) + 1
     for key in ("CONV+PW", "EXPAND+DW+PW", "EXPAND+DW+PW+RESIDUAL", "DW+PW+RESIDUAL",
-                "DW+PW", "DW+PW+RAW_OUT", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "PAD",
+                "DW+PW", "DW+PW+RAW_OUT", "POOL+PW+RAW_OUT", "MEAN", "AVERAGE_POOL_2D",
+                "RESHAPE", "PAD",
                 "tiles", "slices", "split", "pool+FC", "FC alone", "FC slices"):
         assert seen.get(key, 0) >= 2, (key, seen)
 
@@ -154,7 +155,7 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     stages = ["+".join(r["stages"]) for r in big.layers]
     assert stages[0] == "CONV+PW" and stages[1] == "DW+PW"
     assert stages.count("EXPAND+DW+PW+RESIDUAL") == 10 and stages.count("EXPAND+DW+PW") == 6
-    assert stages[-2:] == ["DW+PW", "DW+PW+RAW_OUT"]
+    assert stages[-2:] == ["DW+PW", "POOL+PW+RAW_OUT"]
     assert [s.kind for s in big.host_steps] == ["fc_requant"]
     assert big.macs == 300_836_992
 
@@ -167,7 +168,7 @@ def test_mobilenet_v2_compiles_to(v2_int8):
     assert prog.layers[20]["output_shape"] == [7, 7, 320] and prog.layers[20]["tiles"] == 2
     head, pool, fc = prog.layers[-3:]
     assert head["output_shape"] == [7, 7, 1280] and head["tiles"] == 6
-    assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["DW", "PW"]
+    assert pool["ops"] == ["AVERAGE_POOL_2D", "RESHAPE"] and pool["stages"] == ["POOL", "PW"]
     assert (pool["input_slices"], pool["tiles"], pool["output_shape"]) == (6, 1, [1, 1, 1280])
     assert fc["ops"] == ["FULLY_CONNECTED"] and fc["input_shape"] == [1, 1, 1280]
     assert (fc["input_slices"], fc["tiles"], fc["host_step"]) == (2, 4, "fc_requant")
@@ -221,6 +222,31 @@ def test_mobilenet_v2_os16_bit_exact(v2_os16_int8, grace_hopper):
     assert not any(r["host_step"] for r in layers)
 
 
+@pytest.fixture(scope="module")
+def v2_sizes() -> dict:
+    """MobileNetV2-1.0 (random weights, calibrated on two sample photos) at 320x320 (a
+    detection backbone's size: a 10x10 head pool) and 256x192 (non-square: an 8x6 pool)."""
+    photos = calibration_photos()[:2]
+    return {size: quantizer.quantize("mobilenet_v2", None, photos, input_size=size, seed=6)
+            for size in ((320, 320), (256, 192))}
+
+
+@pytest.mark.parametrize("size", [(320, 320), (256, 192)], ids=["320", "256x192"])
+def test_mobilenet_v2_other_sizes_bit_exact(v2_sizes, grace_hopper, size):
+    """MobileNetV2 at other input sizes on pynq-z2: the head's global pool, 10x10 or 8x6,
+    streams its pixels through the DW requantizer (POOL), wider than any k x k window."""
+    model = v2_sizes[size]
+    x = imagenet.image_to_input(grace_hopper, model)
+    assert x.shape == (1, *size, 3)
+    with Accelerator(PYNQ_Z2, "reference") as acc:
+        y = acc.run(model, x)
+        layers = acc.last_stats["layers"]
+    assert y.shape == (1, 1000) and np.array_equal(y, litert_run(model, x))
+    pool = next(r for r in layers if r["stages"][0] == "POOL")
+    assert pool["input_shape"] == [size[0] // 32, size[1] // 32, 1280]
+    assert [r["host_step"] for r in layers if r["host_step"]] == ["fc_requant"]
+
+
 # ---- the same on the Verilated RTL (run before resolving; the RTL is built per config) -------
 
 @pytest.mark.verilator
@@ -266,6 +292,22 @@ def test_mobilenet_v2_os16_rtl(v2_os16_int8, grace_hopper):
     print(f"MobileNetV2-OS16 backbone on the RTL: {cycles} cycles, "
           f"{time.perf_counter() - start:.0f} s wall")
     assert np.array_equal(y, litert_run(v2_os16_int8, x))
+
+
+@pytest.mark.networks
+@pytest.mark.verilator
+@pytest.mark.parametrize("size", [(320, 320), (256, 192)], ids=["320", "256x192"])
+def test_mobilenet_v2_other_sizes_rtl(v2_sizes, grace_hopper, size):
+    """MobileNetV2 at 320x320 and 256x192 on the pynq-z2 RTL equals LiteRT."""
+    model = v2_sizes[size]
+    x = imagenet.image_to_input(grace_hopper, model)
+    with Accelerator(PYNQ_Z2, "rtl") as acc:
+        start = time.perf_counter()
+        y = acc.run(model, x)
+        cycles = acc.last_stats["cycles"]
+    print(f"MobileNetV2 {size[0]}x{size[1]} on the RTL: {cycles} cycles, "
+          f"{time.perf_counter() - start:.0f} s wall")
+    assert np.array_equal(y, litert_run(model, x))
 
 
 @pytest.mark.slow

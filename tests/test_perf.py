@@ -139,6 +139,7 @@ def _stem(h, w, c_out, seed=0) -> bytes:
 
 
 _E, _C, _RES, _RAW = DescFlag.EXPAND, DescFlag.CONV, DescFlag.RESIDUAL, DescFlag.RAW_OUT
+_POOL = DescFlag.POOL
 
 #: name -> (model, flags some descriptor must have, pitched output expected, the bound the
 #: model must name for each descriptor). On ``tiny`` (P = Q = 8, lb_rows 16, 64 output
@@ -160,10 +161,21 @@ KINDS = {
                      ["engine", "engine", "engine", "dw"]),
     "conv_stem": (lambda: _stem(16, 16, 16, seed=5), _C, False, ["engine"]),
     "conv_stem_tall": (lambda: _stem(48, 20, 8, seed=6), _C, False, ["line_buffer"]),
+    # global pools stream every pixel's words through the DW requantizer, two cycles each
+    # (its compute lanes are half a word), which sums them: 'dw' bound
     "average_pool": (lambda: average_pool_model((1, 7, 7, 32), (7, 7), (1, 1), "VALID",
-                                                (0.05, 3)), 0, False, ["table_load"]),
-    "mean": (lambda: mean_model((1, 5, 6, 24), [1, 2], True, (0.05, 3), (0.04, -2)), 0,
-             False, ["table_load"]),
+                                                (0.05, 3)), _POOL, False, ["dw"]),
+    "mean": (lambda: mean_model((1, 5, 6, 24), [1, 2], True, (0.05, 3), (0.04, -2)), _POOL,
+             False, ["dw"]),
+    # one group: each word waits for its group's sum of the pixel before (5 cycles)
+    "mean_one_group": (lambda: mean_model((1, 9, 4, 8), [1, 2], True, (0.05, 3),
+                                          (0.04, -2)), _POOL, False, ["dw"]),
+    "average_pool_two_groups": (lambda: average_pool_model((1, 3, 11, 16), (3, 11), (1, 1),
+                                                           "VALID", (0.05, 3)), _POOL, False,
+                                ["dw"]),
+    "average_pool_window": (lambda: average_pool_model((1, 9, 9, 16), (3, 3), (2, 2),
+                                                       "VALID", (0.05, 3)), 0, False,
+                            ["ddr_read"]),
     # RAW_OUT words are 4 beats: with 2 mid groups the raw serializer holds the PW back
     "pool_fc": (lambda: pool_fc_model(5, 5, 16, 64, seed=7), _RAW, False, ["table_load"]),
     "pool_fc_wide": (lambda: pool_fc_model(3, 4, 64, 24, seed=8), _RAW, False,

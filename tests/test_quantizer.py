@@ -459,6 +459,32 @@ def test_cli_quantize(tmp_path, capsys):
     assert "no .jpg/.jpeg/.png" in capsys.readouterr().err
 
 
+def test_cli_quantize_other_archs_and_sizes(tmp_path, capsys, grace_hopper):
+    """``--input-size HxW`` (a non-square input, its preprocessing recorded) and the OS16
+    backbone from torchvision's MobileNetV2 weights (its first 18 blocks, by default);
+    an image size that is neither N nor HxW is refused naming it."""
+    out = tmp_path / "v1.tflite"
+    assert main(["quantize", "--arch", "mobilenet_v1", "--width", "0.25", "--random-weights",
+                 "--input-size", "64x48", "-o", str(out)]) == 0
+    assert "input 64x48" in capsys.readouterr().out
+    pre = imagenet.model_preprocessing(out.read_bytes())
+    assert (pre.input_hw, pre.resize) == ((64, 48), 73)
+    x = imagenet.image_to_input(grace_hopper, out.read_bytes())
+    assert x.shape == (1, 64, 48, 3)
+    assert litert_run(out.read_bytes(), x).shape == (1, 1000)
+    out = tmp_path / "os16.tflite"
+    assert main(["quantize", "--arch", "mobilenet_v2_os16", "--input-size", "96", "-o",
+                 str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"weights {mobilenet.torchvision_weights_path()}" in captured.err
+    assert "mobilenet_v2_os16 width 1, input 96x96" in captured.out
+    assert read_tflite(out.read_bytes()).output.shape == (1, 6, 6, 320)
+    with pytest.raises(SystemExit):
+        main(["quantize", "--arch", "mobilenet_v1", "--input-size", "64x", "-o", str(out)])
+    assert ("argument --input-size: an image size is N or HxW with positive integers, e.g. "
+            "224 or 256x192; not '64x'") in capsys.readouterr().err
+
+
 def test_cli_quantize_defaults(tmp_path, capsys, grace_hopper):
     """``dwsep quantize --arch mobilenet_v2 -o M``: the installed ImageNet weights and the 8
     bundled sample photos, no warning; the model classifies grace_hopper as torchvision

@@ -524,3 +524,118 @@ def test_high_product_in_luts_edges(zp, act_min, act_max):
     table, acc, group = _edge_table_and_words()
     check(table, acc, group, zp, act_min, act_max, seed=44,
           lut_lanes=table["bias"].shape[1])
+
+
+# ---- global pooling (max_pool_pixels) ----------------------------------------------------
+
+def pool_words(rng: np.random.Generator, table: dict, groups: int, pixels: int,
+               pools: int) -> tuple[list[dict], np.ndarray]:
+    """``pools`` pools of ``pixels`` pixels of ``groups`` words (group order 0..groups-1 in
+    each pixel) whose sums plus bias lie in the requantizer's domain, and every partial sum
+    (bias plus the pixels so far) in its ``REQUANT_INPUT_BITS`` bits: ``(words, expected
+    output words)``, one output word per group and pool."""
+    words, want = [], []
+    lanes = table["bias"].shape[1]
+    limit = 1 << (REQUANT_INPUT_BITS - 1)
+    for _ in range(pools):
+        group = np.arange(groups)
+        while True:
+            total = random_acc(rng, table, group).astype(np.int64)    # [groups, lanes]
+            noise = rng.integers(-300, 301, (pixels, groups, lanes))
+            noise -= noise.sum(axis=0) // pixels
+            noise[-1] -= noise.sum(axis=0)
+            parts = total // pixels + noise
+            parts[-1] += total - parts.sum(axis=0)
+            partial = table["bias"][group].astype(np.int64) + np.cumsum(parts, axis=0)
+            if (np.abs(parts) < (1 << 31)).all() and (-limit <= partial).all() \
+                    and (partial < limit).all():
+                break
+        words += [{"acc": [int(v) for v in parts[p, g]], "group": int(g)}
+                  for p in range(pixels) for g in range(groups)]
+        want.append(requant_model(total, group, table, 0, -128, 127))
+    return words, np.concatenate(want)
+
+
+@pytest.mark.parametrize("lanes, compute_lanes, groups, pixels, p_stall, seed", [
+    (16, 8, 1, 5, 0.0, 40),    # one group of two chunks: each word waits for the last sum
+    (16, 8, 1, 9, 0.3, 41),
+    (16, 8, 2, 7, 0.0, 42),    # the next word of a group comes four chunks later
+    (16, 8, 5, 4, 0.3, 43),
+    (8, 8, 1, 6, 0.0, 44),     # one chunk a word
+    (8, 8, 3, 3, 0.3, 45),
+    (24, 8, 4, 1, 0.3, 46),    # a pool of one pixel
+    (32, 8, 6, 10, 0.2, 47),
+])
+def test_pool_sums_pixels(lanes, compute_lanes, groups, pixels, p_stall, seed):
+    """With ``pool_on`` the requantizer sums each lane over a pool's pixels (the bias once)
+    and emits one word per group after the last pixel: three pools back to back (the pixel
+    count restarts), then plain words through the same pipeline with ``pool_on`` low."""
+    rng = np.random.default_rng(seed)
+    depth = max(groups, 3)
+    table = random_table(rng, depth, lanes)
+    words, want = pool_words(rng, table, groups, pixels, pools=3)
+    plain = rng.integers(0, depth, 20)
+    plain_acc = random_acc(rng, table, plain)
+    dut = Requantizer(lanes, depth, compute_lanes, max_pool_pixels=16)
+    records = table_records(table["bias"], table["mult"], table["shift"], compute_lanes)
+    out = []
+
+    async def producer(ctx):
+        ctx.set(dut.zp, 0)
+        ctx.set(dut.act_min, -128)
+        ctx.set(dut.act_max, 127)
+        ctx.set(dut.pool_pixels, pixels)
+        ctx.set(dut.pool_groups, groups)
+        await load_table(ctx, dut, records)
+        ctx.set(dut.pool_on, 1)
+        await send_all(ctx, dut.i, words, rng=random.Random(seed), p_stall=p_stall)
+        while len(out) < len(want):     # the pool's words leave before pool_on falls
+            await ctx.tick()
+        ctx.set(dut.pool_on, 0)
+        await send_all(ctx, dut.i, [{"acc": [int(v) for v in a], "group": int(g)}
+                                    for a, g in zip(plain_acc, plain, strict=True)],
+                       rng=random.Random(seed + 2), p_stall=p_stall)
+
+    async def consumer(ctx):
+        for n, s in ((len(want), seed + 1), (len(plain), seed + 3)):
+            out.extend(await recv_n(ctx, dut.o, n, rng=random.Random(s), p_stall=p_stall,
+                                    convert=lambda p: [p[k] for k in range(lanes)]))
+
+    run_sim(dut, producer, consumer, deadline_cycles=20 * len(words) + 2000)
+    got = np.array(out, np.int64)
+    assert np.array_equal(got[:len(want)], want)
+    assert np.array_equal(got[len(want):], requant_model(plain_acc, plain, table, 0, -128, 127))
+
+
+def test_pool_throughput():
+    """With two chunks a word, a pool of one or two groups takes a word only when stages 0
+    to 1p are empty (5 cycles a word: a group's sum is written before its next word is
+    read); three or more groups run at full rate (2 cycles)."""
+    lanes, compute_lanes = 16, 8
+    for groups, pattern in ((1, [5]), (2, [5]), (3, [2]), (4, [2])):
+        rng = np.random.default_rng(groups)
+        table = random_table(rng, groups, lanes)
+        words, _ = pool_words(rng, table, groups, 6, pools=1)
+        dut = Requantizer(lanes, groups, compute_lanes, max_pool_pixels=8)
+        taken = []
+
+        async def bench(ctx, dut=dut, words=words, groups=groups, taken=taken):
+            ctx.set(dut.pool_pixels, 6)
+            ctx.set(dut.pool_groups, groups)
+            ctx.set(dut.pool_on, 1)
+            ctx.set(dut.o.ready, 1)
+            cycle = 0
+            for word in words:
+                ctx.set(dut.i.payload, word)
+                ctx.set(dut.i.valid, 1)
+                while not ctx.get(dut.i.ready):
+                    await ctx.tick()
+                    cycle += 1
+                taken.append(cycle)
+                await ctx.tick()
+                cycle += 1
+            ctx.set(dut.i.valid, 0)
+
+        run_sim(dut, bench, deadline_cycles=len(words) * 8 + 100)
+        gaps = np.diff(taken).tolist()
+        assert gaps == (pattern * len(gaps))[:len(gaps)], (groups, gaps)

@@ -210,6 +210,9 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
         else:    mid[oy, ox, q, i] = clamp(MBQM(sum_{ky,kx} t[.., ky, kx, (q // m)*P + i]
                                                 * dw_w[q, ky, kx, i] + dw_b[q, i], ...)
                                            + dw_zp, dw_min, dw_max)       (M = E*m)
+                 POOL: t over the in_h x in_w pixels (k = 1) and the sum over all of them
+                 requantized: mid[0, 0, q, i] = clamp(MBQM(sum_{y,x} t[y, x, 0, 0, q*P + i]
+                 * dw_w[q, 0, 0, i] + dw_b[q, i], ...) + dw_zp, dw_min, dw_max)
                  dw_w[q, ky, kx, i] = int8 at dw_weights + ((q*R + r)*k + kx)*T*P + t*P + i,
                  ky = r*T + t, T = dw_taps, R = dw_passes(k) (M*R*k words of T*P bytes,
                  all loaded; the bytes of rows ky >= k are 0 and not used)
@@ -232,6 +235,8 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
     G, E, MG, OG = d["in_groups"], d["exp_groups"], d["mid_groups"], d["out_groups"]
     EW, stored = d["exp_words"], 8 * d["out_beats"]
     H, W, oh, ow = d["in_h"], d["in_w"], d["out_h"], d["out_w"]
+    pool = bool(flags & DescFlag.POOL)
+    lh, lw = (H, W) if pool else (oh, ow)   # the line buffer's output pixels
     requantize = numerics.requantize
 
     def read(field: str, count: int) -> np.ndarray:
@@ -271,24 +276,26 @@ def execute_layer(d: dict[str, int], memory: ReferenceMemory, config: Accelerato
                        d["exp_min"], d["exp_max"])[:, :E * P]
     u = u.reshape(H, W, E, P)
 
-    rows = max((oh - 1) * s + (k - 1) * dil + 1, d["pad_top"] + H)
-    cols = max((ow - 1) * s + (k - 1) * dil + 1, d["pad_left"] + W)
+    rows = max((lh - 1) * s + (k - 1) * dil + 1, d["pad_top"] + H)
+    cols = max((lw - 1) * s + (k - 1) * dil + 1, d["pad_left"] + W)
     padded = np.full((rows, cols, E, P), d["lb_zp"], np.int64)
     padded[d["pad_top"]:d["pad_top"] + H, d["pad_left"]:d["pad_left"] + W] = u
 
     def taps(ky: int, kx: int) -> np.ndarray:
-        return padded[ky * dil:ky * dil + (oh - 1) * s + 1:s,
-                      kx * dil:kx * dil + (ow - 1) * s + 1:s]
+        return padded[ky * dil:ky * dil + (lh - 1) * s + 1:s,
+                      kx * dil:kx * dil + (lw - 1) * s + 1:s]
 
     if flags & DescFlag.CONV:
         mid = np.stack([taps(ky, kx)[:, :, g] for g in range(E) for ky in range(k)
                         for kx in range(k)], axis=2)
     else:
         group_of = np.arange(MG) // m
-        acc = np.zeros((oh, ow, MG, P), np.int64)
+        acc = np.zeros((lh, lw, MG, P), np.int64)
         for ky in range(k):
             for kx in range(k):
                 acc += taps(ky, kx)[:, :, group_of] * dw_w[:, ky, kx]
+        if pool:    # the DW requantizer sums the pixels first
+            acc = acc.sum(axis=(0, 1), keepdims=True)
         b, mult, shift = dt
         mid = requantize(numerics.wrap_int32(acc.reshape(oh, ow, MG * P) + b), mult, shift,
                          d["dw_zp"], d["dw_min"], d["dw_max"])

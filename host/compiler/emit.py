@@ -43,12 +43,15 @@ def _check_requantizers(u: Unit) -> None:
     """Every requant table of ``u`` (the expand, DW and PW tables ``emit_unit`` writes, which
     slice, tile and lane-order these channels) passes :func:`check_requant_inputs`, each
     channel with the weights its array stage sums: an expand row (the input channels), a
-    DW channel's ``k*k`` taps, a PW row (the mid channels; ``k*k*C_in`` in ``CONV`` mode)."""
+    DW channel's ``k*k`` taps (a streamed pool's: its one tap over every pixel, summed in
+    the requantizer: the tap times the pixels), a PW row (the mid channels; ``k*k*C_in`` in
+    ``CONV`` mode)."""
     stages = []
     if u.expand is not None:
         stages.append(("expand", u.expand, u.expand.w))
     if u.dw is not None:
-        stages.append(("depthwise", u.dw, u.dw.w.reshape(-1, u.dw.w.shape[-1]).T))
+        taps = u.dw.w.reshape(-1, u.dw.w.shape[-1]).T.astype(np.int64)
+        stages.append(("depthwise", u.dw, taps * max(1, u.pool_pixels)))
     if u.fc is None:
         stages.append(("pointwise", u.pw, u.pw.w.reshape(u.pw.w.shape[0], -1)))
     for what, stage, taps in stages:
@@ -165,6 +168,8 @@ class _Emitter:
             if u.conv:
                 flags |= DescFlag.CONV
             else:
+                if u.pool_pixels:
+                    flags |= DescFlag.POOL
                 d = u.dw
                 w = d.w[..., c0 * m:c1 * m]
                 refs["dw_weights"] = (self.blob(f"{tag}.dw_weights", packing.pack_dw_weights(

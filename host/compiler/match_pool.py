@@ -1,8 +1,10 @@
 """Matching pools, ``FULLY_CONNECTED`` and ``ADD`` (:func:`.match.match_units`): an
 ``AVERAGE_POOL_2D`` or ``MEAN`` as an all-ones DW dividing exactly
-(:func:`exact_division_multiplier`), with a following ``FULLY_CONNECTED`` fused as its
-``RAW_OUT`` PW when the FC's outputs fit one output tile; an FC alone (identity DW); an ADD
-not fused into a block (identity DW and PW, ``RESIDUAL``).
+(:func:`exact_division_multiplier`): a global one (any ``H x W``) streamed through a 1x1 DW
+whose requantizer sums every pixel (``DescFlag.POOL``), a square window with stride 1 or 2
+as a ``k x k`` DW; with a following ``FULLY_CONNECTED`` fused as its ``RAW_OUT`` PW when the
+FC's outputs fit one output tile; an FC alone (identity DW); an ADD not fused into a block
+(identity DW and PW, ``RESIDUAL``).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def exact_division_multiplier(n: int) -> tuple[int, int]:
 
 
 def match_pool(walk: Walk, op: Operator) -> None:
-    """An ``AVERAGE_POOL_2D`` or ``MEAN`` (all-ones DW, identity PW), with the
-    ``FULLY_CONNECTED`` after it as its PW if that fits one output tile."""
+    """An ``AVERAGE_POOL_2D`` or ``MEAN`` (all-ones DW, identity PW; global: streamed,
+    ``POOL``), with the ``FULLY_CONNECTED`` after it as its PW if that fits one output
+    tile."""
     cfg = walk.cfg
     x = walk.need_stored(op, op.inputs[0])
     h, w, c = walk.image(op, x)
@@ -69,7 +72,7 @@ def match_pool(walk: Walk, op: Operator) -> None:
             raise fail(op, f"padding {o.get('padding')}: dwsep runs VALID average pools "
                            "(SAME divides by a count that varies at the edges)")
         if (fh, fw) == (h, w):
-            k, stride, oh, ow = max(h, w), 1, 1, 1
+            k, stride, oh, ow = 1, 1, 1, 1      # streamed: the requantizer sums the pixels
         elif fh == fw and sh == sw and sh in (1, 2):
             k, stride = fh, sh
             try:
@@ -95,23 +98,21 @@ def match_pool(walk: Walk, op: Operator) -> None:
         if axes != [1, 2] or len(x_t.shape) != 4:
             raise fail(op, f"axes {axes} of a {len(x_t.shape)}-d input: dwsep runs MEAN "
                            "over height and width (axes 1, 2) of an NHWC tensor")
-        k, stride, oh, ow, n = max(h, w), 1, 1, 1, h * w
+        k, stride, oh, ow, n = 1, 1, 1, 1, h * w
         mult, shift = mean_multiplier(*quantize_multiplier(
             float(x_t.scale[0]) / float(y.scale[0])), n)
         bias, zp, lo, hi = -in_zp * n, out_zp, -128, 127
     if k > cfg.k_max:
-        raise fail(op, f"pooling window {h}x{w} needs a {k}x{k} kernel, more than k_max="
-                       f"{cfg.k_max} of config {cfg.name!r}")
+        raise fail(op, f"pooling window {k}x{k} exceeds k_max={cfg.k_max} of config "
+                       f"{cfg.name!r}")
     walk.claim(op)
     geo = Geometry(x, h, w, c, k, stride, 1, 0, 0, oh, ow, 0)
-    ones = np.zeros((k, k, c), np.int8)
-    ones[:fh if op.opcode == "AVERAGE_POOL_2D" else h,
-         :fw if op.opcode == "AVERAGE_POOL_2D" else w] = 1
-    dw = Stage(op, ones, np.full(c, bias, np.int64), np.full(c, mult), np.full(c, shift),
-               zp, lo, hi)
+    dw = Stage(op, np.ones((k, k, c), np.int8), np.full(c, bias, np.int64), np.full(c, mult),
+               np.full(c, shift), zp, lo, hi)
     unit = Unit([op], x, op.outputs[0], geo,
                 identity_stage(op, np.eye(c, dtype=np.int8), c), dw=dw,
-                out_shape=(oh, ow, c), macs=oh * ow * c * n)
+                out_shape=(oh, ow, c), macs=oh * ow * c * n,
+                pool_pixels=h * w if (oh, ow) == (1, 1) and k == 1 else 0)
     fc, reshapes = walk.through_reshapes(op.outputs[0])
     if (fc is not None and fc.opcode == "FULLY_CONNECTED" and oh * ow == 1
             and _fc_fits_one_tile(walk, fc)):

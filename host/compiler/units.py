@@ -100,6 +100,7 @@ class Unit:
     slices: list[tuple[int, int]] | None = None   # input channel slices (pool / FC)
     in_c: int = 0                                   # channels of ``input`` (0: geo.c)
     stem: SpaceToDepth | None = None               # a CONV over the s2d model input
+    pool_pixels: int = 0    # a global pool streamed over this many pixels (``POOL``)
 
     def __post_init__(self):
         self.in_c = self.in_c or self.geo.c
@@ -112,7 +113,7 @@ class Unit:
     @property
     def stages(self) -> list[str]:
         out = ["EXPAND"] if self.expand is not None else []
-        out.append("CONV" if self.conv else "DW")
+        out.append("CONV" if self.conv else "POOL" if self.pool_pixels else "DW")
         out.append("PW")
         if self.fc is not None:
             out.append("RAW_OUT")
