@@ -3,7 +3,8 @@
 Every function works elementwise on NumPy arrays (int64 internally) and on Python ints.
 Sources: ``tensorflow/lite/kernels/internal/quantization_util.cc`` (QuantizeMultiplier) and
 ``common.h`` / gemmlowp ``fixedpoint.h`` (SaturatingRoundingDoublingHighMul,
-RoundingDivideByPOT, MultiplyByQuantizedMultiplier).
+RoundingDivideByPOT, MultiplyByQuantizedMultiplier), and their int16 versions that
+``reference_ops::HardSwish`` (``kernels/internal/reference/hard_swish.h``) uses.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import numpy as np
 __all__ = [
     "INT32_MIN", "INT32_MAX", "quantize_multiplier", "srdhm", "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier", "requantize", "activation_range", "wrap_int32",
-    "ADD_LEFT_SHIFT", "add_table", "add_by_table",
+    "ADD_LEFT_SHIFT", "add_table", "add_by_table", "INT16_MIN", "INT16_MAX", "wrap_int16",
+    "srdhm16", "saturating_doubling_high_mul16", "rounding_divide_by_pot16",
+    "saturating_left_shift16", "downscale_multiplier16",
 ]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
+INT16_MIN = -(1 << 15)
+INT16_MAX = (1 << 15) - 1
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -105,6 +110,73 @@ def wrap_int32(x):
     """Two's-complement wrap to int32, as C++ int32 arithmetic does (values stay int64)."""
     x = np.asarray(x, dtype=np.int64)
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def wrap_int16(x):
+    """Two's-complement wrap to int16, as a C++ conversion to ``int16_t`` does (values stay
+    int64)."""
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 15)) & 0xFFFF) - (1 << 15)
+
+
+def _truncating_divide(num, divisor: int):
+    """C++ integer division (truncates toward zero)."""
+    return np.where(num >= 0, num // divisor, -((-num) // divisor))
+
+
+def srdhm16(a, b):
+    """gemmlowp's ``SaturatingRoundingDoublingHighMul`` for int16 ``a``, ``b``:
+    ``(a*b + nudge) / 2**15`` truncated toward zero, nudge ``2**14`` or ``1 - 2**14`` when
+    ``a*b < 0``; INT16_MAX for ``a == b == INT16_MIN``."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b
+    q = _truncating_divide(ab + np.where(ab >= 0, 1 << 14, 1 - (1 << 14)), 1 << 15)
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, q)
+
+
+def saturating_doubling_high_mul16(a, b):
+    """``reference_ops::SaturatingDoublingHighMul`` (``hard_swish.h``), int16: ``a*b / 2**15``
+    truncated toward zero (no rounding nudge, unlike :func:`srdhm16`); INT16_MAX for
+    ``a == b == INT16_MIN``."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    q = _truncating_divide(a * b, 1 << 15)
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, q)
+
+
+def rounding_divide_by_pot16(x, exponent: int):
+    """gemmlowp's ``RoundingDivideByPOT`` instantiated for ``int16_t`` (``0 <= exponent <=
+    31``), with its 16-bit mask ``int16(2**exponent - 1)``: the rounding shift of
+    :func:`rounding_divide_by_pot` up to exponent 15; from 16 on, the mask wraps to -1 and
+    the result is 1 for every ``x >= 0`` and -1 for every ``x < 0``, as in C++."""
+    if not 0 <= exponent <= 31:
+        raise ValueError(f"'exponent' must be in [0, 31], not {exponent}")
+    x = np.asarray(x, dtype=np.int64)
+    mask = int(wrap_int16((1 << exponent) - 1))
+    remainder = wrap_int16(x & mask)
+    threshold = wrap_int16((mask >> 1) + (x < 0))
+    return wrap_int16((x >> exponent) + (remainder > threshold))
+
+
+def saturating_left_shift16(x, amount: int):
+    """``reference_ops::SaturatingLeftShift`` (``hard_swish.h``): ``x * (1 << amount)`` in
+    int64 (``1 << amount`` an int32), saturated to int16."""
+    if amount < 0:
+        raise ValueError(f"'amount' must be non-negative, not {amount}")
+    x = np.asarray(x, dtype=np.int64)
+    return np.clip(x * int(wrap_int32(1 << amount)), INT16_MIN, INT16_MAX)
+
+
+def downscale_multiplier16(q_fixed: int) -> int:
+    """``DownScaleInt32ToInt16Multiplier`` (``kernels/internal/common.h``): the int16 Q15
+    multiplier nearest an int32 Q31 one, ``(q_fixed + 2**15) >> 16``, or INT16_MAX when
+    ``q_fixed >= INT32_MAX - 2**15``."""
+    if q_fixed < 0:
+        raise ValueError(f"'q_fixed' must be non-negative, not {q_fixed}")
+    if q_fixed >= INT32_MAX - (1 << 15):
+        return INT16_MAX
+    return (q_fixed + (1 << 15)) >> 16
 
 
 def requantize(acc, q_fixed, shift, zero_point, act_min, act_max):

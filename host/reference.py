@@ -1,6 +1,9 @@
 """NumPy TFLite int8 kernels, bit-exact with LiteRT's ``BUILTIN_REF`` reference kernels
-(ai-edge-litert 2.3.0), for every operator of an int8 MobileNet V1/V2, with every integer
-parameter explicit so the hardware models and the compiler can share them.
+(ai-edge-litert 2.3.0), for every operator of an int8 MobileNet V1/V2, and the elementwise
+operators of MobileNetV3 and squeeze-and-excitation (HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU,
+RELU, RELU6, RELU_N1_TO_1, MUL), with every integer parameter explicit so the hardware models
+and the compiler can share them; ``unary_table`` turns an int8 -> int8 elementwise operator
+into a 256-entry lookup table.
 
 Sources, in the LiteRT repository (``tflite/...``; TensorFlow has the same files under
 ``tensorflow/lite/...``): the kernels in ``kernels/internal/reference/integer_ops/`` and
@@ -22,6 +25,9 @@ code does on overflow in practice; valid models never get near it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 
 import numpy as np
@@ -31,9 +37,15 @@ from .numerics import (
     ADD_LEFT_SHIFT,
     INT32_MIN,
     activation_range,
+    downscale_multiplier16,
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requantize,
+    rounding_divide_by_pot16,
+    saturating_doubling_high_mul16,
+    saturating_left_shift16,
+    srdhm16,
+    wrap_int16,
     wrap_int32,
 )
 
@@ -41,7 +53,9 @@ __all__ = [
     "padding_amounts", "depthwise_conv2d", "conv2d", "conv_quant_params",
     "fused_activation_range", "pad", "add", "add_quant_params", "average_pool2d",
     "mean_multiplier", "mean", "fully_connected", "fully_connected_params",
-    "round_half_away", "quantize", "run_graph", "SUPPORTED_OPS",
+    "round_half_away", "quantize", "hard_swish_params", "hard_swish", "activation_table",
+    "table_lookup", "leaky_relu_params", "leaky_relu", "relu_params", "relu_x",
+    "mul_quant_params", "mul", "unary_table", "UNARY_OPS", "run_graph", "SUPPORTED_OPS",
 ]
 
 
@@ -510,6 +524,301 @@ def quantize(x: np.ndarray, *, in_zp: int, mult: int, shift: int, out_zp: int) -
 
 
 # --------------------------------------------------------------------------------------------
+# Elementwise int8 ops of MobileNetV3 and squeeze-and-excitation: HARD_SWISH, LOGISTIC, TANH,
+# LEAKY_RELU, RELU, RELU6, RELU_N1_TO_1, MUL. Their ``Prepare`` code computes the rescaling
+# factors in float32 (``float`` scales, ``float`` arithmetic) before ``QuantizeMultiplier`` sees
+# them as doubles: ``_f32`` reproduces that.
+
+
+def _f32(v) -> np.float32:
+    return np.float32(v)
+
+
+def _float_to_int32(v) -> np.ndarray:
+    """C++ ``static_cast<int32_t>`` of floats: truncation, and INT32_MIN for values outside
+    int32 and NaN, as x86's ``cvttss2si`` gives them (int64 array)."""
+    v = np.asarray(v, np.float64)
+    with np.errstate(invalid="ignore"):
+        fits = (v >= -2.0**31) & (v < 2.0**31)
+    return np.where(fits, np.trunc(np.where(fits, v, 0.0)), INT32_MIN).astype(np.int64)
+
+
+def _multiplier(real, op: Operator, what: str,
+                fix: str = "use a larger output scale") -> tuple[int, int]:
+    """``QuantizeMultiplier(double(real))`` of a float32 rescale factor, refusing a shift above
+    31 (a factor of 2**31 or more): the kernels shift an int32 left by it, which C++ leaves
+    undefined from 32 bits on (x86 shifts by the amount modulo 32; LiteRT does not check)."""
+    mult, shift = quantize_multiplier(float(real))
+    if shift > 31:
+        raise UnsupportedModelError(
+            f"{op.opcode} {op.index}: {what} {float(real):g} needs a left shift of {shift} "
+            f"bits, more than int32's 31 (LiteRT's result is undefined); {fix}")
+    return mult, shift
+
+
+def _unary_quant(graph: Graph, op: Operator) -> tuple[float, int, float, int]:
+    """``(s_in, in_zp, s_out, out_zp)`` of an int8 -> int8 elementwise op."""
+    s_in, in_zp = _int8_quant(op, "input", graph.tensor(op.inputs[0]))
+    s_out, out_zp = _int8_quant(op, "output", graph.tensor(op.outputs[0]))
+    return s_in, in_zp, s_out, out_zp
+
+
+def hard_swish_params(graph: Graph, op: Operator) -> dict:
+    """Integer parameters of an int8 HARD_SWISH, as ``kernels/activations.cc``
+    ``HardSwishPrepare`` computes them, in float32::
+
+        hires            = float32(1/128) * s_in
+        (m, out_exp)     = QuantizeMultiplier(hires / s_out)
+        (r, reluish_exp) = QuantizeMultiplier(hires / float32(3/32768))
+        out_mult         = DownScaleInt32ToInt16Multiplier(m)      (Q31 -> Q15, rounded)
+        reluish_mult     = DownScaleInt32ToInt16Multiplier(r)
+
+    LiteRT refuses (at prepare) a model whose ``out_exp > 0``, an output scale at most
+    ``s_in / 128``: such a model raises ``UnsupportedModelError``, as does an input scale of
+    2.5e7 or more (``reluish_exp > 31``). Returns ``dict(in_zp, out_zp, out_mult, out_exp,
+    reluish_mult, reluish_exp)``.
+    """
+    s_in, in_zp, s_out, out_zp = _unary_quant(graph, op)
+    with np.errstate(over="ignore", under="ignore"):
+        hires = _f32(1.0 / 128.0) * _f32(s_in)
+        out_real, reluish_real = hires / _f32(s_out), hires / _f32(3.0 / 32768.0)
+    out_mult, out_exp = quantize_multiplier(float(out_real))
+    if out_exp > 0:
+        raise UnsupportedModelError(
+            f"HARD_SWISH {op.index}: output scale {s_out:g} must exceed input scale / 128 = "
+            f"{float(hires):g} (LiteRT refuses the model: its output multiplier exponent "
+            f"{out_exp} is above 0)")
+    reluish_mult, reluish_exp = _multiplier(
+        reluish_real, op, "relu-ish rescale",
+        f"use an input scale below {2.0**31 * 128 * 3 / 32768:g}")
+    return dict(in_zp=in_zp, out_zp=out_zp, out_mult=downscale_multiplier16(out_mult),
+                out_exp=out_exp, reluish_mult=downscale_multiplier16(reluish_mult),
+                reluish_exp=reluish_exp)
+
+
+def hard_swish(x: np.ndarray, *, in_zp: int, out_zp: int, out_mult: int, out_exp: int,
+               reluish_mult: int, reluish_exp: int) -> np.ndarray:
+    """TFLite int8 ``HARD_SWISH``: ``reference_ops::HardSwish``
+    (``kernels/internal/reference/hard_swish.h``), in int16 fixed point, elementwise::
+
+        hires   = (x - in_zp) * 2**7
+        pre_out = SRDHM16(hires, out_mult)
+        r       = hires, times 2**(reluish_exp - 1) saturating (if reluish_exp > 0)
+        r       = SRDHM16(r, reluish_mult)
+        r       = r times 2 saturating (reluish_exp > 0) or RDBPOT16(r, -reluish_exp) (< 0)
+        r       = (r + 2**15) >> 1                       (the "relu-ish" factor in [0, 1))
+        y       = clamp(wrap16(RDBPOT16(SDHM16(r, pre_out), -out_exp) + out_zp), -128, 127)
+
+    ``SRDHM16``, ``SDHM16`` (no rounding), ``RDBPOT16`` are ``numerics.srdhm16``,
+    ``saturating_doubling_high_mul16``, ``rounding_divide_by_pot16`` (whose int16 mask makes
+    exponents above 15 give +-1); ``wrap16`` is the C++ int16 addition's wrap.
+    """
+    hires = (np.asarray(x, np.int64) - in_zp) * (1 << 7)
+    pre_out = srdhm16(hires, out_mult)
+    reluish = hires
+    if reluish_exp > 0:
+        reluish = saturating_left_shift16(reluish, reluish_exp - 1)
+    reluish = srdhm16(reluish, reluish_mult)
+    if reluish_exp > 0:
+        reluish = saturating_left_shift16(reluish, 1)
+    elif reluish_exp < 0:
+        reluish = rounding_divide_by_pot16(reluish, -reluish_exp)
+    reluish = (reluish + (1 << 15)) >> 1
+    out = rounding_divide_by_pot16(saturating_doubling_high_mul16(reluish, pre_out), -out_exp)
+    return np.clip(wrap_int16(out + out_zp), -128, 127).astype(np.int8)
+
+
+@functools.cache
+def _libm() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("m"))
+
+
+@functools.cache
+def _c_float_function(name: str):
+    """The C library's ``float f(float)`` ``name`` (``expf``, ``tanhf``): LiteRT calls these,
+    and NumPy's own float32 ``exp`` and ``tanh`` differ from glibc's in the last bit for about
+    a third of random inputs (NumPy 2.4, x86-64), enough to change a table entry now and
+    then (tests/test_reference_ops.py has such quantizations)."""
+    fn = getattr(_libm(), name)
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+def _sigmoid_f32(v: np.ndarray) -> np.ndarray:
+    expf = _c_float_function("expf")
+    e = np.array([expf(float(t)) for t in -v], np.float32)
+    return _f32(1.0) / (_f32(1.0) + e)
+
+
+def _tanh_f32(v: np.ndarray) -> np.ndarray:
+    tanhf = _c_float_function("tanhf")
+    return np.array([tanhf(float(t)) for t in v], np.float32)
+
+
+#: The float32 function of each table op, as ``kernels/activations.cc`` passes it to
+#: ``LUTPopulate``.
+_TABLE_FUNCTIONS = {"LOGISTIC": _sigmoid_f32, "TANH": _tanh_f32}
+
+#: The int8 value at each index ``i`` of a 256-entry table: the value whose byte is ``i``.
+_INT8_AT_INDEX = np.arange(256, dtype=np.int64).astype(np.uint8).view(np.int8)
+
+
+def activation_table(opcode: str, s_in: float, in_zp: int, s_out: float,
+                     out_zp: int) -> np.ndarray:
+    """The int8 LOGISTIC or TANH table, ``int8[256]`` indexed by ``v & 255`` for the int8
+    input ``v``: ``LUTPopulate<int8_t>`` (``kernels/internal/common.h``), which
+    ``kernels/activations.cc`` ``SigmoidPrepare`` / ``TanhPrepare`` build for ``kReference``
+    (``BUILTIN_REF`` evaluates int8 LOGISTIC and TANH by this lookup, not in fixed point). In
+    float32, with the C library's ``expf`` / ``tanhf``::
+
+        d = float32(s_in) * float32(v - in_zp)
+        t = 1.0f / (1.0f + expf(-d))    (LOGISTIC)   or   tanhf(d)    (TANH)
+        y = clamp(int32(roundf(t * (1.0f / s_out)) + float32(out_zp)), -128, 127)
+
+    ``roundf`` rounds half away from zero; ``int32()`` of a float beyond int32 is INT32_MIN
+    (x86 ``cvttss2si``).
+    """
+    if opcode not in _TABLE_FUNCTIONS:
+        raise ValueError(f"'opcode' must be one of {', '.join(_TABLE_FUNCTIONS)}, not "
+                         f"{opcode!r}")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        d = _f32(s_in) * (_INT8_AT_INDEX.astype(np.int64) - in_zp).astype(np.float32)
+        t = _TABLE_FUNCTIONS[opcode](d)
+        rescaled = round_half_away(t * (_f32(1.0) / _f32(s_out))).astype(np.float32)
+        q = _float_to_int32(rescaled + _f32(out_zp))
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def table_lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[x & 255]`` for int8 ``x``: a 256-entry table (``activation_table``,
+    ``unary_table``) applied elementwise, as ``LUTLookup`` does."""
+    return table[np.asarray(x, np.int64) & 255]
+
+
+def leaky_relu_params(graph: Graph, op: Operator) -> dict:
+    """Integer parameters of an int8 LEAKY_RELU, as ``kernels/activations.cc``
+    ``LeakyReluPrepare`` computes them, in float32::
+
+        (mult_alpha, shift_alpha)       = QuantizeMultiplier(s_in * alpha / s_out)
+        (mult_identity, shift_identity) = QuantizeMultiplier(s_in / s_out)
+
+    A negative ``alpha`` gives a negative ``mult_alpha``; a factor of 2**31 or more raises
+    ``UnsupportedModelError`` (LiteRT's shift would be undefined). Returns ``dict(in_zp,
+    out_zp, mult_identity, shift_identity, mult_alpha, shift_alpha)``.
+    """
+    s_in, in_zp, s_out, out_zp = _unary_quant(graph, op)
+    alpha = float(op.options.get("alpha", 0.0))
+    with np.errstate(over="ignore", under="ignore"):
+        alpha_real = _f32(s_in) * _f32(alpha) / _f32(s_out)
+        identity_real = _f32(s_in) / _f32(s_out)
+    mult_alpha, shift_alpha = _multiplier(alpha_real, op, "alpha rescale")
+    mult_identity, shift_identity = _multiplier(identity_real, op, "rescale")
+    return dict(in_zp=in_zp, out_zp=out_zp, mult_identity=mult_identity,
+                shift_identity=shift_identity, mult_alpha=mult_alpha, shift_alpha=shift_alpha)
+
+
+def leaky_relu(x: np.ndarray, *, in_zp: int, out_zp: int, mult_identity: int,
+               shift_identity: int, mult_alpha: int, shift_alpha: int) -> np.ndarray:
+    """TFLite int8 ``LEAKY_RELU``: ``reference_ops::QuantizeLeakyRelu``
+    (``kernels/internal/reference/leaky_relu.h``), with ``v = x - in_zp``::
+
+        y = clamp(out_zp + MBQM(v, mult_identity, shift_identity), -128, 127)     (v >= 0)
+        y = clamp(out_zp + sign(mult_alpha) * MBQM(v, |mult_alpha|, shift_alpha),
+                  -128, 127)                                                     (v < 0)
+
+    A negative alpha is applied as the negation of the positive one's product (not the same
+    as ``MBQM`` with the negative multiplier: SRDHM rounds ties upward).
+    """
+    v = np.asarray(x, np.int64) - in_zp
+    identity = multiply_by_quantized_multiplier(v, mult_identity, shift_identity)
+    scaled = multiply_by_quantized_multiplier(v, abs(mult_alpha), shift_alpha)
+    out = np.where(v >= 0, identity, -scaled if mult_alpha < 0 else scaled)
+    return np.clip(wrap_int32(out + out_zp), -128, 127).astype(np.int8)
+
+
+#: The clamp of each standalone ReLU op as ``kernels/activations.cc`` passes it to
+#: ``QuantizedReluX`` (``None``: no upper bound).
+_RELU_BOUNDS = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+
+
+def relu_params(graph: Graph, op: Operator) -> dict:
+    """Integer parameters of an int8 RELU, RELU6 or RELU_N1_TO_1, as ``kernels/activations.cc``
+    ``ReluPrepare`` and ``QuantizedReluX`` compute them, in float32: ``(mult, shift) =
+    QuantizeMultiplier(s_in / s_out)`` and, for the bounds ``lo``, ``hi`` of the op (0 and
+    none, 0 and 6, -1 and 1)::
+
+        act_min = max(-128, wrap32(out_zp + int32(roundf(lo / s_out))))
+        act_max = 127 (RELU) or min(127, wrap32(out_zp + int32(roundf(hi / s_out))))
+
+    Unlike a fused activation (``fused_activation_range``), LiteRT accepts bounds beyond int32:
+    ``int32()`` gives INT32_MIN (x86 ``cvttss2si``) and the sum wraps, as here. A rescale
+    ``s_in / s_out`` of 2**31 or more raises ``UnsupportedModelError`` (LiteRT's shift would be
+    undefined). Returns ``dict(in_zp, mult, shift, out_zp, act_min, act_max)``.
+    """
+    s_in, in_zp, s_out, out_zp = _unary_quant(graph, op)
+    lo, hi = _RELU_BOUNDS[op.opcode]
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        mult, shift = _multiplier(_f32(s_in) / _f32(s_out), op, "rescale")
+
+        def bound(v: float) -> int:
+            return int(wrap_int32(out_zp + _float_to_int32(round_half_away(
+                _f32(v) / _f32(s_out)))))
+
+        act_min = max(-128, bound(lo))
+        act_max = 127 if hi is None else min(127, bound(hi))
+    return dict(in_zp=in_zp, mult=mult, shift=shift, out_zp=out_zp, act_min=act_min,
+                act_max=act_max)
+
+
+def relu_x(x: np.ndarray, *, in_zp: int, mult: int, shift: int, out_zp: int, act_min: int,
+           act_max: int) -> np.ndarray:
+    """TFLite int8 ``RELU`` / ``RELU6`` / ``RELU_N1_TO_1``: ``reference_ops::ReluX``
+    (``kernels/internal/reference/reference_ops.h``, the ``ReluParams`` overload), which
+    requantizes, elementwise::
+
+        y = int8(min(max(wrap32(MBQM(x - in_zp, mult, shift) + out_zp), act_min), act_max))
+
+    ``int8()`` keeps the low byte: it matters only when a wrapped bound lies outside int8.
+    """
+    v = multiply_by_quantized_multiplier(np.asarray(x, np.int64) - in_zp, mult, shift)
+    out = np.minimum(np.maximum(wrap_int32(v + out_zp), act_min), act_max)
+    return out.astype(np.int8)
+
+
+def mul_quant_params(graph: Graph, op: Operator) -> dict:
+    """Integer parameters of an int8 MUL, as ``kernels/mul.cc`` ``Prepare`` computes them:
+    ``(mult, shift) = QuantizeMultiplier(s1 * s2 / s_out)`` in float32 (a factor of 2**31 or
+    more raises ``UnsupportedModelError``: LiteRT's shift would be undefined), ``act_min,
+    act_max`` from ``fused_activation_range``. Returns ``dict(in1_zp, in2_zp, mult, shift,
+    out_zp, act_min, act_max)``.
+    """
+    (s1, zp1), (s2, zp2), (s_out, zp_out) = (
+        _int8_quant(op, role, graph.tensor(name)) for role, name in
+        (("input 1", op.inputs[0]), ("input 2", op.inputs[1]), ("output", op.outputs[0])))
+    with np.errstate(over="ignore", under="ignore"):
+        real = _f32(s1) * _f32(s2) / _f32(s_out)
+    mult, shift = _multiplier(real, op, "rescale")
+    act_min, act_max = fused_activation_range(op.options.get("activation", "NONE"), s_out,
+                                              zp_out, f"MUL {op.index}")
+    return dict(in1_zp=zp1, in2_zp=zp2, mult=mult, shift=shift, out_zp=zp_out,
+                act_min=act_min, act_max=act_max)
+
+
+def mul(x1: np.ndarray, x2: np.ndarray, *, in1_zp: int, in2_zp: int, mult: int, shift: int,
+        out_zp: int, act_min: int, act_max: int) -> np.ndarray:
+    """TFLite int8 ``MUL``: ``reference_integer_ops::MulElementwise``
+    (``kernels/internal/reference/integer_ops/mul.h``) on every element, with NumPy
+    broadcasting (``BroadcastMul6DSlow`` applies the same formula to broadcast operands)::
+
+        y = clamp(wrap32(out_zp + MBQM((x1 - in1_zp) * (x2 - in2_zp), mult, shift)),
+                  act_min, act_max)
+    """
+    prod = (np.asarray(x1, np.int64) - in1_zp) * (np.asarray(x2, np.int64) - in2_zp)
+    out = wrap_int32(multiply_by_quantized_multiplier(prod, mult, shift) + out_zp)
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+# --------------------------------------------------------------------------------------------
 # Operators of a graph: each returns the output with the batch dimension
 
 
@@ -629,16 +938,70 @@ def _op_quantize(graph: Graph, op: Operator, inputs) -> np.ndarray:
     return quantize(inputs[0], in_zp=in_zp, mult=mult, shift=shift, out_zp=out_zp)
 
 
+def _op_hard_swish(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    return hard_swish(inputs[0], **hard_swish_params(graph, op))
+
+
+def _op_table(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    """int8 LOGISTIC / TANH by their ``activation_table``. ``SigmoidPrepare`` refuses an int8
+    LOGISTIC whose output scale is not exactly 1/256 (it does not check the zero point, -128
+    by convention, under ``BUILTIN_REF``); ``TanhPrepare`` checks no output quantization."""
+    s_in, in_zp, s_out, out_zp = _unary_quant(graph, op)
+    if op.opcode == "LOGISTIC" and s_out != 1.0 / 256:
+        raise UnsupportedModelError(f"LOGISTIC {op.index}: output scale {s_out!r} must be "
+                                    "exactly 1/256 (LiteRT refuses other output scales)")
+    return table_lookup(inputs[0], activation_table(op.opcode, s_in, in_zp, s_out, out_zp))
+
+
+def _op_leaky_relu(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    return leaky_relu(inputs[0], **leaky_relu_params(graph, op))
+
+
+def _op_relu(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    return relu_x(inputs[0], **relu_params(graph, op))
+
+
+def _op_mul(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    try:
+        np.broadcast_shapes(inputs[0].shape, inputs[1].shape)
+    except ValueError:
+        raise UnsupportedModelError(f"MUL {op.index}: input shapes {list(inputs[0].shape)} and "
+                                    f"{list(inputs[1].shape)} do not broadcast") from None
+    return mul(inputs[0], inputs[1], **mul_quant_params(graph, op))
+
+
 #: Per op: the kernel and how many leading inputs it takes as arrays (computed tensors or
 #: constants); it reads the others (weights, paddings, axes) from the graph.
 _KERNELS = {
     "ADD": (_op_add, 2), "AVERAGE_POOL_2D": (_op_average_pool, 1), "CONV_2D": (_op_conv, 1),
     "DEPTHWISE_CONV_2D": (_op_conv, 1), "FULLY_CONNECTED": (_op_fully_connected, 1),
-    "MEAN": (_op_mean, 1), "PAD": (_op_pad, 1), "PADV2": (_op_pad, 1),
-    "QUANTIZE": (_op_quantize, 1), "RESHAPE": (_op_reshape, 1),
+    "HARD_SWISH": (_op_hard_swish, 1), "LEAKY_RELU": (_op_leaky_relu, 1),
+    "LOGISTIC": (_op_table, 1), "MEAN": (_op_mean, 1), "MUL": (_op_mul, 2),
+    "PAD": (_op_pad, 1), "PADV2": (_op_pad, 1), "QUANTIZE": (_op_quantize, 1),
+    "RELU": (_op_relu, 1), "RELU6": (_op_relu, 1), "RELU_N1_TO_1": (_op_relu, 1),
+    "RESHAPE": (_op_reshape, 1), "TANH": (_op_table, 1),
 }
 #: The builtin operators ``run_graph`` executes.
 SUPPORTED_OPS = tuple(sorted(_KERNELS))
+#: The int8 -> int8 elementwise operators ``unary_table`` tabulates.
+UNARY_OPS = ("HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "QUANTIZE", "RELU", "RELU6",
+             "RELU_N1_TO_1", "TANH")
+
+
+def unary_table(graph: Graph, op: Operator) -> np.ndarray:
+    """The int8 -> int8 elementwise operator ``op`` (one of ``UNARY_OPS``) as a lookup table:
+    ``int8[256]`` whose entry ``i`` is the output for the int8 input whose byte is ``i``
+    (``i`` for ``i < 128``, ``i - 256`` above), so ``y = table[x & 255]``
+    (``table_lookup``): the order of LiteRT's own int8 tables, and the raw byte addresses a
+    hardware table. Computed by running the operator's kernel on all 256 inputs, so it raises
+    the kernel's ``UnsupportedModelError`` for a model LiteRT refuses.
+    """
+    if op.opcode not in UNARY_OPS:
+        raise UnsupportedModelError(f"{op.opcode} {op.index} is not an int8 -> int8 "
+                                    f"elementwise operator; tables exist for "
+                                    f"{', '.join(UNARY_OPS)}")
+    y = _KERNELS[op.opcode][0](graph, op, [_INT8_AT_INDEX.copy()])
+    return np.asarray(y, np.int8).reshape(256)
 
 
 def run_graph(graph: Graph, x: np.ndarray) -> np.ndarray:

@@ -11,11 +11,12 @@ DEPTHWISE_CONV_2D -> CONV_2D 1x1 -> output, quantized like a real converter woul
 symmetric weights, int32 bias with scale ``s_in * s_w[c]``).
 
 ``pad_model``, ``add_model``, ``average_pool_model``, ``mean_model``,
-``fully_connected_model``, ``reshape_model`` and ``quantize_model`` build one op with the given
-parameters; ``random_op_model(op, seed)`` draws them. ``mobilenet_like_model(spec)`` builds a
-small MobileNetV2-like network (PAD + CONV_2D stem, inverted residual blocks with residual ADDs,
-head, global AVERAGE_POOL_2D or MEAN, FULLY_CONNECTED, RESHAPE), quantized as a converter would
-after batch-norm folding; ``random_mobilenet_spec`` draws its ``MobileNetSpec``.
+``fully_connected_model``, ``reshape_model``, ``quantize_model``, ``unary_model`` (HARD_SWISH,
+LOGISTIC, TANH, LEAKY_RELU, RELU, RELU6, RELU_N1_TO_1) and ``mul_model`` build one op with the
+given parameters; ``random_op_model(op, seed)`` draws them. ``mobilenet_like_model(spec)``
+builds a small MobileNetV2-like network (PAD + CONV_2D stem, inverted residual blocks with
+residual ADDs, head, global AVERAGE_POOL_2D or MEAN, FULLY_CONNECTED, RESHAPE), quantized as a
+converter would after batch-norm folding; ``random_mobilenet_spec`` draws its ``MobileNetSpec``.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from .tflite_reader import OPTION_FIELD_NAMES
 __all__ = [
     "ModelBuilder", "LayerSpec", "random_layer_spec", "dwsep_layer_model", "single_op_model",
     "layer_tensors", "pad_model", "add_model", "average_pool_model", "mean_model",
-    "fully_connected_model", "pool_fc_model", "reshape_model", "quantize_model", "RANDOM_OPS",
+    "fully_connected_model", "pool_fc_model", "reshape_model", "quantize_model",
+    "UNARY_MODEL_OPS", "unary_model", "mul_model", "RANDOM_OPS",
     "random_op_model", "BlockSpec", "InvertedResidualSpec", "MobileNetSpec",
     "inverted_residual_model", "mobilenet_like_model", "random_mobilenet_spec",
 ]
 
-#: Builtin options table and operator-code version written for each supported op (the version
-#: is the lowest one whose kernel accepts int8 per-channel tensors).
+#: Builtin options table (None: the op has none) and operator-code version written for each
+#: supported op (the version is the lowest one whose kernel accepts int8 (per-channel) tensors).
 _OPS = {
     "ADD": ("AddOptions", 2),
     "AVERAGE_POOL_2D": ("Pool2DOptions", 2),
@@ -50,13 +52,21 @@ _OPS = {
     "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", 3),
     "DEQUANTIZE": ("DequantizeOptions", 2),
     "FULLY_CONNECTED": ("FullyConnectedOptions", 4),
+    "HARD_SWISH": ("HardSwishOptions", 1),
+    "LEAKY_RELU": ("LeakyReluOptions", 1),
+    "LOGISTIC": (None, 2),
     "MAX_POOL_2D": ("Pool2DOptions", 2),
     "MEAN": ("ReducerOptions", 2),
+    "MUL": ("MulOptions", 2),
     "PAD": ("PadOptions", 2),
     "PADV2": ("PadV2Options", 2),
     "QUANTIZE": ("QuantizeOptions", 2),
+    "RELU": (None, 2),
+    "RELU6": (None, 2),
+    "RELU_N1_TO_1": (None, 1),
     "RESHAPE": ("ReshapeOptions", 1),
     "SOFTMAX": ("SoftmaxOptions", 2),
+    "TANH": (None, 2),
 }
 
 #: Defaults filled in when ``add_operator`` is not given the option (the schema's own defaults,
@@ -69,6 +79,7 @@ _DEFAULTS = {
     "AVERAGE_POOL_2D": dict(padding="VALID", stride_h=1, stride_w=1, activation="NONE"),
     "MAX_POOL_2D": dict(padding="VALID", stride_h=1, stride_w=1, activation="NONE"),
     "ADD": dict(activation="NONE"),
+    "MUL": dict(activation="NONE"),
     "FULLY_CONNECTED": dict(activation="NONE"),
     "SOFTMAX": dict(beta=1.0),
 }
@@ -249,15 +260,18 @@ class ModelBuilder:
     @staticmethod
     def _operator(b: flatbuffers.Builder, op: _OperatorRecord, opcode_index: int) -> int:
         table = _OPS[op.opcode][0]
-        options = _options_table(b, table, op.opcode, op.options)
+        if table is None and op.options:
+            raise ValueError(f"{op.opcode} has no options, was given {sorted(op.options)}")
+        options = None if table is None else _options_table(b, table, op.opcode, op.options)
         inputs = b.CreateNumpyVector(np.asarray(op.inputs, "<i4"))
         outputs = b.CreateNumpyVector(np.asarray(op.outputs, "<i4"))
         tflite.OperatorStart(b)
         tflite.OperatorAddOpcodeIndex(b, opcode_index)
         tflite.OperatorAddInputs(b, inputs)
         tflite.OperatorAddOutputs(b, outputs)
-        tflite.OperatorAddBuiltinOptionsType(b, getattr(tflite.BuiltinOptions, table))
-        tflite.OperatorAddBuiltinOptions(b, options)
+        if options is not None:
+            tflite.OperatorAddBuiltinOptionsType(b, getattr(tflite.BuiltinOptions, table))
+            tflite.OperatorAddBuiltinOptions(b, options)
         return tflite.OperatorEnd(b)
 
     @staticmethod
@@ -678,9 +692,67 @@ def quantize_model(shape, quant, out_quant) -> bytes:
     return _end(mb, y)
 
 
+#: The int8 -> int8 elementwise ops ``unary_model`` writes (``reference.UNARY_OPS`` without
+#: QUANTIZE, which ``quantize_model`` writes).
+UNARY_MODEL_OPS = ("HARD_SWISH", "LOGISTIC", "TANH", "LEAKY_RELU", "RELU", "RELU6",
+                   "RELU_N1_TO_1")
+
+
+def unary_model(op: str, shape, quant, out_quant, **options) -> bytes:
+    """int8 ``shape`` -> ``op`` (one of ``UNARY_MODEL_OPS``) -> output of the same shape
+    quantized with ``out_quant``. ``options`` are the op's builtin options: ``alpha`` for
+    LEAKY_RELU (default 0.2); the others have none."""
+    if op not in UNARY_MODEL_OPS:
+        raise ValueError(f"'op' must be one of {', '.join(UNARY_MODEL_OPS)}, not {op!r}")
+    if op == "LEAKY_RELU":
+        options = {"alpha": 0.2, **options}
+    mb, x = _start(f"{op} {list(shape)} {options}", shape, quant)
+    y = mb.add_tensor("output", shape, "int8", *out_quant)
+    mb.add_operator(op, [x], [y], **options)
+    return _end(mb, y)
+
+
+def mul_model(shape, other_shape, quant, other_quant, out_quant, *,
+              constant: np.ndarray | None = None, activation: str = "NONE",
+              other_first: bool = False) -> bytes:
+    """int8 ``shape`` times a second int8 operand of ``other_shape`` (quantized with
+    ``other_quant``) -> MUL -> output (the broadcast shape) quantized with ``out_quant``.
+
+    The second operand is the constant ``constant`` (any shape that broadcasts with
+    ``shape``) or, when None, computed from the input as squeeze-and-excitation does:
+    ``other_shape`` has ``shape``'s rank and each dimension equal or 1; a MEAN (keep_dims)
+    over the dimensions ``other_shape`` reduces to 1 (a QUANTIZE when there are none)
+    requantizes the input to ``other_quant``. ``other_first`` makes the second operand the
+    MUL's first input."""
+    shape, other_shape = tuple(shape), tuple(other_shape)
+    mb, x = _start(f"MUL {list(shape)} {list(other_shape)}", shape, quant)
+    if constant is not None:
+        constant = np.asarray(constant)
+        if constant.shape != other_shape:
+            raise ValueError(f"'constant' has shape {list(constant.shape)}, not "
+                             f"{list(other_shape)}")
+        other = mb.add_tensor("other", other_shape, "int8", *other_quant, data=constant)
+    else:
+        if len(other_shape) != len(shape) or any(
+                o not in (1, d) for o, d in zip(other_shape, shape, strict=True)):
+            raise ValueError(f"a computed second operand {list(other_shape)} must keep or "
+                             f"reduce to 1 each dimension of {list(shape)}")
+        axes = [i for i, (o, d) in enumerate(zip(other_shape, shape, strict=True)) if o != d]
+        other = mb.add_tensor("other", other_shape, "int8", *other_quant)
+        if axes:
+            a = mb.add_tensor("axes", (len(axes),), "int32", data=np.asarray(axes))
+            mb.add_operator("MEAN", [x, a], [other], keep_dims=True)
+        else:
+            mb.add_operator("QUANTIZE", [x], [other])
+    y = mb.add_tensor("output", np.broadcast_shapes(shape, other_shape), "int8", *out_quant)
+    mb.add_operator("MUL", [other, x] if other_first else [x, other], [y],
+                    activation=activation)
+    return _end(mb, y)
+
+
 #: The ops ``random_op_model`` draws models of.
 RANDOM_OPS = ("PAD", "PADV2", "ADD", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED", "RESHAPE",
-              "QUANTIZE")
+              "QUANTIZE", "MUL", *UNARY_MODEL_OPS)
 _ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 
@@ -699,7 +771,8 @@ def _random_image_shape(rng, max_hw: int = 12, max_c: int = 16) -> tuple[int, ..
 def random_op_model(op: str, seed: int) -> bytes:
     """A random single-op model of ``op`` (one of ``RANDOM_OPS``), drawn from ``seed``: random
     shapes, options, activations and quantization (sometimes deliberately unlike what a
-    converter writes: PAD/AVERAGE_POOL_2D with output quantization unlike the input's)."""
+    converter writes: PAD/AVERAGE_POOL_2D with output quantization unlike the input's,
+    LOGISTIC/TANH with another output quantization than the conventional one)."""
     rng = np.random.default_rng(seed)
     shape = _random_image_shape(rng)
     quant = _random_quant(rng)
@@ -747,7 +820,54 @@ def random_op_model(op: str, seed: int) -> bytes:
         out_quant = (float(np.float32(quant[0] * _log_uniform(rng, 2.0**-6, 2.0**6))),
                      int(rng.integers(-128, 128)))
         return quantize_model(shape, quant, out_quant)
+    if op == "MUL":
+        return _random_mul(rng, shape, quant)
+    if op in UNARY_MODEL_OPS:
+        return _random_unary(rng, op, shape, quant)
     raise ValueError(f"'op' must be one of {', '.join(RANDOM_OPS)}, not {op!r}")
+
+
+def _random_mul(rng, shape, quant) -> bytes:
+    """MUL of the input and a second operand: ``[1, 1, 1, C]`` (squeeze-and-excitation's
+    channel scale) half the time, else the input's shape, ``[C]`` or a random subset of the
+    dimensions; constant, or (for 4-D operands, a quarter of the time) computed from the input
+    by MEAN / QUANTIZE. Output scale about ``s1 * s2 * 128``, times up to 16 either way."""
+    c = shape[3]
+    kind = rng.random()
+    if kind < 0.5:
+        other_shape = (1, 1, 1, c)
+    elif kind < 0.75:
+        other_shape = shape
+    elif kind < 0.85:
+        other_shape = (c,)
+    else:
+        other_shape = tuple(d if rng.random() < 0.5 else 1 for d in shape)
+    other_quant = _random_quant(rng)
+    out_quant = (float(np.float32(quant[0] * other_quant[0] * 128
+                                  * _log_uniform(rng, 1 / 16, 16))),
+                 int(rng.integers(-128, 128)))
+    computed = len(other_shape) == 4 and rng.random() < 0.25
+    constant = None if computed else rng.integers(-128, 128, other_shape).astype(np.int8)
+    return mul_model(shape, other_shape, quant, other_quant, out_quant, constant=constant,
+                     activation=str(rng.choice(_ACTIVATIONS)),
+                     other_first=bool(rng.random() < 0.3))
+
+
+def _random_unary(rng, op: str, shape, quant) -> bytes:
+    """One of ``UNARY_MODEL_OPS``: LOGISTIC's output scale is 1/256 (zero point -128, or
+    random a quarter of the time: LiteRT checks only the scale), TANH's 1/128 and 0 (or random
+    a quarter of the time), the others' drawn around the input's (HARD_SWISH's above
+    ``s_in / 128``, which LiteRT requires); LEAKY_RELU's alpha from typical and odd values
+    (negative, above 1, 0)."""
+    out_quant = _random_quant(rng, quant[0])
+    options = {}
+    if op == "LOGISTIC":
+        out_quant = (1 / 256, -128 if rng.random() < 0.75 else out_quant[1])
+    elif op == "TANH" and rng.random() < 0.75:
+        out_quant = (1 / 128, 0)
+    elif op == "LEAKY_RELU":
+        options["alpha"] = float(rng.choice([0.01, 0.1, 0.2, 0.3, 0.5, 0.0, -0.25, 1.5]))
+    return unary_model(op, shape, quant, out_quant, **options)
 
 
 def _random_fully_connected(rng, shape, quant) -> bytes:
