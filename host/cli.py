@@ -10,9 +10,9 @@ layer shows on a terminal),
 ``dwsep info [--config NAME] [--json | --markdown]``; ``dwsep samples [NAME]`` (the sample
 photos' names and paths, or one photo's path);
 ``dwsep quantize --arch {mobilenet_v2,mobilenet_v1,mobilenet_v2_os16} [--width W]
-[--weights FILE.pth | --random-weights] [--calib DIR_OR_IMAGES...] -o MODEL.tflite`` (needs
-the ``models`` extra;
-default: torchvision's installed ImageNet MobileNetV2 weights and the 8 sample photos);
+[--input-size N|HxW] [--weights FILE.pth | --random-weights] [--calib DIR_OR_IMAGES...] -o
+MODEL.tflite`` (needs the ``models`` extra; default: torchvision's installed ImageNet
+MobileNetV2 weights and the 8 sample photos);
 ``dwsep synth [--config NAME] [--part PART] [--set FIELD=N ...] [--json] [--ecp5]
 [--out FILE]`` (needs the ``hw`` extra, see :mod:`dwsep.bitstreams.command`);
 ``dwsep build [--board pynq-z2] [--config NAME] [--clock-mhz F] [--out DIR] [--check]

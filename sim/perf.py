@@ -1093,7 +1093,9 @@ def _run_phase(config: AcceleratorConfig, d: dict, t_cmds: int, mem: MemoryCycle
     3. DW mode: the DW array takes a column in each of its moving cycles; the word leaves
        ``DepthwiseArray.LATENCY`` moving cycles after its last column was taken, into the
        DW requantizer, then the engine's project input. Conv mode: the taps go straight to
-       the engine's project input.
+       the engine's project input. ``POOL``: the line buffer's output is the input's
+       ``in_h x in_w`` pixels (kernel 1) and the DW requantizer sums them: only the last
+       pixel's words go on (:class:`_Requant`).
     4. The engine's project jobs, requantizer, [ADD], serializer and writer:
        :class:`_EngineJobs`, :class:`_Requant`, :class:`_Add`, :class:`_Serializer`,
        :class:`_Writer`. With ``EXPAND``, before each project job the expand jobs that the

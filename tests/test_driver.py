@@ -174,6 +174,8 @@ def _tampered_run(g: Graph, layer: int, backend: str = "reference", config="tiny
     (dict(flags=DescFlag.CONV), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.EXPAND | DescFlag.CONV), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.RAW_OUT | DescFlag.RESIDUAL), ErrorCode.BAD_PARAMS),
+    (dict(flags=DescFlag.POOL), ErrorCode.BAD_PARAMS),     # a pool of a 3x3 kernel
+    (dict(flags=DescFlag.POOL, kernel=1, pad_top=0, pad_left=0), ErrorCode.BAD_PARAMS),
     (dict(out_pitch=lambda d: d["out_groups"] - 1), ErrorCode.BAD_PARAMS),
     (dict(flags=DescFlag.RAW_OUT), ErrorCode.BAD_PARAMS),  # pitch too small for int32
     (dict(flags=DescFlag.RESIDUAL, out_pitch=lambda d: d["out_groups"] + 1),

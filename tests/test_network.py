@@ -280,18 +280,23 @@ def test_mobilenet_v2_rtl(v2_int8, grace_hopper):
     assert sum(r["cycles"] for r in stats["layers"]) == stats["cycles"]
 
 
+def _rtl_frame_equals_litert(model: bytes, photo, what: str) -> None:
+    """One frame of ``model`` on ``photo`` on the pynq-z2 RTL (its cycles and wall time
+    printed) equals LiteRT."""
+    x = imagenet.image_to_input(photo, model)
+    with Accelerator(PYNQ_Z2, "rtl") as acc:
+        start = time.perf_counter()
+        y = acc.run(model, x)
+        cycles = acc.last_stats["cycles"]
+    print(f"{what} on the RTL: {cycles} cycles, {time.perf_counter() - start:.0f} s wall")
+    assert np.array_equal(y, litert_run(model, x))
+
+
 @pytest.mark.slow
 @pytest.mark.verilator
 def test_mobilenet_v2_os16_rtl(v2_os16_int8, grace_hopper):
     """The atrous MobileNetV2 backbone (output stride 16) on the pynq-z2 RTL equals LiteRT."""
-    x = imagenet.image_to_input(grace_hopper, v2_os16_int8)
-    with Accelerator(PYNQ_Z2, "rtl") as acc:
-        start = time.perf_counter()
-        y = acc.run(v2_os16_int8, x)
-        cycles = acc.last_stats["cycles"]
-    print(f"MobileNetV2-OS16 backbone on the RTL: {cycles} cycles, "
-          f"{time.perf_counter() - start:.0f} s wall")
-    assert np.array_equal(y, litert_run(v2_os16_int8, x))
+    _rtl_frame_equals_litert(v2_os16_int8, grace_hopper, "MobileNetV2-OS16 backbone")
 
 
 @pytest.mark.networks
@@ -299,15 +304,7 @@ def test_mobilenet_v2_os16_rtl(v2_os16_int8, grace_hopper):
 @pytest.mark.parametrize("size", [(320, 320), (256, 192)], ids=["320", "256x192"])
 def test_mobilenet_v2_other_sizes_rtl(v2_sizes, grace_hopper, size):
     """MobileNetV2 at 320x320 and 256x192 on the pynq-z2 RTL equals LiteRT."""
-    model = v2_sizes[size]
-    x = imagenet.image_to_input(grace_hopper, model)
-    with Accelerator(PYNQ_Z2, "rtl") as acc:
-        start = time.perf_counter()
-        y = acc.run(model, x)
-        cycles = acc.last_stats["cycles"]
-    print(f"MobileNetV2 {size[0]}x{size[1]} on the RTL: {cycles} cycles, "
-          f"{time.perf_counter() - start:.0f} s wall")
-    assert np.array_equal(y, litert_run(model, x))
+    _rtl_frame_equals_litert(v2_sizes[size], grace_hopper, f"MobileNetV2 {size[0]}x{size[1]}")
 
 
 @pytest.mark.slow
@@ -316,11 +313,4 @@ def test_mobilenet_v1_rtl(grace_hopper):
     """MobileNetV1 (width 0.5, random weights) on the pynq-z2 RTL equals LiteRT."""
     model = quantizer.quantize("mobilenet_v1", None, calibration_photos()[:2], width=0.5,
                                seed=5)
-    x = imagenet.image_to_input(grace_hopper, model)
-    with Accelerator(PYNQ_Z2, "rtl") as acc:
-        start = time.perf_counter()
-        y = acc.run(model, x)
-        cycles = acc.last_stats["cycles"]
-    print(f"MobileNetV1-0.5-224 on the RTL: {cycles} cycles, "
-          f"{time.perf_counter() - start:.0f} s wall")
-    assert np.array_equal(y, litert_run(model, x))
+    _rtl_frame_equals_litert(model, grace_hopper, "MobileNetV1-0.5-224")
