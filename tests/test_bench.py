@@ -56,6 +56,20 @@ def test_table_lists_every_layer(capsys):
         assert f"{la.model_cycles:,}" in text
 
 
+def test_named_archs_and_non_square_sizes(capsys):
+    """Every architecture ``dwsep quantize --arch`` builds is a named model, at a square or
+    an ``HxW`` resolution: the OS16 backbone's dilated layers and a non-square pool."""
+    out = bench_json(capsys, "--model", "mobilenet_v2_os16", "--width", "0.35",
+                     "--resolution", "64", "--memory", "ideal")
+    assert out["model"] == "mobilenet_v2_os16-0.35-64"
+    assert sum("DW" in la["stages"] for la in out["layers"]) == 17
+    out = bench_json(capsys, "--model", "mobilenet_v2", "--width", "0.35",
+                     "--resolution", "64x32", "--memory", "ideal")
+    assert out["model"] == "mobilenet_v2-0.35-64x32"
+    assert any(la["stages"].startswith("POOL") for la in out["layers"])
+    assert set(benchmark.NAMED_MODELS) == {"mobilenet_v2", "mobilenet_v1", "mobilenet_v2_os16"}
+
+
 @pytest.mark.verilator
 def test_rtl_side_by_side(capsys):
     """With the ideal memory the model equals the RTL exactly, layer by layer; with the
