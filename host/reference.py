@@ -866,12 +866,18 @@ def _op_pad(graph: Graph, op: Operator, inputs) -> np.ndarray:
     return pad(x, paddings, pad_value)
 
 
-def _op_add(graph: Graph, op: Operator, inputs) -> np.ndarray:
+def _check_broadcast(op: Operator, inputs) -> None:
+    """The two inputs of a binary op broadcast (NumPy's rules, which TFLite's follow)."""
     try:
         np.broadcast_shapes(inputs[0].shape, inputs[1].shape)
     except ValueError:
-        raise UnsupportedModelError(f"ADD {op.index}: input shapes {list(inputs[0].shape)} and "
-                                    f"{list(inputs[1].shape)} do not broadcast") from None
+        raise UnsupportedModelError(f"{op.opcode} {op.index}: input shapes "
+                                    f"{list(inputs[0].shape)} and {list(inputs[1].shape)} do "
+                                    "not broadcast") from None
+
+
+def _op_add(graph: Graph, op: Operator, inputs) -> np.ndarray:
+    _check_broadcast(op, inputs)
     return add(inputs[0], inputs[1], **add_quant_params(graph, op))
 
 
@@ -962,11 +968,7 @@ def _op_relu(graph: Graph, op: Operator, inputs) -> np.ndarray:
 
 
 def _op_mul(graph: Graph, op: Operator, inputs) -> np.ndarray:
-    try:
-        np.broadcast_shapes(inputs[0].shape, inputs[1].shape)
-    except ValueError:
-        raise UnsupportedModelError(f"MUL {op.index}: input shapes {list(inputs[0].shape)} and "
-                                    f"{list(inputs[1].shape)} do not broadcast") from None
+    _check_broadcast(op, inputs)
     return mul(inputs[0], inputs[1], **mul_quant_params(graph, op))
 
 
