@@ -116,7 +116,7 @@ def wrap_int16(x):
     """Two's-complement wrap to int16, as a C++ conversion to ``int16_t`` does (values stay
     int64)."""
     x = np.asarray(x, dtype=np.int64)
-    return ((x + (1 << 15)) & 0xFFFF) - (1 << 15)
+    return ((x + (1 << 15)) % (1 << 16)) - (1 << 15)
 
 
 def _truncating_divide(num, divisor: int):
